@@ -22,3 +22,42 @@ def shared_rasters() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return SHARED_RASTERS
+
+
+@pytest.fixture(scope="session")
+def azurite_connection_string():
+    """Connection string of a running Azurite: ``AZURITE_CONNECTION_STRING`` or one started here."""
+    from services import Azurite
+
+    if os.environ.get("AZURITE_CONNECTION_STRING"):
+        yield os.environ["AZURITE_CONNECTION_STRING"]
+        return
+    azurite = Azurite().start()
+    try:
+        yield azurite.connection_string
+    finally:
+        azurite.stop()
+
+
+@pytest.fixture(scope="session")
+def pgstac_server():
+    """A PostgreSQL + PostGIS + pgSTAC server started for the session (None when ``PGSTAC_DSN`` is set)."""
+    from services import PgStac
+
+    if os.environ.get("PGSTAC_DSN"):
+        yield None
+        return
+    server = PgStac().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def pgstac_dsn(pgstac_server, request) -> str:
+    """DSN of a fresh pgSTAC database for the test module (or ``PGSTAC_DSN`` when set)."""
+    if pgstac_server is None:
+        return os.environ["PGSTAC_DSN"]
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.module.__name__)[-50:].lower()
+    return pgstac_server.create_database(name)

@@ -1,0 +1,171 @@
+"""Real test services on 127.0.0.1: Azurite (blob) and a throwaway PostgreSQL + PostGIS + pgSTAC.
+
+Both are started in a temporary directory on free ports and stopped (with their data removed) by
+``stop()``. The fixtures in ``tests/conftest.py`` use them unless ``AZURITE_CONNECTION_STRING`` /
+``PGSTAC_DSN`` point at services that already run.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+# Azurite's well-known development account (public, documented by Microsoft).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+class ServiceStartError(RuntimeError):
+    """A test service did not come up; the message carries its log tail."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceStartError(f"exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise ServiceStartError(f"port {port} not open after {timeout:.0f}s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Azurite:
+    """Azurite's blob service on 127.0.0.1, data in a temporary ``--location``."""
+
+    port: int = 0
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="azurite-")))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+        )
+
+    def start(self) -> "Azurite":
+        if not AZURITE_BIN.exists():
+            raise ServiceStartError(f"{AZURITE_BIN} missing: run `npm ci` (make test does)")
+        self.port = self.port or free_port()
+        log = self.workdir / "azurite.log"
+        self.proc = subprocess.Popen(
+            [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+             "--location", str(self.workdir / "data"), "--skipApiVersionCheck",
+             "--disableTelemetry", "--silent", "--loose"],
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait_for_port(self.port, self.proc, log)
+        return self
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class PgStac:
+    """A throwaway PostgreSQL 15 cluster with PostGIS and pgSTAC migrated by ``pypgstac migrate``."""
+
+    port: int = 0
+    dbname: str = "pgstac"
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pgstac-")))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.dbname}"
+
+    def _as_postgres(self, *args: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+
+    def start(self) -> "PgStac":
+        self.port = self.port or free_port()
+        datadir, log = self.workdir / "data", self.workdir / "postgres.log"
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+        subprocess.run(
+            self._as_postgres(str(PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres",
+                              "--auth=trust", "--encoding=UTF8", "--no-sync"),
+            check=True, capture_output=True,
+        )
+        self.proc = subprocess.Popen(
+            self._as_postgres(str(PG_BIN / "postgres"), "-D", str(datadir), "-h", "127.0.0.1",
+                              "-p", str(self.port), "-k", str(self.workdir), "-c", "fsync=off",
+                              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                              "-c", "max_connections=200"),
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait_for_port(self.port, self.proc, log)
+        self._wait_ready(log)
+        self.create_database(self.dbname)
+        return self
+
+    def _wait_ready(self, log: Path, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise ServiceStartError(f"PostgreSQL not ready:\n{_tail(log)}")
+            time.sleep(0.1)
+
+    def create_database(self, name: str) -> str:
+        """Create a database with pgSTAC migrated into it and return its DSN."""
+        import psycopg
+
+        admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        dsn = f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+        migrate = subprocess.run(
+            [str(Path(sys.executable).parent / "pypgstac"), "migrate", "--dsn", dsn],
+            capture_output=True, text=True,
+        )
+        if migrate.returncode != 0:
+            raise ServiceStartError(f"pypgstac migrate failed:\n{migrate.stderr[-2000:]}")
+        return dsn
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
