@@ -61,3 +61,15 @@ def pgstac_dsn(pgstac_server, request) -> str:
         return os.environ["PGSTAC_DSN"]
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.module.__name__)[-50:].lower()
     return pgstac_server.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def azurite_oauth():
+    """Azurite over HTTPS with bearer-token auth, for the managed-identity / user delegation SAS path."""
+    from services import Azurite
+
+    azurite = Azurite(oauth=True).start()
+    try:
+        yield azurite
+    finally:
+        azurite.stop()

@@ -6,7 +6,11 @@ Both are started in a temporary directory on free ports and stopped (with their 
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
+import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -60,11 +64,25 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 @dataclass
 class Azurite:
-    """Azurite's blob service on 127.0.0.1, data in a temporary ``--location``."""
+    """Azurite's blob service on 127.0.0.1, data in a temporary ``--location``.
+
+    With ``oauth=True`` it serves HTTPS with a throwaway self-signed certificate (``ca_path``) and
+    accepts bearer tokens (``--oauth basic``), which is what user delegation keys need.
+    """
 
     port: int = 0
+    oauth: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="azurite-")))
     proc: subprocess.Popen | None = None
+
+    @property
+    def account_url(self) -> str:
+        scheme = "https" if self.oauth else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.workdir / "cert.pem"
 
     @property
     def connection_string(self) -> str:
@@ -78,10 +96,14 @@ class Azurite:
             raise ServiceStartError(f"{AZURITE_BIN} missing: run `npm ci` (make test does)")
         self.port = self.port or free_port()
         log = self.workdir / "azurite.log"
+        args = [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                "--location", str(self.workdir / "data"), "--skipApiVersionCheck",
+                "--disableTelemetry", "--silent", "--loose"]
+        if self.oauth:
+            _self_signed_certificate(self.ca_path, self.workdir / "key.pem")
+            args += ["--oauth", "basic", "--cert", str(self.ca_path), "--key", str(self.workdir / "key.pem")]
         self.proc = subprocess.Popen(
-            [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-             "--location", str(self.workdir / "data"), "--skipApiVersionCheck",
-             "--disableTelemetry", "--silent", "--loose"],
+            args,
             stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         _wait_for_port(self.port, self.proc, log)
@@ -157,6 +179,49 @@ class PgStac:
     def stop(self) -> None:
         _terminate(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _self_signed_certificate(cert_path: Path, key_path: Path) -> None:
+    """A throwaway certificate for 127.0.0.1, valid for a day (cryptography comes with azure-identity)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+
+
+class EmulatorCredential:
+    """An azure-core TokenCredential for Azurite's ``--oauth basic``: an unsigned JWT whose audience,
+    issuer and lifetime Azurite checks. It stands in for Azure AD, which cannot be reached here."""
+
+    tenant = "ab1f708d-50f6-404c-a006-d71b2ac7a606"
+    object_id = "5f2a1b7e-0c4d-4e8a-9b3f-2d6c7a8e9f01"
+
+    def get_token(self, *scopes, **kwargs):
+        from azure.core.credentials import AccessToken
+
+        def b64(data: dict) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+        now = int(time.time())
+        claims = {"aud": "https://storage.azure.com", "iss": f"https://sts.windows.net/{self.tenant}/",
+                  "iat": now, "nbf": now, "exp": now + 3600, "oid": self.object_id, "tid": self.tenant}
+        return AccessToken(f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}.unsigned", now + 3600)
 
 
 def _terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:

@@ -1,0 +1,168 @@
+"""One settings object for the whole app, read from the environment (Azure app settings).
+
+Every key is an environment variable with the ``RMH_`` prefix and is listed, with a safe
+placeholder, in ``local.settings.sample.json``. Defaults are the embedded ones: a local directory
+stands in for blob storage and a static STAC catalog on disk stands in for pgSTAC, so nothing has
+to be configured to run on one machine. A bad or missing value fails at start-up with a
+:class:`SettingsError` that names the setting.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from storage import check_container_name
+
+ENV_PREFIX = "RMH_"
+_NCRONTAB_FIELD = re.compile(r"^[\d*/,\-A-Za-z]+$")
+
+
+class SettingsError(ValueError):
+    """The environment holds a bad or missing setting; the message names each one."""
+
+
+class StorageBackend(str, Enum):
+    local = "local"
+    azure = "azure"
+
+
+class CatalogBackend(str, Enum):
+    static = "static"
+    pgstac = "pgstac"
+
+
+class Settings(BaseSettings):
+    """All configuration of rmhgeoapi. Field ``x`` is read from ``RMH_X``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Durable task hub (host.json reads it as %RMH_TASK_HUB_NAME%; DfMon points at it).
+    task_hub_name: str = Field("rmhgeoapi", pattern=r"^[A-Za-z][A-Za-z0-9]{2,44}$")
+
+    # Storage: a local directory (embedded default) or Azure Blob Storage.
+    storage_backend: StorageBackend = StorageBackend.local
+    storage_local_dir: Path = Path(".local/storage")
+    storage_connection_string: SecretStr | None = None
+    storage_account_url: str | None = None
+    sas_ttl_minutes: int = Field(60, ge=5, le=7 * 24 * 60)
+
+    # Containers.
+    input_container: str = "rasters"
+    output_container: str = "cogs"
+    system_container: str = "rmh-system"
+
+    # Catalog: a static STAC catalog directory (embedded default) or pgSTAC.
+    catalog_backend: CatalogBackend = CatalogBackend.static
+    static_catalog_dir: Path = Path(".local/catalog")
+    pgstac_dsn: SecretStr | None = None
+    pgstac_use_managed_identity: bool = False
+
+    # Scheduled sync.
+    sync_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sync_schedule: str = "0 0 */6 * * *"
+    sync_chunk_size: int = Field(500, ge=1, le=5000)
+
+    # Processing limits.
+    max_pixels_per_task: int = Field(64 * 1024 * 1024, ge=256 * 256)
+    tile_size: int = Field(4096, ge=256, le=32768)
+    max_raster_pixels: int = Field(50_000 * 50_000, ge=1)
+    max_raster_bands: int = Field(64, ge=1)
+
+    # GDAL configuration options applied around every raster operation (JSON object).
+    gdal_options: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {
+            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+            "GDAL_HTTP_MAX_RETRY": "5",
+            "GDAL_HTTP_RETRY_DELAY": "1",
+            "GDAL_CACHEMAX": "128",
+        }
+    )
+
+    @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("input_container", "output_container", "system_container")
+    @classmethod
+    def _container_name(cls, value: str) -> str:
+        return check_container_name(value)
+
+    @field_validator("sync_containers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sync_containers")
+    @classmethod
+    def _sync_container_names(cls, value: list[str]) -> list[str]:
+        return [cls._container_name(name) for name in value]
+
+    @field_validator("sync_schedule")
+    @classmethod
+    def _ncrontab(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+            raise ValueError(
+                f"{value!r} is not a six-field NCRONTAB expression "
+                "('{second} {minute} {hour} {day} {month} {day-of-week}', e.g. '0 0 */6 * * *')"
+            )
+        return value
+
+    @field_validator("gdal_options", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"must be a JSON object of GDAL options: {err}") from None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object such as {"GDAL_CACHEMAX": "128"}')
+        return {str(k): str(v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _backend_requirements(self) -> "Settings":
+        if self.storage_backend is StorageBackend.azure:
+            if bool(self.storage_connection_string) == bool(self.storage_account_url):
+                raise ValueError(
+                    "storage_backend=azure needs exactly one of RMH_STORAGE_CONNECTION_STRING "
+                    "(Azurite, keys) or RMH_STORAGE_ACCOUNT_URL (managed identity)"
+                )
+        if self.catalog_backend is CatalogBackend.pgstac and not self.pgstac_dsn:
+            raise ValueError("catalog_backend=pgstac needs RMH_PGSTAC_DSN")
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into one SettingsError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise SettingsError(_describe(err)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings object, built once on first use."""
+    return load_settings()
+
+
+def _describe(err: ValidationError) -> str:
+    problems = []
+    for error in err.errors():
+        loc = error.get("loc") or ()
+        name = f"{ENV_PREFIX}{str(loc[0]).upper()}" if loc else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if loc else message)
+    return "invalid settings: " + "; ".join(problems)

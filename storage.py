@@ -1,0 +1,574 @@
+"""Blob containers behind one interface: Azure Blob Storage, or a local directory (embedded default).
+
+Both implementations check container and blob names against Azure's rules before any call, so a
+bad name fails the same way everywhere, and both hand GDAL a path it can read without a download
+(``/vsiaz/`` for Azure, the file itself for a local directory) plus the GDAL configuration needed.
+Secrets (account keys, SAS signatures) never appear in logs or error messages.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_BLOB_NAME = 1024
+DEFAULT_PAGE_SIZE = 1000
+_CONTAINER_CHARS = re.compile(r"^[a-z0-9-]+$")
+_SECRET_PATTERNS = [
+    (re.compile(r"(sig=)[^&\s\"']+", re.IGNORECASE), r"\1REDACTED"),
+    (re.compile(r"(AccountKey=)[^;\s\"']+", re.IGNORECASE), r"\1REDACTED"),
+    (re.compile(r"(SharedAccessSignature=)[^;\s\"']+", re.IGNORECASE), r"\1REDACTED"),
+]
+
+
+class StorageError(Exception):
+    """Base class of storage errors."""
+
+
+class InvalidContainerName(StorageError, ValueError):
+    """A container name breaks Azure's naming rules."""
+
+
+class InvalidBlobName(StorageError, ValueError):
+    """A blob name breaks Azure's naming rules."""
+
+
+class ContainerNotFound(StorageError):
+    """The container does not exist."""
+
+
+class BlobNotFound(StorageError):
+    """The blob does not exist."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage service could not be reached or failed; transient, worth a retry."""
+
+
+class RedactSecrets(logging.Filter):
+    """A logging filter that strips SAS signatures and account keys from records.
+
+    GDAL reports HTTP errors with the full request URL, SAS included, through rasterio's logger;
+    ``install_log_redaction`` puts this filter on the loggers that can carry such text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_REDACTED_LOGGERS = ("rasterio._env", "rasterio._err", "rasterio._io", "rasterio", "azure")
+
+
+def install_log_redaction() -> None:
+    """Attach RedactSecrets to the loggers of GDAL (via rasterio) and the Azure SDK, once."""
+    for name in _REDACTED_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in target.filters):
+            target.addFilter(RedactSecrets())
+
+
+def redact(text: str) -> str:
+    """Remove SAS signatures and account keys from a message."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def check_container_name(name: str) -> str:
+    """Return ``name`` if it is a valid Azure container name, else raise InvalidContainerName."""
+    if not isinstance(name, str) or not 3 <= len(name) <= 63:
+        raise InvalidContainerName(f"container name {name!r} must be 3 to 63 characters long")
+    if not _CONTAINER_CHARS.match(name):
+        raise InvalidContainerName(
+            f"container name {name!r} may only contain lowercase letters, digits and '-'"
+        )
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        raise InvalidContainerName(
+            f"container name {name!r} must start and end with a letter or digit"
+        )
+    if "--" in name:
+        raise InvalidContainerName(f"container name {name!r} must not contain '--'")
+    return name
+
+
+def check_blob_name(name: str) -> str:
+    """Return ``name`` if it is a valid blob name here, else raise InvalidBlobName.
+
+    Azure's rules (1-1024 characters, no control characters) plus what keeps names portable to a
+    local directory and safe in GDAL paths: no leading '/', no '.' or '..' segment, no empty segment.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidBlobName("blob name must not be empty")
+    if len(name) > MAX_BLOB_NAME:
+        raise InvalidBlobName(f"blob name is {len(name)} characters long; the limit is 1024")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidBlobName(f"blob name {name!r} contains a control character")
+    if name.startswith("/"):
+        raise InvalidBlobName(f"blob name {name!r} must not start with '/'")
+    if "\\" in name:
+        raise InvalidBlobName(f"blob name {name!r} must not contain '\\' (use '/')")
+    segments = name.split("/")
+    if any(seg in (".", "..") for seg in segments):
+        raise InvalidBlobName(f"blob name {name!r} must not contain a '.' or '..' segment")
+    if any(seg == "" for seg in segments):
+        raise InvalidBlobName(f"blob name {name!r} must not contain an empty segment ('//' or a trailing '/')")
+    return name
+
+
+def normalize_etag(etag: str | None) -> str:
+    """ETags without the quotes Azure adds in some responses and not in others."""
+    return (etag or "").strip().removeprefix("W/").strip('"')
+
+
+def guess_content_type(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return "image/tiff"
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+class BlobInfo(BaseModel):
+    """What a listing or a properties call says of one blob."""
+
+    name: str
+    size: int
+    etag: str
+    last_modified: dt.datetime
+    content_type: str | None = None
+    metadata: dict[str, str] = {}
+
+
+class BlobPage(BaseModel):
+    """One page of a listing; ``continuation`` is None on the last page."""
+
+    blobs: list[BlobInfo]
+    continuation: str | None = None
+
+
+@dataclass(frozen=True)
+class GdalPath:
+    """A path GDAL can open, with the configuration options it needs (may hold secrets)."""
+
+    path: str
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print the config: it can hold a SAS or a key
+        return f"GdalPath(path={self.path!r}, config=<{len(self.config)} options>)"
+
+
+class BlobStore(abc.ABC):
+    """Blob containers: listing, transfer, properties and GDAL access."""
+
+    @abc.abstractmethod
+    def create_container(self, container: str) -> None:
+        """Create the container if it does not exist."""
+
+    @abc.abstractmethod
+    def list_page(self, container: str, prefix: str = "", *, page_size: int = DEFAULT_PAGE_SIZE,
+                  continuation: str | None = None) -> BlobPage:
+        """One page of blobs whose names start with ``prefix``, in name order."""
+
+    @abc.abstractmethod
+    def get_properties(self, container: str, name: str) -> BlobInfo:
+        """Size, ETag, last-modified, content type and metadata; BlobNotFound if absent."""
+
+    @abc.abstractmethod
+    def download_to_path(self, container: str, name: str, path: Path) -> Path:
+        """Write the blob's content to ``path`` (atomically) and return it."""
+
+    @abc.abstractmethod
+    def upload_from_path(self, container: str, name: str, path: Path, *,
+                         content_type: str | None = None,
+                         metadata: Mapping[str, str] | None = None) -> BlobInfo:
+        """Upload ``path`` as the blob (replacing it) and return its new properties."""
+
+    @abc.abstractmethod
+    def delete(self, container: str, name: str) -> bool:
+        """Delete the blob; False if it did not exist."""
+
+    @abc.abstractmethod
+    def gdal_read_path(self, container: str, name: str) -> GdalPath:
+        """A GDAL path and config to read the blob in place (read-only access)."""
+
+    @abc.abstractmethod
+    def gdal_write_path(self, container: str, name: str) -> GdalPath:
+        """A GDAL path and config to write the blob in place."""
+
+    def iter_blobs(self, container: str, prefix: str = "", *,
+                   page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[BlobInfo]:
+        """Every blob under ``prefix``, page by page."""
+        continuation: str | None = None
+        while True:
+            page = self.list_page(container, prefix, page_size=page_size, continuation=continuation)
+            yield from page.blobs
+            continuation = page.continuation
+            if continuation is None:
+                return
+
+    def exists(self, container: str, name: str) -> bool:
+        try:
+            self.get_properties(container, name)
+        except BlobNotFound:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def downloaded(self, container: str, name: str) -> Iterator[Path]:
+        """The blob in a temporary file, removed afterwards."""
+        tmpdir = Path(tempfile.mkdtemp(prefix="rmh-blob-"))
+        try:
+            yield self.download_to_path(container, name, tmpdir / Path(name).name)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def upload_bytes(self, container: str, name: str, data: bytes, *,
+                     content_type: str | None = None,
+                     metadata: Mapping[str, str] | None = None) -> BlobInfo:
+        with tempfile.TemporaryDirectory(prefix="rmh-up-") as tmpdir:
+            path = Path(tmpdir) / "blob"
+            path.write_bytes(data)
+            return self.upload_from_path(container, name, path, content_type=content_type,
+                                         metadata=metadata)
+
+
+class LocalDirStore(BlobStore):
+    """Containers as sub-directories of ``root``; metadata in a sidecar tree ``root/.meta``.
+
+    Writes are atomic (temporary file, then rename), so a reader never sees half a blob. The ETag
+    is derived from size and modification time, as a blob's changes whenever it is rewritten.
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _container_dir(self, container: str, *, must_exist: bool = True) -> Path:
+        path = self.root / check_container_name(container)
+        if must_exist and not path.is_dir():
+            raise ContainerNotFound(f"container {container!r} does not exist")
+        return path
+
+    def _blob_path(self, container: str, name: str) -> Path:
+        return self._container_dir(container) / check_blob_name(name)
+
+    def _meta_path(self, container: str, name: str) -> Path:
+        return self.root / ".meta" / container / (name + ".json")
+
+    def create_container(self, container: str) -> None:
+        self._container_dir(container, must_exist=False).mkdir(parents=True, exist_ok=True)
+
+    def list_page(self, container, prefix="", *, page_size=DEFAULT_PAGE_SIZE, continuation=None):
+        base = self._container_dir(container)
+        names = sorted(
+            p.relative_to(base).as_posix() for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".rmh-tmp-")
+        )
+        names = [n for n in names if n.startswith(prefix) and (continuation is None or n > continuation)]
+        page = names[:page_size]
+        blobs = [self._info(container, base / n, n) for n in page]
+        more = len(names) > page_size
+        return BlobPage(blobs=blobs, continuation=page[-1] if more else None)
+
+    def _info(self, container: str, path: Path, name: str) -> BlobInfo:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {container}/{name} does not exist") from None
+        meta = self._read_meta(container, name)
+        etag = hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}".encode()).hexdigest()
+        return BlobInfo(
+            name=name, size=stat.st_size, etag=etag[:32],
+            last_modified=dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.timezone.utc),
+            content_type=meta.get("content_type") or guess_content_type(name),
+            metadata=meta.get("metadata", {}),
+        )
+
+    def _read_meta(self, container: str, name: str) -> dict:
+        try:
+            return json.loads(self._meta_path(container, name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def get_properties(self, container, name):
+        path = self._blob_path(container, name)
+        if not path.is_file():
+            raise BlobNotFound(f"blob {container}/{name} does not exist")
+        return self._info(container, path, name)
+
+    def download_to_path(self, container, name, path):
+        src = self._blob_path(container, name)
+        if not src.is_file():
+            raise BlobNotFound(f"blob {container}/{name} does not exist")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_copy(src, path)
+        return path
+
+    def upload_from_path(self, container, name, path, *, content_type=None, metadata=None):
+        dst = self._blob_path(container, name)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"content_type": content_type or guess_content_type(name),
+                "metadata": dict(metadata or {})}
+        meta_path = self._meta_path(container, name)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(meta_path, json.dumps(meta))
+        _atomic_copy(Path(path), dst)
+        return self._info(container, dst, name)
+
+    def delete(self, container, name):
+        path = self._blob_path(container, name)
+        self._meta_path(container, name).unlink(missing_ok=True)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def gdal_read_path(self, container, name):
+        return GdalPath(str(self._blob_path(container, name)))
+
+    def gdal_write_path(self, container, name):
+        path = self._blob_path(container, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return GdalPath(str(path))
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".rmh-tmp-", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(dst: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".rmh-tmp-", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AzureBlobStore(BlobStore):
+    """Azure Blob Storage through azure-storage-blob.
+
+    With a connection string (Azurite, or an account key) GDAL gets the connection string as
+    ``AZURE_STORAGE_CONNECTION_STRING``. With an account URL the service uses
+    ``DefaultAzureCredential`` (managed identity) and GDAL gets a connection string naming the
+    blob endpoint and a short-lived, single-blob **user delegation SAS**: read-only for reads,
+    create/write for writes. ``gdal_config`` is added to every GDAL path's configuration and
+    ``client_options`` go to ``BlobServiceClient`` (both e.g. for a private CA bundle).
+    """
+
+    def __init__(self, *, connection_string: str | None = None, account_url: str | None = None,
+                 credential=None, sas_ttl: dt.timedelta = dt.timedelta(hours=1),
+                 gdal_config: Mapping[str, str] | None = None, **client_options):
+        from azure.storage.blob import BlobServiceClient
+
+        if bool(connection_string) == bool(account_url):
+            raise ValueError("give exactly one of connection_string or account_url")
+        self._connection_string = connection_string
+        self._sas_ttl = sas_ttl
+        self._gdal_config = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", **(gdal_config or {})}
+        install_log_redaction()
+        if connection_string:
+            self._client = BlobServiceClient.from_connection_string(connection_string, **client_options)
+        else:
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            self._client = BlobServiceClient(account_url, credential=credential, **client_options)
+        self._delegation_key = None
+
+    @property
+    def account_name(self) -> str:
+        return self._client.account_name
+
+    def _blob(self, container: str, name: str):
+        return self._client.get_blob_client(check_container_name(container), check_blob_name(name))
+
+    @contextlib.contextmanager
+    def _translate(self, container: str, name: str | None = None) -> Iterator[None]:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            yield
+        except ResourceNotFoundError as err:
+            code = getattr(err, "error_code", None) or ""
+            if "Container" in str(code) or name is None:
+                raise ContainerNotFound(f"container {container!r} does not exist") from None
+            raise BlobNotFound(f"blob {container}/{name} does not exist") from None
+        except AzureError as err:
+            where = f"{container}/{name}" if name else container
+            raise StorageUnavailable(
+                f"blob storage failed on {where}: {type(err).__name__}: {redact(str(err))[:300]}"
+            ) from None
+
+    def create_container(self, container):
+        from azure.core.exceptions import ResourceExistsError
+
+        with self._translate(container), contextlib.suppress(ResourceExistsError):
+            self._client.create_container(check_container_name(container))
+
+    def list_page(self, container, prefix="", *, page_size=DEFAULT_PAGE_SIZE, continuation=None):
+        client = self._client.get_container_client(check_container_name(container))
+        with self._translate(container):
+            pages = client.list_blobs(name_starts_with=prefix or None,
+                                      results_per_page=page_size).by_page(continuation)
+            page = next(pages)
+            blobs = [self._to_info(props) for props in page]
+            return BlobPage(blobs=blobs, continuation=pages.continuation_token or None)
+
+    @staticmethod
+    def _to_info(props) -> BlobInfo:
+        settings = props.content_settings
+        return BlobInfo(
+            name=props.name, size=props.size, etag=normalize_etag(props.etag),
+            last_modified=props.last_modified,
+            content_type=settings.content_type if settings else None,
+            metadata=dict(props.metadata or {}),
+        )
+
+    def get_properties(self, container, name):
+        blob = self._blob(container, name)
+        with self._translate(container, name):
+            props = blob.get_blob_properties()
+        props.name = name
+        return self._to_info(props)
+
+    def download_to_path(self, container, name, path):
+        blob = self._blob(container, name)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rmh-tmp-", dir=path.parent)
+        try:
+            with self._translate(container, name), os.fdopen(fd, "wb") as handle:
+                blob.download_blob(max_concurrency=4).readinto(handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def upload_from_path(self, container, name, path, *, content_type=None, metadata=None):
+        from azure.storage.blob import ContentSettings
+
+        blob = self._blob(container, name)
+        settings = ContentSettings(content_type=content_type or guess_content_type(name))
+        with self._translate(container, name), open(path, "rb") as handle:
+            blob.upload_blob(handle, overwrite=True, content_settings=settings,
+                             metadata=dict(metadata or {}), max_concurrency=4)
+        return self.get_properties(container, name)
+
+    def delete(self, container, name):
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self._blob(container, name)
+        try:
+            with self._translate(container, name):
+                blob.delete_blob()
+        except (BlobNotFound, ContainerNotFound):
+            return False
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def gdal_read_path(self, container, name):
+        return self._gdal_path(container, name, write=False)
+
+    def gdal_write_path(self, container, name):
+        return self._gdal_path(container, name, write=True)
+
+    def _gdal_path(self, container: str, name: str, *, write: bool) -> GdalPath:
+        path = f"/vsiaz/{check_container_name(container)}/{check_blob_name(name)}"
+        config = dict(self._gdal_config)
+        if write:
+            config["CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE"] = "YES"
+        if self._connection_string:
+            config["AZURE_STORAGE_CONNECTION_STRING"] = self._connection_string
+        else:
+            sas = self.user_delegation_sas(container, name, write=write)
+            endpoint = self._client.primary_endpoint.rstrip("/")
+            config["AZURE_STORAGE_CONNECTION_STRING"] = (
+                f"BlobEndpoint={endpoint};SharedAccessSignature={sas}"
+            )
+        return GdalPath(path, config)
+
+    def user_delegation_sas(self, container: str, name: str, *, write: bool = False) -> str:
+        """A SAS for one blob, signed with a user delegation key: read-only unless ``write``."""
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        now = dt.datetime.now(dt.timezone.utc)
+        key = self._user_delegation_key(now)
+        permission = BlobSasPermissions(read=True, create=write, write=write)
+        with self._translate(container, name):
+            return generate_blob_sas(
+                account_name=self.account_name, container_name=container, blob_name=name,
+                user_delegation_key=key, permission=permission,
+                start=now - dt.timedelta(minutes=5), expiry=now + self._sas_ttl,
+            )
+
+    def _user_delegation_key(self, now: dt.datetime):
+        key = self._delegation_key
+        expiry = _parse_iso(key.signed_expiry) if key is not None else None
+        if expiry is None or expiry - now < self._sas_ttl + dt.timedelta(minutes=10):
+            with self._translate("(account)"):
+                key = self._client.get_user_delegation_key(
+                    key_start_time=now - dt.timedelta(minutes=5),
+                    key_expiry_time=now + self._sas_ttl + dt.timedelta(hours=1),
+                )
+            self._delegation_key = key
+        return key
+
+
+def _parse_iso(value) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def store_from_settings(settings: "Settings") -> BlobStore:
+    """The blob store the settings describe."""
+    from settings import StorageBackend
+
+    if settings.storage_backend is StorageBackend.local:
+        return LocalDirStore(settings.storage_local_dir)
+    secret = settings.storage_connection_string
+    return AzureBlobStore(
+        connection_string=secret.get_secret_value() if secret else None,
+        account_url=settings.storage_account_url,
+        sas_ttl=dt.timedelta(minutes=settings.sas_ttl_minutes),
+    )
