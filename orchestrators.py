@@ -13,7 +13,7 @@ from models import GreetingTask, HelloWorldRequest, HelloWorldResult
 bp = df.Blueprint()
 
 
-@bp.orchestration_trigger(context_name="context")
+@bp.orchestration_trigger(context_name="context", input_type=dict)
 def hello_world(context: df.DurableOrchestrationContext):
     """Fan out one greeting activity per count, fan in with task_all."""
     request = HelloWorldRequest.model_validate(context.get_input() or {})
