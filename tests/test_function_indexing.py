@@ -41,6 +41,7 @@ def test_every_function_is_indexed_with_its_trigger(indexed):
         "get_job": "httpTrigger",
         "hello_world": "orchestrationTrigger",
         "say_hello": "activityTrigger",
+        "job_metrics": "entityTrigger",
     }
     assert {name: f["trigger"] for name, f in indexed.items() if name in expected} == expected
 
@@ -60,6 +61,7 @@ def test_http_routes_methods_auth_and_client_binding(indexed):
 def test_durable_triggers_bind_their_parameters(indexed):
     assert _binding(indexed, "hello_world", "orchestrationTrigger")["name"] == "context"
     assert _binding(indexed, "say_hello", "activityTrigger")["name"] == "payload"
+    assert _binding(indexed, "job_metrics", "entityTrigger")["name"] == "context"
 
 
 def test_every_http_trigger_has_a_route(indexed):
