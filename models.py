@@ -6,6 +6,7 @@ fields so a typo is a 400, not a silently ignored option.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from typing import Any
@@ -66,3 +67,31 @@ def problems_of(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
             message = "unknown field; remove it"
         out.append({"field": field, "problem": message})
     return out
+
+
+class Progress(BaseModel):
+    """A job's custom status: small JSON that the status URL and the Durable Functions Monitor show.
+
+    Orchestrators build it from ``context.current_utc_datetime`` only, so it is deterministic.
+    """
+
+    stage: str
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    percent: float = 0.0
+    started: dt.datetime | None = None
+    updated: dt.datetime | None = None
+    eta: dt.datetime | None = None
+
+    @classmethod
+    def at(cls, stage: str, *, total: int, done: int, failed: int = 0,
+           started: dt.datetime, now: dt.datetime) -> "Progress":
+        """Progress with percent and an estimated completion extrapolated from the rate so far."""
+        finished = done + failed
+        percent = round(100.0 * finished / total, 1) if total else 100.0
+        eta = None
+        if 0 < finished < total and now > started:
+            eta = now + (now - started) * ((total - finished) / finished)
+        return cls(stage=stage, total=total, done=done, failed=failed, percent=percent,
+                   started=started, updated=now, eta=eta)

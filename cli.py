@@ -1,0 +1,192 @@
+"""Command line for rmhgeoapi jobs.
+
+    python cli.py submit cog_conversion container=rasters prefix=in/ --watch
+    python cli.py status cog_conversion-1a2b3c4d5e6f
+    python cli.py run hello_world count=5            # in-process, on the embedded runtime
+
+``submit`` and ``status`` talk to a running host: the embedded runtime (``make serve``, the default
+URL) or an Azure Function App (``--url https://<app>.azurewebsites.net --key <function key>``, or
+``RMH_API_URL`` / ``RMH_FUNCTION_KEY``). Parameters are ``key=value`` pairs; a value that parses as
+JSON is sent as JSON (``count=5``, ``blobs='["a.tif"]'``), anything else as a string.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Sequence, TextIO
+
+DEFAULT_URL = "http://127.0.0.1:7071"
+TERMINAL_STATES = {"Completed", "Failed", "Terminated", "Canceled"}
+
+
+class CliError(Exception):
+    """A request the CLI could not make or the host refused; the message says why."""
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"parameter {pair!r} is not key=value")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+class JobClient:
+    """The job API over HTTP, with the function key sent as ``x-functions-key``."""
+
+    def __init__(self, base_url: str, key: str | None = None, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.timeout = timeout
+
+    def request(self, method: str, path_or_url: str, body: Any = None) -> tuple[int, Any]:
+        url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.key:
+            req.add_header("x-functions-key", self.key)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.status, _json_or_text(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, _json_or_text(err.read())
+        except urllib.error.URLError as err:
+            raise CliError(f"cannot reach {self.base_url}: {err.reason}") from None
+
+    def submit(self, operation: str, params: dict[str, Any]) -> tuple[int, Any]:
+        return self.request("POST", f"/api/jobs/{operation}", params)
+
+    def status(self, instance_id: str) -> dict[str, Any]:
+        code, body = self.request("GET", f"/api/jobs/{instance_id}")
+        if code != 200:
+            raise CliError(_error_text(code, body))
+        return body
+
+    def watch(self, instance_id: str, out: TextIO, interval: float = 1.0,
+              timeout: float | None = None) -> dict[str, Any]:
+        """Poll until the job ends, drawing a progress line; returns the final status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(instance_id)
+            out.write(progress_line(status) + ("\r" if out.isatty() else "\n"))
+            out.flush()
+            if status.get("runtimeStatus") in TERMINAL_STATES:
+                if out.isatty():
+                    out.write("\n")
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise CliError(f"job {instance_id} still {status.get('runtimeStatus')} after {timeout:.0f}s")
+            time.sleep(interval)
+
+
+def progress_line(status: dict[str, Any], width: int = 30) -> str:
+    """``[#######.......] 47.0% 470/1000 failed 3 ETA 12:34:56 converting (Running)``"""
+    progress = status.get("customStatus") or {}
+    state = status.get("runtimeStatus")
+    if not isinstance(progress, dict) or "total" not in progress:
+        return f"{status.get('instanceId')}: {state}"
+    percent = float(progress.get("percent") or 0.0)
+    filled = int(width * percent / 100)
+    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {percent:5.1f}%",
+             f"{progress.get('done', 0)}/{progress.get('total', 0)}"]
+    if progress.get("failed"):
+        parts.append(f"failed {progress['failed']}")
+    if progress.get("eta") and state not in TERMINAL_STATES:
+        parts.append(f"ETA {str(progress['eta'])[11:19]}")
+    parts.append(f"{progress.get('stage', '')} ({state})")
+    return " ".join(parts)
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _error_text(code: int, body: Any) -> str:
+    if isinstance(body, dict):
+        problems = body.get("problems") or []
+        lines = [f"HTTP {code}: {body.get('error', body)}"]
+        lines += [f"  {p['field']}: {p['problem']}" for p in problems]
+        if body.get("known_operations"):
+            lines.append("  known operations: " + ", ".join(body["known_operations"]))
+        return "\n".join(lines)
+    return f"HTTP {code}: {body}"
+
+
+def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
+    client = JobClient(args.url, args.key)
+    params = parse_params(args.params)
+    if args.rerun:
+        params["rerun"] = True
+    code, body = client.submit(args.operation, params)
+    if code == 200:
+        out.write(f"{body.get('instanceId')} already finished; pass --rerun to run it again\n")
+        out.write(json.dumps(body.get("output"), indent=2) + "\n")
+        return 0
+    if code not in (202, 409):
+        raise CliError(_error_text(code, body))
+    instance_id = body["id"]
+    out.write(f"{'running already' if code == 409 else 'started'}: {instance_id}\n"
+              f"status: {body['statusQueryGetUri']}\n")
+    if not args.watch:
+        return 0
+    return _finish(client.watch(instance_id, out), out)
+
+
+def _finish(status: dict[str, Any], out: TextIO) -> int:
+    out.write(f"{status.get('instanceId')}: {status.get('runtimeStatus')}\n")
+    out.write(json.dumps(status.get("output"), indent=2, default=str) + "\n")
+    output = status.get("output")
+    partly = isinstance(output, dict) and output.get("completed_with_errors")
+    return 0 if status.get("runtimeStatus") == "Completed" and not partly else 1
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    status = JobClient(args.url, args.key).status(args.instance_id)
+    out.write(json.dumps(status, indent=2, default=str) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cli.py", description="Submit and watch rmhgeoapi jobs.")
+    parser.add_argument("--url", default=os.environ.get("RMH_API_URL", DEFAULT_URL),
+                        help=f"host base URL (default {DEFAULT_URL}, or RMH_API_URL)")
+    parser.add_argument("--key", default=os.environ.get("RMH_FUNCTION_KEY"),
+                        help="function key (or RMH_FUNCTION_KEY)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    submit = sub.add_parser("submit", help="start a job on a running host")
+    submit.add_argument("operation")
+    submit.add_argument("params", nargs="*", help="key=value request fields")
+    submit.add_argument("--watch", action="store_true", help="show progress until the job ends")
+    submit.add_argument("--rerun", action="store_true", help="run again even if it finished")
+    submit.set_defaults(handler=cmd_submit)
+    status = sub.add_parser("status", help="show a job's status")
+    status.add_argument("instance_id")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args, out)
+    except CliError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
