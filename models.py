@@ -9,9 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from storage import check_blob_name, check_container_name
+
+ContainerName = Annotated[str, AfterValidator(check_container_name)]
+BlobName = Annotated[str, AfterValidator(check_blob_name)]
+CollectionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+CogProfile = Literal["deflate", "lzw", "zstd", "webp", "jpeg", "lerc", "lerc_deflate", "raw"]
+ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
 
 
 class JobRequest(BaseModel):
@@ -47,8 +55,101 @@ class HelloWorldResult(BaseModel):
     greetings: list[str]
 
 
+class ContainerJob(JobRequest):
+    """A job over one container; ``container`` defaults to RMH_INPUT_CONTAINER at submission."""
+
+    container: ContainerName | None = None
+
+    def with_defaults(self, *, input_container: str, output_container: str) -> "ContainerJob":
+        updates: dict[str, Any] = {}
+        if self.container is None:
+            updates["container"] = input_container
+        if "output_container" in type(self).model_fields and getattr(self, "output_container") is None:
+            updates["output_container"] = output_container
+        return self.model_copy(update=updates) if updates else self
+
+
+class ListContainerRequest(ContainerJob):
+    """Inventory of a container, written as a JSON blob to the system container."""
+
+    prefix: str = ""
+
+
+class SyncContainerRequest(ContainerJob):
+    """Catalog every raster of a container; incremental by ETag unless ``mode`` is ``full``."""
+
+    prefix: str = ""
+    collection: CollectionId | None = None
+    mode: Literal["incremental", "full"] = "incremental"
+    dry_run: bool = False
+    chunk_size: int | None = Field(None, ge=1, le=5000)
+
+
+class CatalogFileRequest(ContainerJob):
+    """One raster to one STAC item, upserted."""
+
+    blob: BlobName
+    collection: CollectionId | None = None
+    datetime: dt.datetime | None = None
+
+
+class ValidateRasterRequest(ContainerJob):
+    """A validation report of one raster: readable, georeferenced, sane, COG layout."""
+
+    blob: BlobName
+
+
+class CogOptions(BaseModel):
+    """How rasters are converted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: CogProfile = "deflate"
+    target_crs: str | None = Field(None, min_length=3, max_length=20000,
+                                   description="EPSG code ('EPSG:3857'), WKT or PROJ string")
+    resampling: ResamplingName = "bilinear"
+
+
+class CogConversionRequest(ContainerJob, CogOptions):
+    """Validate, convert to COG, validate the COG and catalog it, for the named blobs or a prefix.
+    Rasters above the per-task pixel budget take the tiled path by themselves."""
+
+    blobs: list[BlobName] | None = Field(None, min_length=1, max_length=10000)
+    prefix: str | None = None
+    output_container: ContainerName | None = None
+    collection: CollectionId | None = None
+    catalog: bool = True
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> "CogConversionRequest":
+        if (self.blobs is None) == (self.prefix is None):
+            raise ValueError("give exactly one of 'blobs' (a list of blob names) or 'prefix'")
+        return self
+
+
+class ProcessTiledRasterRequest(ContainerJob, CogOptions):
+    """Cut one raster into COG tiles (reprojected if asked), build a mosaic, catalog the tiles."""
+
+    blob: BlobName
+    output_container: ContainerName | None = None
+    tile_size: int | None = Field(None, ge=256, le=32768)
+    collection: CollectionId | None = None
+    catalog: bool = True
+
+
+class DatabaseHealthRequest(JobRequest):
+    """pgSTAC (or the static catalog) reachable, version, counts."""
+
+
 OPERATIONS: dict[str, type[JobRequest]] = {
     "hello_world": HelloWorldRequest,
+    "list_container": ListContainerRequest,
+    "sync_container": SyncContainerRequest,
+    "catalog_file": CatalogFileRequest,
+    "cog_conversion": CogConversionRequest,
+    "process_tiled_raster": ProcessTiledRasterRequest,
+    "validate_raster": ValidateRasterRequest,
+    "database_health": DatabaseHealthRequest,
 }
 
 
@@ -62,7 +163,7 @@ def problems_of(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     out = []
     for error in errors:
         field = ".".join(str(part) for part in error.get("loc", ())) or "(body)"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error.get("type") == "extra_forbidden":
             message = "unknown field; remove it"
         out.append({"field": field, "problem": message})

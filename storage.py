@@ -210,6 +210,10 @@ class BlobStore(abc.ABC):
         """Delete the blob; False if it did not exist."""
 
     @abc.abstractmethod
+    def url(self, container: str, name: str) -> str:
+        """The blob's public address (no credentials): an https URL, or a local absolute path."""
+
+    @abc.abstractmethod
     def gdal_read_path(self, container: str, name: str) -> GdalPath:
         """A GDAL path and config to read the blob in place (read-only access)."""
 
@@ -346,6 +350,9 @@ class LocalDirStore(BlobStore):
         except FileNotFoundError:
             return False
         return True
+
+    def url(self, container, name):
+        return str(self._blob_path(container, name))
 
     def gdal_read_path(self, container, name):
         return GdalPath(str(self._blob_path(container, name)))
@@ -502,6 +509,9 @@ class AzureBlobStore(BlobStore):
         except ResourceNotFoundError:
             return False
         return True
+
+    def url(self, container, name):
+        return self._blob(container, name).url
 
     def gdal_read_path(self, container, name):
         return self._gdal_path(container, name, write=False)
