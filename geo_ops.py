@@ -711,8 +711,12 @@ def staged_output(dst: PathLike, tmp_dir: PathLike | None = None) -> Iterator[st
     upload. On any failure temporary files are removed and ``dst`` is untouched.
     """
     dst = str(dst)
-    workdir = tempfile.mkdtemp(prefix="geo_ops_", dir=tmp_dir if is_virtual(dst) else
-                               (tmp_dir or os.path.dirname(os.path.abspath(dst))))
+    if is_virtual(dst):
+        parent = tmp_dir
+    else:
+        parent = os.path.dirname(os.path.abspath(dst))
+        os.makedirs(parent, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=".geo_ops_", dir=parent)
     staging = os.path.join(workdir, os.path.basename(dst) or "output.tif")
     try:
         yield staging
