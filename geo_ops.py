@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from rasterio._base import get_dataset_driver
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio._err import CPLE_BaseError
 from rasterio.errors import CRSError, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.vrt import WarpedVRT
@@ -350,6 +351,19 @@ def gdal_env(gdal_config: Mapping[str, Any] | None = None, **extra: Any) -> rast
     return rasterio.Env(**env_options(gdal_config, **extra))
 
 
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
+
+
+def gdal_reason(err: BaseException) -> str:
+    """The most specific message of a GDAL error chain (rasterio wraps the GDAL message)."""
+    messages = []
+    while err is not None and len(messages) < 4:
+        messages.append(str(err))
+        err = err.__cause__ or err.__context__
+    specific = [m for m in messages if "See previous exception" not in m]
+    return (specific or messages)[-1 if specific else 0]
+
+
 def is_virtual(path: PathLike) -> bool:
     """True for GDAL virtual paths (``/vsiaz/``, ``/vsicurl/``, ``/vsimem/``...)."""
     return str(path).startswith("/vsi")
@@ -455,7 +469,7 @@ def sniff_driver(path: PathLike) -> str:
         _sniff_local(path)
     try:
         driver = get_dataset_driver(str(path))
-    except (RasterioError, TypeError, ValueError) as err:
+    except (*GDAL_ERRORS, TypeError, ValueError) as err:
         reason = str(err)
         if "No such file" in reason or "does not exist" in reason or "404" in reason:
             raise RasterNotFound(path, reason) from err
@@ -472,7 +486,7 @@ def open_raster(path: PathLike, driver: str | None = None) -> DatasetReader:
     driver = driver or sniff_driver(path)
     try:
         return rasterio.open(str(path), driver=driver)
-    except RasterioError as err:
+    except GDAL_ERRORS as err:
         raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
 
 
@@ -596,9 +610,10 @@ def check_blocks(ds: DatasetReader, limit: int) -> tuple[int, Findings]:
     for window in _sample_windows(ds, limit):
         try:
             data = ds.read(window=window)
-        except RasterioError as err:
+        except GDAL_ERRORS as err:
             where = f"block at row {int(window.row_off)}, col {int(window.col_off)}"
-            return sampled, ([_issue(UnreadableRaster, f"reading {where} failed: {err}")], [])
+            return sampled, ([_issue(UnreadableRaster,
+                                     f"reading {where} failed: {gdal_reason(err)}")], [])
         sampled += 1
         if data.dtype.kind == "f" and not nan_note and np.isnan(data).any():
             if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
@@ -733,7 +748,7 @@ def publish(local: str, dst: str) -> None:
         return
     try:
         rasterio.shutil.copyfiles(local, dst)
-    except RasterioError as err:
+    except GDAL_ERRORS as err:
         _remove_partial(dst)
         raise OutputWriteError(dst, f"upload failed: {err}") from err
 
@@ -741,7 +756,7 @@ def publish(local: str, dst: str) -> None:
 def _remove_partial(dst: str) -> None:
     try:
         rasterio.shutil.delete(dst)
-    except RasterioError as err:
+    except GDAL_ERRORS as err:
         log.warning("could not remove partial output %s: %s", dst, err)
 
 
@@ -874,8 +889,8 @@ def to_cog(
             else:
                 _warp_cog(ds, tmp, options, parse_crs(dst_crs), resolution,
                           parse_resampling(resampling), nodata, warp_mem_limit_mb, threads)
-        except RasterioError as err:
-            raise UnreadableRaster(src, f"conversion failed while reading: {err}") from err
+        except GDAL_ERRORS as err:
+            raise UnreadableRaster(src, f"conversion failed: {gdal_reason(err)}") from err
         verify_cog(tmp, config)
         result = _cog_result(tmp, str(dst), dst_crs is not None, started)
     log.info("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
@@ -896,20 +911,24 @@ def _copy_cog(ds: DatasetReader, tmp: str, options: dict[str, str], nodata: floa
 
 def warp_grid(ds: DatasetReader, dst_crs: CRS,
               resolution: float | tuple[float, float] | None = None) -> tuple[Affine, int, int]:
-    """Output transform and size of a reprojection, as ``gdalwarp -t_srs [-tr]`` computes them."""
-    res = (resolution, resolution) if isinstance(resolution, (int, float)) else resolution
+    """Output transform and size of a reprojection, as ``gdalwarp -t_srs [-tr]`` computes them.
+
+    GDAL suggests the grid (``GDALSuggestedWarpOutput2``); a requested resolution then keeps the
+    suggested top-left corner and rounds the size to the nearest pixel, like gdalwarp does.
+    """
     if ds.transform.b == 0 and ds.transform.d == 0:
         width, height, bounds = _within_area_of_use(ds, dst_crs)
-        return calculate_default_transform(ds.crs, dst_crs, width, height, *bounds,
-                                           resolution=res)
-    with WarpedVRT(ds, crs=dst_crs) as vrt:  # GDAL's suggestion from the rotated transform
-        transform, width, height = vrt.transform, vrt.width, vrt.height
-    if res is None:
+        transform, width, height = calculate_default_transform(ds.crs, dst_crs, width, height,
+                                                               *bounds)
+    else:
+        with WarpedVRT(ds, crs=dst_crs) as vrt:  # GDAL's suggestion from the rotated transform
+            transform, width, height = vrt.transform, vrt.width, vrt.height
+    if resolution is None:
         return transform, width, height
-    left, top = transform.c, transform.f
-    right, bottom = left + width * transform.a, top + height * transform.e
-    width, height = round((right - left) / res[0]), round((top - bottom) / res[1])
-    return Affine(res[0], 0, left, 0, -res[1], top), width, height
+    xres, yres = (resolution, resolution) if isinstance(resolution, (int, float)) else resolution
+    extent_x, extent_y = width * transform.a, height * -transform.e
+    width, height = int(extent_x / xres + 0.5), int(extent_y / yres + 0.5)
+    return Affine(xres, 0, transform.c, 0, -yres, transform.f), max(width, 1), max(height, 1)
 
 
 def _within_area_of_use(ds: DatasetReader, dst_crs: CRS) -> tuple[int, int, tuple[float, ...]]:
@@ -1090,8 +1109,8 @@ def process_tile(
             else:
                 with rasterio.open(window_vrt(ds, _tile_window(tile))) as vrt:
                     rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
-        except RasterioError as err:
-            raise UnreadableRaster(src, f"tile {tile.index} failed while reading: {err}") from err
+        except GDAL_ERRORS as err:
+            raise UnreadableRaster(src, f"tile {tile.index} failed: {gdal_reason(err)}") from err
         verify_cog(tmp, config)
         with rasterio.open(tmp, driver="GTiff") as out:
             fraction = valid_fraction(out)
