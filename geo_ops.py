@@ -865,7 +865,7 @@ def to_cog(
     nodata: float | None = None,
     blocksize: int = 512,
     threads: int | str = "ALL_CPUS",
-    warp_mem_limit_mb: int = 64,
+    warp_mem_limit_mb: int = 32,
     limits: RasterLimits | None = None,
     tmp_dir: PathLike | None = None,
     gdal_config: Mapping[str, str] | None = None,
@@ -1066,7 +1066,7 @@ def plan_tiles(
 
 def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine,
                prefix: str) -> Tile:
-    t = transform * Affine.translation(window.col_off, window.row_off)
+    t = transform @ Affine.translation(window.col_off, window.row_off)
     w, h = int(window.width), int(window.height)
     xs = [t.c, t.c + w * t.a + h * t.b]
     ys = [t.f, t.f + w * t.d + h * t.e]
@@ -1086,8 +1086,8 @@ def process_tile(
     profile: str | Mapping[str, str] = "deflate",
     overview_resampling: str = "nearest",
     blocksize: int = 512,
-    threads: int | str = "ALL_CPUS",
-    warp_mem_limit_mb: int = 64,
+    threads: int | str = 1,
+    warp_mem_limit_mb: int = 32,
     tmp_dir: PathLike | None = None,
     gdal_config: Mapping[str, str] | None = None,
 ) -> TileResult:
@@ -1095,7 +1095,8 @@ def process_tile(
 
     Source-grid tiles are a windowed VRT over the source handed straight to the COG driver;
     warped tiles are warped into a tile-sized in-memory raster first. Memory is bounded by the
-    tile and GDAL's cache, never by the source.
+    tile and GDAL's cache, never by the source. One thread by default: tiles already run in
+    parallel as separate activities, and per-thread codec buffers would multiply the footprint.
     """
     started = time.perf_counter()
     dst = str(dst or tile.output_path)
@@ -1211,7 +1212,7 @@ def _mosaic_xml(tiles: list[dict[str, Any]], grid: dict[str, Any]) -> str:
     inverse = ~grid["transform"]
     placed = []
     for t in tiles:
-        col, row = inverse * (t["transform"].c, t["transform"].f)
+        col, row = inverse @ (t["transform"].c, t["transform"].f)
         placed.append((t, Window(0, 0, t["width"], t["height"]),
                        Window(round(col), round(row), t["width"], t["height"])))
     first = tiles[0]

@@ -175,9 +175,8 @@ def test_bad_inputs_raise_and_leave_nothing(shared_rasters, tmp_path, name, erro
 def test_rotated_georeferenced_source_reprojects_north_up(tmp_path, shared_rasters):
     src = tmp_path / "rotated_utm.tif"
     with rasterio.open(shared_rasters / "rotated.tif") as ds:
-        profile = ds.profile | {"crs": "EPSG:32633",
-                                "transform": ds.transform * rasterio.Affine.translation(0, 0)}
-        profile["transform"] = rasterio.Affine(17.32, 5.0, 500000, 10.0, -8.66, 5000000)
+        profile = ds.profile | {"crs": "EPSG:32633", "transform": rasterio.Affine(
+            17.32, 5.0, 500000, 10.0, -8.66, 5000000)}
         data = ds.read()
     with rasterio.open(src, "w", **profile) as dst:
         dst.write(data)
