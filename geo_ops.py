@@ -1230,15 +1230,15 @@ def _mosaic_xml(tiles: list[dict[str, Any]], grid: dict[str, Any]) -> str:
 # Header reads for cataloging
 
 
-def _ring(bounds: Sequence[float], densify: int) -> tuple[list[float], list[float]]:
+def _ring(bounds: Sequence[float], densify: int) -> tuple[np.ndarray, np.ndarray]:
     """A closed, densified ring around ``bounds`` (counter-clockwise)."""
     left, bottom, right, top = bounds
-    steps = [i / densify for i in range(densify)]
-    xs = ([left + (right - left) * s for s in steps] + [right] * densify
-          + [right - (right - left) * s for s in steps] + [left] * densify)
-    ys = ([bottom] * densify + [bottom + (top - bottom) * s for s in steps]
-          + [top] * densify + [top - (top - bottom) * s for s in steps])
-    return xs + xs[:1], ys + ys[:1]
+    steps = np.arange(densify) / densify
+    xs = np.concatenate([left + (right - left) * steps, np.full(densify, right),
+                         right - (right - left) * steps, np.full(densify, left), [left]])
+    ys = np.concatenate([np.full(densify, bottom), bottom + (top - bottom) * steps,
+                         np.full(densify, top), top - (top - bottom) * steps, [bottom]])
+    return xs, ys
 
 
 def _bbox_polygon(bbox: list[float]) -> dict[str, Any]:
@@ -1250,49 +1250,49 @@ def _bbox_polygon(bbox: list[float]) -> dict[str, Any]:
         [[[-180.0, s], [e, s], [e, n], [-180.0, n], [-180.0, s]]]]}
 
 
-def geographic_extent(crs: CRS | None, bounds: Sequence[float], densify: int = 21
+def geographic_extent(crs: CRS | None, bounds: Sequence[float], densify: int = 21, *,
+                      wkt: str | None = None
                       ) -> tuple[list[float] | None, dict[str, Any] | None]:
     """Bbox ``[west, south, east, north]`` and footprint GeoJSON in EPSG:4326.
 
-    The bbox comes from GDAL's ``OCTTransformBounds`` (poles included; ``west > east`` when the
+    The bbox comes from PROJ's ``proj_trans_bounds`` (poles included; ``west > east`` when the
     extent crosses the antimeridian). The footprint is the densified outline, cut at the
     antimeridian; when the extent reaches a pole, or part of the outline is off the globe (a
-    geostationary disk), it is the bbox polygon.
+    geostationary disk), it is the bbox polygon. ``wkt`` (of ``crs``) saves an export.
     """
     if crs is None:
         return None, None
-    if crs_epsg(crs) == 4326:
+    wkt = wkt or crs.to_wkt()
+    if _crs_facts(wkt)[0] == 4326:
         w, s, e, n = bounds
         bbox = [max(w, -180.0), max(s, -90.0), min(e, 180.0), min(n, 90.0)]
         return bbox, _bbox_polygon(bbox)
+    transformer = _to_lonlat(wkt)
     xs, ys = _ring(bounds, densify)
-    lons, lats = _transform_points(crs, xs, ys)
-    if not all(map(math.isfinite, lons + lats)):
-        return _off_globe_extent(crs, bounds, densify)
-    bbox = [round(v, 9) for v in _lonlat_bounds(crs, bounds, densify)]
+    lons, lats = transformer.transform(xs, ys, errcheck=False)
+    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+        return _off_globe_extent(transformer, bounds, densify)
+    bbox = [round(v, 9) for v in transformer.transform_bounds(*bounds, densify_pts=densify)]
     if abs(bbox[1]) >= 90 or abs(bbox[3]) >= 90:
         return bbox, _bbox_polygon(bbox)
-    ring = {"type": "Polygon", "coordinates": [[[round(x, 9), round(y, 9)]
-                                                for x, y in zip(lons, lats)]]}
     if bbox[0] > bbox[2]:
-        ring = {"type": "Polygon", "coordinates": [list(map(list, zip(xs, ys)))]}
+        ring = {"type": "Polygon", "coordinates": [np.column_stack([xs, ys]).tolist()]}
         return bbox, transform_geom(crs, "EPSG:4326", ring, antimeridian_cutting=True)
-    return bbox, ring
+    coords = np.round(np.column_stack([lons, lats]), 9).tolist()
+    return bbox, {"type": "Polygon", "coordinates": [coords]}
 
 
-def _off_globe_extent(crs: CRS, bounds: Sequence[float], densify: int
+def _off_globe_extent(transformer: pyproj.Transformer, bounds: Sequence[float], densify: int
                       ) -> tuple[list[float] | None, dict[str, Any] | None]:
     """Extent from a grid of sample points, ignoring those that do not map to the globe."""
     left, bottom, right, top = bounds
-    steps = [i / (densify - 1) for i in range(densify)]
-    xs = [left + (right - left) * u for v in steps for u in steps]
-    ys = [bottom + (top - bottom) * v for v in steps for u in steps]
-    lons, lats = _transform_points(crs, xs, ys)
-    pts = [(x, y) for x, y in zip(lons, lats) if math.isfinite(x) and math.isfinite(y)]
-    if not pts:
+    u, v = np.meshgrid(np.linspace(left, right, densify), np.linspace(bottom, top, densify))
+    lons, lats = transformer.transform(u.ravel(), v.ravel(), errcheck=False)
+    ok = np.isfinite(lons) & np.isfinite(lats)
+    if not ok.any():
         return None, None
-    bbox = [round(v, 9) for v in (min(p[0] for p in pts), min(p[1] for p in pts),
-                                  max(p[0] for p in pts), max(p[1] for p in pts))]
+    bbox = [round(float(f(a[ok])), 9) for f, a in ((np.min, lons), (np.min, lats),
+                                                   (np.max, lons), (np.max, lats))]
     return bbox, _bbox_polygon(bbox)
 
 
@@ -1300,17 +1300,6 @@ def _off_globe_extent(crs: CRS, bounds: Sequence[float], densify: int
 def _to_lonlat(wkt: str) -> pyproj.Transformer:
     """A cached transformer from the CRS ``wkt`` to longitude/latitude (EPSG:4326, x = lon)."""
     return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
-
-
-def _transform_points(crs: CRS, xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
-    """Points to lon/lat; points that do not map to the globe come back as inf."""
-    lons, lats = _to_lonlat(crs.to_wkt()).transform(xs, ys, errcheck=False)
-    return list(lons), list(lats)
-
-
-def _lonlat_bounds(crs: CRS, bounds: Sequence[float], densify: int) -> list[float]:
-    """PROJ's ``proj_trans_bounds``: handles the antimeridian (west > east) and the poles."""
-    return list(_to_lonlat(crs.to_wkt()).transform_bounds(*bounds, densify_pts=densify))
 
 
 def _header_bytes(ds: DatasetReader) -> int | None:
@@ -1342,8 +1331,10 @@ def read_header(
     CRS facts (EPSG code, WKT2, PROJJSON) are cached per distinct CRS.
     """
     with gdal_env(gdal_config), open_raster(src) as ds:
-        epsg, wkt2, projjson = _crs_facts(ds.crs.to_wkt()) if ds.crs else (None, None, None)
-        bbox, footprint = geographic_extent(ds.crs, ds.bounds, densify) if ds.crs else (None, None)
+        crs = ds.crs
+        wkt = crs.to_wkt() if crs else None
+        epsg, wkt2, projjson = _crs_facts(wkt) if wkt else (None, None, None)
+        bbox, footprint = geographic_extent(crs, ds.bounds, densify, wkt=wkt)
         is_tiff = ds.driver in ("GTiff", "COG")
         return RasterHeader(
             path=str(src), driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
