@@ -49,7 +49,7 @@ Nodata = Union[float, str, None]  # NaN and infinities travel as "nan" / "inf" /
 #: GDAL configuration applied under every operation unless the caller overrides a key.
 DEFAULT_GDAL_CONFIG: dict[str, str] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_CACHEMAX": "64",
+    "GDAL_CACHEMAX": "32",  # MB: enough for one warp chunk or tile; peak RSS stays ~200 MB
     "CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES",
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
