@@ -1,0 +1,1348 @@
+"""Raster engine: validation, COG conversion, reprojection, tiling, mosaics and header reads.
+
+A typed library over rasterio and GDAL. Every operation takes explicit arguments, including the
+GDAL configuration (``gdal_config``, applied with ``rasterio.Env``); nothing here reads the process
+environment or knows about Azure. Sources and destinations are local paths or GDAL virtual paths
+(``/vsiaz/...``, ``/vsicurl/...``). Results are pydantic models that dump to plain JSON.
+
+Pixels always stream through GDAL (the COG driver, warped VRTs, windowed VRTs), so memory is
+bounded by GDAL's block cache and one warp chunk or one tile, never by the size of the source.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Union
+from xml.sax.saxutils import escape
+
+import numpy as np
+import pyproj
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from pydantic import BaseModel, Field
+from rasterio._base import get_dataset_driver
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import CRSError, RasterioError
+from rasterio.io import DatasetReader, MemoryFile
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, transform_geom
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+Nodata = Union[float, str, None]  # NaN and infinities travel as "nan" / "inf" / "-inf" in JSON
+
+#: GDAL configuration applied under every operation unless the caller overrides a key.
+DEFAULT_GDAL_CONFIG: dict[str, str] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_CACHEMAX": "32",  # MB: enough for one warp chunk or tile; peak RSS stays ~200 MB
+    "CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+}
+
+#: Drivers allowed to open inputs: self-contained, single-file formats.
+ALLOWED_DRIVERS = frozenset({"GTiff", "COG", "JP2OpenJPEG", "PNG", "JPEG", "WEBP"})
+#: Formats refused because they can reference other files or URLs.
+REFERENCING_DRIVERS = frozenset({
+    "VRT", "GTI", "WMS", "WMTS", "STACIT", "STACTA", "DAAS", "EEDAI", "netCDF", "HDF4", "HDF5",
+    "MRF", "ESRIC", "PLMosaic", "OGCAPI", "Zarr", "GPKG", "MBTiles", "Rasterlite", "PDS4", "VICAR",
+})
+MAGIC = {
+    b"II*\x00": "GeoTIFF", b"MM\x00*": "GeoTIFF", b"II+\x00": "BigTIFF", b"MM\x00+": "BigTIFF",
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"\xffO\xffQ": "JPEG 2000 codestream", b"RIFF": "WEBP",
+}
+
+#: Creation options of the GDAL COG driver per compression profile.
+COG_PROFILES: dict[str, dict[str, str]] = {
+    "deflate": {"COMPRESS": "DEFLATE"},
+    "deflate-predictor": {"COMPRESS": "DEFLATE", "PREDICTOR": "YES"},
+    "lzw": {"COMPRESS": "LZW"},
+    "zstd": {"COMPRESS": "ZSTD"},
+    "lerc": {"COMPRESS": "LERC_ZSTD"},
+    "webp": {"COMPRESS": "WEBP", "QUALITY": "85"},
+    "jpeg": {"COMPRESS": "JPEG", "QUALITY": "85"},
+    "none": {"COMPRESS": "NONE"},
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+
+
+class GeoOpsError(Exception):
+    """Base class of the raster engine's errors; carries the offending path and the reason."""
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class RasterNotFound(GeoOpsError):
+    """The source does not exist or cannot be reached."""
+
+
+class EmptyFile(GeoOpsError):
+    """The file has zero bytes."""
+
+
+class UnsupportedFormat(GeoOpsError):
+    """The file is not a raster format on the allow-list (VRT, text, multi-file formats...)."""
+
+
+class UnreadableRaster(GeoOpsError):
+    """The raster cannot be opened, or its pixel blocks fail to decode."""
+
+
+class MissingCRS(GeoOpsError):
+    """The raster has no coordinate reference system."""
+
+
+class DegenerateTransform(GeoOpsError):
+    """The geotransform is missing (identity) or singular."""
+
+
+class RasterTooLarge(GeoOpsError):
+    """Pixel count, band count or estimated decompressed size exceeds the configured limits."""
+
+
+class UnsupportedDtype(GeoOpsError):
+    """A band's data type is not on the allowed list."""
+
+
+class InvalidNodata(GeoOpsError):
+    """The nodata value cannot be represented in the band's data type."""
+
+
+class InvalidOption(GeoOpsError):
+    """An argument (profile, resampling, tile size, CRS...) is not usable."""
+
+
+class InvalidCog(GeoOpsError):
+    """An output failed strict COG validation."""
+
+
+class IncompatibleTiles(GeoOpsError):
+    """Tiles given to a mosaic do not share CRS, resolution, bands or data type."""
+
+
+class OutputWriteError(GeoOpsError):
+    """Writing or publishing an output failed; nothing was left at the destination."""
+
+
+ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
+    cls.__name__: cls for cls in (
+        RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster, MissingCRS,
+        DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata, InvalidOption,
+        InvalidCog, IncompatibleTiles, OutputWriteError)
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+
+
+class Issue(BaseModel):
+    """One finding of validation: ``code`` is the error class name (or a warning name)."""
+
+    code: str
+    message: str
+
+
+class RasterLimits(BaseModel):
+    """Limits checked from the header, before any pixel is read."""
+
+    max_pixels: int = 4_000_000_000
+    max_bands: int = 64
+    max_decompressed_bytes: int = 32 * 1024**3
+    allowed_dtypes: tuple[str, ...] = (
+        "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+        "float32", "float64")
+    warn_compression_ratio: float = 1000.0
+
+
+class ValidationReport(BaseModel):
+    """What ``validate`` found; ``errors`` block processing, ``warnings`` do not."""
+
+    path: str
+    valid: bool
+    errors: list[Issue] = Field(default_factory=list)
+    warnings: list[Issue] = Field(default_factory=list)
+    driver: str | None = None
+    width: int | None = None
+    height: int | None = None
+    count: int | None = None
+    dtypes: list[str] = Field(default_factory=list)
+    nodata: Nodata = None
+    epsg: int | None = None
+    crs_wkt: str | None = None
+    file_bytes: int | None = None
+    decompressed_bytes: int | None = None
+    blocks_sampled: int = 0
+    valid_fraction: float | None = None
+    is_empty: bool | None = None
+    is_cog: bool = False
+    cog_errors: list[str] = Field(default_factory=list)
+    cog_warnings: list[str] = Field(default_factory=list)
+
+    def raise_for_errors(self) -> None:
+        """Raise the first blocking error as its ``GeoOpsError`` subclass."""
+        if self.errors:
+            first = self.errors[0]
+            raise ERRORS_BY_CODE.get(first.code, GeoOpsError)(self.path, first.message)
+
+
+class RasterHeader(BaseModel):
+    """What a catalog item needs, read from the header only."""
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: list[str]
+    nodata: Nodata
+    epsg: int | None
+    crs_wkt2: str | None
+    crs_projjson: dict[str, Any] | None
+    transform: list[float]
+    bounds: list[float]
+    bbox: list[float] | None
+    footprint: dict[str, Any] | None
+    resolution: list[float]
+    block_shape: list[int]
+    overview_count: int
+    compression: str | None
+    colorinterp: list[str]
+    is_cog: bool
+    header_bytes: int | None
+
+
+class CogResult(BaseModel):
+    """A COG written by ``to_cog``."""
+
+    path: str
+    size_bytes: int | None
+    epsg: int | None
+    crs_wkt: str | None
+    bounds: list[float]
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: Nodata
+    overview_count: int
+    compression: str | None
+    reprojected: bool
+    valid_fraction: float | None
+    is_empty: bool
+    cog_valid: bool
+    warnings: list[Issue] = Field(default_factory=list)
+    elapsed_s: float
+
+
+class TileWindow(BaseModel):
+    """A pixel window of the output grid."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+
+class Tile(BaseModel):
+    """One unit of tiled work: a window of the output grid and where its COG goes."""
+
+    index: int
+    row: int
+    col: int
+    window: TileWindow
+    transform: list[float]
+    bounds: list[float]
+    output_path: str
+
+
+class TilePlan(BaseModel):
+    """A deterministic grid of tiles covering the output exactly once (row-major)."""
+
+    source: str
+    warped: bool
+    crs_wkt: str
+    epsg: int | None
+    width: int
+    height: int
+    transform: list[float]
+    tile_size: int
+    rows: int
+    cols: int
+    resampling: str
+    tiles: list[Tile]
+
+
+class TileResult(BaseModel):
+    """A tile COG written by ``process_tile``."""
+
+    index: int
+    path: str
+    size_bytes: int | None
+    width: int
+    height: int
+    bounds: list[float]
+    valid_fraction: float | None
+    is_empty: bool
+    cog_valid: bool
+    elapsed_s: float
+
+
+class MosaicResult(BaseModel):
+    """A VRT over tile COGs, openable as one dataset."""
+
+    path: str
+    tile_count: int
+    width: int
+    height: int
+    count: int
+    dtype: str
+    epsg: int | None
+    crs_wkt: str
+    transform: list[float]
+    bounds: list[float]
+    bbox: list[float] | None
+    footprint: dict[str, Any] | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers: environment, paths, nodata, CRS
+
+
+def env_options(gdal_config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Engine defaults, then ``extra``, then the caller's ``gdal_config`` (which wins).
+
+    ``GDAL_CACHEMAX`` follows GDAL's convention (below 100000 it means megabytes) and is handed
+    to ``rasterio.Env`` as bytes, since rasterio takes an int there as a byte count.
+    """
+    options = {**DEFAULT_GDAL_CONFIG, **extra, **(gdal_config or {})}
+    if "GDAL_CACHEMAX" in options:
+        value = str(options["GDAL_CACHEMAX"]).strip()
+        if not value.isdigit():
+            raise InvalidOption(value, "GDAL_CACHEMAX must be a whole number of MB (or bytes)")
+        options["GDAL_CACHEMAX"] = int(value) * 1024 * 1024 if int(value) < 100000 else int(value)
+    return options
+
+
+def gdal_env(gdal_config: Mapping[str, Any] | None = None, **extra: Any) -> rasterio.Env:
+    """``rasterio.Env`` with the engine defaults, overridden by ``gdal_config``."""
+    return rasterio.Env(**env_options(gdal_config, **extra))
+
+
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
+
+
+def gdal_reason(err: BaseException) -> str:
+    """The most specific message of a GDAL error chain (rasterio wraps the GDAL message)."""
+    messages = []
+    while err is not None and len(messages) < 4:
+        messages.append(str(err))
+        err = err.__cause__ or err.__context__
+    specific = [m for m in messages if "See previous exception" not in m]
+    return (specific or messages)[-1 if specific else 0]
+
+
+def is_virtual(path: PathLike) -> bool:
+    """True for GDAL virtual paths (``/vsiaz/``, ``/vsicurl/``, ``/vsimem/``...)."""
+    return str(path).startswith("/vsi")
+
+
+def nodata_json(value: float | None) -> Nodata:
+    """A nodata value as JSON can carry it: NaN and infinities become strings."""
+    if value is None:
+        return None
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+def parse_resampling(name: str | Resampling) -> Resampling:
+    """A ``Resampling`` member from its name."""
+    if isinstance(name, Resampling):
+        return name
+    try:
+        return Resampling[name.lower()]
+    except KeyError as err:
+        raise InvalidOption(name, f"unknown resampling {name!r}") from err
+
+
+def parse_crs(value: str | int | CRS) -> CRS:
+    """A ``CRS`` from an EPSG code, ``"EPSG:n"``, WKT or PROJ string."""
+    try:
+        return CRS.from_user_input(value)
+    except CRSError as err:
+        raise InvalidOption(str(value), f"unusable target CRS: {err}") from err
+
+
+@lru_cache(maxsize=256)
+def _crs_facts(wkt: str) -> tuple[int | None, str, dict[str, Any] | None]:
+    """EPSG code (None when not an EPSG CRS), WKT2 and PROJJSON of a CRS, cached by its WKT."""
+    crs = CRS.from_wkt(wkt)
+    epsg = crs.to_epsg(confidence_threshold=100)
+    try:
+        projjson = crs.to_dict(projjson=True)
+    except CRSError:
+        projjson = None
+    return epsg, crs.to_wkt(version="WKT2_2019"), projjson
+
+
+def crs_epsg(crs: CRS | None) -> int | None:
+    """The EPSG code of ``crs`` when it is exactly an EPSG CRS, else None."""
+    return _crs_facts(crs.to_wkt())[0] if crs else None
+
+
+def _file_size(path: PathLike) -> int | None:
+    """Size in bytes of a local file; None for virtual paths (not known without a request)."""
+    if is_virtual(path):
+        return None
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _window_list(window: Window) -> list[float]:
+    return [window.col_off, window.row_off, window.width, window.height]
+
+
+# ----------------------------------------------------------------------------------------------
+# Format sniffing and opening (never reads pixels)
+
+
+def _describe_bytes(head: bytes) -> str:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"unrecognised signature {head[:8].hex()}"
+    if text.lstrip().startswith("<"):
+        return "an XML document"
+    return "text" if text.isprintable() or "\n" in text else f"unrecognised signature {head[:8].hex()}"
+
+
+def _sniff_local(path: PathLike) -> None:
+    """Refuse missing, empty, text and XML files by their first bytes."""
+    if not os.path.exists(path):
+        raise RasterNotFound(path, "no such file")
+    if os.path.isdir(path):
+        raise UnsupportedFormat(path, "is a directory, not a raster file")
+    if os.path.getsize(path) == 0:
+        raise EmptyFile(path, "file is empty (0 bytes)")
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if b"<VRTDataset" in head:
+        raise UnsupportedFormat(path, "is a GDAL VRT, which can reference other files or URLs")
+    if not any(head.startswith(magic) for magic in MAGIC):
+        raise UnsupportedFormat(path, f"not a raster file: content is {_describe_bytes(head)}")
+
+
+def sniff_driver(path: PathLike) -> str:
+    """The GDAL driver that would open ``path``, checked against the allow-list.
+
+    Reads only the file's first bytes (``GDALIdentifyDriver``); raises ``UnsupportedFormat`` for
+    VRTs and every format that may reference other files, before GDAL is allowed to open it.
+    """
+    if not is_virtual(path):
+        _sniff_local(path)
+    try:
+        driver = get_dataset_driver(str(path))
+    except (*GDAL_ERRORS, TypeError, ValueError) as err:
+        reason = str(err)
+        if "No such file" in reason or "does not exist" in reason or "404" in reason:
+            raise RasterNotFound(path, reason) from err
+        raise UnsupportedFormat(path, f"not recognised as a raster: {reason}") from err
+    if driver in REFERENCING_DRIVERS:
+        raise UnsupportedFormat(path, f"{driver} format can reference other files or URLs")
+    if driver not in ALLOWED_DRIVERS:
+        raise UnsupportedFormat(path, f"{driver} format is not on the allow-list")
+    return driver
+
+
+def open_raster(path: PathLike, driver: str | None = None) -> DatasetReader:
+    """Open ``path`` with exactly one (allowed) driver; sniffs it when ``driver`` is None."""
+    driver = driver or sniff_driver(path)
+    try:
+        return rasterio.open(str(path), driver=driver)
+    except GDAL_ERRORS as err:
+        raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation checks: each returns (errors, warnings) lists of Issue
+
+
+Findings = tuple[list[Issue], list[Issue]]
+
+
+def _issue(cls: type[GeoOpsError] | str, message: str) -> Issue:
+    return Issue(code=cls if isinstance(cls, str) else cls.__name__, message=message)
+
+
+def check_georeferencing(ds: DatasetReader) -> Findings:
+    """CRS present, transform usable; rotation and south-up layouts are warnings."""
+    errors, warnings = [], []
+    t = ds.transform
+    if ds.crs is None:
+        how = " (only GCPs)" if ds.gcps[0] else (" (only RPCs)" if ds.rpcs else "")
+        errors.append(_issue(MissingCRS, f"no coordinate reference system{how}"))
+    if t == Affine.identity() and ds.crs is None:
+        errors.append(_issue(DegenerateTransform, "no geotransform (identity pixel grid)"))
+    elif not all(math.isfinite(v) for v in t[:6]) or abs(t.determinant) < 1e-30:
+        errors.append(_issue(DegenerateTransform, f"singular geotransform {tuple(t[:6])}"))
+    else:
+        if t.b != 0 or t.d != 0:
+            warnings.append(_issue("RotatedTransform", f"geotransform has rotation terms "
+                                   f"(b={t.b:g}, d={t.d:g}); outputs are resampled north-up "
+                                   "only when reprojected"))
+        if t.e > 0:
+            warnings.append(_issue("SouthUp", f"positive row pixel size ({t.e:g}): south-up"))
+    return errors, warnings
+
+
+def decompressed_bytes(ds: DatasetReader) -> int:
+    """Bytes the full-resolution pixels take once decompressed, from the header alone."""
+    itemsize = sum(np.dtype(dt).itemsize for dt in ds.dtypes)
+    return ds.width * ds.height * itemsize
+
+
+def check_size(ds: DatasetReader, limits: RasterLimits, file_bytes: int | None) -> Findings:
+    """Pixel count, band count and decompressed size against ``limits`` (decompression-bomb guard)."""
+    errors, warnings = [], []
+    pixels, size = ds.width * ds.height, decompressed_bytes(ds)
+    if pixels > limits.max_pixels:
+        errors.append(_issue(RasterTooLarge, f"{ds.width} x {ds.height} = {pixels} pixels "
+                             f"exceeds the limit of {limits.max_pixels}"))
+    if ds.count > limits.max_bands:
+        errors.append(_issue(RasterTooLarge, f"{ds.count} bands exceeds the limit of "
+                             f"{limits.max_bands}"))
+    if size > limits.max_decompressed_bytes:
+        errors.append(_issue(RasterTooLarge, f"decompresses to {size} bytes, over the limit of "
+                             f"{limits.max_decompressed_bytes}"))
+    if file_bytes and size / file_bytes > limits.warn_compression_ratio:
+        warnings.append(_issue("HighCompressionRatio", f"{file_bytes} bytes on disk expand to "
+                               f"{size} bytes ({size / file_bytes:.0f}x)"))
+    return errors, warnings
+
+
+def check_dtypes(ds: DatasetReader, limits: RasterLimits) -> Findings:
+    """Every band's data type on the allowed list."""
+    bad = sorted({dt for dt in ds.dtypes if dt not in limits.allowed_dtypes})
+    if bad:
+        return [_issue(UnsupportedDtype, f"data type(s) {', '.join(bad)} not allowed "
+                       f"(allowed: {', '.join(limits.allowed_dtypes)})")], []
+    return [], []
+
+
+def nodata_problem(value: float, dtype: str) -> str | None:
+    """Why ``value`` cannot be a nodata of ``dtype``, or None when it can."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        finite_max = np.finfo(dt).max
+        if math.isfinite(value) and abs(value) > finite_max:
+            return f"nodata {value!r} is outside the {dtype} range"
+        return None
+    if not math.isfinite(value):
+        return f"nodata {value!r} is not representable in integer type {dtype}"
+    info = np.iinfo(dt)
+    if value != int(value) or not info.min <= value <= info.max:
+        return f"nodata {value!r} is outside the {dtype} range [{info.min}, {info.max}]"
+    return None
+
+
+def check_nodata(ds: DatasetReader) -> Findings:
+    """Nodata representable in each band's dtype (NaN included); mixed nodata/alpha flagged."""
+    errors, warnings = [], []
+    values = ds.nodatavals
+    for bidx, (value, dtype) in enumerate(zip(values, ds.dtypes), start=1):
+        problem = None if value is None else nodata_problem(value, dtype)
+        if problem:
+            errors.append(_issue(InvalidNodata, f"band {bidx}: {problem}"))
+    keys = {str(nodata_json(v)) for v in values}
+    if len(keys) > 1:
+        warnings.append(_issue("MixedNodata", f"bands declare different nodata values {sorted(keys)}"))
+    if values[0] is not None and ColorInterp.alpha in ds.colorinterp:
+        warnings.append(_issue("NodataAndAlpha", "both a nodata value and an alpha band; "
+                               "the alpha band wins for masking"))
+    return errors, warnings
+
+
+def _sample_windows(ds: DatasetReader, limit: int) -> list[Window]:
+    """Up to ``limit`` block windows spread over the raster (corners, centre, then evenly)."""
+    bh, bw = ds.block_shapes[0]
+    rows, cols = math.ceil(ds.height / bh), math.ceil(ds.width / bw)
+    total = rows * cols
+    picks = {0, cols - 1, total - cols, total - 1, (rows // 2) * cols + cols // 2}
+    picks.update(int(i * total / max(limit, 1)) for i in range(limit))
+    windows = []
+    for idx in sorted(p for p in picks if 0 <= p < total)[:limit]:
+        r, c = divmod(idx, cols)
+        windows.append(Window(c * bw, r * bh, min(bw, ds.width - c * bw), min(bh, ds.height - r * bh)))
+    return windows
+
+
+def check_blocks(ds: DatasetReader, limit: int) -> tuple[int, Findings]:
+    """Decode a sample of blocks of every band: a file can open and then fail on read."""
+    nan_note = []
+    sampled = 0
+    for window in _sample_windows(ds, limit):
+        try:
+            data = ds.read(window=window)
+        except GDAL_ERRORS as err:
+            where = f"block at row {int(window.row_off)}, col {int(window.col_off)}"
+            return sampled, ([_issue(UnreadableRaster,
+                                     f"reading {where} failed: {gdal_reason(err)}")], [])
+        sampled += 1
+        if data.dtype.kind == "f" and not nan_note and np.isnan(data).any():
+            if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
+                nan_note.append(_issue("UndeclaredNaN", "float pixels contain NaN but the "
+                                       "nodata value is not NaN; NaN pixels are not masked"))
+    return sampled, ([], nan_note)
+
+
+def valid_fraction(ds: DatasetReader, max_side: int = 512) -> float:
+    """Share of valid (unmasked) pixels, from a decimated mask read (overviews when present)."""
+    scale = max(ds.width, ds.height) / max_side
+    shape = (max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
+    mask = ds.dataset_mask(out_shape=shape)
+    return float(np.count_nonzero(mask)) / mask.size
+
+
+def check_cog_layout(path: PathLike, driver: str, config: Mapping[str, str]) -> tuple[bool, list[str], list[str]]:
+    """rio-cogeo's COG validator (errors and warnings); non-TIFF formats are simply not COGs."""
+    if driver not in ("GTiff", "COG"):
+        return False, [f"{driver} is not a GeoTIFF"], []
+    return cog_validate(str(path), strict=False, config=dict(config), quiet=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# validate: the composer
+
+
+def validate(
+    src: PathLike,
+    *,
+    limits: RasterLimits | None = None,
+    sample_blocks: int = 16,
+    check_cog: bool = True,
+    gdal_config: Mapping[str, str] | None = None,
+) -> ValidationReport:
+    """Validate a raster without trusting it: format, header, limits, a sample of blocks, COG layout.
+
+    Format and size checks run on the header alone; blocks are only decoded when those pass, so
+    a VRT, a text file or a decompression bomb is refused without reading any pixel.
+    """
+    limits = limits or RasterLimits()
+    config = env_options(gdal_config)
+    report = ValidationReport(path=str(src), valid=False, file_bytes=_file_size(src))
+    with rasterio.Env(**config):
+        try:
+            report.driver = sniff_driver(src)
+            with open_raster(src, report.driver) as ds:
+                _validate_dataset(ds, report, limits, sample_blocks)
+        except GeoOpsError as err:
+            report.errors.append(_issue(type(err), err.reason))
+        if check_cog and not report.errors and report.driver:
+            report.is_cog, report.cog_errors, report.cog_warnings = check_cog_layout(
+                src, report.driver, config)
+    report.valid = not report.errors
+    log.debug("validated %s: %d errors, %d warnings", src, len(report.errors), len(report.warnings))
+    return report
+
+
+def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: RasterLimits,
+                      sample_blocks: int) -> None:
+    report.width, report.height, report.count = ds.width, ds.height, ds.count
+    report.dtypes = list(ds.dtypes)
+    report.nodata = nodata_json(ds.nodata)
+    report.crs_wkt = ds.crs.to_wkt() if ds.crs else None
+    report.epsg = crs_epsg(ds.crs)
+    report.decompressed_bytes = decompressed_bytes(ds)
+    for check in (check_georeferencing(ds), check_size(ds, limits, report.file_bytes),
+                  check_dtypes(ds, limits), check_nodata(ds)):
+        report.errors.extend(check[0])
+        report.warnings.extend(check[1])
+    if any(e.code in ("RasterTooLarge", "UnsupportedDtype") for e in report.errors):
+        return  # never decode pixels of a file that fails the size guard
+    report.blocks_sampled, (errors, warnings) = check_blocks(ds, sample_blocks)
+    report.errors.extend(errors)
+    report.warnings.extend(warnings)
+    if not errors:
+        report.valid_fraction = valid_fraction(ds)
+        report.is_empty = report.valid_fraction == 0.0
+        if report.is_empty:
+            report.warnings.append(_issue("EmptyRaster", "every sampled pixel is nodata/masked"))
+
+
+def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReader:
+    """Open ``src`` after the header-only checks; raises the first blocking error.
+
+    Must be called inside a ``rasterio.Env``. Georeferencing is required, since outputs are maps.
+    """
+    limits = limits or RasterLimits()
+    ds = open_raster(src)
+    errors: list[Issue] = []
+    for check in (check_georeferencing(ds), check_size(ds, limits, _file_size(src)),
+                  check_dtypes(ds, limits), check_nodata(ds)):
+        errors.extend(check[0])
+    if errors:
+        ds.close()
+        raise ERRORS_BY_CODE[errors[0].code](src, errors[0].message)
+    return ds
+
+
+# ----------------------------------------------------------------------------------------------
+# Output staging: write somewhere temporary, validate, then publish in one step
+
+
+@contextlib.contextmanager
+def staged_output(dst: PathLike, tmp_dir: PathLike | None = None) -> Iterator[str]:
+    """Yield a temporary path to write; on success move (or upload-copy) it to ``dst``.
+
+    Local destinations get a hidden sibling then ``os.replace`` (atomic). Virtual destinations
+    (``/vsiaz/``...) are written to a local temporary directory and copied in one sequential
+    upload. On any failure temporary files are removed and ``dst`` is untouched.
+    """
+    dst = str(dst)
+    if is_virtual(dst):
+        parent = tmp_dir
+    else:
+        parent = os.path.dirname(os.path.abspath(dst))
+        os.makedirs(parent, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=".geo_ops_", dir=parent)
+    staging = os.path.join(workdir, os.path.basename(dst) or "output.tif")
+    try:
+        yield staging
+        publish(staging, dst)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def publish(local: str, dst: str) -> None:
+    """Move or copy a finished local file to its destination."""
+    if not is_virtual(dst):
+        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+        os.replace(local, dst)
+        return
+    try:
+        rasterio.shutil.copyfiles(local, dst)
+    except GDAL_ERRORS as err:
+        _remove_partial(dst)
+        raise OutputWriteError(dst, f"upload failed: {err}") from err
+
+
+def _remove_partial(dst: str) -> None:
+    try:
+        rasterio.shutil.delete(dst)
+    except GDAL_ERRORS as err:
+        log.warning("could not remove partial output %s: %s", dst, err)
+
+
+def _output_size(path: str) -> int | None:
+    if not is_virtual(path):
+        return os.path.getsize(path)
+    return None
+
+
+def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_resampling: str,
+                threads: int | str) -> dict[str, str]:
+    """COG driver creation options for a named profile (or explicit options)."""
+    if isinstance(profile, str):
+        if profile not in COG_PROFILES:
+            raise InvalidOption(profile, f"unknown COG profile (known: {', '.join(COG_PROFILES)})")
+        base = COG_PROFILES[profile]
+    else:
+        base = {k.upper(): str(v) for k, v in profile.items()}
+    return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
+        overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
+        "OVERVIEWS": "AUTO", **base}
+
+
+def verify_cog(path: str, config: Mapping[str, str]) -> None:
+    """Strict COG validation (warnings count as errors); raises ``InvalidCog``."""
+    ok, errors, warnings = cog_validate(path, strict=True, config=dict(config), quiet=True)
+    if not ok:
+        raise InvalidCog(path, "; ".join(errors + warnings))
+
+
+# ----------------------------------------------------------------------------------------------
+# VRT documents built here (never from user input): a window of one dataset, a mosaic of tiles
+
+
+def _band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
+              sources: list[tuple[str, int | str, Window, Window]]) -> str:
+    gdal_type = _GDAL_TYPES[dtype]
+    parts = [f'<VRTRasterBand dataType="{gdal_type}" band="{bidx}">']
+    if nodata is not None:
+        parts.append(f"<NoDataValue>{_nodata_text(nodata)}</NoDataValue>")
+    parts.append(f"<ColorInterp>{color.name.capitalize()}</ColorInterp>")
+    for path, source_band, src_win, dst_win in sources:
+        parts.append(
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
+            f"<SourceBand>{source_band}</SourceBand>{_rect('SrcRect', src_win)}"
+            f"{_rect('DstRect', dst_win)}</SimpleSource>")
+    parts.append("</VRTRasterBand>")
+    return "".join(parts)
+
+
+_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
+               "uint32": "UInt32", "int32": "Int32", "uint64": "UInt64", "int64": "Int64",
+               "float32": "Float32", "float64": "Float64"}
+
+
+def _nodata_text(value: float) -> str:
+    return "nan" if math.isnan(value) else repr(float(value))
+
+
+def _rect(tag: str, w: Window) -> str:
+    return (f'<{tag} xOff="{int(w.col_off)}" yOff="{int(w.row_off)}" '
+            f'xSize="{int(w.width)}" ySize="{int(w.height)}"/>')
+
+
+def _vrt_xml(width: int, height: int, crs: CRS, transform: Affine, bands: list[str],
+             mask: str | None) -> str:
+    gt = ",".join(repr(v) for v in transform.to_gdal())
+    head = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+            f"<SRS>{escape(crs.to_wkt())}</SRS><GeoTransform>{gt}</GeoTransform>")
+    mask_xml = f"<MaskBand>{mask}</MaskBand>" if mask else ""
+    return head + "".join(bands) + mask_xml + "</VRTDataset>"
+
+
+def _has_dataset_mask(ds: DatasetReader) -> bool:
+    flags = ds.mask_flag_enums[0]
+    return MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags
+
+
+def window_vrt(ds: DatasetReader, window: Window, nodata: float | None = None) -> str:
+    """VRT XML exposing ``window`` of ``ds`` as a dataset (bands, nodata, alpha, internal mask)."""
+    width, height = int(window.width), int(window.height)
+    dst_win = Window(0, 0, width, height)
+    nodata = ds.nodata if nodata is None else nodata
+    bands = [_band_xml(b, ds.dtypes[b - 1], nodata, ds.colorinterp[b - 1],
+                       [(ds.name, b, window, dst_win)]) for b in ds.indexes]
+    mask = None
+    if _has_dataset_mask(ds):
+        mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
+                         [(ds.name, "mask,1", window, dst_win)])
+    return _vrt_xml(width, height, ds.crs, ds.window_transform(window), bands, mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# to_cog
+
+
+def to_cog(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    profile: str | Mapping[str, str] = "deflate",
+    dst_crs: str | int | CRS | None = None,
+    resolution: float | tuple[float, float] | None = None,
+    resampling: str = "nearest",
+    overview_resampling: str = "nearest",
+    nodata: float | None = None,
+    blocksize: int = 512,
+    threads: int | str = "ALL_CPUS",
+    warp_mem_limit_mb: int = 32,
+    limits: RasterLimits | None = None,
+    tmp_dir: PathLike | None = None,
+    gdal_config: Mapping[str, str] | None = None,
+) -> CogResult:
+    """Convert ``src`` to a Cloud Optimized GeoTIFF at ``dst`` with GDAL's COG driver.
+
+    Without ``dst_crs`` pixels are copied unchanged (``nodata`` overrides the declared nodata).
+    With ``dst_crs`` the source streams through a ``WarpedVRT`` into a local tiled intermediate,
+    window by window, then into the COG; a source without nodata or alpha gains an alpha band so
+    areas outside the source stay transparent. The output is checked with strict COG validation
+    before it is published at ``dst``.
+    """
+    started = time.perf_counter()
+    config = env_options(gdal_config, GDAL_NUM_THREADS=str(threads))
+    options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
+                          threads=threads)
+    with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
+        try:
+            if dst_crs is None:
+                _copy_cog(ds, tmp, options, nodata)
+            else:
+                _warp_cog(ds, tmp, options, parse_crs(dst_crs), resolution,
+                          parse_resampling(resampling), nodata, warp_mem_limit_mb, threads)
+        except GDAL_ERRORS as err:
+            raise UnreadableRaster(src, f"conversion failed: {gdal_reason(err)}") from err
+        verify_cog(tmp, config)
+        result = _cog_result(tmp, str(dst), dst_crs is not None, started)
+    log.info("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
+    return result
+
+
+def _copy_cog(ds: DatasetReader, tmp: str, options: dict[str, str], nodata: float | None) -> None:
+    if nodata is None or nodata_json(nodata) == nodata_json(ds.nodata):
+        rasterio.shutil.copy(ds, tmp, driver="COG", **options)
+        return
+    problem = nodata_problem(nodata, ds.dtypes[0])
+    if problem:
+        raise InvalidOption(ds.name, problem)
+    xml = window_vrt(ds, Window(0, 0, ds.width, ds.height), nodata)
+    with rasterio.open(xml) as vrt:
+        rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
+
+
+def warp_grid(ds: DatasetReader, dst_crs: CRS,
+              resolution: float | tuple[float, float] | None = None) -> tuple[Affine, int, int]:
+    """Output transform and size of a reprojection, as ``gdalwarp -t_srs [-tr]`` computes them.
+
+    GDAL suggests the grid (``GDALSuggestedWarpOutput2``); a requested resolution then keeps the
+    suggested top-left corner and rounds the size to the nearest pixel, like gdalwarp does.
+    """
+    if ds.transform.b == 0 and ds.transform.d == 0:
+        width, height, bounds = _within_area_of_use(ds, dst_crs)
+        transform, width, height = calculate_default_transform(ds.crs, dst_crs, width, height,
+                                                               *bounds)
+    else:
+        with WarpedVRT(ds, crs=dst_crs) as vrt:  # GDAL's suggestion from the rotated transform
+            transform, width, height = vrt.transform, vrt.width, vrt.height
+    if resolution is None:
+        return transform, width, height
+    xres, yres = (resolution, resolution) if isinstance(resolution, (int, float)) else resolution
+    extent_x, extent_y = width * transform.a, height * -transform.e
+    width, height = int(extent_x / xres + 0.5), int(extent_y / yres + 0.5)
+    return Affine(xres, 0, transform.c, 0, -yres, transform.f), max(width, 1), max(height, 1)
+
+
+def _within_area_of_use(ds: DatasetReader, dst_crs: CRS) -> tuple[int, int, tuple[float, ...]]:
+    """Source size and bounds, with lon/lat sources clipped to the target CRS's latitudes.
+
+    A whole-globe EPSG:4326 raster reaches +-90 degrees, where Web Mercator is infinite and the
+    suggested grid degenerates; clipping to the target's area of use (+-85.06 for EPSG:3857)
+    gives the grid ``gdalwarp -te`` over that area would. Other sources are unchanged.
+    """
+    left, bottom, right, top = ds.bounds
+    area = None
+    if ds.crs.is_geographic:
+        with contextlib.suppress(pyproj.exceptions.CRSError):
+            epsg = crs_epsg(dst_crs)
+            area = (pyproj.CRS.from_epsg(epsg) if epsg else
+                    pyproj.CRS.from_wkt(dst_crs.to_wkt(version="WKT2_2019"))).area_of_use
+    if area is None or (bottom >= area.south and top <= area.north):
+        return ds.width, ds.height, (left, bottom, right, top)
+    south, north = max(bottom, area.south), min(top, area.north)
+    height = max(1, round(ds.height * (north - south) / (top - bottom)))
+    return ds.width, height, (left, south, right, north)
+
+
+def warped_vrt(ds: DatasetReader, dst_crs: CRS, transform: Affine, width: int, height: int, *,
+               resampling: Resampling, nodata: float | None, warp_mem_limit_mb: int,
+               threads: int | str) -> WarpedVRT:
+    """A ``WarpedVRT`` onto the given grid; adds alpha when the source has no nodata or alpha."""
+    src_nodata = ds.nodata if nodata is None else nodata
+    has_alpha = ColorInterp.alpha in ds.colorinterp
+    kwargs: dict[str, Any] = {}
+    if src_nodata is not None:
+        kwargs.update(src_nodata=src_nodata, nodata=src_nodata)
+    elif not has_alpha:
+        kwargs["add_alpha"] = True
+    return WarpedVRT(ds, crs=dst_crs, transform=transform, width=width, height=height,
+                     resampling=resampling, warp_mem_limit=warp_mem_limit_mb,
+                     warp_extras={"NUM_THREADS": str(threads), "INIT_DEST": "NO_DATA"}, **kwargs)
+
+
+def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS,
+              resolution: float | tuple[float, float] | None, resampling: Resampling,
+              nodata: float | None, warp_mem_limit_mb: int, threads: int | str) -> None:
+    transform, width, height = warp_grid(ds, dst_crs, resolution)
+    intermediate = tmp + ".warped.tif"
+    try:
+        with warped_vrt(ds, dst_crs, transform, width, height, resampling=resampling,
+                        nodata=nodata, warp_mem_limit_mb=warp_mem_limit_mb,
+                        threads=threads) as vrt:
+            rasterio.shutil.copy(vrt, intermediate, driver="GTiff", TILED="YES",
+                                 BLOCKXSIZE="512", BLOCKYSIZE="512", BIGTIFF="IF_SAFER",
+                                 SPARSE_OK="TRUE")
+        rasterio.shutil.copy(intermediate, tmp, driver="COG", **options)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(intermediate)
+
+
+def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogResult:
+    with rasterio.open(tmp, driver="GTiff") as out:
+        fraction = valid_fraction(out)
+        warnings = [] if fraction else [_issue("EmptyRaster", "every pixel is nodata/masked")]
+        return CogResult(
+            path=dst, size_bytes=os.path.getsize(tmp), epsg=crs_epsg(out.crs),
+            crs_wkt=out.crs.to_wkt() if out.crs else None, bounds=list(out.bounds),
+            width=out.width, height=out.height, count=out.count, dtype=out.dtypes[0],
+            nodata=nodata_json(out.nodata), overview_count=len(out.overviews(1)),
+            compression=out.compression.name if out.compression else None,
+            reprojected=reprojected, valid_fraction=fraction, is_empty=fraction == 0.0,
+            cog_valid=True, warnings=warnings, elapsed_s=time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiling
+
+
+def tile_size_for_budget(max_pixels: int, blocksize: int = 512) -> int:
+    """Largest square tile side (a multiple of ``blocksize``) with at most ``max_pixels`` pixels."""
+    side = int(math.isqrt(max_pixels)) // blocksize * blocksize
+    if side < blocksize:
+        raise InvalidOption(str(max_pixels), f"budget of {max_pixels} pixels is below one "
+                            f"{blocksize} x {blocksize} block")
+    return side
+
+
+def tile_windows(width: int, height: int, size: int) -> Iterator[tuple[int, int, Window]]:
+    """Row-major ``(row, col, window)`` of a ``size`` grid; edge tiles are clipped."""
+    for row, row_off in enumerate(range(0, height, size)):
+        for col, col_off in enumerate(range(0, width, size)):
+            yield row, col, Window(col_off, row_off, min(size, width - col_off),
+                                   min(size, height - row_off))
+
+
+def tile_path(prefix: str, row: int, col: int) -> str:
+    """Deterministic output path of a tile."""
+    return f"{prefix.rstrip('/')}/tile_r{row:04d}_c{col:04d}.tif"
+
+
+def plan_tiles(
+    src: PathLike,
+    *,
+    output_prefix: str,
+    tile_size: int | None = None,
+    max_pixels: int = 4096 * 4096,
+    blocksize: int = 512,
+    dst_crs: str | int | CRS | None = None,
+    resolution: float | tuple[float, float] | None = None,
+    resampling: str = "nearest",
+    limits: RasterLimits | None = None,
+    gdal_config: Mapping[str, str] | None = None,
+) -> TilePlan:
+    """Plan tiles covering the output grid exactly once, in row-major order.
+
+    The output grid is the source grid, or with ``dst_crs`` the grid ``gdalwarp`` would choose.
+    ``tile_size`` wins when given; otherwise it derives from ``max_pixels`` (the per-task
+    memory/time budget). Reads the header only.
+    """
+    with gdal_env(gdal_config), preflight(src, limits) as ds:
+        if dst_crs is None:
+            crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
+        else:
+            crs = parse_crs(dst_crs)
+            transform, width, height = warp_grid(ds, crs, resolution)
+        parse_resampling(resampling)
+        size = tile_size or tile_size_for_budget(max_pixels, blocksize)
+        if size < 1:
+            raise InvalidOption(str(size), "tile size must be positive")
+        tiles = [_plan_tile(i, r, c, w, transform, output_prefix)
+                 for i, (r, c, w) in enumerate(tile_windows(width, height, size))]
+        return TilePlan(source=str(src), warped=dst_crs is not None, crs_wkt=crs.to_wkt(),
+                        epsg=crs_epsg(crs), width=width, height=height,
+                        transform=list(transform)[:6], tile_size=size,
+                        rows=tiles[-1].row + 1, cols=tiles[-1].col + 1,
+                        resampling=resampling, tiles=tiles)
+
+
+def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine,
+               prefix: str) -> Tile:
+    t = transform @ Affine.translation(window.col_off, window.row_off)
+    w, h = int(window.width), int(window.height)
+    xs = [t.c, t.c + w * t.a + h * t.b]
+    ys = [t.f, t.f + w * t.d + h * t.e]
+    return Tile(index=index, row=row, col=col,
+                window=TileWindow(col_off=int(window.col_off), row_off=int(window.row_off),
+                                  width=w, height=h),
+                transform=list(t)[:6], bounds=[min(xs), min(ys), max(xs), max(ys)],
+                output_path=tile_path(prefix, row, col))
+
+
+def process_tile(
+    src: PathLike,
+    plan: TilePlan,
+    tile: Tile,
+    dst: PathLike | None = None,
+    *,
+    profile: str | Mapping[str, str] = "deflate",
+    overview_resampling: str = "nearest",
+    blocksize: int = 512,
+    threads: int | str = 1,
+    warp_mem_limit_mb: int = 32,
+    tmp_dir: PathLike | None = None,
+    gdal_config: Mapping[str, str] | None = None,
+) -> TileResult:
+    """Write one tile of ``plan`` as a COG (``dst`` defaults to ``tile.output_path``).
+
+    Source-grid tiles are a windowed VRT over the source handed straight to the COG driver;
+    warped tiles are warped into a tile-sized in-memory raster first. Memory is bounded by the
+    tile and GDAL's cache, never by the source. One thread by default: tiles already run in
+    parallel as separate activities, and per-thread codec buffers would multiply the footprint.
+    """
+    started = time.perf_counter()
+    dst = str(dst or tile.output_path)
+    config = env_options(gdal_config, GDAL_NUM_THREADS=str(threads))
+    options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
+                          threads=threads)
+    with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
+        try:
+            if plan.warped:
+                _warped_tile_cog(ds, plan, tile, tmp, options, warp_mem_limit_mb, threads)
+            else:
+                with rasterio.open(window_vrt(ds, _tile_window(tile))) as vrt:
+                    rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
+        except GDAL_ERRORS as err:
+            raise UnreadableRaster(src, f"tile {tile.index} failed: {gdal_reason(err)}") from err
+        verify_cog(tmp, config)
+        with rasterio.open(tmp, driver="GTiff") as out:
+            fraction = valid_fraction(out)
+        size = os.path.getsize(tmp)
+    return TileResult(index=tile.index, path=dst, size_bytes=size, width=tile.window.width,
+                      height=tile.window.height, bounds=tile.bounds, valid_fraction=fraction,
+                      is_empty=fraction == 0.0, cog_valid=True,
+                      elapsed_s=time.perf_counter() - started)
+
+
+def _tile_window(tile: Tile) -> Window:
+    w = tile.window
+    return Window(w.col_off, w.row_off, w.width, w.height)
+
+
+def _warped_tile_cog(ds: DatasetReader, plan: TilePlan, tile: Tile, tmp: str,
+                     options: dict[str, str], warp_mem_limit_mb: int, threads: int | str) -> None:
+    crs = CRS.from_wkt(plan.crs_wkt)
+    transform = Affine(*tile.transform)
+    with warped_vrt(ds, crs, transform, tile.window.width, tile.window.height,
+                    resampling=parse_resampling(plan.resampling), nodata=None,
+                    warp_mem_limit_mb=warp_mem_limit_mb, threads=threads) as vrt:
+        data = vrt.read()
+        profile = {"driver": "GTiff", "width": vrt.width, "height": vrt.height,
+                   "count": vrt.count, "dtype": vrt.dtypes[0], "crs": crs,
+                   "transform": transform, "nodata": vrt.nodata}
+        colorinterp = vrt.colorinterp
+    with MemoryFile() as mem, mem.open(**profile) as tile_ds:
+        tile_ds.write(data)
+        tile_ds.colorinterp = colorinterp
+        rasterio.shutil.copy(tile_ds, tmp, driver="COG", **options)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mosaic
+
+
+def build_mosaic(
+    tile_paths: Sequence[PathLike],
+    dst_vrt: PathLike,
+    *,
+    gdal_config: Mapping[str, str] | None = None,
+) -> MosaicResult:
+    """Write a VRT over tile COGs that share CRS, resolution, bands and dtype.
+
+    Source paths are absolute (or the virtual paths given), so the VRT can be opened from
+    anywhere the tiles can. Returns the mosaic grid and its footprint in EPSG:4326.
+    """
+    if not tile_paths:
+        raise InvalidOption(str(dst_vrt), "no tiles to mosaic")
+    with gdal_env(gdal_config):
+        tiles = [_tile_facts(p) for p in tile_paths]
+        grid = _mosaic_grid(tiles, str(dst_vrt))
+        xml = _mosaic_xml(tiles, grid)
+        with staged_output(dst_vrt) as tmp:
+            Path(tmp).write_text(xml, encoding="utf-8")
+        bbox, footprint = geographic_extent(grid["crs"], grid["bounds"])
+    first = tiles[0]
+    return MosaicResult(path=str(dst_vrt), tile_count=len(tiles), width=grid["width"],
+                        height=grid["height"], count=first["count"], dtype=first["dtypes"][0],
+                        epsg=crs_epsg(grid["crs"]), crs_wkt=grid["crs"].to_wkt(),
+                        transform=list(grid["transform"])[:6], bounds=list(grid["bounds"]),
+                        bbox=bbox, footprint=footprint)
+
+
+def _tile_facts(path: PathLike) -> dict[str, Any]:
+    name = str(path) if is_virtual(path) else os.path.abspath(path)
+    with open_raster(name) as ds:
+        if ds.transform.b or ds.transform.d:
+            raise IncompatibleTiles(name, "rotated tiles cannot be mosaicked")
+        return {"path": name, "crs": ds.crs, "transform": ds.transform, "width": ds.width,
+                "height": ds.height, "count": ds.count, "dtypes": ds.dtypes,
+                "nodata": ds.nodata, "colorinterp": ds.colorinterp,
+                "mask": _has_dataset_mask(ds)}
+
+
+def _mosaic_grid(tiles: list[dict[str, Any]], dst: str) -> dict[str, Any]:
+    first = tiles[0]
+    res = (first["transform"].a, first["transform"].e)
+    for t in tiles[1:]:
+        same = (t["crs"] == first["crs"] and t["count"] == first["count"]
+                and t["dtypes"] == first["dtypes"]
+                and math.isclose(t["transform"].a, res[0], rel_tol=1e-9)
+                and math.isclose(t["transform"].e, res[1], rel_tol=1e-9))
+        if not same:
+            raise IncompatibleTiles(t["path"], f"differs from {first['path']} in CRS, "
+                                    "resolution, band count or data type")
+    left = min(t["transform"].c for t in tiles)
+    top = max(t["transform"].f for t in tiles)
+    right = max(t["transform"].c + t["width"] * res[0] for t in tiles)
+    bottom = min(t["transform"].f + t["height"] * res[1] for t in tiles)
+    width, height = round((right - left) / res[0]), round((bottom - top) / res[1])
+    return {"crs": first["crs"], "transform": Affine(res[0], 0, left, 0, res[1], top),
+            "width": width, "height": height, "bounds": (left, bottom, right, top)}
+
+
+def _mosaic_xml(tiles: list[dict[str, Any]], grid: dict[str, Any]) -> str:
+    inverse = ~grid["transform"]
+    placed = []
+    for t in tiles:
+        col, row = inverse @ (t["transform"].c, t["transform"].f)
+        placed.append((t, Window(0, 0, t["width"], t["height"]),
+                       Window(round(col), round(row), t["width"], t["height"])))
+    first = tiles[0]
+    bands = [_band_xml(b, first["dtypes"][b - 1], first["nodata"], first["colorinterp"][b - 1],
+                       [(t["path"], b, sw, dw) for t, sw, dw in placed])
+             for b in range(1, first["count"] + 1)]
+    mask = None
+    if first["mask"]:
+        mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
+                         [(t["path"], "mask,1", sw, dw) for t, sw, dw in placed])
+    return _vrt_xml(grid["width"], grid["height"], grid["crs"], grid["transform"], bands, mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Header reads for cataloging
+
+
+def _ring(bounds: Sequence[float], densify: int) -> tuple[np.ndarray, np.ndarray]:
+    """A closed, densified ring around ``bounds`` (counter-clockwise)."""
+    left, bottom, right, top = bounds
+    steps = np.arange(densify) / densify
+    xs = np.concatenate([left + (right - left) * steps, np.full(densify, right),
+                         right - (right - left) * steps, np.full(densify, left), [left]])
+    ys = np.concatenate([np.full(densify, bottom), bottom + (top - bottom) * steps,
+                         np.full(densify, top), top - (top - bottom) * steps, [bottom]])
+    return xs, ys
+
+
+def _bbox_polygon(bbox: list[float]) -> dict[str, Any]:
+    w, s, e, n = bbox
+    if w <= e:
+        return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    return {"type": "MultiPolygon", "coordinates": [
+        [[[w, s], [180.0, s], [180.0, n], [w, n], [w, s]]],
+        [[[-180.0, s], [e, s], [e, n], [-180.0, n], [-180.0, s]]]]}
+
+
+def geographic_extent(crs: CRS | None, bounds: Sequence[float], densify: int = 21, *,
+                      wkt: str | None = None
+                      ) -> tuple[list[float] | None, dict[str, Any] | None]:
+    """Bbox ``[west, south, east, north]`` and footprint GeoJSON in EPSG:4326.
+
+    The bbox comes from PROJ's ``proj_trans_bounds`` (poles included; ``west > east`` when the
+    extent crosses the antimeridian). The footprint is the densified outline, cut at the
+    antimeridian; when the extent reaches a pole, or part of the outline is off the globe (a
+    geostationary disk), it is the bbox polygon. ``wkt`` (of ``crs``) saves an export.
+    """
+    if crs is None:
+        return None, None
+    wkt = wkt or crs.to_wkt()
+    if _crs_facts(wkt)[0] == 4326:
+        w, s, e, n = bounds
+        bbox = [max(w, -180.0), max(s, -90.0), min(e, 180.0), min(n, 90.0)]
+        return bbox, _bbox_polygon(bbox)
+    transformer = _to_lonlat(wkt)
+    xs, ys = _ring(bounds, densify)
+    lons, lats = transformer.transform(xs, ys, errcheck=False)
+    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+        return _off_globe_extent(transformer, bounds, densify)
+    bbox = [round(v, 9) for v in transformer.transform_bounds(*bounds, densify_pts=densify)]
+    if abs(bbox[1]) >= 90 or abs(bbox[3]) >= 90:
+        return bbox, _bbox_polygon(bbox)
+    if bbox[0] > bbox[2]:
+        ring = {"type": "Polygon", "coordinates": [np.column_stack([xs, ys]).tolist()]}
+        return bbox, transform_geom(crs, "EPSG:4326", ring, antimeridian_cutting=True)
+    coords = np.round(np.column_stack([lons, lats]), 9).tolist()
+    return bbox, {"type": "Polygon", "coordinates": [coords]}
+
+
+def _off_globe_extent(transformer: pyproj.Transformer, bounds: Sequence[float], densify: int
+                      ) -> tuple[list[float] | None, dict[str, Any] | None]:
+    """Extent from a grid of sample points, ignoring those that do not map to the globe."""
+    left, bottom, right, top = bounds
+    u, v = np.meshgrid(np.linspace(left, right, densify), np.linspace(bottom, top, densify))
+    lons, lats = transformer.transform(u.ravel(), v.ravel(), errcheck=False)
+    ok = np.isfinite(lons) & np.isfinite(lats)
+    if not ok.any():
+        return None, None
+    bbox = [round(float(f(a[ok])), 9) for f, a in ((np.min, lons), (np.min, lats),
+                                                   (np.max, lons), (np.max, lats))]
+    return bbox, _bbox_polygon(bbox)
+
+
+@lru_cache(maxsize=64)
+def _to_lonlat(wkt: str) -> pyproj.Transformer:
+    """A cached transformer from the CRS ``wkt`` to longitude/latitude (EPSG:4326, x = lon)."""
+    return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
+
+
+def _header_bytes(ds: DatasetReader) -> int | None:
+    """Bytes before the first pixel data (IFDs and tag arrays), for TIFFs."""
+    offsets = []
+    for ovr in [None, *range(len(ds.overviews(1)))]:
+        value = ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1, ovr=ovr)
+        if value:
+            offsets.append(int(value))
+    return min(offsets) if offsets else None
+
+
+def quick_is_cog(ds: DatasetReader) -> bool:
+    """Quick COG check from the header: GDAL's COG layout marker, or tiled with overviews."""
+    if ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG":
+        return True
+    tiled = ds.block_shapes[0][1] < ds.width or ds.width <= 512
+    return tiled and (bool(ds.overviews(1)) or max(ds.width, ds.height) <= 512)
+
+
+def read_header(
+    src: PathLike,
+    *,
+    densify: int = 21,
+    gdal_config: Mapping[str, str] | None = None,
+) -> RasterHeader:
+    """Read what a catalog item needs from the header alone (no pixels), fast.
+
+    CRS facts (EPSG code, WKT2, PROJJSON) are cached per distinct CRS.
+    """
+    with gdal_env(gdal_config), open_raster(src) as ds:
+        crs = ds.crs
+        wkt = crs.to_wkt() if crs else None
+        epsg, wkt2, projjson = _crs_facts(wkt) if wkt else (None, None, None)
+        bbox, footprint = geographic_extent(crs, ds.bounds, densify, wkt=wkt)
+        is_tiff = ds.driver in ("GTiff", "COG")
+        return RasterHeader(
+            path=str(src), driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
+            dtypes=list(ds.dtypes), nodata=nodata_json(ds.nodata), epsg=epsg, crs_wkt2=wkt2,
+            crs_projjson=projjson, transform=list(ds.transform)[:6], bounds=list(ds.bounds),
+            bbox=bbox, footprint=footprint, resolution=list(ds.res),
+            block_shape=list(ds.block_shapes[0]), overview_count=len(ds.overviews(1)),
+            compression=ds.compression.name if ds.compression else None,
+            colorinterp=[c.name for c in ds.colorinterp],
+            is_cog=is_tiff and quick_is_cog(ds),
+            header_bytes=_header_bytes(ds) if is_tiff else None)
