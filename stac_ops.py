@@ -39,6 +39,7 @@ import random
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
 from functools import cached_property
@@ -246,7 +247,9 @@ def _open_raster(raster: str | os.PathLike | rasterio.io.DatasetReader) -> Itera
         yield raster
         return
     try:
-        dataset = rasterio.open(raster)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            dataset = rasterio.open(raster)
     except rasterio.errors.RasterioError as err:
         raise RasterOpenError(f"cannot open raster {os.fspath(raster)!r}: {err}") from err
     with dataset:
@@ -294,8 +297,10 @@ def _transform_points(src: Any, dst: Any, xs: list[float], ys: list[float]) -> t
 
 
 def _to_lonlat(dataset: Any, cols: Sequence[float], rows: Sequence[float]) -> tuple[list, list]:
-    xs, ys = zip(*(dataset.transform * (c, r) for c, r in zip(cols, rows)))
-    return _transform_points(dataset.crs, "EPSG:4326", list(xs), list(ys))
+    a, b, c, d, e, f = dataset.transform[:6]
+    col, row = np.asarray(cols, dtype="float64"), np.asarray(rows, dtype="float64")
+    xs, ys = a * col + b * row + c, d * col + e * row + f
+    return _transform_points(dataset.crs, "EPSG:4326", xs.tolist(), ys.tolist())
 
 
 def _contains_pole(dataset: Any) -> int:
@@ -304,7 +309,7 @@ def _contains_pole(dataset: Any) -> int:
         xs, ys = _transform_points("EPSG:4326", dataset.crs, [0.0], [90.0 * sign])
         if not (math.isfinite(xs[0]) and math.isfinite(ys[0])):
             continue
-        col, row = ~dataset.transform * (xs[0], ys[0])
+        col, row = ~dataset.transform @ (xs[0], ys[0])
         if -1e-6 <= col <= dataset.width + 1e-6 and -1e-6 <= row <= dataset.height + 1e-6:
             return sign
     return 0
@@ -336,12 +341,46 @@ def _clip_ring(ring: list[tuple[float, float]], lo: float, hi: float) -> list[tu
     return ring
 
 
-def _ccw_polygon(ring: list[tuple[float, float]]) -> list[list[float]]:
-    """A closed GeoJSON exterior ring, counter-clockwise (RFC 7946), rounded to 1e-9 degrees."""
+def _simplify(points: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
+    """Douglas-Peucker: drop vertices closer than ``tolerance`` degrees to the simplified line."""
+    if len(points) < 3:
+        return points
+    (x1, y1), (x2, y2) = points[0], points[-1]
+    length = math.hypot(x2 - x1, y2 - y1)
+    distances = [abs((x2 - x1) * (y1 - y) - (x1 - x) * (y2 - y1)) / length if length else math.hypot(x - x1, y - y1)
+                 for x, y in points[1:-1]]
+    index = max(range(len(distances)), key=distances.__getitem__)
+    if distances[index] <= tolerance:
+        return [points[0], points[-1]]
+    left = _simplify(points[: index + 2], tolerance)
+    return left[:-1] + _simplify(points[index + 1:], tolerance)
+
+
+def _drop_collinear(pts: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
+    """Drop ring vertices (cyclic) lying within ``tolerance`` of the line through their neighbours."""
+    out = list(pts)
+    i = 0
+    while len(out) > 3 and i < len(out):
+        (x0, y0), (x, y), (x1, y1) = out[i - 1], out[i], out[(i + 1) % len(out)]
+        length = math.hypot(x1 - x0, y1 - y0)
+        if length and abs((x1 - x0) * (y0 - y) - (x0 - x) * (y1 - y0)) / length <= tolerance:
+            out.pop(i)
+        else:
+            i += 1
+    return out
+
+
+def _ccw_polygon(ring: list[tuple[float, float]], tolerance: float = 1e-6) -> list[list[float]]:
+    """A closed GeoJSON exterior ring, counter-clockwise (RFC 7946), rounded to 1e-9 degrees and
+    simplified to ``tolerance`` degrees (straight densified edges collapse to their corners)."""
     pts = [(round(x, 9), round(y, 9)) for x, y in ring]
     pts = [p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1]]
     if pts[0] == pts[-1]:
         pts = pts[:-1]
+    if len(pts) > 4:
+        half = len(pts) // 2
+        pts = _simplify(pts[: half + 1], tolerance)[:-1] + _simplify(pts[half:] + pts[:1], tolerance)[:-1]
+        pts = _drop_collinear(pts, tolerance)
     area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]))
     if area < 0:
         pts.reverse()
@@ -383,8 +422,9 @@ def _clamp_bbox(west: float, south: float, east: float, north: float) -> list[fl
     return [lon(west), lat(south), lon(east), lat(north)]
 
 
-def _ring_footprint(lons: list[float], lats: list[float]) -> tuple[dict[str, Any], list[float]]:
-    """Geometry and bbox of a transformed edge ring, split at the antimeridian when it crosses."""
+def _ring_footprint(lons: list[float], lats: list[float], tolerance: float) -> tuple[dict[str, Any], list[float]]:
+    """Geometry and bbox of a transformed edge ring, split at the antimeridian when it crosses;
+    vertices within ``tolerance`` degrees of a straight line are dropped."""
     ulons = _unwrap(lons)
     ring = list(zip(ulons, lats))
     south, north = min(lats), max(lats)
@@ -394,7 +434,7 @@ def _ring_footprint(lons: list[float], lats: list[float]) -> tuple[dict[str, Any
     for k in (-1, 0, 1):
         clipped = _clip_ring(ring, -180.0 + 360.0 * k, 180.0 + 360.0 * k)
         if len(clipped) >= 3:
-            parts.append(_ccw_polygon([(x - 360.0 * k, y) for x, y in clipped]))
+            parts.append(_ccw_polygon([(x - 360.0 * k, y) for x, y in clipped], tolerance))
     if len(parts) == 1:
         west, east = min(p[0] for p in parts[0]), max(p[0] for p in parts[0])
         return {"type": "Polygon", "coordinates": parts}, _clamp_bbox(west, south, east, north)
@@ -402,6 +442,13 @@ def _ring_footprint(lons: list[float], lats: list[float]) -> tuple[dict[str, Any
     east = (max(ulons) + 180.0) % 360.0 - 180.0
     geometry = {"type": "MultiPolygon", "coordinates": [[p] for p in parts]}
     return geometry, _clamp_bbox(west, south, east, north)
+
+
+def _half_pixel_degrees(dataset: Any, lons: list[float], lats: list[float]) -> float:
+    """Half a pixel in degrees (roughly): how far the simplified footprint may stray."""
+    span_lat = (max(lats) - min(lats)) / dataset.height
+    span_lon = (max(_unwrap(lons)) - min(_unwrap(lons))) / dataset.width
+    return max(1e-9, 0.5 * min(span_lat, span_lon))
 
 
 def get_footprint(dataset: Any, *, densify: int = 21) -> tuple[dict[str, Any], list[float]]:
@@ -421,7 +468,7 @@ def get_footprint(dataset: Any, *, densify: int = 21) -> tuple[dict[str, Any], l
         south, north = (min(y for _, y in finite), 90.0) if pole > 0 else (-90.0, max(y for _, y in finite))
         return _box(-180.0, south, 180.0, north), _clamp_bbox(-180.0, south, 180.0, north)
     if len(finite) == len(lons):
-        return _ring_footprint(lons, lats)
+        return _ring_footprint(lons, lats, _half_pixel_degrees(dataset, lons, lats))
     return _sampled_footprint(dataset, densify)
 
 
@@ -448,7 +495,7 @@ def get_projection_info(dataset: Any) -> dict[str, Any]:
     if authority is None:
         info["proj:wkt2"] = crs.to_wkt(version="WKT2_2019")
     t = dataset.transform
-    corners = [t * (c, r) for c, r in ((0, 0), (dataset.width, 0), (dataset.width, dataset.height), (0, dataset.height))]
+    corners = [t @ (c, r) for c, r in ((0, 0), (dataset.width, 0), (dataset.width, dataset.height), (0, dataset.height))]
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
     info["proj:bbox"] = [min(xs), min(ys), max(xs), max(ys)]
     info["proj:shape"] = [dataset.height, dataset.width]
@@ -581,10 +628,8 @@ def get_cog_header_size(dataset: Any) -> int | None:
         return None
     offsets = []
     for level in [None, *range(len(dataset.overviews(1)))]:
-        kwargs = {} if level is None else {"overview_level": level}
         try:
-            with rasterio.open(dataset.name, **kwargs) as part:
-                value = part.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1)
+            value = dataset.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1, ovr=level)
         except rasterio.errors.RasterioError:
             value = None
         if value:
@@ -647,6 +692,7 @@ def item_from_raster(
     properties: Mapping[str, Any] | None = None,
     max_stats_size: int = 1024,
     gdal_config: Mapping[str, Any] | None = None,
+    validator: StacValidator | None = None,
 ) -> pystac.Item:
     """A STAC item for one raster (normally the COG made from a source blob).
 
@@ -654,7 +700,8 @@ def item_from_raster(
     ``container``/``blob_name`` name the *source* blob and fix the item id; ``data_href`` is the
     public href of the raster (default: the path read); ``source_href`` the original's href
     (a ``source`` asset is added when it differs from ``data_href``). Only the header and a
-    decimated read (overviews, at most ``max_stats_size`` px on the long side) are read.
+    decimated read (overviews, at most ``max_stats_size`` px on the long side) are read. With a
+    ``validator`` the item is validated before it is returned (``ItemValidationError``).
     """
     source = SourceBlob(container=container, blob_name=blob_name, href=source_href, etag=source_etag,
                         last_modified=source_last_modified, size=source_size)
@@ -681,6 +728,8 @@ def item_from_raster(
     source_asset = get_source_asset(source)
     if source_asset is not None and source_asset.href != href:
         item.add_asset("source", source_asset)
+    if validator is not None:
+        validator.validate_item(item)
     return item
 
 
@@ -891,7 +940,7 @@ class Catalog(Protocol):
     def upsert_collection(self, collection: pystac.Collection, *, partition_trunc: PartitionTrunc | str | None = None) -> None: ...
     def get_collection(self, collection_id: str) -> pystac.Collection | None: ...
     def refresh_collection(self, collection_id: str) -> pystac.Collection: ...
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]]) -> UpsertResult: ...
+    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult: ...
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None: ...
     def delete_item(self, collection_id: str, item_id: str) -> bool: ...
     def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int: ...
@@ -1122,9 +1171,13 @@ class PgStacCatalog:
 
     # items
 
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]]) -> UpsertResult:
-        """Insert new items, replace changed ones (even across partitions), skip identical ones."""
-        grouped = _prepare_items(items, self.validator)
+    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult:
+        """Insert new items, replace changed ones (even across partitions), skip identical ones.
+
+        Items are validated with the catalog's validator unless ``validate=False`` (for items that
+        ``item_from_raster(..., validator=...)`` already validated where they were built).
+        """
+        grouped = _prepare_items(items, self.validator if validate else None)
         requested = written = 0
         for collection_id, by_id in grouped.items():
             batch = list(by_id.values())
@@ -1301,7 +1354,7 @@ class StaticCatalog:
     def __init__(self, store: CatalogStore | str | os.PathLike, *, catalog_id: str = "rmhgeoapi",
                  description: str = "Rasters cataloged by rmhgeoapi", title: str | None = None,
                  validator: StacValidator | None = None) -> None:
-        self.store = store if hasattr(store, "write_text") else LocalDirectoryStore(store)
+        self.store = LocalDirectoryStore(store) if isinstance(store, (str, os.PathLike)) else store
         self.catalog_id, self.description, self.title = catalog_id, description, title
         self.validator = validator
 
@@ -1368,9 +1421,9 @@ class StaticCatalog:
 
     # items
 
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]]) -> UpsertResult:
+    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult:
         """Write each item atomically to its own file; identical files are not rewritten."""
-        grouped = _prepare_items(items, self.validator)
+        grouped = _prepare_items(items, self.validator if validate else None)
         requested = written = 0
         for collection_id, by_id in grouped.items():
             self._require_collection(collection_id)
