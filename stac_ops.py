@@ -137,8 +137,8 @@ class CatalogUnavailable(StacOpsError):
     """The catalog's database or store cannot be reached (after bounded retries)."""
 
 
-class CatalogWriteError(StacOpsError):
-    """The catalog refused a write for a reason that retrying will not fix."""
+class CatalogQueryError(StacOpsError):
+    """The catalog database rejected a statement for a reason that retrying will not fix."""
 
 
 # ----------------------------------------------------------------------------------- models
@@ -304,7 +304,10 @@ def _to_lonlat(dataset: Any, cols: Sequence[float], rows: Sequence[float]) -> tu
 
 
 def _contains_pole(dataset: Any) -> int:
-    """+1 / -1 when the north / south pole lies inside the raster, else 0."""
+    """+1 / -1 when the north / south pole lies inside a projected raster, else 0.
+
+    (In a geographic CRS a pole is a line, and the transformed edge ring is already exact.)
+    """
     for sign in (1, -1):
         xs, ys = _transform_points("EPSG:4326", dataset.crs, [0.0], [90.0 * sign])
         if not (math.isfinite(xs[0]) and math.isfinite(ys[0])):
@@ -460,7 +463,7 @@ def get_footprint(dataset: Any, *, densify: int = 21) -> tuple[dict[str, Any], l
     convex hull of a grid of sample points that do transform is used instead.
     """
     check_georeferenced(dataset)
-    pole = _contains_pole(dataset)
+    pole = 0 if dataset.crs.is_geographic else _contains_pole(dataset)
     cols, rows = _edge_pixels(dataset.width, dataset.height, densify)
     lons, lats = _to_lonlat(dataset, cols, rows)
     finite = [(x, y) for x, y in zip(lons, lats) if math.isfinite(x) and math.isfinite(y)]
@@ -731,6 +734,16 @@ def item_from_raster(
     if validator is not None:
         validator.validate_item(item)
     return item
+
+
+def item_from_source(
+    raster: str | os.PathLike | Any, source: SourceBlob | Mapping[str, Any], **kwargs: Any
+) -> pystac.Item:
+    """``item_from_raster`` with the source blob given as a ``SourceBlob`` (or its JSON dict)."""
+    blob = SourceBlob.model_validate(source)
+    return item_from_raster(raster, container=blob.container, blob_name=blob.blob_name, source_href=blob.href,
+                            source_etag=blob.etag, source_last_modified=blob.last_modified,
+                            source_size=blob.size, **kwargs)
 
 
 # ------------------------------------------------------------------------------- validation
@@ -1110,11 +1123,13 @@ class PgStacCatalog:
                     conn.execute("SELECT set_config('search_path', 'pgstac,public', true)")
                     return work(conn)
             except TRANSIENT_ERRORS as err:
-                retryable, error = True, err
+                error = err
             except psycopg.OperationalError as err:
-                retryable, error = isinstance(self._source, ConnectionPool) and _is_lost_connection(err, conn), err
-                if not retryable:
+                error = err
+                if not (isinstance(self._source, ConnectionPool) and _is_lost_connection(err, conn)):
                     raise CatalogUnavailable(f"{what}: database unavailable: {err}") from err
+            except psycopg.Error as err:
+                raise CatalogQueryError(f"{what}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
             if attempt > self.retries:
                 raise CatalogUnavailable(f"{what}: still failing after {self.retries} retries: {error}") from error
             delay = self.retry_delay * 2 ** (attempt - 1) * (1 + random.random())

@@ -150,6 +150,22 @@ def test_antimeridian_crossing_geographic_bounds(make_raster):
     assert item.geometry["type"] == "MultiPolygon"
 
 
+def test_geographic_raster_touching_a_pole_keeps_its_longitudes(make_raster):
+    item = build(make_raster(crs="EPSG:4326", bounds=(0.0, 80.0, 10.0, 90.0)))
+    assert item.bbox == [0.0, 80.0, 10.0, 90.0]
+
+
+def test_item_from_source_takes_the_json_of_a_source_blob(make_raster):
+    path = make_raster()
+    source = stac_ops.SourceBlob(container="rasters", blob_name="in/a.tif", href="https://a/rasters/in/a.tif",
+                                 etag='"0x1"', last_modified=LAST_MODIFIED, size=123)
+    item = stac_ops.item_from_source(path, source.model_dump(mode="json"))
+    assert item.id == "rasters~in~a.tif"
+    assert item.properties[stac_ops.SOURCE_ETAG] == '"0x1"'
+    assert item.assets["source"].extra_fields["file:size"] == 123
+    assert item.datetime == LAST_MODIFIED
+
+
 def test_north_pole_raster_reaches_90_over_all_longitudes(make_raster, validator):
     item = build(make_raster(crs="EPSG:3413", bounds=(-1_000_000.0, -1_000_000.0, 1_000_000.0, 1_000_000.0)))
     validator.validate_item(item)
