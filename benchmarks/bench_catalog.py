@@ -78,6 +78,19 @@ def build_items(cogs: list[Path], total: int, collection_id: str) -> tuple[list[
     return items, time.perf_counter() - start
 
 
+def find_schema_dir() -> Path | None:
+    """``$RMHGEOAPI_STAC_SCHEMAS``, else ``../shared/stac-schemas`` beside the clone (or beside the
+    main clone when run from a git worktree), else None (core-only validation)."""
+    if os.environ.get("RMHGEOAPI_STAC_SCHEMAS"):
+        return Path(os.environ["RMHGEOAPI_STAC_SCHEMAS"])
+    candidates = [REPO_ROOT.parent / "shared" / "stac-schemas"]
+    dot_git = REPO_ROOT / ".git"
+    if dot_git.is_file() and dot_git.read_text().startswith("gitdir:"):
+        gitdir = Path(dot_git.read_text().split(":", 1)[1].strip())
+        candidates.append(gitdir.parent.parent.parent.parent / "shared" / "stac-schemas")
+    return next((c for c in candidates if c.is_dir()), None)
+
+
 def with_collection(items: list[dict], collection_id: str) -> list[dict]:
     return [{**item, "collection": collection_id} for item in items]
 
@@ -95,7 +108,7 @@ def count_items(dsn: str, collection_id: str) -> int:
 
 def time_ours(dsn: str, items: list[dict], *, validator: stac_ops.StacValidator | None = None) -> float:
     with psycopg.connect(dsn) as conn:
-        catalog = stac_ops.PgStacCatalog(conn, validator=validator, batch_size=5000)
+        catalog = stac_ops.PgStacCatalog(conn, validator=validator)
         start = time.perf_counter()
         result = catalog.upsert_items(items)
         elapsed = time.perf_counter() - start
@@ -124,21 +137,11 @@ def time_pypgstac_inprocess(dsn: str, items: list[dict]) -> float:
         return time.perf_counter() - start
 
 
-def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
-    cogs = make_cogs(workdir, args.cogs)
-    log.info("made %d COGs", len(cogs))
-    items, build_s = build_items(cogs, args.items, "bench-ours")
-    log.info("built %d items in %.2fs (%.0f items/s)", len(items), build_s, len(items) / build_s)
-    schema_dir = REPO_ROOT.parent / "shared" / "stac-schemas"
-    validator = stac_ops.StacValidator(schema_dir if schema_dir.is_dir() else None)
-    start = time.perf_counter()
-    for item in items[:500]:
-        validator.validate_item(item)
-    validate_rate = 500 / (time.perf_counter() - start)
-
+def measure_writes(dsn: str, items: list[dict], validator: stac_ops.StacValidator, workdir: Path,
+                   collections: dict[str, str]) -> tuple[dict[str, float], float]:
+    """Items/s of each write path, each into its own fresh collection; then an unchanged re-run."""
     figures: dict[str, float] = {}
-    for name, collection_id in [("ours", "bench-ours"), ("pypgstac_cli", "bench-pypgstac"),
-                                ("pypgstac_inprocess", "bench-pypgstac-inproc"), ("ours_validated", "bench-ours-valid")]:
+    for name, collection_id in collections.items():
         fresh_collection(dsn, collection_id)
         batch = with_collection(items, collection_id)
         if name == "ours":
@@ -155,15 +158,45 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
 
     with psycopg.connect(dsn) as conn:
         start = time.perf_counter()
-        rerun = stac_ops.PgStacCatalog(conn, batch_size=5000).upsert_items(with_collection(items, "bench-ours"))
+        rerun = stac_ops.PgStacCatalog(conn).upsert_items(with_collection(items, collections["ours"]))
         rerun_rate = len(items) / (time.perf_counter() - start)
     assert rerun.unchanged == len(items)
+    return figures, rerun_rate
+
+
+def drop_collections(dsn: str, collection_ids: list[str]) -> None:
+    with psycopg.connect(dsn) as conn:
+        for collection_id in collection_ids:
+            conn.execute("DELETE FROM pgstac.collections WHERE id = %s", (collection_id,))
+
+
+def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
+    cogs = make_cogs(workdir, args.cogs)
+    log.info("made %d COGs", len(cogs))
+    run_id = f"bench-{os.getpid()}"
+    items, build_s = build_items(cogs, args.items, f"{run_id}-ours")
+    log.info("built %d items in %.2fs (%.0f items/s)", len(items), build_s, len(items) / build_s)
+    schema_dir = find_schema_dir()
+    validator = stac_ops.StacValidator(schema_dir)
+    log.info("validating with %s", schema_dir or "core schemas only (no schema directory found)")
+    start = time.perf_counter()
+    for item in items[:500]:
+        validator.validate_item(item)
+    validate_rate = 500 / (time.perf_counter() - start)
+
+    names = ["ours", "pypgstac_cli", "pypgstac_inprocess", "ours_validated"]
+    try:
+        figures, rerun_rate = measure_writes(dsn, items, validator, workdir, {n: f"{run_id}-{n}" for n in names})
+    finally:
+        drop_collections(dsn, [f"{run_id}-{n}" for n in names])
     ratio = figures["ours"] / figures["pypgstac_cli"]
     return {
         "items": len(items),
         "cogs": len(cogs),
         "build_items_per_s": round(len(items) / build_s, 1),
         "validate_items_per_s": round(validate_rate, 1),
+        "validation_schemas": "core+extensions" if schema_dir else "core-only",
+        "batch_size": stac_ops.PgStacCatalog(dsn).batch_size,
         "write_ours_items_per_s": round(figures["ours"], 1),
         "write_pypgstac_cli_items_per_s": round(figures["pypgstac_cli"], 1),
         "write_pypgstac_inprocess_items_per_s": round(figures["pypgstac_inprocess"], 1),
