@@ -79,6 +79,7 @@ DATETIME_SOURCE = "rmh:datetime_source"
 HAS_DATA = "rmh:has_data"
 
 MAX_ID_LENGTH = 256
+DEFAULT_BATCH_SIZE = 1000
 DEFAULT_LICENSE = "other"
 ITEM_ASSETS = {
     "data": {"title": "Cloud Optimized GeoTIFF", "type": COG_MEDIA_TYPE, "roles": ["data"]},
@@ -899,28 +900,38 @@ class ItemSummary(BaseModel):
     data_types: list[str] = []
 
 
+def _item_span(stac: Mapping[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    props = stac["properties"]
+    start = _parse_iso(props.get("start_datetime") or props.get("datetime"))
+    return start, _parse_iso(props.get("end_datetime") or props.get("datetime"))
+
+
+def _west_south_east_north(stac: Mapping[str, Any]) -> list[float]:
+    """The 2D bbox of an item; an antimeridian-crossing one widened to all longitudes."""
+    bbox = stac["bbox"]
+    west, south, east, north = bbox if len(bbox) == 4 else [bbox[0], bbox[1], bbox[3], bbox[4]]
+    return [-180.0, south, 180.0, north] if west > east else [west, south, east, north]
+
+
 def summarize_items(items: Iterable[Mapping[str, Any]]) -> ItemSummary:
-    """Aggregate item dicts (bbox union honouring antimeridian bboxes, time span, codes, types)."""
-    summary = ItemSummary()
-    wests, souths, easts, norths, codes, types = [], [], [], [], set(), set()
+    """Aggregate item dicts: count, bbox union, time span, projection codes, band data types."""
+    boxes, starts, ends, codes, types = [], [], [], set(), set()
     for item in items:
-        summary.count += 1
-        west, south, east, north = item["bbox"][:4] if len(item["bbox"]) == 4 else [*item["bbox"][:2], *item["bbox"][3:5]]
-        if west > east:
-            west, east = -180.0, 180.0
-        wests.append(west), souths.append(south), easts.append(east), norths.append(north)
-        props = item["properties"]
-        start = _parse_iso(props.get("start_datetime") or props.get("datetime"))
-        end = _parse_iso(props.get("end_datetime") or props.get("datetime"))
-        summary.start = min(filter(None, [summary.start, start]), default=None)
-        summary.end = max(filter(None, [summary.end, end]), default=None)
-        codes.update(filter(None, [props.get("proj:code")]))
+        boxes.append(_west_south_east_north(item))
+        start, end = _item_span(item)
+        starts.append(start)
+        ends.append(end)
+        codes.add(item["properties"].get("proj:code"))
         for asset in item.get("assets", {}).values():
-            types.update(b.get("data_type") for b in asset.get("bands", []) if b.get("data_type"))
-    if summary.count:
-        summary.bbox = [min(wests), min(souths), max(easts), max(norths)]
-    summary.proj_codes, summary.data_types = sorted(codes), sorted(types)
-    return summary
+            types.update(band.get("data_type") for band in asset.get("bands", []))
+    if not boxes:
+        return ItemSummary()
+    columns = list(zip(*boxes))
+    return ItemSummary(
+        count=len(boxes), bbox=[min(columns[0]), min(columns[1]), max(columns[2]), max(columns[3])],
+        start=min(filter(None, starts), default=None), end=max(filter(None, ends), default=None),
+        proj_codes=sorted(filter(None, codes)), data_types=sorted(filter(None, types)),
+    )
 
 
 def _parse_iso(text: str | None) -> dt.datetime | None:
@@ -1099,7 +1110,7 @@ class PgStacCatalog:
     """
 
     def __init__(self, source: psycopg.Connection | ConnectionPool, *, validator: StacValidator | None = None,
-                 batch_size: int = 1000, retries: int = 3, retry_delay: float = 0.05) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, retries: int = 3, retry_delay: float = 0.05) -> None:
         self._source = source
         self.validator = validator
         self.batch_size = batch_size
@@ -1350,9 +1361,7 @@ def _item_matches(stac: Mapping[str, Any], bbox: Sequence[float] | None,
         lon_hit = any(a <= d and c <= b for a, b in lon_ranges for c, d in q_ranges)
         if not lon_hit or south > b_north or north < b_south:
             return False
-    props = stac["properties"]
-    item_start = _parse_iso(props.get("start_datetime") or props.get("datetime"))
-    item_end = _parse_iso(props.get("end_datetime") or props.get("datetime"))
+    item_start, item_end = _item_span(stac)
     return not ((end is not None and item_start > end) or (start is not None and item_end < start))
 
 
@@ -1471,8 +1480,7 @@ class StaticCatalog:
         """Items of one collection by bbox and datetime, newest first (pgSTAC's default order)."""
         start, end = parse_datetime_interval(datetime)
         hits = [s for s in self._iter_items(collection_id) if _item_matches(s, bbox, start, end)]
-        hits.sort(key=lambda s: (s["properties"].get("datetime") or s["properties"].get("start_datetime") or "", s["id"]),
-                  reverse=True)
+        hits.sort(key=lambda s: (_item_span(s)[0], s["id"]), reverse=True)
         return [pystac.Item.from_dict(s, migrate=False) for s in hits[:limit]]
 
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]:

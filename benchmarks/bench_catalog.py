@@ -196,7 +196,7 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
         "build_items_per_s": round(len(items) / build_s, 1),
         "validate_items_per_s": round(validate_rate, 1),
         "validation_schemas": "core+extensions" if schema_dir else "core-only",
-        "batch_size": stac_ops.PgStacCatalog(dsn).batch_size,
+        "batch_size": stac_ops.DEFAULT_BATCH_SIZE,
         "write_ours_items_per_s": round(figures["ours"], 1),
         "write_pypgstac_cli_items_per_s": round(figures["pypgstac_cli"], 1),
         "write_pypgstac_inprocess_items_per_s": round(figures["pypgstac_inprocess"], 1),

@@ -351,6 +351,22 @@ def test_connect_uses_the_password_provider(pgstac_dsn):
         stac_ops.connect("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)
 
 
+def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
+    calls = []
+
+    def token() -> str:
+        calls.append(1)
+        return "unused-with-trust-auth"
+
+    pool = stac_ops.connection_pool(pgstac_dsn, password_provider=token, min_size=2, max_size=2)
+    try:
+        assert stac_ops.PgStacCatalog(pool).health().ok
+        pool.wait()
+        assert len(calls) == 2
+    finally:
+        pool.close()
+
+
 # ------------------------------------------------------------------------------ static only
 
 
