@@ -61,6 +61,7 @@ from pypgstac.hydration import dehydrate
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
 
 logger = logging.getLogger(__name__)
 
@@ -526,21 +527,41 @@ def _nodata_value(nodata: float | None) -> float | str | None:
     return int(nodata) if float(nodata).is_integer() else float(nodata)
 
 
-def read_decimated(dataset: Any, *, max_size: int = 1024) -> np.ma.MaskedArray:
-    """A masked read of all bands at most ``max_size`` pixels on the long side.
-
-    GDAL serves it from the overviews when the file has them; nodata, NaN, alpha and internal
-    masks are masked out. Never a full read of a large raster.
-    """
-    scale = max(1.0, max(dataset.width, dataset.height) / max_size)
-    shape = (dataset.count, max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
-    try:
-        data = dataset.read(out_shape=shape, masked=True, resampling=Resampling.nearest)
-    except rasterio.errors.RasterioError as err:
-        raise RasterReadError(f"cannot read pixels of {dataset.name!r}: {err}") from err
+def _mask_non_finite(data: np.ma.MaskedArray) -> np.ma.MaskedArray:
     if data.dtype.kind in "fc":
         data.mask = np.ma.getmaskarray(data) | ~np.isfinite(data.filled(0))
     return data
+
+
+def _sample_windows(dataset: Any, count: int) -> list[Window]:
+    """Up to ``count`` whole blocks spread evenly over the raster's block grid."""
+    block_h, block_w = dataset.block_shapes[0]
+    rows, cols = math.ceil(dataset.height / block_h), math.ceil(dataset.width / block_w)
+    side = max(1, int(math.sqrt(count)))
+    picks = sorted({(r * (rows - 1) // max(1, side - 1), c * (cols - 1) // max(1, side - 1))
+                    for r in range(min(side, rows)) for c in range(min(side, cols))})
+    return [Window(c * block_w, r * block_h, min(block_w, dataset.width - c * block_w),
+                   min(block_h, dataset.height - r * block_h)) for r, c in picks]
+
+
+def read_decimated(dataset: Any, *, max_size: int = 1024, sample_blocks: int = 64) -> np.ma.MaskedArray:
+    """A masked read of all bands for statistics, never a full read of a large raster.
+
+    With overviews (every COG) or when the raster is small: one read at most ``max_size`` pixels
+    on the long side, which GDAL serves from the overviews. A large raster without overviews is
+    sampled instead: up to ``sample_blocks`` whole blocks spread over it (shape ``(bands, 1, n)``).
+    Nodata, NaN, alpha and internal masks are masked out.
+    """
+    scale = max(1.0, max(dataset.width, dataset.height) / max_size)
+    try:
+        if scale > 4 and not dataset.overviews(1):
+            parts = [dataset.read(window=w, masked=True).reshape(dataset.count, 1, -1)
+                     for w in _sample_windows(dataset, sample_blocks)]
+            return _mask_non_finite(np.ma.concatenate(parts, axis=2))
+        shape = (dataset.count, max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
+        return _mask_non_finite(dataset.read(out_shape=shape, masked=True, resampling=Resampling.nearest))
+    except rasterio.errors.RasterioError as err:
+        raise RasterReadError(f"cannot read pixels of {dataset.name!r}: {err}") from err
 
 
 def get_statistics(band: np.ma.MaskedArray) -> dict[str, float]:
@@ -1299,7 +1320,6 @@ class CatalogStore(Protocol):
     def write_text(self, key: str, text: str) -> None: ...
     def list_keys(self, prefix: str) -> Iterator[str]: ...
     def delete(self, key: str) -> bool: ...
-    def href(self, key: str) -> str: ...
 
 
 class LocalDirectoryStore:
@@ -1346,9 +1366,6 @@ class LocalDirectoryStore:
             return True
         except FileNotFoundError:
             return False
-
-    def href(self, key: str) -> str:
-        return (self.root / key).as_posix()
 
 
 def _item_matches(stac: Mapping[str, Any], bbox: Sequence[float] | None,

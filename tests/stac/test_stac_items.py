@@ -233,6 +233,16 @@ def test_statistics_come_from_a_decimated_read(make_raster):
     assert data.shape == (1, 512, 1024)
 
 
+def test_large_raster_without_overviews_is_sampled_by_blocks(make_raster):
+    data = np.tile(np.arange(1, 201, dtype="uint8"), (8000, 40))
+    path = make_raster(width=8000, height=8000, data=data[None, :, :8000], tiled=True, blockxsize=512, blockysize=512)
+    with rasterio.open(path) as dataset:
+        sample = stac_ops.read_decimated(dataset, max_size=1024, sample_blocks=16)
+    assert sample.shape == (1, 1, (3 * 512 + 320) ** 2)  # 4 x 4 blocks, the last row and column partial
+    stats = stac_ops.get_statistics(sample[0])
+    assert stats["minimum"] == 1 and stats["maximum"] == 200 and stats["valid_percent"] == 100.0
+
+
 def test_open_dataset_and_gdal_virtual_path_are_accepted(make_raster):
     path = make_raster()
     kwargs = dict(container="c", blob_name="x.tif", source_last_modified=LAST_MODIFIED, data_href="https://x/x.tif")
