@@ -39,6 +39,7 @@ import random
 import re
 import tempfile
 import time
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
@@ -189,6 +190,7 @@ class PartitionTrunc(str, Enum):
 _ID_SAFE = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
 _BLOB_LOSSLESS = re.compile(r"^[A-Za-z0-9._/-]+$")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._~-]+")
 
 
 def _short_hash(text: str, length: int = 10) -> str:
@@ -204,13 +206,14 @@ def item_id_for_blob(container: str, blob_name: str) -> str:
     """
     if not container or not blob_name:
         raise InvalidItemId(f"container {container!r} and blob name {blob_name!r} are required")
-    blob = blob_name.strip("/")
-    candidate = f"{container}~{blob.replace('/', '~')}"
-    lossless = _BLOB_LOSSLESS.match(blob) and "//" not in blob and _ID_SAFE.match(container)
+    candidate = f"{container}~{blob_name.replace('/', '~')}"
+    lossless = (_BLOB_LOSSLESS.match(blob_name) and "//" not in blob_name and _ID_SAFE.match(container)
+                and not blob_name.startswith("/") and not blob_name.endswith("/"))
     if lossless and len(candidate) <= MAX_ID_LENGTH and _ID_SAFE.match(candidate):
         return candidate
     digest = _short_hash(f"{container}/{blob_name}")
-    slug = _SLUG_UNSAFE.sub("-", candidate.replace("/", "~")).strip("-.") or "item"
+    ascii_name = unicodedata.normalize("NFKD", candidate).encode("ascii", "ignore").decode("ascii")
+    slug = _ID_UNSAFE.sub("-", ascii_name).strip("-.~") or "item"
     return f"{slug[: MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
 
 

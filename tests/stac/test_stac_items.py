@@ -37,7 +37,8 @@ def test_item_id_is_deterministic_readable_and_url_safe():
 
 
 @pytest.mark.parametrize("names", [("a/b.tif", "a-b.tif"), ("x y.tif", "x_y.tif"), ("é.tif", "e.tif"),
-                                   ("a//b.tif", "a/b.tif")])
+                                   ("a//b.tif", "a/b.tif"), ("/a.tif", "a.tif"),
+                                   ("a~b.tif", "a/b.tif")])
 def test_item_ids_of_distinct_blobs_differ(names):
     ids = {stac_ops.item_id_for_blob("rasters", name) for name in names}
     assert len(ids) == 2
