@@ -1,0 +1,398 @@
+"""Catalog behaviour, the same tests for pgSTAC (real PostgreSQL + PostGIS) and the static catalog."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import multiprocessing
+import threading
+
+import psycopg
+import pystac
+import pytest
+from psycopg import errors as pg_errors
+
+import stac_ops
+
+pytestmark = pytest.mark.services
+LAST_MODIFIED = dt.datetime(2024, 1, 15, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> dict:
+    """One real item dict (from a synthetic raster) to vary ids, datetimes and etags from."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    path = tmp_path_factory.mktemp("template") / "t.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=3, dtype="uint8", crs="EPSG:32618",
+                       transform=from_bounds(500000, 4000000, 510000, 4010000, 32, 32), nodata=0) as dst:
+        dst.write(np.ones((3, 32, 32), dtype="uint8"))
+    return stac_ops.item_from_raster(path, container="c", blob_name="t.tif", source_etag="etag-0",
+                                     source_href="https://a/c/t.tif", data_href="https://a/cogs/t.tif",
+                                     source_last_modified=LAST_MODIFIED).to_dict()
+
+
+def variant(template: dict, collection_id: str, n: int, *, when: str | None = None, etag: str = "etag-0",
+            lon: float | None = None) -> dict:
+    item = copy.deepcopy(template)
+    item["id"] = stac_ops.item_id_for_blob("c", f"dir/{n:05d}.tif")
+    item["collection"] = collection_id
+    item["properties"]["datetime"] = when or f"2024-{n % 12 + 1:02d}-{n % 28 + 1:02d}T00:00:00Z"
+    item["properties"][stac_ops.SOURCE_ETAG] = etag
+    if lon is not None:
+        item["bbox"] = [lon, 10.0, lon + 1.0, 11.0]
+        item["geometry"] = stac_ops._box(lon, 10.0, lon + 1.0, 11.0)
+    return item
+
+
+@pytest.fixture
+def collection(catalog, collection_id) -> str:
+    catalog.upsert_collection(stac_ops.build_collection(collection_id, license="CC-BY-4.0"), partition_trunc="month")
+    return collection_id
+
+
+def test_upserting_the_same_item_twice_leaves_one(catalog, collection, template, item_copies):
+    item = variant(template, collection, 1)
+    first = catalog.upsert_items([item])
+    second = catalog.upsert_items([item])
+    assert (first.written, second.written, second.unchanged) == (1, 0, 1)
+    assert item_copies(collection, item["id"]) == 1
+    assert catalog.list_item_etags(collection) == {item["id"]: "etag-0"}
+
+
+def test_a_changed_source_etag_updates_the_item(catalog, collection, template, item_copies):
+    catalog.upsert_items([variant(template, collection, 1, etag="v1")])
+    result = catalog.upsert_items([variant(template, collection, 1, etag="v2")])
+    item_id = variant(template, collection, 1)["id"]
+    assert result.written == 1
+    assert catalog.get_item(collection, item_id).properties[stac_ops.SOURCE_ETAG] == "v2"
+    assert catalog.list_item_etags(collection) == {item_id: "v2"}
+    assert item_copies(collection, item_id) == 1
+
+
+def test_a_datetime_moved_across_partitions_leaves_one_copy(catalog, collection, template, item_copies, backend, request):
+    january = variant(template, collection, 1, when="2024-01-10T00:00:00Z")
+    march = variant(template, collection, 1, when="2024-03-10T00:00:00Z", etag="v2")
+    catalog.upsert_items([january])
+    partitions = []
+    if backend == "pgstac":
+        partitions.append(_partition_of(request.getfixturevalue("pgstac_dsn"), collection, january["id"]))
+    catalog.upsert_items([march])
+    assert item_copies(collection, january["id"]) == 1
+    assert catalog.get_item(collection, january["id"]).datetime == dt.datetime(2024, 3, 10, tzinfo=dt.timezone.utc)
+    if backend == "pgstac":
+        partitions.append(_partition_of(request.getfixturevalue("pgstac_dsn"), collection, january["id"]))
+        assert partitions[0] != partitions[1] and partitions[0].endswith("_202401") and partitions[1].endswith("_202403")
+    assert [i.id for i in catalog.search(collection, datetime="2024-01-01T00:00:00Z/2024-01-31T23:59:59Z")] == []
+
+
+def _partition_of(dsn: str, collection_id: str, item_id: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT tableoid::regclass::text FROM pgstac.items WHERE collection = %s AND id = %s",
+                            (collection_id, item_id)).fetchone()[0]
+
+
+def test_delete_removes_the_item(catalog, collection, template, item_copies):
+    items = [variant(template, collection, n) for n in range(3)]
+    catalog.upsert_items(items)
+    assert catalog.delete_item(collection, items[0]["id"]) is True
+    assert catalog.delete_item(collection, items[0]["id"]) is False
+    assert catalog.get_item(collection, items[0]["id"]) is None
+    assert item_copies(collection, items[0]["id"]) == 0
+    assert catalog.delete_items(collection, [i["id"] for i in items]) == 2
+    assert catalog.list_item_etags(collection) == {}
+
+
+def test_eight_concurrent_writers_lose_nothing(catalog, collection, template, backend, request):
+    """8 writers x 200 items, in batches of 25, over 12 monthly partitions created concurrently."""
+    if backend == "pgstac":
+        dsn = request.getfixturevalue("pgstac_dsn")
+        validator = catalog.validator
+
+        def make_catalog():
+            return stac_ops.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=25)
+    else:
+        def make_catalog():
+            return catalog
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def writer(w: int) -> None:
+        try:
+            mine = make_catalog()
+            items = [variant(template, collection, w * 200 + n) for n in range(200)]
+            barrier.wait()
+            for start in range(0, 200, 25):
+                mine.upsert_items(items[start:start + 25])
+        except BaseException as err:  # noqa: BLE001 - collected and re-raised in the test thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    etags = catalog.list_item_etags(collection)
+    assert len(etags) == 1600
+    assert len(catalog.search(collection, limit=2000)) == 1600
+    if backend == "pgstac":
+        with psycopg.connect(request.getfixturevalue("pgstac_dsn")) as conn:
+            rows, ids = conn.execute("SELECT count(*), count(DISTINCT id) FROM pgstac.items WHERE collection = %s",
+                                     (collection,)).fetchone()
+        assert rows == ids == 1600
+
+
+def test_concurrent_upserts_of_the_same_ids_with_different_datetimes_keep_one_copy(
+        catalog, collection, template, backend, request):
+    """4 writers race on the same 100 ids, each with its own month: one copy of each id survives."""
+    if backend == "pgstac":
+        dsn, validator = request.getfixturevalue("pgstac_dsn"), catalog.validator
+
+        def make_catalog():
+            return stac_ops.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=10)
+    else:
+        def make_catalog():
+            return catalog
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def writer(w: int) -> None:
+        try:
+            mine = make_catalog()
+            items = [variant(template, collection, n, when=f"2024-{w + 1:02d}-15T00:00:00Z", etag=f"w{w}")
+                     for n in range(100)]
+            barrier.wait()
+            for start in range(0, 100, 10):
+                mine.upsert_items(items[start:start + 10])
+        except BaseException as err:  # noqa: BLE001 - collected and re-raised in the test thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(catalog.list_item_etags(collection)) == 100
+    assert len(catalog.search(collection, limit=1000)) == 100
+    if backend == "pgstac":
+        with psycopg.connect(request.getfixturevalue("pgstac_dsn")) as conn:
+            rows = conn.execute("SELECT count(*) FROM pgstac.items WHERE collection = %s", (collection,)).fetchone()[0]
+        assert rows == 100
+
+
+def test_backends_implement_the_catalog_protocol(catalog):
+    assert isinstance(catalog, stac_ops.Catalog)
+
+
+def test_an_item_without_a_source_asset_round_trips(catalog, collection, template):
+    item = variant(template, collection, 3)
+    del item["assets"]["source"]
+    catalog.upsert_items([item])
+    stored = catalog.get_item(collection, item["id"]).to_dict(include_self_link=False, transform_hrefs=False)
+    assert stored["assets"] == item["assets"]
+
+
+def test_search_finds_items_by_bbox_and_datetime(catalog, collection, template):
+    items = [variant(template, collection, n, when=f"2024-0{n + 1}-05T00:00:00Z", lon=-170.0 + 60 * n) for n in range(5)]
+    catalog.upsert_items(items)
+    by_bbox = catalog.search(collection, bbox=[-115.0, 0.0, 0.0, 20.0])
+    assert [i.id for i in by_bbox] == [items[2]["id"], items[1]["id"]]
+    by_time = catalog.search(collection, datetime="2024-03-01T00:00:00Z/2024-04-30T00:00:00Z")
+    assert {i.id for i in by_time} == {items[2]["id"], items[3]["id"]}
+    both = catalog.search(collection, bbox=[-115.0, 0.0, 0.0, 20.0], datetime="2024-02-15T00:00:00Z/..")
+    assert [i.id for i in both] == [items[2]["id"]]
+    instant = catalog.search(collection, datetime="2024-05-05T00:00:00Z")
+    assert [i.id for i in instant] == [items[4]["id"]]
+    assert len(catalog.search(collection, limit=2)) == 2
+
+
+def test_items_round_trip_through_pystac(catalog, collection, template, validator):
+    item = variant(template, collection, 7)
+    catalog.upsert_items([pystac.Item.from_dict(item)])
+    stored = catalog.get_item(collection, item["id"])
+    again = pystac.Item.from_dict(stored.to_dict(include_self_link=False, transform_hrefs=False))
+    for key in ("id", "collection", "geometry", "bbox", "properties", "assets", "stac_extensions"):
+        assert again.to_dict(include_self_link=False, transform_hrefs=False)[key] == item[key], key
+    validator.validate_item(again)
+    from_search = catalog.search(collection)[0].to_dict(include_self_link=False, transform_hrefs=False)
+    assert from_search["properties"] == item["properties"] and from_search["assets"] == item["assets"]
+
+
+def test_invalid_items_are_rejected_before_anything_is_written(catalog, collection, template):
+    good, bad = variant(template, collection, 1), variant(template, collection, 2)
+    bad["properties"]["proj:shape"] = "wide"
+    with pytest.raises(stac_ops.ItemValidationError, match=bad["id"]):
+        catalog.upsert_items([good, bad])
+    assert catalog.list_item_etags(collection) == {}
+
+
+def test_items_of_an_unknown_collection_are_refused(catalog, template):
+    with pytest.raises(stac_ops.CollectionNotFound, match="nowhere"):
+        catalog.upsert_items([variant(template, "nowhere", 1)])
+
+
+def test_collection_extent_and_summaries_come_from_items(catalog, collection, template, validator):
+    catalog.upsert_items([variant(template, collection, 0, when="2023-06-01T00:00:00Z", lon=10.0),
+                          variant(template, collection, 1, when="2024-02-01T00:00:00Z", lon=40.0)])
+    refreshed = catalog.refresh_collection(collection)
+    assert refreshed.extent.spatial.bboxes == [[10.0, 10.0, 41.0, 11.0]]
+    assert refreshed.extent.temporal.intervals == [[dt.datetime(2023, 6, 1, tzinfo=dt.timezone.utc),
+                                                    dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)]]
+    assert refreshed.summaries.get_list("proj:code") == ["EPSG:32618"]
+    assert refreshed.summaries.get_list("data_type") == ["uint8"]
+    assert refreshed.license == "CC-BY-4.0"
+    validator.validate_collection(refreshed)
+    assert catalog.get_collection(collection).extent.spatial.bboxes == [[10.0, 10.0, 41.0, 11.0]]
+
+
+def test_health_reports_counts(catalog, collection, template):
+    catalog.upsert_items([variant(template, collection, n) for n in range(3)])
+    health = catalog.health()
+    assert health.ok and health.collections >= 1 and health.items >= 3
+    assert stac_ops.CatalogHealth.model_validate(health.model_dump(mode="json")) == health
+
+
+def test_unsafe_ids_are_refused(catalog, collection, template):
+    item = variant(template, collection, 1)
+    item["id"] = "../escape"
+    with pytest.raises(stac_ops.InvalidItemId):
+        catalog.upsert_items([item])
+
+
+# ------------------------------------------------------------------------------ pgSTAC only
+
+
+@pytest.fixture
+def pg_catalog(pg_pool, validator, collection_id):
+    catalog = stac_ops.PgStacCatalog(pg_pool, validator=validator, retry_delay=0.01)
+    catalog.upsert_collection(stac_ops.build_collection(collection_id), partition_trunc="year")
+    return catalog
+
+
+def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, template, monkeypatch):
+    calls = []
+    real = stac_ops.PgStacCatalog._write_batch
+
+    def flaky(self, conn, cid, batch):
+        calls.append(cid)
+        if len(calls) == 1:
+            raise pg_errors.DeadlockDetected("deadlock detected")
+        return real(self, conn, cid, batch)
+
+    monkeypatch.setattr(stac_ops.PgStacCatalog, "_write_batch", flaky)
+    assert pg_catalog.upsert_items([variant(template, collection_id, 1)]).written == 1
+    assert len(calls) == 2
+
+
+def test_pgstac_gives_up_after_bounded_retries(pg_catalog, collection_id, template, monkeypatch):
+    calls = []
+
+    def always(self, conn, cid, batch):
+        calls.append(cid)
+        raise pg_errors.SerializationFailure("could not serialize access")
+
+    monkeypatch.setattr(stac_ops.PgStacCatalog, "_write_batch", always)
+    with pytest.raises(stac_ops.CatalogUnavailable, match="3 retries"):
+        pg_catalog.upsert_items([variant(template, collection_id, 1)])
+    assert len(calls) == 4
+
+
+def test_pgstac_does_not_retry_other_errors(pg_catalog, collection_id, template, monkeypatch):
+    calls = []
+
+    def broken(self, conn, cid, batch):
+        calls.append(cid)
+        raise pg_errors.UndefinedTable("no such table")
+
+    monkeypatch.setattr(stac_ops.PgStacCatalog, "_write_batch", broken)
+    with pytest.raises(stac_ops.CatalogQueryError, match="UndefinedTable"):
+        pg_catalog.upsert_items([variant(template, collection_id, 1)])
+    assert len(calls) == 1
+
+
+def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collection_id, template):
+    pool = stac_ops.connection_pool(pgstac_dsn, min_size=1, max_size=1)
+    try:
+        catalog = stac_ops.PgStacCatalog(pool, validator=validator, retry_delay=0.01)
+        catalog.upsert_collection(stac_ops.build_collection(collection_id))
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with psycopg.connect(pgstac_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert catalog.upsert_items([variant(template, collection_id, 1)]).written == 1
+    finally:
+        pool.close()
+
+
+def test_pgstac_health_when_unreachable():
+    conn = psycopg.connect
+    catalog = stac_ops.PgStacCatalog(stac_ops.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0,
+                                                              max_size=1, timeout=0.5))
+    health = catalog.health()
+    assert health.ok is False and health.detail
+    assert conn is psycopg.connect
+
+
+def test_connect_uses_the_password_provider(pgstac_dsn):
+    calls = []
+
+    def token() -> str:
+        calls.append(1)
+        return "unused-with-trust-auth"
+
+    with stac_ops.connect(pgstac_dsn, password_provider=token) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert calls == [1]
+    with pytest.raises(stac_ops.CatalogUnavailable):
+        stac_ops.connect("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)
+
+
+def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
+    calls = []
+
+    def token() -> str:
+        calls.append(1)
+        return "unused-with-trust-auth"
+
+    pool = stac_ops.connection_pool(pgstac_dsn, password_provider=token, min_size=2, max_size=2)
+    try:
+        assert stac_ops.PgStacCatalog(pool).health().ok
+        pool.wait()
+        assert len(calls) == 2
+    finally:
+        pool.close()
+
+
+# ------------------------------------------------------------------------------ static only
+
+
+def _process_writer(root: str, collection_id: str, items: list[dict]) -> None:
+    catalog = stac_ops.StaticCatalog(root)
+    for start in range(0, len(items), 20):
+        catalog.upsert_items(items[start:start + 20])
+
+
+def test_static_catalog_with_concurrent_processes_and_finalize(tmp_path, template, validator):
+    root = tmp_path / "static"
+    catalog = stac_ops.StaticCatalog(root, validator=validator)
+    catalog.upsert_collection(stac_ops.build_collection("procs"))
+    context = multiprocessing.get_context("spawn")
+    chunks = [[variant(template, "procs", w * 100 + n) for n in range(100)] for w in range(4)]
+    processes = [context.Process(target=_process_writer, args=(str(root), "procs", chunk)) for chunk in chunks]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+    catalog.finalize()
+    read_back = pystac.Catalog.from_file(str(root / "catalog.json"))
+    items = list(read_back.get_items(recursive=True))
+    assert len(items) == 400
+    assert {i.collection_id for i in items} == {"procs"}
+    for stac_object in [read_back, *read_back.get_children(), items[0]]:
+        validator.errors(stac_object.to_dict(include_self_link=False, transform_hrefs=False)) == []
+    assert not list(root.rglob("*.tmp"))

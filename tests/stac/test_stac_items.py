@@ -1,0 +1,282 @@
+"""Items from rasters: ids, footprints, projection, bands, datetime order, real-world rasters."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_translate
+from rio_cogeo.profiles import cog_profiles
+
+import stac_ops
+
+LAST_MODIFIED = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+GEOREFERENCED = ["RGB.byte.tif", "RGBA.uint16.tif", "all-nodata.tif", "alpha.tif", "goes.tif", "shade.tif",
+                 "world.rgb.tif"]
+NOT_GEOREFERENCED = ["float.tif", "float_nan.tif", "rotated.tif", "389225main_sw_1965_1024.jpg"]
+
+
+def build(path, **kwargs) -> pystac.Item:
+    kwargs.setdefault("container", "rasters")
+    kwargs.setdefault("blob_name", f"in/{path.name}")
+    kwargs.setdefault("source_href", f"https://account.blob.core.windows.net/rasters/in/{path.name}")
+    kwargs.setdefault("source_etag", '"0x8DC0FFEE"')
+    kwargs.setdefault("source_last_modified", LAST_MODIFIED)
+    return stac_ops.item_from_raster(path, **kwargs)
+
+
+# ------------------------------------------------------------------------------------- ids
+
+def test_item_id_is_deterministic_readable_and_url_safe():
+    first = stac_ops.item_id_for_blob("rasters", "2024/05/RGB.byte.tif")
+    assert first == stac_ops.item_id_for_blob("rasters", "2024/05/RGB.byte.tif") == "rasters~2024~05~RGB.byte.tif"
+    assert stac_ops.check_id(first) == first
+
+
+@pytest.mark.parametrize("names", [("a/b.tif", "a-b.tif"), ("x y.tif", "x_y.tif"), ("é.tif", "e.tif"),
+                                   ("a//b.tif", "a/b.tif"), ("/a.tif", "a.tif"),
+                                   ("a~b.tif", "a/b.tif")])
+def test_item_ids_of_distinct_blobs_differ(names):
+    ids = {stac_ops.item_id_for_blob("rasters", name) for name in names}
+    assert len(ids) == 2
+    assert all(stac_ops.check_id(i) for i in ids)
+
+
+def test_long_blob_names_give_ids_of_at_most_256_chars_that_still_differ():
+    a = stac_ops.item_id_for_blob("rasters", "deep/" * 80 + "a.tif")
+    b = stac_ops.item_id_for_blob("rasters", "deep/" * 80 + "b.tif")
+    assert len(a) <= 256 and len(b) <= 256 and a != b
+    assert a == stac_ops.item_id_for_blob("rasters", "deep/" * 80 + "a.tif")
+
+
+def test_default_collection_per_container_and_override():
+    assert stac_ops.resolve_collection_id("landsat-raw") == "landsat-raw"
+    assert stac_ops.resolve_collection_id("landsat-raw", "curated") == "curated"
+    with pytest.raises(stac_ops.InvalidItemId):
+        stac_ops.resolve_collection_id("landsat-raw", "bad/id")
+
+
+# ------------------------------------------------------------------------ real-world rasters
+
+@pytest.mark.parametrize("name", GEOREFERENCED)
+def test_items_from_real_rasters_validate_offline(shared_rasters, validator, name):
+    item = build(shared_rasters / name)
+    validator.validate_item(item)
+    stac = item.to_dict()
+    assert stac["properties"][stac_ops.SOURCE_ETAG] == '"0x8DC0FFEE"'
+    assert stac["assets"]["source"]["roles"] == ["source"]
+    assert stac["assets"]["data"]["roles"] == ["data"]
+    west, south, east, north = stac["bbox"]
+    assert -180 <= west <= 180 and -180 <= east <= 180 and -90 <= south < north <= 90
+    assert pystac.Item.from_dict(stac).to_dict() == stac
+
+
+def test_goes_has_null_proj_code_and_wkt2(shared_rasters, validator):
+    props = build(shared_rasters / "goes.tif").properties
+    assert props["proj:code"] is None
+    assert props["proj:wkt2"].startswith("PROJCRS")
+    assert "Geostationary" in props["proj:wkt2"]
+
+
+def test_goes_is_a_cog_with_header_size(shared_rasters):
+    data = build(shared_rasters / "goes.tif").assets["data"]
+    assert data.media_type == stac_ops.COG_MEDIA_TYPE
+    assert 0 < data.extra_fields["file:header_size"] < data.extra_fields["file:size"]
+
+
+def test_world_covers_the_globe(shared_rasters):
+    item = build(shared_rasters / "world.rgb.tif")
+    assert item.bbox == [-180.0, -90.0, 180.0, 90.0]
+    assert item.properties["proj:code"] == "EPSG:4326"
+
+
+def test_all_nodata_is_marked_as_having_no_valid_data(shared_rasters, validator):
+    item = build(shared_rasters / "all-nodata.tif")
+    validator.validate_item(item)
+    assert item.properties[stac_ops.HAS_DATA] is False
+    for band in item.assets["data"].extra_fields["bands"]:
+        assert band["statistics"] == {"valid_percent": 0.0}
+    assert item.properties["datetime"] == "2022-01-17T10:43:43Z"
+    assert item.properties[stac_ops.DATETIME_SOURCE] == "file-metadata"
+
+
+def test_rgb_byte_bands(shared_rasters):
+    item = build(shared_rasters / "RGB.byte.tif")
+    bands = item.assets["data"].extra_fields["bands"]
+    assert [b["eo:common_name"] for b in bands] == ["red", "green", "blue"]
+    assert all(b["data_type"] == "uint8" and b["nodata"] == 0 for b in bands)
+    assert all(b["raster:spatial_resolution"] == pytest.approx(300.0379, rel=1e-3) for b in bands)
+    assert all(0 < b["statistics"]["valid_percent"] < 100 for b in bands)
+    assert item.properties["proj:code"] == "EPSG:32618"
+    assert item.properties["proj:shape"] == [718, 791]
+    assert item.properties[stac_ops.HAS_DATA] is True
+
+
+@pytest.mark.parametrize("name", NOT_GEOREFERENCED)
+def test_rasters_without_georeferencing_raise_not_georeferenced(shared_rasters, name):
+    with pytest.raises(stac_ops.NotGeoreferenced, match=name.split(".")[0]):
+        build(shared_rasters / name)
+
+
+def test_corrupt_raster_raises_raster_read_error(shared_rasters):
+    with pytest.raises(stac_ops.RasterReadError, match="corrupt.tif"):
+        build(shared_rasters / "corrupt.tif")
+
+
+def test_missing_file_raises_raster_open_error(tmp_path):
+    with pytest.raises(stac_ops.RasterOpenError, match="nothing.tif"):
+        build(tmp_path / "nothing.tif")
+
+
+# ------------------------------------------------------------------------ synthetic rasters
+
+def test_antimeridian_crossing_utm_gives_multipolygon(make_raster, validator):
+    path = make_raster(crs="EPSG:32660", bounds=(300000.0, 0.0, 900000.0, 1000000.0))
+    item = build(path)
+    validator.validate_item(item)
+    west, south, east, north = item.bbox
+    assert west > east, item.bbox
+    assert 170 < west < 180 and -180 < east < -170
+    assert item.geometry["type"] == "MultiPolygon"
+    lons = [x for poly in item.geometry["coordinates"] for x, _ in poly[0]]
+    assert min(lons) >= -180 and max(lons) <= 180
+
+
+def test_antimeridian_crossing_geographic_bounds(make_raster):
+    item = build(make_raster(crs="EPSG:4326", bounds=(170.0, -10.0, 190.0, 10.0)))
+    assert item.bbox == [170.0, -10.0, -170.0, 10.0]
+    assert item.geometry["type"] == "MultiPolygon"
+
+
+def test_geographic_raster_touching_a_pole_keeps_its_longitudes(make_raster):
+    item = build(make_raster(crs="EPSG:4326", bounds=(0.0, 80.0, 10.0, 90.0)))
+    assert item.bbox == [0.0, 80.0, 10.0, 90.0]
+
+
+def test_item_from_source_takes_the_json_of_a_source_blob(make_raster):
+    path = make_raster()
+    source = stac_ops.SourceBlob(container="rasters", blob_name="in/a.tif", href="https://a/rasters/in/a.tif",
+                                 etag='"0x1"', last_modified=LAST_MODIFIED, size=123)
+    item = stac_ops.item_from_source(path, source.model_dump(mode="json"))
+    assert item.id == "rasters~in~a.tif"
+    assert item.properties[stac_ops.SOURCE_ETAG] == '"0x1"'
+    assert item.assets["source"].extra_fields["file:size"] == 123
+    assert item.datetime == LAST_MODIFIED
+
+
+def test_north_pole_raster_reaches_90_over_all_longitudes(make_raster, validator):
+    item = build(make_raster(crs="EPSG:3413", bounds=(-1_000_000.0, -1_000_000.0, 1_000_000.0, 1_000_000.0)))
+    validator.validate_item(item)
+    west, south, east, north = item.bbox
+    assert (west, east, north) == (-180.0, 180.0, 90.0)
+    assert 70 < south < 85
+
+
+def test_south_pole_raster(make_raster):
+    item = build(make_raster(crs="EPSG:3031", bounds=(-500_000.0, -500_000.0, 500_000.0, 500_000.0)))
+    assert item.bbox[1] == -90.0 and item.bbox[0] == -180.0 and item.bbox[2] == 180.0
+
+
+def test_geometry_is_counter_clockwise_and_closed(make_raster):
+    ring = build(make_raster()).geometry["coordinates"][0]
+    assert ring[0] == ring[-1]
+    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(ring, ring[1:]))
+    assert area > 0
+
+
+def test_datetime_order_file_then_blob_then_request(make_raster):
+    tagged = make_raster(tags={"TIFFTAG_DATETIME": "2019:07:04 08:30:00"})
+    plain = make_raster()
+    override = dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)
+    assert build(tagged, datetime_override=override).datetime == dt.datetime(2019, 7, 4, 8, 30, tzinfo=dt.timezone.utc)
+    item = build(plain, datetime_override=override)
+    assert item.datetime == LAST_MODIFIED and item.properties[stac_ops.DATETIME_SOURCE] == "blob-last-modified"
+    item = build(plain, source_last_modified=None, datetime_override=override)
+    assert item.datetime == override and item.properties[stac_ops.DATETIME_SOURCE] == "request"
+    with pytest.raises(stac_ops.MissingDatetime):
+        build(plain, source_last_modified=None)
+
+
+def test_nan_nodata_scale_offset_and_units(make_raster, validator):
+    data = np.full((1, 32, 32), np.nan, dtype="float32")
+    data[0, :16] = 7.5
+    path = make_raster(dtype="float32", nodata=float("nan"), data=data, width=32, height=32)
+    with rasterio.open(path, "r+") as dst:
+        dst.scales, dst.offsets, dst.units = (0.01,), (-5.0,), ("K",)
+    item = build(path)
+    validator.validate_item(item)
+    band = item.assets["data"].extra_fields["bands"][0]
+    assert band["nodata"] == "nan" and band["data_type"] == "float32" and band["unit"] == "K"
+    assert band["raster:scale"] == 0.01 and band["raster:offset"] == -5.0
+    assert band["statistics"]["valid_percent"] == 50.0
+    assert band["statistics"]["minimum"] == band["statistics"]["maximum"] == 7.5
+
+
+def test_cog_gets_cog_media_type_and_header_size(make_raster, tmp_path, validator):
+    src = make_raster(width=512, height=512, count=3)
+    cog = tmp_path / "out.cog.tif"
+    cog_translate(src, cog, cog_profiles.get("deflate"), overview_level=2, quiet=True)
+    item = build(cog, data_href="https://account.blob.core.windows.net/cogs/out.cog.tif")
+    validator.validate_item(item)
+    data = item.assets["data"]
+    assert data.media_type == stac_ops.COG_MEDIA_TYPE
+    assert data.href.startswith("https://")
+    assert 0 < data.extra_fields["file:header_size"] < data.extra_fields["file:size"] == cog.stat().st_size
+
+
+def test_statistics_come_from_a_decimated_read(make_raster):
+    path = make_raster(width=3000, height=1500)
+    with rasterio.open(path) as dataset:
+        data = stac_ops.read_decimated(dataset, max_size=1024)
+    assert data.shape == (1, 512, 1024)
+
+
+def test_large_raster_without_overviews_is_sampled_by_blocks(make_raster):
+    data = np.tile(np.arange(1, 201, dtype="uint8"), (8000, 40))
+    path = make_raster(width=8000, height=8000, data=data[None, :, :8000], tiled=True, blockxsize=512, blockysize=512)
+    with rasterio.open(path) as dataset:
+        sample = stac_ops.read_decimated(dataset, max_size=1024, sample_blocks=16)
+    assert sample.shape == (1, 1, (3 * 512 + 320) ** 2)  # 4 x 4 blocks, the last row and column partial
+    stats = stac_ops.get_statistics(sample[0])
+    assert stats["minimum"] == 1 and stats["maximum"] == 200 and stats["valid_percent"] == 100.0
+
+
+def test_open_dataset_and_gdal_virtual_path_are_accepted(make_raster):
+    path = make_raster()
+    kwargs = dict(container="c", blob_name="x.tif", source_last_modified=LAST_MODIFIED, data_href="https://x/x.tif")
+    with rasterio.open(path) as dataset:
+        from_dataset = stac_ops.item_from_raster(dataset, **kwargs)
+    with rasterio.MemoryFile(path.read_bytes()) as memfile:
+        assert memfile.name.startswith("/vsimem/")
+        from_vsi = stac_ops.item_from_raster(memfile.name, **kwargs)
+    from_path = stac_ops.item_from_raster(path, **kwargs)
+    from_vsi.assets["data"].extra_fields["file:size"] = from_path.assets["data"].extra_fields["file:size"]
+    assert from_dataset.to_dict() == from_vsi.to_dict() == from_path.to_dict()
+
+
+def test_items_are_deterministic(make_raster):
+    path = make_raster(count=3)
+    assert build(path).to_dict() == build(path).to_dict()
+
+
+def test_no_source_asset_when_data_is_the_source(make_raster):
+    path = make_raster()
+    item = build(path, source_href=str(path))
+    assert set(item.assets) == {"data"}
+
+
+def test_rotated_but_georeferenced_raster(make_raster, tmp_path, validator):
+    from affine import Affine
+
+    path = tmp_path / "rot.tif"
+    transform = Affine.translation(500000, 4000000) @ Affine.rotation(20) @ Affine.scale(30, -30)
+    with rasterio.open(path, "w", driver="GTiff", width=50, height=40, count=1, dtype="uint8",
+                       crs="EPSG:32618", transform=transform) as dst:
+        dst.write(np.ones((1, 40, 50), dtype="uint8"))
+    item = build(path)
+    validator.validate_item(item)
+    assert len(item.properties["proj:transform"]) == 6 and item.properties["proj:transform"][1] != 0
+    assert math.isclose(item.assets["data"].extra_fields["bands"][0]["raster:spatial_resolution"], 30.0)

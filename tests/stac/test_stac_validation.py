@@ -1,0 +1,88 @@
+"""Offline validation: core schemas from pystac, extension schemas from ../shared, never the network."""
+from __future__ import annotations
+
+import datetime as dt
+import socket
+
+import pytest
+
+import stac_ops
+
+LAST_MODIFIED = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any attempt to open a socket fails the test: validation must be offline."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def item(make_raster):
+    return stac_ops.item_from_raster(make_raster(count=3), container="c", blob_name="a.tif",
+                                     source_last_modified=LAST_MODIFIED).to_dict()
+
+
+def test_every_extension_schema_is_checked(validator, item):
+    uris, skipped = validator.schema_uris(item)
+    assert skipped == []
+    assert set(item["stac_extensions"]) <= set(uris)
+    assert validator.errors(item) == []
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("properties", "proj:shape"), [1, 2, 3]),
+    (("assets", "data", "bands", 0, "raster:spatial_resolution"), "ten"),
+    (("assets", "data", "bands", 0, "data_type"), "uint7"),
+    (("assets", "data", "file:size"), -1),
+    (("assets", "data", "bands", 0, "eo:common_name"), "ultraviolet-ish"),
+    (("bbox",), [1, 2]),
+])
+def test_invalid_fields_are_caught_by_the_right_schema(validator, item, path, value):
+    target = item
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(stac_ops.ItemValidationError, match=item["id"]):
+        validator.validate_item(item)
+
+
+def test_unknown_extension_is_an_error_with_a_schema_dir(validator, item):
+    item["stac_extensions"].append("https://stac-extensions.github.io/sat/v1.0.0/schema.json")
+    with pytest.raises(stac_ops.SchemaUnavailable, match="sat/v1.0.0"):
+        validator.validate_item(item)
+
+
+def test_projjson_reference_is_not_fetched(validator, item):
+    item["properties"]["proj:projjson"] = {"type": "GeographicCRS"}
+    with pytest.raises(stac_ops.SchemaUnavailable, match="projjson"):
+        validator.validate_item(item)
+
+
+def test_without_schema_dir_only_core_is_checked(item):
+    core_only = stac_ops.StacValidator()
+    uris, skipped = core_only.schema_uris(item)
+    assert uris == [stac_ops.CORE_SCHEMAS["Feature"]]
+    assert set(skipped) == set(item["stac_extensions"])
+    core_only.validate_item(item)
+    del item["properties"]["datetime"]
+    with pytest.raises(stac_ops.ItemValidationError):
+        core_only.validate_item(item)
+
+
+def test_missing_schema_dir_is_reported(tmp_path):
+    with pytest.raises(stac_ops.SchemaUnavailable, match="does not exist"):
+        stac_ops.StacValidator(tmp_path / "nope")
+
+
+def test_collections_validate(validator):
+    collection = stac_ops.collection_for_container("landsat-raw", license="CC-BY-4.0")
+    validator.validate_collection(collection)
+    bad = collection.to_dict()
+    bad["extent"]["spatial"]["bbox"] = [[1, 2]]
+    with pytest.raises(stac_ops.CollectionValidationError, match="landsat-raw"):
+        validator.validate_collection(bad)
