@@ -34,6 +34,7 @@ from typing import Any, Coroutine, Mapping, Sequence, TypeVar
 import azure.functions as func
 from aiohttp import web
 from azure.functions._durable_functions import df_dumps
+from azure.functions.timer import TimerRequest
 
 import local_engine
 import local_functions
@@ -286,7 +287,7 @@ class LocalRuntime:
         return self.run_coroutine(self._invoke_timer(timer, past_due))
 
     async def _invoke_timer(self, timer: TimerFunction, past_due: bool) -> Any:
-        kwargs: dict[str, Any] = {timer.param: func.TimerRequest(past_due=past_due)}
+        kwargs: dict[str, Any] = {timer.param: TimerRequest(past_due=past_due)}
         if timer.client_param and self._http is not None:
             kwargs[timer.client_param] = self._http.binding_json()
         return await local_http.call_user_function(timer.fn, kwargs)
