@@ -148,3 +148,38 @@ def test_activity_failure_fails_orchestrator_with_activity_message(
 @pytest.mark.parametrize("count", [1, 2, 500])
 def test_fan_out_sizes(runtime: LocalRuntime, count: int) -> None:
     assert run(runtime, "fan_out_in", count)["output"] == count * (count - 1)
+
+
+def test_gate_waits_for_slow_sibling_before_new_work(runtime: LocalRuntime) -> None:
+    instance_id = runtime.start_new("gate_after_failure")
+    status = runtime.wait_for(instance_id, 10)
+    assert status["output"] == 2
+    events = runtime.get_status(instance_id, show_history=True)["historyEvents"]
+    order = [(e["EventType"], e.get("Name"), e.get("TaskScheduledId")) for e in events]
+    slow_done = next(i for i, e in enumerate(order) if e == ("TaskCompleted", None, 1))
+    follow_up = next(i for i, e in enumerate(order) if e[:2] == ("TaskScheduled", "double"))
+    assert follow_up > slow_done
+
+
+def test_nested_task_all_and_task_any(runtime: LocalRuntime) -> None:
+    status = run(runtime, "nested")
+    assert status["output"] == {"race": 2, "pair": [4, 6], "inner": [8]}
+
+
+def test_sub_orchestration_retry_succeeds_on_attempt_k(runtime: LocalRuntime) -> None:
+    status = run(runtime, "sub_retry", {"key": "sub-k", "succeed_on": 3, "max": 4})
+    assert status["output"] == "sub-k ok on attempt 3"
+
+
+def test_sub_orchestration_retry_with_fixed_child_id_fails_after_max(
+        runtime: LocalRuntime) -> None:
+    status = run(runtime, "sub_retry",
+                 {"key": "sub-max", "succeed_on": 9, "max": 2, "child_id": "fixed-child"})
+    assert "attempt 2 of sub-max failed" in status["output"]["failed"]
+    assert runtime.get_status("fixed-child")["runtimeStatus"] == "Failed"
+
+
+def test_name_overrides_and_blueprints(runtime: LocalRuntime) -> None:
+    assert run(runtime, "AliasedOrchestration", "hey")["output"] == "HEY"
+    assert run(runtime, "aliasedorchestration", "case")["output"] == "CASE"
+    assert run(runtime, "blueprint_orchestration", "abc")["output"] == "cba"

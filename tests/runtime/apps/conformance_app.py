@@ -214,6 +214,56 @@ def activity_failure(context: df.DurableOrchestrationContext):
     yield context.call_activity(explode, "kaboom")
 
 
+@app.orchestration_trigger(context_name="context")
+def gate_after_failure(context: df.DurableOrchestrationContext):
+    try:
+        yield context.task_all([context.call_activity(explode, "fast"),
+                                context.call_activity(slow, 0.3)])
+    except Exception:  # noqa: BLE001 - the failure is expected; the follow-up is what matters
+        pass
+    return (yield context.call_activity(double, 1))
+
+
+@app.orchestration_trigger(context_name="context")
+def nested(context: df.DurableOrchestrationContext):
+    timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=30))
+    quick = context.call_activity(double, 1)
+    race_task = context.task_any([quick, timer])
+    pair = context.task_all([context.call_activity(double, 2), context.call_activity(double, 3)])
+    winner, both = yield context.task_all([race_task, pair])
+    timer.cancel()
+    inner = yield context.task_any([context.task_all([context.call_activity(double, 4)]),
+                                    context.wait_for_external_event("never")])
+    return {"race": winner.result, "pair": both, "inner": inner.result}
+
+
+@app.orchestration_trigger(context_name="context")
+def flaky_child(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity(flaky, context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
+def sub_retry(context: df.DurableOrchestrationContext):
+    spec = context.get_input()
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=30,
+                              max_number_of_attempts=spec["max"])
+    try:
+        return (yield context.call_sub_orchestrator_with_retry(
+            "flaky_child", options, spec, instance_id=spec.get("child_id")))
+    except Exception as err:  # noqa: BLE001
+        return {"failed": str(err)}
+
+
+@app.activity_trigger(input_name="word", activity="ShoutAlias")
+def shout(word: str) -> str:
+    return word.upper()
+
+
+@app.orchestration_trigger(context_name="context", orchestration="AliasedOrchestration")
+def aliased(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("ShoutAlias", context.get_input()))
+
+
 @app.route(route="orchestrators/{name}", methods=["POST"])
 @app.durable_client_input(client_name="client")
 async def http_start(req: func.HttpRequest, client: df.DurableOrchestrationClient
@@ -245,3 +295,19 @@ TICKS: list[str] = []
 async def ticker(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     instance_id = await client.start_new("chaining")
     TICKS.append(instance_id)
+
+
+blueprint = df.Blueprint()
+
+
+@blueprint.activity_trigger(input_name="text")
+def reverse_text(text: str) -> str:
+    return text[::-1]
+
+
+@blueprint.orchestration_trigger(context_name="context")
+def blueprint_orchestration(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("reverse_text", context.get_input()))
+
+
+app.register_functions(blueprint)
