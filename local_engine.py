@@ -342,17 +342,13 @@ class Engine:
                 ready, self.ready = self.ready, set()
                 for instance_id in sorted(ready):
                     live = self.live.get(instance_id)
+                    # A suspended instance keeps its inbox; resume() marks it ready again.
                     if live is not None and live.status != "Suspended":
                         self._episode(live, decisions)
-                    elif live is not None:
-                        self.ready.add(instance_id)
-                if not ran and not (self.ready - self._suspended()):
+                if not ran and not self.ready:
                     break
         self._carry_out(decisions)
         self._notify_waiters()
-
-    def _suspended(self) -> set[str]:
-        return {i for i, live in self.live.items() if live.status == "Suspended"}
 
     def _carry_out(self, decisions: Decisions) -> None:
         for key_and_call in decisions.activities:
@@ -585,7 +581,8 @@ class Engine:
                 waiting["done"] = True
 
     def _find_wait(self, nodes: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-        for node in nodes:
+        """The most recent open wait for ``name``: the SDK hands an event to its last waiter."""
+        for node in reversed(nodes):
             if node["k"] in ("all", "any"):
                 found = self._find_wait(node["c"], name)
                 if found is not None:

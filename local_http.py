@@ -206,6 +206,15 @@ class DurableHttp:
         instance_id = self.engine.create_instance(
             request.match_info["name"], request.match_info.get("instance_id"), input_json)
         payload = self.management_urls(instance_id)
+        timeout = request.query.get("timeout")
+        if timeout and timeout.isdigit():
+            try:
+                await asyncio.wait_for(self.engine.wait_finished(instance_id), int(timeout))
+            except asyncio.TimeoutError:
+                pass
+            else:
+                body = self.engine.status(instance_id) or {}
+                return web.json_response(body.get("output"), status=200)
         return web.json_response(payload, status=202,
                                  headers={"Location": payload["statusQueryGetUri"]})
 

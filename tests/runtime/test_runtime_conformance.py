@@ -183,3 +183,26 @@ def test_name_overrides_and_blueprints(runtime: LocalRuntime) -> None:
     assert run(runtime, "AliasedOrchestration", "hey")["output"] == "HEY"
     assert run(runtime, "aliasedorchestration", "case")["output"] == "CASE"
     assert run(runtime, "blueprint_orchestration", "abc")["output"] == "cba"
+
+
+def test_event_goes_to_latest_wait_after_a_stale_one(runtime: LocalRuntime) -> None:
+    instance_id = runtime.start_new("stale_wait")
+    time.sleep(0.3)
+    runtime.raise_event(instance_id, "Ping", 5)
+    assert runtime.wait_for(instance_id, 10)["output"] == 10
+
+
+def test_suspended_instance_does_not_spin(runtime: LocalRuntime) -> None:
+    import os
+
+    instance_id = runtime.start_new("waiter")
+    time.sleep(0.1)
+    runtime.suspend(instance_id)
+    runtime.raise_event(instance_id, "Go", 1)
+    cpu_before = os.times()
+    time.sleep(0.5)
+    cpu_after = os.times()
+    used = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    assert used < 0.25, f"scheduler busy while suspended ({used:.2f}s CPU in 0.5s)"
+    runtime.resume(instance_id)
+    assert runtime.wait_for(instance_id, 5)["output"] == 2

@@ -168,3 +168,12 @@ def test_listing_over_http_with_continuation(runtime: LocalRuntime) -> None:
         if not token:
             break
     assert seen == [f"h-{i}" for i in range(5)]
+
+
+def test_create_and_wait_url(runtime: LocalRuntime) -> None:
+    binding = json.loads(runtime.durable_client_binding())
+    url = binding["creationUrls"]["createAndWaitOnNewInstancePostUri"]
+    url = url.replace("{functionName}", "fan_out_in").replace("[/{instanceId}]", "")
+    url = url.replace("{timeoutInSeconds}", "10").replace("{intervalInSeconds}", "1")
+    code, _, body = http("POST", url, 4)
+    assert (code, body) == (200, 12)

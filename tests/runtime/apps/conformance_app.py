@@ -238,6 +238,16 @@ def nested(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def stale_wait(context: df.DurableOrchestrationContext):
+    first = context.wait_for_external_event("Ping")
+    timer = context.create_timer(context.current_utc_datetime + timedelta(milliseconds=50))
+    yield context.task_any([first, timer])
+    second = yield context.wait_for_external_event("Ping")
+    third = yield context.call_activity(double, second)
+    return third
+
+
+@app.orchestration_trigger(context_name="context")
 def flaky_child(context: df.DurableOrchestrationContext):
     return (yield context.call_activity(flaky, context.get_input()))
 
