@@ -35,7 +35,8 @@ from typing import Any
 
 import azure.functions as func
 from azure.durable_functions.models.history.HistoryEventType import HistoryEventType as HE
-from azure.functions._durable_functions import df_dumps, df_loads
+from azure.functions.durable_functions import ActivityTriggerConverter
+from azure.functions.meta import Datum
 
 import local_store
 from local_functions import ActivityFunction, FunctionIndex
@@ -125,13 +126,14 @@ class ActivityOutcome:
 
 
 def run_activity(activity: ActivityFunction, input_text: str | None) -> ActivityOutcome:
-    """Invoke an activity as the worker does: decode the input, call, df_dumps the result."""
+    """Invoke an activity as the worker does, through the SDK's activity trigger converter."""
     try:
         value = decode_activity_input(input_text)
         result = activity.fn(**{activity.param: value})
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
-        return ActivityOutcome(ok=True, result=df_dumps(result))
+        encoded = ActivityTriggerConverter.encode(result, expected_type=None)
+        return ActivityOutcome(ok=True, result=str(encoded.value))
     except Exception as err:  # noqa: BLE001 - user code failure becomes TaskFailed
         reason = f"Activity function '{activity.name}' failed: {type(err).__name__}: {err}"
         logger.info("%s\n%s", reason, "".join(traceback.format_tb(err.__traceback__)))
@@ -139,12 +141,10 @@ def run_activity(activity: ActivityFunction, input_text: str | None) -> Activity
 
 
 def decode_activity_input(input_text: str | None) -> Any:
+    """``ActivityTriggerConverter.decode`` on the input string (df_loads, raw-string fallback)."""
     if input_text is None:
         return None
-    try:
-        return df_loads(input_text)
-    except json.JSONDecodeError:
-        return input_text
+    return ActivityTriggerConverter.decode(Datum(input_text, "string"), trigger_metadata=None)
 
 
 _PROCESS_ACTIVITIES: dict[str, ActivityFunction] = {}

@@ -91,23 +91,25 @@ def error_response(err: EngineError) -> web.Response:
     return web.json_response({"Message": str(err), "ExceptionMessage": str(err)}, status=status)
 
 
-def aiohttp_route(route: str) -> str:
+def aiohttp_route(route: str, prefix: str = "api") -> str:
     """Functions route template → aiohttp path ('{id:int}' → '{id}', '{*rest}' → '{rest:.*}')."""
     route = route.strip("/")
     route = re.sub(r"\{\*(\w+)\}", r"{\1:.*}", route)
     route = re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"{\1}", route)
-    return f"/api/{route}"
+    prefix = prefix.strip("/")
+    return f"/{prefix}/{route}" if prefix else f"/{route}"
 
 
 class DurableHttp:
     """Builds the aiohttp application over an engine; ``base_url`` is set once bound."""
 
     def __init__(self, engine: Engine, index: FunctionIndex, keys: Keys,
-                 task_hub: str = "LocalTaskHub") -> None:
+                 task_hub: str = "LocalTaskHub", route_prefix: str = "api") -> None:
         self.engine = engine
         self.index = index
         self.keys = keys
         self.task_hub = task_hub
+        self.route_prefix = route_prefix
         self.base_url = "http://127.0.0.1:7071"
 
     # -- binding ---------------------------------------------------------------------------------
@@ -160,7 +162,7 @@ class DurableHttp:
             self._add_durable_routes(app, prefix, level)
         for function in self.index.http:
             handler = self._guard(function.auth_level, self._user_handler(function))
-            path = aiohttp_route(function.route)
+            path = aiohttp_route(function.route, self.route_prefix)
             for method in function.methods or ("*",):
                 app.router.add_route(method, path, handler)
         return app
@@ -337,7 +339,24 @@ class DurableHttp:
         return handler
 
 
+def adopt_client_session() -> None:
+    """Let the SDK client's global aiohttp session be (re)created on the running loop.
+
+    The SDK keeps one module-level session bound to the loop that created it; if another loop
+    (e.g. an earlier ``asyncio.run`` in the same process) created it, drop it so the SDK builds a
+    fresh one here. The SDK code itself is untouched.
+    """
+    from azure.durable_functions.models.utils import http_utils
+
+    session = http_utils._client_session
+    loop = asyncio.get_running_loop()
+    if session is not None and getattr(session, "_loop", loop) is not loop:
+        http_utils._client_session = None
+        http_utils._session_lock = asyncio.Lock()
+
+
 async def call_user_function(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    adopt_client_session()
     if inspect.iscoroutinefunction(fn):
         return await fn(**kwargs)
     result = await asyncio.get_running_loop().run_in_executor(None, lambda: fn(**kwargs))

@@ -110,7 +110,8 @@ class LocalRuntime:
                  port: int = 7071, max_activity_workers: int | None = None,
                  function_keys: Mapping[str, str] | None = None, master_key: str | None = None,
                  task_hub: str = "LocalTaskHub", settings: Mapping[str, str] | None = None,
-                 activity_pool: str = "thread", run_timers: bool = True) -> None:
+                 activity_pool: str = "thread", run_timers: bool = True,
+                 route_prefix: str = "api") -> None:
         self.app = local_functions.load_app(app)
         self.index = local_functions.index_app(self.app)
         self.db_path = str(db_path)
@@ -125,6 +126,7 @@ class LocalRuntime:
         self.settings = dict(settings or {})
         self.activity_pool = activity_pool
         self.run_timers = run_timers
+        self.route_prefix = route_prefix
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: Engine | None = None
         self._http: local_http.DurableHttp | None = None
@@ -153,7 +155,8 @@ class LocalRuntime:
         store = local_store.Store(self.db_path)
         self._engine = Engine(self.index, store, max_activity_workers=self.max_activity_workers,
                               activity_pool=self.activity_pool)
-        self._http = local_http.DurableHttp(self._engine, self.index, self.keys, self.task_hub)
+        self._http = local_http.DurableHttp(self._engine, self.index, self.keys, self.task_hub,
+                                            self.route_prefix)
         self._runner = web.AppRunner(self._http.application(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -330,18 +333,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class HostSettings:
+    """What ``serve`` takes from host.json and local.settings.json, as Core Tools would."""
+
+    max_activity_workers: int | None = None
+    task_hub: str = "LocalTaskHub"
+    route_prefix: str = "api"
+    values: Mapping[str, str] | None = None
+
+
+def read_host_settings(directory: str | os.PathLike[str]) -> HostSettings:
+    """host.json (durableTask.maxConcurrentActivityFunctions, hubName, http.routePrefix) and
+    local.settings.json ``Values``; missing files give the defaults."""
+    host: dict[str, Any] = {}
+    values: dict[str, str] = {}
+    host_path = os.path.join(directory, "host.json")
+    settings_path = os.path.join(directory, "local.settings.json")
+    if os.path.exists(host_path):
+        with open(host_path, encoding="utf-8") as handle:
+            host = json.load(handle)
+    if os.path.exists(settings_path):
+        with open(settings_path, encoding="utf-8") as handle:
+            values = {k: str(v) for k, v in json.load(handle).get("Values", {}).items()}
+    extensions = host.get("extensions", {})
+    durable = extensions.get("durableTask", {})
+    workers = durable.get("maxConcurrentActivityFunctions")
+    return HostSettings(
+        max_activity_workers=int(workers) if workers else None,
+        task_hub=str(durable.get("hubName") or "LocalTaskHub"),
+        route_prefix=str(extensions.get("http", {}).get("routePrefix", "api")),
+        values=values)
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
     sys.path.insert(0, os.getcwd())
+    host_settings = read_host_settings(os.getcwd())
+    for key, value in (host_settings.values or {}).items():
+        os.environ.setdefault(key, value)
     keys = dict(k.split("=", 1) for k in args.function_key)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     runtime = LocalRuntime(args.app, db_path=args.db, host=args.host, port=args.port,
-                           max_activity_workers=args.workers, function_keys=keys or None,
-                           master_key=args.master_key, activity_pool=args.activity_pool)
+                           max_activity_workers=args.workers or host_settings.max_activity_workers,
+                           function_keys=keys or None, master_key=args.master_key,
+                           activity_pool=args.activity_pool, task_hub=host_settings.task_hub,
+                           route_prefix=host_settings.route_prefix,
+                           settings=host_settings.values)
     with runtime:
         print(f"listening on {runtime.base_url}", flush=True)
         stop.wait()

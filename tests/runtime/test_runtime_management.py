@@ -137,3 +137,40 @@ def test_two_runtimes_over_the_same_app_object(tmp_path, monkeypatch) -> None:
     for n in range(2):
         with LocalRuntime(conformance_app.app, db_path=tmp_path / f"{n}.sqlite", port=0) as rt:
             assert rt.wait_for(rt.start_new("fan_out_in", 3), 5)["output"] == 6
+
+
+def test_host_settings_read_like_core_tools(tmp_path) -> None:
+    import json
+
+    (tmp_path / "host.json").write_text(json.dumps({
+        "version": "2.0",
+        "extensions": {"durableTask": {"hubName": "RmhHub", "maxConcurrentActivityFunctions": 3},
+                       "http": {"routePrefix": ""}}}))
+    (tmp_path / "local.settings.json").write_text(json.dumps({
+        "IsEncrypted": False, "Values": {"TICK_SCHEDULE": "0 */5 * * * *"}}))
+    settings = local_runtime.read_host_settings(tmp_path)
+    assert settings.max_activity_workers == 3
+    assert settings.task_hub == "RmhHub"
+    assert settings.route_prefix == ""
+    assert settings.values == {"TICK_SCHEDULE": "0 */5 * * * *"}
+    assert local_runtime.read_host_settings(tmp_path / "missing").task_hub == "LocalTaskHub"
+
+
+def test_sdk_session_from_another_loop_is_not_reused(runtime: LocalRuntime) -> None:
+    import asyncio
+    import json
+    import urllib.request
+
+    import aiohttp
+    from azure.durable_functions.models.utils import http_utils
+
+    async def foreign_session() -> None:
+        http_utils._client_session = aiohttp.ClientSession()
+
+    asyncio.run(foreign_session())
+    request = urllib.request.Request(f"{runtime.base_url}/api/jobs/hello_world", data=b"",
+                                     method="POST")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 202
+        instance_id = json.loads(response.read())["id"]
+    assert runtime.wait_for(instance_id, 5)["runtimeStatus"] == "Completed"
