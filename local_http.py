@@ -18,6 +18,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import timezone
 from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import quote
 
@@ -392,7 +393,7 @@ def iso_or_none(value: str | None) -> str | None:
         return None
     moment = parse_datetime(value)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=local_engine.timezone.utc)
+        moment = moment.replace(tzinfo=timezone.utc)
     return iso(moment)
 
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Coroutine, Mapping, Sequence, TypeVar
 
-import azure.functions as func
 from aiohttp import web
 from azure.functions._durable_functions import df_dumps
 from azure.functions.timer import TimerRequest
