@@ -310,7 +310,12 @@ class Engine:
         """The scheduling loop: one transaction per round."""
         while not self._stopping:
             self.wake.clear()
-            self._round()
+            try:
+                self._round()
+            except Exception:  # noqa: BLE001 - keep scheduling; the round was rolled back
+                logger.exception("scheduling round failed; retrying shortly")
+                await asyncio.sleep(0.5)
+                continue
             delay = self._next_timer_delay()
             if self.ready or self.results or self._entities_pending():
                 delay = 0.0
@@ -344,7 +349,7 @@ class Engine:
                     live = self.live.get(instance_id)
                     # A suspended instance keeps its inbox; resume() marks it ready again.
                     if live is not None and live.status != "Suspended":
-                        self._episode(live, decisions)
+                        self._guarded_episode(live, decisions)
                 if not ran and not self.ready:
                     break
         self._carry_out(decisions)
@@ -473,6 +478,23 @@ class Engine:
         return False
 
     # -- the episode ----------------------------------------------------------------------------
+    def _guarded_episode(self, live: Live, decisions: Decisions) -> None:
+        """Run one episode; a host-side failure fails that instance, never the scheduler."""
+        activities, timers = len(decisions.activities), len(decisions.timers)
+        try:
+            with self.store.savepoint():
+                self._episode(live, decisions)
+        except Exception as err:  # noqa: BLE001 - isolate one instance's failure
+            logger.exception("episode of %s (%s) failed in the host", live.instance_id,
+                             live.name)
+            del decisions.activities[activities:]
+            del decisions.timers[timers:]
+            reason = f"Orchestrator function '{live.name}' failed: embedded runtime error: {err}"
+            now = utcnow()
+            self._close(live, "Failed", json.dumps(reason), now)
+            self._notify_parent(live, event(HE.SUB_ORCHESTRATION_INSTANCE_FAILED, now,
+                                            Reason=reason, Details=""))
+
     def _episode(self, live: Live, decisions: Decisions) -> None:
         items = self._select_events(live)
         if not items:
@@ -768,7 +790,7 @@ class Engine:
                                    last_updated_time=iso(now), engine=None)
         self.store.clear_inbox(live.instance_id)
         self.store.clear_work(live.instance_id)
-        del self.live[live.instance_id]
+        self.live.pop(live.instance_id, None)
         self.ready.discard(live.instance_id)
         logger.info("instance %s (%s) %s", live.instance_id, live.name, status)
 

@@ -130,6 +130,18 @@ class Store:
         finally:
             self._depth = 0
 
+    @contextmanager
+    def savepoint(self, name: str = "episode") -> Iterator[None]:
+        """A nested unit inside a transaction: rolled back alone if its body raises."""
+        self._db.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._db.execute(f"ROLLBACK TO {name}")
+            self._db.execute(f"RELEASE {name}")
+            raise
+        self._db.execute(f"RELEASE {name}")
+
     # -- instances -------------------------------------------------------------------------
     def get_instance(self, instance_id: str) -> InstanceRow | None:
         row = self._db.execute(

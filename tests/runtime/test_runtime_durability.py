@@ -52,3 +52,24 @@ def test_process_pool_runs_activities(app, tmp_path: Path) -> None:
         assert rt.wait_for(rt.start_new("fan_out_in", 20), 30)["output"] == 380
         status = rt.wait_for(rt.start_new("activity_failure"), 30)
         assert "ValueError: kaboom" in status["output"]
+
+
+def test_host_failure_in_one_episode_fails_only_that_instance(
+        app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import local_engine
+
+    original = local_engine.Engine._build_node
+
+    def broken_for_race(self, live, action):
+        if live.name == "race":
+            raise local_engine.UnsupportedOperation("simulated host bug")
+        return original(self, live, action)
+
+    monkeypatch.setattr(local_engine.Engine, "_build_node", broken_for_race)
+    with LocalRuntime(app, db_path=tmp_path / "h.sqlite", port=0) as rt:
+        broken = rt.start_new("race", 30)
+        healthy = rt.start_new("fan_out_in", 10)
+        status = rt.wait_for(broken, 10)
+        assert status["runtimeStatus"] == "Failed"
+        assert "embedded runtime error: simulated host bug" in status["output"]
+        assert rt.wait_for(healthy, 10)["output"] == 90
