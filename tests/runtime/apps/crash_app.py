@@ -1,0 +1,28 @@
+"""A 200-task fan-out for the kill -9 recovery test; every activity run is logged to a file."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import azure.durable_functions as df
+
+app = df.DFApp()
+
+
+@app.activity_trigger(input_name="index")
+def square_slowly(index: int) -> dict:
+    time.sleep(0.01)
+    log = os.environ.get("CRASH_RUN_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{index}\n")
+    return {"index": index, "square": index * index}
+
+
+@app.orchestration_trigger(context_name="context")
+def fan_out_200(context: df.DurableOrchestrationContext):
+    count = context.get_input()
+    results = yield context.task_all(
+        [context.call_activity(square_slowly, i) for i in range(count)])
+    return results

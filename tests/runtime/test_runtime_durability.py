@@ -1,0 +1,75 @@
+"""State survives a runtime restart on the same SQLite file; the process pool works too."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from local_runtime import LocalRuntime
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TICK_SCHEDULE", "0 0 0 1 1 *")
+    import conformance_app
+
+    return conformance_app.app
+
+
+def test_waiting_instance_timer_and_entity_survive_restart(app, tmp_path: Path) -> None:
+    db = tmp_path / "hub.sqlite"
+    with LocalRuntime(app, db_path=db, port=0) as rt:
+        waiting = rt.start_new("waiter")
+        timed = rt.start_new("approval", 0.5)
+        rt.signal_entity("Counter", "durable", "add", 11)
+        time.sleep(0.2)
+        assert rt.get_status(waiting)["runtimeStatus"] == "Running"
+    time.sleep(0.5)
+    with LocalRuntime(app, db_path=db, port=0) as rt:
+        assert rt.wait_for(timed, 10)["output"] == {"approved": None, "timed_out": True}
+        rt.raise_event(waiting, "Go", 8)
+        assert rt.wait_for(waiting, 10)["output"] == 16
+        assert rt.read_entity("Counter", "durable") == (True, 11)
+
+
+def test_events_raised_while_pending_are_kept_across_restart(app, tmp_path: Path) -> None:
+    db = tmp_path / "hub.sqlite"
+    with LocalRuntime(app, db_path=db, port=0) as rt:
+        instance_id = rt.start_new("waiter")
+        rt.suspend(instance_id)
+        rt.raise_event(instance_id, "Go", 5)
+    with LocalRuntime(app, db_path=db, port=0) as rt:
+        assert rt.get_status(instance_id)["runtimeStatus"] == "Suspended"
+        rt.resume(instance_id)
+        assert rt.wait_for(instance_id, 10)["output"] == 10
+
+
+def test_process_pool_runs_activities(app, tmp_path: Path) -> None:
+    with LocalRuntime(app, db_path=tmp_path / "p.sqlite", port=0, activity_pool="process",
+                      max_activity_workers=2) as rt:
+        assert rt.wait_for(rt.start_new("fan_out_in", 20), 30)["output"] == 380
+        status = rt.wait_for(rt.start_new("activity_failure"), 30)
+        assert "ValueError: kaboom" in status["output"]
+
+
+def test_host_failure_in_one_episode_fails_only_that_instance(
+        app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import local_engine
+
+    original = local_engine.Engine._build_node
+
+    def broken_for_race(self, live, action):
+        if live.name == "race":
+            raise local_engine.UnsupportedOperation("simulated host bug")
+        return original(self, live, action)
+
+    monkeypatch.setattr(local_engine.Engine, "_build_node", broken_for_race)
+    with LocalRuntime(app, db_path=tmp_path / "h.sqlite", port=0) as rt:
+        broken = rt.start_new("race", 30)
+        healthy = rt.start_new("fan_out_in", 10)
+        status = rt.wait_for(broken, 10)
+        assert status["runtimeStatus"] == "Failed"
+        assert "embedded runtime error: simulated host bug" in status["output"]
+        assert rt.wait_for(healthy, 10)["output"] == 90

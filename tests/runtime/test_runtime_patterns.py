@@ -1,0 +1,75 @@
+"""The documented Durable patterns give their documented results on the embedded runtime."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local_runtime import LocalRuntime
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[LocalRuntime]:
+    import patterns_app
+
+    with LocalRuntime(patterns_app.app, db_path=tmp_path / "patterns.sqlite", port=0) as runtime:
+        yield runtime
+
+
+def test_function_chaining(rt: LocalRuntime) -> None:
+    status = rt.wait_for(rt.start_new("e1_hello_sequence"), 10)
+    assert status["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+
+
+def test_fan_out_fan_in(rt: LocalRuntime) -> None:
+    status = rt.wait_for(rt.start_new("e2_backup_site_content", "D:/home"), 10)
+    assert status["output"] == sum(100 * (i + 1) for i in range(12))
+
+
+def test_human_interaction_approved(rt: LocalRuntime) -> None:
+    code = 1000 + sum(ord(c) for c in "+1425") % 9000
+    instance_id = rt.start_new("e4_sms_phone_verification", {"phone": "+1425", "timeout_s": 30})
+    time.sleep(0.1)
+    rt.raise_event(instance_id, "SmsChallengeResponse", 1)
+    rt.raise_event(instance_id, "SmsChallengeResponse", code)
+    status = rt.wait_for(instance_id, 10)
+    assert status["output"] is True
+
+
+def test_human_interaction_times_out(rt: LocalRuntime) -> None:
+    instance_id = rt.start_new("e4_sms_phone_verification", {"phone": "+1", "timeout_s": 0.2})
+    assert rt.wait_for(instance_id, 10)["output"] is False
+
+
+def test_monitor(rt: LocalRuntime) -> None:
+    instance_id = rt.start_new("e3_monitor", {"id": "job-7", "expiry_s": 30, "interval_ms": 50})
+    status = rt.wait_for(instance_id, 10)
+    assert status["output"] == {"job": "job-7", "status": "Completed", "polls": 3}
+    assert status["customStatus"] == {"polls": 3, "status": "Completed"}
+
+
+def test_monitor_expires(rt: LocalRuntime) -> None:
+    instance_id = rt.start_new("e3_monitor", {"id": "job-8", "expiry_s": 0.15,
+                                              "interval_ms": 100})
+    status = rt.wait_for(instance_id, 10)
+    assert status["output"]["status"] == "Expired"
+    assert status["output"]["polls"] in (1, 2)
+
+
+def test_counter_entity(rt: LocalRuntime) -> None:
+    assert rt.wait_for(rt.start_new("counter_orchestration", "c1"), 10)["output"] == 7
+    rt.signal_entity("Counter", "c2", "add", 1)
+    rt.signal_entity("Counter", "c2", "add", 1)
+    rt.signal_entity("Counter", "c2", "add", 1)
+    deadline = time.time() + 5
+    while rt.read_entity("Counter", "c2") != (True, 3) and time.time() < deadline:
+        time.sleep(0.01)
+    assert rt.read_entity("Counter", "c2") == (True, 3)
+    rt.signal_entity("Counter", "c2", "reset")
+    deadline = time.time() + 5
+    while rt.read_entity("Counter", "c2") != (True, 0) and time.time() < deadline:
+        time.sleep(0.01)
+    assert rt.read_entity("Counter", "c2") == (True, 0)
