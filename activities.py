@@ -1,21 +1,504 @@
-"""Activities: thin adapters that validate their payload, call one geo_ops / stac_ops / storage
-function and return a JSON-ready result.
+"""Activities: thin adapters that validate their payload, call geo_ops / stac_ops / storage and
+return a JSON-ready result.
 
-An expected per-item failure (a bad file) is returned as a result with its reason, because
-``task_all`` fails fast on the first raised error; transient faults raise and are retried by the
-retry options declared at the call site in the orchestrator.
+An expected per-item failure (a bad file) is returned as a ``TaskOutcome`` with its reason, because
+``task_all`` fails fast on the first raised error; transient faults (storage or catalog
+unavailable) raise and are retried by the retry options declared at the call site in the
+orchestrator. Activities are idempotent: deterministic output paths, STAC upserts, and a skip when
+the output for the same source ETag and options already exists.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
 import azure.durable_functions as df
 
-from models import GreetingTask
+import geo_ops
+import stac_ops
+from models import (
+    ChunkRef,
+    ConvertTask,
+    FileRef,
+    GreetingTask,
+    InspectResult,
+    SyncPlan,
+    SyncPlanRequest,
+    TaskOutcome,
+    TileTask,
+)
+from settings import CatalogBackend, Settings, get_settings
+from storage import BlobNotFound, BlobStore, ContainerNotFound, store_from_settings
 
+logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
+# Files a sync or a prefix conversion treats as rasters (others are counted as ignored).
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".gtif", ".geotiff", ".cog", ".jp2", ".img", ".jpg",
+                             ".jpeg", ".png", ".webp", ".nc", ".hdf", ".h5", ".grd", ".asc", ".dem"})
+# Conditions that describe the file, not the service: a per-item failure, never retried.
+ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, BlobNotFound)
+# stac_ops conditions that are the catalog's fault, not the file's: raised for a retry.
+TRANSIENT_CATALOG_ERRORS: tuple[type[Exception], ...] = (stac_ops.CatalogUnavailable,)
+
+
+# -- clients, built once per process and per configuration -------------------------------------
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@functools.lru_cache(maxsize=4)
+def _store_for(config_json: str) -> BlobStore:
+    return store_from_settings(Settings.model_validate_json(config_json))
+
+
+@functools.lru_cache(maxsize=4)
+def _catalog_for(config_json: str):
+    config = Settings.model_validate_json(config_json)
+    if config.catalog_backend is CatalogBackend.pgstac:
+        token = _aad_token_provider() if config.pgstac_use_managed_identity else None
+        pool = stac_ops.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
+                                        max_size=4)
+        return stac_ops.PgStacCatalog(pool)
+    return stac_ops.StaticCatalog(config.static_catalog_dir)
+
+
+def _config_json(config: Settings) -> str:
+    data = config.model_dump(mode="json")
+    for secret in ("storage_connection_string", "pgstac_dsn"):
+        value = getattr(config, secret)
+        data[secret] = value.get_secret_value() if value is not None else None
+    return json.dumps(data, sort_keys=True)
+
+
+def blob_store() -> BlobStore:
+    return _store_for(_config_json(settings()))
+
+
+def catalog():
+    return _catalog_for(_config_json(settings()))
+
+
+def _aad_token_provider():
+    """An Azure AD access token per new connection, for Azure Database for PostgreSQL."""
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
+    scope = "https://ossrdbms-aad.database.windows.net/.default"
+    return lambda: credential.get_token(scope).token
+
+
+def gdal_config(extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """GDAL options for one operation: the settings' options, then the blob's access options,
+    normalised by geo_ops (GDAL_CACHEMAX in bytes, as rasterio wants it)."""
+    return geo_ops.env_options({**settings().gdal_options, **(extra or {})})
+
+
+def limits() -> geo_ops.RasterLimits:
+    config = settings()
+    return geo_ops.RasterLimits(max_pixels=config.max_raster_pixels, max_bands=config.max_raster_bands)
+
+
+def failed(name: str, err: Exception, started: float) -> dict[str, Any]:
+    """The outcome of a per-item failure, named after the condition."""
+    logger.info("task %s failed: %s", name, err)
+    return TaskOutcome(name=name, status="failed", error=type(err).__name__, reason=str(err),
+                       seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
+
+
+def is_raster_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in RASTER_SUFFIXES
+
+
+# -- hello_world --------------------------------------------------------------------------------
 
 @bp.activity_trigger(input_name="payload")
 def say_hello(payload: dict) -> str:
     """One greeting of the hello_world job."""
     task = GreetingTask.model_validate(payload)
     return f"Hello {task.name} #{task.index + 1}"
+
+
+# -- list_container -----------------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+def write_inventory(payload: dict) -> dict:
+    """Page through a container and write its inventory as JSON to the system container."""
+    container, prefix = payload["container"], payload.get("prefix", "")
+    store, config = blob_store(), settings()
+    blobs, by_ext, total = [], {}, 0
+    for blob in store.iter_blobs(container, prefix):
+        ext = PurePosixPath(blob.name).suffix.lower() or "(none)"
+        count, size = by_ext.get(ext, (0, 0))
+        by_ext[ext] = (count + 1, size + blob.size)
+        total += blob.size
+        blobs.append(blob.model_dump(mode="json", exclude={"metadata"}))
+    summary = {"container": container, "prefix": prefix, "count": len(blobs), "bytes": total,
+               "by_extension": {k: {"count": c, "bytes": b} for k, (c, b) in sorted(by_ext.items())}}
+    name = f"inventories/{container}/{_digest(prefix)}.json"
+    store.create_container(config.system_container)
+    store.upload_bytes(config.system_container, name, json.dumps({**summary, "blobs": blobs}).encode(),
+                       content_type="application/json")
+    return {**summary, "inventory": {"container": config.system_container, "blob": name}}
+
+
+# -- sync_container -----------------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+def plan_sync(payload: dict) -> dict:
+    """Compare the container with the catalog by source ETag and write the work as chunk blobs."""
+    request = SyncPlanRequest.model_validate(payload)
+    store, config = blob_store(), settings()
+    cat = catalog()
+    stac_ops_collection = _ensure_collection(cat, request.container, request.collection)
+    known = {} if request.mode == "full" else cat.list_item_etags(stac_ops_collection)
+    work, ignored, unchanged, seen = [], [], [], set()
+    for blob in store.iter_blobs(request.container, request.prefix):
+        if not is_raster_name(blob.name):
+            ignored.append(blob.name)
+            continue
+        item_id = stac_ops.item_id_for_blob(request.container, blob.name)
+        seen.add(item_id)
+        if item_id in known and known[item_id] == blob.etag:
+            unchanged.append(blob.name)
+            continue
+        kind = "changed" if item_id in known else "added"
+        work.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size,
+                            last_modified=blob.last_modified, kind=kind))
+    removed = sorted(i for i in known if i not in seen) if request.mode == "incremental" else []
+    plan = SyncPlan.build(request, stac_ops_collection, work, unchanged, ignored, removed)
+    if not request.dry_run:
+        plan.chunks = _write_chunks(store, config.system_container, request, work)
+    return plan.model_dump(mode="json")
+
+
+def _ensure_collection(cat, container: str, collection: str | None) -> str:
+    collection_id = stac_ops.resolve_collection_id(container, collection)
+    if cat.get_collection(collection_id) is None:
+        cat.upsert_collection(stac_ops.collection_for_container(container, collection_id=collection_id))
+    return collection_id
+
+
+def _write_chunks(store: BlobStore, system: str, request: SyncPlanRequest,
+                  work: list[FileRef]) -> list[ChunkRef]:
+    store.create_container(system)
+    chunks = []
+    for index in range(0, len(work), request.chunk_size):
+        files = work[index:index + request.chunk_size]
+        name = f"plans/{request.plan_id}/chunk-{index // request.chunk_size:05d}.json"
+        body = json.dumps([f.model_dump(mode="json") for f in files]).encode()
+        store.upload_bytes(system, name, body, content_type="application/json")
+        chunks.append(ChunkRef(container=system, blob=name, count=len(files)))
+    return chunks
+
+
+@bp.activity_trigger(input_name="payload")
+def read_chunk(payload: dict) -> list:
+    """The files of one chunk of a sync plan."""
+    chunk = ChunkRef.model_validate(payload)
+    with blob_store().downloaded(chunk.container, chunk.blob) as path:
+        return json.loads(path.read_text())
+
+
+@bp.activity_trigger(input_name="payload")
+def catalog_blob(payload: dict) -> dict:
+    """One raster blob read in place (GDAL virtual path) → one STAC item upserted."""
+    started = time.monotonic()
+    task = ConvertTask.model_validate(payload)
+    store = blob_store()
+    try:
+        gdal = store.gdal_read_path(task.container, task.file.name)
+        report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False,
+                                  gdal_config=gdal_config(gdal.config))
+        report.raise_for_errors()
+        item = _item(task, raster=gdal.path, access=gdal.config, data_href=store.url(task.container, task.file.name),
+                     data_size=task.file.size)
+        catalog().upsert_items([item])
+    except ITEM_ERRORS as err:
+        return failed(task.file.name, err, started)
+    return TaskOutcome(name=task.file.name, status="done", item_id=item.id,
+                       seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
+
+
+def _item(task: ConvertTask, *, raster: str, access: dict[str, str], data_href: str, data_size: int | None,
+          item_blob_name: str | None = None):
+    """The STAC item of ``raster``; its id comes from the source container and ``item_blob_name``
+    (default: the source blob), its ``source`` asset is the source blob."""
+    store = blob_store()
+    return stac_ops.item_from_raster(
+        raster, container=task.container, blob_name=item_blob_name or task.file.name,
+        collection_id=task.collection,
+        source_href=store.url(task.container, task.file.name), source_etag=task.file.etag,
+        source_last_modified=task.file.last_modified, source_size=task.file.size,
+        data_href=data_href, data_size=data_size, datetime_override=task.datetime,
+        gdal_config=gdal_config(access),
+    )
+
+
+@bp.activity_trigger(input_name="payload")
+def prepare_collection(payload: dict) -> str:
+    """The collection id for a container (default, or the request's), created when missing."""
+    return _ensure_collection(catalog(), payload["container"], payload.get("collection"))
+
+
+@bp.activity_trigger(input_name="payload")
+def remove_items(payload: dict) -> int:
+    """Delete the items whose source blob is gone."""
+    return catalog().delete_items(payload["collection"], payload["item_ids"])
+
+
+@bp.activity_trigger(input_name="payload")
+def finalize_catalog(payload: dict) -> dict:
+    """Recompute the collection's extent and summaries; rebuild static catalog links."""
+    cat = catalog()
+    collection = cat.refresh_collection(payload["collection"])
+    cat.finalize()
+    config = settings()
+    where = (str(Path(config.static_catalog_dir).resolve() / "catalog.json")
+             if config.catalog_backend is CatalogBackend.static else "pgstac")
+    extent = collection.extent.spatial.bboxes[0] if collection.extent.spatial.bboxes else None
+    return {"collection": collection.id, "catalog": where, "bbox": extent}
+
+
+# -- validate_raster, catalog_file ---------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+def validate_blob(payload: dict) -> dict:
+    """A validation report of one blob (errors block, warnings do not)."""
+    store = blob_store()
+    container, name = payload["container"], payload["blob"]
+    props = store.get_properties(container, name)
+    gdal = store.gdal_read_path(container, name)
+    report = geo_ops.validate(gdal.path, limits=limits(), gdal_config=gdal_config(gdal.config))
+    return {"blob": name, "etag": props.etag, "size": props.size, **report.model_dump(mode="json")}
+
+
+@bp.activity_trigger(input_name="payload")
+def describe_blob(payload: dict) -> dict:
+    """The listing facts of one blob (size, ETag, last-modified), or a not-found reason."""
+    try:
+        props = blob_store().get_properties(payload["container"], payload["blob"])
+    except BlobNotFound as err:
+        return {"found": False, "reason": str(err)}
+    return {"found": True, "file": FileRef(name=props.name, etag=props.etag, size=props.size,
+                                           last_modified=props.last_modified).model_dump(mode="json")}
+
+
+@bp.activity_trigger(input_name="payload")
+def list_rasters(payload: dict) -> dict:
+    """Raster blobs under a prefix (for conversions by prefix), with the files ignored."""
+    files, ignored = [], []
+    for blob in blob_store().iter_blobs(payload["container"], payload.get("prefix") or ""):
+        if is_raster_name(blob.name):
+            files.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size,
+                                 last_modified=blob.last_modified).model_dump(mode="json"))
+        else:
+            ignored.append(blob.name)
+    return {"files": files, "ignored": ignored}
+
+
+# -- cog_conversion -----------------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+def inspect_raster(payload: dict) -> dict:
+    """Validate a source and say whether it fits one task or must take the tiled path."""
+    started = time.monotonic()
+    task = ConvertTask.model_validate(payload)
+    store = blob_store()
+    try:
+        gdal = store.gdal_read_path(task.container, task.file.name)
+        report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False,
+                                  gdal_config=gdal_config(gdal.config))
+        report.raise_for_errors()
+    except ITEM_ERRORS as err:
+        return InspectResult(name=task.file.name, outcome=TaskOutcome.model_validate(failed(task.file.name, err, started))).model_dump(mode="json")
+    pixels = (report.width or 0) * (report.height or 0)
+    return InspectResult(name=task.file.name, pixels=pixels,
+                         needs_tiling=pixels > settings().max_pixels_per_task,
+                         warnings=[w.message for w in report.warnings]).model_dump(mode="json")
+
+
+def cog_blob_name(container: str, blob: str, suffix: str = ".tif") -> str:
+    """Deterministic output name of a source blob: ``<container>/<path without extension>.tif``."""
+    path = PurePosixPath(blob)
+    stem = path.with_suffix("") if path.suffix.lower() in (".tif", ".tiff") else path
+    return f"{container}/{stem}{suffix}"
+
+
+def options_digest(options: dict[str, Any]) -> str:
+    return _digest(json.dumps(options, sort_keys=True))
+
+
+@bp.activity_trigger(input_name="payload")
+def convert_blob(payload: dict) -> dict:
+    """Source blob → COG in the output container (skipped when it exists for the same source ETag
+    and options) → STAC item."""
+    started = time.monotonic()
+    task = ConvertTask.model_validate(payload)
+    store, out_name = blob_store(), cog_blob_name(task.container, task.file.name)
+    digest = options_digest(task.options.model_dump(mode="json"))
+    try:
+        status = "skipped" if _output_current(store, task, out_name, digest) else "done"
+        if status == "done":
+            _write_cog(store, task, out_name, digest)
+        item_id = _catalog_output(store, task, out_name) if task.catalog else None
+    except ITEM_ERRORS as err:
+        return failed(task.file.name, err, started)
+    return TaskOutcome(name=task.file.name, status=status, item_id=item_id,
+                       output=f"{task.output_container}/{out_name}",
+                       seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
+
+
+def _output_current(store: BlobStore, task: ConvertTask, out_name: str, digest: str) -> bool:
+    return _is_current(store, task.output_container, out_name, task.file.etag, digest)
+
+
+def _is_current(store: BlobStore, container: str, name: str, source_etag: str, digest: str) -> bool:
+    """True when the output exists and was made from this source ETag with these options."""
+    try:
+        meta = store.get_properties(container, name).metadata
+    except (BlobNotFound, ContainerNotFound):
+        return False
+    return meta.get("rmh_source_etag") == source_etag and meta.get("rmh_options") == digest
+
+
+def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) -> None:
+    src = store.gdal_read_path(task.container, task.file.name)
+    opts = task.options
+    with tempfile.TemporaryDirectory(prefix="rmh-cog-") as tmp:
+        local = Path(tmp) / "out.tif"
+        geo_ops.to_cog(src.path, local, profile=opts.profile, dst_crs=opts.target_crs,
+                       resampling=opts.resampling, overview_resampling=_overview_resampling(opts.resampling),
+                       limits=limits(), tmp_dir=tmp, gdal_config=gdal_config(src.config))
+        store.create_container(task.output_container)
+        store.upload_from_path(task.output_container, out_name, local,
+                               content_type="image/tiff; application=geotiff; profile=cloud-optimized",
+                               metadata={"rmh_source_etag": task.file.etag, "rmh_options": digest,
+                                         "rmh_source": f"{task.container}/{task.file.name}"})
+
+
+def _overview_resampling(resampling: str) -> str:
+    return "nearest" if resampling in ("nearest", "mode") else "average"
+
+
+def _catalog_output(store: BlobStore, task: ConvertTask, out_name: str) -> str:
+    out = store.gdal_read_path(task.output_container, out_name)
+    size = store.get_properties(task.output_container, out_name).size
+    item = _item(task, raster=out.path, access=out.config,
+                 data_href=store.url(task.output_container, out_name), data_size=size)
+    catalog().upsert_items([item])
+    return item.id
+
+
+# -- process_tiled_raster -----------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+def plan_raster_tiles(payload: dict) -> dict:
+    """A deterministic tile plan of one source, in its grid or in the target CRS."""
+    task = ConvertTask.model_validate(payload)
+    store, config = blob_store(), settings()
+    src = store.gdal_read_path(task.container, task.file.name)
+    prefix = cog_blob_name(task.container, task.file.name, suffix="")
+    plan = geo_ops.plan_tiles(src.path, output_prefix=f"{prefix}/tiles", tile_size=task.tile_size or None,
+                              max_pixels=config.max_pixels_per_task, dst_crs=task.options.target_crs,
+                              resampling=task.options.resampling, limits=limits(),
+                              gdal_config=gdal_config(src.config))
+    return plan.model_dump(mode="json")
+
+
+@bp.activity_trigger(input_name="payload")
+def convert_tile(payload: dict) -> dict:
+    """One tile: windowed (or warped-window) read of the source → COG tile in the output container."""
+    started = time.monotonic()
+    task = TileTask.model_validate(payload)
+    store = blob_store()
+    plan = geo_ops.TilePlan.model_validate(task.plan)
+    tile = geo_ops.Tile.model_validate(task.tile)
+    name = f"tile {tile.row},{tile.col}"
+    try:
+        if not _tile_current(store, task, tile):
+            _write_tile(store, task, plan, tile)
+            status = "done"
+        else:
+            status = "skipped"
+    except ITEM_ERRORS as err:
+        return failed(name, err, started)
+    return TaskOutcome(name=name, status=status, output=f"{task.output_container}/{tile.output_path}",
+                       seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
+
+
+def _tile_current(store: BlobStore, task: TileTask, tile) -> bool:
+    return _is_current(store, task.output_container, tile.output_path, task.source_etag, task.options_digest)
+
+
+def _write_tile(store: BlobStore, task: TileTask, plan, tile) -> None:
+    src = store.gdal_read_path(task.container, task.blob)
+    with tempfile.TemporaryDirectory(prefix="rmh-tile-") as tmp:
+        local = Path(tmp) / "tile.tif"
+        geo_ops.process_tile(src.path, plan, tile, local, profile=task.profile, tmp_dir=tmp,
+                             overview_resampling=_overview_resampling(plan.resampling),
+                             gdal_config=gdal_config(src.config))
+        store.create_container(task.output_container)
+        store.upload_from_path(task.output_container, tile.output_path, local,
+                               content_type="image/tiff; application=geotiff; profile=cloud-optimized",
+                               metadata={"rmh_source_etag": task.source_etag, "rmh_options": task.options_digest,
+                                         "rmh_source": f"{task.container}/{task.blob}"})
+
+
+@bp.activity_trigger(input_name="payload")
+def build_tile_mosaic(payload: dict) -> dict:
+    """A VRT over the tile COGs, next to them in the output container, plus a STAC item for it."""
+    container, tiles, vrt_name = payload["output_container"], payload["tiles"], payload["mosaic"]
+    store = blob_store()
+    with tempfile.TemporaryDirectory(prefix="rmh-vrt-") as tmp:
+        local_vrt = Path(tmp) / PurePosixPath(vrt_name).name
+        paths = [store.gdal_read_path(container, t) for t in tiles]
+        config = gdal_config(paths[0].config if paths else None)
+        mosaic = geo_ops.build_mosaic([p.path for p in paths], local_vrt, gdal_config=config)
+        _relativize_vrt(local_vrt, container, vrt_name, [p.path for p in paths])
+        store.upload_from_path(container, vrt_name, local_vrt, content_type="application/xml")
+    return {**mosaic.model_dump(mode="json"), "path": f"{container}/{vrt_name}"}
+
+
+def _relativize_vrt(vrt: Path, container: str, vrt_name: str, tile_paths: list[str]) -> None:
+    """Make tile references relative to the VRT, so it opens wherever the container is mounted."""
+    text = vrt.read_text()
+    base = PurePosixPath(vrt_name).parent
+    for path in tile_paths:
+        rel = PurePosixPath(path.split(f"{container}/", 1)[1]).relative_to(base).as_posix()
+        text = text.replace(f'relativeToVRT="0">{path}<', f'relativeToVRT="1">{rel}<')
+    vrt.write_text(text)
+
+
+@bp.activity_trigger(input_name="payload")
+def catalog_tiles(payload: dict) -> dict:
+    """One STAC item per tile COG, upserted in one batch."""
+    task = ConvertTask.model_validate(payload["task"])
+    store = blob_store()
+    items = []
+    for name in payload["tiles"]:
+        gdal = store.gdal_read_path(task.output_container, name)
+        items.append(_item(task, raster=gdal.path, access=gdal.config,
+                           data_href=store.url(task.output_container, name), data_size=None,
+                           item_blob_name=f"{task.file.name}/{PurePosixPath(name).stem}"))
+    result = catalog().upsert_items(items)
+    return {"items": len(items), "written": result.written}
+
+
+# -- database_health ----------------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+def catalog_health(payload: dict) -> dict:
+    """Catalog reachability, version and counts."""
+    return catalog().health().model_dump(mode="json")
+
+
+def _digest(text: str, length: int = 16) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

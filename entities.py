@@ -6,85 +6,16 @@ buckets, so p50 / p95 / p99 are read without keeping every sample and the state 
 """
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import azure.durable_functions as df
 from pydantic import BaseModel, Field
 
+from models import COUNT_BOUNDS, DURATION_BOUNDS, Histogram, JobEnded
+
 bp = df.Blueprint()
 
 METRICS_ENTITY = "job_metrics"
-
-# Upper bounds (seconds) of the duration buckets; the last bucket is open (+inf).
-DURATION_BOUNDS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100,
-    250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
-)
-# Upper bounds of the tasks-per-job buckets.
-COUNT_BOUNDS: tuple[float, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
-
-
-class Histogram(BaseModel):
-    """Counts per fixed bucket: ``counts[i]`` holds values <= ``bounds[i]`` (and > the previous)."""
-
-    bounds: tuple[float, ...]
-    counts: list[int]
-    total: int = 0
-    sum: float = 0.0
-
-    @classmethod
-    def empty(cls, bounds: tuple[float, ...]) -> "Histogram":
-        return cls(bounds=bounds, counts=[0] * (len(bounds) + 1))
-
-    @classmethod
-    def of(cls, values: list[float], bounds: tuple[float, ...] = DURATION_BOUNDS) -> "Histogram":
-        hist = cls.empty(bounds)
-        for value in values:
-            hist.add(value)
-        return hist
-
-    def add(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += 1
-        self.sum += value
-
-    def merge(self, other: "Histogram") -> None:
-        if tuple(other.bounds) != tuple(self.bounds):
-            raise ValueError("cannot merge histograms with different bucket bounds")
-        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
-        self.total += other.total
-        self.sum += other.sum
-
-    def percentile(self, q: float) -> float | None:
-        """The upper bound of the bucket holding the q-th percentile (None when empty)."""
-        if self.total == 0:
-            return None
-        rank = max(1, -(-self.total * q // 100))  # ceil(total * q / 100), at least the first value
-        seen = 0
-        for index, count in enumerate(self.counts):
-            seen += count
-            if seen >= rank:
-                return self.bounds[index] if index < len(self.bounds) else float("inf")
-        return float("inf")
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "count": self.total,
-            "mean": round(self.sum / self.total, 6) if self.total else None,
-            "p50": self.percentile(50), "p95": self.percentile(95), "p99": self.percentile(99),
-        }
-
-
-class JobEnded(BaseModel):
-    """What an orchestrator reports of a finished job."""
-
-    outcome: str = Field(pattern="^(completed|completed_with_errors|failed)$")
-    job_seconds: float = Field(ge=0)
-    tasks: int = Field(0, ge=0)
-    tasks_failed: int = Field(0, ge=0)
-    task_seconds: Histogram | None = None
-
 
 class OperationMetrics(BaseModel):
     """The state of one operation's metrics entity."""

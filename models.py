@@ -6,6 +6,7 @@ fields so a typo is a 400, not a silently ignored option.
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import json
@@ -119,6 +120,7 @@ class CogConversionRequest(ContainerJob, CogOptions):
     output_container: ContainerName | None = None
     collection: CollectionId | None = None
     catalog: bool = True
+    chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
 
     @model_validator(mode="after")
     def _one_selection(self) -> "CogConversionRequest":
@@ -154,7 +156,13 @@ OPERATIONS: dict[str, type[JobRequest]] = {
 
 
 def instance_id_for(operation: str, request: JobRequest) -> str:
-    """Instance id of a job: operation name plus a short hash of the canonical request."""
+    """Instance id of a job: operation name plus a short hash of the canonical request.
+
+    A (non-dry-run) sync is a singleton per container, ``sync_container-<container>``, so a
+    scheduled and a manual sync of the same container never overlap.
+    """
+    if isinstance(request, SyncContainerRequest) and not request.dry_run:
+        return f"sync_container-{request.container}"
     return f"{operation}-{request.job_hash()}"
 
 
@@ -196,3 +204,327 @@ class Progress(BaseModel):
             eta = now + (now - started) * ((total - finished) / finished)
         return cls(stage=stage, total=total, done=done, failed=failed, percent=percent,
                    started=started, updated=now, eta=eta)
+
+
+# -- what crosses the Durable boundary between orchestrators and activities ---------------------
+
+class TaskOutcome(BaseModel):
+    """The result of one file's or one tile's task. ``failed`` carries the condition (``error``,
+    the GeoOpsError / StacOpsError class name) and a reason a user can act on."""
+
+    name: str
+    status: Literal["done", "skipped", "failed"]
+    error: str | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+    item_id: str | None = None
+    output: str | None = None
+
+
+class FileRef(BaseModel):
+    """A blob as listed: what a task needs to process it and to stay idempotent."""
+
+    name: str
+    etag: str = ""
+    size: int | None = None
+    last_modified: dt.datetime | None = None
+    kind: Literal["added", "changed", "listed"] = "listed"
+
+
+class ChunkRef(BaseModel):
+    """One chunk of a sync plan, stored as a JSON blob in the system container."""
+
+    container: str
+    blob: str
+    count: int
+
+
+class SyncPlanRequest(BaseModel):
+    container: str
+    prefix: str = ""
+    collection: str | None = None
+    mode: Literal["incremental", "full"] = "incremental"
+    dry_run: bool = False
+    chunk_size: int = 500
+    plan_id: str
+
+
+PLAN_NAMES_SHOWN = 1000
+
+
+class SyncPlan(BaseModel):
+    """What a sync will do. Names are listed up to PLAN_NAMES_SHOWN per kind (counts are exact)."""
+
+    collection: str
+    mode: str
+    dry_run: bool
+    counts: dict[str, int]
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: list[str]
+    ignored: list[str]
+    truncated: bool = False
+    removed_ids: list[str] = []
+    chunks: list[ChunkRef] = []
+
+    @classmethod
+    def build(cls, request: SyncPlanRequest, collection: str, work: list[FileRef],
+              unchanged: list[str], ignored: list[str], removed: list[str]) -> "SyncPlan":
+        added = [f.name for f in work if f.kind == "added"]
+        changed = [f.name for f in work if f.kind == "changed"]
+        lists = {"added": added, "changed": changed, "removed": removed,
+                 "unchanged": unchanged, "ignored": ignored}
+        return cls(collection=collection, mode=request.mode, dry_run=request.dry_run,
+                   counts={k: len(v) for k, v in lists.items()},
+                   truncated=any(len(v) > PLAN_NAMES_SHOWN for v in lists.values()),
+                   removed_ids=removed, **{k: v[:PLAN_NAMES_SHOWN] for k, v in lists.items()})
+
+
+class CogOptionsPayload(BaseModel):
+    profile: str = "deflate"
+    target_crs: str | None = None
+    resampling: str = "bilinear"
+
+
+class ConvertTask(BaseModel):
+    """Input of the per-file activities (inspect, convert, catalog)."""
+
+    container: str
+    file: FileRef
+    collection: str | None = None
+    datetime: dt.datetime | None = None
+    output_container: str | None = None
+    options: CogOptionsPayload = CogOptionsPayload()
+    catalog: bool = True
+    tile_size: int | None = None
+
+
+class InspectResult(BaseModel):
+    name: str
+    pixels: int = 0
+    needs_tiling: bool = False
+    warnings: list[str] = []
+    outcome: TaskOutcome | None = None  # set when the file cannot be converted
+
+
+class TileTask(BaseModel):
+    """Input of one tile's activity: the plan without its tile list, and the tile."""
+
+    container: str
+    blob: str
+    source_etag: str
+    output_container: str
+    profile: str = "deflate"
+    options_digest: str
+    plan: dict[str, Any]
+    tile: dict[str, Any]
+
+
+FAILURES_SHOWN = 1000
+
+
+# -- job metrics: fixed-bucket histograms ---------------------------------------------------------
+
+# Upper bounds (seconds) of the duration buckets; the last bucket is open (+inf).
+DURATION_BOUNDS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100,
+    250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
+)
+# Upper bounds of the tasks-per-job buckets.
+COUNT_BOUNDS: tuple[float, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
+
+
+class Histogram(BaseModel):
+    """Counts per fixed bucket: ``counts[i]`` holds values <= ``bounds[i]`` (and > the previous)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int]
+    total: int = 0
+    sum: float = 0.0
+
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> "Histogram":
+        return cls(bounds=bounds, counts=[0] * (len(bounds) + 1))
+
+    @classmethod
+    def of(cls, values: list[float], bounds: tuple[float, ...] = DURATION_BOUNDS) -> "Histogram":
+        hist = cls.empty(bounds)
+        for value in values:
+            hist.add(value)
+        return hist
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += 1
+        self.sum += value
+
+    def merge(self, other: "Histogram") -> None:
+        if tuple(other.bounds) != tuple(self.bounds):
+            raise ValueError("cannot merge histograms with different bucket bounds")
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.total += other.total
+        self.sum += other.sum
+
+    def percentile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the q-th percentile (None when empty)."""
+        if self.total == 0:
+            return None
+        rank = max(1, -(-self.total * q // 100))  # ceil(total * q / 100), at least the first value
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return self.bounds[index] if index < len(self.bounds) else float("inf")
+        return float("inf")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "count": self.total,
+            "mean": round(self.sum / self.total, 6) if self.total else None,
+            "p50": self.percentile(50), "p95": self.percentile(95), "p99": self.percentile(99),
+        }
+
+
+class JobEnded(BaseModel):
+    """What an orchestrator reports of a finished job."""
+
+    outcome: str = Field(pattern="^(completed|completed_with_errors|failed)$")
+    job_seconds: float = Field(ge=0)
+    tasks: int = Field(0, ge=0)
+    tasks_failed: int = Field(0, ge=0)
+    task_seconds: Histogram | None = None
+
+
+
+
+class JobResult(BaseModel):
+    """A job's output. ``completed_with_errors`` is true when some items failed (listed, with the
+    count of each reason) while the rest completed."""
+
+    operation: str
+    completed_with_errors: bool = False
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[TaskOutcome] = []
+    failure_reasons: dict[str, int] = {}
+    started: dt.datetime | None = None
+    finished: dt.datetime | None = None
+    seconds: float | None = None
+    task_seconds: Histogram = Field(default_factory=lambda: Histogram.empty(DURATION_BOUNDS))
+    detail: dict[str, Any] = {}
+
+    def add(self, outcomes: list[TaskOutcome]) -> None:
+        for outcome in outcomes:
+            self.total += 1
+            self.task_seconds.add(outcome.seconds)
+            if outcome.status == "failed":
+                self.failed += 1
+                self.failure_reasons[outcome.error or "Error"] = self.failure_reasons.get(outcome.error or "Error", 0) + 1
+                if len(self.failures) < FAILURES_SHOWN:
+                    self.failures.append(outcome)
+            elif outcome.status == "skipped":
+                self.skipped += 1
+            else:
+                self.done += 1
+        self.completed_with_errors = self.failed > 0
+
+    def merge(self, other: "JobResult") -> None:
+        """Fold a chunk's result into this one (counts, reasons, failures, durations)."""
+        self.total += other.total
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed += other.failed
+        for reason, count in other.failure_reasons.items():
+            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + count
+        self.failures.extend(other.failures[:max(0, FAILURES_SHOWN - len(self.failures))])
+        self.task_seconds.merge(other.task_seconds)
+        self.completed_with_errors = self.failed > 0
+
+
+# -- a job's tasks, read from the orchestration histories ----------------------------------------
+
+ITEM_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "inspect_raster", "validate_blob"})
+
+
+class TaskRecord(BaseModel):
+    """One task of a job (a file or a tile), as ``GET /api/jobs/{id}/tasks`` lists it."""
+
+    name: str
+    activity: str
+    status: Literal["running", "done", "skipped", "failed"]
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+def _when(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def job_tasks(histories: list[list[dict[str, Any]]]) -> list[TaskRecord]:
+    """The item tasks found in a job's histories (its own and its chunks'), in schedule order.
+
+    Works on the extension's status history format (completions carry ``FunctionName`` and
+    ``ScheduledTime``) and on raw histories (completions point at ``TaskScheduled`` by id).
+    """
+    tasks: list[TaskRecord] = []
+    for events in histories:
+        scheduled: dict[Any, dict[str, Any]] = {}
+        for event in events:
+            kind = event.get("EventType")
+            if kind == "TaskScheduled":
+                scheduled[event.get("EventId")] = event
+            elif kind in ("TaskCompleted", "TaskFailed"):
+                origin = scheduled.pop(event.get("TaskScheduledId"), {})
+                record = _task_record(event, origin)
+                if record is not None:
+                    tasks.append(record)
+        tasks += [TaskRecord(name=_input_name(e), activity=e.get("Name", ""), status="running",
+                             start=_when(e.get("Timestamp")))
+                  for e in scheduled.values() if e.get("Name") in ITEM_ACTIVITIES]
+    return tasks
+
+
+def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | None:
+    activity = event.get("FunctionName") or origin.get("Name") or ""
+    if activity not in ITEM_ACTIVITIES:
+        return None
+    start, end = _when(event.get("ScheduledTime") or origin.get("Timestamp")), _when(event.get("Timestamp"))
+    seconds = (end - start).total_seconds() if start and end else None
+    if event["EventType"] == "TaskFailed":
+        return TaskRecord(name=_input_name(origin), activity=activity, status="failed", start=start,
+                          end=end, seconds=seconds, error="ActivityFailed",
+                          reason=str(event.get("Reason") or "")[:1000])
+    result = event.get("Result")
+    result = json.loads(result) if isinstance(result, str) and result[:1] in "{[" else result
+    if not isinstance(result, dict) or "status" not in result:
+        return TaskRecord(name=_input_name(origin), activity=activity, status="done", start=start,
+                          end=end, seconds=seconds)
+    return TaskRecord(name=result.get("name", ""), activity=activity, status=result["status"],
+                      start=start, end=end, seconds=seconds, error=result.get("error"),
+                      reason=result.get("reason"))
+
+
+def _input_name(event: dict[str, Any]) -> str:
+    raw = event.get("Input")
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        file = data.get("file") or {}
+        tile = data.get("tile") or {}
+        if tile:
+            return f"tile {tile.get('row')},{tile.get('col')}"
+        return file.get("name") or data.get("blob") or ""
+    return ""

@@ -2,24 +2,401 @@
 
 Deterministic by construction: time from ``context.current_utc_datetime``, no I/O, no environment
 reads; data crosses the Durable boundary as plain JSON and is validated again with pydantic.
+Large fan-outs go through sub-orchestrations of one chunk each (ids ``<job id>:chunk-00001``), so
+no history grows past a few thousand events, and the parent reports progress as chunks finish.
+Every top-level job signals the ``job_metrics`` entity of its operation when it starts and ends.
 """
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any, Callable, Generator
+
 import azure.durable_functions as df
 
-from activities import say_hello
-from models import GreetingTask, HelloWorldRequest, HelloWorldResult
+import activities as act
+from entities import METRICS_ENTITY
+from models import (
+    CatalogFileRequest,
+    CogConversionRequest,
+    CogOptionsPayload,
+    ConvertTask,
+    DatabaseHealthRequest,
+    FileRef,
+    GreetingTask,
+    HelloWorldRequest,
+    HelloWorldResult,
+    InspectResult,
+    JobEnded,
+    JobResult,
+    ListContainerRequest,
+    ProcessTiledRasterRequest,
+    Progress,
+    SyncContainerRequest,
+    SyncPlan,
+    SyncPlanRequest,
+    TaskOutcome,
+    TileTask,
+    ValidateRasterRequest,
+)
 
 bp = df.Blueprint()
 
+# Transient faults (storage, catalog) are retried here; bad files never raise, so never retry.
+RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
+Body = Callable[[df.DurableOrchestrationContext, JobResult], Generator[Any, Any, JobResult]]
+
+
+# -- the job frame: metrics, progress, result ----------------------------------------------------
+
+def run_job(context: df.DurableOrchestrationContext, operation: str, body: Body):
+    """Run ``body`` as a job: signal metrics at start and end (top-level jobs only), time it, and
+    return its JobResult as JSON. A body that raises ends the job Failed, counted as failed."""
+    started = context.current_utc_datetime
+    metered = not context.parent_instance_id
+    entity = df.EntityId(METRICS_ENTITY, operation)
+    if metered:
+        context.signal_entity(entity, "job_started")
+    result = JobResult(operation=operation, started=started)
+    try:
+        result = yield from body(context, result)
+    except Exception:
+        if metered:
+            seconds = (context.current_utc_datetime - started).total_seconds()
+            context.signal_entity(entity, "job_ended", JobEnded(outcome="failed", job_seconds=seconds).model_dump(mode="json"))
+        raise
+    result.finished = context.current_utc_datetime
+    result.seconds = (result.finished - started).total_seconds()
+    if metered:
+        outcome = "completed_with_errors" if result.completed_with_errors else "completed"
+        ended = JobEnded(outcome=outcome, job_seconds=result.seconds, tasks=result.total,
+                         tasks_failed=result.failed, task_seconds=result.task_seconds)
+        context.signal_entity(entity, "job_ended", ended.model_dump(mode="json"))
+    report(context, "completed", result)
+    return result.model_dump(mode="json")
+
+
+def report(context: df.DurableOrchestrationContext, stage: str, result: JobResult,
+           total: int | None = None) -> None:
+    """Publish progress as the custom status (small JSON, deterministic)."""
+    progress = Progress.at(stage, total=result.total if total is None else total,
+                           done=result.done + result.skipped, failed=result.failed,
+                           started=result.started, now=context.current_utc_datetime)
+    context.set_custom_status(progress.model_dump(mode="json"))
+
+
+def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResult, *,
+           stage: str, total: int, names: list[list[str]]):
+    """Wait for chunk sub-orchestrations one by one, merging each JobResult into ``result`` and
+    updating progress. A chunk that failed outright (a fault beyond its retries) counts each of
+    its items (``names[i]``) as failed with the chunk's reason; a retry of the job redoes them."""
+    pending = list(tasks)
+    report(context, stage, result, total)
+    while pending:
+        winner = yield context.task_any(pending)
+        index = tasks.index(winner)
+        pending.remove(winner)
+        if isinstance(winner.result, Exception):
+            reason = _first_line(winner.result)
+            result.add([TaskOutcome(name=name, status="failed", error="ChunkFailed", reason=reason)
+                        for name in names[index]])
+        else:
+            result.merge(JobResult.model_validate(winner.result))
+        report(context, stage, result, total)
+    return result
+
+
+def _first_line(err: Exception, limit: int = 500) -> str:
+    return str(err).strip().splitlines()[0][:limit] if str(err).strip() else type(err).__name__
+
+
+def chunk_id(context: df.DurableOrchestrationContext, kind: str, index: int) -> str:
+    return f"{context.instance_id}:{kind}-{index:05d}"
+
+
+# -- hello_world ---------------------------------------------------------------------------------
 
 @bp.orchestration_trigger(context_name="context", input_type=dict)
 def hello_world(context: df.DurableOrchestrationContext):
     """Fan out one greeting activity per count, fan in with task_all."""
     request = HelloWorldRequest.model_validate(context.get_input() or {})
     tasks = [
-        context.call_activity(say_hello, GreetingTask(name=request.name, index=i).model_dump(mode="json"))
+        context.call_activity(act.say_hello, GreetingTask(name=request.name, index=i).model_dump(mode="json"))
         for i in range(request.count)
     ]
     greetings = yield context.task_all(tasks)
     return HelloWorldResult(greetings=greetings).model_dump(mode="json")
+
+
+# -- list_container ------------------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def list_container(context: df.DurableOrchestrationContext):
+    """Inventory of a container, written as a JSON blob; totals by extension in the output."""
+    return (yield from run_job(context, "list_container", _list_container))
+
+
+def _list_container(context, result: JobResult):
+    request = ListContainerRequest.model_validate(context.get_input())
+    report(context, "listing", result, 0)
+    summary = yield context.call_activity_with_retry(act.write_inventory, RETRY, request.model_dump(mode="json"))
+    result.total = result.done = summary["count"]
+    result.detail = summary
+    return result
+
+
+# -- sync_container ------------------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def sync_container(context: df.DurableOrchestrationContext):
+    """Catalog a container: plan by ETag, remove vanished items, one sub-orchestration per chunk."""
+    return (yield from run_job(context, "sync_container", _sync_container))
+
+
+def _sync_container(context, result: JobResult):
+    request = SyncContainerRequest.model_validate(context.get_input())
+    report(context, "planning", result, 0)
+    plan_request = SyncPlanRequest(container=request.container, prefix=request.prefix,
+                                   collection=request.collection, mode=request.mode,
+                                   dry_run=request.dry_run, chunk_size=request.chunk_size or 500,
+                                   plan_id=context.instance_id.replace(":", "-"))
+    plan = SyncPlan.model_validate((yield context.call_activity_with_retry(
+        act.plan_sync, RETRY, plan_request.model_dump(mode="json"))))
+    result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks", "removed_ids"})}
+    if request.dry_run:
+        return result
+    if plan.removed_ids:
+        removed = yield context.call_activity_with_retry(
+            act.remove_items, RETRY, {"collection": plan.collection, "item_ids": plan.removed_ids})
+        result.detail["removed"] = removed
+    total = sum(chunk.count for chunk in plan.chunks)
+    tasks = [context.call_sub_orchestrator(catalog_chunk, {"chunk": c.model_dump(mode="json"),
+                                                           "container": request.container,
+                                                           "collection": plan.collection},
+                                           chunk_id(context, "chunk", i))
+             for i, c in enumerate(plan.chunks)]
+    names = [[f"{c.blob} #{k}" for k in range(c.count)] for c in plan.chunks]
+    result = yield from gather(context, tasks, result, stage="cataloging", total=total, names=names)
+    result.detail["catalog"] = yield context.call_activity_with_retry(
+        act.finalize_catalog, RETRY, {"collection": plan.collection})
+    return result
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def catalog_chunk(context: df.DurableOrchestrationContext):
+    """One chunk of a sync: read its file list, catalog each file, fan in."""
+    payload = context.get_input()
+    files = yield context.call_activity_with_retry(act.read_chunk, RETRY, payload["chunk"])
+    tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
+        container=payload["container"], file=FileRef.model_validate(f),
+        collection=payload["collection"]).model_dump(mode="json")) for f in files]
+    outcomes = yield context.task_all(tasks)
+    result = JobResult(operation="catalog_chunk")
+    result.add([TaskOutcome.model_validate(o) for o in outcomes])
+    return result.model_dump(mode="json")
+
+
+# -- catalog_file, validate_raster, database_health ---------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def catalog_file(context: df.DurableOrchestrationContext):
+    """One raster → one STAC item upserted."""
+    return (yield from run_job(context, "catalog_file", _catalog_file))
+
+
+def _catalog_file(context, result: JobResult):
+    request = CatalogFileRequest.model_validate(context.get_input())
+    report(context, "cataloging", result, 1)
+    file = yield from describe(context, request.container, request.blob, result)
+    if file is None:
+        return result
+    collection = yield context.call_activity_with_retry(
+        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
+        container=request.container, file=file, collection=collection,
+        datetime=request.datetime).model_dump(mode="json"))
+    result.add([TaskOutcome.model_validate(outcome)])
+    result.detail["catalog"] = yield context.call_activity_with_retry(
+        act.finalize_catalog, RETRY, {"collection": collection})
+    return result
+
+
+def describe(context, container: str, blob: str, result: JobResult):
+    """The blob's listing facts, or None with a failed outcome recorded when it does not exist."""
+    found = yield context.call_activity_with_retry(act.describe_blob, RETRY, {"container": container, "blob": blob})
+    if not found["found"]:
+        result.add([TaskOutcome(name=blob, status="failed", error="BlobNotFound", reason=found["reason"])])
+        return None
+    return FileRef.model_validate(found["file"])
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def validate_raster(context: df.DurableOrchestrationContext):
+    """A validation report of one raster; an invalid raster completes with errors."""
+    return (yield from run_job(context, "validate_raster", _validate_raster))
+
+
+def _validate_raster(context, result: JobResult):
+    request = ValidateRasterRequest.model_validate(context.get_input())
+    report(context, "validating", result, 1)
+    file = yield from describe(context, request.container, request.blob, result)
+    if file is None:
+        return result
+    validation = yield context.call_activity_with_retry(
+        act.validate_blob, RETRY, {"container": request.container, "blob": request.blob})
+    errors = validation.get("errors") or []
+    result.add([TaskOutcome(name=request.blob, status="failed" if errors else "done",
+                            error=errors[0]["code"] if errors else None,
+                            reason="; ".join(e["message"] for e in errors) or None)])
+    result.detail["report"] = validation
+    return result
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def database_health(context: df.DurableOrchestrationContext):
+    """Catalog reachable, version, counts."""
+    return (yield from run_job(context, "database_health", _database_health))
+
+
+def _database_health(context, result: JobResult):
+    DatabaseHealthRequest.model_validate(context.get_input() or {})
+    health = yield context.call_activity_with_retry(act.catalog_health, RETRY, {})
+    result.add([TaskOutcome(name="catalog", status="done" if health["ok"] else "failed",
+                            error=None if health["ok"] else "CatalogUnavailable",
+                            reason=health.get("detail"))])
+    result.detail["health"] = health
+    return result
+
+
+# -- cog_conversion ------------------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def cog_conversion(context: df.DurableOrchestrationContext):
+    """Validate → COG (optionally reprojected) → catalog, per file, in chunks; rasters above the
+    per-task pixel budget take the tiled path by themselves."""
+    return (yield from run_job(context, "cog_conversion", _cog_conversion))
+
+
+def _cog_conversion(context, result: JobResult):
+    request = CogConversionRequest.model_validate(context.get_input())
+    report(context, "listing", result, 0)
+    files, missing = yield from select_files(context, request)
+    result.add(missing)
+    collection = yield context.call_activity_with_retry(
+        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    size = request.chunk_size or 100
+    chunks = [files[i:i + size] for i in range(0, len(files), size)]
+    base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
+                       output_container=request.output_container, catalog=request.catalog,
+                       options=CogOptionsPayload(profile=request.profile, target_crs=request.target_crs,
+                                                 resampling=request.resampling))
+    tasks = [context.call_sub_orchestrator(convert_chunk, {
+        "task": base.model_dump(mode="json"), "files": [f.model_dump(mode="json") for f in chunk]},
+        chunk_id(context, "chunk", i)) for i, chunk in enumerate(chunks)]
+    names = [[f.name for f in chunk] for chunk in chunks]
+    result = yield from gather(context, tasks, result, stage="converting", total=len(files) + len(missing),
+                               names=names)
+    if request.catalog:
+        result.detail["catalog"] = yield context.call_activity_with_retry(
+            act.finalize_catalog, RETRY, {"collection": collection})
+    return result
+
+
+def select_files(context, request: CogConversionRequest):
+    """The files a conversion covers: the named blobs (missing ones are failures) or a prefix."""
+    if request.prefix is not None:
+        listing = yield context.call_activity_with_retry(
+            act.list_rasters, RETRY, {"container": request.container, "prefix": request.prefix})
+        return [FileRef.model_validate(f) for f in listing["files"]], []
+    found = yield context.task_all([context.call_activity_with_retry(
+        act.describe_blob, RETRY, {"container": request.container, "blob": b}) for b in request.blobs])
+    files = [FileRef.model_validate(f["file"]) for f in found if f["found"]]
+    missing = [TaskOutcome(name=b, status="failed", error="BlobNotFound", reason=f["reason"])
+               for b, f in zip(request.blobs, found) if not f["found"]]
+    return files, missing
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def convert_chunk(context: df.DurableOrchestrationContext):
+    """One chunk of a conversion: inspect each file, convert the small ones in one activity each,
+    send the large ones down the tiled path as sub-orchestrations."""
+    payload = context.get_input()
+    base = ConvertTask.model_validate(payload["task"])
+    tasks = [base.model_copy(update={"file": FileRef.model_validate(f)}) for f in payload["files"]]
+    inspected = yield context.task_all([context.call_activity_with_retry(
+        act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])
+    result = JobResult(operation="convert_chunk")
+    work, names = [], []
+    for task, raw in zip(tasks, inspected):
+        inspection = InspectResult.model_validate(raw)
+        if inspection.outcome is not None:
+            result.add([inspection.outcome])
+        elif inspection.needs_tiling:
+            tiled = ProcessTiledRasterRequest(container=task.container, blob=task.file.name,
+                                              output_container=task.output_container,
+                                              collection=task.collection, catalog=task.catalog,
+                                              **task.options.model_dump())
+            work.append(context.call_sub_orchestrator(process_tiled_raster, tiled.model_dump(mode="json"),
+                                                      chunk_id(context, "tiled", len(work))))
+            names.append(task.file.name)
+        else:
+            work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))
+            names.append(task.file.name)
+    outcomes = (yield context.task_all(work)) if work else []
+    for name, outcome in zip(names, outcomes):
+        if "operation" in outcome:  # a tiled sub-orchestration's JobResult
+            tiled = JobResult.model_validate(outcome)
+            status = "failed" if tiled.failed else "done"
+            result.add([TaskOutcome(name=name, status=status, output=tiled.detail.get("mosaic", {}).get("path"),
+                                    error="TileFailed" if tiled.failed else None,
+                                    reason=f"{tiled.failed} of {tiled.total} tiles failed" if tiled.failed else None,
+                                    seconds=tiled.seconds or 0.0)])
+        else:
+            result.add([TaskOutcome.model_validate(outcome)])
+    return result.model_dump(mode="json")
+
+
+# -- process_tiled_raster ------------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def process_tiled_raster(context: df.DurableOrchestrationContext):
+    """Plan a tile grid → one activity per tile → mosaic VRT → catalog the tiles."""
+    return (yield from run_job(context, "process_tiled_raster", _process_tiled_raster))
+
+
+def _process_tiled_raster(context, result: JobResult):
+    request = ProcessTiledRasterRequest.model_validate(context.get_input())
+    report(context, "planning", result, 0)
+    file = yield from describe(context, request.container, request.blob, result)
+    if file is None:
+        return result
+    collection = yield context.call_activity_with_retry(
+        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    options = CogOptionsPayload(profile=request.profile, target_crs=request.target_crs, resampling=request.resampling)
+    task = ConvertTask(container=request.container, file=file, collection=collection,
+                       output_container=request.output_container, options=options,
+                       catalog=request.catalog, tile_size=request.tile_size)
+    plan = yield context.call_activity_with_retry(act.plan_raster_tiles, RETRY, task.model_dump(mode="json"))
+    header = {**plan, "tiles": []}  # each tile task carries the grid, not the whole tile list
+    digest = act.options_digest({**options.model_dump(), "tile_size": plan["tile_size"]})
+    tiles = [context.call_activity_with_retry(act.convert_tile, RETRY, TileTask(
+        container=request.container, blob=file.name, source_etag=file.etag,
+        output_container=request.output_container, profile=request.profile, options_digest=digest,
+        plan=header, tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
+    report(context, "tiling", result, len(tiles))
+    outcomes = [TaskOutcome.model_validate(o) for o in (yield context.task_all(tiles))]
+    result.add(outcomes)
+    written = [o.output.split("/", 1)[1] for o in outcomes if o.status != "failed"]
+    if result.failed == 0 and written:
+        report(context, "mosaicking", result)
+        mosaic_name = act.cog_blob_name(request.container, request.blob, suffix="") + "/mosaic.vrt"
+        result.detail["mosaic"] = yield context.call_activity_with_retry(act.build_tile_mosaic, RETRY, {
+            "output_container": request.output_container, "tiles": written, "mosaic": mosaic_name})
+        if request.catalog:
+            result.detail["items"] = yield context.call_activity_with_retry(
+                act.catalog_tiles, RETRY, {"task": task.model_dump(mode="json"), "tiles": written})
+            if not context.parent_instance_id:
+                result.detail["catalog"] = yield context.call_activity_with_retry(
+                    act.finalize_catalog, RETRY, {"collection": collection})
+    result.detail["tiles"] = {"count": len(outcomes), "rows": plan["rows"], "cols": plan["cols"],
+                              "tile_size": plan["tile_size"]}
+    return result

@@ -1,0 +1,128 @@
+"""Every operation through POST /api/jobs/..., its status URL followed to completion, outputs
+checked: COGs pass strict validation, items are in pgSTAC and validate offline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+import stac_ops
+from raster_factory import write_raster
+
+SCHEMAS = None
+
+
+@pytest.fixture(scope="module")
+def pg_catalog(pgstac_dsn):
+    import psycopg
+
+    conn = psycopg.connect(pgstac_dsn, autocommit=True)
+    yield stac_ops.PgStacCatalog(conn)
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def validator():
+    from conftest import REPO_ROOT
+
+    return stac_ops.StacValidator(REPO_ROOT.parent / "shared" / "stac-schemas")
+
+
+@pytest.fixture(scope="module")
+def rasters(store, shared_rasters, tmp_path_factory):
+    """The input container: two real rasters and a synthetic one large enough to be tiled."""
+    tmp = tmp_path_factory.mktemp("inputs")
+    store.create_container("rasters")
+    for name in ("RGB.byte.tif", "shade.tif", "float.tif"):
+        store.upload_from_path("rasters", f"real/{name}", shared_rasters / name)
+    write_raster(tmp / "big.tif", width=1500, height=1100, count=3, crs="EPSG:32633", nodata=0)
+    store.upload_from_path("rasters", "synthetic/big.tif", tmp / "big.tif")
+    return {"big": tmp / "big.tif"}
+
+
+def open_blob(store, container, name):
+    gdal = store.gdal_read_path(container, name)
+    env = rasterio.Env(**gdal.config)
+    env.__enter__()
+    return env, rasterio.open(gdal.path)
+
+
+def test_hello_world_over_http(host):
+    status = host.run("hello_world", {"name": "Ada", "count": 4})
+    assert status["runtimeStatus"] == "Completed"
+    assert status["output"]["greetings"] == [f"Hello Ada #{i}" for i in range(1, 5)]
+
+
+def test_validate_raster_reports_good_and_bad(host, rasters):
+    good = host.run("validate_raster", {"blob": "real/RGB.byte.tif"})
+    assert good["runtimeStatus"] == "Completed"
+    assert good["output"]["detail"]["report"]["valid"] is True
+    bad = host.run("validate_raster", {"blob": "real/float.tif"})
+    assert bad["output"]["completed_with_errors"] is True
+    assert bad["output"]["failures"][0]["error"] == "MissingCRS"
+
+
+def test_catalog_file_puts_a_valid_item_in_pgstac(host, rasters, pg_catalog, validator):
+    status = host.run("catalog_file", {"blob": "real/RGB.byte.tif", "collection": "landsat"})
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed" and output["done"] == 1, output
+    item = pg_catalog.get_item("landsat", stac_ops.item_id_for_blob("rasters", "real/RGB.byte.tif"))
+    assert item is not None
+    validator.validate_item(item)
+    assert item.properties["proj:code"] == "EPSG:32618"
+
+
+def test_cog_conversion_converts_catalogs_and_tiles_the_large_one(host, rasters, store, pg_catalog, validator):
+    status = host.run("cog_conversion", {"blobs": ["real/RGB.byte.tif", "synthetic/big.tif", "real/float.tif",
+                                                   "real/missing.tif"], "collection": "converted"})
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed"
+    assert output["completed_with_errors"] is True
+    assert {f["name"]: f["error"] for f in output["failures"]} == {
+        "real/float.tif": "MissingCRS", "real/missing.tif": "BlobNotFound"}, output["failures"]
+    assert output["done"] == 2
+    env, cog = open_blob(store, "cogs", "rasters/real/RGB.byte.tif")
+    with env, cog:
+        assert cog_validate(cog.name, strict=True)[0]
+    # the large raster took the tiled path: tiles + a mosaic equal to the source
+    env, mosaic = open_blob(store, "cogs", "rasters/synthetic/big/mosaic.vrt")
+    with env, mosaic, rasterio.open(rasters["big"]) as src:
+        assert (mosaic.width, mosaic.height) == (src.width, src.height)
+        assert np.array_equal(mosaic.read(), src.read())
+    item = pg_catalog.get_item("converted", stac_ops.item_id_for_blob("rasters", "real/RGB.byte.tif"))
+    validator.validate_item(item)
+    assert item.assets["data"].href.endswith("cogs/rasters/real/RGB.byte.tif")
+
+
+def test_process_tiled_raster_builds_a_mosaic(host, rasters, store):
+    status = host.run("process_tiled_raster", {"blob": "synthetic/big.tif", "tile_size": 512,
+                                               "output_container": "tiled", "catalog": False})
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed", status
+    assert output["detail"]["tiles"]["count"] == 9 and output["done"] == 9
+    for blob in store.iter_blobs("tiled", "rasters/synthetic/big/tiles/"):
+        env, tile = open_blob(store, "tiled", blob.name)
+        with env, tile:
+            assert cog_validate(tile.name, strict=True)[0], blob.name
+
+
+def test_list_container_writes_an_inventory(host, rasters, store):
+    status = host.run("list_container", {"prefix": "real/"})
+    detail = status["output"]["detail"]
+    assert detail["count"] == 3 and detail["by_extension"][".tif"]["count"] == 3
+    assert store.exists(detail["inventory"]["container"], detail["inventory"]["blob"])
+
+
+def test_database_health(host):
+    status = host.run("database_health")
+    health = status["output"]["detail"]["health"]
+    assert health["ok"] is True and health["backend"] == "pgstac"
+
+
+def test_unknown_operation_and_bad_body(host):
+    code, body = host.submit("make_coffee")
+    assert code == 404 and "cog_conversion" in body["known_operations"]
+    code, body = host.submit("cog_conversion", {"blobs": ["../x.tif"], "profile": "gif"})
+    assert code == 400
+    assert {p["field"] for p in body["problems"]} == {"blobs.0", "profile"}
