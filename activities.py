@@ -106,6 +106,12 @@ def limits() -> geo_ops.RasterLimits:
     return geo_ops.RasterLimits(max_pixels=config.max_raster_pixels, max_bands=config.max_raster_bands)
 
 
+def preflight(task: ConvertTask) -> None:
+    """Refuse what the listing already shows is not a raster, before GDAL touches it."""
+    if task.file.size == 0:
+        raise geo_ops.EmptyFile(f"{task.container}/{task.file.name}", "file is empty (0 bytes)")
+
+
 def failed(name: str, err: Exception, started: float) -> dict[str, Any]:
     """The outcome of a per-item failure, named after the condition."""
     logger.info("task %s failed: %s", name, err)
@@ -214,6 +220,7 @@ def catalog_blob(payload: dict) -> dict:
     task = ConvertTask.model_validate(payload)
     store = blob_store()
     try:
+        preflight(task)
         gdal = store.gdal_read_path(task.container, task.file.name)
         report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False,
                                   gdal_config=gdal_config(gdal.config))
@@ -313,6 +320,7 @@ def inspect_raster(payload: dict) -> dict:
     task = ConvertTask.model_validate(payload)
     store = blob_store()
     try:
+        preflight(task)
         gdal = store.gdal_read_path(task.container, task.file.name)
         report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False,
                                   gdal_config=gdal_config(gdal.config))

@@ -140,6 +140,7 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
         return _json({"error": f"job {instance_id} is already running", **links}, 409)
     if existing and existing.runtime_status == RS.Completed and not rerun and _same_request(existing, request):
         return _json(status_body(existing), 200)
+    await purge_children(client, instance_id)
     await client.start_new(operation, instance_id, request.model_dump(mode="json"))
     logger.info("started %s", instance_id)
     if req is None:
@@ -268,8 +269,16 @@ async def retry_job(req: func.HttpRequest, client: df.DurableOrchestrationClient
         retry_input = retry_request(status.name, status.input_, output)
     except ApiError as err:
         return error_response(err)
+    await purge_children(client, instance_id)
     await client.start_new(status.name, instance_id, retry_input)
     return client.create_check_status_response(req, instance_id)
+
+
+async def purge_children(client: df.DurableOrchestrationClient, instance_id: str) -> None:
+    """Forget the chunk sub-orchestrations of a previous run of this job id, so the new run's
+    tasks and progress are its own."""
+    for child in await client.get_status_by(instance_id_prefix=f"{instance_id}:"):
+        await client.purge_instance_history(child.instance_id)
 
 
 def retry_request(operation: str, stored_input: Any, output: dict[str, Any]) -> dict[str, Any]:
@@ -341,8 +350,13 @@ def _check(probe) -> dict[str, Any]:
 def _storage_health() -> dict[str, Any]:
     config = get_settings()
     store = activities.blob_store()
-    store.list_page(config.input_container, page_size=1)
-    return {"backend": config.storage_backend.value, "input_container": config.input_container}
+    try:
+        store.list_page(config.input_container, page_size=1)
+        exists = True
+    except storage.ContainerNotFound:  # the service answered; the container is simply not made yet
+        exists = False
+    return {"backend": config.storage_backend.value, "input_container": config.input_container,
+            "input_container_exists": exists}
 
 
 def _catalog_health() -> dict[str, Any]:

@@ -521,7 +521,9 @@ class AzureBlobStore(BlobStore):
 
     def _gdal_path(self, container: str, name: str, *, write: bool) -> GdalPath:
         path = f"/vsiaz/{check_container_name(container)}/{check_blob_name(name)}"
-        config = dict(self._gdal_config)
+        # GDAL keeps what it read of /vsiaz/ files across opens in a process-wide cache; a blob
+        # rewritten since (same name, new ETag) would be read stale, so reads are not cached.
+        config = {"CPL_VSIL_CURL_NON_CACHED": f"/vsiaz/{container}/", **self._gdal_config}
         if write:
             config["CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE"] = "YES"
         if self._connection_string:
