@@ -1321,7 +1321,7 @@ class CatalogStore(Protocol):
 
     def read_text(self, key: str) -> str | None: ...
     def write_text(self, key: str, text: str) -> None: ...
-    def list_keys(self, prefix: str) -> Iterator[str]: ...
+    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]: ...
     def delete(self, key: str) -> bool: ...
 
 
@@ -1355,13 +1355,22 @@ class LocalDirectoryStore:
                 os.unlink(tmp)
             raise
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
+    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]:
+        """Keys of the ``.json`` files under ``prefix``, sorted; ``max_depth`` counts key segments."""
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return
-        for path in sorted(base.rglob("*.json")):
-            if not path.name.startswith("."):
-                yield path.relative_to(self.root).as_posix()
+        for directory, subdirs, files in os.walk(base):
+            rel = Path(directory).relative_to(self.root)
+            depth = len(rel.parts) + 1
+            if max_depth is not None and depth >= max_depth:
+                subdirs.clear()
+            if max_depth is not None and depth > max_depth:
+                continue
+            subdirs.sort()
+            for name in sorted(files):
+                if name.endswith(".json") and not name.startswith("."):
+                    yield (rel / name).as_posix()
 
     def delete(self, key: str) -> bool:
         try:
@@ -1507,8 +1516,8 @@ class StaticCatalog:
         return {s["id"]: s["properties"].get(SOURCE_ETAG) for s in self._iter_items(collection_id)}
 
     def _collection_ids(self) -> list[str]:
-        return sorted({key.split("/")[0] for key in self.store.list_keys("") if key.endswith("/collection.json")
-                       and key.count("/") == 1})
+        return sorted(key.split("/")[0] for key in self.store.list_keys("", max_depth=2)
+                      if key.endswith("/collection.json"))
 
     def health(self) -> CatalogHealth:
         try:
