@@ -54,7 +54,6 @@ import pystac
 import rasterio
 import rasterio.errors
 from psycopg import errors as pg_errors
-from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
@@ -1105,6 +1104,11 @@ def _is_lost_connection(err: psycopg.Error, conn: psycopg.Connection | None) -> 
     return isinstance(err, psycopg.OperationalError) and (conn is None or conn.broken or conn.closed)
 
 
+def _lock_key(collection_id: str) -> int:
+    """A stable signed 32-bit key for the collection's advisory lock."""
+    return int.from_bytes(hashlib.sha256(collection_id.encode("utf-8")).digest()[:4], "big", signed=True)
+
+
 def _dehydrated_row(stac: dict[str, Any], base_item: dict[str, Any], base_item_id: int | None) -> tuple:
     """One staged row in pgSTAC's storage form (the same dehydration as ``pypgstac load``)."""
     props = stac.get("properties", {})
@@ -1240,7 +1244,7 @@ class PgStacCatalog:
                             unchanged=requested - written)
 
     def _write_batch(self, conn: psycopg.Connection, collection_id: str, batch: list[dict]) -> int:
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_NAMESPACE, collection_id))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
         meta = conn.execute(_COLLECTION_META, (collection_id,)).fetchone()
         if meta is None:
             raise CollectionNotFound(f"collection {collection_id!r} does not exist; upsert it first")

@@ -329,12 +329,12 @@ def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collect
 
 
 def test_pgstac_health_when_unreachable():
-    conn = psycopg.connect
-    catalog = stac_ops.PgStacCatalog(stac_ops.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0,
-                                                              max_size=1, timeout=0.5))
-    health = catalog.health()
+    pool = stac_ops.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.5)
+    try:
+        health = stac_ops.PgStacCatalog(pool, retry_delay=0.01).health()
+    finally:
+        pool.close()
     assert health.ok is False and health.detail
-    assert conn is psycopg.connect
 
 
 def test_connect_uses_the_password_provider(pgstac_dsn):
@@ -394,5 +394,5 @@ def test_static_catalog_with_concurrent_processes_and_finalize(tmp_path, templat
     assert len(items) == 400
     assert {i.collection_id for i in items} == {"procs"}
     for stac_object in [read_back, *read_back.get_children(), items[0]]:
-        validator.errors(stac_object.to_dict(include_self_link=False, transform_hrefs=False)) == []
+        assert validator.errors(stac_object.to_dict(include_self_link=False, transform_hrefs=False)) == []
     assert not list(root.rglob("*.tmp"))
