@@ -770,6 +770,33 @@ def item_from_source(
                             source_size=blob.size, **kwargs)
 
 
+class SyncPlan(BaseModel):
+    """What an incremental sync of a container has to do, by item id (crosses the Durable boundary)."""
+
+    to_add: list[SourceBlob] = []
+    to_update: list[SourceBlob] = []
+    to_delete: list[str] = []
+    unchanged: list[str] = []
+
+
+def plan_sync(blobs: Iterable[SourceBlob | Mapping[str, Any]], catalog_etags: Mapping[str, str | None]) -> SyncPlan:
+    """Compare listed blobs with ``Catalog.list_item_etags``: new, changed (ETag differs or
+    unknown), unchanged, and items whose blob is gone. ETags are compared as given (quotes kept)."""
+    plan = SyncPlan()
+    seen = set()
+    for blob in map(SourceBlob.model_validate, blobs):
+        item_id = item_id_for_blob(blob.container, blob.blob_name)
+        seen.add(item_id)
+        if item_id not in catalog_etags:
+            plan.to_add.append(blob)
+        elif blob.etag is None or catalog_etags[item_id] != blob.etag:
+            plan.to_update.append(blob)
+        else:
+            plan.unchanged.append(item_id)
+    plan.to_delete = sorted(set(catalog_etags) - seen)
+    return plan
+
+
 # ------------------------------------------------------------------------------- validation
 
 CORE_SCHEMAS = {
