@@ -825,16 +825,55 @@ class StacValidator:
     other ``$ref`` raises ``SchemaUnavailable`` instead of going to the network. Without a
     ``schema_dir`` (the deployed app ships none) only the core schema is checked and extension
     URLs are reported back as skipped. Thread-safe; compiled validators are cached.
+
+    ``jsonschema`` (the reference, as in pystac) decides. When ``fastjsonschema`` is installed it
+    runs first as an accelerator (about 10x faster): a document it accepts is valid; one it
+    rejects goes to ``jsonschema`` for the verdict and the messages. References that are not
+    available offline compile to a schema that always fails, so the fast path can only send a
+    document on to ``jsonschema``, never wave it through.
     """
 
-    def __init__(self, schema_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, schema_dir: str | os.PathLike | None = None, *, use_fast_path: bool = True) -> None:
         from pystac.validation.local_validator import get_local_schema_cache
 
+        self.use_fast_path = use_fast_path
         self.schema_dir = Path(schema_dir) if schema_dir is not None else None
         self._schemas = get_local_schema_cache()
         if self.schema_dir is not None:
             self._schemas.update(load_extension_schemas(self.schema_dir))
         self._validators: dict[str, Any] = {}
+        self._fast: dict[str, Callable[[Any], Any] | None] = {}
+
+    def _fast_validator(self, uri: str) -> Callable[[Any], Any] | None:
+        """A fastjsonschema function for ``uri`` (None without fastjsonschema or the schema)."""
+        if uri not in self._fast:
+            try:
+                import fastjsonschema
+            except ImportError:
+                fastjsonschema = None
+            schema = self._schemas.get(uri.rstrip("#"))
+            if fastjsonschema is None or schema is None:
+                self._fast[uri] = None
+            else:
+                def offline(ref: str) -> dict[str, Any]:
+                    return self._schemas.get(ref.split("#")[0], {"not": {}})
+
+                handlers = {"https": offline, "http": offline}
+                self._fast[uri] = fastjsonschema.compile(schema, handlers=handlers, use_default=False)
+        return self._fast[uri]
+
+    def _fast_accepts(self, uris: list[str], stac: Mapping[str, Any]) -> bool:
+        checks = [self._fast_validator(uri) for uri in uris]
+        if any(check is None for check in checks):
+            return False
+        from fastjsonschema import JsonSchemaException
+
+        try:
+            for check in checks:
+                check(stac)
+        except JsonSchemaException:
+            return False
+        return True
 
     @cached_property
     def _registry(self) -> Any:
@@ -875,6 +914,8 @@ class StacValidator:
         uris, skipped = self.schema_uris(stac)
         if skipped:
             logger.debug("no schema directory: skipped extension schemas %s", skipped)
+        if self.use_fast_path and self._fast_accepts(uris, stac):
+            return []
         messages = []
         for uri in uris:
             try:
