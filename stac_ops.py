@@ -433,22 +433,19 @@ def _ring_footprint(lons: list[float], lats: list[float], tolerance: float) -> t
     """Geometry and bbox of a transformed edge ring, split at the antimeridian when it crosses;
     vertices within ``tolerance`` degrees of a straight line are dropped."""
     ulons = _unwrap(lons)
-    ring = list(zip(ulons, lats))
     south, north = min(lats), max(lats)
     if max(ulons) - min(ulons) >= 360.0 - 1e-9:
         return _box(-180.0, south, 180.0, north), _clamp_bbox(-180.0, south, 180.0, north)
-    parts = []
-    for k in (-1, 0, 1):
-        clipped = _clip_ring(ring, -180.0 + 360.0 * k, 180.0 + 360.0 * k)
-        if len(clipped) >= 3:
-            parts.append(_ccw_polygon([(x - 360.0 * k, y) for x, y in clipped], tolerance))
-    if len(parts) == 1:
-        west, east = min(p[0] for p in parts[0]), max(p[0] for p in parts[0])
-        return {"type": "Polygon", "coordinates": parts}, _clamp_bbox(west, south, east, north)
-    west = (min(ulons) + 180.0) % 360.0 - 180.0
-    east = (max(ulons) + 180.0) % 360.0 - 180.0
+    shift = -360.0 * math.floor((min(ulons) + 180.0) / 360.0)
+    ring = [(x + shift, y) for x, y in zip(ulons, lats)]
+    west, east = min(ulons) + shift, max(ulons) + shift
+    if east <= 180.0:
+        return {"type": "Polygon", "coordinates": [_ccw_polygon(ring, tolerance)]}, _clamp_bbox(west, south, east, north)
+    clipped = [[(x - offset, y) for x, y in _clip_ring(ring, lo, lo + 360.0)]
+               for lo, offset in ((-180.0, 0.0), (180.0, 360.0))]
+    parts = [_ccw_polygon(part, tolerance) for part in clipped if len(set(part)) >= 3]
     geometry = {"type": "MultiPolygon", "coordinates": [[p] for p in parts]}
-    return geometry, _clamp_bbox(west, south, east, north)
+    return geometry, _clamp_bbox(west, south, east - 360.0, north)
 
 
 def _half_pixel_degrees(dataset: Any, lons: list[float], lats: list[float]) -> float:
