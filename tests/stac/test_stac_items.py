@@ -167,6 +167,13 @@ def test_item_from_source_takes_the_json_of_a_source_blob(make_raster):
     assert item.datetime == LAST_MODIFIED
 
 
+def test_longitudes_beyond_180_are_wrapped(make_raster, validator):
+    item = build(make_raster(crs="EPSG:4326", bounds=(185.0, 0.0, 195.0, 10.0)))
+    validator.validate_item(item)
+    assert item.bbox == [-175.0, 0.0, -165.0, 10.0]
+    assert item.geometry["type"] == "Polygon"
+
+
 def test_north_pole_raster_reaches_90_over_all_longitudes(make_raster, validator):
     item = build(make_raster(crs="EPSG:3413", bounds=(-1_000_000.0, -1_000_000.0, 1_000_000.0, 1_000_000.0)))
     validator.validate_item(item)
