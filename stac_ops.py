@@ -139,6 +139,10 @@ class CatalogUnavailable(StacOpsError):
     """The catalog's database or store cannot be reached (after bounded retries)."""
 
 
+class PgStacVersionMismatch(StacOpsError):
+    """The database's pgSTAC version is not the one pypgstac's storage format is written for."""
+
+
 class CatalogQueryError(StacOpsError):
     """The catalog database rejected a statement for a reason that retrying will not fix."""
 
@@ -1209,6 +1213,7 @@ class PgStacCatalog:
         self.batch_size = batch_size
         self.retries = retries
         self.retry_delay = retry_delay
+        self._version_checked = False
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -1297,6 +1302,7 @@ class PgStacCatalog:
         ``item_from_raster(..., validator=...)`` already validated where they were built).
         """
         grouped = _prepare_items(items, self.validator if validate else None)
+        self._check_version()
         requested = written = 0
         for collection_id, by_id in grouped.items():
             batch = list(by_id.values())
@@ -1307,6 +1313,17 @@ class PgStacCatalog:
                 requested += len(chunk)
         return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
                             unchanged=requested - written)
+
+    def _check_version(self) -> None:
+        """Items are dehydrated in Python with pypgstac's code: refuse a pgSTAC of another minor."""
+        if self._version_checked:
+            return
+        from pypgstac import __version__ as pypgstac_version
+
+        version = self._run("pgstac version", lambda conn: conn.execute("SELECT pgstac.get_version()").fetchone()[0])
+        if version != "unreleased" and version.split(".")[:2] != pypgstac_version.split(".")[:2]:
+            raise PgStacVersionMismatch(f"database pgSTAC {version} does not match pypgstac {pypgstac_version}")
+        self._version_checked = True
 
     def _write_batch(self, conn: psycopg.Connection, collection_id: str, batch: list[dict]) -> int:
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))

@@ -314,6 +314,14 @@ def test_pgstac_does_not_retry_other_errors(pg_catalog, collection_id, template,
     assert len(calls) == 1
 
 
+def test_pgstac_refuses_a_database_of_another_pgstac_version(pg_catalog, collection_id, template, monkeypatch):
+    import pypgstac
+
+    monkeypatch.setattr(pypgstac, "__version__", "0.7.1")
+    with pytest.raises(stac_ops.PgStacVersionMismatch, match="0.7.1"):
+        pg_catalog.upsert_items([variant(template, collection_id, 1)])
+
+
 def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collection_id, template):
     pool = stac_ops.connection_pool(pgstac_dsn, min_size=1, max_size=1)
     try:
