@@ -1,12 +1,16 @@
 """STAC items and collections for rasters, written to pgSTAC or to a static catalog.
 
-Three parts, in the order data flows through them:
+Four parts, in the order data flows through them:
 
 * **Items from rasters** (``item_from_raster``): small ``get_*`` helpers read one raster's header
   (and a decimated read for statistics) and one composer builds a STAC 1.1 item with the
   projection v2.0.0, raster v2.0.0, file v2.1.0 and (for RGB bands) eo v2.0.0 extensions.
 * **Offline validation** (``StacValidator``): core schemas bundled in pystac plus extension schemas
-  from a local directory (``<extension>/<version>/schema.json``); never the network.
+  from a local directory (``<extension>/<version>/schema.json``); never the network. Without a
+  directory (the deployed app) it degrades to the core schema only.
+* **Collections and sync**: ``build_collection`` / ``collection_for_container`` (default collection
+  per container, overridable), extents and summaries recomputed from the items
+  (``Catalog.refresh_collection``), ``plan_sync`` for incremental sync by source ETag.
 * **Catalog backends** behind one ``Catalog`` protocol: ``PgStacCatalog`` (psycopg, pgSTAC SQL) and
   ``StaticCatalog`` (pystac JSON files behind a small ``CatalogStore`` I/O seam).
 
@@ -20,8 +24,9 @@ Item properties of our own (prefix ``rmh:``, no schema):
   ``valid_percent: 0``).
 
 Datetime order (``get_datetime``): the file's own metadata (``TIFFTAG_DATETIME``, or
-``ACQUISITIONDATETIME`` of GDAL's IMAGERY domain), else the source blob's last-modified time,
-else the request's ``datetime_override``; with none of them ``MissingDatetime`` is raised.
+``ACQUISITIONDATETIME`` of GDAL's IMAGERY domain; a TIFF datetime has no zone and is read as
+UTC), else the source blob's last-modified time, else the request's ``datetime_override``;
+with none of them ``MissingDatetime`` is raised.
 
 This module never reads the environment and never imports ``azure.*``; callers pass connections,
 pools, schema directories and stores in.
@@ -1204,6 +1209,8 @@ class PgStacCatalog:
     Writers of one collection are serialised by a transaction-scoped advisory lock, so concurrent
     activities cannot both insert the same id into different datetime partitions. Deadlocks and
     serialization failures are retried (bounded); a lost connection is retried only with a pool.
+    Give concurrent writers (threads) a pool or a catalog each: one connection runs one
+    transaction at a time.
     """
 
     def __init__(self, source: psycopg.Connection | ConnectionPool, *, validator: StacValidator | None = None,
