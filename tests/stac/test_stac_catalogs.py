@@ -222,6 +222,24 @@ def test_items_round_trip_through_pystac(catalog, collection, template, validato
     assert from_search["properties"] == item["properties"] and from_search["assets"] == item["assets"]
 
 
+REAL = ["RGB.byte.tif", "RGBA.uint16.tif", "all-nodata.tif", "alpha.tif", "goes.tif", "shade.tif", "world.rgb.tif"]
+
+
+def test_real_raster_items_are_stored_and_found_by_their_bbox(catalog, collection, shared_rasters, make_raster):
+    paths = [shared_rasters / name for name in REAL]
+    paths.append(make_raster(crs="EPSG:32660", bounds=(300000.0, 0.0, 900000.0, 1000000.0), name="antimeridian.tif"))
+    items = [stac_ops.item_from_raster(p, container="real", blob_name=p.name, collection_id=collection,
+                                       source_last_modified=LAST_MODIFIED) for p in paths]
+    assert catalog.upsert_items(items).written == len(items)
+    for item in items:
+        west, south, east, north = item.bbox
+        probe = [west, south, east if east >= west else 180.0, north]
+        found = {i.id for i in catalog.search(collection, bbox=probe, limit=100)}
+        assert item.id in found, (item.id, probe)
+        assert catalog.get_item(collection, item.id).to_dict()["geometry"] == item.to_dict()["geometry"]
+    assert {i.id for i in catalog.search(collection, bbox=[-179.9, 1.0, -179.0, 2.0])} >= {items[-1].id}
+
+
 def test_invalid_items_are_rejected_before_anything_is_written(catalog, collection, template):
     good, bad = variant(template, collection, 1), variant(template, collection, 2)
     bad["properties"]["proj:shape"] = "wide"
