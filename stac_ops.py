@@ -1,12 +1,16 @@
 """STAC items and collections for rasters, written to pgSTAC or to a static catalog.
 
-Three parts, in the order data flows through them:
+Four parts, in the order data flows through them:
 
 * **Items from rasters** (``item_from_raster``): small ``get_*`` helpers read one raster's header
   (and a decimated read for statistics) and one composer builds a STAC 1.1 item with the
   projection v2.0.0, raster v2.0.0, file v2.1.0 and (for RGB bands) eo v2.0.0 extensions.
 * **Offline validation** (``StacValidator``): core schemas bundled in pystac plus extension schemas
-  from a local directory (``<extension>/<version>/schema.json``); never the network.
+  from a local directory (``<extension>/<version>/schema.json``); never the network. Without a
+  directory (the deployed app) it degrades to the core schema only.
+* **Collections and sync**: ``build_collection`` / ``collection_for_container`` (default collection
+  per container, overridable), extents and summaries recomputed from the items
+  (``Catalog.refresh_collection``), ``plan_sync`` for incremental sync by source ETag.
 * **Catalog backends** behind one ``Catalog`` protocol: ``PgStacCatalog`` (psycopg, pgSTAC SQL) and
   ``StaticCatalog`` (pystac JSON files behind a small ``CatalogStore`` I/O seam).
 
@@ -20,8 +24,9 @@ Item properties of our own (prefix ``rmh:``, no schema):
   ``valid_percent: 0``).
 
 Datetime order (``get_datetime``): the file's own metadata (``TIFFTAG_DATETIME``, or
-``ACQUISITIONDATETIME`` of GDAL's IMAGERY domain), else the source blob's last-modified time,
-else the request's ``datetime_override``; with none of them ``MissingDatetime`` is raised.
+``ACQUISITIONDATETIME`` of GDAL's IMAGERY domain; a TIFF datetime has no zone and is read as
+UTC), else the source blob's last-modified time, else the request's ``datetime_override``;
+with none of them ``MissingDatetime`` is raised.
 
 This module never reads the environment and never imports ``azure.*``; callers pass connections,
 pools, schema directories and stores in.
@@ -54,7 +59,6 @@ import pystac
 import rasterio
 import rasterio.errors
 from psycopg import errors as pg_errors
-from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
@@ -138,6 +142,10 @@ class CollectionNotFound(StacOpsError):
 
 class CatalogUnavailable(StacOpsError):
     """The catalog's database or store cannot be reached (after bounded retries)."""
+
+
+class PgStacVersionMismatch(StacOpsError):
+    """The database's pgSTAC version is not the one pypgstac's storage format is written for."""
 
 
 class CatalogQueryError(StacOpsError):
@@ -434,22 +442,19 @@ def _ring_footprint(lons: list[float], lats: list[float], tolerance: float) -> t
     """Geometry and bbox of a transformed edge ring, split at the antimeridian when it crosses;
     vertices within ``tolerance`` degrees of a straight line are dropped."""
     ulons = _unwrap(lons)
-    ring = list(zip(ulons, lats))
     south, north = min(lats), max(lats)
     if max(ulons) - min(ulons) >= 360.0 - 1e-9:
         return _box(-180.0, south, 180.0, north), _clamp_bbox(-180.0, south, 180.0, north)
-    parts = []
-    for k in (-1, 0, 1):
-        clipped = _clip_ring(ring, -180.0 + 360.0 * k, 180.0 + 360.0 * k)
-        if len(clipped) >= 3:
-            parts.append(_ccw_polygon([(x - 360.0 * k, y) for x, y in clipped], tolerance))
-    if len(parts) == 1:
-        west, east = min(p[0] for p in parts[0]), max(p[0] for p in parts[0])
-        return {"type": "Polygon", "coordinates": parts}, _clamp_bbox(west, south, east, north)
-    west = (min(ulons) + 180.0) % 360.0 - 180.0
-    east = (max(ulons) + 180.0) % 360.0 - 180.0
+    shift = -360.0 * math.floor((min(ulons) + 180.0) / 360.0)
+    ring = [(x + shift, y) for x, y in zip(ulons, lats)]
+    west, east = min(ulons) + shift, max(ulons) + shift
+    if east <= 180.0:
+        return {"type": "Polygon", "coordinates": [_ccw_polygon(ring, tolerance)]}, _clamp_bbox(west, south, east, north)
+    clipped = [[(x - offset, y) for x, y in _clip_ring(ring, lo, lo + 360.0)]
+               for lo, offset in ((-180.0, 0.0), (180.0, 360.0))]
+    parts = [_ccw_polygon(part, tolerance) for part in clipped if len(set(part)) >= 3]
     geometry = {"type": "MultiPolygon", "coordinates": [[p] for p in parts]}
-    return geometry, _clamp_bbox(west, south, east, north)
+    return geometry, _clamp_bbox(west, south, east - 360.0, north)
 
 
 def _half_pixel_degrees(dataset: Any, lons: list[float], lats: list[float]) -> float:
@@ -771,6 +776,33 @@ def item_from_source(
                             source_size=blob.size, **kwargs)
 
 
+class SyncPlan(BaseModel):
+    """What an incremental sync of a container has to do, by item id (crosses the Durable boundary)."""
+
+    to_add: list[SourceBlob] = []
+    to_update: list[SourceBlob] = []
+    to_delete: list[str] = []
+    unchanged: list[str] = []
+
+
+def plan_sync(blobs: Iterable[SourceBlob | Mapping[str, Any]], catalog_etags: Mapping[str, str | None]) -> SyncPlan:
+    """Compare listed blobs with ``Catalog.list_item_etags``: new, changed (ETag differs or
+    unknown), unchanged, and items whose blob is gone. ETags are compared as given (quotes kept)."""
+    plan = SyncPlan()
+    seen = set()
+    for blob in map(SourceBlob.model_validate, blobs):
+        item_id = item_id_for_blob(blob.container, blob.blob_name)
+        seen.add(item_id)
+        if item_id not in catalog_etags:
+            plan.to_add.append(blob)
+        elif blob.etag is None or catalog_etags[item_id] != blob.etag:
+            plan.to_update.append(blob)
+        else:
+            plan.unchanged.append(item_id)
+    plan.to_delete = sorted(set(catalog_etags) - seen)
+    return plan
+
+
 # ------------------------------------------------------------------------------- validation
 
 CORE_SCHEMAS = {
@@ -799,16 +831,55 @@ class StacValidator:
     other ``$ref`` raises ``SchemaUnavailable`` instead of going to the network. Without a
     ``schema_dir`` (the deployed app ships none) only the core schema is checked and extension
     URLs are reported back as skipped. Thread-safe; compiled validators are cached.
+
+    ``jsonschema`` (the reference, as in pystac) decides. When ``fastjsonschema`` is installed it
+    runs first as an accelerator (about 10x faster): a document it accepts is valid; one it
+    rejects goes to ``jsonschema`` for the verdict and the messages. References that are not
+    available offline compile to a schema that always fails, so the fast path can only send a
+    document on to ``jsonschema``, never wave it through.
     """
 
-    def __init__(self, schema_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, schema_dir: str | os.PathLike | None = None, *, use_fast_path: bool = True) -> None:
         from pystac.validation.local_validator import get_local_schema_cache
 
+        self.use_fast_path = use_fast_path
         self.schema_dir = Path(schema_dir) if schema_dir is not None else None
         self._schemas = get_local_schema_cache()
         if self.schema_dir is not None:
             self._schemas.update(load_extension_schemas(self.schema_dir))
         self._validators: dict[str, Any] = {}
+        self._fast: dict[str, Callable[[Any], Any] | None] = {}
+
+    def _fast_validator(self, uri: str) -> Callable[[Any], Any] | None:
+        """A fastjsonschema function for ``uri`` (None without fastjsonschema or the schema)."""
+        if uri not in self._fast:
+            try:
+                import fastjsonschema
+            except ImportError:
+                fastjsonschema = None
+            schema = self._schemas.get(uri.rstrip("#"))
+            if fastjsonschema is None or schema is None:
+                self._fast[uri] = None
+            else:
+                def offline(ref: str) -> dict[str, Any]:
+                    return self._schemas.get(ref.split("#")[0], {"not": {}})
+
+                handlers = {"https": offline, "http": offline}
+                self._fast[uri] = fastjsonschema.compile(schema, handlers=handlers, use_default=False)
+        return self._fast[uri]
+
+    def _fast_accepts(self, uris: list[str], stac: Mapping[str, Any]) -> bool:
+        checks = [self._fast_validator(uri) for uri in uris]
+        if any(check is None for check in checks):
+            return False
+        from fastjsonschema import JsonSchemaException
+
+        try:
+            for check in checks:
+                check(stac)
+        except JsonSchemaException:
+            return False
+        return True
 
     @cached_property
     def _registry(self) -> Any:
@@ -849,6 +920,8 @@ class StacValidator:
         uris, skipped = self.schema_uris(stac)
         if skipped:
             logger.debug("no schema directory: skipped extension schemas %s", skipped)
+        if self.use_fast_path and self._fast_accepts(uris, stac):
+            return []
         messages = []
         for uri in uris:
             try:
@@ -1105,6 +1178,11 @@ def _is_lost_connection(err: psycopg.Error, conn: psycopg.Connection | None) -> 
     return isinstance(err, psycopg.OperationalError) and (conn is None or conn.broken or conn.closed)
 
 
+def _lock_key(collection_id: str) -> int:
+    """A stable signed 32-bit key for the collection's advisory lock."""
+    return int.from_bytes(hashlib.sha256(collection_id.encode("utf-8")).digest()[:4], "big", signed=True)
+
+
 def _dehydrated_row(stac: dict[str, Any], base_item: dict[str, Any], base_item_id: int | None) -> tuple:
     """One staged row in pgSTAC's storage form (the same dehydration as ``pypgstac load``)."""
     props = stac.get("properties", {})
@@ -1131,6 +1209,8 @@ class PgStacCatalog:
     Writers of one collection are serialised by a transaction-scoped advisory lock, so concurrent
     activities cannot both insert the same id into different datetime partitions. Deadlocks and
     serialization failures are retried (bounded); a lost connection is retried only with a pool.
+    Give concurrent writers (threads) a pool or a catalog each: one connection runs one
+    transaction at a time.
     """
 
     def __init__(self, source: psycopg.Connection | ConnectionPool, *, validator: StacValidator | None = None,
@@ -1140,6 +1220,7 @@ class PgStacCatalog:
         self.batch_size = batch_size
         self.retries = retries
         self.retry_delay = retry_delay
+        self._version_checked = False
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -1228,6 +1309,7 @@ class PgStacCatalog:
         ``item_from_raster(..., validator=...)`` already validated where they were built).
         """
         grouped = _prepare_items(items, self.validator if validate else None)
+        self._check_version()
         requested = written = 0
         for collection_id, by_id in grouped.items():
             batch = list(by_id.values())
@@ -1239,8 +1321,19 @@ class PgStacCatalog:
         return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
                             unchanged=requested - written)
 
+    def _check_version(self) -> None:
+        """Items are dehydrated in Python with pypgstac's code: refuse a pgSTAC of another minor."""
+        if self._version_checked:
+            return
+        from pypgstac import __version__ as pypgstac_version
+
+        version = self._run("pgstac version", lambda conn: conn.execute("SELECT pgstac.get_version()").fetchone()[0])
+        if version != "unreleased" and version.split(".")[:2] != pypgstac_version.split(".")[:2]:
+            raise PgStacVersionMismatch(f"database pgSTAC {version} does not match pypgstac {pypgstac_version}")
+        self._version_checked = True
+
     def _write_batch(self, conn: psycopg.Connection, collection_id: str, batch: list[dict]) -> int:
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_NAMESPACE, collection_id))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
         meta = conn.execute(_COLLECTION_META, (collection_id,)).fetchone()
         if meta is None:
             raise CollectionNotFound(f"collection {collection_id!r} does not exist; upsert it first")
@@ -1321,7 +1414,7 @@ class CatalogStore(Protocol):
 
     def read_text(self, key: str) -> str | None: ...
     def write_text(self, key: str, text: str) -> None: ...
-    def list_keys(self, prefix: str) -> Iterator[str]: ...
+    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]: ...
     def delete(self, key: str) -> bool: ...
 
 
@@ -1355,13 +1448,22 @@ class LocalDirectoryStore:
                 os.unlink(tmp)
             raise
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
+    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]:
+        """Keys of the ``.json`` files under ``prefix``, sorted; ``max_depth`` counts key segments."""
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return
-        for path in sorted(base.rglob("*.json")):
-            if not path.name.startswith("."):
-                yield path.relative_to(self.root).as_posix()
+        for directory, subdirs, files in os.walk(base):
+            rel = Path(directory).relative_to(self.root)
+            depth = len(rel.parts) + 1
+            if max_depth is not None and depth >= max_depth:
+                subdirs.clear()
+            if max_depth is not None and depth > max_depth:
+                continue
+            subdirs.sort()
+            for name in sorted(files):
+                if name.endswith(".json") and not name.startswith("."):
+                    yield (rel / name).as_posix()
 
     def delete(self, key: str) -> bool:
         try:
@@ -1507,8 +1609,8 @@ class StaticCatalog:
         return {s["id"]: s["properties"].get(SOURCE_ETAG) for s in self._iter_items(collection_id)}
 
     def _collection_ids(self) -> list[str]:
-        return sorted({key.split("/")[0] for key in self.store.list_keys("") if key.endswith("/collection.json")
-                       and key.count("/") == 1})
+        return sorted(key.split("/")[0] for key in self.store.list_keys("", max_depth=2)
+                      if key.endswith("/collection.json"))
 
     def health(self) -> CatalogHealth:
         try:

@@ -1,7 +1,6 @@
 """Fixtures of the STAC tests: offline schemas, a synthetic raster factory, both catalog backends."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 from typing import Any

@@ -222,6 +222,24 @@ def test_items_round_trip_through_pystac(catalog, collection, template, validato
     assert from_search["properties"] == item["properties"] and from_search["assets"] == item["assets"]
 
 
+REAL = ["RGB.byte.tif", "RGBA.uint16.tif", "all-nodata.tif", "alpha.tif", "goes.tif", "shade.tif", "world.rgb.tif"]
+
+
+def test_real_raster_items_are_stored_and_found_by_their_bbox(catalog, collection, shared_rasters, make_raster):
+    paths = [shared_rasters / name for name in REAL]
+    paths.append(make_raster(crs="EPSG:32660", bounds=(300000.0, 0.0, 900000.0, 1000000.0), name="antimeridian.tif"))
+    items = [stac_ops.item_from_raster(p, container="real", blob_name=p.name, collection_id=collection,
+                                       source_last_modified=LAST_MODIFIED) for p in paths]
+    assert catalog.upsert_items(items).written == len(items)
+    for item in items:
+        west, south, east, north = item.bbox
+        probe = [west, south, east if east >= west else 180.0, north]
+        found = {i.id for i in catalog.search(collection, bbox=probe, limit=100)}
+        assert item.id in found, (item.id, probe)
+        assert catalog.get_item(collection, item.id).to_dict()["geometry"] == item.to_dict()["geometry"]
+    assert {i.id for i in catalog.search(collection, bbox=[-179.9, 1.0, -179.0, 2.0])} >= {items[-1].id}
+
+
 def test_invalid_items_are_rejected_before_anything_is_written(catalog, collection, template):
     good, bad = variant(template, collection, 1), variant(template, collection, 2)
     bad["properties"]["proj:shape"] = "wide"
@@ -314,6 +332,14 @@ def test_pgstac_does_not_retry_other_errors(pg_catalog, collection_id, template,
     assert len(calls) == 1
 
 
+def test_pgstac_refuses_a_database_of_another_pgstac_version(pg_catalog, collection_id, template, monkeypatch):
+    import pypgstac
+
+    monkeypatch.setattr(pypgstac, "__version__", "0.7.1")
+    with pytest.raises(stac_ops.PgStacVersionMismatch, match="0.7.1"):
+        pg_catalog.upsert_items([variant(template, collection_id, 1)])
+
+
 def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collection_id, template):
     pool = stac_ops.connection_pool(pgstac_dsn, min_size=1, max_size=1)
     try:
@@ -329,12 +355,12 @@ def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collect
 
 
 def test_pgstac_health_when_unreachable():
-    conn = psycopg.connect
-    catalog = stac_ops.PgStacCatalog(stac_ops.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0,
-                                                              max_size=1, timeout=0.5))
-    health = catalog.health()
+    pool = stac_ops.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.5)
+    try:
+        health = stac_ops.PgStacCatalog(pool, retry_delay=0.01).health()
+    finally:
+        pool.close()
     assert health.ok is False and health.detail
-    assert conn is psycopg.connect
 
 
 def test_connect_uses_the_password_provider(pgstac_dsn):
@@ -394,5 +420,5 @@ def test_static_catalog_with_concurrent_processes_and_finalize(tmp_path, templat
     assert len(items) == 400
     assert {i.collection_id for i in items} == {"procs"}
     for stac_object in [read_back, *read_back.get_children(), items[0]]:
-        validator.errors(stac_object.to_dict(include_self_link=False, transform_hrefs=False)) == []
+        assert validator.errors(stac_object.to_dict(include_self_link=False, transform_hrefs=False)) == []
     assert not list(root.rglob("*.tmp"))

@@ -167,6 +167,13 @@ def test_item_from_source_takes_the_json_of_a_source_blob(make_raster):
     assert item.datetime == LAST_MODIFIED
 
 
+def test_longitudes_beyond_180_are_wrapped(make_raster, validator):
+    item = build(make_raster(crs="EPSG:4326", bounds=(185.0, 0.0, 195.0, 10.0)))
+    validator.validate_item(item)
+    assert item.bbox == [-175.0, 0.0, -165.0, 10.0]
+    assert item.geometry["type"] == "Polygon"
+
+
 def test_north_pole_raster_reaches_90_over_all_longitudes(make_raster, validator):
     item = build(make_raster(crs="EPSG:3413", bounds=(-1_000_000.0, -1_000_000.0, 1_000_000.0, 1_000_000.0)))
     validator.validate_item(item)
@@ -280,3 +287,14 @@ def test_rotated_but_georeferenced_raster(make_raster, tmp_path, validator):
     validator.validate_item(item)
     assert len(item.properties["proj:transform"]) == 6 and item.properties["proj:transform"][1] != 0
     assert math.isclose(item.assets["data"].extra_fields["bands"][0]["raster:spatial_resolution"], 30.0)
+
+
+def test_plan_sync_compares_blob_etags_with_the_catalog():
+    blobs = [stac_ops.SourceBlob(container="r", blob_name=name, etag=etag)
+             for name, etag in [("new.tif", '"1"'), ("same.tif", '"2"'), ("changed.tif", '"4"')]]
+    catalog = {"r~same.tif": '"2"', "r~changed.tif": '"3"', "r~gone.tif": '"5"'}
+    plan = stac_ops.plan_sync([b.model_dump(mode="json") for b in blobs], catalog)
+    assert [b.blob_name for b in plan.to_add] == ["new.tif"]
+    assert [b.blob_name for b in plan.to_update] == ["changed.tif"]
+    assert plan.unchanged == ["r~same.tif"] and plan.to_delete == ["r~gone.tif"]
+    assert stac_ops.SyncPlan.model_validate(plan.model_dump(mode="json")) == plan

@@ -34,33 +34,73 @@ def test_every_extension_schema_is_checked(validator, item):
     assert validator.errors(item) == []
 
 
-@pytest.mark.parametrize(("path", "value"), [
+INVALID = [
     (("properties", "proj:shape"), [1, 2, 3]),
+    (("properties", "proj:code"), 4326),
+    (("properties", "proj:transform"), [1, 2, 3]),
     (("assets", "data", "bands", 0, "raster:spatial_resolution"), "ten"),
+    (("assets", "data", "bands", 0, "raster:sampling"), "nearest"),
     (("assets", "data", "bands", 0, "data_type"), "uint7"),
+    (("assets", "data", "bands", 0, "nodata"), "none"),
+    (("assets", "data", "bands", 0, "statistics"), {}),
+    (("assets", "data", "bands", 0, "statistics", "valid_percent"), 101),
     (("assets", "data", "file:size"), -1),
+    (("assets", "data", "file:header_size"), "big"),
     (("assets", "data", "bands", 0, "eo:common_name"), "ultraviolet-ish"),
+    (("assets", "data", "href"), None),
     (("bbox",), [1, 2]),
-])
-def test_invalid_fields_are_caught_by_the_right_schema(validator, item, path, value):
+    (("geometry",), {"type": "Polygon", "coordinates": [[1, 2]]}),
+    (("properties", "datetime"), "yesterday"),
+    (("links",), [{"href": "x"}]),
+    (("id",), 5),
+]
+
+
+def _mutate(item: dict, path: tuple, value) -> dict:
     target = item
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    with pytest.raises(stac_ops.ItemValidationError, match=item["id"]):
-        validator.validate_item(item)
+    return item
 
 
-def test_unknown_extension_is_an_error_with_a_schema_dir(validator, item):
+@pytest.fixture(params=[True, False], ids=["fast-path", "jsonschema-only"])
+def any_validator(request, schema_dir):
+    return stac_ops.StacValidator(schema_dir, use_fast_path=request.param)
+
+
+@pytest.mark.parametrize(("path", "value"), INVALID)
+def test_invalid_fields_are_caught_by_the_right_schema(any_validator, item, path, value):
+    _mutate(item, path, value)
+    with pytest.raises(stac_ops.ItemValidationError, match=str(item["id"])):
+        any_validator.validate_item(item)
+
+
+@pytest.mark.parametrize(("path", "value"), INVALID)
+def test_fast_path_never_accepts_what_jsonschema_rejects(validator, item, path, value):
+    _mutate(item, path, value)
+    uris, _ = validator.schema_uris(item)
+    assert validator._fast_accepts(uris, item) is False
+
+
+def test_fast_path_accepts_our_items(validator, item, shared_rasters):
+    uris, _ = validator.schema_uris(item)
+    assert validator._fast_accepts(uris, item) is True
+    world = stac_ops.item_from_raster(shared_rasters / "goes.tif", container="c", blob_name="g.tif",
+                                      source_last_modified=LAST_MODIFIED, source_href="https://a/g.tif").to_dict()
+    assert validator._fast_accepts(validator.schema_uris(world)[0], world) is True
+
+
+def test_unknown_extension_is_an_error_with_a_schema_dir(any_validator, item):
     item["stac_extensions"].append("https://stac-extensions.github.io/sat/v1.0.0/schema.json")
     with pytest.raises(stac_ops.SchemaUnavailable, match="sat/v1.0.0"):
-        validator.validate_item(item)
+        any_validator.validate_item(item)
 
 
-def test_projjson_reference_is_not_fetched(validator, item):
+def test_projjson_reference_is_not_fetched(any_validator, item):
     item["properties"]["proj:projjson"] = {"type": "GeographicCRS"}
     with pytest.raises(stac_ops.SchemaUnavailable, match="projjson"):
-        validator.validate_item(item)
+        any_validator.validate_item(item)
 
 
 def test_without_schema_dir_only_core_is_checked(item):
