@@ -163,26 +163,32 @@ def plan_sync(payload: dict) -> dict:
     request = SyncPlanRequest.model_validate(payload)
     store, config = blob_store(), settings()
     cat = catalog()
-    stac_ops_collection = _ensure_collection(cat, request.container, request.collection)
-    known = {} if request.mode == "full" else cat.list_item_etags(stac_ops_collection)
-    work, ignored, unchanged, seen = [], [], [], set()
+    collection_id = stac_ops.resolve_collection_id(request.container, request.collection)
+    exists = cat.get_collection(collection_id) is not None
+    if not exists and not request.dry_run:  # a dry run writes nothing, not even the collection
+        _ensure_collection(cat, request.container, request.collection)
+    known = cat.list_item_etags(collection_id) if exists and request.mode == "incremental" else {}
+    listed, ignored = [], []
     for blob in store.iter_blobs(request.container, request.prefix):
         if not is_raster_name(blob.name):
             ignored.append(blob.name)
             continue
-        item_id = stac_ops.item_id_for_blob(request.container, blob.name)
-        seen.add(item_id)
-        if item_id in known and known[item_id] == blob.etag:
-            unchanged.append(blob.name)
-            continue
-        kind = "changed" if item_id in known else "added"
-        work.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size,
-                            last_modified=blob.last_modified, kind=kind))
-    removed = sorted(i for i in known if i not in seen) if request.mode == "incremental" else []
-    plan = SyncPlan.build(request, stac_ops_collection, work, unchanged, ignored, removed)
+        listed.append(stac_ops.SourceBlob(container=request.container, blob_name=blob.name, etag=blob.etag,
+                                          size=blob.size, last_modified=blob.last_modified))
+    diff = stac_ops.plan_sync(listed, known)
+    work = [_file_ref(b, "added") for b in diff.to_add] + [_file_ref(b, "changed") for b in diff.to_update]
+    names = {stac_ops.item_id_for_blob(b.container, b.blob_name): b.blob_name for b in listed}
+    unchanged = [names[item_id] for item_id in diff.unchanged]
+    removed = diff.to_delete if request.mode == "incremental" else []
+    plan = SyncPlan.build(request, collection_id, work, unchanged, ignored, removed)
     if not request.dry_run:
         plan.chunks = _write_chunks(store, config.system_container, request, work)
     return plan.model_dump(mode="json")
+
+
+def _file_ref(blob: stac_ops.SourceBlob, kind: str) -> FileRef:
+    return FileRef(name=blob.blob_name, etag=blob.etag or "", size=blob.size,
+                   last_modified=blob.last_modified, kind=kind)
 
 
 def _ensure_collection(cat, container: str, collection: str | None) -> str:
