@@ -19,7 +19,7 @@ import entities
 import orchestrators
 import storage
 from entities import METRICS_ENTITY
-from models import OPERATIONS, JobRequest, instance_id_for, job_tasks, problems_of
+from models import OPERATIONS, JobRequest, SyncContainerRequest, instance_id_for, job_tasks, problems_of
 from settings import SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
@@ -307,6 +307,21 @@ async def terminate_job(req: func.HttpRequest, client: df.DurableOrchestrationCl
     for child in await client.get_status_by(runtime_status=list(RUNNING_STATES), instance_id_prefix=f"{instance_id}:"):
         await client.terminate(child.instance_id, reason)
     return _json({"instanceId": instance_id, "terminated": True, "reason": reason}, 202)
+
+
+@app.timer_trigger(schedule="%RMH_SYNC_SCHEDULE%", arg_name="timer", run_on_startup=False)
+@app.durable_client_input(client_name="client")
+async def scheduled_sync(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """On the schedule, sync each configured container as a singleton: while a container's sync
+    still runs (scheduled or manual: same instance id), the tick only logs it."""
+    config = get_settings()
+    for container in config.sync_containers:
+        request = SyncContainerRequest(container=container, chunk_size=config.sync_chunk_size)
+        response = await start_job(client, None, "sync_container", request, rerun=True)
+        if response.status_code == 409:
+            logger.info("scheduled sync of %s skipped: the previous sync is still running", container)
+        else:
+            logger.info("scheduled sync of %s started", container)
 
 
 @app.route(route="metrics", methods=["GET"])

@@ -458,6 +458,7 @@ class TaskRecord(BaseModel):
     start: dt.datetime | None = None
     end: dt.datetime | None = None
     seconds: float | None = None
+    work_seconds: float | None = None
     error: str | None = None
     reason: str | None = None
 
@@ -511,8 +512,8 @@ def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | 
         return TaskRecord(name=_input_name(origin), activity=activity, status="done", start=start,
                           end=end, seconds=seconds)
     return TaskRecord(name=result.get("name", ""), activity=activity, status=result["status"],
-                      start=start, end=end, seconds=seconds, error=result.get("error"),
-                      reason=result.get("reason"))
+                      start=start, end=end, seconds=seconds, work_seconds=result.get("seconds"),
+                      error=result.get("error"), reason=result.get("reason"))
 
 
 def _input_name(event: dict[str, Any]) -> str:
