@@ -189,7 +189,9 @@ _FIELDS = ((0, 59, {}), (0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS),
 
 
 def resolve_setting(schedule: str, settings: Mapping[str, str] | None = None) -> str:
-    """'%NAME%' → the app setting (settings mapping first, then the environment)."""
+    """'%NAME%' → the app setting (settings mapping first, then the environment).
+
+    Used for timer schedules and host.json values; raises InvalidSchedule when unset."""
     match = re.fullmatch(r"%([^%]+)%", schedule.strip())
     if not match:
         return schedule

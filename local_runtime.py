@@ -358,9 +358,15 @@ def read_host_settings(directory: str | os.PathLike[str]) -> HostSettings:
     extensions = host.get("extensions", {})
     durable = extensions.get("durableTask", {})
     workers = durable.get("maxConcurrentActivityFunctions")
+    hub = str(durable.get("hubName") or "LocalTaskHub")
+    try:
+        hub = local_functions.resolve_setting(hub, values)
+    except local_functions.InvalidSchedule:
+        logger.warning("task hub setting %s is not set; using LocalTaskHub", hub)
+        hub = "LocalTaskHub"
     return HostSettings(
         max_activity_workers=int(workers) if workers else None,
-        task_hub=str(durable.get("hubName") or "LocalTaskHub"),
+        task_hub=hub,
         route_prefix=str(extensions.get("http", {}).get("routePrefix", "api")),
         values=values)
 
