@@ -677,7 +677,10 @@ class Engine:
             live.index[node["cur"]] = node
             self._dispatch_attempt(live, node, now, extra, decisions)
             return
-        action = node.pop("a") if kind != "can" else node["a"]
+        if kind == "can":
+            node["done"] = True
+            return
+        action = node.pop("a")
         task_id = node["id"]
         if kind == "act":
             live.index[task_id] = node
@@ -686,35 +689,42 @@ class Engine:
             live.index[task_id] = node
             self._schedule_sub(live, task_id, action, now, extra)
         elif kind == "timer":
-            if node.get("cancelled"):
-                node["done"] = True
-                return
-            live.index[task_id] = node
-            fire_at = parse_iso(action["fireAt"])
-            extra.append(event(HE.TIMER_CREATED, now, task_id, FireAt=action["fireAt"]))
-            self._add_timer(live, task_id, fire_at, decisions, action["fireAt"])
+            self._schedule_timer(live, node, action, now, extra, decisions)
         elif kind in ("ent", "sig"):
-            guid = str(uuid.uuid4())
-            message = {"op": action["operation"], "input": json.dumps(action.get("input")),
-                       "id": guid, "parent": live.instance_id,
-                       "parentExecution": live.execution_id}
-            if kind == "sig":
-                message["signal"] = True
-                node["done"] = True
-            else:
-                node["guid"] = guid
-                live.index[guid] = node
-            extra.append(event(HE.EVENT_SENT, now, task_id, InstanceId=action["instanceId"],
-                               Name="op", Input=json.dumps(message)))
-            self._enqueue_entity(action["instanceId"], message)
-        elif kind == "can":
-            node["done"] = True
+            self._send_to_entity(live, node, action, now, extra)
         elif kind == "http":
             live.index[task_id] = node
             extra.append(event(HE.TASK_SCHEDULED, now, task_id, Name="BuiltIn::HttpActivity"))
             self._post(live.instance_id, live.execution_id, event(
                 HE.TASK_FAILED, now, TaskScheduledId=task_id,
                 Reason="call_http is not supported by the embedded runtime", Details=""))
+
+    def _schedule_timer(self, live: Live, node: dict[str, Any], action: dict[str, Any],
+                        now: datetime, extra: list[dict[str, Any]],
+                        decisions: Decisions) -> None:
+        if node.get("cancelled"):
+            node["done"] = True
+            return
+        live.index[node["id"]] = node
+        extra.append(event(HE.TIMER_CREATED, now, node["id"], FireAt=action["fireAt"]))
+        self._add_timer(live, node["id"], parse_iso(action["fireAt"]), decisions,
+                        action["fireAt"])
+
+    def _send_to_entity(self, live: Live, node: dict[str, Any], action: dict[str, Any],
+                        now: datetime, extra: list[dict[str, Any]]) -> None:
+        """EventSent with the RequestMessage; a call is answered by EventRaised(Name=guid)."""
+        guid = str(uuid.uuid4())
+        message = {"op": action["operation"], "input": json.dumps(action.get("input")),
+                   "id": guid, "parent": live.instance_id, "parentExecution": live.execution_id}
+        if node["k"] == "sig":
+            message["signal"] = True
+            node["done"] = True
+        else:
+            node["guid"] = guid
+            live.index[guid] = node
+        extra.append(event(HE.EVENT_SENT, now, node["id"], InstanceId=action["instanceId"],
+                           Name="op", Input=json.dumps(message)))
+        self._enqueue_entity(action["instanceId"], message)
 
     def _dispatch_attempt(self, live: Live, node: dict[str, Any], now: datetime,
                           extra: list[dict[str, Any]], decisions: Decisions) -> None:
