@@ -177,3 +177,27 @@ def test_create_and_wait_url(runtime: LocalRuntime) -> None:
     url = url.replace("{timeoutInSeconds}", "10").replace("{intervalInSeconds}", "1")
     code, _, body = http("POST", url, 4)
     assert (code, body) == (200, 12)
+
+
+def test_sdk_client_filters_by_time_and_purges_by_filter(runtime: LocalRuntime) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    client = df.DurableOrchestrationClient(runtime.durable_client_binding())
+    run = runtime.run_coroutine
+    start = datetime.now(timezone.utc) - timedelta(seconds=5)
+    finished = [runtime.start_new("chaining") for _ in range(3)]
+    for instance_id in finished:
+        runtime.wait_for(instance_id, 5)
+    live = runtime.start_new("waiter")
+    window = run(client.get_status_by(created_time_from=start,
+                                      created_time_to=datetime.now(timezone.utc)
+                                      + timedelta(seconds=5)))
+    assert {s.instance_id for s in window} == {*finished, live}
+    assert run(client.get_status_by(created_time_to=start)) == []
+    purged = run(client.purge_instance_history_by(
+        created_time_from=start,
+        runtime_status=[df.OrchestrationRuntimeStatus.Completed]))
+    assert purged.instances_deleted == 3
+    assert [s.instance_id for s in run(client.get_status_all())] == [live]
+    assert run(client.purge_instance_history_by(created_time_from=start)).instances_deleted == 0
+    run(client.terminate(live, "done"))
