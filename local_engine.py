@@ -313,8 +313,9 @@ class Engine:
             try:
                 self._round()
             except Exception:  # noqa: BLE001 - keep scheduling; the round was rolled back
-                logger.exception("scheduling round failed; retrying shortly")
+                logger.exception("scheduling round failed; reloading state from the task hub")
                 await asyncio.sleep(0.5)
+                self._reload()
                 continue
             delay = self._next_timer_delay()
             if self.ready or self.results or self._entities_pending():
@@ -323,6 +324,18 @@ class Engine:
                 await asyncio.wait_for(self.wake.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+
+    def _reload(self) -> None:
+        """Drop in-memory state and rebuild it from SQLite (after a rolled-back round).
+
+        Activities still running are not submitted twice; finished results that were not
+        committed are lost, and their activities run again (at-least-once)."""
+        self.live.clear()
+        self.ready.clear()
+        self.results.clear()
+        self.timers.clear()
+        self.entity_queue.clear()
+        self._recover()
 
     def stop(self) -> None:
         self._stopping = True

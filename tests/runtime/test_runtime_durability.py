@@ -73,3 +73,23 @@ def test_host_failure_in_one_episode_fails_only_that_instance(
         assert status["runtimeStatus"] == "Failed"
         assert "embedded runtime error: simulated host bug" in status["output"]
         assert rt.wait_for(healthy, 10)["output"] == 90
+
+
+def test_failed_round_reloads_state_and_work_continues(
+        app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import local_engine
+
+    original = local_engine.Engine._flush_results
+    failures = {"left": 2}
+
+    def flaky_flush(self):
+        if self.results and failures["left"]:
+            failures["left"] -= 1
+            self.results.clear()
+            raise OSError("simulated disk error")
+        return original(self)
+
+    monkeypatch.setattr(local_engine.Engine, "_flush_results", flaky_flush)
+    with LocalRuntime(app, db_path=tmp_path / "r.sqlite", port=0) as rt:
+        assert rt.wait_for(rt.start_new("fan_out_in", 30), 20)["output"] == 870
+    assert failures["left"] == 0
