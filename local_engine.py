@@ -532,7 +532,7 @@ class Engine:
         for action in top[len(live.nodes):]:
             live.nodes.append(self._build_node(live, action))
         self._advance_gate(live, now, extra, decisions)
-        appended = [played(e) for e in (started, *new_events)] + [json.dumps(e) for e in extra]
+        appended = [played(e) for e in (started, *new_events, *extra)]
         appended.append(json.dumps({**event(HE.ORCHESTRATOR_COMPLETED, now), "IsPlayed": True}))
         self.store.append_history(live.instance_id, len(live.history), appended)
         live.history.extend(appended)
