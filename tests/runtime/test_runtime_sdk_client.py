@@ -201,3 +201,19 @@ def test_sdk_client_filters_by_time_and_purges_by_filter(runtime: LocalRuntime) 
     assert [s.instance_id for s in run(client.get_status_all())] == [live]
     assert run(client.purge_instance_history_by(created_time_from=start)).instances_deleted == 0
     run(client.terminate(live, "done"))
+
+
+def test_webhook_start_with_raw_json_body_and_sub_orchestration_ids(runtime: LocalRuntime) -> None:
+    hook = f"{runtime.base_url}/runtime/webhooks/durabletask"
+    code, _, payload = http("POST", f"{hook}/orchestrators/fan_out_in", 7)
+    assert code == 202
+    body = poll(payload["statusQueryGetUri"])
+    assert (body["input"], body["output"]) == (7, 42)
+    parent = runtime.start_new("parent", [1, 2])
+    runtime.wait_for(parent, 5)
+    children = [s for s in runtime.list_instances(page_size=None).instances
+                if s["name"] == "child"]
+    assert len(children) == 2 and all(":" in s["instanceId"] for s in children)
+    for child in children:
+        code, _, status = http("GET", f"{hook}/instances/{child['instanceId']}")
+        assert code == 200 and status["runtimeStatus"] == "Completed"
