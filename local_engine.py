@@ -39,7 +39,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from azure.functions.meta import Datum
 
 import local_store
-from local_functions import ActivityFunction, FunctionIndex
+from local_functions import ActivityFunction, FunctionIndex, with_context
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def run_activity(activity: ActivityFunction, input_text: str | None) -> Activity
     """Invoke an activity as the worker does, through the SDK's activity trigger converter."""
     try:
         value = decode_activity_input(input_text)
-        result = activity.fn(**{activity.param: value})
+        result = activity.fn(**with_context(activity.fn, activity.name, {activity.param: value}))
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         encoded = ActivityTriggerConverter.encode(result, expected_type=None)

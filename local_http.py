@@ -28,7 +28,7 @@ from dateutil.parser import parse as parse_datetime
 
 import local_engine
 from local_engine import Engine, EngineError, iso
-from local_functions import FunctionIndex, HttpFunction
+from local_functions import FunctionIndex, HttpFunction, with_context
 
 logger = logging.getLogger(__name__)
 
@@ -340,6 +340,7 @@ class DurableHttp:
             kwargs: dict[str, Any] = {function.param: req}
             if function.client_param:
                 kwargs[function.client_param] = self.binding_json()
+            kwargs = with_context(function.fn, function.name, kwargs)
             try:
                 result = await call_user_function(function.fn, kwargs)
             except Exception:  # noqa: BLE001 - the host answers 500 for a failing function

@@ -292,6 +292,7 @@ class LocalRuntime:
         kwargs: dict[str, Any] = {timer.param: TimerRequest(past_due=past_due)}
         if timer.client_param and self._http is not None:
             kwargs[timer.client_param] = self._http.binding_json()
+        kwargs = local_functions.with_context(timer.fn, timer.name, kwargs)
         return await local_http.call_user_function(timer.fn, kwargs)
 
     async def _timer_loop(self, timer: TimerFunction) -> None:

@@ -44,3 +44,12 @@ def test_rewind_answers(runtime: LocalRuntime) -> None:
     runtime.wait_for(failed, 5)
     with pytest.raises(Exception, match="not supported by the embedded runtime"):
         runtime.run_coroutine(client.rewind(failed, "why"))
+
+
+def test_context_argument_is_injected(runtime: LocalRuntime) -> None:
+    import urllib.request
+
+    status = runtime.wait_for(runtime.start_new("context_user"), 5)
+    assert status["output"] == "hi from whoami (36)"
+    with urllib.request.urlopen(f"{runtime.base_url}/api/whoami") as response:
+        assert response.read() == b"whoami_http"

@@ -52,6 +52,23 @@ def explode(message: str) -> None:
     raise ValueError(message)
 
 
+@app.activity_trigger(input_name="value")
+def whoami(value: str, context: func.Context) -> str:
+    return f"{value} from {context.function_name} ({len(context.invocation_id)})"
+
+
+@app.orchestration_trigger(context_name="context")
+def context_user(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity(whoami, "hi"))
+
+
+@app.route(route="whoami", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.durable_client_input(client_name="client")
+async def whoami_http(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                      context: func.Context) -> func.HttpResponse:
+    return func.HttpResponse(context.function_name)
+
+
 @app.orchestration_trigger(context_name="context")
 def fan_out_in(context: df.DurableOrchestrationContext):
     count = context.get_input()
