@@ -103,7 +103,19 @@ def is_loopback(host: str) -> bool:
 
 
 class LocalRuntime:
-    """The embedded host: engine + SQLite + HTTP + timers, on a background event loop."""
+    """The embedded host: engine + SQLite + HTTP + timers, on a background event loop.
+
+    ``app``: a ``df.DFApp`` or a ``"module:attr"`` / ``"path/file.py:attr"`` string.
+    ``db_path``: the SQLite task hub file (created if missing; reused to resume after a crash).
+    ``host``/``port``: where HTTP listens (port 0 picks a free port; see ``base_url``).
+    ``max_activity_workers``: like host.json ``maxConcurrentActivityFunctions`` (default: CPUs).
+    ``function_keys`` (name → key) / ``master_key``: enable key checks as on Azure; without
+    keys nothing is checked and only loopback hosts are allowed.
+    ``settings``: app settings for ``%NAME%`` timer schedules (the environment is the fallback).
+    ``activity_pool``: ``"thread"`` (default) or ``"process"`` (fork; Linux).
+    ``run_timers``: fire timer triggers on their schedules (``fire_timer`` works regardless).
+    All methods are thread-safe; they run on the runtime's loop.
+    """
 
     def __init__(self, app: Any, *, db_path: str | os.PathLike[str], host: str = "127.0.0.1",
                  port: int = 7071, max_activity_workers: int | None = None,
