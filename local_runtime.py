@@ -178,8 +178,15 @@ class LocalRuntime:
         self._tasks.append(asyncio.get_running_loop().create_task(self._engine.run()))
         if self.run_timers:
             for timer in self.index.timers.values():
+                try:
+                    schedule = CronSchedule.parse(
+                        local_functions.resolve_setting(timer.schedule, self.settings))
+                except local_functions.InvalidSchedule as err:
+                    logger.error("timer function %s is in error and will not fire: %s",
+                                 timer.name, err)
+                    continue
                 self._tasks.append(asyncio.get_running_loop().create_task(
-                    self._timer_loop(timer)))
+                    self._timer_loop(timer, schedule)))
         logger.info("embedded Durable runtime on %s (db %s, %d %s workers)",
                     self._http.base_url, self.db_path, self.max_activity_workers,
                     self.activity_pool)
@@ -194,6 +201,8 @@ class LocalRuntime:
                 await task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # noqa: BLE001 - report, but finish shutting down
+                logger.exception("background task failed")
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -307,9 +316,7 @@ class LocalRuntime:
         kwargs = local_functions.with_context(timer.fn, timer.name, kwargs)
         return await local_http.call_user_function(timer.fn, kwargs)
 
-    async def _timer_loop(self, timer: TimerFunction) -> None:
-        expression = local_functions.resolve_setting(timer.schedule, self.settings)
-        schedule = CronSchedule.parse(expression)
+    async def _timer_loop(self, timer: TimerFunction, schedule: CronSchedule) -> None:
         if timer.run_on_startup:
             await self._timer_tick(timer, False)
         while True:
