@@ -151,21 +151,35 @@ _PROCESS_ACTIVITIES: dict[str, ActivityFunction] = {}
 
 
 def run_activity_in_process(name: str, input_text: str | None) -> ActivityOutcome:
-    """Process-pool entry point: the activity table was inherited at fork."""
-    return run_activity(_PROCESS_ACTIVITIES[name], input_text)
+    """Process-pool entry point: the activity table was inherited at fork or loaded at spawn."""
+    return run_activity(_PROCESS_ACTIVITIES[name.lower()], input_text)
 
 
-def make_activity_pool(kind: str, workers: int, index: FunctionIndex
-                       ) -> concurrent.futures.Executor:
+def load_process_activities(app_ref: str) -> None:
+    """Spawned worker initializer: import the app by reference and index its activities."""
+    import local_functions
+
+    _PROCESS_ACTIVITIES.update(
+        local_functions.index_app(local_functions.load_app(app_ref)).activities)
+
+
+def make_activity_pool(kind: str, workers: int, index: FunctionIndex,
+                       app_ref: str | None = None) -> concurrent.futures.Executor:
+    """Threads, or processes: spawned workers importing ``app_ref`` when there is one (no fork
+    of the threaded host), else forked workers inheriting the activity table (Linux)."""
     if kind == "thread":
         return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="activity")
-    if kind == "process":
-        import multiprocessing
+    if kind != "process":
+        raise ValueError(f"activity pool kind must be 'thread' or 'process', not {kind!r}")
+    import multiprocessing
 
-        _PROCESS_ACTIVITIES.update(index.activities)
+    if app_ref is not None:
         return concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork"))
-    raise ValueError(f"activity pool kind must be 'thread' or 'process', not {kind!r}")
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=load_process_activities, initargs=(app_ref,))
+    _PROCESS_ACTIVITIES.update(index.activities)
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"))
 
 
 # -- live instance state -----------------------------------------------------------------------
@@ -262,10 +276,11 @@ class Engine:
     """The scheduler; every method runs on the engine's event loop."""
 
     def __init__(self, index: FunctionIndex, store: local_store.Store, *,
-                 max_activity_workers: int, activity_pool: str = "thread") -> None:
+                 max_activity_workers: int, activity_pool: str = "thread",
+                 app_ref: str | None = None) -> None:
         self.index = index
         self.store = store
-        self.pool = make_activity_pool(activity_pool, max_activity_workers, index)
+        self.pool = make_activity_pool(activity_pool, max_activity_workers, index, app_ref)
         self.live: dict[str, Live] = {}
         self.ready: set[str] = set()
         self.results: list[tuple[tuple[str, str, int], ActivityOutcome]] = []

@@ -112,7 +112,8 @@ class LocalRuntime:
     ``function_keys`` (name → key) / ``master_key``: enable key checks as on Azure; without
     keys nothing is checked and only loopback hosts are allowed.
     ``settings``: app settings for ``%NAME%`` timer schedules (the environment is the fallback).
-    ``activity_pool``: ``"thread"`` (default) or ``"process"`` (fork; Linux).
+    ``activity_pool``: ``"thread"`` (default) or ``"process"`` (spawned workers that import
+    the app when it is given as an import string, else forked workers; Linux).
     ``run_timers``: fire timer triggers on their schedules (``fire_timer`` works regardless).
     All methods are thread-safe; they run on the runtime's loop.
     """
@@ -123,6 +124,7 @@ class LocalRuntime:
                  task_hub: str = "LocalTaskHub", settings: Mapping[str, str] | None = None,
                  activity_pool: str = "thread", run_timers: bool = True,
                  route_prefix: str = "api") -> None:
+        self.app_ref = app if isinstance(app, str) else None
         self.app = local_functions.load_app(app)
         self.index = local_functions.index_app(self.app)
         self.db_path = str(db_path)
@@ -165,7 +167,7 @@ class LocalRuntime:
     async def _start(self) -> None:
         store = local_store.Store(self.db_path)
         self._engine = Engine(self.index, store, max_activity_workers=self.max_activity_workers,
-                              activity_pool=self.activity_pool)
+                              activity_pool=self.activity_pool, app_ref=self.app_ref)
         self._http = local_http.DurableHttp(self._engine, self.index, self.keys, self.task_hub,
                                             self.route_prefix)
         self._runner = web.AppRunner(self._http.application(), access_log=None)

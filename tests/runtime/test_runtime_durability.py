@@ -93,3 +93,13 @@ def test_failed_round_reloads_state_and_work_continues(
     with LocalRuntime(app, db_path=tmp_path / "r.sqlite", port=0) as rt:
         assert rt.wait_for(rt.start_new("fan_out_in", 30), 20)["output"] == 870
     assert failures["left"] == 0
+
+
+def test_spawned_process_pool_from_import_string(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICK_SCHEDULE", "0 0 0 1 1 *")
+    ref = f"{Path(__file__).resolve().parent / 'apps' / 'crash_app.py'}:app"
+    with LocalRuntime(ref, db_path=tmp_path / "s.sqlite", port=0, activity_pool="process",
+                      max_activity_workers=2) as rt:
+        status = rt.wait_for(rt.start_new("fan_out_200", 20), 60)
+    assert status["output"] == [{"index": i, "square": i * i} for i in range(20)]
