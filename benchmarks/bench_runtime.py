@@ -267,12 +267,13 @@ def main() -> int:
         "chosen_pool": "thread",
         "pool_choice_reason": (
             "threads by default: the Azure Python worker runs sync activities in a thread pool "
-            "of one process, so local concurrency matches production; ~3x lower dispatch cost "
-            "(noop row); shared clients and caches; in-process state for tests. Raster rows on "
-            "this shared 2-vCPU box: neither pool beat serial, processes were equal or faster "
-            "under contention; GDAL compression releases the GIL, rasterio build_overviews and "
-            "numpy glue hold it (stall probe). '--activity-pool process' (spawned workers, like "
-            "FUNCTIONS_WORKER_PROCESS_COUNT>1) is the choice for GIL-bound work on many cores"),
+            "of one process, so local concurrency matches production; lower dispatch cost per "
+            "task (noop row); shared clients and caches; in-process state for tests. The raster "
+            "and python_cpu rows vary run to run on a shared 2-vCPU box (load average recorded); "
+            "processes match or beat threads there when GIL-holding phases (rasterio "
+            "build_overviews, numpy glue, pure Python; see the stall probe) dominate, so "
+            "'--activity-pool process' (spawned workers, like FUNCTIONS_WORKER_PROCESS_COUNT>1) "
+            "is the option for such work on many-core hosts"),
         "load_average_start_end": [load_at_start, round(os.getloadavg()[0], 2)],
         "total_bench_s": round(time.perf_counter() - started, 1),
     }
