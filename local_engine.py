@@ -39,7 +39,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from azure.functions.meta import Datum
 
 import local_store
-from local_functions import ActivityFunction, FunctionIndex
+from local_functions import ActivityFunction, FunctionIndex, with_context
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def run_activity(activity: ActivityFunction, input_text: str | None) -> Activity
     """Invoke an activity as the worker does, through the SDK's activity trigger converter."""
     try:
         value = decode_activity_input(input_text)
-        result = activity.fn(**{activity.param: value})
+        result = activity.fn(**with_context(activity.fn, activity.name, {activity.param: value}))
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         encoded = ActivityTriggerConverter.encode(result, expected_type=None)
@@ -151,21 +151,35 @@ _PROCESS_ACTIVITIES: dict[str, ActivityFunction] = {}
 
 
 def run_activity_in_process(name: str, input_text: str | None) -> ActivityOutcome:
-    """Process-pool entry point: the activity table was inherited at fork."""
-    return run_activity(_PROCESS_ACTIVITIES[name], input_text)
+    """Process-pool entry point: the activity table was inherited at fork or loaded at spawn."""
+    return run_activity(_PROCESS_ACTIVITIES[name.lower()], input_text)
 
 
-def make_activity_pool(kind: str, workers: int, index: FunctionIndex
-                       ) -> concurrent.futures.Executor:
+def load_process_activities(app_ref: str) -> None:
+    """Spawned worker initializer: import the app by reference and index its activities."""
+    import local_functions
+
+    _PROCESS_ACTIVITIES.update(
+        local_functions.index_app(local_functions.load_app(app_ref)).activities)
+
+
+def make_activity_pool(kind: str, workers: int, index: FunctionIndex,
+                       app_ref: str | None = None) -> concurrent.futures.Executor:
+    """Threads, or processes: spawned workers importing ``app_ref`` when there is one (no fork
+    of the threaded host), else forked workers inheriting the activity table (Linux)."""
     if kind == "thread":
         return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="activity")
-    if kind == "process":
-        import multiprocessing
+    if kind != "process":
+        raise ValueError(f"activity pool kind must be 'thread' or 'process', not {kind!r}")
+    import multiprocessing
 
-        _PROCESS_ACTIVITIES.update(index.activities)
+    if app_ref is not None:
         return concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork"))
-    raise ValueError(f"activity pool kind must be 'thread' or 'process', not {kind!r}")
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=load_process_activities, initargs=(app_ref,))
+    _PROCESS_ACTIVITIES.update(index.activities)
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"))
 
 
 # -- live instance state -----------------------------------------------------------------------
@@ -262,10 +276,11 @@ class Engine:
     """The scheduler; every method runs on the engine's event loop."""
 
     def __init__(self, index: FunctionIndex, store: local_store.Store, *,
-                 max_activity_workers: int, activity_pool: str = "thread") -> None:
+                 max_activity_workers: int, activity_pool: str = "thread",
+                 app_ref: str | None = None) -> None:
         self.index = index
         self.store = store
-        self.pool = make_activity_pool(activity_pool, max_activity_workers, index)
+        self.pool = make_activity_pool(activity_pool, max_activity_workers, index, app_ref)
         self.live: dict[str, Live] = {}
         self.ready: set[str] = set()
         self.results: list[tuple[tuple[str, str, int], ActivityOutcome]] = []
@@ -313,8 +328,9 @@ class Engine:
             try:
                 self._round()
             except Exception:  # noqa: BLE001 - keep scheduling; the round was rolled back
-                logger.exception("scheduling round failed; retrying shortly")
+                logger.exception("scheduling round failed; reloading state from the task hub")
                 await asyncio.sleep(0.5)
+                self._reload()
                 continue
             delay = self._next_timer_delay()
             if self.ready or self.results or self._entities_pending():
@@ -323,6 +339,18 @@ class Engine:
                 await asyncio.wait_for(self.wake.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+
+    def _reload(self) -> None:
+        """Drop in-memory state and rebuild it from SQLite (after a rolled-back round).
+
+        Activities still running are not submitted twice; finished results that were not
+        committed are lost, and their activities run again (at-least-once)."""
+        self.live.clear()
+        self.ready.clear()
+        self.results.clear()
+        self.timers.clear()
+        self.entity_queue.clear()
+        self._recover()
 
     def stop(self) -> None:
         self._stopping = True
@@ -519,7 +547,7 @@ class Engine:
         for action in top[len(live.nodes):]:
             live.nodes.append(self._build_node(live, action))
         self._advance_gate(live, now, extra, decisions)
-        appended = [played(e) for e in (started, *new_events)] + [json.dumps(e) for e in extra]
+        appended = [played(e) for e in (started, *new_events, *extra)]
         appended.append(json.dumps({**event(HE.ORCHESTRATOR_COMPLETED, now), "IsPlayed": True}))
         self.store.append_history(live.instance_id, len(live.history), appended)
         live.history.extend(appended)
@@ -677,7 +705,10 @@ class Engine:
             live.index[node["cur"]] = node
             self._dispatch_attempt(live, node, now, extra, decisions)
             return
-        action = node.pop("a") if kind != "can" else node["a"]
+        if kind == "can":
+            node["done"] = True
+            return
+        action = node.pop("a")
         task_id = node["id"]
         if kind == "act":
             live.index[task_id] = node
@@ -686,35 +717,42 @@ class Engine:
             live.index[task_id] = node
             self._schedule_sub(live, task_id, action, now, extra)
         elif kind == "timer":
-            if node.get("cancelled"):
-                node["done"] = True
-                return
-            live.index[task_id] = node
-            fire_at = parse_iso(action["fireAt"])
-            extra.append(event(HE.TIMER_CREATED, now, task_id, FireAt=action["fireAt"]))
-            self._add_timer(live, task_id, fire_at, decisions, action["fireAt"])
+            self._schedule_timer(live, node, action, now, extra, decisions)
         elif kind in ("ent", "sig"):
-            guid = str(uuid.uuid4())
-            message = {"op": action["operation"], "input": json.dumps(action.get("input")),
-                       "id": guid, "parent": live.instance_id,
-                       "parentExecution": live.execution_id}
-            if kind == "sig":
-                message["signal"] = True
-                node["done"] = True
-            else:
-                node["guid"] = guid
-                live.index[guid] = node
-            extra.append(event(HE.EVENT_SENT, now, task_id, InstanceId=action["instanceId"],
-                               Name="op", Input=json.dumps(message)))
-            self._enqueue_entity(action["instanceId"], message)
-        elif kind == "can":
-            node["done"] = True
+            self._send_to_entity(live, node, action, now, extra)
         elif kind == "http":
             live.index[task_id] = node
             extra.append(event(HE.TASK_SCHEDULED, now, task_id, Name="BuiltIn::HttpActivity"))
             self._post(live.instance_id, live.execution_id, event(
                 HE.TASK_FAILED, now, TaskScheduledId=task_id,
                 Reason="call_http is not supported by the embedded runtime", Details=""))
+
+    def _schedule_timer(self, live: Live, node: dict[str, Any], action: dict[str, Any],
+                        now: datetime, extra: list[dict[str, Any]],
+                        decisions: Decisions) -> None:
+        if node.get("cancelled"):
+            node["done"] = True
+            return
+        live.index[node["id"]] = node
+        extra.append(event(HE.TIMER_CREATED, now, node["id"], FireAt=action["fireAt"]))
+        self._add_timer(live, node["id"], parse_iso(action["fireAt"]), decisions,
+                        action["fireAt"])
+
+    def _send_to_entity(self, live: Live, node: dict[str, Any], action: dict[str, Any],
+                        now: datetime, extra: list[dict[str, Any]]) -> None:
+        """EventSent with the RequestMessage; a call is answered by EventRaised(Name=guid)."""
+        guid = str(uuid.uuid4())
+        message = {"op": action["operation"], "input": json.dumps(action.get("input")),
+                   "id": guid, "parent": live.instance_id, "parentExecution": live.execution_id}
+        if node["k"] == "sig":
+            message["signal"] = True
+            node["done"] = True
+        else:
+            node["guid"] = guid
+            live.index[guid] = node
+        extra.append(event(HE.EVENT_SENT, now, node["id"], InstanceId=action["instanceId"],
+                           Name="op", Input=json.dumps(message)))
+        self._enqueue_entity(action["instanceId"], message)
 
     def _dispatch_attempt(self, live: Live, node: dict[str, Any], now: datetime,
                           extra: list[dict[str, Any]], decisions: Decisions) -> None:

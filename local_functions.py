@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
 import os
 import re
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import azure.functions as func
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +98,52 @@ class FunctionIndex:
 
     def entity(self, name: str) -> NamedFunction | None:
         return self.entities.get(name.lower())
+
+
+class InvocationContext(func.Context):
+    """The ``context: func.Context`` argument the Functions worker injects when declared."""
+
+    def __init__(self, function_name: str) -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+        self._local = threading.local()
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return self._local
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return os.getcwd()
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+
+def with_context(fn: Callable[..., Any], name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Add a ``context`` argument if the user function declares one the bindings did not fill."""
+    if "context" in kwargs:
+        return kwargs
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if "context" in parameters:
+        return {**kwargs, "context": InvocationContext(name)}
+    return kwargs
 
 
 _INDEX_CACHE: dict[int, tuple[Any, FunctionIndex]] = {}
@@ -189,7 +239,9 @@ _FIELDS = ((0, 59, {}), (0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS),
 
 
 def resolve_setting(schedule: str, settings: Mapping[str, str] | None = None) -> str:
-    """'%NAME%' → the app setting (settings mapping first, then the environment)."""
+    """'%NAME%' → the app setting (settings mapping first, then the environment).
+
+    Used for timer schedules and host.json values; raises InvalidSchedule when unset."""
     match = re.fullmatch(r"%([^%]+)%", schedule.strip())
     if not match:
         return schedule

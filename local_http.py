@@ -28,7 +28,7 @@ from dateutil.parser import parse as parse_datetime
 
 import local_engine
 from local_engine import Engine, EngineError, iso
-from local_functions import FunctionIndex, HttpFunction
+from local_functions import FunctionIndex, HttpFunction, with_context
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +94,12 @@ def error_response(err: EngineError) -> web.Response:
 
 def aiohttp_route(route: str, prefix: str = "api") -> str:
     """Functions route template → aiohttp path ('{id:int}' → '{id}', '{*rest}' → '{rest:.*}')."""
-    route = route.strip("/")
-    route = re.sub(r"\{\*(\w+)\}", r"{\1:.*}", route)
-    route = re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"{\1}", route)
+
+    def convert(match: re.Match[str]) -> str:
+        catch_all, name = match.group(1), match.group(2)
+        return f"{{{name}:.*}}" if catch_all else f"{{{name}}}"
+
+    route = re.sub(r"\{(\*?)(\w+)(?::[^}]*)?\??\}", convert, route.strip("/"))
     prefix = prefix.strip("/")
     return f"/{prefix}/{route}" if prefix else f"/{route}"
 
@@ -298,7 +301,13 @@ class DurableHttp:
             return web.json_response(payload, status=202,
                                      headers={"Location": payload["statusQueryGetUri"]})
         elif operation == "rewind":
-            raise local_engine.UnsupportedOperation("rewind is not supported locally")
+            status = self.engine.status(instance_id)
+            if status is None:
+                raise local_engine.InstanceNotFound(instance_id)
+            if status["runtimeStatus"] != "Failed":
+                return web.Response(status=410)
+            raise local_engine.UnsupportedOperation(
+                "rewind is not supported by the embedded runtime; use restart")
         else:
             return web.Response(status=404)
         return web.Response(status=202)
@@ -331,6 +340,7 @@ class DurableHttp:
             kwargs: dict[str, Any] = {function.param: req}
             if function.client_param:
                 kwargs[function.client_param] = self.binding_json()
+            kwargs = with_context(function.fn, function.name, kwargs)
             try:
                 result = await call_user_function(function.fn, kwargs)
             except Exception:  # noqa: BLE001 - the host answers 500 for a failing function

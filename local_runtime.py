@@ -103,7 +103,20 @@ def is_loopback(host: str) -> bool:
 
 
 class LocalRuntime:
-    """The embedded host: engine + SQLite + HTTP + timers, on a background event loop."""
+    """The embedded host: engine + SQLite + HTTP + timers, on a background event loop.
+
+    ``app``: a ``df.DFApp`` or a ``"module:attr"`` / ``"path/file.py:attr"`` string.
+    ``db_path``: the SQLite task hub file (created if missing; reused to resume after a crash).
+    ``host``/``port``: where HTTP listens (port 0 picks a free port; see ``base_url``).
+    ``max_activity_workers``: like host.json ``maxConcurrentActivityFunctions`` (default: CPUs).
+    ``function_keys`` (name → key) / ``master_key``: enable key checks as on Azure; without
+    keys nothing is checked and only loopback hosts are allowed.
+    ``settings``: app settings for ``%NAME%`` timer schedules (the environment is the fallback).
+    ``activity_pool``: ``"thread"`` (default) or ``"process"`` (spawned workers that import
+    the app when it is given as an import string, else forked workers; Linux).
+    ``run_timers``: fire timer triggers on their schedules (``fire_timer`` works regardless).
+    All methods are thread-safe; they run on the runtime's loop.
+    """
 
     def __init__(self, app: Any, *, db_path: str | os.PathLike[str], host: str = "127.0.0.1",
                  port: int = 7071, max_activity_workers: int | None = None,
@@ -111,6 +124,7 @@ class LocalRuntime:
                  task_hub: str = "LocalTaskHub", settings: Mapping[str, str] | None = None,
                  activity_pool: str = "thread", run_timers: bool = True,
                  route_prefix: str = "api") -> None:
+        self.app_ref = app if isinstance(app, str) else None
         self.app = local_functions.load_app(app)
         self.index = local_functions.index_app(self.app)
         self.db_path = str(db_path)
@@ -153,7 +167,7 @@ class LocalRuntime:
     async def _start(self) -> None:
         store = local_store.Store(self.db_path)
         self._engine = Engine(self.index, store, max_activity_workers=self.max_activity_workers,
-                              activity_pool=self.activity_pool)
+                              activity_pool=self.activity_pool, app_ref=self.app_ref)
         self._http = local_http.DurableHttp(self._engine, self.index, self.keys, self.task_hub,
                                             self.route_prefix)
         self._runner = web.AppRunner(self._http.application(), access_log=None)
@@ -166,8 +180,15 @@ class LocalRuntime:
         self._tasks.append(asyncio.get_running_loop().create_task(self._engine.run()))
         if self.run_timers:
             for timer in self.index.timers.values():
+                try:
+                    schedule = CronSchedule.parse(
+                        local_functions.resolve_setting(timer.schedule, self.settings))
+                except local_functions.InvalidSchedule as err:
+                    logger.error("timer function %s is in error and will not fire: %s",
+                                 timer.name, err)
+                    continue
                 self._tasks.append(asyncio.get_running_loop().create_task(
-                    self._timer_loop(timer)))
+                    self._timer_loop(timer, schedule)))
         logger.info("embedded Durable runtime on %s (db %s, %d %s workers)",
                     self._http.base_url, self.db_path, self.max_activity_workers,
                     self.activity_pool)
@@ -182,6 +203,8 @@ class LocalRuntime:
                 await task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # noqa: BLE001 - report, but finish shutting down
+                logger.exception("background task failed")
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -292,11 +315,10 @@ class LocalRuntime:
         kwargs: dict[str, Any] = {timer.param: TimerRequest(past_due=past_due)}
         if timer.client_param and self._http is not None:
             kwargs[timer.client_param] = self._http.binding_json()
+        kwargs = local_functions.with_context(timer.fn, timer.name, kwargs)
         return await local_http.call_user_function(timer.fn, kwargs)
 
-    async def _timer_loop(self, timer: TimerFunction) -> None:
-        expression = local_functions.resolve_setting(timer.schedule, self.settings)
-        schedule = CronSchedule.parse(expression)
+    async def _timer_loop(self, timer: TimerFunction, schedule: CronSchedule) -> None:
         if timer.run_on_startup:
             await self._timer_tick(timer, False)
         while True:
@@ -358,9 +380,15 @@ def read_host_settings(directory: str | os.PathLike[str]) -> HostSettings:
     extensions = host.get("extensions", {})
     durable = extensions.get("durableTask", {})
     workers = durable.get("maxConcurrentActivityFunctions")
+    hub = str(durable.get("hubName") or "LocalTaskHub")
+    try:
+        hub = local_functions.resolve_setting(hub, values)
+    except local_functions.InvalidSchedule:
+        logger.warning("task hub setting %s is not set; using LocalTaskHub", hub)
+        hub = "LocalTaskHub"
     return HostSettings(
         max_activity_workers=int(workers) if workers else None,
-        task_hub=str(durable.get("hubName") or "LocalTaskHub"),
+        task_hub=hub,
         route_prefix=str(extensions.get("http", {}).get("routePrefix", "api")),
         values=values)
 

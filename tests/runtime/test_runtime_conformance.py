@@ -206,3 +206,11 @@ def test_suspended_instance_does_not_spin(runtime: LocalRuntime) -> None:
     assert used < 0.25, f"scheduler busy while suspended ({used:.2f}s CPU in 0.5s)"
     runtime.resume(instance_id)
     assert runtime.wait_for(instance_id, 5)["output"] == 2
+
+
+def test_chaos_mix_of_every_action_stays_in_sync(runtime: LocalRuntime) -> None:
+    ids = [runtime.start_new("chaos", seed) for seed in range(40)]
+    for instance_id in ids:
+        status = runtime.wait_for(instance_id, 60)
+        assert status["runtimeStatus"] == "Completed", status
+        assert len(status["output"]) == 4

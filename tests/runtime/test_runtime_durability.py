@@ -73,3 +73,33 @@ def test_host_failure_in_one_episode_fails_only_that_instance(
         assert status["runtimeStatus"] == "Failed"
         assert "embedded runtime error: simulated host bug" in status["output"]
         assert rt.wait_for(healthy, 10)["output"] == 90
+
+
+def test_failed_round_reloads_state_and_work_continues(
+        app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import local_engine
+
+    original = local_engine.Engine._flush_results
+    failures = {"left": 2}
+
+    def flaky_flush(self):
+        if self.results and failures["left"]:
+            failures["left"] -= 1
+            self.results.clear()
+            raise OSError("simulated disk error")
+        return original(self)
+
+    monkeypatch.setattr(local_engine.Engine, "_flush_results", flaky_flush)
+    with LocalRuntime(app, db_path=tmp_path / "r.sqlite", port=0) as rt:
+        assert rt.wait_for(rt.start_new("fan_out_in", 30), 20)["output"] == 870
+    assert failures["left"] == 0
+
+
+def test_spawned_process_pool_from_import_string(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICK_SCHEDULE", "0 0 0 1 1 *")
+    ref = f"{Path(__file__).resolve().parent / 'apps' / 'crash_app.py'}:app"
+    with LocalRuntime(ref, db_path=tmp_path / "s.sqlite", port=0, activity_pool="process",
+                      max_activity_workers=2) as rt:
+        status = rt.wait_for(rt.start_new("fan_out_200", 20), 60)
+    assert status["output"] == [{"index": i, "square": i * i} for i in range(20)]

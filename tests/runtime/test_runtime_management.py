@@ -174,3 +174,15 @@ def test_sdk_session_from_another_loop_is_not_reused(runtime: LocalRuntime) -> N
         assert response.status == 202
         instance_id = json.loads(response.read())["id"]
     assert runtime.wait_for(instance_id, 5)["runtimeStatus"] == "Completed"
+
+
+def test_host_json_hub_name_setting_is_resolved(tmp_path) -> None:
+    import json
+
+    (tmp_path / "host.json").write_text(json.dumps({
+        "version": "2.0", "extensions": {"durableTask": {"hubName": "%HUB_SETTING%"}}}))
+    (tmp_path / "local.settings.json").write_text(json.dumps({
+        "IsEncrypted": False, "Values": {"HUB_SETTING": "rmhgeoapi"}}))
+    assert local_runtime.read_host_settings(tmp_path).task_hub == "rmhgeoapi"
+    (tmp_path / "local.settings.json").unlink()
+    assert local_runtime.read_host_settings(tmp_path).task_hub == "LocalTaskHub"

@@ -177,3 +177,43 @@ def test_create_and_wait_url(runtime: LocalRuntime) -> None:
     url = url.replace("{timeoutInSeconds}", "10").replace("{intervalInSeconds}", "1")
     code, _, body = http("POST", url, 4)
     assert (code, body) == (200, 12)
+
+
+def test_sdk_client_filters_by_time_and_purges_by_filter(runtime: LocalRuntime) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    client = df.DurableOrchestrationClient(runtime.durable_client_binding())
+    run = runtime.run_coroutine
+    start = datetime.now(timezone.utc) - timedelta(seconds=5)
+    finished = [runtime.start_new("chaining") for _ in range(3)]
+    for instance_id in finished:
+        runtime.wait_for(instance_id, 5)
+    live = runtime.start_new("waiter")
+    window = run(client.get_status_by(created_time_from=start,
+                                      created_time_to=datetime.now(timezone.utc)
+                                      + timedelta(seconds=5)))
+    assert {s.instance_id for s in window} == {*finished, live}
+    assert run(client.get_status_by(created_time_to=start)) == []
+    purged = run(client.purge_instance_history_by(
+        created_time_from=start,
+        runtime_status=[df.OrchestrationRuntimeStatus.Completed]))
+    assert purged.instances_deleted == 3
+    assert [s.instance_id for s in run(client.get_status_all())] == [live]
+    assert run(client.purge_instance_history_by(created_time_from=start)).instances_deleted == 0
+    run(client.terminate(live, "done"))
+
+
+def test_webhook_start_with_raw_json_body_and_sub_orchestration_ids(runtime: LocalRuntime) -> None:
+    hook = f"{runtime.base_url}/runtime/webhooks/durabletask"
+    code, _, payload = http("POST", f"{hook}/orchestrators/fan_out_in", 7)
+    assert code == 202
+    body = poll(payload["statusQueryGetUri"])
+    assert (body["input"], body["output"]) == (7, 42)
+    parent = runtime.start_new("parent", [1, 2])
+    runtime.wait_for(parent, 5)
+    children = [s for s in runtime.list_instances(page_size=None).instances
+                if s["name"] == "child"]
+    assert len(children) == 2 and all(":" in s["instanceId"] for s in children)
+    for child in children:
+        code, _, status = http("GET", f"{hook}/instances/{child['instanceId']}")
+        assert code == 200 and status["runtimeStatus"] == "Completed"

@@ -65,3 +65,12 @@ def test_schedule_fires_on_its_own(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
             time.sleep(0.05)
         assert len(conformance_app.TICKS) > before
         rt.wait_for(conformance_app.TICKS[-1], 5)
+
+
+def test_unset_schedule_setting_disables_only_that_timer(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.delenv("TICK_SCHEDULE", raising=False)
+    import conformance_app
+
+    with LocalRuntime(conformance_app.app, db_path=tmp_path / "u.sqlite", port=0) as rt:
+        assert rt.wait_for(rt.start_new("fan_out_in", 3), 5)["output"] == 6
+    assert "ticker is in error" in caplog.text

@@ -52,6 +52,23 @@ def explode(message: str) -> None:
     raise ValueError(message)
 
 
+@app.activity_trigger(input_name="value")
+def whoami(value: str, context: func.Context) -> str:
+    return f"{value} from {context.function_name} ({len(context.invocation_id)})"
+
+
+@app.orchestration_trigger(context_name="context")
+def context_user(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity(whoami, "hi"))
+
+
+@app.route(route="whoami", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.durable_client_input(client_name="client")
+async def whoami_http(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                      context: func.Context) -> func.HttpResponse:
+    return func.HttpResponse(context.function_name)
+
+
 @app.orchestration_trigger(context_name="context")
 def fan_out_in(context: df.DurableOrchestrationContext):
     count = context.get_input()
@@ -245,6 +262,56 @@ def stale_wait(context: df.DurableOrchestrationContext):
     second = yield context.wait_for_external_event("Ping")
     third = yield context.call_activity(double, second)
     return third
+
+
+def _chaos_task(context: df.DurableOrchestrationContext, rnd, tag: str):
+    kind = rnd.choice(["act", "retry", "timer", "sub", "entity", "sub_retry", "fail"])
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=rnd.choice([5, 20, 40]),
+                              max_number_of_attempts=3)
+    if kind == "act":
+        return kind, context.call_activity(double, rnd.randint(0, 9))
+    if kind == "retry":
+        return kind, context.call_activity_with_retry(
+            flaky, options, {"key": tag, "succeed_on": rnd.randint(1, 4)})
+    if kind == "timer":
+        delay = timedelta(milliseconds=rnd.choice([1, 30, 80]))
+        return kind, context.create_timer(context.current_utc_datetime + delay)
+    if kind == "sub":
+        return kind, context.call_sub_orchestrator("child", rnd.randint(-1, 5))
+    if kind == "sub_retry":
+        return kind, context.call_sub_orchestrator_with_retry(
+            "flaky_child", options, {"key": tag, "succeed_on": rnd.randint(1, 4)})
+    if kind == "fail":
+        return kind, context.call_activity(explode, tag)
+    return kind, context.call_entity(df.EntityId("Counter", tag.split("/")[0]), "add", 1)
+
+
+@app.orchestration_trigger(context_name="context")
+def chaos(context: df.DurableOrchestrationContext):
+    import random
+
+    seed = context.get_input()
+    rnd = random.Random(seed)
+    log = []
+    for round_no in range(4):
+        made = [_chaos_task(context, rnd, f"{seed}/{round_no}/{j}")
+                for j in range(rnd.randint(1, 5))]
+        tasks = [task for _, task in made]
+        if rnd.random() < 0.5:
+            winner = yield context.task_any(tasks)
+            log.append(("any", tasks.index(winner)))
+            for kind, task in made:
+                if kind == "timer" and not task.is_completed:
+                    task.cancel()
+        else:
+            try:
+                yield context.task_all(tasks)
+                log.append(("all", "ok"))
+            except Exception:  # noqa: BLE001 - failures are part of the mix
+                log.append(("all", "failed"))
+        if rnd.random() < 0.3:
+            context.signal_entity(df.EntityId("Counter", str(seed)), "add", 1)
+    return log
 
 
 @app.orchestration_trigger(context_name="context")
