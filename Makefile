@@ -8,7 +8,7 @@ POSTGIS_CONTROL := /usr/share/postgresql/15/extension/postgis.control
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup test system-deps clean
+.PHONY: setup test system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin
 
 setup: system-deps $(VENV)/.installed node_modules/.installed
 
@@ -35,6 +35,32 @@ node_modules/.installed: package.json package-lock.json
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The main job on embedded defaults: a generated sample raster (plus FILES="a.tif b.tif") through
+# cog_conversion, process_tiled_raster and sync_container, with progress, on the local runtime.
+demo: $(VENV)/.installed
+	$(PY) cli.py demo $(FILES)
+
+# The app over HTTP on 127.0.0.1:7071 with the embedded runtime (Ctrl-C to stop).
+serve: $(VENV)/.installed
+	$(PY) local_runtime.py serve --app function_app:app --db .local/durable.sqlite --port 7071
+
+# Debian's gdal-bin: the reference tools (gdal_translate, gdalwarp) the raster benchmark measures.
+gdal-bin:
+	@command -v gdal_translate >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gdal-bin; }
+
+bench-runtime: $(VENV)/.installed
+	$(PY) benchmarks/bench_runtime.py
+
+bench-raster: $(VENV)/.installed gdal-bin
+	$(PY) benchmarks/bench_raster.py
+
+bench-catalog: setup
+	$(PY) benchmarks/bench_catalog.py
+
+bench-sync: setup
+	$(PY) benchmarks/bench_sync.py
 
 clean:
 	rm -rf .local .pytest_cache

@@ -3,6 +3,7 @@
     python cli.py submit cog_conversion container=rasters prefix=in/ --watch
     python cli.py status cog_conversion-1a2b3c4d5e6f
     python cli.py run hello_world count=5            # in-process, on the embedded runtime
+    python cli.py demo [my.tif ...]                  # the README's main job, on embedded defaults
 
 ``submit`` and ``status`` talk to a running host: the embedded runtime (``make serve``, the default
 URL) or an Azure Function App (``--url https://<app>.azurewebsites.net --key <function key>``, or
@@ -12,13 +13,15 @@ JSON is sent as JSON (``count=5``, ``blobs='["a.tif"]'``), anything else as a st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Sequence, TextIO
+from pathlib import Path
+from typing import Any, Iterator, Sequence, TextIO
 
 DEFAULT_URL = "http://127.0.0.1:7071"
 TERMINAL_STATES = {"Completed", "Failed", "Terminated", "Canceled"}
@@ -77,10 +80,16 @@ class JobClient:
               timeout: float | None = None) -> dict[str, Any]:
         """Poll until the job ends, drawing a progress line; returns the final status."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
         while True:
             status = self.status(instance_id)
-            out.write(progress_line(status) + ("\r" if out.isatty() else "\n"))
+            line = progress_line(status)
+            if out.isatty():
+                out.write(f"\r{line}\033[K")
+            elif line != last:
+                out.write(line + "\n")
             out.flush()
+            last = line
             if status.get("runtimeStatus") in TERMINAL_STATES:
                 if out.isatty():
                     out.write("\n")
@@ -160,6 +169,139 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run one job in-process on the embedded runtime and watch it to the end."""
+    with embedded_host(args.state) as base_url:
+        client = JobClient(base_url)
+        params = parse_params(args.params)
+        params["rerun"] = True
+        code, body = client.submit(args.operation, params)
+        if code not in (202, 409):
+            raise CliError(_error_text(code, body))
+        return _finish(client.watch(body["id"], out, interval=0.25), out)
+
+
+@contextlib.contextmanager
+def embedded_host(state: str) -> Iterator[str]:
+    """The app on the embedded runtime (its task hub in ``state``), on a free loopback port."""
+    from local_runtime import LocalRuntime
+
+    import function_app
+    from settings import get_settings
+
+    Path(state).mkdir(parents=True, exist_ok=True)
+    runtime = LocalRuntime(function_app.app, db_path=Path(state) / "durable.sqlite", port=0,
+                           task_hub=get_settings().task_hub_name, run_timers=False)
+    with runtime:
+        yield runtime.base_url
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """Generate a sample raster (plus the files given), then convert, tile and sync them."""
+    from settings import get_settings
+
+    config = get_settings()
+    store = _demo_store(config)
+    names = _demo_inputs(store, config.input_container, args.files, out)
+    with embedded_host(args.state) as base_url:
+        client = JobClient(base_url)
+        jobs = [
+            ("cog_conversion", {"blobs": names, "collection": "demo"}),
+            ("process_tiled_raster", {"blob": names[0], "tile_size": 1024, "target_crs": "EPSG:3857",
+                                      "collection": "demo-tiles"}),
+            ("sync_container", {"collection": "demo-sync"}),
+        ]
+        outputs = {}
+        for operation, params in jobs:
+            out.write(f"\n== {operation}\n")
+            code, body = client.submit(operation, {**params, "rerun": True})
+            if code not in (202, 409):
+                raise CliError(_error_text(code, body))
+            status = client.watch(body["id"], out, interval=0.25)
+            if status.get("runtimeStatus") != "Completed":
+                return _finish(status, out)
+            outputs[operation] = status["output"]
+            _summary(operation, status["output"], out)
+    _where(config, outputs, out)
+    return 0
+
+
+def _demo_store(config):
+    from storage import store_from_settings
+
+    store = store_from_settings(config)
+    store.create_container(config.input_container)
+    return store
+
+
+def _demo_inputs(store, container: str, files: list[str], out: TextIO) -> list[str]:
+    """The sample raster, generated once, and the user's files, uploaded to the input container."""
+    import tempfile
+
+    names = ["demo/sample-dem.tif"]
+    if not store.exists(container, names[0]):
+        with tempfile.TemporaryDirectory(prefix="rmh-demo-") as tmp:
+            path = write_sample_raster(Path(tmp) / "sample-dem.tif")
+            store.upload_from_path(container, names[0], path)
+    for file in files:
+        path = Path(file)
+        if not path.is_file():
+            raise CliError(f"{file}: no such file")
+        store.upload_from_path(container, f"demo/{path.name}", path)
+        names.append(f"demo/{path.name}")
+    out.write(f"inputs in container {container!r}: {', '.join(names)}\n")
+    return names
+
+
+def write_sample_raster(path: Path, width: int = 3072, height: int = 2048) -> Path:
+    """A synthetic terrain model (float32 metres, UTM 33N, nodata outside a lake-free island):
+    fractal noise over a ridge, so compression, overviews and reprojection behave as on a DEM."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(20261129)
+    elevation = np.zeros((height, width), dtype="float32")
+    for octave in range(7):
+        cells = 2 ** (octave + 2)
+        coarse = rng.standard_normal((cells + 1, cells + 1)).astype("float32")
+        rows = np.linspace(0, cells, height)[:, None]
+        cols = np.linspace(0, cells, width)[None, :]
+        r0, c0 = rows.astype(int).clip(0, cells - 1), cols.astype(int).clip(0, cells - 1)
+        fr, fc = rows - r0, cols - c0
+        layer = (coarse[r0, c0] * (1 - fr) * (1 - fc) + coarse[r0 + 1, c0] * fr * (1 - fc)
+                 + coarse[r0, c0 + 1] * (1 - fr) * fc + coarse[r0 + 1, c0 + 1] * fr * fc)
+        elevation += layer * (800.0 / 2 ** octave)
+    yy, xx = np.mgrid[0:height, 0:width]
+    ridge = 1200.0 * np.exp(-(((xx - width * 0.55) / (width * 0.25)) ** 2 + ((yy - height * 0.5) / (height * 0.35)) ** 2))
+    elevation = elevation + ridge + 300.0
+    elevation[elevation < 0] = -9999.0
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
+                       crs="EPSG:32633", transform=from_origin(500000, 5200000, 30, 30), nodata=-9999.0,
+                       tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
+        dst.write(elevation, 1)
+        dst.update_tags(TIFFTAG_DATETIME="2026:06:01 12:00:00")
+    return path
+
+
+def _summary(operation: str, output: dict[str, Any], out: TextIO) -> None:
+    out.write(f"{operation}: {output.get('done', 0)} done, {output.get('skipped', 0)} skipped, "
+              f"{output.get('failed', 0)} failed in {output.get('seconds') or 0:.1f}s\n")
+    for failure in output.get("failures", [])[:10]:
+        out.write(f"  failed {failure['name']}: {failure.get('reason')}\n")
+
+
+def _where(config, outputs: dict[str, Any], out: TextIO) -> None:
+    root = Path(config.storage_local_dir).resolve()
+    mosaic = outputs.get("process_tiled_raster", {}).get("detail", {}).get("mosaic", {}).get("path")
+    catalog = outputs.get("sync_container", {}).get("detail", {}).get("catalog", {}).get("catalog")
+    out.write("\nwhere to look:\n")
+    out.write(f"  COGs:          {root / config.output_container}\n")
+    if mosaic:
+        out.write(f"  mosaic (VRT):  {root / mosaic}\n")
+    out.write(f"  STAC catalog:  {catalog or Path(config.static_catalog_dir).resolve() / 'catalog.json'}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description="Submit and watch rmhgeoapi jobs.")
     parser.add_argument("--url", default=os.environ.get("RMH_API_URL", DEFAULT_URL),
@@ -176,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a job's status")
     status.add_argument("instance_id")
     status.set_defaults(handler=cmd_status)
+    run = sub.add_parser("run", help="run a job in-process on the embedded runtime")
+    run.add_argument("operation")
+    run.add_argument("params", nargs="*", help="key=value request fields")
+    run.add_argument("--state", default=".local", help="directory of the embedded task hub")
+    run.set_defaults(handler=cmd_run)
+    demo = sub.add_parser("demo", help="convert, tile and sync a sample raster (and FILES) locally")
+    demo.add_argument("files", nargs="*", help="more rasters to include")
+    demo.add_argument("--state", default=".local", help="directory of the embedded task hub")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 

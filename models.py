@@ -198,7 +198,7 @@ class Progress(BaseModel):
            started: dt.datetime, now: dt.datetime) -> "Progress":
         """Progress with percent and an estimated completion extrapolated from the rate so far."""
         finished = done + failed
-        percent = round(100.0 * finished / total, 1) if total else 100.0
+        percent = round(100.0 * finished / total, 1) if total else (100.0 if stage == "completed" else 0.0)
         eta = None
         if 0 < finished < total and now > started:
             eta = now + (now - started) * ((total - finished) / finished)

@@ -172,7 +172,7 @@ def _sync_container(context, result: JobResult):
     tasks = [context.call_sub_orchestrator(catalog_chunk, {"chunk": c.model_dump(mode="json"),
                                                            "container": request.container,
                                                            "collection": plan.collection},
-                                           chunk_id(context, "chunk", i))
+                                           chunk_id(context, "chunk", i), expected_type=dict)
              for i, c in enumerate(plan.chunks)]
     names = [[f"{c.blob} #{k}" for k in range(c.count)] for c in plan.chunks]
     result = yield from gather(context, tasks, result, stage="cataloging", total=total, names=names)
@@ -291,7 +291,7 @@ def _cog_conversion(context, result: JobResult):
                                                  resampling=request.resampling))
     tasks = [context.call_sub_orchestrator(convert_chunk, {
         "task": base.model_dump(mode="json"), "files": [f.model_dump(mode="json") for f in chunk]},
-        chunk_id(context, "chunk", i)) for i, chunk in enumerate(chunks)]
+        chunk_id(context, "chunk", i), expected_type=dict) for i, chunk in enumerate(chunks)]
     names = [[f.name for f in chunk] for chunk in chunks]
     result = yield from gather(context, tasks, result, stage="converting", total=len(files) + len(missing),
                                names=names)
@@ -336,7 +336,7 @@ def convert_chunk(context: df.DurableOrchestrationContext):
                                               collection=task.collection, catalog=task.catalog,
                                               **task.options.model_dump())
             work.append(context.call_sub_orchestrator(process_tiled_raster, tiled.model_dump(mode="json"),
-                                                      chunk_id(context, "tiled", len(work))))
+                                                      chunk_id(context, "tiled", len(work)), expected_type=dict))
             names.append(task.file.name)
         else:
             work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))

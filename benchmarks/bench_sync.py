@@ -1,0 +1,182 @@
+"""Benchmark: sync_container of N small COGs in Azurite into pgSTAC on the embedded runtime, next to
+a plain single-process script doing the same work (list, read headers, build items, pypgstac load)
+in the same run. The last line of stdout is one JSON object with the figures.
+
+    python benchmarks/bench_sync.py [--files 1000] [--chunk-size 100]
+
+Starts its own Azurite and PostgreSQL + pgSTAC on 127.0.0.1 (tests/services.py) unless
+AZURITE_CONNECTION_STRING / PGSTAC_DSN are set.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+from rasterio.transform import from_bounds  # noqa: E402
+
+log = logging.getLogger("bench_sync")
+CONTAINER = "bench-sync"
+
+
+def make_cogs(folder: Path, count: int) -> list[Path]:
+    """``count`` small COGs (256x256, 3 bands, deflate, one overview), each somewhere else."""
+    paths = []
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        path = folder / f"cog-{i:05d}.tif"
+        west, south = -170 + (i % 300) * 1.1, -60 + (i // 300) * 1.1
+        data = (rng.random((3, 256, 256)) * 50 + np.linspace(0, 200, 256)).astype("uint8")
+        with rasterio.open(path, "w", driver="COG", width=256, height=256, count=3, dtype="uint8",
+                           crs="EPSG:4326", transform=from_bounds(west, south, west + 1, south + 1, 256, 256),
+                           compress="deflate", overview_count=1, blocksize=128) as dst:
+            dst.write(data)
+        paths.append(path)
+    return paths
+
+
+def upload(store, paths: list[Path]) -> None:
+    store.create_container(CONTAINER)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: store.upload_from_path(CONTAINER, f"cogs/{p.name}", p), paths))
+
+
+def baseline(store, dsn: str, collection: str) -> dict:
+    """The plain script: list, read each header, build its item, then one pypgstac load."""
+    import stac_ops
+    from pypgstac.db import PgstacDB
+    from pypgstac.load import Loader, Methods
+
+    timings = {}
+    start = time.perf_counter()
+    blobs = list(store.iter_blobs(CONTAINER))
+    timings["list_s"] = time.perf_counter() - start
+    items = []
+    for blob in blobs:
+        gdal = store.gdal_read_path(CONTAINER, blob.name)
+        item = stac_ops.item_from_raster(gdal.path, container=CONTAINER, blob_name=blob.name,
+                                         collection_id=collection, source_etag=blob.etag,
+                                         source_last_modified=blob.last_modified, data_size=blob.size,
+                                         data_href=store.url(CONTAINER, blob.name), gdal_config=gdal.config)
+        items.append(item.to_dict(include_self_link=False, transform_hrefs=False))
+    timings["items_s"] = time.perf_counter() - start - timings["list_s"]
+    load_start = time.perf_counter()
+    with PgstacDB(dsn=dsn) as db:
+        loader = Loader(db=db)
+        loader.load_collections(iter([stac_ops.collection_for_container(CONTAINER, collection_id=collection)
+                                      .to_dict(include_self_link=False, transform_hrefs=False)]),
+                                insert_mode=Methods.upsert)
+        loader.load_items(iter(items), insert_mode=Methods.upsert)
+    timings["load_s"] = time.perf_counter() - load_start
+    timings["wall_s"] = time.perf_counter() - start
+    return {"items": len(items), **{k: round(v, 3) for k, v in timings.items()}}
+
+
+def ours(files: int, chunk_size: int, state: Path, pool: str) -> dict:
+    """sync_container through POST /api/jobs on the embedded runtime, followed to the end."""
+    from local_runtime import LocalRuntime
+
+    with LocalRuntime("function_app:app", db_path=state / f"hub-{pool}.sqlite", port=0,
+                      run_timers=False, activity_pool=pool) as runtime:
+        start = time.perf_counter()
+        started = post(f"{runtime.base_url}/api/jobs/sync_container",
+                       {"container": CONTAINER, "collection": "ours", "chunk_size": chunk_size})
+        status = follow(started["statusQueryGetUri"])
+        wall = time.perf_counter() - start
+        tasks = get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=5000")["tasks"]
+        workers = runtime.max_activity_workers
+    output = status["output"]
+    work = [t["work_seconds"] for t in tasks if t.get("work_seconds") is not None]
+    busy = sum(work) / workers
+    return {"status": status["runtimeStatus"], "items": output["done"], "failed": output["failed"],
+            "wall_s": round(wall, 3), "workers": workers, "tasks": len(tasks),
+            "task_work_median_ms": round(statistics.median(work) * 1000, 2) if work else None,
+            "task_work_total_s": round(sum(work), 3),
+            "orchestration_overhead_s": round(max(0.0, wall - busy), 3)}
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def follow(url: str, timeout: float = 1800) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            status = json.loads(response.read())
+        if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
+            return status
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--chunk-size", type=int, default=100)
+    parser.add_argument("--pool", choices=("thread", "process"), default="thread")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from services import Azurite, PgStac
+
+    azurite = pg = None
+    try:
+        conn = os.environ.get("AZURITE_CONNECTION_STRING")
+        if not conn:
+            azurite = Azurite().start()
+            conn = azurite.connection_string
+        dsn = os.environ.get("PGSTAC_DSN")
+        if not dsn:
+            pg = PgStac().start()
+            dsn = pg.dsn
+        os.environ.update({"RMH_STORAGE_BACKEND": "azure", "RMH_STORAGE_CONNECTION_STRING": conn,
+                           "RMH_CATALOG_BACKEND": "pgstac", "RMH_PGSTAC_DSN": dsn})
+        import activities
+
+        store = activities.blob_store()
+        with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
+            started = time.perf_counter()
+            upload(store, make_cogs(Path(tmp), args.files))
+            prepare_s = time.perf_counter() - started
+            script = baseline(store, dsn, "baseline")
+            engine = ours(args.files, args.chunk_size, Path(tmp), args.pool)
+        script_rate = script["items"] / script["wall_s"]
+        our_rate = engine["items"] / engine["wall_s"]
+        result = {
+            "benchmark": "sync_container", "files": args.files, "chunk_size": args.chunk_size,
+            "prepare_s": round(prepare_s, 2),
+            "script": {**script, "items_per_s": round(script_rate, 1)},
+            "ours": {**engine, "items_per_s": round(our_rate, 1)},
+            "ratio_ours_vs_script": round(our_rate / script_rate, 3),
+            "target_ratio": 0.5, "target_met": our_rate / script_rate >= 0.5,
+        }
+        print(json.dumps(result))
+    finally:
+        for service in (azurite, pg):
+            if service is not None:
+                service.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The README's main job on embedded defaults (local-directory storage, static STAC catalog,
+embedded runtime): the demo converts, tiles and syncs a generated raster and a real one, and what
+it prints points at valid COGs, a mosaic and a static STAC catalog."""
+from __future__ import annotations
+
+import io
+
+import pystac
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+import cli
+import stac_ops
+
+
+def test_demo_on_embedded_defaults(tmp_path, monkeypatch, shared_rasters):
+    from conftest import REPO_ROOT
+    from settings import get_settings
+
+    for key in ("RMH_STORAGE_BACKEND", "RMH_CATALOG_BACKEND", "RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RMH_STORAGE_LOCAL_DIR", str(tmp_path / "storage"))
+    monkeypatch.setenv("RMH_STATIC_CATALOG_DIR", str(tmp_path / "catalog"))
+    get_settings.cache_clear()
+    out = io.StringIO()
+    try:
+        code = cli.main(["demo", "--state", str(tmp_path / "state"), str(shared_rasters / "RGB.byte.tif")], out=out)
+    finally:
+        get_settings.cache_clear()
+    text = out.getvalue()
+    assert code == 0, text
+    assert "cog_conversion: 2 done" in text and "process_tiled_raster: 12 done" in text
+    cogs = sorted((tmp_path / "storage" / "cogs").rglob("*.tif"))
+    assert len(cogs) == 2 + 12
+    for path in cogs:
+        assert cog_validate(str(path), strict=True)[0], path
+    mosaic = tmp_path / "storage" / "cogs" / "rasters" / "demo" / "sample-dem" / "mosaic.vrt"
+    assert str(mosaic) in text
+    with rasterio.open(mosaic) as vrt:
+        assert vrt.crs.to_epsg() == 3857 and vrt.read(1, window=((0, 10), (0, 10))).shape == (10, 10)
+    catalog = pystac.Catalog.from_file(str(tmp_path / "catalog" / "catalog.json"))
+    validator = stac_ops.StacValidator(REPO_ROOT.parent / "shared" / "stac-schemas")
+    items = list(catalog.get_items(recursive=True))
+    assert {c.id for c in catalog.get_children()} == {"demo", "demo-tiles", "demo-sync"}
+    assert len(items) == 2 + 12 + 2
+    for item in items:
+        validator.validate_item(item.to_dict())
