@@ -16,7 +16,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterator
 
 import azure.durable_functions as df
 
@@ -67,7 +67,35 @@ def _catalog_for(config_json: str):
         pool = stac_ops.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
                                         max_size=4)
         return stac_ops.PgStacCatalog(pool)
+    if config.static_catalog_container:
+        return stac_ops.StaticCatalog(BlobCatalogStore(_store_for(config_json), config.static_catalog_container))
     return stac_ops.StaticCatalog(config.static_catalog_dir)
+
+
+class BlobCatalogStore:
+    """stac_ops' ``CatalogStore`` on a blob container, so a static catalog can live next to the
+    data on Azure (a blob upload replaces the blob whole: writes are atomic)."""
+
+    def __init__(self, store: BlobStore, container: str):
+        self.store, self.container = store, container
+        store.create_container(container)
+
+    def read_text(self, key: str) -> str | None:
+        try:
+            return self.store.download_bytes(self.container, key).decode("utf-8")
+        except BlobNotFound:
+            return None
+
+    def write_text(self, key: str, text: str) -> None:
+        self.store.upload_bytes(self.container, key, text.encode("utf-8"), content_type="application/json")
+
+    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]:
+        for blob in self.store.iter_blobs(self.container, prefix):
+            if blob.name.endswith(".json") and (max_depth is None or blob.name.count("/") < max_depth):
+                yield blob.name
+
+    def delete(self, key: str) -> bool:
+        return self.store.delete(self.container, key)
 
 
 def _config_json(config: Settings) -> str:
@@ -273,11 +301,18 @@ def finalize_catalog(payload: dict) -> dict:
     cat = catalog()
     collection = cat.refresh_collection(payload["collection"])
     cat.finalize()
-    config = settings()
-    where = (str(Path(config.static_catalog_dir).resolve() / "catalog.json")
-             if config.catalog_backend is CatalogBackend.static else "pgstac")
+    where = catalog_location(settings())
     extent = collection.extent.spatial.bboxes[0] if collection.extent.spatial.bboxes else None
     return {"collection": collection.id, "catalog": where, "bbox": extent}
+
+
+def catalog_location(config: Settings) -> str:
+    """Where users find the catalog: pgSTAC, the static catalog's URL, or its local path."""
+    if config.catalog_backend is CatalogBackend.pgstac:
+        return "pgstac"
+    if config.static_catalog_container:
+        return blob_store().url(config.static_catalog_container, "catalog.json")
+    return str(Path(config.static_catalog_dir).resolve() / "catalog.json")
 
 
 # -- validate_raster, catalog_file ---------------------------------------------------------------

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     # Catalog: a static STAC catalog directory (embedded default) or pgSTAC.
     catalog_backend: CatalogBackend = CatalogBackend.static
     static_catalog_dir: Path = Path(".local/catalog")
+    static_catalog_container: str | None = None
     pgstac_dsn: SecretStr | None = None
     pgstac_use_managed_identity: bool = False
 
@@ -86,7 +87,8 @@ class Settings(BaseSettings):
         }
     )
 
-    @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn", mode="before")
+    @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn",
+                     "static_catalog_container", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -95,6 +97,11 @@ class Settings(BaseSettings):
     @classmethod
     def _container_name(cls, value: str) -> str:
         return check_container_name(value)
+
+    @field_validator("static_catalog_container")
+    @classmethod
+    def _optional_container(cls, value: str | None) -> str | None:
+        return None if value is None else check_container_name(value)
 
     @field_validator("sync_containers", mode="before")
     @classmethod

@@ -248,6 +248,11 @@ class BlobStore(abc.ABC):
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
+    def download_bytes(self, container: str, name: str) -> bytes:
+        """The blob's content (for small blobs: JSON documents, plans)."""
+        with self.downloaded(container, name) as path:
+            return path.read_bytes()
+
     def upload_bytes(self, container: str, name: str, data: bytes, *,
                      content_type: str | None = None,
                      metadata: Mapping[str, str] | None = None) -> BlobInfo:
@@ -486,6 +491,20 @@ class AzureBlobStore(BlobStore):
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+    def download_bytes(self, container, name):
+        blob = self._blob(container, name)
+        with self._translate(container, name):
+            return blob.download_blob().readall()
+
+    def upload_bytes(self, container, name, data, *, content_type=None, metadata=None):
+        from azure.storage.blob import ContentSettings
+
+        blob = self._blob(container, name)
+        settings = ContentSettings(content_type=content_type or guess_content_type(name))
+        with self._translate(container, name):
+            blob.upload_blob(data, overwrite=True, content_settings=settings, metadata=dict(metadata or {}))
+        return self.get_properties(container, name)
 
     def upload_from_path(self, container, name, path, *, content_type=None, metadata=None):
         from azure.storage.blob import ContentSettings

@@ -242,3 +242,25 @@ def test_user_delegation_sas_is_read_only_and_single_blob(azurite_oauth, tmp_pat
         rasterio.open(read.path).close()
     signatures = [m for r in caplog.records for m in re.findall(r"sig=([^&\s]+)", r.getMessage())]
     assert signatures and set(signatures) == {"REDACTED"}
+
+
+def test_download_bytes_and_url(store, container):
+    store.upload_bytes(container, "doc/a.json", b'{"a": 1}', content_type="application/json")
+    assert store.download_bytes(container, "doc/a.json") == b'{"a": 1}'
+    assert store.url(container, "doc/a.json").endswith(f"{container}/doc/a.json")
+    assert "sig=" not in store.url(container, "doc/a.json")
+
+
+def test_gdal_sees_a_rewritten_blob(store, container, tmp_path):
+    """GDAL caches what it read of a remote file for the process; a blob rewritten under the same
+    name must not be read stale (activities of a long-lived worker process read the same names)."""
+    write_geotiff(tmp_path / "a.tif", width=64, height=48)
+    store.upload_from_path(container, "same.tif", tmp_path / "a.tif")
+    gdal = store.gdal_read_path(container, "same.tif")
+    with rasterio.Env(**gdal.config), rasterio.open(gdal.path) as src:
+        assert src.width == 64
+    write_geotiff(tmp_path / "b.tif", width=40, height=30)
+    store.upload_from_path(container, "same.tif", tmp_path / "b.tif")
+    gdal = store.gdal_read_path(container, "same.tif")
+    with rasterio.Env(**gdal.config), rasterio.open(gdal.path) as src:
+        assert (src.width, src.height) == (40, 30)
