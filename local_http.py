@@ -26,9 +26,8 @@ import azure.functions as func
 from aiohttp import web
 from dateutil.parser import parse as parse_datetime
 
-import local_engine
-from local_engine import Engine, EngineError, iso
-from local_functions import FunctionIndex, HttpFunction, with_context
+import local_runtime
+from local_runtime import Engine, EngineError, FunctionIndex, HttpFunction, iso, with_context
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +36,12 @@ RPC_PREFIX = "/durabletask"
 LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1", "localhost"})
 RUNNING_STATES = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
 ERROR_STATUS: dict[type[EngineError], int] = {
-    local_engine.InstanceNotFound: 404,
-    local_engine.InstanceNotRunning: 410,
-    local_engine.InstanceAlreadyRunning: 400,
-    local_engine.UnknownFunction: 400,
-    local_engine.InstanceStillRunning: 400,
-    local_engine.UnsupportedOperation: 501,
+    local_runtime.InstanceNotFound: 404,
+    local_runtime.InstanceNotRunning: 410,
+    local_runtime.InstanceAlreadyRunning: 400,
+    local_runtime.UnknownFunction: 400,
+    local_runtime.InstanceStillRunning: 400,
+    local_runtime.UnsupportedOperation: 501,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -262,12 +261,12 @@ class DurableHttp:
     async def purge_many(self, request: web.Request) -> web.Response:
         q = request.query
         rows = self.engine.store.query_instances(
-            statuses=split_statuses(q.get("runtimeStatus")) or sorted(local_engine.TERMINAL),
+            statuses=split_statuses(q.get("runtimeStatus")) or sorted(local_runtime.TERMINAL),
             created_from=iso_or_none(q.get("createdTimeFrom")),
             created_to=iso_or_none(q.get("createdTimeTo")))
         deleted = 0
         for row in rows:
-            if row.status in local_engine.TERMINAL:
+            if row.status in local_runtime.TERMINAL:
                 deleted += self.engine.purge(row.instance_id)
         if not deleted:
             return web.json_response({"instancesDeleted": 0}, status=404)
@@ -303,18 +302,18 @@ class DurableHttp:
         elif operation == "rewind":
             status = self.engine.status(instance_id)
             if status is None:
-                raise local_engine.InstanceNotFound(instance_id)
+                raise local_runtime.InstanceNotFound(instance_id)
             if status["runtimeStatus"] != "Failed":
                 return web.Response(status=410)
-            raise local_engine.UnsupportedOperation(
+            raise local_runtime.UnsupportedOperation(
                 "rewind is not supported by the embedded runtime; use restart")
         else:
             return web.Response(status=404)
         return web.Response(status=202)
 
     async def read_entity(self, request: web.Request) -> web.Response:
-        entity_id = local_engine.entity_id_of(request.match_info["name"],
-                                              request.match_info["key"])
+        entity_id = local_runtime.entity_id_of(request.match_info["name"],
+                                               request.match_info["key"])
         exists, state = self.engine.read_entity(entity_id)
         if not exists:
             return web.Response(status=404)
@@ -325,8 +324,8 @@ class DurableHttp:
         text = await request.text()
         input_text = json.dumps(json.loads(text), separators=(",", ":")) if text.strip() \
             else None
-        entity_id = local_engine.entity_id_of(request.match_info["name"],
-                                              request.match_info["key"])
+        entity_id = local_runtime.entity_id_of(request.match_info["name"],
+                                               request.match_info["key"])
         self.engine.signal_entity(entity_id, request.query.get("op", ""), input_text)
         return web.Response(status=202)
 
@@ -429,4 +428,4 @@ def list_page(engine: Engine, *, statuses: list[str] | None = None,
     more = page_size is not None and len(rows) > page_size
     rows = rows[:page_size] if page_size is not None else rows
     token = encode_token(rows[-1].created_time, rows[-1].instance_id) if more else None
-    return [local_engine.status_body(r) for r in rows], token
+    return [local_runtime.status_body(r) for r in rows], token

@@ -113,9 +113,9 @@ def peak_rss_mb() -> float:
 
 
 def floor_seconds(activity: str, count: int, arg: int | None) -> float:
-    import local_functions
+    import local_runtime
 
-    user_fn = local_functions.index_app(app).activities[activity.lower()].fn
+    user_fn = local_runtime.index_app(app).activities[activity.lower()].fn
     started = time.perf_counter()
     for i in range(count):
         user_fn(i if arg is None else arg + i)
@@ -208,9 +208,9 @@ def gil_stall_probe(runs: int = 3) -> dict[str, float]:
     (sys.getswitchinterval) but stalls grow when the box is loaded."""
     import threading
 
-    import local_functions
+    import local_runtime
 
-    activities = local_functions.index_app(app).activities
+    activities = local_runtime.index_app(app).activities
 
     def max_stall(work: Any, arg: int) -> float:
         done = threading.Event()

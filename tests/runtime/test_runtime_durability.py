@@ -56,16 +56,16 @@ def test_process_pool_runs_activities(app, tmp_path: Path) -> None:
 
 def test_host_failure_in_one_episode_fails_only_that_instance(
         app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import local_engine
+    import local_runtime
 
-    original = local_engine.Engine._build_node
+    original = local_runtime.Engine._build_node
 
     def broken_for_race(self, live, action):
         if live.name == "race":
-            raise local_engine.UnsupportedOperation("simulated host bug")
+            raise local_runtime.UnsupportedOperation("simulated host bug")
         return original(self, live, action)
 
-    monkeypatch.setattr(local_engine.Engine, "_build_node", broken_for_race)
+    monkeypatch.setattr(local_runtime.Engine, "_build_node", broken_for_race)
     with LocalRuntime(app, db_path=tmp_path / "h.sqlite", port=0) as rt:
         broken = rt.start_new("race", 30)
         healthy = rt.start_new("fan_out_in", 10)
@@ -77,9 +77,9 @@ def test_host_failure_in_one_episode_fails_only_that_instance(
 
 def test_failed_round_reloads_state_and_work_continues(
         app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import local_engine
+    import local_runtime
 
-    original = local_engine.Engine._flush_results
+    original = local_runtime.Engine._flush_results
     failures = {"left": 2}
 
     def flaky_flush(self):
@@ -89,7 +89,7 @@ def test_failed_round_reloads_state_and_work_continues(
             raise OSError("simulated disk error")
         return original(self)
 
-    monkeypatch.setattr(local_engine.Engine, "_flush_results", flaky_flush)
+    monkeypatch.setattr(local_runtime.Engine, "_flush_results", flaky_flush)
     with LocalRuntime(app, db_path=tmp_path / "r.sqlite", port=0) as rt:
         assert rt.wait_for(rt.start_new("fan_out_in", 30), 20)["output"] == 870
     assert failures["left"] == 0

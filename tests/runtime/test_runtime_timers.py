@@ -6,9 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-import local_functions
-from local_functions import CronSchedule
-from local_runtime import LocalRuntime
+import local_runtime
+from local_runtime import CronSchedule, LocalRuntime
 
 
 def at(text: str) -> datetime:
@@ -28,18 +27,18 @@ def test_ncrontab_next(expression: str, after: str, expected: str) -> None:
 
 
 def test_bad_schedules_rejected() -> None:
-    with pytest.raises(local_functions.InvalidSchedule):
+    with pytest.raises(local_runtime.InvalidSchedule):
         CronSchedule.parse("* * * * *")
-    with pytest.raises(local_functions.InvalidSchedule):
+    with pytest.raises(local_runtime.InvalidSchedule):
         CronSchedule.parse("61 * * * * *")
 
 
 def test_setting_name_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_SCHEDULE", "0 0 * * * *")
-    assert local_functions.resolve_setting("%MY_SCHEDULE%") == "0 0 * * * *"
-    assert local_functions.resolve_setting("%OTHER%", {"OTHER": "1 * * * * *"}) == "1 * * * * *"
-    with pytest.raises(local_functions.InvalidSchedule):
-        local_functions.resolve_setting("%MISSING_SCHEDULE%")
+    assert local_runtime.resolve_setting("%MY_SCHEDULE%") == "0 0 * * * *"
+    assert local_runtime.resolve_setting("%OTHER%", {"OTHER": "1 * * * * *"}) == "1 * * * * *"
+    with pytest.raises(local_runtime.InvalidSchedule):
+        local_runtime.resolve_setting("%MISSING_SCHEDULE%")
 
 
 def test_fire_timer_runs_function_with_durable_client(runtime: LocalRuntime) -> None:
