@@ -1,13 +1,45 @@
 """Shared fixtures: repository paths and the real-world rasters from ../shared/rasters."""
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_RASTERS = Path(os.environ.get("RMHGEOAPI_SHARED_RASTERS", REPO_ROOT.parent / "shared" / "rasters"))
+
+
+DESYNC_WARNING = "Potential duplicate Task completion"
+
+
+class _Recorder(logging.Handler):
+    """Keeps every record at WARNING or above, from any thread."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_desync_warning() -> Iterator[None]:
+    """Fail the test if the SDK reported a duplicate task completion."""
+    recorder = _Recorder()
+    root = logging.getLogger()
+    root.addHandler(recorder)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        root.removeHandler(recorder)
+        logging.captureWarnings(False)
+    desync = [r.getMessage() for r in recorder.records if DESYNC_WARNING in r.getMessage()]
+    assert not desync, f"SDK desynchronised ({len(desync)} warnings): {desync[:5]}"
 
 
 @pytest.fixture(scope="session")

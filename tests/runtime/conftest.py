@@ -1,12 +1,8 @@
-"""Fixtures for the embedded Durable runtime tests.
-
-Every test fails automatically if the SDK's desynchronisation warning
-("Potential duplicate Task completion") is logged by any thread.
-"""
+"""Fixtures for the embedded Durable runtime tests (the desynchronisation check that fails any
+test logging "Potential duplicate Task completion" is autouse in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,36 +16,6 @@ for path in (str(ROOT), str(APPS)):
         sys.path.insert(0, path)
 
 from local_runtime import LocalRuntime  # noqa: E402
-
-DESYNC_WARNING = "Potential duplicate Task completion"
-
-
-class _Recorder(logging.Handler):
-    """Keeps every record at WARNING or above, from any thread."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(autouse=True)
-def no_desync_warning() -> Iterator[None]:
-    """Fail the test if the SDK reported a duplicate task completion."""
-    recorder = _Recorder()
-    root = logging.getLogger()
-    root.addHandler(recorder)
-    logging.captureWarnings(True)
-    try:
-        yield
-    finally:
-        root.removeHandler(recorder)
-        logging.captureWarnings(False)
-    desync = [r.getMessage() for r in recorder.records if DESYNC_WARNING in r.getMessage()]
-    assert not desync, f"SDK desynchronised ({len(desync)} warnings): {desync[:5]}"
-
 
 @pytest.fixture
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalRuntime]:
