@@ -879,7 +879,7 @@ def to_cog(
     before it is published at ``dst``.
     """
     started = time.perf_counter()
-    config = env_options(gdal_config, GDAL_NUM_THREADS=str(threads))
+    config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads)
     with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
@@ -1100,7 +1100,7 @@ def process_tile(
     """
     started = time.perf_counter()
     dst = str(dst or tile.output_path)
-    config = env_options(gdal_config, GDAL_NUM_THREADS=str(threads))
+    config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
