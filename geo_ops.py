@@ -267,7 +267,11 @@ class TileWindow(BaseModel):
 
 
 class Tile(BaseModel):
-    """One unit of tiled work: a window of the output grid and where its COG goes."""
+    """One unit of tiled work, self-contained (an activity's whole payload).
+
+    A window of the output grid, its transform and bounds, where its COG goes, and for warped
+    plans the target CRS (``"EPSG:n"`` or WKT2) and resampling; ``dst_crs`` None = source grid.
+    """
 
     index: int
     row: int
@@ -276,6 +280,8 @@ class Tile(BaseModel):
     transform: list[float]
     bounds: list[float]
     output_path: str
+    dst_crs: str | None = None
+    resampling: str = "nearest"
 
 
 class TilePlan(BaseModel):
@@ -780,6 +786,18 @@ def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_re
         "OVERVIEWS": "AUTO", **base}
 
 
+#: Codecs limited to 8-bit imagery: 1 (grey), 3 (RGB) or 4 (RGBA) bands.
+EIGHT_BIT_CODECS = frozenset({"JPEG", "WEBP"})
+
+
+def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
+    """Refuse a lossy 8-bit codec for data it cannot encode, before any pixel is written."""
+    codec = options.get("COMPRESS", "").upper()
+    if codec in EIGHT_BIT_CODECS and (set(ds.dtypes) != {"uint8"} or ds.count not in (1, 3, 4)):
+        raise InvalidOption(ds.name, f"{codec} compression needs 1, 3 or 4 uint8 bands, not "
+                            f"{ds.count} x {ds.dtypes[0]}")
+
+
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
     """Strict COG validation (warnings count as errors); raises ``InvalidCog``."""
     ok, errors, warnings = cog_validate(path, strict=True, config=dict(config), quiet=True)
@@ -883,6 +901,7 @@ def to_cog(
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads)
     with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
+        check_codec(ds, options)
         try:
             if dst_crs is None:
                 _copy_cog(ds, tmp, options, nodata)
@@ -1032,6 +1051,7 @@ def plan_tiles(
     output_prefix: str,
     tile_size: int | None = None,
     max_pixels: int = 4096 * 4096,
+    max_tile_bytes: int | None = None,
     blocksize: int = 512,
     dst_crs: str | int | CRS | None = None,
     resolution: float | tuple[float, float] | None = None,
@@ -1042,30 +1062,44 @@ def plan_tiles(
     """Plan tiles covering the output grid exactly once, in row-major order.
 
     The output grid is the source grid, or with ``dst_crs`` the grid ``gdalwarp`` would choose.
-    ``tile_size`` wins when given; otherwise it derives from ``max_pixels`` (the per-task
-    memory/time budget). Reads the header only.
+    ``tile_size`` wins when given; otherwise the side is the largest multiple of ``blocksize``
+    within the per-task budget: ``max_pixels``, and ``max_tile_bytes`` of decompressed pixels
+    (all bands) when given. Reads the header only.
     """
     with gdal_env(gdal_config), preflight(src, limits) as ds:
-        if dst_crs is None:
-            crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
-        else:
+        crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
+        if dst_crs is not None:
             crs = parse_crs(dst_crs)
             transform, width, height = warp_grid(ds, crs, resolution)
-        parse_resampling(resampling)
-        size = tile_size or tile_size_for_budget(max_pixels, blocksize)
-        if size < 1:
-            raise InvalidOption(str(size), "tile size must be positive")
-        tiles = [_plan_tile(i, r, c, w, transform, output_prefix)
-                 for i, (r, c, w) in enumerate(tile_windows(width, height, size))]
-        return TilePlan(source=str(src), warped=dst_crs is not None, crs_wkt=crs.to_wkt(),
-                        epsg=crs_epsg(crs), width=width, height=height,
-                        transform=list(transform)[:6], tile_size=size,
-                        rows=tiles[-1].row + 1, cols=tiles[-1].col + 1,
-                        resampling=resampling, tiles=tiles)
+        size = tile_size or tile_size_for_budget(
+            _pixel_budget(ds, max_pixels, max_tile_bytes), blocksize)
+    if size < 1:
+        raise InvalidOption(str(size), "tile size must be positive")
+    parse_resampling(resampling)
+    crs_text = _crs_text(crs) if dst_crs is not None else None
+    tiles = [_plan_tile(i, r, c, w, transform, output_prefix, crs_text, resampling)
+             for i, (r, c, w) in enumerate(tile_windows(width, height, size))]
+    return TilePlan(source=str(src), warped=dst_crs is not None, crs_wkt=crs.to_wkt(),
+                    epsg=crs_epsg(crs), width=width, height=height,
+                    transform=list(transform)[:6], tile_size=size, rows=tiles[-1].row + 1,
+                    cols=tiles[-1].col + 1, resampling=resampling, tiles=tiles)
 
 
-def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine,
-               prefix: str) -> Tile:
+def _pixel_budget(ds: DatasetReader, max_pixels: int, max_tile_bytes: int | None) -> int:
+    if max_tile_bytes is None:
+        return max_pixels
+    bytes_per_pixel = sum(np.dtype(dt).itemsize for dt in ds.dtypes)
+    return min(max_pixels, max_tile_bytes // bytes_per_pixel)
+
+
+def _crs_text(crs: CRS) -> str:
+    """Compact, lossless text for a CRS: ``"EPSG:n"`` when it is exactly that, else WKT2."""
+    epsg = crs_epsg(crs)
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt(version="WKT2_2019")
+
+
+def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine, prefix: str,
+               dst_crs: str | None, resampling: str) -> Tile:
     t = transform @ Affine.translation(window.col_off, window.row_off)
     w, h = int(window.width), int(window.height)
     xs = [t.c, t.c + w * t.a + h * t.b]
@@ -1074,12 +1108,12 @@ def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine
                 window=TileWindow(col_off=int(window.col_off), row_off=int(window.row_off),
                                   width=w, height=h),
                 transform=list(t)[:6], bounds=[min(xs), min(ys), max(xs), max(ys)],
-                output_path=tile_path(prefix, row, col))
+                output_path=tile_path(prefix, row, col), dst_crs=dst_crs,
+                resampling=resampling)
 
 
 def process_tile(
     src: PathLike,
-    plan: TilePlan,
     tile: Tile,
     dst: PathLike | None = None,
     *,
@@ -1091,7 +1125,7 @@ def process_tile(
     tmp_dir: PathLike | None = None,
     gdal_config: Mapping[str, str] | None = None,
 ) -> TileResult:
-    """Write one tile of ``plan`` as a COG (``dst`` defaults to ``tile.output_path``).
+    """Write one planned tile as a COG (``dst`` defaults to ``tile.output_path``).
 
     Source-grid tiles are a windowed VRT over the source handed straight to the COG driver;
     warped tiles are warped into a tile-sized in-memory raster first. Memory is bounded by the
@@ -1104,9 +1138,10 @@ def process_tile(
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
+        check_codec(ds, options)
         try:
-            if plan.warped:
-                _warped_tile_cog(ds, plan, tile, tmp, options, warp_mem_limit_mb, threads)
+            if tile.dst_crs:
+                _warped_tile_cog(ds, tile, tmp, options, warp_mem_limit_mb, threads)
             else:
                 with rasterio.open(window_vrt(ds, _tile_window(tile))) as vrt:
                     rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
@@ -1127,12 +1162,12 @@ def _tile_window(tile: Tile) -> Window:
     return Window(w.col_off, w.row_off, w.width, w.height)
 
 
-def _warped_tile_cog(ds: DatasetReader, plan: TilePlan, tile: Tile, tmp: str,
-                     options: dict[str, str], warp_mem_limit_mb: int, threads: int | str) -> None:
-    crs = CRS.from_wkt(plan.crs_wkt)
+def _warped_tile_cog(ds: DatasetReader, tile: Tile, tmp: str, options: dict[str, str],
+                     warp_mem_limit_mb: int, threads: int | str) -> None:
+    crs = parse_crs(tile.dst_crs)
     transform = Affine(*tile.transform)
     with warped_vrt(ds, crs, transform, tile.window.width, tile.window.height,
-                    resampling=parse_resampling(plan.resampling), nodata=None,
+                    resampling=parse_resampling(tile.resampling), nodata=None,
                     warp_mem_limit_mb=warp_mem_limit_mb, threads=threads) as vrt:
         data = vrt.read()
         profile = {"driver": "GTiff", "width": vrt.width, "height": vrt.height,
