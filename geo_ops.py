@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +32,7 @@ from pydantic import BaseModel, Field
 from rasterio._base import get_dataset_driver
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio._err import CPLE_BaseError
+from rasterio._err import CPLE_BaseError, CPLE_HttpResponseError
 from rasterio.errors import CRSError, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.vrt import WarpedVRT
@@ -142,6 +141,10 @@ class IncompatibleTiles(GeoOpsError):
     """Tiles given to a mosaic do not share CRS, resolution, bands or data type."""
 
 
+class SourceUnavailable(GeoOpsError):
+    """The source could not be reached (network or HTTP error): transient, worth a retry."""
+
+
 class OutputWriteError(GeoOpsError):
     """Writing or publishing an output failed; nothing was left at the destination."""
 
@@ -150,7 +153,7 @@ ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
     cls.__name__: cls for cls in (
         RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster, MissingCRS,
         DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata, InvalidOption,
-        InvalidCog, IncompatibleTiles, OutputWriteError)
+        InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError)
 }
 
 
@@ -367,7 +370,7 @@ def gdal_reason(err: BaseException) -> str:
         messages.append(str(err))
         err = err.__cause__ or err.__context__
     specific = [m for m in messages if "See previous exception" not in m]
-    return (specific or messages)[-1 if specific else 0]
+    return specific[-1] if specific else messages[0]
 
 
 def is_virtual(path: PathLike) -> bool:
@@ -431,10 +434,6 @@ def _file_size(path: PathLike) -> int | None:
         return None
 
 
-def _window_list(window: Window) -> list[float]:
-    return [window.col_off, window.row_off, window.width, window.height]
-
-
 # ----------------------------------------------------------------------------------------------
 # Format sniffing and opening (never reads pixels)
 
@@ -465,6 +464,16 @@ def _sniff_local(path: PathLike) -> None:
         raise UnsupportedFormat(path, f"not a raster file: content is {_describe_bytes(head)}")
 
 
+def _identify_error(path: PathLike, err: BaseException) -> GeoOpsError:
+    """Classify a failure to identify ``path``: missing, unreachable, or not a raster."""
+    reason = gdal_reason(err)
+    if "No such file" in reason or "does not exist" in reason or "404" in reason:
+        return RasterNotFound(path, reason)
+    if isinstance(err, CPLE_HttpResponseError) or "CURL error" in reason or "HTTP" in reason:
+        return SourceUnavailable(path, reason)
+    return UnsupportedFormat(path, f"not recognised as a raster: {reason}")
+
+
 def sniff_driver(path: PathLike) -> str:
     """The GDAL driver that would open ``path``, checked against the allow-list.
 
@@ -476,10 +485,7 @@ def sniff_driver(path: PathLike) -> str:
     try:
         driver = get_dataset_driver(str(path))
     except (*GDAL_ERRORS, TypeError, ValueError) as err:
-        reason = str(err)
-        if "No such file" in reason or "does not exist" in reason or "404" in reason:
-            raise RasterNotFound(path, reason) from err
-        raise UnsupportedFormat(path, f"not recognised as a raster: {reason}") from err
+        raise _identify_error(path, err) from err
     if driver in REFERENCING_DRIVERS:
         raise UnsupportedFormat(path, f"{driver} format can reference other files or URLs")
     if driver not in ALLOWED_DRIVERS:
@@ -668,6 +674,8 @@ def validate(
             report.driver = sniff_driver(src)
             with open_raster(src, report.driver) as ds:
                 _validate_dataset(ds, report, limits, sample_blocks)
+        except SourceUnavailable:
+            raise  # transient: the caller retries, it is not a verdict on the file
         except GeoOpsError as err:
             report.errors.append(_issue(type(err), err.reason))
         if check_cog and not report.errors and report.driver:

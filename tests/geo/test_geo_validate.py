@@ -235,3 +235,9 @@ def test_gdal_config_is_applied(make_raster):
     assert report.valid
     with pytest.raises(geo_ops.InvalidOption):
         geo_ops.validate(path, gdal_config={"GDAL_CACHEMAX": "5%"})
+
+
+def test_unreachable_remote_source_raises_transient_error():
+    with pytest.raises(geo_ops.SourceUnavailable, match="127.0.0.1"):
+        geo_ops.validate("/vsicurl/http://127.0.0.1:9/x.tif",
+                         gdal_config={"GDAL_HTTP_MAX_RETRY": "0", "GDAL_HTTP_TIMEOUT": "2"})
