@@ -174,6 +174,7 @@ class RasterLimits(BaseModel):
     max_pixels: int = 4_000_000_000
     max_bands: int = 64
     max_decompressed_bytes: int = 32 * 1024**3
+    max_block_bytes: int = 256 * 1024**2  # one strip/tile (all bands) decoded at once
     allowed_dtypes: tuple[str, ...] = (
         "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
         "float32", "float64")
@@ -553,6 +554,11 @@ def check_size(ds: DatasetReader, limits: RasterLimits, file_bytes: int | None) 
     if size > limits.max_decompressed_bytes:
         errors.append(_issue(RasterTooLarge, f"decompresses to {size} bytes, over the limit of "
                              f"{limits.max_decompressed_bytes}"))
+    block_h, block_w = ds.block_shapes[0]
+    block = block_h * block_w * (size // max(ds.width * ds.height, 1))
+    if block > limits.max_block_bytes:
+        errors.append(_issue(RasterTooLarge, f"one {block_w} x {block_h} block decompresses to "
+                             f"{block} bytes, over the limit of {limits.max_block_bytes}"))
     if file_bytes and size / file_bytes > limits.warn_compression_ratio:
         warnings.append(_issue("HighCompressionRatio", f"{file_bytes} bytes on disk expand to "
                                f"{size} bytes ({size / file_bytes:.0f}x)"))
@@ -703,11 +709,17 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
     report.blocks_sampled, (errors, warnings) = check_blocks(ds, sample_blocks)
     report.errors.extend(errors)
     report.warnings.extend(warnings)
-    if not errors:
+    if errors:
+        return
+    try:
         report.valid_fraction = valid_fraction(ds)
-        report.is_empty = report.valid_fraction == 0.0
-        if report.is_empty:
-            report.warnings.append(_issue("EmptyRaster", "every sampled pixel is nodata/masked"))
+    except GDAL_ERRORS as err:
+        report.errors.append(_issue(UnreadableRaster, f"reading the overview/decimated mask "
+                                    f"failed: {gdal_reason(err)}"))
+        return
+    report.is_empty = report.valid_fraction == 0.0
+    if report.is_empty:
+        report.warnings.append(_issue("EmptyRaster", "every sampled pixel is nodata/masked"))
 
 
 def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReader:

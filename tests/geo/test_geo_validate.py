@@ -241,3 +241,13 @@ def test_unreachable_remote_source_raises_transient_error():
     with pytest.raises(geo_ops.SourceUnavailable, match="127.0.0.1"):
         geo_ops.validate("/vsicurl/http://127.0.0.1:9/x.tif",
                          gdal_config={"GDAL_HTTP_MAX_RETRY": "0", "GDAL_HTTP_TIMEOUT": "2"})
+
+
+def test_single_huge_tile_refused_before_reading(tmp_path, no_pixel_reads):
+    # 60000 x 60000 in one deflate tile: within the pixel limits, but one block is 3.6 GB
+    path = raster_factory.write_tiff_header_only(tmp_path / "tile.tif", width=60000,
+                                                 height=60000, tile=60000)
+    report = geo_ops.validate(path)
+    messages = [i.message for i in report.errors if i.code == "RasterTooLarge"]
+    assert any("block decompresses to" in m for m in messages), report.errors
+    assert report.blocks_sampled == 0
