@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +34,7 @@ from rasterio._base import get_dataset_driver
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio._err import CPLE_BaseError, CPLE_HttpResponseError
-from rasterio.errors import CRSError, RasterioError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_geom
@@ -498,7 +499,9 @@ def open_raster(path: PathLike, driver: str | None = None) -> DatasetReader:
     """Open ``path`` with exactly one (allowed) driver; sniffs it when ``driver`` is None."""
     driver = driver or sniff_driver(path)
     try:
-        return rasterio.open(str(path), driver=driver)
+        with warnings.catch_warnings():  # reported as MissingCRS / DegenerateTransform instead
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(str(path), driver=driver)
     except GDAL_ERRORS as err:
         raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
 
@@ -700,8 +703,8 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
     report.crs_wkt = ds.crs.to_wkt() if ds.crs else None
     report.epsg = crs_epsg(ds.crs)
     report.decompressed_bytes = decompressed_bytes(ds)
-    for check in (check_georeferencing(ds), check_size(ds, limits, report.file_bytes),
-                  check_dtypes(ds, limits), check_nodata(ds)):
+    for check in (check_size(ds, limits, report.file_bytes), check_dtypes(ds, limits),
+                  check_georeferencing(ds), check_nodata(ds)):
         report.errors.extend(check[0])
         report.warnings.extend(check[1])
     if any(e.code in ("RasterTooLarge", "UnsupportedDtype") for e in report.errors):
@@ -730,8 +733,8 @@ def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReade
     limits = limits or RasterLimits()
     ds = open_raster(src)
     errors: list[Issue] = []
-    for check in (check_georeferencing(ds), check_size(ds, limits, _file_size(src)),
-                  check_dtypes(ds, limits), check_nodata(ds)):
+    for check in (check_size(ds, limits, _file_size(src)), check_dtypes(ds, limits),
+                  check_georeferencing(ds), check_nodata(ds)):
         errors.extend(check[0])
     if errors:
         ds.close()

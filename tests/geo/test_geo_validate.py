@@ -155,6 +155,8 @@ def test_claimed_huge_raster_refused_before_reading(tmp_path, no_pixel_reads):
     assert "1000000 x 1000000" in message
     assert report.decompressed_bytes == 10**12
     assert report.blocks_sampled == 0 and report.is_empty is None
+    with pytest.raises(geo_ops.RasterTooLarge, match="bomb.tif"):
+        report.raise_for_errors()
 
 
 def test_zero_byte_file_refused(tmp_path, no_gdal_open):
@@ -186,6 +188,8 @@ def test_limits_bands_and_dtype(make_raster):
     limits = geo_ops.RasterLimits(max_bands=4, allowed_dtypes=("uint8", "float32"))
     report = geo_ops.validate(path, limits=limits)
     assert codes(report.errors) == ["RasterTooLarge", "UnsupportedDtype"]
+    with pytest.raises(geo_ops.RasterTooLarge, match="5 bands"):
+        report.raise_for_errors()
     assert report.blocks_sampled == 0
 
 
