@@ -750,7 +750,8 @@ def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReade
 def staged_output(dst: PathLike, tmp_dir: PathLike | None = None) -> Iterator[str]:
     """Yield a temporary path to write; on success move (or upload-copy) it to ``dst``.
 
-    Local destinations get a hidden sibling then ``os.replace`` (atomic). Virtual destinations
+    Local destinations are staged in a hidden sibling directory, then ``os.replace``d (atomic
+    on one filesystem). Virtual destinations
     (``/vsiaz/``...) are written to a local temporary directory and copied in one sequential
     upload. On any failure temporary files are removed and ``dst`` is untouched.
     """
@@ -770,13 +771,20 @@ def staged_output(dst: PathLike, tmp_dir: PathLike | None = None) -> Iterator[st
 
 
 def publish(local: str, dst: str) -> None:
-    """Move or copy a finished local file to its destination."""
+    """Move or copy a finished local file to its destination.
+
+    A VRT is re-serialised by GDAL's VRT driver at the destination (copying its "files" would
+    upload every source tile again); anything else is copied byte for byte.
+    """
     if not is_virtual(dst):
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
         os.replace(local, dst)
         return
     try:
-        rasterio.shutil.copyfiles(local, dst)
+        if local.lower().endswith(".vrt"):
+            rasterio.shutil.copy(local, dst, driver="VRT")
+        else:
+            rasterio.shutil.copyfiles(local, dst)
     except GDAL_ERRORS as err:
         _remove_partial(dst)
         raise OutputWriteError(dst, f"upload failed: {err}") from err
@@ -787,12 +795,6 @@ def _remove_partial(dst: str) -> None:
         rasterio.shutil.delete(dst)
     except GDAL_ERRORS as err:
         log.warning("could not remove partial output %s: %s", dst, err)
-
-
-def _output_size(path: str) -> int | None:
-    if not is_virtual(path):
-        return os.path.getsize(path)
-    return None
 
 
 def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_resampling: str,

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from rio_cogeo.cogeo import cog_validate
 
 import geo_ops
@@ -157,3 +158,18 @@ def test_tile_size_from_byte_budget(make_raster, tmp_path):
     plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path), max_tile_bytes=16 * 2**20)
     assert plan.tile_size == 1024  # 16 MiB / 16 bytes per pixel = 1024 x 1024
     assert np.all(coverage(plan) == 1)
+
+
+def test_mosaic_to_virtual_destination_does_not_copy_tiles(shared_rasters, tmp_path):
+    src = shared_rasters / "shade.tif"
+    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "tiles"), tile_size=512)
+    results = run_tiles(src, plan)
+    dst = f"/vsimem/mosaic_{tmp_path.name}/m.vrt"
+    geo_ops.build_mosaic([r.path for r in results], dst)
+    try:
+        with rasterio.open(dst) as vrt, rasterio.open(src) as ref:
+            np.testing.assert_array_equal(vrt.read(), ref.read())
+            assert sorted(vrt.files[1:]) == sorted(r.path for r in results)
+        assert not rasterio.shutil.exists(f"/vsimem/mosaic_{tmp_path.name}/tile_r0000_c0000.tif")
+    finally:
+        rasterio.shutil.delete(dst, driver="VRT")
