@@ -15,9 +15,10 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
-import warnings
+from warnings import catch_warnings, simplefilter
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -62,10 +63,11 @@ REFERENCING_DRIVERS = frozenset({
     "VRT", "GTI", "WMS", "WMTS", "STACIT", "STACTA", "DAAS", "EEDAI", "netCDF", "HDF4", "HDF5",
     "MRF", "ESRIC", "PLMosaic", "OGCAPI", "Zarr", "GPKG", "MBTiles", "Rasterlite", "PDS4", "VICAR",
 })
+#: Leading bytes of the allowed formats, and the GDAL driver each one means.
 MAGIC = {
-    b"II*\x00": "GeoTIFF", b"MM\x00*": "GeoTIFF", b"II+\x00": "BigTIFF", b"MM\x00+": "BigTIFF",
-    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
-    b"\xffO\xffQ": "JPEG 2000 codestream", b"RIFF": "WEBP",
+    b"II*\x00": "GTiff", b"MM\x00*": "GTiff", b"II+\x00": "GTiff", b"MM\x00+": "GTiff",
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"\x00\x00\x00\x0cjP  ": "JP2OpenJPEG",
+    b"\xffO\xffQ": "JP2OpenJPEG", b"RIFF": "WEBP",
 }
 
 #: Creation options of the GDAL COG driver per compression profile.
@@ -450,20 +452,24 @@ def _describe_bytes(head: bytes) -> str:
     return "text" if text.isprintable() or "\n" in text else f"unrecognised signature {head[:8].hex()}"
 
 
-def _sniff_local(path: PathLike) -> None:
-    """Refuse missing, empty, text and XML files by their first bytes."""
-    if not os.path.exists(path):
-        raise RasterNotFound(path, "no such file")
-    if os.path.isdir(path):
+def _sniff_local(path: PathLike) -> str:
+    """The driver for a local file from its first bytes; refuses missing, empty, text, XML."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as err:
+        raise RasterNotFound(path, "no such file") from err
+    if stat.S_ISDIR(st.st_mode):
         raise UnsupportedFormat(path, "is a directory, not a raster file")
-    if os.path.getsize(path) == 0:
+    if st.st_size == 0:
         raise EmptyFile(path, "file is empty (0 bytes)")
     with open(path, "rb") as handle:
         head = handle.read(512)
     if b"<VRTDataset" in head:
         raise UnsupportedFormat(path, "is a GDAL VRT, which can reference other files or URLs")
-    if not any(head.startswith(magic) for magic in MAGIC):
-        raise UnsupportedFormat(path, f"not a raster file: content is {_describe_bytes(head)}")
+    for magic, driver in MAGIC.items():
+        if head.startswith(magic):
+            return driver
+    raise UnsupportedFormat(path, f"not a raster file: content is {_describe_bytes(head)}")
 
 
 def _identify_error(path: PathLike, err: BaseException) -> GeoOpsError:
@@ -479,11 +485,12 @@ def _identify_error(path: PathLike, err: BaseException) -> GeoOpsError:
 def sniff_driver(path: PathLike) -> str:
     """The GDAL driver that would open ``path``, checked against the allow-list.
 
-    Reads only the file's first bytes (``GDALIdentifyDriver``); raises ``UnsupportedFormat`` for
-    VRTs and every format that may reference other files, before GDAL is allowed to open it.
+    Reads only the file's first bytes (local files directly, virtual paths through
+    ``GDALIdentifyDriver``); raises ``UnsupportedFormat`` for VRTs and every format that may
+    reference other files, before GDAL is allowed to open it.
     """
     if not is_virtual(path):
-        _sniff_local(path)
+        return _sniff_local(path)  # GDAL's GTiff/PNG/JPEG/JP2 drivers identify by these bytes
     try:
         driver = get_dataset_driver(str(path))
     except (*GDAL_ERRORS, TypeError, ValueError) as err:
@@ -499,9 +506,9 @@ def open_raster(path: PathLike, driver: str | None = None) -> DatasetReader:
     """Open ``path`` with exactly one (allowed) driver; sniffs it when ``driver`` is None."""
     driver = driver or sniff_driver(path)
     try:
-        with warnings.catch_warnings():  # reported as MissingCRS / DegenerateTransform instead
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(str(path), driver=driver)
+        with catch_warnings():  # reported as MissingCRS / DegenerateTransform instead
+            simplefilter("ignore", NotGeoreferencedWarning)
+            return DatasetReader(str(path), driver=driver)  # rasterio.open minus its overhead
     except GDAL_ERRORS as err:
         raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
 
@@ -1033,7 +1040,7 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
 def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogResult:
     with rasterio.open(tmp, driver="GTiff") as out:
         fraction = valid_fraction(out)
-        warnings = [] if fraction else [_issue("EmptyRaster", "every pixel is nodata/masked")]
+        notes = [] if fraction else [_issue("EmptyRaster", "every pixel is nodata/masked")]
         return CogResult(
             path=dst, size_bytes=os.path.getsize(tmp), epsg=crs_epsg(out.crs),
             crs_wkt=out.crs.to_wkt() if out.crs else None, bounds=list(out.bounds),
@@ -1041,7 +1048,7 @@ def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogRes
             nodata=nodata_json(out.nodata), overview_count=len(out.overviews(1)),
             compression=out.compression.name if out.compression else None,
             reprojected=reprojected, valid_fraction=fraction, is_empty=fraction == 0.0,
-            cog_valid=True, warnings=warnings, elapsed_s=time.perf_counter() - started)
+            cog_valid=True, warnings=notes, elapsed_s=time.perf_counter() - started)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -121,6 +121,7 @@ def no_gdal_open(monkeypatch):
         raise AssertionError("rasterio.open was called")
 
     monkeypatch.setattr(geo_ops.rasterio, "open", forbidden)
+    monkeypatch.setattr(geo_ops, "DatasetReader", forbidden)
 
 
 def test_vrt_pointing_at_local_file_refused(tmp_path, shared_rasters, no_gdal_open):
