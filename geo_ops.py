@@ -944,7 +944,7 @@ def to_cog(
             raise UnreadableRaster(src, f"conversion failed: {gdal_reason(err)}") from err
         verify_cog(tmp, config)
         result = _cog_result(tmp, str(dst), dst_crs is not None, started)
-    log.info("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
+    log.debug("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
     return result
 
 
