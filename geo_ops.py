@@ -631,27 +631,51 @@ def _sample_windows(ds: DatasetReader, limit: int) -> list[Window]:
     return windows
 
 
-def check_blocks(ds: DatasetReader, limit: int) -> tuple[int, Findings]:
+class BlockSample(BaseModel):
+    """What decoding a sample of blocks found."""
+
+    blocks: int = 0
+    pixels: int = 0
+    valid_pixels: int = 0
+    errors: list[Issue] = Field(default_factory=list)
+    warnings: list[Issue] = Field(default_factory=list)
+
+
+def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
     """Decode a sample of blocks of every band: a file can open and then fail on read."""
-    nan_note = []
-    sampled = 0
+    sample = BlockSample()
     for window in _sample_windows(ds, limit):
         try:
             data = ds.read(window=window)
+            mask = ds.dataset_mask(window=window)
         except GDAL_ERRORS as err:
             where = f"block at row {int(window.row_off)}, col {int(window.col_off)}"
-            return sampled, ([_issue(UnreadableRaster,
-                                     f"reading {where} failed: {gdal_reason(err)}")], [])
-        sampled += 1
-        if data.dtype.kind == "f" and not nan_note and np.isnan(data).any():
+            sample.errors.append(_issue(UnreadableRaster,
+                                        f"reading {where} failed: {gdal_reason(err)}"))
+            return sample
+        sample.blocks += 1
+        sample.pixels += mask.size
+        sample.valid_pixels += int(np.count_nonzero(mask))
+        if data.dtype.kind == "f" and not sample.warnings and np.isnan(data).any():
             if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
-                nan_note.append(_issue("UndeclaredNaN", "float pixels contain NaN but the "
-                                       "nodata value is not NaN; NaN pixels are not masked"))
-    return sampled, ([], nan_note)
+                sample.warnings.append(_issue("UndeclaredNaN", "float pixels contain NaN but "
+                                              "the nodata value is not NaN; NaN pixels are not "
+                                              "masked"))
+    return sample
 
 
-def valid_fraction(ds: DatasetReader, max_side: int = 512) -> float:
-    """Share of valid (unmasked) pixels, from a decimated mask read (overviews when present)."""
+#: Above this many pixels, a raster without overviews is not scanned for its valid fraction.
+SCAN_LIMIT_PIXELS = 4096 * 4096
+
+
+def valid_fraction(ds: DatasetReader, max_side: int = 512) -> float | None:
+    """Share of valid (unmasked) pixels from a decimated mask read, served by overviews.
+
+    None when the raster is larger than ``SCAN_LIMIT_PIXELS`` and has no overviews: a
+    decimated read would then decode nearly every block.
+    """
+    if ds.width * ds.height > SCAN_LIMIT_PIXELS and not ds.overviews(1):
+        return None
     scale = max(ds.width, ds.height) / max_side
     shape = (max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
     mask = ds.dataset_mask(out_shape=shape)
@@ -716,18 +740,22 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
         report.warnings.extend(check[1])
     if any(e.code in ("RasterTooLarge", "UnsupportedDtype") for e in report.errors):
         return  # never decode pixels of a file that fails the size guard
-    report.blocks_sampled, (errors, warnings) = check_blocks(ds, sample_blocks)
-    report.errors.extend(errors)
-    report.warnings.extend(warnings)
-    if errors:
+    sample = check_blocks(ds, sample_blocks)
+    report.blocks_sampled = sample.blocks
+    report.errors.extend(sample.errors)
+    report.warnings.extend(sample.warnings)
+    if sample.errors:
         return
     try:
-        report.valid_fraction = valid_fraction(ds)
+        fraction = valid_fraction(ds)
     except GDAL_ERRORS as err:
         report.errors.append(_issue(UnreadableRaster, f"reading the overview/decimated mask "
                                     f"failed: {gdal_reason(err)}"))
         return
-    report.is_empty = report.valid_fraction == 0.0
+    if fraction is None:  # large and without overviews: the sampled blocks speak for it
+        fraction = sample.valid_pixels / max(sample.pixels, 1)
+    report.valid_fraction = fraction
+    report.is_empty = fraction == 0.0
     if report.is_empty:
         report.warnings.append(_issue("EmptyRaster", "every sampled pixel is nodata/masked"))
 
@@ -1040,7 +1068,7 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
 def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogResult:
     with rasterio.open(tmp, driver="GTiff") as out:
         fraction = valid_fraction(out)
-        notes = [] if fraction else [_issue("EmptyRaster", "every pixel is nodata/masked")]
+        notes = [] if fraction != 0.0 else [_issue("EmptyRaster", "every pixel is nodata/masked")]
         return CogResult(
             path=dst, size_bytes=os.path.getsize(tmp), epsg=crs_epsg(out.crs),
             crs_wkt=out.crs.to_wkt() if out.crs else None, bounds=list(out.bounds),

@@ -256,3 +256,11 @@ def test_single_huge_tile_refused_before_reading(tmp_path, no_pixel_reads):
     messages = [i.message for i in report.errors if i.code == "RasterTooLarge"]
     assert any("block decompresses to" in m for m in messages), report.errors
     assert report.blocks_sampled == 0
+
+
+def test_large_raster_without_overviews_is_judged_by_its_sample(make_raster, monkeypatch):
+    monkeypatch.setattr(geo_ops, "SCAN_LIMIT_PIXELS", 100 * 100)
+    empty = geo_ops.validate(make_raster(width=600, height=600, nodata=0, empty=True))
+    assert empty.is_empty and empty.valid_fraction == 0.0 and empty.blocks_sampled > 0
+    full = geo_ops.validate(make_raster(width=600, height=600, nodata=0))
+    assert not full.is_empty and 0.5 < full.valid_fraction <= 1.0
