@@ -264,3 +264,23 @@ def test_large_raster_without_overviews_is_judged_by_its_sample(make_raster, mon
     assert empty.is_empty and empty.valid_fraction == 0.0 and empty.blocks_sampled > 0
     full = geo_ops.validate(make_raster(width=600, height=600, nodata=0))
     assert not full.is_empty and 0.5 < full.valid_fraction <= 1.0
+
+
+def test_nodata_and_alpha_together_warns(make_raster):
+    report = geo_ops.validate(make_raster(count=3, alpha=True, nodata=0))
+    assert report.valid and "NodataAndAlpha" in codes(report.warnings)
+
+
+def test_gcp_only_georeferencing_is_named(tmp_path):
+    from rasterio.control import GroundControlPoint
+
+    path = tmp_path / "gcps.tif"
+    gcps = [GroundControlPoint(row=r, col=c, x=10 + c / 100, y=45 - r / 100)
+            for r, c in [(0, 0), (0, 99), (99, 0), (99, 99)]]
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1,
+                       dtype="uint8", gcps=gcps, crs="EPSG:4326") as dst:
+        dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+        dst.write(np.ones((1, 100, 100), dtype="uint8"))
+    report = geo_ops.validate(path)
+    assert codes(report.errors)[:1] == ["MissingCRS"]
+    assert "only GCPs" in report.errors[0].message
