@@ -18,11 +18,12 @@ import shutil
 import stat
 import tempfile
 import time
-from warnings import catch_warnings, simplefilter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union
+from warnings import catch_warnings, simplefilter
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -31,10 +32,10 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from pydantic import BaseModel, Field
-from rasterio._base import get_dataset_driver
+from rasterio._base import get_dataset_driver  # GDALIdentifyDriver: reads header bytes only
+from rasterio._err import CPLE_BaseError, CPLE_HttpResponseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio._err import CPLE_BaseError, CPLE_HttpResponseError
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.vrt import WarpedVRT
@@ -1259,66 +1260,86 @@ def build_mosaic(
         raise InvalidOption(str(dst_vrt), "no tiles to mosaic")
     with gdal_env(gdal_config):
         tiles = [_tile_facts(p) for p in tile_paths]
-        grid = _mosaic_grid(tiles, str(dst_vrt))
-        xml = _mosaic_xml(tiles, grid)
+        grid = _mosaic_grid(tiles)
         with staged_output(dst_vrt) as tmp:
-            Path(tmp).write_text(xml, encoding="utf-8")
-        bbox, footprint = geographic_extent(grid["crs"], grid["bounds"])
+            Path(tmp).write_text(_mosaic_xml(tiles, grid), encoding="utf-8")
+        bbox, footprint = geographic_extent(grid.crs, grid.bounds)
     first = tiles[0]
-    return MosaicResult(path=str(dst_vrt), tile_count=len(tiles), width=grid["width"],
-                        height=grid["height"], count=first["count"], dtype=first["dtypes"][0],
-                        epsg=crs_epsg(grid["crs"]), crs_wkt=grid["crs"].to_wkt(),
-                        transform=list(grid["transform"])[:6], bounds=list(grid["bounds"]),
+    return MosaicResult(path=str(dst_vrt), tile_count=len(tiles), width=grid.width,
+                        height=grid.height, count=first.count, dtype=first.dtypes[0],
+                        epsg=crs_epsg(grid.crs), crs_wkt=grid.crs.to_wkt(),
+                        transform=list(grid.transform)[:6], bounds=list(grid.bounds),
                         bbox=bbox, footprint=footprint)
 
 
-def _tile_facts(path: PathLike) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _TileFacts:
+    path: str
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    nodata: float | None
+    colorinterp: tuple[ColorInterp, ...]
+    mask: bool
+
+
+@dataclass(frozen=True)
+class _MosaicGrid:
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    bounds: tuple[float, float, float, float]
+
+
+def _tile_facts(path: PathLike) -> _TileFacts:
     name = str(path) if is_virtual(path) else os.path.abspath(path)
     with open_raster(name) as ds:
         if ds.transform.b or ds.transform.d:
             raise IncompatibleTiles(name, "rotated tiles cannot be mosaicked")
-        return {"path": name, "crs": ds.crs, "transform": ds.transform, "width": ds.width,
-                "height": ds.height, "count": ds.count, "dtypes": ds.dtypes,
-                "nodata": ds.nodata, "colorinterp": ds.colorinterp,
-                "mask": _has_dataset_mask(ds)}
+        return _TileFacts(name, ds.crs, ds.transform, ds.width, ds.height, ds.count,
+                          tuple(ds.dtypes), ds.nodata, tuple(ds.colorinterp),
+                          _has_dataset_mask(ds))
 
 
-def _mosaic_grid(tiles: list[dict[str, Any]], dst: str) -> dict[str, Any]:
+def _mosaic_grid(tiles: list[_TileFacts]) -> _MosaicGrid:
     first = tiles[0]
-    res = (first["transform"].a, first["transform"].e)
+    xres, yres = first.transform.a, first.transform.e
     for t in tiles[1:]:
-        same = (t["crs"] == first["crs"] and t["count"] == first["count"]
-                and t["dtypes"] == first["dtypes"]
-                and math.isclose(t["transform"].a, res[0], rel_tol=1e-9)
-                and math.isclose(t["transform"].e, res[1], rel_tol=1e-9))
+        same = (t.crs == first.crs and t.count == first.count and t.dtypes == first.dtypes
+                and math.isclose(t.transform.a, xres, rel_tol=1e-9)
+                and math.isclose(t.transform.e, yres, rel_tol=1e-9))
         if not same:
-            raise IncompatibleTiles(t["path"], f"differs from {first['path']} in CRS, "
-                                    "resolution, band count or data type")
-    left = min(t["transform"].c for t in tiles)
-    top = max(t["transform"].f for t in tiles)
-    right = max(t["transform"].c + t["width"] * res[0] for t in tiles)
-    bottom = min(t["transform"].f + t["height"] * res[1] for t in tiles)
-    width, height = round((right - left) / res[0]), round((bottom - top) / res[1])
-    return {"crs": first["crs"], "transform": Affine(res[0], 0, left, 0, res[1], top),
-            "width": width, "height": height, "bounds": (left, bottom, right, top)}
+            raise IncompatibleTiles(t.path, f"differs from {first.path} in CRS, resolution, "
+                                    "band count or data type")
+    left = min(t.transform.c for t in tiles)
+    top = max(t.transform.f for t in tiles)
+    right = max(t.transform.c + t.width * xres for t in tiles)
+    bottom = min(t.transform.f + t.height * yres for t in tiles)
+    return _MosaicGrid(first.crs, Affine(xres, 0, left, 0, yres, top),
+                       round((right - left) / xres), round((bottom - top) / yres),
+                       (left, bottom, right, top))
 
 
-def _mosaic_xml(tiles: list[dict[str, Any]], grid: dict[str, Any]) -> str:
-    inverse = ~grid["transform"]
+def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid) -> str:
+    inverse = ~grid.transform
     placed = []
     for t in tiles:
-        col, row = inverse @ (t["transform"].c, t["transform"].f)
-        placed.append((t, Window(0, 0, t["width"], t["height"]),
-                       Window(round(col), round(row), t["width"], t["height"])))
+        col, row = inverse @ (t.transform.c, t.transform.f)
+        placed.append((t.path, Window(0, 0, t.width, t.height),
+                       Window(round(col), round(row), t.width, t.height)))
     first = tiles[0]
-    bands = [_band_xml(b, first["dtypes"][b - 1], first["nodata"], first["colorinterp"][b - 1],
-                       [(t["path"], b, sw, dw) for t, sw, dw in placed])
-             for b in range(1, first["count"] + 1)]
+    bands = [_band_xml(b, first.dtypes[b - 1], first.nodata, first.colorinterp[b - 1],
+                       [(path, b, sw, dw) for path, sw, dw in placed])
+             for b in range(1, first.count + 1)]
     mask = None
-    if first["mask"]:
+    if first.mask:
         mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
-                         [(t["path"], "mask,1", sw, dw) for t, sw, dw in placed])
-    return _vrt_xml(grid["width"], grid["height"], grid["crs"], grid["transform"], bands, mask)
+                         [(path, "mask,1", sw, dw) for path, sw, dw in placed])
+    return _vrt_xml(grid.width, grid.height, grid.crs, grid.transform, bands, mask)
 
 
 # ----------------------------------------------------------------------------------------------
