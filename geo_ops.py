@@ -15,13 +15,15 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union
+from warnings import catch_warnings, simplefilter
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -30,11 +32,11 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from pydantic import BaseModel, Field
-from rasterio._base import get_dataset_driver
+from rasterio._base import get_dataset_driver  # GDALIdentifyDriver: reads header bytes only
+from rasterio._err import CPLE_BaseError, CPLE_HttpResponseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio._err import CPLE_BaseError
-from rasterio.errors import CRSError, RasterioError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_geom
@@ -62,10 +64,11 @@ REFERENCING_DRIVERS = frozenset({
     "VRT", "GTI", "WMS", "WMTS", "STACIT", "STACTA", "DAAS", "EEDAI", "netCDF", "HDF4", "HDF5",
     "MRF", "ESRIC", "PLMosaic", "OGCAPI", "Zarr", "GPKG", "MBTiles", "Rasterlite", "PDS4", "VICAR",
 })
+#: Leading bytes of the allowed formats, and the GDAL driver each one means.
 MAGIC = {
-    b"II*\x00": "GeoTIFF", b"MM\x00*": "GeoTIFF", b"II+\x00": "BigTIFF", b"MM\x00+": "BigTIFF",
-    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
-    b"\xffO\xffQ": "JPEG 2000 codestream", b"RIFF": "WEBP",
+    b"II*\x00": "GTiff", b"MM\x00*": "GTiff", b"II+\x00": "GTiff", b"MM\x00+": "GTiff",
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"\x00\x00\x00\x0cjP  ": "JP2OpenJPEG",
+    b"\xffO\xffQ": "JP2OpenJPEG", b"RIFF": "WEBP",
 }
 
 #: Creation options of the GDAL COG driver per compression profile.
@@ -142,6 +145,10 @@ class IncompatibleTiles(GeoOpsError):
     """Tiles given to a mosaic do not share CRS, resolution, bands or data type."""
 
 
+class SourceUnavailable(GeoOpsError):
+    """The source could not be reached (network or HTTP error): transient, worth a retry."""
+
+
 class OutputWriteError(GeoOpsError):
     """Writing or publishing an output failed; nothing was left at the destination."""
 
@@ -150,7 +157,7 @@ ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
     cls.__name__: cls for cls in (
         RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster, MissingCRS,
         DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata, InvalidOption,
-        InvalidCog, IncompatibleTiles, OutputWriteError)
+        InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError)
 }
 
 
@@ -171,6 +178,7 @@ class RasterLimits(BaseModel):
     max_pixels: int = 4_000_000_000
     max_bands: int = 64
     max_decompressed_bytes: int = 32 * 1024**3
+    max_block_bytes: int = 256 * 1024**2  # one strip/tile (all bands) decoded at once
     allowed_dtypes: tuple[str, ...] = (
         "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
         "float32", "float64")
@@ -267,7 +275,11 @@ class TileWindow(BaseModel):
 
 
 class Tile(BaseModel):
-    """One unit of tiled work: a window of the output grid and where its COG goes."""
+    """One unit of tiled work, self-contained (an activity's whole payload).
+
+    A window of the output grid, its transform and bounds, where its COG goes, and for warped
+    plans the target CRS (``"EPSG:n"`` or WKT2) and resampling; ``dst_crs`` None = source grid.
+    """
 
     index: int
     row: int
@@ -276,6 +288,8 @@ class Tile(BaseModel):
     transform: list[float]
     bounds: list[float]
     output_path: str
+    dst_crs: str | None = None
+    resampling: str = "nearest"
 
 
 class TilePlan(BaseModel):
@@ -361,7 +375,7 @@ def gdal_reason(err: BaseException) -> str:
         messages.append(str(err))
         err = err.__cause__ or err.__context__
     specific = [m for m in messages if "See previous exception" not in m]
-    return (specific or messages)[-1 if specific else 0]
+    return specific[-1] if specific else messages[0]
 
 
 def is_virtual(path: PathLike) -> bool:
@@ -425,10 +439,6 @@ def _file_size(path: PathLike) -> int | None:
         return None
 
 
-def _window_list(window: Window) -> list[float]:
-    return [window.col_off, window.row_off, window.width, window.height]
-
-
 # ----------------------------------------------------------------------------------------------
 # Format sniffing and opening (never reads pixels)
 
@@ -443,37 +453,49 @@ def _describe_bytes(head: bytes) -> str:
     return "text" if text.isprintable() or "\n" in text else f"unrecognised signature {head[:8].hex()}"
 
 
-def _sniff_local(path: PathLike) -> None:
-    """Refuse missing, empty, text and XML files by their first bytes."""
-    if not os.path.exists(path):
-        raise RasterNotFound(path, "no such file")
-    if os.path.isdir(path):
+def _sniff_local(path: PathLike) -> str:
+    """The driver for a local file from its first bytes; refuses missing, empty, text, XML."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as err:
+        raise RasterNotFound(path, "no such file") from err
+    if stat.S_ISDIR(st.st_mode):
         raise UnsupportedFormat(path, "is a directory, not a raster file")
-    if os.path.getsize(path) == 0:
+    if st.st_size == 0:
         raise EmptyFile(path, "file is empty (0 bytes)")
     with open(path, "rb") as handle:
         head = handle.read(512)
     if b"<VRTDataset" in head:
         raise UnsupportedFormat(path, "is a GDAL VRT, which can reference other files or URLs")
-    if not any(head.startswith(magic) for magic in MAGIC):
-        raise UnsupportedFormat(path, f"not a raster file: content is {_describe_bytes(head)}")
+    for magic, driver in MAGIC.items():
+        if head.startswith(magic):
+            return driver
+    raise UnsupportedFormat(path, f"not a raster file: content is {_describe_bytes(head)}")
+
+
+def _identify_error(path: PathLike, err: BaseException) -> GeoOpsError:
+    """Classify a failure to identify ``path``: missing, unreachable, or not a raster."""
+    reason = gdal_reason(err)
+    if "No such file" in reason or "does not exist" in reason or "404" in reason:
+        return RasterNotFound(path, reason)
+    if isinstance(err, CPLE_HttpResponseError) or "CURL error" in reason or "HTTP" in reason:
+        return SourceUnavailable(path, reason)
+    return UnsupportedFormat(path, f"not recognised as a raster: {reason}")
 
 
 def sniff_driver(path: PathLike) -> str:
     """The GDAL driver that would open ``path``, checked against the allow-list.
 
-    Reads only the file's first bytes (``GDALIdentifyDriver``); raises ``UnsupportedFormat`` for
-    VRTs and every format that may reference other files, before GDAL is allowed to open it.
+    Reads only the file's first bytes (local files directly, virtual paths through
+    ``GDALIdentifyDriver``); raises ``UnsupportedFormat`` for VRTs and every format that may
+    reference other files, before GDAL is allowed to open it.
     """
     if not is_virtual(path):
-        _sniff_local(path)
+        return _sniff_local(path)  # GDAL's GTiff/PNG/JPEG/JP2 drivers identify by these bytes
     try:
         driver = get_dataset_driver(str(path))
     except (*GDAL_ERRORS, TypeError, ValueError) as err:
-        reason = str(err)
-        if "No such file" in reason or "does not exist" in reason or "404" in reason:
-            raise RasterNotFound(path, reason) from err
-        raise UnsupportedFormat(path, f"not recognised as a raster: {reason}") from err
+        raise _identify_error(path, err) from err
     if driver in REFERENCING_DRIVERS:
         raise UnsupportedFormat(path, f"{driver} format can reference other files or URLs")
     if driver not in ALLOWED_DRIVERS:
@@ -485,7 +507,9 @@ def open_raster(path: PathLike, driver: str | None = None) -> DatasetReader:
     """Open ``path`` with exactly one (allowed) driver; sniffs it when ``driver`` is None."""
     driver = driver or sniff_driver(path)
     try:
-        return rasterio.open(str(path), driver=driver)
+        with catch_warnings():  # reported as MissingCRS / DegenerateTransform instead
+            simplefilter("ignore", NotGeoreferencedWarning)
+            return DatasetReader(str(path), driver=driver)  # rasterio.open minus its overhead
     except GDAL_ERRORS as err:
         raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
 
@@ -541,6 +565,11 @@ def check_size(ds: DatasetReader, limits: RasterLimits, file_bytes: int | None) 
     if size > limits.max_decompressed_bytes:
         errors.append(_issue(RasterTooLarge, f"decompresses to {size} bytes, over the limit of "
                              f"{limits.max_decompressed_bytes}"))
+    block_h, block_w = ds.block_shapes[0]
+    block = block_h * block_w * (size // max(ds.width * ds.height, 1))
+    if block > limits.max_block_bytes:
+        errors.append(_issue(RasterTooLarge, f"one {block_w} x {block_h} block decompresses to "
+                             f"{block} bytes, over the limit of {limits.max_block_bytes}"))
     if file_bytes and size / file_bytes > limits.warn_compression_ratio:
         warnings.append(_issue("HighCompressionRatio", f"{file_bytes} bytes on disk expand to "
                                f"{size} bytes ({size / file_bytes:.0f}x)"))
@@ -603,27 +632,51 @@ def _sample_windows(ds: DatasetReader, limit: int) -> list[Window]:
     return windows
 
 
-def check_blocks(ds: DatasetReader, limit: int) -> tuple[int, Findings]:
+class BlockSample(BaseModel):
+    """What decoding a sample of blocks found."""
+
+    blocks: int = 0
+    pixels: int = 0
+    valid_pixels: int = 0
+    errors: list[Issue] = Field(default_factory=list)
+    warnings: list[Issue] = Field(default_factory=list)
+
+
+def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
     """Decode a sample of blocks of every band: a file can open and then fail on read."""
-    nan_note = []
-    sampled = 0
+    sample = BlockSample()
     for window in _sample_windows(ds, limit):
         try:
             data = ds.read(window=window)
+            mask = ds.dataset_mask(window=window)
         except GDAL_ERRORS as err:
             where = f"block at row {int(window.row_off)}, col {int(window.col_off)}"
-            return sampled, ([_issue(UnreadableRaster,
-                                     f"reading {where} failed: {gdal_reason(err)}")], [])
-        sampled += 1
-        if data.dtype.kind == "f" and not nan_note and np.isnan(data).any():
+            sample.errors.append(_issue(UnreadableRaster,
+                                        f"reading {where} failed: {gdal_reason(err)}"))
+            return sample
+        sample.blocks += 1
+        sample.pixels += mask.size
+        sample.valid_pixels += int(np.count_nonzero(mask))
+        if data.dtype.kind == "f" and not sample.warnings and np.isnan(data).any():
             if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
-                nan_note.append(_issue("UndeclaredNaN", "float pixels contain NaN but the "
-                                       "nodata value is not NaN; NaN pixels are not masked"))
-    return sampled, ([], nan_note)
+                sample.warnings.append(_issue("UndeclaredNaN", "float pixels contain NaN but "
+                                              "the nodata value is not NaN; NaN pixels are not "
+                                              "masked"))
+    return sample
 
 
-def valid_fraction(ds: DatasetReader, max_side: int = 512) -> float:
-    """Share of valid (unmasked) pixels, from a decimated mask read (overviews when present)."""
+#: Above this many pixels, a raster without overviews is not scanned for its valid fraction.
+SCAN_LIMIT_PIXELS = 4096 * 4096
+
+
+def valid_fraction(ds: DatasetReader, max_side: int = 512) -> float | None:
+    """Share of valid (unmasked) pixels from a decimated mask read, served by overviews.
+
+    None when the raster is larger than ``SCAN_LIMIT_PIXELS`` and has no overviews: a
+    decimated read would then decode nearly every block.
+    """
+    if ds.width * ds.height > SCAN_LIMIT_PIXELS and not ds.overviews(1):
+        return None
     scale = max(ds.width, ds.height) / max_side
     shape = (max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
     mask = ds.dataset_mask(out_shape=shape)
@@ -662,6 +715,8 @@ def validate(
             report.driver = sniff_driver(src)
             with open_raster(src, report.driver) as ds:
                 _validate_dataset(ds, report, limits, sample_blocks)
+        except SourceUnavailable:
+            raise  # transient: the caller retries, it is not a verdict on the file
         except GeoOpsError as err:
             report.errors.append(_issue(type(err), err.reason))
         if check_cog and not report.errors and report.driver:
@@ -680,20 +735,30 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
     report.crs_wkt = ds.crs.to_wkt() if ds.crs else None
     report.epsg = crs_epsg(ds.crs)
     report.decompressed_bytes = decompressed_bytes(ds)
-    for check in (check_georeferencing(ds), check_size(ds, limits, report.file_bytes),
-                  check_dtypes(ds, limits), check_nodata(ds)):
+    for check in (check_size(ds, limits, report.file_bytes), check_dtypes(ds, limits),
+                  check_georeferencing(ds), check_nodata(ds)):
         report.errors.extend(check[0])
         report.warnings.extend(check[1])
     if any(e.code in ("RasterTooLarge", "UnsupportedDtype") for e in report.errors):
         return  # never decode pixels of a file that fails the size guard
-    report.blocks_sampled, (errors, warnings) = check_blocks(ds, sample_blocks)
-    report.errors.extend(errors)
-    report.warnings.extend(warnings)
-    if not errors:
-        report.valid_fraction = valid_fraction(ds)
-        report.is_empty = report.valid_fraction == 0.0
-        if report.is_empty:
-            report.warnings.append(_issue("EmptyRaster", "every sampled pixel is nodata/masked"))
+    sample = check_blocks(ds, sample_blocks)
+    report.blocks_sampled = sample.blocks
+    report.errors.extend(sample.errors)
+    report.warnings.extend(sample.warnings)
+    if sample.errors:
+        return
+    try:
+        fraction = valid_fraction(ds)
+    except GDAL_ERRORS as err:
+        report.errors.append(_issue(UnreadableRaster, f"reading the overview/decimated mask "
+                                    f"failed: {gdal_reason(err)}"))
+        return
+    if fraction is None:  # large and without overviews: the sampled blocks speak for it
+        fraction = sample.valid_pixels / max(sample.pixels, 1)
+    report.valid_fraction = fraction
+    report.is_empty = fraction == 0.0
+    if report.is_empty:
+        report.warnings.append(_issue("EmptyRaster", "every sampled pixel is nodata/masked"))
 
 
 def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReader:
@@ -704,8 +769,8 @@ def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReade
     limits = limits or RasterLimits()
     ds = open_raster(src)
     errors: list[Issue] = []
-    for check in (check_georeferencing(ds), check_size(ds, limits, _file_size(src)),
-                  check_dtypes(ds, limits), check_nodata(ds)):
+    for check in (check_size(ds, limits, _file_size(src)), check_dtypes(ds, limits),
+                  check_georeferencing(ds), check_nodata(ds)):
         errors.extend(check[0])
     if errors:
         ds.close()
@@ -721,7 +786,8 @@ def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReade
 def staged_output(dst: PathLike, tmp_dir: PathLike | None = None) -> Iterator[str]:
     """Yield a temporary path to write; on success move (or upload-copy) it to ``dst``.
 
-    Local destinations get a hidden sibling then ``os.replace`` (atomic). Virtual destinations
+    Local destinations are staged in a hidden sibling directory, then ``os.replace``d (atomic
+    on one filesystem). Virtual destinations
     (``/vsiaz/``...) are written to a local temporary directory and copied in one sequential
     upload. On any failure temporary files are removed and ``dst`` is untouched.
     """
@@ -741,13 +807,20 @@ def staged_output(dst: PathLike, tmp_dir: PathLike | None = None) -> Iterator[st
 
 
 def publish(local: str, dst: str) -> None:
-    """Move or copy a finished local file to its destination."""
+    """Move or copy a finished local file to its destination.
+
+    A VRT is re-serialised by GDAL's VRT driver at the destination (copying its "files" would
+    upload every source tile again); anything else is copied byte for byte.
+    """
     if not is_virtual(dst):
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
         os.replace(local, dst)
         return
     try:
-        rasterio.shutil.copyfiles(local, dst)
+        if local.lower().endswith(".vrt"):
+            rasterio.shutil.copy(local, dst, driver="VRT")
+        else:
+            rasterio.shutil.copyfiles(local, dst)
     except GDAL_ERRORS as err:
         _remove_partial(dst)
         raise OutputWriteError(dst, f"upload failed: {err}") from err
@@ -758,12 +831,6 @@ def _remove_partial(dst: str) -> None:
         rasterio.shutil.delete(dst)
     except GDAL_ERRORS as err:
         log.warning("could not remove partial output %s: %s", dst, err)
-
-
-def _output_size(path: str) -> int | None:
-    if not is_virtual(path):
-        return os.path.getsize(path)
-    return None
 
 
 def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_resampling: str,
@@ -778,6 +845,18 @@ def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_re
     return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
         overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
         "OVERVIEWS": "AUTO", **base}
+
+
+#: Codecs limited to 8-bit imagery: 1 (grey), 3 (RGB) or 4 (RGBA) bands.
+EIGHT_BIT_CODECS = frozenset({"JPEG", "WEBP"})
+
+
+def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
+    """Refuse a lossy 8-bit codec for data it cannot encode, before any pixel is written."""
+    codec = options.get("COMPRESS", "").upper()
+    if codec in EIGHT_BIT_CODECS and (set(ds.dtypes) != {"uint8"} or ds.count not in (1, 3, 4)):
+        raise InvalidOption(ds.name, f"{codec} compression needs 1, 3 or 4 uint8 bands, not "
+                            f"{ds.count} x {ds.dtypes[0]}")
 
 
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
@@ -879,10 +958,11 @@ def to_cog(
     before it is published at ``dst``.
     """
     started = time.perf_counter()
-    config = env_options(gdal_config, GDAL_NUM_THREADS=str(threads))
+    config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads)
     with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
+        check_codec(ds, options)
         try:
             if dst_crs is None:
                 _copy_cog(ds, tmp, options, nodata)
@@ -893,7 +973,7 @@ def to_cog(
             raise UnreadableRaster(src, f"conversion failed: {gdal_reason(err)}") from err
         verify_cog(tmp, config)
         result = _cog_result(tmp, str(dst), dst_crs is not None, started)
-    log.info("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
+    log.debug("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
     return result
 
 
@@ -989,7 +1069,7 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
 def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogResult:
     with rasterio.open(tmp, driver="GTiff") as out:
         fraction = valid_fraction(out)
-        warnings = [] if fraction else [_issue("EmptyRaster", "every pixel is nodata/masked")]
+        notes = [] if fraction != 0.0 else [_issue("EmptyRaster", "every pixel is nodata/masked")]
         return CogResult(
             path=dst, size_bytes=os.path.getsize(tmp), epsg=crs_epsg(out.crs),
             crs_wkt=out.crs.to_wkt() if out.crs else None, bounds=list(out.bounds),
@@ -997,7 +1077,7 @@ def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogRes
             nodata=nodata_json(out.nodata), overview_count=len(out.overviews(1)),
             compression=out.compression.name if out.compression else None,
             reprojected=reprojected, valid_fraction=fraction, is_empty=fraction == 0.0,
-            cog_valid=True, warnings=warnings, elapsed_s=time.perf_counter() - started)
+            cog_valid=True, warnings=notes, elapsed_s=time.perf_counter() - started)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1032,6 +1112,7 @@ def plan_tiles(
     output_prefix: str,
     tile_size: int | None = None,
     max_pixels: int = 4096 * 4096,
+    max_tile_bytes: int | None = None,
     blocksize: int = 512,
     dst_crs: str | int | CRS | None = None,
     resolution: float | tuple[float, float] | None = None,
@@ -1042,30 +1123,44 @@ def plan_tiles(
     """Plan tiles covering the output grid exactly once, in row-major order.
 
     The output grid is the source grid, or with ``dst_crs`` the grid ``gdalwarp`` would choose.
-    ``tile_size`` wins when given; otherwise it derives from ``max_pixels`` (the per-task
-    memory/time budget). Reads the header only.
+    ``tile_size`` wins when given; otherwise the side is the largest multiple of ``blocksize``
+    within the per-task budget: ``max_pixels``, and ``max_tile_bytes`` of decompressed pixels
+    (all bands) when given. Reads the header only.
     """
     with gdal_env(gdal_config), preflight(src, limits) as ds:
-        if dst_crs is None:
-            crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
-        else:
+        crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
+        if dst_crs is not None:
             crs = parse_crs(dst_crs)
             transform, width, height = warp_grid(ds, crs, resolution)
-        parse_resampling(resampling)
-        size = tile_size or tile_size_for_budget(max_pixels, blocksize)
-        if size < 1:
-            raise InvalidOption(str(size), "tile size must be positive")
-        tiles = [_plan_tile(i, r, c, w, transform, output_prefix)
-                 for i, (r, c, w) in enumerate(tile_windows(width, height, size))]
-        return TilePlan(source=str(src), warped=dst_crs is not None, crs_wkt=crs.to_wkt(),
-                        epsg=crs_epsg(crs), width=width, height=height,
-                        transform=list(transform)[:6], tile_size=size,
-                        rows=tiles[-1].row + 1, cols=tiles[-1].col + 1,
-                        resampling=resampling, tiles=tiles)
+        size = tile_size or tile_size_for_budget(
+            _pixel_budget(ds, max_pixels, max_tile_bytes), blocksize)
+    if size < 1:
+        raise InvalidOption(str(size), "tile size must be positive")
+    parse_resampling(resampling)
+    crs_text = _crs_text(crs) if dst_crs is not None else None
+    tiles = [_plan_tile(i, r, c, w, transform, output_prefix, crs_text, resampling)
+             for i, (r, c, w) in enumerate(tile_windows(width, height, size))]
+    return TilePlan(source=str(src), warped=dst_crs is not None, crs_wkt=crs.to_wkt(),
+                    epsg=crs_epsg(crs), width=width, height=height,
+                    transform=list(transform)[:6], tile_size=size, rows=tiles[-1].row + 1,
+                    cols=tiles[-1].col + 1, resampling=resampling, tiles=tiles)
 
 
-def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine,
-               prefix: str) -> Tile:
+def _pixel_budget(ds: DatasetReader, max_pixels: int, max_tile_bytes: int | None) -> int:
+    if max_tile_bytes is None:
+        return max_pixels
+    bytes_per_pixel = sum(np.dtype(dt).itemsize for dt in ds.dtypes)
+    return min(max_pixels, max_tile_bytes // bytes_per_pixel)
+
+
+def _crs_text(crs: CRS) -> str:
+    """Compact, lossless text for a CRS: ``"EPSG:n"`` when it is exactly that, else WKT2."""
+    epsg = crs_epsg(crs)
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt(version="WKT2_2019")
+
+
+def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine, prefix: str,
+               dst_crs: str | None, resampling: str) -> Tile:
     t = transform @ Affine.translation(window.col_off, window.row_off)
     w, h = int(window.width), int(window.height)
     xs = [t.c, t.c + w * t.a + h * t.b]
@@ -1074,12 +1169,12 @@ def _plan_tile(index: int, row: int, col: int, window: Window, transform: Affine
                 window=TileWindow(col_off=int(window.col_off), row_off=int(window.row_off),
                                   width=w, height=h),
                 transform=list(t)[:6], bounds=[min(xs), min(ys), max(xs), max(ys)],
-                output_path=tile_path(prefix, row, col))
+                output_path=tile_path(prefix, row, col), dst_crs=dst_crs,
+                resampling=resampling)
 
 
 def process_tile(
     src: PathLike,
-    plan: TilePlan,
     tile: Tile,
     dst: PathLike | None = None,
     *,
@@ -1091,7 +1186,7 @@ def process_tile(
     tmp_dir: PathLike | None = None,
     gdal_config: Mapping[str, str] | None = None,
 ) -> TileResult:
-    """Write one tile of ``plan`` as a COG (``dst`` defaults to ``tile.output_path``).
+    """Write one planned tile as a COG (``dst`` defaults to ``tile.output_path``).
 
     Source-grid tiles are a windowed VRT over the source handed straight to the COG driver;
     warped tiles are warped into a tile-sized in-memory raster first. Memory is bounded by the
@@ -1100,13 +1195,14 @@ def process_tile(
     """
     started = time.perf_counter()
     dst = str(dst or tile.output_path)
-    config = env_options(gdal_config, GDAL_NUM_THREADS=str(threads))
+    config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
+        check_codec(ds, options)
         try:
-            if plan.warped:
-                _warped_tile_cog(ds, plan, tile, tmp, options, warp_mem_limit_mb, threads)
+            if tile.dst_crs:
+                _warped_tile_cog(ds, tile, tmp, options, warp_mem_limit_mb, threads)
             else:
                 with rasterio.open(window_vrt(ds, _tile_window(tile))) as vrt:
                     rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
@@ -1127,12 +1223,12 @@ def _tile_window(tile: Tile) -> Window:
     return Window(w.col_off, w.row_off, w.width, w.height)
 
 
-def _warped_tile_cog(ds: DatasetReader, plan: TilePlan, tile: Tile, tmp: str,
-                     options: dict[str, str], warp_mem_limit_mb: int, threads: int | str) -> None:
-    crs = CRS.from_wkt(plan.crs_wkt)
+def _warped_tile_cog(ds: DatasetReader, tile: Tile, tmp: str, options: dict[str, str],
+                     warp_mem_limit_mb: int, threads: int | str) -> None:
+    crs = parse_crs(tile.dst_crs)
     transform = Affine(*tile.transform)
     with warped_vrt(ds, crs, transform, tile.window.width, tile.window.height,
-                    resampling=parse_resampling(plan.resampling), nodata=None,
+                    resampling=parse_resampling(tile.resampling), nodata=None,
                     warp_mem_limit_mb=warp_mem_limit_mb, threads=threads) as vrt:
         data = vrt.read()
         profile = {"driver": "GTiff", "width": vrt.width, "height": vrt.height,
@@ -1164,66 +1260,86 @@ def build_mosaic(
         raise InvalidOption(str(dst_vrt), "no tiles to mosaic")
     with gdal_env(gdal_config):
         tiles = [_tile_facts(p) for p in tile_paths]
-        grid = _mosaic_grid(tiles, str(dst_vrt))
-        xml = _mosaic_xml(tiles, grid)
+        grid = _mosaic_grid(tiles)
         with staged_output(dst_vrt) as tmp:
-            Path(tmp).write_text(xml, encoding="utf-8")
-        bbox, footprint = geographic_extent(grid["crs"], grid["bounds"])
+            Path(tmp).write_text(_mosaic_xml(tiles, grid), encoding="utf-8")
+        bbox, footprint = geographic_extent(grid.crs, grid.bounds)
     first = tiles[0]
-    return MosaicResult(path=str(dst_vrt), tile_count=len(tiles), width=grid["width"],
-                        height=grid["height"], count=first["count"], dtype=first["dtypes"][0],
-                        epsg=crs_epsg(grid["crs"]), crs_wkt=grid["crs"].to_wkt(),
-                        transform=list(grid["transform"])[:6], bounds=list(grid["bounds"]),
+    return MosaicResult(path=str(dst_vrt), tile_count=len(tiles), width=grid.width,
+                        height=grid.height, count=first.count, dtype=first.dtypes[0],
+                        epsg=crs_epsg(grid.crs), crs_wkt=grid.crs.to_wkt(),
+                        transform=list(grid.transform)[:6], bounds=list(grid.bounds),
                         bbox=bbox, footprint=footprint)
 
 
-def _tile_facts(path: PathLike) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _TileFacts:
+    path: str
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    nodata: float | None
+    colorinterp: tuple[ColorInterp, ...]
+    mask: bool
+
+
+@dataclass(frozen=True)
+class _MosaicGrid:
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    bounds: tuple[float, float, float, float]
+
+
+def _tile_facts(path: PathLike) -> _TileFacts:
     name = str(path) if is_virtual(path) else os.path.abspath(path)
     with open_raster(name) as ds:
         if ds.transform.b or ds.transform.d:
             raise IncompatibleTiles(name, "rotated tiles cannot be mosaicked")
-        return {"path": name, "crs": ds.crs, "transform": ds.transform, "width": ds.width,
-                "height": ds.height, "count": ds.count, "dtypes": ds.dtypes,
-                "nodata": ds.nodata, "colorinterp": ds.colorinterp,
-                "mask": _has_dataset_mask(ds)}
+        return _TileFacts(name, ds.crs, ds.transform, ds.width, ds.height, ds.count,
+                          tuple(ds.dtypes), ds.nodata, tuple(ds.colorinterp),
+                          _has_dataset_mask(ds))
 
 
-def _mosaic_grid(tiles: list[dict[str, Any]], dst: str) -> dict[str, Any]:
+def _mosaic_grid(tiles: list[_TileFacts]) -> _MosaicGrid:
     first = tiles[0]
-    res = (first["transform"].a, first["transform"].e)
+    xres, yres = first.transform.a, first.transform.e
     for t in tiles[1:]:
-        same = (t["crs"] == first["crs"] and t["count"] == first["count"]
-                and t["dtypes"] == first["dtypes"]
-                and math.isclose(t["transform"].a, res[0], rel_tol=1e-9)
-                and math.isclose(t["transform"].e, res[1], rel_tol=1e-9))
+        same = (t.crs == first.crs and t.count == first.count and t.dtypes == first.dtypes
+                and math.isclose(t.transform.a, xres, rel_tol=1e-9)
+                and math.isclose(t.transform.e, yres, rel_tol=1e-9))
         if not same:
-            raise IncompatibleTiles(t["path"], f"differs from {first['path']} in CRS, "
-                                    "resolution, band count or data type")
-    left = min(t["transform"].c for t in tiles)
-    top = max(t["transform"].f for t in tiles)
-    right = max(t["transform"].c + t["width"] * res[0] for t in tiles)
-    bottom = min(t["transform"].f + t["height"] * res[1] for t in tiles)
-    width, height = round((right - left) / res[0]), round((bottom - top) / res[1])
-    return {"crs": first["crs"], "transform": Affine(res[0], 0, left, 0, res[1], top),
-            "width": width, "height": height, "bounds": (left, bottom, right, top)}
+            raise IncompatibleTiles(t.path, f"differs from {first.path} in CRS, resolution, "
+                                    "band count or data type")
+    left = min(t.transform.c for t in tiles)
+    top = max(t.transform.f for t in tiles)
+    right = max(t.transform.c + t.width * xres for t in tiles)
+    bottom = min(t.transform.f + t.height * yres for t in tiles)
+    return _MosaicGrid(first.crs, Affine(xres, 0, left, 0, yres, top),
+                       round((right - left) / xres), round((bottom - top) / yres),
+                       (left, bottom, right, top))
 
 
-def _mosaic_xml(tiles: list[dict[str, Any]], grid: dict[str, Any]) -> str:
-    inverse = ~grid["transform"]
+def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid) -> str:
+    inverse = ~grid.transform
     placed = []
     for t in tiles:
-        col, row = inverse @ (t["transform"].c, t["transform"].f)
-        placed.append((t, Window(0, 0, t["width"], t["height"]),
-                       Window(round(col), round(row), t["width"], t["height"])))
+        col, row = inverse @ (t.transform.c, t.transform.f)
+        placed.append((t.path, Window(0, 0, t.width, t.height),
+                       Window(round(col), round(row), t.width, t.height)))
     first = tiles[0]
-    bands = [_band_xml(b, first["dtypes"][b - 1], first["nodata"], first["colorinterp"][b - 1],
-                       [(t["path"], b, sw, dw) for t, sw, dw in placed])
-             for b in range(1, first["count"] + 1)]
+    bands = [_band_xml(b, first.dtypes[b - 1], first.nodata, first.colorinterp[b - 1],
+                       [(path, b, sw, dw) for path, sw, dw in placed])
+             for b in range(1, first.count + 1)]
     mask = None
-    if first["mask"]:
+    if first.mask:
         mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
-                         [(t["path"], "mask,1", sw, dw) for t, sw, dw in placed])
-    return _vrt_xml(grid["width"], grid["height"], grid["crs"], grid["transform"], bands, mask)
+                         [(path, "mask,1", sw, dw) for path, sw, dw in placed])
+    return _vrt_xml(grid.width, grid.height, grid.crs, grid.transform, bands, mask)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def child_tiles(src: str, dst: str) -> dict:
 
     started = time.perf_counter()
     plan = geo_ops.plan_tiles(src, output_prefix=dst, tile_size=TILE_SIZE)
-    results = [geo_ops.process_tile(src, plan, tile, overview_resampling=OVERVIEW_RESAMPLING)
+    results = [geo_ops.process_tile(src, tile, overview_resampling=OVERVIEW_RESAMPLING)
                for tile in plan.tiles]
     return {"wall_s": time.perf_counter() - started, "tiles": len(results)}
 

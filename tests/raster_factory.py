@@ -164,24 +164,27 @@ def _chunk(
     return data
 
 
-def write_tiff_header_only(path: str | Path, *, width: int, height: int) -> Path:
+def write_tiff_header_only(path: str | Path, *, width: int, height: int,
+                           tile: int | None = None) -> Path:
     """A tiny hand-made TIFF that *claims* ``width`` x ``height`` deflate pixels (a bomb shape).
 
-    One strip of a few bytes: any reader that trusts the header would inflate it to
-    ``width * height`` bytes. Used to prove size checks happen before any pixel is read.
+    One strip (or one ``tile`` x ``tile`` tile) of a few bytes: any reader that trusts the
+    header would inflate it to ``width * height`` bytes. Used to prove size checks happen
+    before any pixel is read.
     """
     import struct
 
-    entries = [  # (tag, type, count, value); types: 3 SHORT, 4 LONG
+    layout = ([(322, 4, 1, tile), (323, 4, 1, tile), (324, 4, 1, 0), (325, 4, 1, 8)] if tile
+              else [(273, 4, 1, 0), (278, 4, 1, height), (279, 4, 1, 8)])
+    entries = sorted([  # (tag, type, count, value); types: 3 SHORT, 4 LONG
         (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 8),
-        (262, 3, 1, 1), (273, 4, 1, 0), (277, 3, 1, 1), (278, 4, 1, height),
-        (279, 4, 1, 8), (284, 3, 1, 1),
-    ]
+        (262, 3, 1, 1), (277, 3, 1, 1), (284, 3, 1, 1), *layout,
+    ])
     ifd_offset = 8
     data_offset = ifd_offset + 2 + 12 * len(entries) + 4
     body = bytearray(b"II*\x00" + struct.pack("<I", ifd_offset) + struct.pack("<H", len(entries)))
     for tag, typ, cnt, val in entries:
-        val = data_offset if tag == 273 else val
+        val = data_offset if tag in (273, 324) else val
         packed = struct.pack("<HHI", tag, typ, cnt)
         packed += struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val)
         body += packed

@@ -109,8 +109,7 @@ def test_reprojection_grid_matches_gdal(shared_rasters, tmp_path, name):
     with rasterio.open(src) as ds:
         transform, width, height = calculate_default_transform(
             ds.crs, "EPSG:3857", ds.width, ds.height, *ds.bounds)
-    assert_grid(result, width, height, rasterio.transform.array_bounds(height, width, transform)
-                [:1] + rasterio.transform.array_bounds(height, width, transform)[1:])
+    assert_grid(result, width, height, rasterio.transform.array_bounds(height, width, transform))
     if GDALWARP:
         assert_grid(result, *gdalwarp_grid(src, tmp_path))
 
@@ -233,3 +232,10 @@ def test_raster_factory_is_deterministic(tmp_path):
         np.testing.assert_array_equal(ra.read(), rb.read())
         band = ra.read(1, masked=True)
         assert 0.05 < band.mask.mean() < 0.2 and band.std() > 0
+
+
+def test_jpeg_profile_refused_for_float_data(make_raster, tmp_path):
+    src = make_raster(dtype="float32", nodata=-1)
+    with pytest.raises(geo_ops.InvalidOption, match="JPEG compression needs"):
+        geo_ops.to_cog(src, tmp_path / "x.tif", profile="jpeg")
+    assert list(tmp_path.glob("x.tif")) == []

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from rio_cogeo.cogeo import cog_validate
 
 import geo_ops
@@ -20,7 +21,7 @@ def coverage(plan: geo_ops.TilePlan) -> np.ndarray:
 
 
 def run_tiles(src, plan) -> list[geo_ops.TileResult]:
-    results = [geo_ops.process_tile(src, plan, tile) for tile in plan.tiles]
+    results = [geo_ops.process_tile(src, tile) for tile in plan.tiles]
     for result in results:
         ok, errors, warnings = cog_validate(result.path, strict=True, quiet=True)
         assert ok, errors + warnings
@@ -139,3 +140,36 @@ def test_mosaic_paths_are_absolute(make_raster, tmp_path, monkeypatch):
     assert str(tmp_path / "rel_tiles") in text
     with rasterio.open(tmp_path / mosaic.path) as vrt:
         assert vrt.width == 600
+
+
+def test_tile_is_a_self_contained_small_payload(shared_rasters, tmp_path):
+    plan = geo_ops.plan_tiles(shared_rasters / "goes.tif", output_prefix=str(tmp_path),
+                              tile_size=256, dst_crs="EPSG:3857", resampling="bilinear")
+    payload = plan.tiles[0].model_dump(mode="json")
+    assert payload["dst_crs"] == "EPSG:3857" and payload["resampling"] == "bilinear"
+    assert len(json.dumps(payload)) < 1024
+    tile = geo_ops.Tile.model_validate(json.loads(json.dumps(payload)))
+    result = geo_ops.process_tile(shared_rasters / "goes.tif", tile)
+    assert result.path == tile.output_path and result.width == tile.window.width
+
+
+def test_tile_size_from_byte_budget(make_raster, tmp_path):
+    src = make_raster(width=3000, height=3000, count=4, dtype="float32")
+    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path), max_tile_bytes=16 * 2**20)
+    assert plan.tile_size == 1024  # 16 MiB / 16 bytes per pixel = 1024 x 1024
+    assert np.all(coverage(plan) == 1)
+
+
+def test_mosaic_to_virtual_destination_does_not_copy_tiles(shared_rasters, tmp_path):
+    src = shared_rasters / "shade.tif"
+    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "tiles"), tile_size=512)
+    results = run_tiles(src, plan)
+    dst = f"/vsimem/mosaic_{tmp_path.name}/m.vrt"
+    geo_ops.build_mosaic([r.path for r in results], dst)
+    try:
+        with rasterio.open(dst) as vrt, rasterio.open(src) as ref:
+            np.testing.assert_array_equal(vrt.read(), ref.read())
+            assert sorted(vrt.files[1:]) == sorted(r.path for r in results)
+        assert not rasterio.shutil.exists(f"/vsimem/mosaic_{tmp_path.name}/tile_r0000_c0000.tif")
+    finally:
+        rasterio.shutil.delete(dst, driver="VRT")

@@ -121,6 +121,7 @@ def no_gdal_open(monkeypatch):
         raise AssertionError("rasterio.open was called")
 
     monkeypatch.setattr(geo_ops.rasterio, "open", forbidden)
+    monkeypatch.setattr(geo_ops, "DatasetReader", forbidden)
 
 
 def test_vrt_pointing_at_local_file_refused(tmp_path, shared_rasters, no_gdal_open):
@@ -155,6 +156,8 @@ def test_claimed_huge_raster_refused_before_reading(tmp_path, no_pixel_reads):
     assert "1000000 x 1000000" in message
     assert report.decompressed_bytes == 10**12
     assert report.blocks_sampled == 0 and report.is_empty is None
+    with pytest.raises(geo_ops.RasterTooLarge, match="bomb.tif"):
+        report.raise_for_errors()
 
 
 def test_zero_byte_file_refused(tmp_path, no_gdal_open):
@@ -186,6 +189,8 @@ def test_limits_bands_and_dtype(make_raster):
     limits = geo_ops.RasterLimits(max_bands=4, allowed_dtypes=("uint8", "float32"))
     report = geo_ops.validate(path, limits=limits)
     assert codes(report.errors) == ["RasterTooLarge", "UnsupportedDtype"]
+    with pytest.raises(geo_ops.RasterTooLarge, match="5 bands"):
+        report.raise_for_errors()
     assert report.blocks_sampled == 0
 
 
@@ -235,3 +240,47 @@ def test_gdal_config_is_applied(make_raster):
     assert report.valid
     with pytest.raises(geo_ops.InvalidOption):
         geo_ops.validate(path, gdal_config={"GDAL_CACHEMAX": "5%"})
+
+
+def test_unreachable_remote_source_raises_transient_error():
+    with pytest.raises(geo_ops.SourceUnavailable, match="127.0.0.1"):
+        geo_ops.validate("/vsicurl/http://127.0.0.1:9/x.tif",
+                         gdal_config={"GDAL_HTTP_MAX_RETRY": "0", "GDAL_HTTP_TIMEOUT": "2"})
+
+
+def test_single_huge_tile_refused_before_reading(tmp_path, no_pixel_reads):
+    # 60000 x 60000 in one deflate tile: within the pixel limits, but one block is 3.6 GB
+    path = raster_factory.write_tiff_header_only(tmp_path / "tile.tif", width=60000,
+                                                 height=60000, tile=60000)
+    report = geo_ops.validate(path)
+    messages = [i.message for i in report.errors if i.code == "RasterTooLarge"]
+    assert any("block decompresses to" in m for m in messages), report.errors
+    assert report.blocks_sampled == 0
+
+
+def test_large_raster_without_overviews_is_judged_by_its_sample(make_raster, monkeypatch):
+    monkeypatch.setattr(geo_ops, "SCAN_LIMIT_PIXELS", 100 * 100)
+    empty = geo_ops.validate(make_raster(width=600, height=600, nodata=0, empty=True))
+    assert empty.is_empty and empty.valid_fraction == 0.0 and empty.blocks_sampled > 0
+    full = geo_ops.validate(make_raster(width=600, height=600, nodata=0))
+    assert not full.is_empty and 0.5 < full.valid_fraction <= 1.0
+
+
+def test_nodata_and_alpha_together_warns(make_raster):
+    report = geo_ops.validate(make_raster(count=3, alpha=True, nodata=0))
+    assert report.valid and "NodataAndAlpha" in codes(report.warnings)
+
+
+def test_gcp_only_georeferencing_is_named(tmp_path):
+    from rasterio.control import GroundControlPoint
+
+    path = tmp_path / "gcps.tif"
+    gcps = [GroundControlPoint(row=r, col=c, x=10 + c / 100, y=45 - r / 100)
+            for r, c in [(0, 0), (0, 99), (99, 0), (99, 99)]]
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1,
+                       dtype="uint8", gcps=gcps, crs="EPSG:4326") as dst:
+        dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+        dst.write(np.ones((1, 100, 100), dtype="uint8"))
+    report = geo_ops.validate(path)
+    assert codes(report.errors)[:1] == ["MissingCRS"]
+    assert "only GCPs" in report.errors[0].message
