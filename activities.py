@@ -44,8 +44,9 @@ RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".gtif", ".geotiff", ".cog", ".jp2
                              ".jpeg", ".png", ".webp", ".nc", ".hdf", ".h5", ".grd", ".asc", ".dem"})
 # Conditions that describe the file, not the service: a per-item failure, never retried.
 ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, BlobNotFound)
-# stac_ops conditions that are the catalog's fault, not the file's: raised for a retry.
-TRANSIENT_CATALOG_ERRORS: tuple[type[Exception], ...] = (stac_ops.CatalogUnavailable,)
+# Conditions of the same families that are the service's fault (source or catalog unreachable):
+# they propagate, so the retry options at the call site apply.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (geo_ops.SourceUnavailable, stac_ops.CatalogUnavailable)
 
 
 # -- clients, built once per process and per configuration -------------------------------------
@@ -262,6 +263,8 @@ def catalog_blob(payload: dict) -> dict:
         item = _item(task, raster=gdal.path, access=gdal.config, data_href=store.url(task.container, task.file.name),
                      data_size=task.file.size)
         catalog().upsert_items([item])
+    except TRANSIENT_ERRORS:
+        raise
     except ITEM_ERRORS as err:
         return failed(task.file.name, err, started)
     return TaskOutcome(name=task.file.name, status="done", item_id=item.id,
@@ -366,6 +369,8 @@ def inspect_raster(payload: dict) -> dict:
         report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False,
                                   gdal_config=gdal_config(gdal.config))
         report.raise_for_errors()
+    except TRANSIENT_ERRORS:
+        raise
     except ITEM_ERRORS as err:
         return InspectResult(name=task.file.name, outcome=TaskOutcome.model_validate(failed(task.file.name, err, started))).model_dump(mode="json")
     pixels = (report.width or 0) * (report.height or 0)
@@ -398,6 +403,8 @@ def convert_blob(payload: dict) -> dict:
         if status == "done":
             _write_cog(store, task, out_name, digest)
         item_id = _catalog_output(store, task, out_name) if task.catalog else None
+    except TRANSIENT_ERRORS:
+        raise
     except ITEM_ERRORS as err:
         return failed(task.file.name, err, started)
     return TaskOutcome(name=task.file.name, status=status, item_id=item_id,
@@ -468,15 +475,16 @@ def convert_tile(payload: dict) -> dict:
     started = time.monotonic()
     task = TileTask.model_validate(payload)
     store = blob_store()
-    plan = geo_ops.TilePlan.model_validate(task.plan)
     tile = geo_ops.Tile.model_validate(task.tile)
     name = f"tile {tile.row},{tile.col}"
     try:
         if not _tile_current(store, task, tile):
-            _write_tile(store, task, plan, tile)
+            _write_tile(store, task, tile)
             status = "done"
         else:
             status = "skipped"
+    except TRANSIENT_ERRORS:
+        raise
     except ITEM_ERRORS as err:
         return failed(name, err, started)
     return TaskOutcome(name=name, status=status, output=f"{task.output_container}/{tile.output_path}",
@@ -487,12 +495,12 @@ def _tile_current(store: BlobStore, task: TileTask, tile) -> bool:
     return _is_current(store, task.output_container, tile.output_path, task.source_etag, task.options_digest)
 
 
-def _write_tile(store: BlobStore, task: TileTask, plan, tile) -> None:
+def _write_tile(store: BlobStore, task: TileTask, tile) -> None:
     src = store.gdal_read_path(task.container, task.blob)
     with tempfile.TemporaryDirectory(prefix="rmh-tile-") as tmp:
         local = Path(tmp) / "tile.tif"
-        geo_ops.process_tile(src.path, plan, tile, local, profile=task.profile, tmp_dir=tmp,
-                             overview_resampling=_overview_resampling(plan.resampling),
+        geo_ops.process_tile(src.path, tile, local, profile=task.profile, tmp_dir=tmp,
+                             overview_resampling=_overview_resampling(tile.resampling),
                              gdal_config=gdal_config(src.config))
         store.create_container(task.output_container)
         store.upload_from_path(task.output_container, tile.output_path, local,

@@ -309,7 +309,8 @@ class InspectResult(BaseModel):
 
 
 class TileTask(BaseModel):
-    """Input of one tile's activity: the plan without its tile list, and the tile."""
+    """Input of one tile's activity: the source, where the tile goes, and the self-contained tile
+    (window, transform, target CRS and resampling) from geo_ops' plan."""
 
     container: str
     blob: str
@@ -317,7 +318,6 @@ class TileTask(BaseModel):
     output_container: str
     profile: str = "deflate"
     options_digest: str
-    plan: dict[str, Any]
     tile: dict[str, Any]
 
 

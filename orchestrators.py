@@ -376,12 +376,11 @@ def _process_tiled_raster(context, result: JobResult):
                        output_container=request.output_container, options=options,
                        catalog=request.catalog, tile_size=request.tile_size)
     plan = yield context.call_activity_with_retry(act.plan_raster_tiles, RETRY, task.model_dump(mode="json"))
-    header = {**plan, "tiles": []}  # each tile task carries the grid, not the whole tile list
     digest = act.options_digest({**options.model_dump(), "tile_size": plan["tile_size"]})
     tiles = [context.call_activity_with_retry(act.convert_tile, RETRY, TileTask(
         container=request.container, blob=file.name, source_etag=file.etag,
         output_container=request.output_container, profile=request.profile, options_digest=digest,
-        plan=header, tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
+        tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
     report(context, "tiling", result, len(tiles))
     outcomes = [TaskOutcome.model_validate(o) for o in (yield context.task_all(tiles))]
     result.add(outcomes)
