@@ -214,6 +214,19 @@ def _int_param(req: func.HttpRequest, name: str, default: int, low: int, high: i
     return value
 
 
+def _float_param(req: func.HttpRequest, name: str, default: float, low: float, high: float) -> float:
+    raw = req.params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name!r} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"query parameter {name!r} must be between {low:g} and {high:g}")
+    return value
+
+
 @app.route(route="jobs", methods=["GET"])
 @app.durable_client_input(client_name="client")
 async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
@@ -221,7 +234,7 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
     (running with no progress for that long: stuck jobs)."""
     try:
         statuses = _statuses(req.params.get("status"))
-        stale = _int_param(req, "stale_minutes", 0, 0, 10**6)
+        stale = _float_param(req, "stale_minutes", 0.0, 0.0, 1e6)
         operation = req.params.get("operation")
         if operation and operation not in OPERATIONS:
             raise ApiError(400, f"unknown operation {operation!r}", known_operations=sorted(OPERATIONS))

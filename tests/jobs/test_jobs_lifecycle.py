@@ -82,6 +82,34 @@ def test_terminate_a_running_job(host, batch):
     assert code == 409
 
 
+def test_stale_filter_finds_a_job_without_progress(host, batch):
+    code, started = host.submit("cog_conversion", {"container": "batch", "blobs": batch[:8],
+                                                   "output_container": "stale", "catalog": False})
+    assert code == 202
+    host.runtime.suspend(started["id"], "stuck on purpose")
+    time.sleep(1.5)
+    code, body = host.get("/api/jobs?stale_minutes=0.02")
+    assert code == 200 and started["id"] in [j["instanceId"] for j in body["jobs"]]
+    code, body = host.get("/api/jobs?stale_minutes=60")
+    assert started["id"] not in [j["instanceId"] for j in body["jobs"]]
+    host.runtime.resume(started["id"], "unstuck")
+    assert host.follow(started["statusQueryGetUri"])["runtimeStatus"] == "Completed"
+
+
+def test_cli_submits_and_watches_against_a_running_host(host, capsys):
+    import io
+
+    import cli
+
+    out = io.StringIO()
+    code = cli.main(["--url", host.url, "submit", "hello_world", "name=cli", "count=2", "--watch"], out=out)
+    assert code == 0, out.getvalue()
+    assert "Hello cli #2" in out.getvalue() and "Completed" in out.getvalue()
+    out = io.StringIO()
+    assert cli.main(["--url", host.url, "submit", "make_coffee"], out=out) == 2
+    assert "known operations" in capsys.readouterr().err
+
+
 def test_health_reports_every_part(host):
     code, body = host.get("/api/health")
     assert code == 200, body
