@@ -43,7 +43,7 @@ demo: $(VENV)/.installed
 
 # The app over HTTP on 127.0.0.1:7071 with the embedded runtime (Ctrl-C to stop).
 serve: $(VENV)/.installed
-	$(PY) local_runtime.py serve --app function_app:app --db .local/durable.sqlite --port 7071
+	$(PY) local_runtime.py serve --app function_app:app --db .local/durable.sqlite --port 7071 --activity-pool process
 
 # Debian's gdal-bin: the reference tools (gdal_translate, gdalwarp) the raster benchmark measures.
 gdal-bin:

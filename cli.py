@@ -183,15 +183,18 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 @contextlib.contextmanager
 def embedded_host(state: str) -> Iterator[str]:
-    """The app on the embedded runtime (its task hub in ``state``), on a free loopback port."""
+    """The app on the embedded runtime (its task hub in ``state``), on a free loopback port.
+
+    Activities run in worker processes: raster and catalog work holds the GIL for much of its
+    time, and processes doubled sync throughput over threads here (benchmarks/bench_sync.py)."""
     from local_runtime import LocalRuntime
 
-    import function_app
     from settings import get_settings
 
     Path(state).mkdir(parents=True, exist_ok=True)
-    runtime = LocalRuntime(function_app.app, db_path=Path(state) / "durable.sqlite", port=0,
-                           task_hub=get_settings().task_hub_name, run_timers=False)
+    runtime = LocalRuntime("function_app:app", db_path=Path(state) / "durable.sqlite", port=0,
+                           task_hub=get_settings().task_hub_name, run_timers=False,
+                           activity_pool="process")
     with runtime:
         yield runtime.base_url
 
