@@ -135,10 +135,16 @@ def limits() -> geo_ops.RasterLimits:
     return geo_ops.RasterLimits(max_pixels=config.max_raster_pixels, max_bands=config.max_raster_bands)
 
 
-def preflight(task: ConvertTask) -> None:
-    """Refuse what the listing already shows is not a raster, before GDAL touches it."""
+def validated_source(store: BlobStore, task: ConvertTask):
+    """(GDAL access, validation report) of a task's source, or the GeoOpsError that blocks it.
+
+    What the listing already shows (an empty blob) is refused before GDAL touches the file."""
     if task.file.size == 0:
         raise geo_ops.EmptyFile(f"{task.container}/{task.file.name}", "file is empty (0 bytes)")
+    gdal = store.gdal_read_path(task.container, task.file.name)
+    report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False, gdal_config=gdal_config(gdal.config))
+    report.raise_for_errors()
+    return gdal, report
 
 
 def failed(name: str, err: Exception, started: float) -> dict[str, Any]:
@@ -244,8 +250,7 @@ def _write_chunks(store: BlobStore, system: str, request: SyncPlanRequest,
 def read_chunk(payload: dict) -> list:
     """The files of one chunk of a sync plan."""
     chunk = ChunkRef.model_validate(payload)
-    with blob_store().downloaded(chunk.container, chunk.blob) as path:
-        return json.loads(path.read_text())
+    return json.loads(blob_store().download_bytes(chunk.container, chunk.blob))
 
 
 @bp.activity_trigger(input_name="payload")
@@ -255,11 +260,7 @@ def catalog_blob(payload: dict) -> dict:
     task = ConvertTask.model_validate(payload)
     store = blob_store()
     try:
-        preflight(task)
-        gdal = store.gdal_read_path(task.container, task.file.name)
-        report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False,
-                                  gdal_config=gdal_config(gdal.config))
-        report.raise_for_errors()
+        gdal, _report = validated_source(store, task)
         item = _item(task, raster=gdal.path, access=gdal.config, data_href=store.url(task.container, task.file.name),
                      data_size=task.file.size)
         catalog().upsert_items([item])
@@ -364,11 +365,7 @@ def inspect_raster(payload: dict) -> dict:
     task = ConvertTask.model_validate(payload)
     store = blob_store()
     try:
-        preflight(task)
-        gdal = store.gdal_read_path(task.container, task.file.name)
-        report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False,
-                                  gdal_config=gdal_config(gdal.config))
-        report.raise_for_errors()
+        _gdal, report = validated_source(store, task)
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:

@@ -206,11 +206,10 @@ def catalog_file(context: df.DurableOrchestrationContext):
 def _catalog_file(context, result: JobResult):
     request = CatalogFileRequest.model_validate(context.get_input())
     report(context, "cataloging", result, 1)
-    file = yield from describe(context, request.container, request.blob, result)
-    if file is None:
+    source = yield from source_and_collection(context, request, result)
+    if source is None:
         return result
-    collection = yield context.call_activity_with_retry(
-        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    file, collection = source
     outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
         container=request.container, file=file, collection=collection,
         datetime=request.datetime).model_dump(mode="json"))
@@ -218,6 +217,17 @@ def _catalog_file(context, result: JobResult):
     result.detail["catalog"] = yield context.call_activity_with_retry(
         act.finalize_catalog, RETRY, {"collection": collection})
     return result
+
+
+def source_and_collection(context, request, result: JobResult):
+    """(the source blob's facts, the collection id, created if needed) of a one-blob request, or
+    None with a failed outcome recorded when the blob does not exist."""
+    file = yield from describe(context, request.container, request.blob, result)
+    if file is None:
+        return None
+    collection = yield context.call_activity_with_retry(
+        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    return file, collection
 
 
 def describe(context, container: str, blob: str, result: JobResult):
@@ -366,11 +376,10 @@ def process_tiled_raster(context: df.DurableOrchestrationContext):
 def _process_tiled_raster(context, result: JobResult):
     request = ProcessTiledRasterRequest.model_validate(context.get_input())
     report(context, "planning", result, 0)
-    file = yield from describe(context, request.container, request.blob, result)
-    if file is None:
+    source = yield from source_and_collection(context, request, result)
+    if source is None:
         return result
-    collection = yield context.call_activity_with_retry(
-        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    file, collection = source
     options = CogOptionsPayload(profile=request.profile, target_crs=request.target_crs, resampling=request.resampling)
     task = ConvertTask(container=request.container, file=file, collection=collection,
                        output_container=request.output_container, options=options,

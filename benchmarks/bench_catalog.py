@@ -79,16 +79,10 @@ def build_items(cogs: list[Path], total: int, collection_id: str) -> tuple[list[
 
 
 def find_schema_dir() -> Path | None:
-    """``$RMHGEOAPI_STAC_SCHEMAS``, else ``../shared/stac-schemas`` beside the clone (or beside the
-    main clone when run from a git worktree), else None (core-only validation)."""
-    if os.environ.get("RMHGEOAPI_STAC_SCHEMAS"):
-        return Path(os.environ["RMHGEOAPI_STAC_SCHEMAS"])
-    candidates = [REPO_ROOT.parent / "shared" / "stac-schemas"]
-    dot_git = REPO_ROOT / ".git"
-    if dot_git.is_file() and dot_git.read_text().startswith("gitdir:"):
-        gitdir = Path(dot_git.read_text().split(":", 1)[1].strip())
-        candidates.append(gitdir.parent.parent.parent.parent / "shared" / "stac-schemas")
-    return next((c for c in candidates if c.is_dir()), None)
+    """``$RMHGEOAPI_STAC_SCHEMAS``, else ``../shared/stac-schemas`` beside the clone, else None
+    (core-only validation)."""
+    path = Path(os.environ.get("RMHGEOAPI_STAC_SCHEMAS") or REPO_ROOT.parent / "shared" / "stac-schemas")
+    return path if path.is_dir() else None
 
 
 def with_collection(items: list[dict], collection_id: str) -> list[dict]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_RASTERS = Path(os.environ.get("RMHGEOAPI_SHARED_RASTERS", REPO_ROOT.parent / "shared" / "rasters"))
 
 
 DESYNC_WARNING = "Potential duplicate Task completion"
@@ -42,18 +41,36 @@ def no_desync_warning() -> Iterator[None]:
     assert not desync, f"SDK desynchronised ({len(desync)} warnings): {desync[:5]}"
 
 
-@pytest.fixture(scope="session")
-def shared_rasters() -> Path:
-    """The directory of real-world test rasters (``../shared/rasters`` beside the clone).
-
-    Users who cloned without ``../shared`` get a skip; in CI (``CI`` set) its absence is a failure.
-    """
-    if not SHARED_RASTERS.is_dir():
-        message = f"real-world rasters not found at {SHARED_RASTERS} (set RMHGEOAPI_SHARED_RASTERS)"
+def _shared_dir(name: str, env: str) -> Path:
+    """``../shared/<name>`` beside the clone (or ``$env``). Users who cloned without ``../shared``
+    get a skip; in CI (``CI`` set) its absence is a failure."""
+    path = Path(os.environ.get(env) or REPO_ROOT.parent / "shared" / name)
+    if not path.is_dir():
+        message = f"{path} not found (set {env})"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return SHARED_RASTERS
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_rasters() -> Path:
+    """The real-world test rasters (``../shared/rasters``)."""
+    return _shared_dir("rasters", "RMHGEOAPI_SHARED_RASTERS")
+
+
+@pytest.fixture(scope="session")
+def schema_dir() -> Path:
+    """The STAC extension schemas for offline validation (``../shared/stac-schemas``)."""
+    return _shared_dir("stac-schemas", "RMHGEOAPI_STAC_SCHEMAS")
+
+
+@pytest.fixture(scope="session")
+def validator(schema_dir):
+    """A validator of items and collections against core and extension schemas, offline."""
+    import stac_ops
+
+    return stac_ops.StacValidator(schema_dir)
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,9 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 import cli
-import stac_ops
 
 
-def test_demo_on_embedded_defaults(tmp_path, monkeypatch, shared_rasters):
-    from conftest import REPO_ROOT
+def test_demo_on_embedded_defaults(tmp_path, monkeypatch, shared_rasters, validator):
     from settings import get_settings
 
     for key in ("RMH_STORAGE_BACKEND", "RMH_CATALOG_BACKEND", "RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN"):
@@ -39,7 +37,6 @@ def test_demo_on_embedded_defaults(tmp_path, monkeypatch, shared_rasters):
     with rasterio.open(mosaic) as vrt:
         assert vrt.crs.to_epsg() == 3857 and vrt.read(1, window=((0, 10), (0, 10))).shape == (10, 10)
     catalog = pystac.Catalog.from_file(str(tmp_path / "catalog" / "catalog.json"))
-    validator = stac_ops.StacValidator(REPO_ROOT.parent / "shared" / "stac-schemas")
     items = list(catalog.get_items(recursive=True))
     assert {c.id for c in catalog.get_children()} == {"demo", "demo-tiles", "demo-sync"}
     assert len(items) == 2 + 12 + 2

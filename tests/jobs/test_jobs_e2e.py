@@ -10,9 +10,6 @@ from rio_cogeo.cogeo import cog_validate
 import stac_ops
 from raster_factory import write_raster
 
-SCHEMAS = None
-
-
 @pytest.fixture(scope="module")
 def pg_catalog(pgstac_dsn):
     import psycopg
@@ -20,13 +17,6 @@ def pg_catalog(pgstac_dsn):
     conn = psycopg.connect(pgstac_dsn, autocommit=True)
     yield stac_ops.PgStacCatalog(conn)
     conn.close()
-
-
-@pytest.fixture(scope="module")
-def validator():
-    from conftest import REPO_ROOT
-
-    return stac_ops.StacValidator(REPO_ROOT.parent / "shared" / "stac-schemas")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
-"""Fixtures of the STAC tests: offline schemas, a synthetic raster factory, both catalog backends."""
+"""Fixtures of the STAC tests: a synthetic raster factory and both catalog backends (the offline
+schemas and the validator come from tests/conftest.py)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,53 +12,6 @@ import rasterio
 from rasterio.transform import from_bounds
 
 import stac_ops
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _main_checkout() -> Path:
-    """The main clone's directory: REPO_ROOT itself, or the clone a ``git worktree`` belongs to."""
-    dot_git = REPO_ROOT / ".git"
-    if dot_git.is_file() and dot_git.read_text().startswith("gitdir:"):
-        gitdir = Path(dot_git.read_text().split(":", 1)[1].strip())
-        if gitdir.parent.name == "worktrees":
-            return gitdir.parent.parent.parent
-    return REPO_ROOT
-
-
-def shared_dir(name: str, env: str) -> Path:
-    """``../shared/<name>`` beside the clone (also from a worktree), or ``$env``."""
-    if os.environ.get(env):
-        return Path(os.environ[env])
-    candidates = [REPO_ROOT.parent / "shared" / name, _main_checkout().parent / "shared" / name]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-def _require_dir(path: Path, env: str) -> Path:
-    if not path.is_dir():
-        message = f"{path} not found (set {env})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture(scope="session")
-def schema_dir() -> Path:
-    """The offline STAC extension schemas (``../shared/stac-schemas``); skip (fail in CI) without."""
-    return _require_dir(shared_dir("stac-schemas", "RMHGEOAPI_STAC_SCHEMAS"), "RMHGEOAPI_STAC_SCHEMAS")
-
-
-@pytest.fixture(scope="session")
-def shared_rasters() -> Path:
-    """Overrides tests/conftest.py's fixture so that it also finds ``../shared`` from a git worktree."""
-    return _require_dir(shared_dir("rasters", "RMHGEOAPI_SHARED_RASTERS"), "RMHGEOAPI_SHARED_RASTERS")
-
-
-@pytest.fixture(scope="session")
-def validator(schema_dir) -> stac_ops.StacValidator:
-    return stac_ops.StacValidator(schema_dir)
-
 
 @pytest.fixture
 def make_raster(tmp_path):
