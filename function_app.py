@@ -183,7 +183,7 @@ async def get_job_tasks(req: func.HttpRequest, client: df.DurableOrchestrationCl
     """The job's tasks (file or tile): status, start, end, duration, error; paged."""
     instance_id = req.route_params["instance_id"]
     try:
-        top, skip = _int_param(req, "top", 100, 1, 5000), _int_param(req, "skip", 0, 0, 10**9)
+        top, skip = _number_param(req, "top", 100, 1, 5000), _number_param(req, "skip", 0, 0, 10**9)
         wanted = req.params.get("status")
         status = await _require(client, instance_id, show_history=True, show_history_output=True)
         children = await client.get_status_by(instance_id_prefix=f"{instance_id}:")
@@ -201,27 +201,16 @@ async def get_job_tasks(req: func.HttpRequest, client: df.DurableOrchestrationCl
                   "tasks": [t.model_dump(mode="json") for t in page]})
 
 
-def _int_param(req: func.HttpRequest, name: str, default: int, low: int, high: int) -> int:
+def _number_param(req: func.HttpRequest, name: str, default, low, high, kind: type = int):
+    """A numeric query parameter within [low, high], or a 400 that says what to send."""
     raw = req.params.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ApiError(400, f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"query parameter {name!r} must be between {low} and {high}")
-    return value
-
-
-def _float_param(req: func.HttpRequest, name: str, default: float, low: float, high: float) -> float:
-    raw = req.params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name!r} must be a number, got {raw!r}") from None
+        noun = "an integer" if kind is int else "a number"
+        raise ApiError(400, f"query parameter {name!r} must be {noun}, got {raw!r}") from None
     if not low <= value <= high:
         raise ApiError(400, f"query parameter {name!r} must be between {low:g} and {high:g}")
     return value
@@ -234,7 +223,7 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
     (running with no progress for that long: stuck jobs)."""
     try:
         statuses = _statuses(req.params.get("status"))
-        stale = _float_param(req, "stale_minutes", 0.0, 0.0, 1e6)
+        stale = _number_param(req, "stale_minutes", 0.0, 0.0, 1e6, kind=float)
         operation = req.params.get("operation")
         if operation and operation not in OPERATIONS:
             raise ApiError(400, f"unknown operation {operation!r}", known_operations=sorted(OPERATIONS))

@@ -110,6 +110,16 @@ def test_cli_submits_and_watches_against_a_running_host(host, capsys):
     assert "known operations" in capsys.readouterr().err
 
 
+def test_bad_query_parameters_are_400(host):
+    status = host.run("hello_world", {"count": 1, "name": "query"})
+    code, body = host.get(f"/api/jobs/{status['instanceId']}/tasks?top=lots")
+    assert code == 400 and "'top' must be an integer" in body["error"]
+    code, body = host.get("/api/jobs?stale_minutes=-1")
+    assert code == 400 and "between 0 and" in body["error"]
+    code, body = host.get("/api/jobs/no-such-job")
+    assert code == 404
+
+
 def test_health_reports_every_part(host):
     code, body = host.get("/api/health")
     assert code == 200, body
