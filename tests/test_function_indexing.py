@@ -35,27 +35,45 @@ def _binding(functions, name, btype):
     return next(b for b in functions[name]["bindings"] if b["type"] == btype)
 
 
+ORCHESTRATORS = ["hello_world", "list_container", "sync_container", "catalog_chunk", "catalog_file",
+                 "validate_raster", "database_health", "cog_conversion", "convert_chunk", "process_tiled_raster"]
+ACTIVITIES = ["say_hello", "write_inventory", "plan_sync", "read_chunk", "catalog_blob", "prepare_collection",
+              "remove_items", "finalize_catalog", "validate_blob", "describe_blob", "list_rasters",
+              "inspect_raster", "convert_blob", "plan_raster_tiles", "convert_tile", "build_tile_mosaic",
+              "catalog_tiles", "catalog_health"]
+ROUTES = {  # function: (route, methods, auth level)
+    "submit_job": ("jobs/{operation}", ["POST"], "FUNCTION"),
+    "get_job": ("jobs/{instance_id}", ["GET"], "FUNCTION"),
+    "get_job_tasks": ("jobs/{instance_id}/tasks", ["GET"], "FUNCTION"),
+    "list_jobs": ("jobs", ["GET"], "FUNCTION"),
+    "retry_job": ("jobs/{instance_id}/retry", ["POST"], "FUNCTION"),
+    "terminate_job": ("jobs/{instance_id}/terminate", ["POST"], "FUNCTION"),
+    "get_metrics": ("metrics", ["GET"], "FUNCTION"),
+    "health": ("health", ["GET"], "ANONYMOUS"),
+}
+
+
 def test_every_function_is_indexed_with_its_trigger(indexed):
-    expected = {
-        "submit_job": "httpTrigger",
-        "get_job": "httpTrigger",
-        "hello_world": "orchestrationTrigger",
-        "say_hello": "activityTrigger",
-        "job_metrics": "entityTrigger",
-    }
-    assert {name: f["trigger"] for name, f in indexed.items() if name in expected} == expected
+    expected = {**{name: "orchestrationTrigger" for name in ORCHESTRATORS},
+                **{name: "activityTrigger" for name in ACTIVITIES},
+                **{name: "httpTrigger" for name in ROUTES},
+                "job_metrics": "entityTrigger", "scheduled_sync": "timerTrigger"}
+    assert {name: f["trigger"] for name, f in indexed.items()} == expected
 
 
 def test_http_routes_methods_auth_and_client_binding(indexed):
-    submit = _binding(indexed, "submit_job", "httpTrigger")
-    assert submit["route"] == "jobs/{operation}" and submit["methods"] == ["POST"]
-    assert submit["authLevel"] == "FUNCTION"
-    get = _binding(indexed, "get_job", "httpTrigger")
-    assert get["route"] == "jobs/{instance_id}" and get["methods"] == ["GET"]
-    for name in ("submit_job", "get_job"):
+    for name, (route, methods, auth) in ROUTES.items():
+        trigger = _binding(indexed, name, "httpTrigger")
+        assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, methods, auth), name
         client = _binding(indexed, name, "durableClient")
         assert client["direction"] == "IN" and client["name"] == "client"
         assert _binding(indexed, name, "http")["direction"] == "OUT"
+
+
+def test_timer_resolves_its_schedule_from_a_setting(indexed):
+    timer = _binding(indexed, "scheduled_sync", "timerTrigger")
+    assert timer["schedule"] == "%RMH_SYNC_SCHEDULE%" and timer.get("runOnStartup") is False
+    assert _binding(indexed, "scheduled_sync", "durableClient")["direction"] == "IN"
 
 
 def test_durable_triggers_bind_their_parameters(indexed):
@@ -64,7 +82,8 @@ def test_durable_triggers_bind_their_parameters(indexed):
     assert _binding(indexed, "job_metrics", "entityTrigger")["name"] == "context"
 
 
-def test_every_http_trigger_has_a_route(indexed):
-    for name, function in indexed.items():
-        if function["trigger"] == "httpTrigger":
-            assert _binding(indexed, name, "httpTrigger").get("route"), name
+def test_every_activity_and_entity_binds_its_parameter(indexed):
+    for name in ACTIVITIES:
+        assert _binding(indexed, name, "activityTrigger")["name"] == "payload", name
+    for name in ORCHESTRATORS:
+        assert _binding(indexed, name, "orchestrationTrigger")["name"] == "context", name
