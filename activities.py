@@ -9,6 +9,7 @@ the output for the same source ETag and options already exists.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -135,16 +136,17 @@ def limits() -> geo_ops.RasterLimits:
     return geo_ops.RasterLimits(max_pixels=config.max_raster_pixels, max_bands=config.max_raster_bands)
 
 
+@contextlib.contextmanager
 def validated_source(store: BlobStore, task: ConvertTask):
-    """(GDAL access, validation report) of a task's source, or the GeoOpsError that blocks it.
-
-    What the listing already shows (an empty blob) is refused before GDAL touches the file."""
+    """``(GDAL access, validation report, open dataset)`` of a task's source, or the GeoOpsError
+    that blocks it. What the listing already shows (an empty blob) is refused before GDAL touches
+    the file; the dataset stays open so reading the item does not fetch the header again."""
     if task.file.size == 0:
         raise geo_ops.EmptyFile(f"{task.container}/{task.file.name}", "file is empty (0 bytes)")
     gdal = store.gdal_read_path(task.container, task.file.name)
-    report = geo_ops.validate(gdal.path, limits=limits(), check_cog=False, gdal_config=gdal_config(gdal.config))
-    report.raise_for_errors()
-    return gdal, report
+    with geo_ops.validated(gdal.path, limits=limits(), gdal_config=gdal_config(gdal.config)) as (report, ds):
+        report.raise_for_errors()
+        yield gdal, report, ds
 
 
 def failed(name: str, err: Exception, started: float) -> dict[str, Any]:
@@ -260,9 +262,9 @@ def catalog_blob(payload: dict) -> dict:
     task = ConvertTask.model_validate(payload)
     store = blob_store()
     try:
-        gdal, _report = validated_source(store, task)
-        item = _item(task, raster=gdal.path, access=gdal.config, data_href=store.url(task.container, task.file.name),
-                     data_size=task.file.size)
+        with validated_source(store, task) as (gdal, _report, dataset):
+            item = _item(task, raster=dataset, access=gdal.config,
+                         data_href=store.url(task.container, task.file.name), data_size=task.file.size)
         catalog().upsert_items([item])
     except TRANSIENT_ERRORS:
         raise
@@ -365,7 +367,8 @@ def inspect_raster(payload: dict) -> dict:
     task = ConvertTask.model_validate(payload)
     store = blob_store()
     try:
-        _gdal, report = validated_source(store, task)
+        with validated_source(store, task) as (_gdal, report, _dataset):
+            pass
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:

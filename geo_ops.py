@@ -707,24 +707,49 @@ def validate(
     Format and size checks run on the header alone; blocks are only decoded when those pass, so
     a VRT, a text file or a decompression bomb is refused without reading any pixel.
     """
+    with validated(src, limits=limits, sample_blocks=sample_blocks, gdal_config=gdal_config) as (report, _ds):
+        pass
+    if check_cog and not report.errors and report.driver:
+        with rasterio.Env(**env_options(gdal_config)):
+            report.is_cog, report.cog_errors, report.cog_warnings = check_cog_layout(
+                src, report.driver, env_options(gdal_config))
+    report.valid = not report.errors
+    log.debug("validated %s: %d errors, %d warnings", src, len(report.errors), len(report.warnings))
+    return report
+
+
+@contextlib.contextmanager
+def validated(
+    src: PathLike,
+    *,
+    limits: RasterLimits | None = None,
+    sample_blocks: int = 16,
+    gdal_config: Mapping[str, str] | None = None,
+) -> Iterator[tuple[ValidationReport, DatasetReader | None]]:
+    """``validate`` without the COG layout check that keeps the dataset open for the caller:
+    ``(report, dataset)``, the dataset None when validation found an error. One open serves
+    validating and reading (each open of a remote file costs requests)."""
     limits = limits or RasterLimits()
-    config = env_options(gdal_config)
     report = ValidationReport(path=str(src), valid=False, file_bytes=_file_size(src))
-    with rasterio.Env(**config):
+    with rasterio.Env(**env_options(gdal_config)):
         try:
             report.driver = sniff_driver(src)
-            with open_raster(src, report.driver) as ds:
-                _validate_dataset(ds, report, limits, sample_blocks)
+            ds = open_raster(src, report.driver)
         except SourceUnavailable:
             raise  # transient: the caller retries, it is not a verdict on the file
         except GeoOpsError as err:
             report.errors.append(_issue(type(err), err.reason))
-        if check_cog and not report.errors and report.driver:
-            report.is_cog, report.cog_errors, report.cog_warnings = check_cog_layout(
-                src, report.driver, config)
-    report.valid = not report.errors
-    log.debug("validated %s: %d errors, %d warnings", src, len(report.errors), len(report.warnings))
-    return report
+            yield report, None
+            return
+        with ds:
+            try:
+                _validate_dataset(ds, report, limits, sample_blocks)
+            except SourceUnavailable:
+                raise
+            except GeoOpsError as err:
+                report.errors.append(_issue(type(err), err.reason))
+            report.valid = not report.errors
+            yield report, (ds if report.valid else None)
 
 
 def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: RasterLimits,

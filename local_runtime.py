@@ -904,6 +904,9 @@ class EntityCall:
     message: dict[str, Any]
 
 
+EPISODE_COALESCE_S = 0.05
+
+
 class Engine:
     """The scheduler; every method runs on the engine's event loop."""
 
@@ -971,6 +974,12 @@ class Engine:
                 await asyncio.wait_for(self.wake.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+            if self.results and self.inflight and not self._stopping:
+                # Siblings of a fan-out finish close together: let them join this episode.
+                # Every episode replays the whole history through the SDK (which parses each
+                # event's timestamp with dateutil), so fewer, fuller episodes cut host CPU
+                # several-fold; the extension likewise takes control-queue messages in batches.
+                await asyncio.sleep(EPISODE_COALESCE_S)
 
     def _reload(self) -> None:
         """Drop in-memory state and rebuild it from SQLite (after a rolled-back round).

@@ -186,9 +186,10 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     """One chunk of a sync: read its file list, catalog each file, fan in."""
     payload = context.get_input()
     files = yield context.call_activity_with_retry(act.read_chunk, RETRY, payload["chunk"])
-    tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
-        container=payload["container"], file=FileRef.model_validate(f),
-        collection=payload["collection"]).model_dump(mode="json")) for f in files]
+    # Plain dicts (ConvertTask fields; the activity validates them): this list is rebuilt on
+    # every replay of the chunk, so it stays cheap.
+    tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {
+        "container": payload["container"], "file": f, "collection": payload["collection"]}) for f in files]
     outcomes = yield context.task_all(tasks)
     result = JobResult(operation="catalog_chunk")
     result.add([TaskOutcome.model_validate(o) for o in outcomes])
