@@ -284,3 +284,15 @@ def test_gcp_only_georeferencing_is_named(tmp_path):
     report = geo_ops.validate(path)
     assert codes(report.errors)[:1] == ["MissingCRS"]
     assert "only GCPs" in report.errors[0].message
+
+
+def test_validated_keeps_the_dataset_open_for_the_caller(make_raster, shared_rasters):
+    path = make_raster(width=300, height=200, count=2, crs="EPSG:32633")
+    with geo_ops.validated(path) as (report, ds):
+        assert report.valid and not ds.closed
+        assert ds.read(1, window=((0, 2), (0, 2))).shape == (2, 2)
+    assert ds.closed
+    with geo_ops.validated(shared_rasters / "float.tif") as (report, ds):
+        assert ds is None and [e.code for e in report.errors] == ["MissingCRS"]
+    with geo_ops.validated(shared_rasters / "corrupt.tif") as (report, ds):
+        assert ds is None and report.errors[0].code == "UnreadableRaster"
