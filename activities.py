@@ -29,7 +29,7 @@ from models import (
     FileRef,
     GreetingTask,
     InspectResult,
-    SyncPlan,
+    SyncJobPlan,
     SyncPlanRequest,
     TaskOutcome,
     TileTask,
@@ -217,7 +217,7 @@ def plan_sync(payload: dict) -> dict:
     names = {stac_ops.item_id_for_blob(b.container, b.blob_name): b.blob_name for b in listed}
     unchanged = [names[item_id] for item_id in diff.unchanged]
     removed = diff.to_delete if request.mode == "incremental" else []
-    plan = SyncPlan.build(request, collection_id, work, unchanged, ignored, removed)
+    plan = SyncJobPlan.build(request, collection_id, work, unchanged, ignored, removed)
     if not request.dry_run:
         plan.chunks = _write_chunks(store, config.system_container, request, work)
     return plan.model_dump(mode="json")

@@ -252,7 +252,7 @@ class SyncPlanRequest(BaseModel):
 PLAN_NAMES_SHOWN = 1000
 
 
-class SyncPlan(BaseModel):
+class SyncJobPlan(BaseModel):
     """What a sync will do. Names are listed up to PLAN_NAMES_SHOWN per kind (counts are exact)."""
 
     collection: str
@@ -270,7 +270,7 @@ class SyncPlan(BaseModel):
 
     @classmethod
     def build(cls, request: SyncPlanRequest, collection: str, work: list[FileRef],
-              unchanged: list[str], ignored: list[str], removed: list[str]) -> "SyncPlan":
+              unchanged: list[str], ignored: list[str], removed: list[str]) -> "SyncJobPlan":
         added = [f.name for f in work if f.kind == "added"]
         changed = [f.name for f in work if f.kind == "changed"]
         lists = {"added": added, "changed": changed, "removed": removed,
@@ -281,12 +281,6 @@ class SyncPlan(BaseModel):
                    removed_ids=removed, **{k: v[:PLAN_NAMES_SHOWN] for k, v in lists.items()})
 
 
-class CogOptionsPayload(BaseModel):
-    profile: str = "deflate"
-    target_crs: str | None = None
-    resampling: str = "bilinear"
-
-
 class ConvertTask(BaseModel):
     """Input of the per-file activities (inspect, convert, catalog)."""
 
@@ -295,7 +289,7 @@ class ConvertTask(BaseModel):
     collection: str | None = None
     datetime: dt.datetime | None = None
     output_container: str | None = None
-    options: CogOptionsPayload = CogOptionsPayload()
+    options: CogOptions = CogOptions()
     catalog: bool = True
     tile_size: int | None = None
 

@@ -18,7 +18,7 @@ from entities import METRICS_ENTITY
 from models import (
     CatalogFileRequest,
     CogConversionRequest,
-    CogOptionsPayload,
+    CogOptions,
     ConvertTask,
     DatabaseHealthRequest,
     FileRef,
@@ -32,7 +32,7 @@ from models import (
     ProcessTiledRasterRequest,
     Progress,
     SyncContainerRequest,
-    SyncPlan,
+    SyncJobPlan,
     SyncPlanRequest,
     TaskOutcome,
     TileTask,
@@ -159,7 +159,7 @@ def _sync_container(context, result: JobResult):
                                    collection=request.collection, mode=request.mode,
                                    dry_run=request.dry_run, chunk_size=request.chunk_size or 500,
                                    plan_id=context.instance_id.replace(":", "-"))
-    plan = SyncPlan.model_validate((yield context.call_activity_with_retry(
+    plan = SyncJobPlan.model_validate((yield context.call_activity_with_retry(
         act.plan_sync, RETRY, plan_request.model_dump(mode="json"))))
     result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks", "removed_ids"})}
     if request.dry_run:
@@ -298,7 +298,7 @@ def _cog_conversion(context, result: JobResult):
     chunks = [files[i:i + size] for i in range(0, len(files), size)]
     base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
                        output_container=request.output_container, catalog=request.catalog,
-                       options=CogOptionsPayload(profile=request.profile, target_crs=request.target_crs,
+                       options=CogOptions(profile=request.profile, target_crs=request.target_crs,
                                                  resampling=request.resampling))
     tasks = [context.call_sub_orchestrator(convert_chunk, {
         "task": base.model_dump(mode="json"), "files": [f.model_dump(mode="json") for f in chunk]},
@@ -381,7 +381,7 @@ def _process_tiled_raster(context, result: JobResult):
     if source is None:
         return result
     file, collection = source
-    options = CogOptionsPayload(profile=request.profile, target_crs=request.target_crs, resampling=request.resampling)
+    options = CogOptions(profile=request.profile, target_crs=request.target_crs, resampling=request.resampling)
     task = ConvertTask(container=request.container, file=file, collection=collection,
                        output_container=request.output_container, options=options,
                        catalog=request.catalog, tile_size=request.tile_size)
