@@ -514,6 +514,22 @@ def open_raster(path: PathLike, driver: str | None = None) -> DatasetReader:
         raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
 
 
+def open_allowed(path: PathLike) -> DatasetReader:
+    """Open ``path`` with an allowed driver only. A local file is sniffed by its first bytes and
+    opened with that driver; a virtual path is opened in one request with the allow-list as
+    GDAL's candidate drivers (a separate identify would fetch the header twice), and only when
+    that fails is it identified, to say why (a VRT, a format off the list, a network fault)."""
+    if not is_virtual(path):
+        return open_raster(path, sniff_driver(path))
+    try:
+        with catch_warnings():
+            simplefilter("ignore", NotGeoreferencedWarning)
+            return DatasetReader(str(path), driver=sorted(ALLOWED_DRIVERS))
+    except GDAL_ERRORS as err:
+        driver = sniff_driver(path)  # raises the specific reason when the format is the cause
+        raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
+
+
 # ----------------------------------------------------------------------------------------------
 # Validation checks: each returns (errors, warnings) lists of Issue
 
@@ -733,8 +749,8 @@ def validated(
     report = ValidationReport(path=str(src), valid=False, file_bytes=_file_size(src))
     with rasterio.Env(**env_options(gdal_config)):
         try:
-            report.driver = sniff_driver(src)
-            ds = open_raster(src, report.driver)
+            ds = open_allowed(src)
+            report.driver = ds.driver
         except SourceUnavailable:
             raise  # transient: the caller retries, it is not a verdict on the file
         except GeoOpsError as err:
