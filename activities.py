@@ -265,7 +265,10 @@ def catalog_blob(payload: dict) -> dict:
         with validated_source(store, task) as (gdal, _report, dataset):
             item = _item(task, raster=dataset, access=gdal.config,
                          data_href=store.url(task.container, task.file.name), data_size=task.file.size)
-        catalog().upsert_items([item])
+        if task.stage:
+            catalog().stage_items(task.stage, [item])
+        else:
+            catalog().upsert_items([item])
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
@@ -293,6 +296,12 @@ def _item(task: ConvertTask, *, raster: str, access: dict[str, str], data_href: 
 def prepare_collection(payload: dict) -> str:
     """The collection id for a container (default, or the request's), created when missing."""
     return _ensure_collection(catalog(), payload["container"], payload.get("collection"))
+
+
+@bp.activity_trigger(input_name="payload")
+def flush_items(payload: dict) -> dict:
+    """Write the items a chunk's activities staged, in one batch."""
+    return catalog().flush_staged(payload["stage"]).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")

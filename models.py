@@ -292,6 +292,7 @@ class ConvertTask(BaseModel):
     options: CogOptions = CogOptions()
     catalog: bool = True
     tile_size: int | None = None
+    stage: str | None = None  # stage the item for a chunk-level batch write instead of writing it
 
 
 class InspectResult(BaseModel):

@@ -186,13 +186,19 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     """One chunk of a sync: read its file list, catalog each file, fan in."""
     payload = context.get_input()
     files = yield context.call_activity_with_retry(act.read_chunk, RETRY, payload["chunk"])
+    # Each file's activity stages its item; one flush writes the chunk's items in one batch.
+    # The stage is this run's own (a rerun of the chunk id never flushes an older run's items).
+    stage = f"{context.instance_id}/{context.new_uuid()}"
     # Plain dicts (ConvertTask fields; the activity validates them): this list is rebuilt on
     # every replay of the chunk, so it stays cheap.
     tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {
-        "container": payload["container"], "file": f, "collection": payload["collection"]}) for f in files]
-    outcomes = yield context.task_all(tasks)
+        "container": payload["container"], "file": f, "collection": payload["collection"], "stage": stage})
+        for f in files]
+    outcomes = [TaskOutcome.model_validate(o) for o in (yield context.task_all(tasks))]
+    if any(o.status == "done" for o in outcomes):
+        yield context.call_activity_with_retry(act.flush_items, RETRY, {"stage": stage})
     result = JobResult(operation="catalog_chunk")
-    result.add([TaskOutcome.model_validate(o) for o in outcomes])
+    result.add(outcomes)
     return result.model_dump(mode="json")
 
 

@@ -1062,6 +1062,9 @@ class Catalog(Protocol):
     def get_collection(self, collection_id: str) -> pystac.Collection | None: ...
     def refresh_collection(self, collection_id: str) -> pystac.Collection: ...
     def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult: ...
+    def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
+                    validate: bool = True) -> int: ...
+    def flush_staged(self, stage_id: str) -> UpsertResult: ...
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None: ...
     def delete_item(self, collection_id: str, item_id: str) -> bool: ...
     def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int: ...
@@ -1110,6 +1113,21 @@ def parse_datetime_interval(value: str | None) -> tuple[dt.datetime | None, dt.d
 TRANSIENT_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _LOCK_NAMESPACE = 0x524D48  # "RMH": advisory-lock class for collection writers
 
+_STAGE_DDL = """
+CREATE TABLE IF NOT EXISTS public.rmh_staged_items (
+    stage_id text NOT NULL, collection text NOT NULL, item_id text NOT NULL, content jsonb NOT NULL,
+    staged_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stage_id, collection, item_id)
+)
+"""
+_STAGE_PUT = """
+INSERT INTO public.rmh_staged_items (stage_id, collection, item_id, content) VALUES (%s, %s, %s, %s)
+ON CONFLICT (stage_id, collection, item_id) DO UPDATE SET content = EXCLUDED.content, staged_at = now()
+"""
+_STAGE_TAKE = """
+DELETE FROM public.rmh_staged_items WHERE stage_id = %s RETURNING collection, content
+"""
+# Stages of runs that never flushed (a chunk that failed beyond its retries) expire after a week.
+_STAGE_EXPIRE = "DELETE FROM public.rmh_staged_items WHERE staged_at < now() - interval '7 days'"
 _STAGE_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS rmh_items_in (
     id text NOT NULL, collection text NOT NULL, datetime timestamptz NOT NULL,
@@ -1221,6 +1239,7 @@ class PgStacCatalog:
         self.retries = retries
         self.retry_delay = retry_delay
         self._version_checked = False
+        self._stage_ready = False
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -1320,6 +1339,57 @@ class PgStacCatalog:
                 requested += len(chunk)
         return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
                             unchanged=requested - written)
+
+    # staging: per-file activities park items, the chunk writes them in one batch
+
+    def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
+                    validate: bool = True) -> int:
+        """Park validated items durably under ``stage_id``; ``flush_staged(stage_id)`` writes them.
+
+        A fan-out of one activity per file then costs pgSTAC one batched write per chunk instead
+        of one per file; a staged item survives any crash until its flush commits.
+        """
+        grouped = _prepare_items(items, self.validator if validate else None)
+        rows = [(stage_id, cid, iid, Jsonb(stac)) for cid, by_id in grouped.items() for iid, stac in by_id.items()]
+
+        def work(conn: psycopg.Connection) -> int:
+            self._ensure_stage(conn)
+            with conn.cursor() as cur:
+                cur.executemany(_STAGE_PUT, rows)
+            return len(rows)
+
+        staged = self._run(f"stage {len(rows)} items", work)
+        self._stage_ready = True  # only once a transaction that created the table committed
+        return staged
+
+    def flush_staged(self, stage_id: str) -> UpsertResult:
+        """Write the items staged under ``stage_id`` and drop them from the stage, atomically
+        (a retried flush after a failure writes them again; after a success it finds nothing)."""
+        self._check_version()
+
+        def work(conn: psycopg.Connection) -> UpsertResult:
+            self._ensure_stage(conn)
+            rows = conn.execute(_STAGE_TAKE, (stage_id,)).fetchall()
+            grouped: dict[str, list[dict]] = {}
+            for collection_id, content in rows:
+                grouped.setdefault(collection_id, []).append(content)
+            written = 0
+            for collection_id in sorted(grouped):  # lock collections in one order: no deadlock
+                batch = grouped[collection_id]
+                for start in range(0, len(batch), self.batch_size):
+                    written += self._write_batch(conn, collection_id, batch[start:start + self.batch_size])
+            conn.execute(_STAGE_EXPIRE)
+            return UpsertResult(collection_ids=sorted(grouped), requested=len(rows), written=written,
+                                unchanged=len(rows) - written)
+
+        result = self._run(f"flush staged items of {stage_id}", work)
+        self._stage_ready = True
+        return result
+
+    def _ensure_stage(self, conn: psycopg.Connection) -> None:
+        if not self._stage_ready:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_NAMESPACE,))  # one creator
+            conn.execute(_STAGE_DDL)
 
     def _check_version(self) -> None:
         """Items are dehydrated in Python with pypgstac's code: refuse a pgSTAC of another minor."""
@@ -1586,6 +1656,15 @@ class StaticCatalog:
                     written += 1
         return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
                             unchanged=requested - written)
+
+    def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
+                    validate: bool = True) -> int:
+        """A static catalog writes each item to its own file already: staging is writing."""
+        return self.upsert_items(items, validate=validate).requested
+
+    def flush_staged(self, stage_id: str) -> UpsertResult:
+        """Nothing is ever staged here (see ``stage_items``)."""
+        return UpsertResult(collection_ids=[], requested=0, written=0, unchanged=0)
 
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
         stac = self._read(self._item_key(collection_id, item_id))

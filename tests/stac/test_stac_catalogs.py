@@ -422,3 +422,33 @@ def test_static_catalog_with_concurrent_processes_and_finalize(tmp_path, templat
     for stac_object in [read_back, *read_back.get_children(), items[0]]:
         assert validator.errors(stac_object.to_dict(include_self_link=False, transform_hrefs=False)) == []
     assert not list(root.rglob("*.tmp"))
+
+
+def test_staged_items_are_written_by_one_flush(catalog, collection, template, item_copies, backend):
+    items = [variant(template, collection, n, when=f"2024-0{n % 3 + 1}-05T00:00:00Z") for n in range(12)]
+    for item in items:  # one activity per file stages its item
+        assert catalog.stage_items("chunk-a/run-1", [item]) == 1
+    catalog.stage_items("chunk-a/run-1", [variant(template, collection, 0, etag="restaged")])
+    if backend == "pgstac":  # a static catalog writes at once; pgSTAC waits for the flush
+        assert catalog.list_item_etags(collection) == {}
+    result = catalog.flush_staged("chunk-a/run-1")
+    etags = catalog.list_item_etags(collection)
+    assert len(etags) == 12 and etags[items[0]["id"]] == "restaged"
+    assert all(item_copies(collection, item["id"]) == 1 for item in items)
+    assert catalog.flush_staged("chunk-a/run-1").requested == 0  # a repeated flush finds nothing
+    if backend == "pgstac":
+        assert (result.requested, result.written) == (12, 12)
+
+
+def test_staging_validates_and_keeps_stages_apart(catalog, collection, template, backend):
+    bad = variant(template, collection, 1)
+    del bad["properties"]["datetime"]
+    with pytest.raises(stac_ops.ItemValidationError):
+        catalog.stage_items("chunk-b/run-1", [bad])
+    catalog.stage_items("chunk-b/run-1", [variant(template, collection, 2)])
+    catalog.stage_items("chunk-b/run-2", [variant(template, collection, 3)])
+    catalog.flush_staged("chunk-b/run-2")
+    expected = {variant(template, collection, 3)["id"]}
+    if backend == "static":
+        expected.add(variant(template, collection, 2)["id"])
+    assert set(catalog.list_item_etags(collection)) == expected
