@@ -99,8 +99,7 @@ def _with_defaults(request: JobRequest) -> JobRequest:
     if hasattr(request, "with_defaults"):
         request = request.with_defaults(input_container=config.input_container,
                                         output_container=config.output_container)
-    if "chunk_size" in type(request).model_fields and request.chunk_size is None \
-            and type(request).__name__ == "SyncContainerRequest":
+    if isinstance(request, SyncContainerRequest) and request.chunk_size is None:
         request = request.model_copy(update={"chunk_size": config.sync_chunk_size})
     return request
 
