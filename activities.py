@@ -28,6 +28,7 @@ from models import (
     ConvertTask,
     FileRef,
     GreetingTask,
+    PLAN_NAMES_SHOWN,
     InspectResult,
     SyncJobPlan,
     SyncPlanRequest,
@@ -219,7 +220,7 @@ def plan_sync(payload: dict) -> dict:
     removed = diff.to_delete if request.mode == "incremental" else []
     plan = SyncJobPlan.build(request, collection_id, work, unchanged, ignored, removed)
     if not request.dry_run:
-        plan.chunks = _write_chunks(store, config.system_container, request, work)
+        plan.chunks = _write_chunks(store, config.system_container, request.plan_id, request.chunk_size, work)
     return plan.model_dump(mode="json")
 
 
@@ -235,16 +236,18 @@ def _ensure_collection(cat, container: str, collection: str | None) -> str:
     return collection_id
 
 
-def _write_chunks(store: BlobStore, system: str, request: SyncPlanRequest,
-                  work: list[FileRef]) -> list[ChunkRef]:
+def _write_chunks(store: BlobStore, system: str, plan_id: str, chunk_size: int,
+                  files: list[FileRef]) -> list[ChunkRef]:
+    """The files as JSON chunk blobs in the system container (``plans/<plan id>/chunk-NNNNN.json``),
+    so a plan of any size reaches its chunk sub-orchestrations without passing through history."""
     store.create_container(system)
     chunks = []
-    for index in range(0, len(work), request.chunk_size):
-        files = work[index:index + request.chunk_size]
-        name = f"plans/{request.plan_id}/chunk-{index // request.chunk_size:05d}.json"
-        body = json.dumps([f.model_dump(mode="json") for f in files]).encode()
+    for index in range(0, len(files), chunk_size):
+        part = files[index:index + chunk_size]
+        name = f"plans/{plan_id}/chunk-{index // chunk_size:05d}.json"
+        body = json.dumps([f.model_dump(mode="json") for f in part]).encode()
         store.upload_bytes(system, name, body, content_type="application/json")
-        chunks.append(ChunkRef(container=system, blob=name, count=len(files)))
+        chunks.append(ChunkRef(container=system, blob=name, count=len(part)))
     return chunks
 
 
@@ -355,16 +358,18 @@ def describe_blob(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
-def list_rasters(payload: dict) -> dict:
-    """Raster blobs under a prefix (for conversions by prefix), with the files ignored."""
+def plan_conversion(payload: dict) -> dict:
+    """The raster blobs under a prefix, written as chunk blobs; the files that are not rasters."""
+    store, config = blob_store(), settings()
     files, ignored = [], []
-    for blob in blob_store().iter_blobs(payload["container"], payload.get("prefix") or ""):
+    for blob in store.iter_blobs(payload["container"], payload.get("prefix") or ""):
         if is_raster_name(blob.name):
-            files.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size,
-                                 last_modified=blob.last_modified).model_dump(mode="json"))
+            files.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size, last_modified=blob.last_modified))
         else:
             ignored.append(blob.name)
-    return {"files": files, "ignored": ignored}
+    chunks = _write_chunks(store, config.system_container, payload["plan_id"], payload["chunk_size"], files)
+    return {"chunks": [c.model_dump(mode="json") for c in chunks], "files": len(files),
+            "ignored": len(ignored), "ignored_names": ignored[:PLAN_NAMES_SHOWN]}
 
 
 # -- cog_conversion -----------------------------------------------------------------------------

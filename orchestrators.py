@@ -296,40 +296,44 @@ def cog_conversion(context: df.DurableOrchestrationContext):
 def _cog_conversion(context, result: JobResult):
     request = CogConversionRequest.model_validate(context.get_input())
     report(context, "listing", result, 0)
-    files, missing = yield from select_files(context, request)
-    result.add(missing)
     collection = yield context.call_activity_with_retry(
         act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
-    size = request.chunk_size or 100
-    chunks = [files[i:i + size] for i in range(0, len(files), size)]
     base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
                        output_container=request.output_container, catalog=request.catalog,
                        options=CogOptions(profile=request.profile, target_crs=request.target_crs,
-                                                 resampling=request.resampling))
-    tasks = [context.call_sub_orchestrator(convert_chunk, {
-        "task": base.model_dump(mode="json"), "files": [f.model_dump(mode="json") for f in chunk]},
-        chunk_id(context, "chunk", i), expected_type=dict) for i, chunk in enumerate(chunks)]
-    names = [[f.name for f in chunk] for chunk in chunks]
-    result = yield from gather(context, tasks, result, stage="converting", total=len(files) + len(missing),
-                               names=names)
+                                          resampling=request.resampling)).model_dump(mode="json")
+    size = request.chunk_size or 100
+    if request.prefix is not None:  # listed and chunked by an activity: never through history
+        plan = yield context.call_activity_with_retry(act.plan_conversion, RETRY, {
+            "container": request.container, "prefix": request.prefix, "chunk_size": size,
+            "plan_id": context.instance_id.replace(":", "-")})
+        result.detail["ignored"] = plan["ignored_names"]
+        chunks = [{"task": base, "chunk": c} for c in plan["chunks"]]
+        names = [[f"{c['blob']} #{k}" for k in range(c["count"])] for c in plan["chunks"]]
+    else:
+        names = [request.blobs[i:i + size] for i in range(0, len(request.blobs), size)]
+        chunks = [{"task": base, "blobs": part} for part in names]
+    tasks = [context.call_sub_orchestrator(convert_chunk, chunk, chunk_id(context, "chunk", i), expected_type=dict)
+             for i, chunk in enumerate(chunks)]
+    result = yield from gather(context, tasks, result, stage="converting", total=sum(map(len, names)), names=names)
     if request.catalog:
         result.detail["catalog"] = yield context.call_activity_with_retry(
             act.finalize_catalog, RETRY, {"collection": collection})
     return result
 
 
-def select_files(context, request: CogConversionRequest):
-    """The files a conversion covers: the named blobs (missing ones are failures) or a prefix."""
-    if request.prefix is not None:
-        listing = yield context.call_activity_with_retry(
-            act.list_rasters, RETRY, {"container": request.container, "prefix": request.prefix})
-        return [FileRef.model_validate(f) for f in listing["files"]], []
+def chunk_files(context, payload: dict, result: JobResult):
+    """A conversion chunk's files: read from its chunk blob, or described by name (a missing
+    blob is recorded as a failure)."""
+    if "chunk" in payload:
+        files = yield context.call_activity_with_retry(act.read_chunk, RETRY, payload["chunk"])
+        return [FileRef.model_validate(f) for f in files]
+    container = payload["task"]["container"]
     found = yield context.task_all([context.call_activity_with_retry(
-        act.describe_blob, RETRY, {"container": request.container, "blob": b}) for b in request.blobs])
-    files = [FileRef.model_validate(f["file"]) for f in found if f["found"]]
-    missing = [TaskOutcome(name=b, status="failed", error="BlobNotFound", reason=f["reason"])
-               for b, f in zip(request.blobs, found) if not f["found"]]
-    return files, missing
+        act.describe_blob, RETRY, {"container": container, "blob": b}) for b in payload["blobs"]])
+    result.add([TaskOutcome(name=b, status="failed", error="BlobNotFound", reason=f["reason"])
+                for b, f in zip(payload["blobs"], found) if not f["found"]])
+    return [FileRef.model_validate(f["file"]) for f in found if f["found"]]
 
 
 @bp.orchestration_trigger(context_name="context", input_type=dict)
@@ -338,10 +342,11 @@ def convert_chunk(context: df.DurableOrchestrationContext):
     send the large ones down the tiled path as sub-orchestrations."""
     payload = context.get_input()
     base = ConvertTask.model_validate(payload["task"])
-    tasks = [base.model_copy(update={"file": FileRef.model_validate(f)}) for f in payload["files"]]
-    inspected = yield context.task_all([context.call_activity_with_retry(
-        act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])
     result = JobResult(operation="convert_chunk")
+    files = yield from chunk_files(context, payload, result)
+    tasks = [base.model_copy(update={"file": file}) for file in files]
+    inspected = (yield context.task_all([context.call_activity_with_retry(
+        act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])) if tasks else []
     work, names = [], []
     for task, raw in zip(tasks, inspected):
         inspection = InspectResult.model_validate(raw)

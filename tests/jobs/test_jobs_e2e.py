@@ -85,6 +85,26 @@ def test_cog_conversion_converts_catalogs_and_tiles_the_large_one(host, rasters,
     assert item.assets["data"].href.endswith("cogs/rasters/real/RGB.byte.tif")
 
 
+def test_cog_conversion_by_prefix_lists_and_chunks_by_itself(host, rasters, store):
+    store.upload_bytes("rasters", "real/notes.txt", b"not a raster")
+    status = host.run("cog_conversion", {"prefix": "real/", "output_container": "byprefix",
+                                         "catalog": False, "chunk_size": 2})
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed", status
+    assert (output["total"], output["done"], output["failed"]) == (3, 2, 1), output
+    assert [f["name"] for f in output["failures"]] == ["real/float.tif"]
+    assert output["detail"]["ignored"] == ["real/notes.txt"]
+    assert sorted(b.name for b in store.iter_blobs("byprefix")) == [
+        "rasters/real/RGB.byte.tif", "rasters/real/shade.tif"]
+
+
+def test_a_chunk_of_only_missing_blobs_completes(host, rasters):
+    status = host.run("cog_conversion", {"blobs": ["gone/a.tif", "gone/b.tif"], "catalog": False})
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed" and output["failed"] == 2
+    assert output["failure_reasons"] == {"BlobNotFound": 2}
+
+
 def test_process_tiled_raster_builds_a_mosaic(host, rasters, store):
     status = host.run("process_tiled_raster", {"blob": "synthetic/big.tif", "tile_size": 512,
                                                "output_container": "tiled", "catalog": False})
@@ -98,9 +118,11 @@ def test_process_tiled_raster_builds_a_mosaic(host, rasters, store):
 
 
 def test_list_container_writes_an_inventory(host, rasters, store):
+    store.upload_bytes("rasters", "real/notes.txt", b"not a raster")
     status = host.run("list_container", {"prefix": "real/"})
     detail = status["output"]["detail"]
-    assert detail["count"] == 3 and detail["by_extension"][".tif"]["count"] == 3
+    assert detail["count"] == 4 and detail["by_extension"][".tif"]["count"] == 3
+    assert detail["by_extension"][".txt"] == {"count": 1, "bytes": 12}
     assert store.exists(detail["inventory"]["container"], detail["inventory"]["blob"])
 
 
