@@ -65,14 +65,17 @@ def _store_for(config_json: str) -> BlobStore:
 @functools.lru_cache(maxsize=4)
 def _catalog_for(config_json: str):
     config = Settings.model_validate_json(config_json)
+    # Every item and collection is validated before it is written: core schemas (bundled in
+    # pystac), plus the extension schemas when RMH_STAC_SCHEMA_DIR points at them.
+    validator = stac_ops.StacValidator(config.stac_schema_dir)
     if config.catalog_backend is CatalogBackend.pgstac:
         token = _aad_token_provider() if config.pgstac_use_managed_identity else None
         pool = stac_ops.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
                                         max_size=4)
-        return stac_ops.PgStacCatalog(pool)
-    if config.static_catalog_container:
-        return stac_ops.StaticCatalog(BlobCatalogStore(_store_for(config_json), config.static_catalog_container))
-    return stac_ops.StaticCatalog(config.static_catalog_dir)
+        return stac_ops.PgStacCatalog(pool, validator=validator)
+    store = (BlobCatalogStore(_store_for(config_json), config.static_catalog_container)
+             if config.static_catalog_container else config.static_catalog_dir)
+    return stac_ops.StaticCatalog(store, validator=validator)
 
 
 class BlobCatalogStore:

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     static_catalog_container: str | None = None
     pgstac_dsn: SecretStr | None = None
     pgstac_use_managed_identity: bool = False
+    stac_schema_dir: Path | None = None
 
     # Scheduled sync.
     sync_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -97,6 +98,16 @@ class Settings(BaseSettings):
     @classmethod
     def _container_name(cls, value: str) -> str:
         return check_container_name(value)
+
+    @field_validator("stac_schema_dir", mode="before")
+    @classmethod
+    def _schema_dir(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not Path(value).is_dir():
+            raise ValueError(f"{value!r} is not a directory of STAC extension schemas "
+                             "(<extension>/<version>/schema.json)")
+        return value
 
     @field_validator("static_catalog_container")
     @classmethod

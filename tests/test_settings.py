@@ -49,6 +49,7 @@ def test_values_come_from_prefixed_environment(monkeypatch):
         ({"RMH_TILE_SIZE": "16"}, ["RMH_TILE_SIZE", "256"]),
         ({"RMH_STORAGE_BACKEND": "s3"}, ["RMH_STORAGE_BACKEND", "local", "azure"]),
         ({"RMH_TASK_HUB_NAME": "my-hub"}, ["RMH_TASK_HUB_NAME"]),
+        ({"RMH_STAC_SCHEMA_DIR": "/no/such/dir"}, ["RMH_STAC_SCHEMA_DIR", "not a directory"]),
     ],
 )
 def test_bad_or_missing_setting_is_named(monkeypatch, env, names):

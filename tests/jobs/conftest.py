@@ -53,7 +53,7 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def service_env(azurite_connection_string, pgstac_dsn, tmp_path_factory):
+def service_env(azurite_connection_string, pgstac_dsn, schema_dir, tmp_path_factory):
     """RMH_* settings for Azurite + pgSTAC, applied for the module and undone after."""
     env = {
         "RMH_STORAGE_BACKEND": "azure",
@@ -68,6 +68,7 @@ def service_env(azurite_connection_string, pgstac_dsn, tmp_path_factory):
         "RMH_SYNC_CONTAINERS": "watched",
         "RMH_SYNC_SCHEDULE": "0 0 0 1 1 *",  # once a year: tests fire ticks themselves
         "RMH_SYNC_CHUNK_SIZE": "25",
+        "RMH_STAC_SCHEMA_DIR": str(schema_dir),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
