@@ -104,12 +104,21 @@ class BlobCatalogStore:
         return self.store.delete(self.container, key)
 
 
+_last_config: tuple[Settings | None, str] = (None, "")
+
+
 def _config_json(config: Settings) -> str:
+    """The settings as JSON (secrets included), the key of the client caches. The settings object
+    is built once per process, so its JSON is too (activities ask for clients several times)."""
+    global _last_config
+    if _last_config[0] is config:
+        return _last_config[1]
     data = config.model_dump(mode="json")
     for secret in ("storage_connection_string", "pgstac_dsn"):
         value = getattr(config, secret)
         data[secret] = value.get_secret_value() if value is not None else None
-    return json.dumps(data, sort_keys=True)
+    _last_config = (config, json.dumps(data, sort_keys=True))
+    return _last_config[1]
 
 
 def blob_store() -> BlobStore:

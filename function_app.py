@@ -112,7 +112,6 @@ def status_body(status: df.DurableOrchestrationStatus) -> dict[str, Any]:
         "runtimeStatus": status.runtime_status.name if status.runtime_status else None,
         "createdTime": status.created_time,
         "lastUpdatedTime": status.last_updated_time,
-        "progress": status.custom_status,
         "customStatus": status.custom_status,
         "output": status.output,
     }

@@ -1538,8 +1538,8 @@ class Engine:
             if not call.message.get("signal"):
                 self._entity_response(call.message, result.get("result"),
                                       failed=bool(result.get("isError")))
-        for signal in reply.get("signals") or []:
-            logger.warning("entity %s sent a signal, not supported: %s", entity_id, signal)
+        for sent in reply.get("signals") or []:
+            logger.warning("entity %s sent a signal, not supported: %s", entity_id, sent)
 
     def _entity_response(self, message: dict[str, Any], result: str | None,
                          failed: bool) -> None:

@@ -8,7 +8,6 @@ Every top-level job signals the ``job_metrics`` entity of its operation when it 
 """
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Callable, Generator
 
 import azure.durable_functions as df

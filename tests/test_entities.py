@@ -2,7 +2,6 @@
 import json
 import random
 
-import pytest
 from azure.functions._durable_functions import EntityContext
 
 import entities

@@ -1,7 +1,6 @@
 """Orchestrators replayed through the SDK with extension-shaped history."""
 import json
 
-import pytest
 
 import orchestrators
 from replay import History
