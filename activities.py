@@ -10,16 +10,20 @@ the output for the same source ETag and options already exists.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import json
 import logging
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import azure.durable_functions as df
+import tenacity
 
 import geo_ops
 import stac_ops
@@ -36,7 +40,7 @@ from models import (
     TileTask,
 )
 from settings import CatalogBackend, Settings, get_settings
-from storage import BlobNotFound, BlobStore, ContainerNotFound, store_from_settings
+from storage import BlobNotFound, BlobStore, ContainerNotFound, LocalDirStore, StorageUnavailable, store_from_settings
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -46,9 +50,36 @@ RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".gtif", ".geotiff", ".cog", ".jp2
                              ".jpeg", ".png", ".webp", ".nc", ".hdf", ".h5", ".grd", ".asc", ".dem"})
 # Conditions that describe the file, not the service: a per-item failure, never retried.
 ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, BlobNotFound)
-# Conditions of the same families that are the service's fault (source or catalog unreachable):
-# they propagate, so the retry options at the call site apply.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (geo_ops.SourceUnavailable, stac_ops.CatalogUnavailable)
+# Conditions that are the service's fault (storage or catalog unreachable, a network fault while
+# reading): retried inside the activity with backoff (``rides_out_outages``), then raised so the
+# retry options at the orchestrator's call site apply. Never reported as a bad file.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (geo_ops.SourceUnavailable, stac_ops.CatalogUnavailable,
+                                                 StorageUnavailable)
+
+
+def rides_out_outages(activity: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    """Run the activity again on a transient fault, with exponential backoff and jitter (1 s
+    doubling to 15 s), for up to RMH_OUTAGE_SECONDS; then the fault propagates. Activities are
+    idempotent, so a rerun redoes at most the step that failed."""
+
+    @functools.wraps(activity)
+    def run(payload: dict) -> Any:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
+            wait=tenacity.wait_exponential_jitter(multiplier=1, max=15),
+            stop=tenacity.stop_after_delay(settings().outage_seconds),
+            before_sleep=_log_retry(activity.__name__), reraise=True)
+        return retrying(activity, payload)
+
+    return run
+
+
+def _log_retry(name: str) -> Callable[[tenacity.RetryCallState], None]:
+    def log(state: tenacity.RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        logger.warning("%s: transient %s, attempt %d, retrying in %.1fs: %s", name,
+                       type(err).__name__, state.attempt_number, state.upcoming_sleep, scrub(str(err))[:300])
+    return log
 
 
 # -- clients, built once per process and per configuration -------------------------------------
@@ -140,8 +171,78 @@ def _aad_token_provider():
 
 def gdal_config(extra: dict[str, str] | None = None) -> dict[str, Any]:
     """GDAL options for one operation: the settings' options, then the blob's access options,
-    normalised by geo_ops (GDAL_CACHEMAX in bytes, as rasterio wants it)."""
-    return geo_ops.env_options({**settings().gdal_options, **(extra or {})})
+    normalised by geo_ops (GDAL_CACHEMAX in bytes, as rasterio wants it). GDAL's own temporary
+    files go to the work directory too."""
+    return geo_ops.env_options({"CPL_TMPDIR": str(work_dir()), **settings().gdal_options, **(extra or {})})
+
+
+# -- local working files ------------------------------------------------------------------------
+
+STAGING_PREFIX = "rmh-"
+_stale_removed: set[str] = set()
+
+
+def work_dir() -> Path:
+    """The one directory all staging directories live in (RMH_TEMP_DIR). The first use in a
+    process (a worker starting) removes staging directories older than the function timeout:
+    what a killed worker left behind; no live activity can be that old."""
+    root = settings().work_dir
+    root.mkdir(parents=True, exist_ok=True)
+    if str(root) not in _stale_removed:
+        _stale_removed.add(str(root))
+        removed = remove_stale_staging(root, function_timeout())
+        if removed:
+            logger.info("removed %d stale staging directories from %s", removed, root)
+    return root
+
+
+def staging_dir(kind: str):
+    """A temporary directory for one task's files under ``work_dir()``, removed afterwards."""
+    return tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{kind}-", dir=work_dir())
+
+
+def remove_stale_staging(root: Path, max_age: dt.timedelta) -> int:
+    """Remove ``rmh-*`` entries of ``root`` not modified for ``max_age``; returns how many."""
+    cutoff = time.time() - max_age.total_seconds()
+    removed = 0
+    for entry in root.iterdir():
+        try:
+            if not entry.name.startswith(STAGING_PREFIX) or entry.lstat().st_mtime > cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        except FileNotFoundError:  # another worker removed it first
+            continue
+    return removed
+
+
+@functools.lru_cache(maxsize=1)
+def function_timeout() -> dt.timedelta:
+    """host.json ``functionTimeout`` (what bounds an activity's life), 30 minutes if unset."""
+    try:
+        text = json.loads((Path(__file__).parent / "host.json").read_text()).get("functionTimeout", "")
+    except (OSError, ValueError, AttributeError):
+        text = ""
+    match = re.match(r"^(?:(\d+)\.)?(\d+):(\d+):(\d+)$", str(text).strip())
+    if not match:  # unset or -1 (unbounded on dedicated plans): a day is beyond any activity here
+        return dt.timedelta(minutes=30) if not text else dt.timedelta(days=1)
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+# -- what a user reads of a failure -------------------------------------------------------------
+
+def scrub(text: str) -> str:
+    """A message with server paths replaced: a local store's files and GDAL's /vsiaz/ paths become
+    ``container/blob``, the work directory ``<temp>``."""
+    store = blob_store()
+    if isinstance(store, LocalDirStore):
+        text = text.replace(f"{store.root}/", "")
+    text = text.replace(str(settings().work_dir), "<temp>")
+    return re.sub(r"/vsiaz/", "", text)
 
 
 def limits() -> geo_ops.RasterLimits:
@@ -153,20 +254,41 @@ def limits() -> geo_ops.RasterLimits:
 def validated_source(store: BlobStore, task: ConvertTask):
     """``(GDAL access, validation report, open dataset)`` of a task's source, or the GeoOpsError
     that blocks it. What the listing already shows (an empty blob) is refused before GDAL touches
-    the file; the dataset stays open so reading the item does not fetch the header again."""
+    the file; the dataset stays open so reading the item does not fetch the header again. Only
+    the allowed drivers see the file; when they refuse it, its first bytes say why."""
     if task.file.size == 0:
         raise geo_ops.EmptyFile(f"{task.container}/{task.file.name}", "file is empty (0 bytes)")
     gdal = store.gdal_read_path(task.container, task.file.name)
-    with geo_ops.validated(gdal.path, limits=limits(), gdal_config=gdal_config(gdal.config)) as (report, ds):
+    head = functools.partial(store.read_head, task.container, task.file.name)
+    with geo_ops.validated(gdal.path, limits=limits(), gdal_config=gdal_config(gdal.config),
+                           head=head) as (report, ds):
         report.raise_for_errors()
         yield gdal, report, ds
 
 
-def failed(name: str, err: Exception, started: float) -> dict[str, Any]:
-    """The outcome of a per-item failure, named after the condition."""
-    logger.info("task %s failed: %s", name, err)
-    return TaskOutcome(name=name, status="failed", error=type(err).__name__, reason=str(err),
+def failed(name: str, err: Exception, started: float, *, container: str | None = None) -> dict[str, Any]:
+    """The outcome of a per-item failure, named after the condition; the reason names the blob
+    as ``container/blob``, never a server path."""
+    reason = scrub(err.reason if isinstance(err, geo_ops.GeoOpsError) else str(err))
+    where = f"{container}/{name}" if container else name
+    if where not in reason:
+        reason = f"{where}: {reason}"
+    logger.info("task %s failed: %s", where, reason)
+    return TaskOutcome(name=name, status="failed", error=type(err).__name__, reason=reason,
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
+
+
+def item_failure(store: BlobStore, container: str, name: str, err: Exception, started: float,
+                 *, label: str | None = None) -> dict[str, Any]:
+    """A per-item failure, once storage confirms the source is there and reachable: an outage
+    can look like a missing or unreadable file to GDAL, and must not be reported as a bad file
+    (StorageUnavailable propagates, so the task is retried)."""
+    if not isinstance(err, BlobNotFound):
+        try:
+            store.get_properties(container, name)
+        except BlobNotFound as gone:
+            err = gone
+    return failed(label or name, err, started, container=container)
 
 
 def is_raster_name(name: str) -> bool:
@@ -185,6 +307,7 @@ def say_hello(payload: dict) -> str:
 # -- list_container -----------------------------------------------------------------------------
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def write_inventory(payload: dict) -> dict:
     """Page through a container and write its inventory as JSON to the system container."""
     container, prefix = payload["container"], payload.get("prefix", "")
@@ -208,6 +331,7 @@ def write_inventory(payload: dict) -> dict:
 # -- sync_container -----------------------------------------------------------------------------
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def plan_sync(payload: dict) -> dict:
     """Compare the container with the catalog by source ETag and write the work as chunk blobs."""
     request = SyncPlanRequest.model_validate(payload)
@@ -264,6 +388,7 @@ def _write_chunks(store: BlobStore, system: str, plan_id: str, chunk_size: int,
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def read_chunk(payload: dict) -> list:
     """The files of one chunk of a sync plan."""
     chunk = ChunkRef.model_validate(payload)
@@ -271,6 +396,7 @@ def read_chunk(payload: dict) -> list:
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def catalog_blob(payload: dict) -> dict:
     """One raster blob read in place (GDAL virtual path) → one STAC item upserted."""
     started = time.monotonic()
@@ -287,7 +413,7 @@ def catalog_blob(payload: dict) -> dict:
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        return failed(task.file.name, err, started)
+        return item_failure(store, task.container, task.file.name, err, started)
     return TaskOutcome(name=task.file.name, status="done", item_id=item.id,
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
 
@@ -308,24 +434,28 @@ def _item(task: ConvertTask, *, raster: str, access: dict[str, str], data_href: 
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def prepare_collection(payload: dict) -> str:
     """The collection id for a container (default, or the request's), created when missing."""
     return _ensure_collection(catalog(), payload["container"], payload.get("collection"))
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def flush_items(payload: dict) -> dict:
     """Write the items a chunk's activities staged, in one batch."""
     return catalog().flush_staged(payload["stage"]).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def remove_items(payload: dict) -> int:
     """Delete the items whose source blob is gone."""
     return catalog().delete_items(payload["collection"], payload["item_ids"])
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def finalize_catalog(payload: dict) -> dict:
     """Recompute the collection's extent and summaries; rebuild static catalog links."""
     cat = catalog()
@@ -348,6 +478,7 @@ def catalog_location(config: Settings) -> str:
 # -- validate_raster, catalog_file ---------------------------------------------------------------
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def validate_blob(payload: dict) -> dict:
     """A validation report of one blob (errors block, warnings do not)."""
     store = blob_store()
@@ -359,6 +490,7 @@ def validate_blob(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def describe_blob(payload: dict) -> dict:
     """The listing facts of one blob (size, ETag, last-modified), or a not-found reason."""
     try:
@@ -370,6 +502,7 @@ def describe_blob(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def plan_conversion(payload: dict) -> dict:
     """The raster blobs under a prefix, written as chunk blobs; the files that are not rasters."""
     store, config = blob_store(), settings()
@@ -387,6 +520,7 @@ def plan_conversion(payload: dict) -> dict:
 # -- cog_conversion -----------------------------------------------------------------------------
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def inspect_raster(payload: dict) -> dict:
     """Validate a source and say whether it fits one task or must take the tiled path."""
     started = time.monotonic()
@@ -398,7 +532,8 @@ def inspect_raster(payload: dict) -> dict:
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        return InspectResult(name=task.file.name, outcome=TaskOutcome.model_validate(failed(task.file.name, err, started))).model_dump(mode="json")
+        outcome = item_failure(store, task.container, task.file.name, err, started)
+        return InspectResult(name=task.file.name, outcome=TaskOutcome.model_validate(outcome)).model_dump(mode="json")
     pixels = (report.width or 0) * (report.height or 0)
     return InspectResult(name=task.file.name, pixels=pixels,
                          needs_tiling=pixels > settings().max_pixels_per_task,
@@ -417,6 +552,7 @@ def options_digest(options: dict[str, Any]) -> str:
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def convert_blob(payload: dict) -> dict:
     """Source blob → COG in the output container (skipped when it exists for the same source ETag
     and options) → STAC item."""
@@ -432,7 +568,7 @@ def convert_blob(payload: dict) -> dict:
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        return failed(task.file.name, err, started)
+        return item_failure(store, task.container, task.file.name, err, started)
     return TaskOutcome(name=task.file.name, status=status, item_id=item_id,
                        output=f"{task.output_container}/{out_name}",
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
@@ -454,7 +590,7 @@ def _is_current(store: BlobStore, container: str, name: str, source_etag: str, d
 def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) -> None:
     src = store.gdal_read_path(task.container, task.file.name)
     opts = task.options
-    with tempfile.TemporaryDirectory(prefix="rmh-cog-") as tmp:
+    with staging_dir("cog") as tmp:
         local = Path(tmp) / "out.tif"
         geo_ops.to_cog(src.path, local, profile=opts.profile, dst_crs=opts.target_crs,
                        resampling=opts.resampling, overview_resampling=_overview_resampling(opts.resampling),
@@ -482,6 +618,7 @@ def _catalog_output(store: BlobStore, task: ConvertTask, out_name: str) -> str:
 # -- process_tiled_raster -----------------------------------------------------------------------
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def plan_raster_tiles(payload: dict) -> dict:
     """A deterministic tile plan of one source, in its grid or in the target CRS."""
     task = ConvertTask.model_validate(payload)
@@ -496,6 +633,7 @@ def plan_raster_tiles(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def convert_tile(payload: dict) -> dict:
     """One tile: windowed (or warped-window) read of the source → COG tile in the output container."""
     started = time.monotonic()
@@ -512,7 +650,7 @@ def convert_tile(payload: dict) -> dict:
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        return failed(name, err, started)
+        return item_failure(store, task.container, task.blob, err, started, label=name)
     return TaskOutcome(name=name, status=status, output=f"{task.output_container}/{tile.output_path}",
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
 
@@ -523,7 +661,7 @@ def _tile_current(store: BlobStore, task: TileTask, tile) -> bool:
 
 def _write_tile(store: BlobStore, task: TileTask, tile) -> None:
     src = store.gdal_read_path(task.container, task.blob)
-    with tempfile.TemporaryDirectory(prefix="rmh-tile-") as tmp:
+    with staging_dir("tile") as tmp:
         local = Path(tmp) / "tile.tif"
         geo_ops.process_tile(src.path, tile, local, profile=task.profile, tmp_dir=tmp,
                              overview_resampling=_overview_resampling(tile.resampling),
@@ -536,11 +674,12 @@ def _write_tile(store: BlobStore, task: TileTask, tile) -> None:
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def build_tile_mosaic(payload: dict) -> dict:
     """A VRT over the tile COGs, next to them in the output container, plus a STAC item for it."""
     container, tiles, vrt_name = payload["output_container"], payload["tiles"], payload["mosaic"]
     store = blob_store()
-    with tempfile.TemporaryDirectory(prefix="rmh-vrt-") as tmp:
+    with staging_dir("vrt") as tmp:
         local_vrt = Path(tmp) / PurePosixPath(vrt_name).name
         paths = [store.gdal_read_path(container, t) for t in tiles]
         config = gdal_config(paths[0].config if paths else None)
@@ -561,6 +700,7 @@ def _relativize_vrt(vrt: Path, container: str, vrt_name: str, tile_paths: list[s
 
 
 @bp.activity_trigger(input_name="payload")
+@rides_out_outages
 def catalog_tiles(payload: dict) -> dict:
     """One STAC item per tile COG, upserted in one batch."""
     task = ConvertTask.model_validate(payload["task"])

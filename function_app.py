@@ -5,10 +5,13 @@ orchestrations through the Durable client, and map errors to status codes in one
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import json
 import logging
-from typing import Any
+import re
+from typing import Any, Awaitable, Callable
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -34,6 +37,13 @@ app.register_functions(entities.bp)
 RS = df.OrchestrationRuntimeStatus
 RUNNING_STATES = {RS.Running, RS.Pending, RS.Suspended, RS.ContinuedAsNew}
 RETRYABLE_STATES = {RS.Failed, RS.Terminated, RS.Completed}
+#: Largest request body accepted (a job request is a few hundred bytes; 10,000 blob names fit).
+MAX_BODY_BYTES = 1024 * 1024
+#: Deepest JSON nesting accepted in a request body (our requests are two levels deep).
+MAX_JSON_DEPTH = 16
+#: Job ids this API hands out: operation names, hashes, container names, ':' for chunks.
+JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
+TASK_STATUSES = ("running", "done", "skipped", "failed")
 
 
 class ApiError(Exception):
@@ -72,16 +82,69 @@ def error_response(err: BaseException) -> func.HttpResponse:
     return _json({"error": "internal error", "type": type(err).__name__}, 500)
 
 
-def parse_job_request(operation: str, body: bytes) -> tuple[JobRequest, bool]:
-    """The validated request of ``operation`` (defaults from settings applied) and its ``rerun``
-    flag, or an ApiError (404/400)."""
-    model = OPERATIONS.get(operation)
-    if model is None:
-        raise ApiError(404, f"unknown operation {operation!r}", known_operations=sorted(OPERATIONS))
+def api(route: Callable[..., Awaitable[func.HttpResponse]]) -> Callable[..., Awaitable[func.HttpResponse]]:
+    """Every route answers with a status and a JSON body, whatever a client sends: ApiErrors and
+    the conditions of ERROR_STATUS map to their status; anything else is logged once and answered
+    500 with a body (the fuzz tests hold the routes to never reaching it)."""
+
+    @functools.wraps(route)
+    async def answered(*args: Any, **kwargs: Any) -> func.HttpResponse:
+        try:
+            return await route(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the edge: every error becomes a response
+            return error_response(err)
+
+    return answered
+
+
+def read_json_body(body: bytes | None) -> Any:
+    """A request body as JSON (None when empty), bounded in size and nesting, or an ApiError."""
+    body = body or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        return None
     try:
-        payload = json.loads(body) if body and body.strip() else {}
+        payload = json.loads(body)
+    except RecursionError:
+        raise ApiError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, f"request body is not valid JSON: {err}") from None
+    if _depth(payload) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    return payload
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, iteratively (a deep value must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def job_id_param(req: func.HttpRequest) -> str:
+    """The ``{instance_id}`` route parameter, or a 400 naming what an id may contain."""
+    instance_id = req.route_params.get("instance_id") or ""
+    if not JOB_ID.match(instance_id):
+        raise ApiError(400, f"invalid job id {instance_id[:80]!r}: ids contain letters, digits, "
+                            "'_', '-', '.' and ':' (up to 256 characters)")
+    return instance_id
+
+
+def parse_job_request(operation: str, body: bytes) -> tuple[JobRequest, bool]:
+    """The validated request of ``operation`` (defaults from settings applied) and its ``rerun``
+    flag, or an ApiError (404/400/413)."""
+    model = OPERATIONS.get(operation)
+    if model is None:
+        raise ApiError(404, f"unknown operation {operation[:80]!r}", known_operations=sorted(OPERATIONS))
+    payload = read_json_body(body)
+    payload = {} if payload is None else payload
     if not isinstance(payload, dict):
         raise ApiError(400, "request body must be a JSON object")
     rerun = payload.pop("rerun", False)
@@ -91,7 +154,9 @@ def parse_job_request(operation: str, body: bytes) -> tuple[JobRequest, bool]:
         request = model.model_validate(payload)
     except ValidationError as err:
         raise ApiError(400, "invalid request", problems=problems_of(err.errors())) from None
-    return _with_defaults(request), rerun
+    request = _with_defaults(request)
+    _check_containers(request)
+    return request, rerun
 
 
 def _with_defaults(request: JobRequest) -> JobRequest:
@@ -102,6 +167,30 @@ def _with_defaults(request: JobRequest) -> JobRequest:
     if isinstance(request, SyncContainerRequest) and request.chunk_size is None:
         request = request.model_copy(update={"chunk_size": config.sync_chunk_size})
     return request
+
+
+def _check_containers(request: JobRequest) -> None:
+    """Outputs never go to the input or the system container: a 400 before anything is written."""
+    output = getattr(request, "output_container", None)
+    if output is None:
+        return
+    config = get_settings()
+    clashes = {getattr(request, "container", None): "the input container", config.system_container: "the system container"}
+    if output in clashes:
+        raise ApiError(400, "invalid request", problems=[{
+            "field": "output_container",
+            "problem": f"{output!r} is {clashes[output]}; write outputs to another container"}])
+
+
+async def _require_container(request: JobRequest) -> None:
+    """A job over a container that does not exist is a 404 at submission, not a failed job."""
+    container = getattr(request, "container", None)
+    if container is None:
+        return
+    try:
+        await asyncio.to_thread(activities.blob_store().list_page, container, page_size=1)
+    except storage.ContainerNotFound:
+        raise ApiError(404, f"container {container!r} does not exist", field="container") from None
 
 
 def status_body(status: df.DurableOrchestrationStatus) -> dict[str, Any]:
@@ -127,19 +216,46 @@ def _same_request(status: df.DurableOrchestrationStatus, request: JobRequest) ->
     return json.dumps(stored, sort_keys=True, separators=(",", ":")) == request.canonical_json()
 
 
+# One submission at a time per job id in this worker: concurrent identical requests see each
+# other's start (one 202, the rest 409) and never purge a run that another request just started.
+_SUBMISSIONS: dict[str, asyncio.Lock] = {}
+
+
+def _submission_lock(instance_id: str) -> asyncio.Lock:
+    if len(_SUBMISSIONS) > 10_000:  # keep the table bounded; idle locks are cheap to recreate
+        for key in [k for k, lock in _SUBMISSIONS.items() if not lock.locked()]:
+            del _SUBMISSIONS[key]
+    return _SUBMISSIONS.setdefault(instance_id, asyncio.Lock())
+
+
+def _already_running(client: df.DurableOrchestrationClient, req: func.HttpRequest | None,
+                     instance_id: str) -> func.HttpResponse:
+    links = client.create_http_management_payload(instance_id) if req is None else \
+        client.get_client_response_links(req, instance_id)
+    return _json({"error": f"job {instance_id} is already running", **links}, 409)
+
+
 async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest | None,
                     operation: str, request: JobRequest, rerun: bool) -> func.HttpResponse:
     """Start the job unless the same one runs (409) or already finished (200)."""
     instance_id = instance_id_for(operation, request)
-    existing = await client.get_status(instance_id)
-    if existing and existing.runtime_status in RUNNING_STATES:
-        links = client.create_http_management_payload(instance_id) if req is None else \
-            client.get_client_response_links(req, instance_id)
-        return _json({"error": f"job {instance_id} is already running", **links}, 409)
-    if existing and existing.runtime_status == RS.Completed and not rerun and _same_request(existing, request):
-        return _json(status_body(existing), 200)
-    await purge_children(client, instance_id)
-    await client.start_new(operation, instance_id, request.model_dump(mode="json"))
+    async with _submission_lock(instance_id):
+        existing = await client.get_status(instance_id)
+        if existing and existing.runtime_status in RUNNING_STATES:
+            return _already_running(client, req, instance_id)
+        if existing and existing.runtime_status == RS.Completed and not rerun and _same_request(existing, request):
+            return _json(status_body(existing), 200)
+        if existing and existing.runtime_status:
+            await purge_children(client, instance_id)
+        try:
+            await client.start_new(operation, instance_id, request.model_dump(mode="json"))
+        except Exception:
+            # Another worker started the same job between our check and our start (the
+            # runtime refuses a second start of a running id): that is the 409 case.
+            current = await client.get_status(instance_id)
+            if current and current.runtime_status in RUNNING_STATES:
+                return _already_running(client, req, instance_id)
+            raise
     logger.info("started %s", instance_id)
     if req is None:
         return _json(client.create_http_management_payload(instance_id), 202)
@@ -148,12 +264,11 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
 
 @app.route(route="jobs/{operation}", methods=["POST"])
 @app.durable_client_input(client_name="client")
+@api
 async def submit_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a job: 202 with status URLs; 409 if the same job runs; 200 if it already finished."""
-    try:
-        request, rerun = parse_job_request(req.route_params.get("operation", ""), req.get_body())
-    except ApiError as err:
-        return error_response(err)
+    request, rerun = parse_job_request(req.route_params.get("operation", ""), req.get_body())
+    await _require_container(request)
     return await start_job(client, req, req.route_params["operation"], request, rerun)
 
 
@@ -167,30 +282,28 @@ async def _require(client: df.DurableOrchestrationClient, instance_id: str,
 
 @app.route(route="jobs/{instance_id}", methods=["GET"])
 @app.durable_client_input(client_name="client")
+@api
 async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """A job's runtime status, operation, times, progress and output."""
-    try:
-        return _json(status_body(await _require(client, req.route_params["instance_id"])))
-    except ApiError as err:
-        return error_response(err)
+    return _json(status_body(await _require(client, job_id_param(req))))
 
 
 @app.route(route="jobs/{instance_id}/tasks", methods=["GET"])
 @app.durable_client_input(client_name="client")
+@api
 async def get_job_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """The job's tasks (file or tile): status, start, end, duration, error; paged."""
-    instance_id = req.route_params["instance_id"]
-    try:
-        top, skip = _number_param(req, "top", 100, 1, 5000), _number_param(req, "skip", 0, 0, 10**9)
-        wanted = req.params.get("status")
-        status = await _require(client, instance_id, show_history=True, show_history_output=True)
-        children = await client.get_status_by(instance_id_prefix=f"{instance_id}:")
-        histories = [status]
-        for child in sorted(children, key=lambda c: c.instance_id):
-            histories.append(await client.get_status(child.instance_id, show_history=True,
-                                                     show_history_output=True))
-    except ApiError as err:
-        return error_response(err)
+    instance_id = job_id_param(req)
+    top, skip = _number_param(req, "top", 100, 1, 5000), _number_param(req, "skip", 0, 0, 10**9)
+    wanted = req.params.get("status")
+    if wanted is not None and wanted not in TASK_STATUSES:
+        raise ApiError(400, f"unknown task status {wanted[:40]!r}", known_statuses=list(TASK_STATUSES))
+    status = await _require(client, instance_id, show_history=True, show_history_output=True)
+    children = await client.get_status_by(instance_id_prefix=f"{instance_id}:")
+    histories = [status]
+    for child in sorted(children, key=lambda c: c.instance_id):
+        histories.append(await client.get_status(child.instance_id, show_history=True,
+                                                 show_history_output=True))
     tasks = job_tasks([h.historyEvents or [] for h in histories if h])
     if wanted:
         tasks = [t for t in tasks if t.status == wanted]
@@ -206,9 +319,11 @@ def _number_param(req: func.HttpRequest, name: str, default, low, high, kind: ty
         return default
     try:
         value = kind(raw)
-    except ValueError:
+        if value != value or value in (float("inf"), float("-inf")):  # NaN / infinities
+            raise ValueError(raw)
+    except (ValueError, OverflowError):
         noun = "an integer" if kind is int else "a number"
-        raise ApiError(400, f"query parameter {name!r} must be {noun}, got {raw!r}") from None
+        raise ApiError(400, f"query parameter {name!r} must be {noun}, got {raw[:40]!r}") from None
     if not low <= value <= high:
         raise ApiError(400, f"query parameter {name!r} must be between {low:g} and {high:g}")
     return value
@@ -216,17 +331,15 @@ def _number_param(req: func.HttpRequest, name: str, default, low, high, kind: ty
 
 @app.route(route="jobs", methods=["GET"])
 @app.durable_client_input(client_name="client")
+@api
 async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Jobs filtered by ``status`` (e.g. failed, running), ``operation`` and ``stale_minutes``
     (running with no progress for that long: stuck jobs)."""
-    try:
-        statuses = _statuses(req.params.get("status"))
-        stale = _number_param(req, "stale_minutes", 0.0, 0.0, 1e6, kind=float)
-        operation = req.params.get("operation")
-        if operation and operation not in OPERATIONS:
-            raise ApiError(400, f"unknown operation {operation!r}", known_operations=sorted(OPERATIONS))
-    except ApiError as err:
-        return error_response(err)
+    statuses = _statuses(req.params.get("status"))
+    stale = _number_param(req, "stale_minutes", 0.0, 0.0, 1e6, kind=float)
+    operation = req.params.get("operation")
+    if operation and operation not in OPERATIONS:
+        raise ApiError(400, f"unknown operation {operation[:80]!r}", known_operations=sorted(OPERATIONS))
     found = await client.get_status_by(runtime_status=statuses or None,
                                        instance_id_prefix=f"{operation}-" if operation else None)
     jobs = [s for s in found if s.name in OPERATIONS and ":" not in s.instance_id]
@@ -249,16 +362,17 @@ def _statuses(raw: str | None) -> list[df.OrchestrationRuntimeStatus]:
         elif key in names:
             statuses.append(names[key])
         else:
-            raise ApiError(400, f"unknown status {part!r}", known_statuses=sorted(names))
+            raise ApiError(400, f"unknown status {part[:40]!r}", known_statuses=sorted(names))
     return statuses
 
 
 @app.route(route="jobs/{instance_id}/retry", methods=["POST"])
 @app.durable_client_input(client_name="client")
+@api
 async def retry_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Run a failed, terminated or partly failed job again; only what failed is redone."""
-    instance_id = req.route_params["instance_id"]
-    try:
+    instance_id = job_id_param(req)
+    async with _submission_lock(instance_id):
         status = await _require(client, instance_id)
         if status.runtime_status not in RETRYABLE_STATES:
             raise ApiError(409, f"job {instance_id} is {status.runtime_status.name}; only failed, "
@@ -267,10 +381,8 @@ async def retry_job(req: func.HttpRequest, client: df.DurableOrchestrationClient
         if status.runtime_status == RS.Completed and not output.get("completed_with_errors"):
             raise ApiError(409, f"job {instance_id} completed without errors; nothing to retry")
         retry_input = retry_request(status.name, status.input_, output)
-    except ApiError as err:
-        return error_response(err)
-    await purge_children(client, instance_id)
-    await client.start_new(status.name, instance_id, retry_input)
+        await purge_children(client, instance_id)
+        await client.start_new(status.name, instance_id, retry_input)
     return client.create_check_status_response(req, instance_id)
 
 
@@ -293,16 +405,14 @@ def retry_request(operation: str, stored_input: Any, output: dict[str, Any]) -> 
 
 @app.route(route="jobs/{instance_id}/terminate", methods=["POST"])
 @app.durable_client_input(client_name="client")
+@api
 async def terminate_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Stop a running job (and its chunk sub-orchestrations)."""
-    instance_id = req.route_params["instance_id"]
-    try:
-        status = await _require(client, instance_id)
-        if status.runtime_status not in RUNNING_STATES:
-            raise ApiError(409, f"job {instance_id} is {status.runtime_status.name}, not running")
-    except ApiError as err:
-        return error_response(err)
-    reason = req.params.get("reason") or "terminated through the job API"
+    instance_id = job_id_param(req)
+    status = await _require(client, instance_id)
+    if status.runtime_status not in RUNNING_STATES:
+        raise ApiError(409, f"job {instance_id} is {status.runtime_status.name}, not running")
+    reason = (req.params.get("reason") or "terminated through the job API")[:500]
     await client.terminate(instance_id, reason)
     for child in await client.get_status_by(runtime_status=list(RUNNING_STATES), instance_id_prefix=f"{instance_id}:"):
         await client.terminate(child.instance_id, reason)
@@ -326,6 +436,7 @@ async def scheduled_sync(timer: func.TimerRequest, client: df.DurableOrchestrati
 
 @app.route(route="metrics", methods=["GET"])
 @app.durable_client_input(client_name="client")
+@api
 async def get_metrics(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Per-operation job metrics: counts by outcome, tasks, duration percentiles."""
     report = {}
@@ -343,6 +454,7 @@ def _loads(value: Any) -> Any:
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @app.durable_client_input(client_name="client")
+@api
 async def health(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Storage, catalog and runtime reachability (anonymous; no secrets in the answer)."""
     checks = {"storage": _check(_storage_health), "catalog": _check(_catalog_health)}

@@ -11,14 +11,16 @@ bounded by GDAL's block cache and one warp chunk or one tile, never by the size 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,8 +34,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from pydantic import BaseModel, Field
-from rasterio._base import get_dataset_driver  # GDALIdentifyDriver: reads header bytes only
-from rasterio._err import CPLE_BaseError, CPLE_HttpResponseError
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
@@ -55,6 +56,11 @@ DEFAULT_GDAL_CONFIG: dict[str, str] = {
     "CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES",
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
+    # Guards for untrusted files (https://gdal.org/user/security.html): no Python pixel
+    # functions, no raw-file bands, no .aux.xml side files read or written, no sibling listing.
+    "GDAL_VRT_ENABLE_PYTHON": "NO",
+    "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",
+    "GDAL_PAM_ENABLED": "NO",
 }
 
 #: Drivers allowed to open inputs: self-contained, single-file formats.
@@ -404,12 +410,62 @@ def parse_resampling(name: str | Resampling) -> Resampling:
         raise InvalidOption(name, f"unknown resampling {name!r}") from err
 
 
+#: Longest CRS text accepted (a WKT2 with a long history fits in a few KB).
+MAX_CRS_TEXT = 16 * 1024
+_AUTHORITY_CODE = re.compile(r"^([A-Za-z][A-Za-z0-9_]{0,31}):([A-Za-z0-9_]{1,32})$")
+_WKT_KEYWORDS = re.compile(
+    r"^(PROJCS|GEOGCS|GEOCCS|COMPD_CS|PROJCRS|PROJECTEDCRS|GEOGCRS|GEOGRAPHICCRS|GEODCRS|"
+    r"GEODETICCRS|BOUNDCRS|COMPOUNDCRS)\s*[\[(]", re.IGNORECASE)
+#: PROJ string parameters that name files (init files, grids): never taken from a request.
+_PROJ_FILE_PARAMS = frozenset({"init", "nadgrids", "geoidgrids", "hgridshift", "vgridshift",
+                               "grids", "file", "catalog", "gridlist"})
+
+
 def parse_crs(value: str | int | CRS) -> CRS:
-    """A ``CRS`` from an EPSG code, ``"EPSG:n"``, WKT or PROJ string."""
+    """A ``CRS`` from text a client may send, without touching a file or the network.
+
+    Accepted: an EPSG code (``3857``, ``"EPSG:3857"``), ``AUTHORITY:CODE`` (``"ESRI:102100"``,
+    ``"OGC:CRS84"``), WKT1/WKT2, PROJJSON and PROJ strings without file parameters. GDAL's
+    ``SetFromUserInput`` (``CRS.from_user_input``) is never used: it reads files and fetches URLs.
+    """
+    if isinstance(value, CRS):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidOption(str(value), "a CRS must be text or an EPSG code")
+    text = str(value).strip()
+    if len(text) > MAX_CRS_TEXT:
+        raise InvalidOption(text[:40] + "...", f"CRS text is {len(text)} characters; the limit is {MAX_CRS_TEXT}")
     try:
-        return CRS.from_user_input(value)
-    except CRSError as err:
-        raise InvalidOption(str(value), f"unusable target CRS: {err}") from err
+        crs = _crs_from_text(text)
+    except (CRSError, pyproj.exceptions.CRSError, ValueError) as err:
+        raise InvalidOption(text[:200], f"unusable CRS: {str(err).splitlines()[0][:300]}") from None
+    if not (crs.is_projected or crs.is_geographic):
+        raise InvalidOption(text[:200], "a target CRS must be projected or geographic")
+    return crs
+
+
+def _crs_from_text(text: str) -> CRS:
+    if text.isdigit():
+        return CRS.from_epsg(int(text))
+    match = _AUTHORITY_CODE.match(text)
+    if match:
+        authority, code = match.group(1).upper(), match.group(2)
+        return CRS.from_epsg(int(code)) if authority == "EPSG" and code.isdigit() else \
+            CRS.from_authority(authority, code)
+    if _WKT_KEYWORDS.match(text):
+        return CRS.from_wkt(text)
+    if text.startswith("{"):
+        data = json.loads(text)
+        if not isinstance(data, dict) or "type" not in data:
+            raise ValueError("PROJJSON must be a JSON object with a 'type'")
+        return CRS.from_wkt(pyproj.CRS.from_json_dict(data).to_wkt())
+    if text.startswith("+"):
+        keys = {part.lstrip("+").split("=", 1)[0].lower() for part in text.split()}
+        if keys & _PROJ_FILE_PARAMS:
+            raise ValueError(f"PROJ parameters naming files are not accepted: {sorted(keys & _PROJ_FILE_PARAMS)}")
+        return CRS.from_proj4(text)
+    raise ValueError("not an EPSG code, AUTHORITY:CODE, WKT, PROJJSON or PROJ string "
+                     "(file names and URLs are never read)")
 
 
 @lru_cache(maxsize=256)
@@ -453,18 +509,10 @@ def _describe_bytes(head: bytes) -> str:
     return "text" if text.isprintable() or "\n" in text else f"unrecognised signature {head[:8].hex()}"
 
 
-def _sniff_local(path: PathLike) -> str:
-    """The driver for a local file from its first bytes; refuses missing, empty, text, XML."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as err:
-        raise RasterNotFound(path, "no such file") from err
-    if stat.S_ISDIR(st.st_mode):
-        raise UnsupportedFormat(path, "is a directory, not a raster file")
-    if st.st_size == 0:
+def sniff_bytes(path: PathLike, head: bytes) -> str:
+    """The allowed driver for a file's leading bytes; refuses empty files, text, XML and VRTs."""
+    if not head:
         raise EmptyFile(path, "file is empty (0 bytes)")
-    with open(path, "rb") as handle:
-        head = handle.read(512)
     if b"<VRTDataset" in head:
         raise UnsupportedFormat(path, "is a GDAL VRT, which can reference other files or URLs")
     for magic, driver in MAGIC.items():
@@ -473,52 +521,81 @@ def _sniff_local(path: PathLike) -> str:
     raise UnsupportedFormat(path, f"not a raster file: content is {_describe_bytes(head)}")
 
 
-def _identify_error(path: PathLike, err: BaseException) -> GeoOpsError:
-    """Classify a failure to identify ``path``: missing, unreachable, or not a raster."""
+def _sniff_local(path: PathLike) -> str:
+    """The driver for a local file from its first bytes; refuses missing, empty, text, XML."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as err:
+        raise RasterNotFound(path, "no such file") from err
+    if stat.S_ISDIR(st.st_mode):
+        raise UnsupportedFormat(path, "is a directory, not a raster file")
+    with open(path, "rb") as handle:
+        return sniff_bytes(path, handle.read(512))
+
+
+#: GDAL messages that mean the storage service, not the file, failed (retry, never a verdict).
+_TRANSIENT = re.compile(
+    r"CURL error|HTTP response code: (?:5\d\d|429|408)|Connection (?:refused|reset|timed out)|"
+    r"Couldn't connect|Could not resolve|timed out|Operation timeout|SSL|Recv failure|"
+    r"Send failure|Empty reply", re.IGNORECASE)
+
+
+def is_transient_reason(reason: str) -> bool:
+    """True when a GDAL error message describes a network or service fault."""
+    return bool(_TRANSIENT.search(reason))
+
+
+def read_error(path: PathLike, what: str, err: BaseException) -> GeoOpsError:
+    """``SourceUnavailable`` for a network fault while reading, else ``UnreadableRaster``."""
     reason = gdal_reason(err)
-    if "No such file" in reason or "does not exist" in reason or "404" in reason:
-        return RasterNotFound(path, reason)
-    if isinstance(err, CPLE_HttpResponseError) or "CURL error" in reason or "HTTP" in reason:
-        return SourceUnavailable(path, reason)
-    return UnsupportedFormat(path, f"not recognised as a raster: {reason}")
+    if is_transient_reason(reason):
+        return SourceUnavailable(path, f"{what}: {reason}")
+    return UnreadableRaster(path, f"{what}: {reason}")
 
 
-def sniff_driver(path: PathLike) -> str:
-    """The GDAL driver that would open ``path``, checked against the allow-list.
+def sniff_driver(path: PathLike, head: bytes | None = None) -> str:
+    """The allowed GDAL driver for ``path`` judged by its first bytes, before GDAL opens it.
 
-    Reads only the file's first bytes (local files directly, virtual paths through
-    ``GDALIdentifyDriver``); raises ``UnsupportedFormat`` for VRTs and every format that may
-    reference other files, before GDAL is allowed to open it.
+    A local file is read directly; for a virtual path the caller passes the leading bytes it
+    fetched (``head``). Never asks GDAL to identify the file: identification is a full open with
+    every driver, and the VRT driver would open the files and URLs a VRT names.
     """
     if not is_virtual(path):
-        return _sniff_local(path)  # GDAL's GTiff/PNG/JPEG/JP2 drivers identify by these bytes
-    try:
-        driver = get_dataset_driver(str(path))
-    except (*GDAL_ERRORS, TypeError, ValueError) as err:
-        raise _identify_error(path, err) from err
-    if driver in REFERENCING_DRIVERS:
-        raise UnsupportedFormat(path, f"{driver} format can reference other files or URLs")
-    if driver not in ALLOWED_DRIVERS:
-        raise UnsupportedFormat(path, f"{driver} format is not on the allow-list")
-    return driver
+        return _sniff_local(path)
+    if head is None:
+        raise UnsupportedFormat(path, "cannot judge a remote file without its leading bytes")
+    return sniff_bytes(path, head)
 
 
 def open_raster(path: PathLike, driver: str | None = None) -> DatasetReader:
-    """Open ``path`` with exactly one (allowed) driver; sniffs it when ``driver`` is None."""
-    driver = driver or sniff_driver(path)
+    """Open ``path`` with exactly one (allowed) driver, or with the allow-list when None."""
+    if driver is None:
+        return open_allowed(path)
+    if driver not in ALLOWED_DRIVERS:
+        raise UnsupportedFormat(path, f"{driver} format is not on the allow-list")
     try:
         with catch_warnings():  # reported as MissingCRS / DegenerateTransform instead
             simplefilter("ignore", NotGeoreferencedWarning)
             return DatasetReader(str(path), driver=driver)  # rasterio.open minus its overhead
     except GDAL_ERRORS as err:
-        raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
+        raise _open_error(path, driver, err) from err
 
 
-def open_allowed(path: PathLike) -> DatasetReader:
-    """Open ``path`` with an allowed driver only. A local file is sniffed by its first bytes and
-    opened with that driver; a virtual path is opened in one request with the allow-list as
-    GDAL's candidate drivers (a separate identify would fetch the header twice), and only when
-    that fails is it identified, to say why (a VRT, a format off the list, a network fault)."""
+def _open_error(path: PathLike, driver: str, err: BaseException) -> GeoOpsError:
+    reason = gdal_reason(err)
+    if is_transient_reason(reason):
+        return SourceUnavailable(path, reason)
+    return UnreadableRaster(path, f"cannot open with {driver}: {reason}")
+
+
+def open_allowed(path: PathLike, head: Callable[[], bytes] | None = None) -> DatasetReader:
+    """Open ``path`` with an allowed driver only: no other driver ever sees its bytes.
+
+    A local file is sniffed by its first bytes and opened with that driver. A virtual path is
+    opened in one request with the allow-list as GDAL's candidate drivers; only when that fails
+    are its leading bytes fetched (``head``, from the storage the caller knows) to say why: a
+    VRT, a format off the list, an empty file, or a readable format that is damaged.
+    """
     if not is_virtual(path):
         return open_raster(path, sniff_driver(path))
     try:
@@ -526,8 +603,16 @@ def open_allowed(path: PathLike) -> DatasetReader:
             simplefilter("ignore", NotGeoreferencedWarning)
             return DatasetReader(str(path), driver=sorted(ALLOWED_DRIVERS))
     except GDAL_ERRORS as err:
-        driver = sniff_driver(path)  # raises the specific reason when the format is the cause
-        raise UnreadableRaster(path, f"cannot open with {driver}: {err}") from err
+        reason = gdal_reason(err)
+        if is_transient_reason(reason):
+            raise SourceUnavailable(path, reason) from err
+        if head is not None:
+            driver = sniff_driver(path, head())  # raises the specific refusal of the format
+            raise UnreadableRaster(path, f"cannot open with {driver}: {reason}") from err
+        if "No such file" in reason or "does not exist" in reason or "404" in reason:
+            raise RasterNotFound(path, reason) from err
+        raise UnsupportedFormat(path, f"not recognised by the allowed drivers "
+                                      f"({', '.join(sorted(ALLOWED_DRIVERS))}): {reason}") from err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,8 +752,10 @@ def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
             mask = ds.dataset_mask(window=window)
         except GDAL_ERRORS as err:
             where = f"block at row {int(window.row_off)}, col {int(window.col_off)}"
-            sample.errors.append(_issue(UnreadableRaster,
-                                        f"reading {where} failed: {gdal_reason(err)}"))
+            problem = read_error(ds.name, f"reading {where} failed", err)
+            if isinstance(problem, SourceUnavailable):
+                raise problem from err
+            sample.errors.append(_issue(UnreadableRaster, problem.reason))
             return sample
         sample.blocks += 1
         sample.pixels += mask.size
@@ -741,15 +828,17 @@ def validated(
     limits: RasterLimits | None = None,
     sample_blocks: int = 16,
     gdal_config: Mapping[str, str] | None = None,
+    head: Callable[[], bytes] | None = None,
 ) -> Iterator[tuple[ValidationReport, DatasetReader | None]]:
     """``validate`` without the COG layout check that keeps the dataset open for the caller:
     ``(report, dataset)``, the dataset None when validation found an error. One open serves
-    validating and reading (each open of a remote file costs requests)."""
+    validating and reading (each open of a remote file costs requests). ``head`` fetches a
+    remote file's leading bytes, only to explain a refusal (see ``open_allowed``)."""
     limits = limits or RasterLimits()
     report = ValidationReport(path=str(src), valid=False, file_bytes=_file_size(src))
     with rasterio.Env(**env_options(gdal_config)):
         try:
-            ds = open_allowed(src)
+            ds = open_allowed(src, head)
             report.driver = ds.driver
         except SourceUnavailable:
             raise  # transient: the caller retries, it is not a verdict on the file
@@ -791,8 +880,10 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
     try:
         fraction = valid_fraction(ds)
     except GDAL_ERRORS as err:
-        report.errors.append(_issue(UnreadableRaster, f"reading the overview/decimated mask "
-                                    f"failed: {gdal_reason(err)}"))
+        problem = read_error(ds.name, "reading the overview/decimated mask failed", err)
+        if isinstance(problem, SourceUnavailable):
+            raise problem from err
+        report.errors.append(_issue(UnreadableRaster, problem.reason))
         return
     if fraction is None:  # large and without overviews: the sampled blocks speak for it
         fraction = sample.valid_pixels / max(sample.pixels, 1)
@@ -1011,7 +1102,7 @@ def to_cog(
                 _warp_cog(ds, tmp, options, parse_crs(dst_crs), resolution,
                           parse_resampling(resampling), nodata, warp_mem_limit_mb, threads)
         except GDAL_ERRORS as err:
-            raise UnreadableRaster(src, f"conversion failed: {gdal_reason(err)}") from err
+            raise read_error(src, "conversion failed", err) from err
         verify_cog(tmp, config)
         result = _cog_result(tmp, str(dst), dst_crs is not None, started)
     log.debug("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
@@ -1248,7 +1339,7 @@ def process_tile(
                 with rasterio.open(window_vrt(ds, _tile_window(tile))) as vrt:
                     rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
         except GDAL_ERRORS as err:
-            raise UnreadableRaster(src, f"tile {tile.index} failed: {gdal_reason(err)}") from err
+            raise read_error(src, f"tile {tile.index} failed", err) from err
         verify_cog(tmp, config)
         with rasterio.open(tmp, driver="GTiff") as out:
             fraction = valid_fraction(out)

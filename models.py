@@ -12,14 +12,29 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from storage import check_blob_name, check_container_name
+import geo_ops
+from storage import MAX_BLOB_NAME, check_blob_name, check_container_name
+
+
+def _check_target_crs(value: str | None) -> str | None:
+    """A target CRS a worker can use without opening a file or a URL (see geo_ops.parse_crs)."""
+    if value is None:
+        return None
+    try:
+        geo_ops.parse_crs(value)
+    except geo_ops.GeoOpsError as err:
+        raise ValueError(err.reason) from None
+    return value.strip()
+
 
 ContainerName = Annotated[str, AfterValidator(check_container_name)]
 BlobName = Annotated[str, AfterValidator(check_blob_name)]
 CollectionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 CogProfile = Literal["deflate", "lzw", "zstd", "webp", "jpeg", "lerc", "lerc_deflate", "raw"]
+Prefix = Annotated[str, Field(max_length=MAX_BLOB_NAME)]
+TargetCrs = Annotated[str, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
 
 
@@ -73,13 +88,13 @@ class ContainerJob(JobRequest):
 class ListContainerRequest(ContainerJob):
     """Inventory of a container, written as a JSON blob to the system container."""
 
-    prefix: str = ""
+    prefix: Prefix = ""
 
 
 class SyncContainerRequest(ContainerJob):
     """Catalog every raster of a container; incremental by ETag unless ``mode`` is ``full``."""
 
-    prefix: str = ""
+    prefix: Prefix = ""
     collection: CollectionId | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
@@ -106,8 +121,9 @@ class CogOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     profile: CogProfile = "deflate"
-    target_crs: str | None = Field(None, min_length=3, max_length=20000,
-                                   description="EPSG code ('EPSG:3857'), WKT or PROJ string")
+    target_crs: TargetCrs | None = Field(
+        None, description="EPSG code ('EPSG:3857', 3857), AUTHORITY:CODE, WKT, PROJJSON or a PROJ "
+                          "string; never a file name or URL")
     resampling: ResamplingName = "bilinear"
 
 
@@ -116,7 +132,7 @@ class CogConversionRequest(ContainerJob, CogOptions):
     Rasters above the per-task pixel budget take the tiled path by themselves."""
 
     blobs: list[BlobName] | None = Field(None, min_length=1, max_length=10000)
-    prefix: str | None = None
+    prefix: Prefix | None = None
     output_container: ContainerName | None = None
     collection: CollectionId | None = None
     catalog: bool = True
@@ -127,6 +143,12 @@ class CogConversionRequest(ContainerJob, CogOptions):
         if (self.blobs is None) == (self.prefix is None):
             raise ValueError("give exactly one of 'blobs' (a list of blob names) or 'prefix'")
         return self
+
+    @field_validator("blobs")
+    @classmethod
+    def _distinct(cls, blobs: list[str] | None) -> list[str] | None:
+        """The same blob named twice is one file: converted once, counted once."""
+        return None if blobs is None else list(dict.fromkeys(blobs))
 
 
 class ProcessTiledRasterRequest(ContainerJob, CogOptions):

@@ -8,6 +8,7 @@ Every top-level job signals the ``job_metrics`` entity of its operation when it 
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Generator
 
 import azure.durable_functions as df
@@ -84,10 +85,11 @@ def report(context: df.DurableOrchestrationContext, stage: str, result: JobResul
 
 
 def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResult, *,
-           stage: str, total: int, names: list[list[str]]):
+           stage: str, total: int, names: list[list[str] | dict]):
     """Wait for chunk sub-orchestrations one by one, merging each JobResult into ``result`` and
     updating progress. A chunk that failed outright (a fault beyond its retries) counts each of
-    its items (``names[i]``) as failed with the chunk's reason; a retry of the job redoes them."""
+    its files as failed with the chunk's reason, under the file's real blob name (``names[i]``:
+    the names, or the chunk blob they are read from), so a retry of the job redoes exactly them."""
     pending = list(tasks)
     report(context, stage, result, total)
     while pending:
@@ -95,13 +97,44 @@ def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResu
         index = tasks.index(winner)
         pending.remove(winner)
         if isinstance(winner.result, Exception):
+            chunk_names = names[index]
+            if isinstance(chunk_names, dict):  # a chunk blob: read its file names once, now
+                files = yield context.call_activity_with_retry(act.read_chunk, RETRY, chunk_names)
+                chunk_names = [f["name"] for f in files]
             reason = _first_line(winner.result)
             result.add([TaskOutcome(name=name, status="failed", error="ChunkFailed", reason=reason)
-                        for name in names[index]])
+                        for name in chunk_names])
         else:
             result.merge(JobResult.model_validate(winner.result))
         report(context, stage, result, total)
     return result
+
+
+def settle(context: df.DurableOrchestrationContext, tasks: list):
+    """Wait for every task and return their results in order; a task that failed beyond its
+    retries gives its exception in its place instead of failing its siblings (``task_all`` fails
+    fast on the first failure, which would lend every file of a chunk one file's fault)."""
+    pending = list(tasks)
+    while pending:
+        try:
+            yield context.task_all(pending)
+        except Exception:  # noqa: BLE001 - each failure is read from its own task below
+            pass
+        pending = [task for task in pending if not task.is_completed]
+    return [task.result for task in tasks]
+
+
+def outcome_of(name: str, result: Any) -> TaskOutcome:
+    """A file's or tile's outcome from its task's result, or from the fault that failed it."""
+    if isinstance(result, Exception):
+        return TaskOutcome(name=name, status="failed", error=_condition(result), reason=_first_line(result))
+    return TaskOutcome.model_validate(result)
+
+
+def _condition(err: Exception) -> str:
+    """The error class an activity failure names (``... failed: StorageUnavailable: ...``)."""
+    match = re.search(r"failed: (\w+):", str(err))
+    return match.group(1) if match else "TaskFailed"
 
 
 def _first_line(err: Exception, limit: int = 500) -> str:
@@ -173,7 +206,7 @@ def _sync_container(context, result: JobResult):
                                                            "collection": plan.collection},
                                            chunk_id(context, "chunk", i), expected_type=dict)
              for i, c in enumerate(plan.chunks)]
-    names = [[f"{c.blob} #{k}" for k in range(c.count)] for c in plan.chunks]
+    names = [c.model_dump(mode="json") for c in plan.chunks]
     result = yield from gather(context, tasks, result, stage="cataloging", total=total, names=names)
     result.detail["catalog"] = yield context.call_activity_with_retry(
         act.finalize_catalog, RETRY, {"collection": plan.collection})
@@ -193,7 +226,8 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {
         "container": payload["container"], "file": f, "collection": payload["collection"], "stage": stage})
         for f in files]
-    outcomes = [TaskOutcome.model_validate(o) for o in (yield context.task_all(tasks))]
+    results = yield from settle(context, tasks)
+    outcomes = [outcome_of(f["name"], r) for f, r in zip(files, results)]
     if any(o.status == "done" for o in outcomes):
         yield context.call_activity_with_retry(act.flush_items, RETRY, {"stage": stage})
     result = JobResult(operation="catalog_chunk")
@@ -308,13 +342,14 @@ def _cog_conversion(context, result: JobResult):
             "plan_id": context.instance_id.replace(":", "-")})
         result.detail["ignored"] = plan["ignored_names"]
         chunks = [{"task": base, "chunk": c} for c in plan["chunks"]]
-        names = [[f"{c['blob']} #{k}" for k in range(c["count"])] for c in plan["chunks"]]
+        names = list(plan["chunks"])
     else:
         names = [request.blobs[i:i + size] for i in range(0, len(request.blobs), size)]
         chunks = [{"task": base, "blobs": part} for part in names]
     tasks = [context.call_sub_orchestrator(convert_chunk, chunk, chunk_id(context, "chunk", i), expected_type=dict)
              for i, chunk in enumerate(chunks)]
-    result = yield from gather(context, tasks, result, stage="converting", total=sum(map(len, names)), names=names)
+    total = plan["files"] if request.prefix is not None else len(request.blobs)
+    result = yield from gather(context, tasks, result, stage="converting", total=total, names=names)
     if request.catalog:
         result.detail["catalog"] = yield context.call_activity_with_retry(
             act.finalize_catalog, RETRY, {"collection": collection})
@@ -344,10 +379,13 @@ def convert_chunk(context: df.DurableOrchestrationContext):
     result = JobResult(operation="convert_chunk")
     files = yield from chunk_files(context, payload, result)
     tasks = [base.model_copy(update={"file": file}) for file in files]
-    inspected = (yield context.task_all([context.call_activity_with_retry(
-        act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])) if tasks else []
+    inspected = yield from settle(context, [context.call_activity_with_retry(
+        act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])
     work, names = [], []
     for task, raw in zip(tasks, inspected):
+        if isinstance(raw, Exception):
+            result.add([outcome_of(task.file.name, raw)])
+            continue
         inspection = InspectResult.model_validate(raw)
         if inspection.outcome is not None:
             result.add([inspection.outcome])
@@ -362,9 +400,11 @@ def convert_chunk(context: df.DurableOrchestrationContext):
         else:
             work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))
             names.append(task.file.name)
-    outcomes = (yield context.task_all(work)) if work else []
+    outcomes = yield from settle(context, work)
     for name, outcome in zip(names, outcomes):
-        if "operation" in outcome:  # a tiled sub-orchestration's JobResult
+        if isinstance(outcome, Exception):
+            result.add([outcome_of(name, outcome)])
+        elif "operation" in outcome:  # a tiled sub-orchestration's JobResult
             tiled = JobResult.model_validate(outcome)
             status = "failed" if tiled.failed else "done"
             result.add([TaskOutcome(name=name, status=status, output=tiled.detail.get("mosaic", {}).get("path"),
@@ -402,7 +442,8 @@ def _process_tiled_raster(context, result: JobResult):
         output_container=request.output_container, profile=request.profile, options_digest=digest,
         tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
     report(context, "tiling", result, len(tiles))
-    outcomes = [TaskOutcome.model_validate(o) for o in (yield context.task_all(tiles))]
+    results = yield from settle(context, tiles)
+    outcomes = [outcome_of(f"tile {t['row']},{t['col']}", r) for t, r in zip(plan["tiles"], results)]
     result.add(outcomes)
     written = [o.output.split("/", 1)[1] for o in outcomes if o.status != "failed"]
     if result.failed == 0 and written:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,13 @@ class Settings(BaseSettings):
     max_raster_pixels: int = Field(50_000 * 50_000, ge=1)
     max_raster_bands: int = Field(64, ge=1)
 
+    # Local working files: every staging directory lives under this one directory (default: the
+    # system's temporary directory + /rmhgeoapi); stale ones are removed when a worker starts.
+    temp_dir: Path | None = None
+    # How long an activity keeps retrying a transient fault (storage or catalog unreachable)
+    # with exponential backoff before it gives up and the orchestration's retry takes over.
+    outage_seconds: float = Field(90.0, ge=0, le=3600)
+
     # GDAL configuration options applied around every raster operation (JSON object).
     gdal_options: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: {
@@ -88,8 +96,13 @@ class Settings(BaseSettings):
         }
     )
 
+    @property
+    def work_dir(self) -> Path:
+        """Where staging directories go (``temp_dir``, or the system temp + /rmhgeoapi)."""
+        return Path(self.temp_dir) if self.temp_dir else Path(tempfile.gettempdir()) / "rmhgeoapi"
+
     @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn",
-                     "static_catalog_container", mode="before")
+                     "static_catalog_container", "temp_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

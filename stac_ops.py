@@ -40,10 +40,8 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import tempfile
-import time
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -56,6 +54,7 @@ import numpy as np
 import orjson
 import psycopg
 import pystac
+import tenacity
 import rasterio
 import rasterio.errors
 from psycopg import errors as pg_errors
@@ -1192,6 +1191,10 @@ def connection_pool(
     return ConnectionPool(dsn, kwargs=kwargs, min_size=min_size, max_size=max_size, open=True, **pool_kwargs)
 
 
+class _LostConnection(Exception):
+    """A pooled connection broke mid-transaction (the pool replaces it): worth a retry."""
+
+
 def _is_lost_connection(err: psycopg.Error, conn: psycopg.Connection | None) -> bool:
     return isinstance(err, psycopg.OperationalError) and (conn is None or conn.broken or conn.closed)
 
@@ -1250,27 +1253,39 @@ class PgStacCatalog:
             yield self._source
 
     def _run(self, what: str, work: Callable[[psycopg.Connection], Any]) -> Any:
-        """Run ``work(conn)`` in one transaction, retrying named transient errors (bounded)."""
-        for attempt in range(1, self.retries + 2):
-            conn = None
-            try:
-                with self._connection() as conn, conn.transaction():
-                    conn.execute("SELECT set_config('search_path', 'pgstac,public', true)")
-                    return work(conn)
-            except TRANSIENT_ERRORS as err:
-                error = err
-            except psycopg.OperationalError as err:
-                error = err
-                if not (isinstance(self._source, ConnectionPool) and _is_lost_connection(err, conn)):
-                    raise CatalogUnavailable(f"{what}: database unavailable: {err}") from err
-            except psycopg.Error as err:
-                raise CatalogQueryError(f"{what}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
-            if attempt > self.retries:
-                raise CatalogUnavailable(f"{what}: still failing after {self.retries} retries: {error}") from error
-            delay = self.retry_delay * 2 ** (attempt - 1) * (1 + random.random())
-            logger.warning("%s: transient %s, retry %d in %.2fs", what, type(error).__name__, attempt, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        """Run ``work(conn)`` in one transaction, retrying named transient errors (deadlock,
+        serialization failure, a pooled connection lost) a bounded number of times with
+        exponential backoff and jitter. Anything else that reaches the database fails at once:
+        unreachable → CatalogUnavailable (the activity rides that out), bad query → CatalogQueryError."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type((*TRANSIENT_ERRORS, _LostConnection)),
+            wait=tenacity.wait_exponential_jitter(multiplier=self.retry_delay, max=2.0),
+            stop=tenacity.stop_after_attempt(self.retries + 1), reraise=True,
+            before_sleep=lambda state: logger.warning(
+                "%s: transient %s, retry %d", what, type(state.outcome.exception()).__name__,
+                state.attempt_number))
+        try:
+            return retrying(self._transaction, work)
+        except (*TRANSIENT_ERRORS, _LostConnection) as err:
+            cause = err.__cause__ if isinstance(err, _LostConnection) else err
+            raise CatalogUnavailable(f"{what}: still failing after {self.retries} retries: {cause}") from err
+        except psycopg.OperationalError as err:
+            raise CatalogUnavailable(f"{what}: database unavailable: {err}") from err
+        except psycopg.Error as err:
+            raise CatalogQueryError(f"{what}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+
+    def _transaction(self, work: Callable[[psycopg.Connection], Any]) -> Any:
+        conn = None
+        try:
+            with self._connection() as conn, conn.transaction():
+                conn.execute("SELECT set_config('search_path', 'pgstac,public', true)")
+                return work(conn)
+        except TRANSIENT_ERRORS:
+            raise
+        except psycopg.OperationalError as err:
+            if isinstance(self._source, ConnectionPool) and _is_lost_connection(err, conn):
+                raise _LostConnection() from err
+            raise
 
     # collections
 

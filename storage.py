@@ -180,7 +180,12 @@ class GdalPath:
 
 
 class BlobStore(abc.ABC):
-    """Blob containers: listing, transfer, properties and GDAL access."""
+    """Blob containers: listing, transfer, properties and GDAL access.
+
+    ``temp_dir`` is where transfers stage files (None: the system's temporary directory).
+    """
+
+    temp_dir: Path | None = None
 
     @abc.abstractmethod
     def create_container(self, container: str) -> None:
@@ -194,6 +199,10 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def get_properties(self, container: str, name: str) -> BlobInfo:
         """Size, ETag, last-modified, content type and metadata; BlobNotFound if absent."""
+
+    @abc.abstractmethod
+    def read_head(self, container: str, name: str, length: int = 512) -> bytes:
+        """The blob's first ``length`` bytes (fewer for a shorter blob): what a format is judged by."""
 
     @abc.abstractmethod
     def download_to_path(self, container: str, name: str, path: Path) -> Path:
@@ -242,11 +251,16 @@ class BlobStore(abc.ABC):
     @contextlib.contextmanager
     def downloaded(self, container: str, name: str) -> Iterator[Path]:
         """The blob in a temporary file, removed afterwards."""
-        tmpdir = Path(tempfile.mkdtemp(prefix="rmh-blob-"))
+        tmpdir = Path(tempfile.mkdtemp(prefix="rmh-blob-", dir=self._staging_dir()))
         try:
             yield self.download_to_path(container, name, tmpdir / Path(name).name)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _staging_dir(self) -> Path | None:
+        if self.temp_dir is not None:
+            Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+        return self.temp_dir
 
     def download_bytes(self, container: str, name: str) -> bytes:
         """The blob's content (for small blobs: JSON documents, plans)."""
@@ -256,7 +270,7 @@ class BlobStore(abc.ABC):
     def upload_bytes(self, container: str, name: str, data: bytes, *,
                      content_type: str | None = None,
                      metadata: Mapping[str, str] | None = None) -> BlobInfo:
-        with tempfile.TemporaryDirectory(prefix="rmh-up-") as tmpdir:
+        with tempfile.TemporaryDirectory(prefix="rmh-up-", dir=self._staging_dir()) as tmpdir:
             path = Path(tmpdir) / "blob"
             path.write_bytes(data)
             return self.upload_from_path(container, name, path, content_type=content_type,
@@ -270,9 +284,10 @@ class LocalDirStore(BlobStore):
     is derived from size and modification time, as a blob's changes whenever it is rewritten.
     """
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, *, temp_dir: Path | str | None = None):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.temp_dir = Path(temp_dir) if temp_dir else None
 
     def _container_dir(self, container: str, *, must_exist: bool = True) -> Path:
         path = self.root / check_container_name(container)
@@ -327,6 +342,14 @@ class LocalDirStore(BlobStore):
             raise BlobNotFound(f"blob {container}/{name} does not exist")
         return self._info(container, path, name)
 
+    def read_head(self, container, name, length=512):
+        path = self._blob_path(container, name)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(length)
+        except (FileNotFoundError, IsADirectoryError):
+            raise BlobNotFound(f"blob {container}/{name} does not exist") from None
+
     def download_to_path(self, container, name, path):
         src = self._blob_path(container, name)
         if not src.is_file():
@@ -368,11 +391,23 @@ class LocalDirStore(BlobStore):
         return GdalPath(str(path))
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+#: Mode of the files a local store writes: what ``open()`` would give under the umask (mkstemp
+#: alone gives 0600, which other readers of the directory, e.g. a tile server, cannot open).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic_copy(src: Path, dst: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".rmh-tmp-", dir=dst.parent)
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -384,6 +419,7 @@ def _atomic_write_text(dst: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -403,13 +439,15 @@ class AzureBlobStore(BlobStore):
 
     def __init__(self, *, connection_string: str | None = None, account_url: str | None = None,
                  credential=None, sas_ttl: dt.timedelta = dt.timedelta(hours=1),
-                 gdal_config: Mapping[str, str] | None = None, **client_options):
+                 gdal_config: Mapping[str, str] | None = None, temp_dir: Path | str | None = None,
+                 **client_options):
         from azure.storage.blob import BlobServiceClient
 
         if bool(connection_string) == bool(account_url):
             raise ValueError("give exactly one of connection_string or account_url")
         self._connection_string = connection_string
         self._sas_ttl = sas_ttl
+        self.temp_dir = Path(temp_dir) if temp_dir else None
         self._gdal_config = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", **(gdal_config or {})}
         install_log_redaction()
         if connection_string:
@@ -496,6 +534,18 @@ class AzureBlobStore(BlobStore):
         blob = self._blob(container, name)
         with self._translate(container, name):
             return blob.download_blob().readall()
+
+    def read_head(self, container, name, length=512):
+        from azure.core.exceptions import HttpResponseError
+
+        blob = self._blob(container, name)
+        with self._translate(container, name):
+            try:
+                return blob.download_blob(offset=0, length=length).readall()
+            except HttpResponseError as err:
+                if err.status_code == 416:  # a range of an empty blob: there are no bytes
+                    return b""
+                raise
 
     def upload_bytes(self, container, name, data, *, content_type=None, metadata=None):
         from azure.storage.blob import ContentSettings
@@ -596,10 +646,11 @@ def store_from_settings(settings: "Settings") -> BlobStore:
     from settings import StorageBackend
 
     if settings.storage_backend is StorageBackend.local:
-        return LocalDirStore(settings.storage_local_dir)
+        return LocalDirStore(settings.storage_local_dir, temp_dir=settings.work_dir)
     secret = settings.storage_connection_string
     return AzureBlobStore(
         connection_string=secret.get_secret_value() if secret else None,
         account_url=settings.storage_account_url,
         sas_ttl=dt.timedelta(minutes=settings.sas_ttl_minutes),
+        temp_dir=settings.work_dir,
     )

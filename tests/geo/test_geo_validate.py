@@ -136,14 +136,19 @@ def test_vrt_pointing_at_local_file_refused(tmp_path, shared_rasters, no_gdal_op
     assert report.blocks_sampled == 0
 
 
-def test_vrt_on_virtual_path_refused_by_driver_identification(shared_rasters):
+def test_vrt_on_virtual_path_refused_by_its_leading_bytes(shared_rasters):
+    """A virtual path is opened only by the allowed drivers; the caller's head bytes say why not."""
     xml = (f'<VRTDataset rasterXSize="10" rasterYSize="10"><VRTRasterBand dataType="Byte" band="1">'
            f'<SimpleSource><SourceFilename>{shared_rasters / "RGB.byte.tif"}</SourceFilename>'
            "</SimpleSource></VRTRasterBand></VRTDataset>").encode()
-    with MemoryFile(xml, filename="remote.vrt") as mem:
-        report = geo_ops.validate(mem.name)
+    with MemoryFile(xml, filename="remote.tif") as mem:
+        with geo_ops.validated(mem.name, head=lambda: xml[:512]) as (report, ds):
+            assert ds is None
+        unexplained = geo_ops.validate(mem.name)
     assert codes(report.errors) == ["UnsupportedFormat"]
-    assert "VRT format can reference other files" in report.errors[0].message
+    assert "is a GDAL VRT, which can reference other files" in report.errors[0].message
+    assert codes(unexplained.errors) == ["UnsupportedFormat"]
+    assert "not recognised by the allowed drivers" in unexplained.errors[0].message
 
 
 def test_claimed_huge_raster_refused_before_reading(tmp_path, no_pixel_reads):

@@ -103,7 +103,13 @@ def test_metrics_count_outcomes_and_report_percentiles(host, watched, store, sha
     jobs.append(host.run("validate_raster", {"container": "watched", "blob": "extra/corrupt.tif"}))
     catalogued = [host.run("catalog_file", {"container": "watched", "blob": f"w{i:02d}.tif",
                                             "collection": "metrics"}) for i in range(10, 16)]
-    failed = host.run("list_container", {"container": "no-such-container"}, timeout=120)
+    # The job API refuses a missing container at submission (404); started directly, past that
+    # check, the job fails, and the metrics count it.
+    code, refused = host.submit("list_container", {"container": "no-such-container"})
+    assert code == 404 and "no-such-container" in refused["error"]
+    failed_id = host.runtime.start_new("list_container", {"container": "no-such-container", "prefix": ""},
+                                       instance_id="list_container-missing")
+    failed = host.runtime.wait_for(failed_id, timeout=120)
     assert failed["runtimeStatus"] == "Failed"
     code, body = host.get("/api/metrics")
     assert code == 200
