@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import azure.durable_functions as df
 import tenacity
@@ -44,6 +44,7 @@ from storage import BlobNotFound, BlobStore, ContainerNotFound, LocalDirStore, S
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
+T = TypeVar("T")
 
 # Files a sync or a prefix conversion treats as rasters (others are counted as ignored).
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".gtif", ".geotiff", ".cog", ".jp2", ".img", ".jpg",
@@ -278,17 +279,22 @@ def failed(name: str, err: Exception, started: float, *, container: str | None =
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
 
 
-def item_failure(store: BlobStore, container: str, name: str, err: Exception, started: float,
-                 *, label: str | None = None) -> dict[str, Any]:
-    """A per-item failure, once storage confirms the source is there and reachable: an outage
-    can look like a missing or unreadable file to GDAL, and must not be reported as a bad file
-    (StorageUnavailable propagates, so the task is retried)."""
-    if not isinstance(err, BlobNotFound):
-        try:
-            store.get_properties(container, name)
-        except BlobNotFound as gone:
-            err = gone
-    return failed(label or name, err, started, container=container)
+def judged(store: BlobStore, container: str, name: str, attempt: Callable[[], T]) -> T:
+    """``attempt()``, given a second chance before a remote file is judged bad: an outage can
+    look like a missing or damaged file to GDAL, so after a per-item error storage is asked for
+    the blob (StorageUnavailable propagates: the task is retried, never reported as a bad file;
+    BlobNotFound: the blob vanished) and, with storage answering, the attempt runs once more. A
+    failure then is the file's. Local files get no second chance: the disk does not blink."""
+    try:
+        return attempt()
+    except TRANSIENT_ERRORS:
+        raise
+    except ITEM_ERRORS as err:
+        if isinstance(store, LocalDirStore) or isinstance(err, BlobNotFound):
+            raise
+        store.get_properties(container, name)
+        logger.info("%s/%s: %s; storage answers, trying once more", container, name, type(err).__name__)
+    return attempt()
 
 
 def is_raster_name(name: str) -> bool:
@@ -402,10 +408,14 @@ def catalog_blob(payload: dict) -> dict:
     started = time.monotonic()
     task = ConvertTask.model_validate(payload)
     store = blob_store()
-    try:
+
+    def build():
         with validated_source(store, task) as (gdal, _report, dataset):
-            item = _item(task, raster=dataset, access=gdal.config,
+            return _item(task, raster=dataset, access=gdal.config,
                          data_href=store.url(task.container, task.file.name), data_size=task.file.size)
+
+    try:
+        item = judged(store, task.container, task.file.name, build)
         if task.stage:
             catalog().stage_items(task.stage, [item])
         else:
@@ -413,7 +423,7 @@ def catalog_blob(payload: dict) -> dict:
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        return item_failure(store, task.container, task.file.name, err, started)
+        return failed(task.file.name, err, started, container=task.container)
     return TaskOutcome(name=task.file.name, status="done", item_id=item.id,
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
 
@@ -480,13 +490,21 @@ def catalog_location(config: Settings) -> str:
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
 def validate_blob(payload: dict) -> dict:
-    """A validation report of one blob (errors block, warnings do not)."""
+    """A validation report of one blob (errors block, warnings do not); messages name the blob
+    as ``container/blob``."""
     store = blob_store()
     container, name = payload["container"], payload["blob"]
     props = store.get_properties(container, name)
     gdal = store.gdal_read_path(container, name)
-    report = geo_ops.validate(gdal.path, limits=limits(), gdal_config=gdal_config(gdal.config))
-    return {"blob": name, "etag": props.etag, "size": props.size, **report.model_dump(mode="json")}
+    head = functools.partial(store.read_head, container, name)
+    report = judged(store, container, name, lambda: geo_ops.validate(
+        gdal.path, limits=limits(), gdal_config=gdal_config(gdal.config), head=head))
+    body = report.model_dump(mode="json")
+    for kind in ("errors", "warnings"):
+        for issue in body[kind]:
+            issue["message"] = f"{container}/{name}: {scrub(issue['message'])}"
+    body["path"] = f"{container}/{name}"
+    return {"blob": name, "etag": props.etag, "size": props.size, **body}
 
 
 @bp.activity_trigger(input_name="payload")
@@ -526,13 +544,17 @@ def inspect_raster(payload: dict) -> dict:
     started = time.monotonic()
     task = ConvertTask.model_validate(payload)
     store = blob_store()
-    try:
+
+    def inspect():
         with validated_source(store, task) as (_gdal, report, _dataset):
-            pass
+            return report
+
+    try:
+        report = judged(store, task.container, task.file.name, inspect)
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        outcome = item_failure(store, task.container, task.file.name, err, started)
+        outcome = failed(task.file.name, err, started, container=task.container)
         return InspectResult(name=task.file.name, outcome=TaskOutcome.model_validate(outcome)).model_dump(mode="json")
     pixels = (report.width or 0) * (report.height or 0)
     return InspectResult(name=task.file.name, pixels=pixels,
@@ -563,12 +585,12 @@ def convert_blob(payload: dict) -> dict:
     try:
         status = "skipped" if _output_current(store, task, out_name, digest) else "done"
         if status == "done":
-            _write_cog(store, task, out_name, digest)
+            judged(store, task.container, task.file.name, lambda: _write_cog(store, task, out_name, digest))
         item_id = _catalog_output(store, task, out_name) if task.catalog else None
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        return item_failure(store, task.container, task.file.name, err, started)
+        return failed(task.file.name, err, started, container=task.container)
     return TaskOutcome(name=task.file.name, status=status, item_id=item_id,
                        output=f"{task.output_container}/{out_name}",
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
@@ -643,14 +665,16 @@ def convert_tile(payload: dict) -> dict:
     name = f"tile {tile.row},{tile.col}"
     try:
         if not _tile_current(store, task, tile):
-            _write_tile(store, task, tile)
+            judged(store, task.container, task.blob, lambda: _write_tile(store, task, tile))
             status = "done"
         else:
             status = "skipped"
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
-        return item_failure(store, task.container, task.blob, err, started, label=name)
+        failure = failed(name, err, started)
+        failure["reason"] = f"{task.container}/{task.blob} {failure['reason']}"
+        return failure
     return TaskOutcome(name=name, status=status, output=f"{task.output_container}/{tile.output_path}",
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
 

@@ -804,13 +804,15 @@ def validate(
     sample_blocks: int = 16,
     check_cog: bool = True,
     gdal_config: Mapping[str, str] | None = None,
+    head: Callable[[], bytes] | None = None,
 ) -> ValidationReport:
     """Validate a raster without trusting it: format, header, limits, a sample of blocks, COG layout.
 
     Format and size checks run on the header alone; blocks are only decoded when those pass, so
     a VRT, a text file or a decompression bomb is refused without reading any pixel.
     """
-    with validated(src, limits=limits, sample_blocks=sample_blocks, gdal_config=gdal_config) as (report, _ds):
+    with validated(src, limits=limits, sample_blocks=sample_blocks, gdal_config=gdal_config,
+                   head=head) as (report, _ds):
         pass
     if check_cog and not report.errors and report.driver:
         with rasterio.Env(**env_options(gdal_config)):
