@@ -30,7 +30,7 @@ SIZE_BUDGET = 1024 * 1024  # the zip carries source only; dependencies come from
 def _index(python: Path | str, app_dir: Path, *extra: str) -> dict:
     proc = subprocess.run([str(python), "-I", str(WORKER_INDEX), str(app_dir), *extra], cwd=app_dir,
                           capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(app_dir)})
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(app_dir.parent)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
