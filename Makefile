@@ -1,16 +1,19 @@
 # rmhgeoapi developer commands. `make test` sets everything up on a fresh machine and runs the suite.
 SHELL := /bin/bash
 PYTHON ?= python3.11
-VENV := .venv
+# One venv per Python: .venv for the default, .venv-python3.12 for `make test PYTHON=python3.12`.
+VENV ?= $(if $(filter python3.11,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
+# The Pythons `make test-matrix` runs the whole suite on (Azure Functions supports all three).
+MATRIX ?= python3.11 python3.12 python3.13
 PY := $(VENV)/bin/python
 PG_BIN := /usr/lib/postgresql/15/bin
 POSTGIS_CONTROL := /usr/share/postgresql/15/extension/postgis.control
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup test system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin
+.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin
 
-setup: system-deps $(VENV)/.installed node_modules/.installed
+setup: system-deps $(VENV)/.installed node_modules/.installed tools
 
 # Debian packages the tests need: PostgreSQL 15 server and PostGIS 3 (pgSTAC is migrated by pypgstac).
 system-deps:
@@ -23,8 +26,14 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# $(PYTHON) is looked up through pyenv when pyenv has it but does not put it on PATH
+# (python3.12 / python3.13 beside a python3.11 default), else on PATH.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@[ -x $(PY) ] || { \
+	  exe=$$(v=$$(pyenv whence $(PYTHON) 2>/dev/null | tail -1); \
+	         [ -n "$$v" ] && PYENV_VERSION=$$v pyenv which $(PYTHON) 2>/dev/null || command -v $(PYTHON)); \
+	  [ -n "$$exe" ] || { echo "$(PYTHON) not found (install it, or pass PYTHON=...)" >&2; exit 1; }; \
+	  echo "creating $(VENV) with $$exe"; "$$exe" -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
@@ -33,8 +42,35 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Tool venvs (checkov) live in the user's cache, keyed on their requirements file, so a clean
+# clone (CI) reuses them; tests/tools.py builds one when it is missing.
+tools: $(VENV)/.installed
+	@$(PY) tests/tools.py checkov >/dev/null
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole suite on every Python of MATRIX, each in its own venv; a summary line per Python.
+test-matrix: system-deps node_modules/.installed
+	@mkdir -p .local; status=0; \
+	for py in $(MATRIX); do \
+	  echo "== $$py"; \
+	  $(MAKE) --no-print-directory test PYTHON=$$py 2>&1 | tee .local/matrix-$$py.log; \
+	  [ $${PIPESTATUS[0]} -eq 0 ] || status=1; \
+	done; \
+	echo "== test-matrix"; \
+	for py in $(MATRIX); do \
+	  printf '%s: %s\n' "$$py" "$$(grep -E '^=+ .*(passed|failed|error).* in ' .local/matrix-$$py.log | tail -1 | tr -d '=')"; \
+	done; \
+	exit $$status
+
+# The zip that is deployed: the root with .funcignore applied (requirements.txt for the remote build).
+package: $(VENV)/.installed
+	$(PY) deploy.py package
+
+# Bicep parse, checkov against infra/checkov-suppressions.toml, docs and settings against the Bicep.
+check-infra: $(VENV)/.installed
+	$(PY) -m pytest tests/test_infra.py -q
 
 # The main job on embedded defaults: a generated sample raster (plus FILES="a.tif b.tif") through
 # cog_conversion, process_tiled_raster and sync_container, with progress, on the local runtime.
@@ -63,4 +99,4 @@ bench-sync: setup
 	$(PY) benchmarks/bench_sync.py
 
 clean:
-	rm -rf .local .pytest_cache
+	rm -rf .local .pytest_cache dist

@@ -156,6 +156,14 @@ def follow(url: str, timeout: float = 1800) -> dict:
     raise TimeoutError(url)
 
 
+def _requests(before: dict[str, int], after: dict[str, int], files: int) -> dict:
+    """Blob storage requests between two tallies: by method, total, and per file (the data
+    plane's transactions; on Azure the task hub's queues and tables come on top)."""
+    by_method = {m: after.get(m, 0) - before.get(m, 0) for m in sorted(after) if after.get(m, 0) > before.get(m, 0)}
+    total = sum(by_method.values())
+    return {"by_method": by_method, "total": total, "per_file": round(total / files, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
@@ -170,8 +178,8 @@ def main() -> None:
     azurite = pg = None
     try:
         conn = os.environ.get("AZURITE_CONNECTION_STRING")
-        if not conn:
-            azurite = Azurite().start()
+        if not conn:  # our own Azurite logs each request: storage transactions per file
+            azurite = Azurite(access_log=True).start()
             conn = azurite.connection_string
         dsn = os.environ.get("PGSTAC_DSN")
         if not dsn:
@@ -186,11 +194,16 @@ def main() -> None:
             started = time.perf_counter()
             upload(store, make_cogs(Path(tmp), args.files))
             prepare_s = time.perf_counter() - started
+            requests_before = azurite.request_counts() if azurite else {}
             script = baseline(store, dsn, "baseline")
+            requests_script = azurite.request_counts() if azurite else {}
             before = cpu_by_process()
             engine = ours(args.files, args.chunk_size, Path(tmp), args.pool, args.workers)
             after = cpu_by_process()
             engine["cpu_s"] = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in sorted(after)}
+            if azurite:
+                script["storage_requests"] = _requests(requests_before, requests_script, args.files)
+                engine["storage_requests"] = _requests(requests_script, azurite.request_counts(), args.files)
         script_rate = script["items"] / script["wall_s"]
         our_rate = engine["items"] / engine["wall_s"]
         result = {

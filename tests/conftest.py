@@ -122,3 +122,20 @@ def azurite_oauth():
         yield azurite
     finally:
         azurite.stop()
+
+
+_REPORT = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def run_report(request) -> list[str]:
+    """Lines a test wants shown at the end of the run (package size, tool timings)."""
+    return request.config.stash.setdefault(_REPORT, [])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(_REPORT, [])
+    if lines:
+        terminalreporter.section("rmhgeoapi report")
+        for line in lines:
+            terminalreporter.write_line(line)

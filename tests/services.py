@@ -12,6 +12,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -67,11 +68,13 @@ class Azurite:
     """Azurite's blob service on 127.0.0.1, data in a temporary ``--location``.
 
     With ``oauth=True`` it serves HTTPS with a throwaway self-signed certificate (``ca_path``) and
-    accepts bearer tokens (``--oauth basic``), which is what user delegation keys need.
+    accepts bearer tokens (``--oauth basic``), which is what user delegation keys need. With
+    ``access_log=True`` it logs one line per request, which ``request_counts()`` tallies.
     """
 
     port: int = 0
     oauth: bool = False
+    access_log: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="azurite-")))
     proc: subprocess.Popen | None = None
 
@@ -98,7 +101,9 @@ class Azurite:
         log = self.workdir / "azurite.log"
         args = [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
                 "--location", str(self.workdir / "data"), "--skipApiVersionCheck",
-                "--disableTelemetry", "--silent", "--loose"]
+                "--disableTelemetry", "--loose"]
+        if not self.access_log:
+            args.append("--silent")
         if self.oauth:
             _self_signed_certificate(self.ca_path, self.workdir / "key.pem")
             args += ["--oauth", "basic", "--cert", str(self.ca_path), "--key", str(self.workdir / "key.pem")]
@@ -109,23 +114,45 @@ class Azurite:
         _wait_for_port(self.port, self.proc, log)
         return self
 
+    def request_counts(self) -> dict[str, int]:
+        """Requests served so far, by HTTP method (needs ``access_log=True``)."""
+        counts: dict[str, int] = {}
+        log = self.workdir / "azurite.log"
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+            match = _ACCESS_LINE.search(line)
+            if match:
+                counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+        return counts
+
     def stop(self) -> None:
         _terminate(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+_ACCESS_LINE = re.compile(r'"(GET|PUT|HEAD|DELETE|POST|OPTIONS) /')
+
+
 @dataclass
 class PgStac:
-    """A throwaway PostgreSQL 15 cluster with PostGIS and pgSTAC migrated by ``pypgstac migrate``."""
+    """A throwaway PostgreSQL 15 cluster with PostGIS and pgSTAC migrated by ``pypgstac migrate``.
+
+    With ``password`` TCP connections need it (scram-sha-256), as Azure Database for PostgreSQL
+    needs an Entra token; ``dbname=None`` starts the server without creating a database.
+    """
 
     port: int = 0
-    dbname: str = "pgstac"
+    dbname: str | None = "pgstac"
+    password: str | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pgstac-")))
     proc: subprocess.Popen | None = None
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.dbname}"
+        return self.dsn_for(self.dbname)
+
+    def dsn_for(self, dbname: str | None) -> str:
+        secret = f":{self.password}" if self.password else ""
+        return f"postgresql://postgres{secret}@127.0.0.1:{self.port}/{dbname or 'postgres'}"
 
     def _as_postgres(self, *args: str) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
@@ -135,9 +162,16 @@ class PgStac:
         datadir, log = self.workdir / "data", self.workdir / "postgres.log"
         if os.geteuid() == 0:
             shutil.chown(self.workdir, "postgres", "postgres")
+        auth = ["--auth=trust"]
+        if self.password:
+            pwfile = self.workdir / "pwfile"
+            pwfile.write_text(self.password + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres", "postgres")
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
         subprocess.run(
             self._as_postgres(str(PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres",
-                              "--auth=trust", "--encoding=UTF8", "--no-sync"),
+                              *auth, "--encoding=UTF8", "--no-sync"),
             check=True, capture_output=True,
         )
         self.proc = subprocess.Popen(
@@ -149,7 +183,8 @@ class PgStac:
         )
         _wait_for_port(self.port, self.proc, log)
         self._wait_ready(log)
-        self.create_database(self.dbname)
+        if self.dbname:
+            self.create_database(self.dbname)
         return self
 
     def _wait_ready(self, log: Path, timeout: float = 30.0) -> None:
@@ -160,20 +195,22 @@ class PgStac:
                 raise ServiceStartError(f"PostgreSQL not ready:\n{_tail(log)}")
             time.sleep(0.1)
 
-    def create_database(self, name: str) -> str:
-        """Create a database with pgSTAC migrated into it and return its DSN."""
+    def create_database(self, name: str, *, migrate: bool = True) -> str:
+        """Create a database (with pgSTAC migrated into it unless ``migrate`` is false) and
+        return its DSN."""
         import psycopg
 
-        admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with psycopg.connect(self.dsn_for(None), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        dsn = f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
-        migrate = subprocess.run(
+        dsn = self.dsn_for(name)
+        if not migrate:
+            return dsn
+        proc = subprocess.run(
             [str(Path(sys.executable).parent / "pypgstac"), "migrate", "--dsn", dsn],
             capture_output=True, text=True,
         )
-        if migrate.returncode != 0:
-            raise ServiceStartError(f"pypgstac migrate failed:\n{migrate.stderr[-2000:]}")
+        if proc.returncode != 0:
+            raise ServiceStartError(f"pypgstac migrate failed:\n{proc.stderr[-2000:]}")
         return dsn
 
     def stop(self) -> None:

@@ -1,0 +1,168 @@
+"""The deployment package (`make package`): what it holds, and that it loads on its own.
+
+The package is unpacked into an empty directory and given a fresh venv with ``requirements.txt``
+only (what the remote build installs); there, without the local runtime, the tests, ``cli.py`` or
+``../shared``, the app is imported and indexed as the Python worker does (on Python 3.13+ by the
+worker's own runtime library, ``azure-functions-runtime``). Which files are deployed comes from
+``.funcignore`` alone.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import deploy
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKER_INDEX = Path(__file__).with_name("worker_index.py")
+SIZE_BUDGET = 1024 * 1024  # the zip carries source only; dependencies come from the remote build
+
+
+def _index(python: Path | str, app_dir: Path, *extra: str) -> dict:
+    proc = subprocess.run([str(python), "-I", str(WORKER_INDEX), str(app_dir), *extra], cwd=app_dir,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(app_dir.parent)})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> deploy.PackageReport:
+    return deploy.build_package(REPO_ROOT, tmp_path_factory.mktemp("dist") / "rmhgeoapi.zip")
+
+
+@pytest.fixture(scope="module")
+def fresh_app(package, tmp_path_factory, run_report):
+    """The package unpacked into an empty directory, with a fresh venv from its requirements.txt."""
+    work = tmp_path_factory.mktemp("fresh")
+    app_dir, venv = work / "app", work / "venv"
+    with zipfile.ZipFile(package.path) as archive:
+        archive.extractall(app_dir)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    started = time.monotonic()
+    subprocess.run([base, "-m", "venv", str(venv)], check=True, capture_output=True)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                          "--disable-pip-version-check", "-r", str(app_dir / "requirements.txt")],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-4000:]
+    install_seconds = time.monotonic() - started
+    before = _tree(app_dir)
+    result = _index(venv / "bin" / "python", app_dir)
+    run_report.append(
+        f"package: {package.summary()}; fresh venv (Python {result['python']}) installs "
+        f"{_site_packages_mib(venv):.0f} MiB of dependencies in {install_seconds:.0f}s; "
+        f"indexed {len(result['functions'])} functions with {result['loader']}")
+    return {"dir": app_dir, "venv": venv, "index": result, "before": before}
+
+
+def _tree(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def _site_packages_mib(venv: Path) -> float:
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    skip = {"pip", "setuptools", "_distutils_hack"}
+    total = 0
+    for path in site.rglob("*"):
+        top = path.relative_to(site).parts[0]
+        if path.is_file() and top not in skip and not top.startswith(("pip-", "setuptools-")):
+            total += path.stat().st_size
+    return total / 2**20
+
+
+def test_package_is_what_the_funcignore_leaves(package):
+    with zipfile.ZipFile(package.path) as archive:
+        names = archive.namelist()
+        assert names == package.files
+        for name in names:
+            assert archive.read(name) == (REPO_ROOT / name).read_bytes(), name
+    assert {"function_app.py", "host.json", "requirements.txt"} <= set(names)
+    assert package.size < SIZE_BUDGET, package.summary()
+
+
+def test_package_leaves_out_tests_tooling_local_runtime_and_state(package):
+    forbidden_dirs = ("tests/", "benchmarks/", "docs/", "infra/", ".ci/", ".local/", ".venv",
+                      "node_modules/", ".git/", "dist/", ".pytest_cache/")
+    for name in package.files:
+        assert not name.startswith(forbidden_dirs), name
+        assert "__pycache__" not in name and not name.endswith((".pyc", ".sqlite", ".sqlite-wal")), name
+    root_modules = {n for n in package.files if "/" not in n and n.endswith(".py")}
+    assert not any(n.startswith("local_") for n in root_modules), root_modules
+    assert not {"cli.py", "deploy.py"} & root_modules
+    assert not {"local.settings.json", "local.settings.sample.json", "Makefile", "azure.yaml",
+                "requirements-dev.txt", "package.json"} & set(package.files)
+    # Every other root module is the app's and is deployed.
+    assert {"function_app.py", "orchestrators.py", "activities.py", "entities.py", "models.py",
+            "settings.py", "storage.py", "geo_ops.py", "stac_ops.py"} <= root_modules
+
+
+def test_funcignore_rules_on_files_that_may_appear(tmp_path):
+    """New local runtime modules stay out by pattern; new app modules and folders go in; state never."""
+    shutil.copy(REPO_ROOT / ".funcignore", tmp_path / ".funcignore")
+    files = ["function_app.py", "host.json", "requirements.txt", "catalogs.py", "local_engine.py",
+             "local_store.py", "cli.py", "static/index.html", "static/js/app.js",
+             "stac_schemas/proj/v2.0.0/schema.json", ".local/durable.sqlite", "durable.sqlite-wal",
+             "tests/test_x.py", "__pycache__/settings.cpython-311.pyc", "local.settings.json",
+             "infra/main.bicep", "docs/deploy.md", ".venv-python3.12/bin/python"]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    assert deploy.deployed_files(tmp_path) == [
+        "catalogs.py", "function_app.py", "host.json", "requirements.txt",
+        "stac_schemas/proj/v2.0.0/schema.json", "static/index.html", "static/js/app.js"]
+
+
+def test_package_bytes_are_reproducible(package, tmp_path):
+    again = deploy.build_package(REPO_ROOT, tmp_path / "again.zip")
+    assert again.path.read_bytes() == package.path.read_bytes()
+
+
+def test_fresh_venv_indexes_the_package_as_the_worker_does(fresh_app):
+    index = fresh_app["index"]
+    if sys.version_info >= (3, 13):
+        assert index["loader"].startswith("azure-functions-runtime "), index["loader"]
+    else:
+        assert index["loader"].endswith(" get_functions"), index["loader"]
+    dev = _index(sys.executable, REPO_ROOT, "--index-only")
+    assert index["functions"] == dev["functions"]
+    triggers = {f["trigger"] for f in index["functions"].values()}
+    assert {"httpTrigger", "timerTrigger", "orchestrationTrigger", "activityTrigger", "entityTrigger"} <= triggers
+    assert index["functions"]["health"]["trigger"] == "httpTrigger"
+
+
+def test_importing_the_package_writes_nothing_into_it(fresh_app):
+    assert _tree(fresh_app["dir"]) == fresh_app["before"]
+
+
+def test_nothing_deployed_imports_what_is_not_deployed(package, fresh_app):
+    assert fresh_app["index"]["outside"] == []
+    assert fresh_app["index"]["missing"] == []
+    not_deployed = {p.stem for p in REPO_ROOT.glob("*.py")} - {Path(n).stem for n in package.files}
+    assert {"cli", "deploy"} <= not_deployed
+    for name in package.files:
+        if name.endswith(".py"):
+            tree = ast.parse((REPO_ROOT / name).read_text())
+            imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                         if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module}
+            assert not imported & not_deployed, f"{name} imports {sorted(imported & not_deployed)}, which is not deployed"
+
+
+def test_make_package_reports_the_size(tmp_path):
+    out = tmp_path / "app.zip"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "deploy.py"), "package", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert f"{out}:" in proc.stdout and "KiB zipped" in proc.stdout
+    assert zipfile.ZipFile(out).testzip() is None
