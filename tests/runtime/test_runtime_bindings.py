@@ -28,6 +28,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
         blobs = AzureBlobStore(connection_string=connection)
     for container in ("inbox", "outbox", "notes", "events"):
         blobs.create_container(container)
+        for blob in list(blobs.iter_blobs(container)):  # a shared Azurite keeps old blobs
+            blobs.delete(container, blob.name)
     return blobs
 
 
