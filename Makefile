@@ -10,6 +10,8 @@ PG_BIN := /usr/lib/postgresql/15/bin
 POSTGIS_CONTROL := /usr/share/postgresql/15/extension/postgis.control
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# Containers whose blob changes `make serve` delivers to the app's Event Grid functions.
+WATCH ?=
 
 .PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin
 
@@ -77,9 +79,10 @@ check-infra: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) cli.py demo $(FILES)
 
-# The app over HTTP on 127.0.0.1:7071 with the embedded runtime (Ctrl-C to stop).
+# The app over HTTP on 127.0.0.1:7071 with the embedded runtime (Ctrl-C to stop);
+# `make serve WATCH="rasters"` also emulates Event Grid blob events for those containers.
 serve: $(VENV)/.installed
-	$(PY) local_runtime.py serve --app function_app:app --db .local/durable.sqlite --port 7071 --activity-pool process
+	$(PY) local_runtime.py serve --app function_app:app --db .local/durable.sqlite --port 7071 --activity-pool process $(foreach c,$(WATCH),--event-grid-container $(c))
 
 # Debian's gdal-bin: the reference tools (gdal_translate, gdalwarp) the raster benchmark measures.
 gdal-bin:

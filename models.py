@@ -492,18 +492,19 @@ def _when(value: Any) -> dt.datetime | None:
 def job_tasks(histories: list[list[dict[str, Any]]]) -> list[TaskRecord]:
     """The item tasks found in a job's histories (its own and its chunks'), in schedule order.
 
-    Works on the extension's status history format (completions carry ``FunctionName`` and
-    ``ScheduledTime``) and on raw histories (completions point at ``TaskScheduled`` by id).
+    Works on the extension's status history format (completions carry ``FunctionName``,
+    ``ScheduledTime`` and ``Input``; only unfinished tasks keep their ``TaskScheduled``) and on
+    raw histories (completions point at ``TaskScheduled`` by id).
     """
     tasks: list[TaskRecord] = []
     for events in histories:
         scheduled: dict[Any, dict[str, Any]] = {}
-        for event in events:
+        for position, event in enumerate(events):
             kind = event.get("EventType")
             if kind == "TaskScheduled":
-                scheduled[event.get("EventId")] = event
+                scheduled[event.get("EventId", ("pending", position))] = event
             elif kind in ("TaskCompleted", "TaskFailed"):
-                origin = scheduled.pop(event.get("TaskScheduledId"), {})
+                origin = scheduled.pop(event.get("TaskScheduledId"), None) or event
                 record = _task_record(event, origin)
                 if record is not None:
                     tasks.append(record)

@@ -155,10 +155,8 @@ def test_gate_waits_for_slow_sibling_before_new_work(runtime: LocalRuntime) -> N
     status = runtime.wait_for(instance_id, 10)
     assert status["output"] == 2
     events = runtime.get_status(instance_id, show_history=True)["historyEvents"]
-    order = [(e["EventType"], e.get("Name"), e.get("TaskScheduledId")) for e in events]
-    slow_done = next(i for i, e in enumerate(order) if e == ("TaskCompleted", None, 1))
-    follow_up = next(i for i, e in enumerate(order) if e[:2] == ("TaskScheduled", "double"))
-    assert follow_up > slow_done
+    completed = {e["FunctionName"]: e for e in events if e["EventType"] == "TaskCompleted"}
+    assert completed["double"]["ScheduledTime"] >= completed["slow"]["Timestamp"]
 
 
 def test_nested_task_all_and_task_any(runtime: LocalRuntime) -> None:

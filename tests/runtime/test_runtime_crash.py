@@ -36,7 +36,7 @@ def get(url: str) -> dict:
 
 
 def completed_tasks(base: str, instance_id: str) -> int:
-    status = get(f"{base}/durabletask/instances/{instance_id}?showHistory=true")
+    status = get(f"{base}/runtime/webhooks/durabletask/instances/{instance_id}?showHistory=true")
     return sum(1 for e in status.get("historyEvents", []) if e["EventType"] == "TaskCompleted")
 
 
@@ -48,7 +48,7 @@ def test_kill_nine_mid_fan_out_then_restart_completes(tmp_path: Path) -> None:
     process, base = start_host(db, env, host_log)
     try:
         request = urllib.request.Request(
-            f"{base}/durabletask/orchestrators/fan_out_200/crash-1",
+            f"{base}/runtime/webhooks/durabletask/orchestrators/fan_out_200/crash-1",
             data=json.dumps(json.dumps(COUNT)).encode(), method="POST",
             headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request) as response:
@@ -70,10 +70,10 @@ def test_kill_nine_mid_fan_out_then_restart_completes(tmp_path: Path) -> None:
     process, base = start_host(db, env, host_log)
     try:
         deadline = time.time() + 30
-        status = get(f"{base}/durabletask/instances/crash-1")
+        status = get(f"{base}/runtime/webhooks/durabletask/instances/crash-1")
         while status["runtimeStatus"] != "Completed" and time.time() < deadline:
             time.sleep(0.05)
-            status = get(f"{base}/durabletask/instances/crash-1")
+            status = get(f"{base}/runtime/webhooks/durabletask/instances/crash-1")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)

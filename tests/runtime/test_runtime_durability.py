@@ -103,3 +103,26 @@ def test_spawned_process_pool_from_import_string(tmp_path: Path,
                       max_activity_workers=2) as rt:
         status = rt.wait_for(rt.start_new("fan_out_200", 20), 60)
     assert status["output"] == [{"index": i, "square": i * i} for i in range(20)]
+
+
+@pytest.mark.parametrize("by_reference", [True, False], ids=["spawned", "forked"])
+def test_process_pool_forwards_activity_logs_to_the_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        by_reference: bool) -> None:
+    import os
+
+    monkeypatch.setenv("TICK_SCHEDULE", "0 0 0 1 1 *")
+    import conformance_app
+
+    app = f"{conformance_app.__file__}:app" if by_reference else conformance_app.app
+    caplog.set_level("INFO")
+    with LocalRuntime(app, db_path=tmp_path / "l.sqlite", port=0, activity_pool="process",
+                      max_activity_workers=1) as rt:
+        status = rt.wait_for(rt.start_new("chatty_then_explode", "job-7"), 60)
+    assert status["runtimeStatus"] == "Failed"
+    said = [r for r in caplog.records if r.getMessage().startswith("chatty says job-7")]
+    assert len(said) == 1 and said[0].process != os.getpid()
+    failed = [r for r in caplog.records if "Activity function 'explode' failed: ValueError: "
+              "job-7 went wrong" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].process != os.getpid()
+    assert failed[0].levelname == "WARNING" and "conformance_app.py" in failed[0].getMessage()

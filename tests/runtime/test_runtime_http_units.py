@@ -41,9 +41,14 @@ def test_rewind_answers(runtime: LocalRuntime) -> None:
     with pytest.raises(Exception, match="only supported on failed"):
         runtime.run_coroutine(client.rewind(done, "why"))
     failed = runtime.start_new("failing")
-    runtime.wait_for(failed, 5)
-    with pytest.raises(Exception, match="not supported by the embedded runtime"):
-        runtime.run_coroutine(client.rewind(failed, "why"))
+    assert runtime.wait_for(failed, 5)["runtimeStatus"] == "Failed"
+    runtime.run_coroutine(client.rewind(failed, "try again"))
+    status = runtime.wait_for(failed, 5)
+    assert (status["runtimeStatus"], status["output"]) == (
+        "Failed", "Orchestrator function 'failing' failed: orchestrator gave up")
+    history = runtime.get_status(failed, show_history=True)["historyEvents"]
+    assert [e.get("Data") for e in history if e["EventType"] == "GenericEvent"] == [
+        "Rewound: try again"]
 
 
 def test_context_argument_is_injected(runtime: LocalRuntime) -> None:

@@ -42,6 +42,22 @@ def test_suspend_and_resume(runtime: LocalRuntime) -> None:
     runtime.resume(instance_id, "go on")
     status = runtime.wait_for(instance_id, 5)
     assert (status["runtimeStatus"], status["output"]) == ("Completed", 8)
+    history = runtime.get_status(instance_id, show_history=True)["historyEvents"]
+    marks = [(e["EventType"], e.get("Reason")) for e in history
+             if e["EventType"] in ("ExecutionSuspended", "ExecutionResumed")]
+    assert marks == [("ExecutionSuspended", "pause"), ("ExecutionResumed", "go on")]
+
+
+def test_termination_is_recorded_in_the_history(runtime: LocalRuntime) -> None:
+    instance_id = runtime.start_new("waiter")
+    wait_status(runtime, instance_id, "Running")
+    runtime.terminate(instance_id, "no longer needed")
+    history = runtime.get_status(instance_id, show_history=True,
+                                 show_history_output=True)["historyEvents"]
+    assert [(e["EventType"], e.get("Input"), e.get("OrchestrationStatus"), e.get("Result"))
+            for e in history[-2:]] == [
+        ("ExecutionTerminated", "no longer needed", None, None),
+        ("ExecutionCompleted", None, "Terminated", "no longer needed")]
 
 
 def test_purge(runtime: LocalRuntime) -> None:

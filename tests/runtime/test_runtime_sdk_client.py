@@ -144,12 +144,14 @@ def test_function_keys_enforced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         code, _, payload = http("POST", f"{base}/api/orchestrators/chaining",
                                 headers={"x-functions-key": "fkey"})
         assert code == 202
-        assert "code=mkey" in payload["statusQueryGetUri"]
+        assert f"code={rt.system_key}" in payload["statusQueryGetUri"]
+        assert "mkey" not in json.dumps(payload) and "fkey" not in json.dumps(payload)
         assert poll(payload["statusQueryGetUri"])["runtimeStatus"] == "Completed"
         bare = payload["statusQueryGetUri"].split("?")[0]
         assert http("GET", bare)[0] == 401
         assert http("GET", bare, headers={"x-functions-key": "fkey"})[0] == 401
         assert http("GET", f"{bare}?code=mkey")[0] == 200
+        assert http("GET", f"{bare}?code={rt.system_key}")[0] == 200
         assert http("POST", f"{base}/api/orchestrators/chaining?code=mkey")[0] == 202
 
 

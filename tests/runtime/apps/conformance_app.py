@@ -52,6 +52,22 @@ def explode(message: str) -> None:
     raise ValueError(message)
 
 
+@app.activity_trigger(input_name="message")
+def chatty(message: str) -> str:
+    import logging
+    import os
+
+    logging.getLogger("conformance_app").warning("chatty says %s from pid %d", message,
+                                                 os.getpid())
+    return message
+
+
+@app.orchestration_trigger(context_name="context")
+def chatty_then_explode(context: df.DurableOrchestrationContext):
+    yield context.call_activity(chatty, context.get_input())
+    yield context.call_activity(explode, f"{context.get_input()} went wrong")
+
+
 @app.activity_trigger(input_name="value")
 def whoami(value: str, context: func.Context) -> str:
     return f"{value} from {context.function_name} ({len(context.invocation_id)})"

@@ -1,0 +1,332 @@
+"""Embedded Durable runtime: instance state as the engine and the management API see it.
+
+History events as the SDK reads them (``event``), the in-memory mirror of a live instance
+(``Live``: the SDK's task numbering, the action tree and the gate), the engine's error
+conditions, and the two shapes the status API returns: the status body and ``historyEvents`` in
+the extension's form (see ``history_for_status``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from azure.durable_functions.models.history.HistoryEventType import HistoryEventType as HE
+
+from local_store import InstanceRow
+
+OUT_OF_PROC_MARKER = "\n\n$OutOfProcData$:"
+HTTP_ACTIVITY = "BuiltIn::HttpActivity"
+TERMINAL = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
+LIVE = frozenset({"Pending", "Running", "Suspended", "ContinuedAsNew"})
+COMPLETION_EVENTS = frozenset({
+    HE.TASK_COMPLETED, HE.TASK_FAILED,
+    HE.SUB_ORCHESTRATION_INSTANCE_COMPLETED, HE.SUB_ORCHESTRATION_INSTANCE_FAILED,
+})
+FAILURE_EVENTS = frozenset({HE.TASK_FAILED, HE.SUB_ORCHESTRATION_INSTANCE_FAILED})
+DECISION_EVENTS = frozenset({HE.TASK_SCHEDULED, HE.TIMER_CREATED,
+                             HE.SUB_ORCHESTRATION_INSTANCE_CREATED, HE.EVENT_SENT})
+ATOMIC_KINDS = {0: "act", 2: "sub", 5: "timer", 7: "ent", 8: "http", 9: "sig", 4: "can"}
+STATUS_CODES = {"Running": 0, "Completed": 1, "ContinuedAsNew": 2, "Failed": 3, "Canceled": 4,
+                "Terminated": 5, "Pending": 6, "Suspended": 7}
+STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
+INVALID_ID_CHARS = frozenset("/\\?#")
+MAX_INSTANCE_ID = 256
+
+
+class EngineError(Exception):
+    """Base class of the engine's error conditions."""
+
+
+class UnknownFunction(EngineError):
+    """No orchestrator, activity or entity by that name in the app."""
+
+
+class InvalidInstanceId(EngineError):
+    """An instance id or entity key the extension refuses (characters, length, leading '@')."""
+
+
+class InstanceNotFound(EngineError):
+    """No instance with that id exists."""
+
+
+class InstanceAlreadyRunning(EngineError):
+    """Start refused: an instance with that id is pending or running."""
+
+
+class InstanceNotRunning(EngineError):
+    """The operation needs a live instance, but the instance has finished (HTTP 410)."""
+
+
+class InstanceStillRunning(EngineError):
+    """The operation needs a finished instance, but the instance is still live."""
+
+
+class InstanceNotFailed(EngineError):
+    """Rewind needs a Failed instance."""
+
+
+class RewindImpossible(EngineError):
+    """The failed instance's history does not replay to the same decisions, so it cannot be
+    rewound safely."""
+
+
+class RuntimeConfigError(EngineError):
+    """The runtime was configured in a way it refuses to run (open non-loopback bind, empty
+    key)."""
+
+
+class UnsupportedOperation(EngineError):
+    """An operation or action the embedded runtime does not implement."""
+
+
+def check_instance_id(instance_id: str) -> str:
+    """The extension's rules for instance ids given by a client."""
+    if instance_id.startswith("@"):
+        raise InvalidInstanceId("Orchestration instance ids must not start with @.")
+    if any(c in INVALID_ID_CHARS or ord(c) < 32 or 127 <= ord(c) < 160 for c in instance_id):
+        raise InvalidInstanceId(
+            "Orchestration instance ids must not contain /, \\, #, ?, or control characters.")
+    if len(instance_id) > MAX_INSTANCE_ID:
+        raise InvalidInstanceId(
+            f"Instance ID lengths must not exceed {MAX_INSTANCE_ID} characters.")
+    return instance_id
+
+
+def check_entity_key(key: str) -> str:
+    if any(c in INVALID_ID_CHARS or ord(c) < 32 or 127 <= ord(c) < 160 for c in key):
+        raise InvalidInstanceId(
+            "Entity keys must not contain /, \\, #, ?, or control characters.")
+    return key
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    """Timestamp text as the extension writes it (tz-aware, trailing Z, microseconds)."""
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    text = text.rstrip("Z")
+    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S"
+    return datetime.strptime(text[:26], fmt).replace(tzinfo=timezone.utc)
+
+
+def event(kind: HE, when: datetime, event_id: int = -1, **fields: Any) -> dict[str, Any]:
+    return {"EventType": int(kind), "EventId": event_id, "IsPlayed": False,
+            "Timestamp": iso(when), **fields}
+
+
+def played(ev: dict[str, Any]) -> str:
+    return json.dumps({**ev, "IsPlayed": True})
+
+
+def input_for_context(input_json: str | None) -> str | None:
+    """The context's ``input`` from the stored input token (a JSON string stays as its text)."""
+    if input_json is None:
+        return None
+    token = json.loads(input_json)
+    return token if isinstance(token, str) else json.dumps(token)
+
+
+def loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def short_time(text: str) -> str:
+    return text[:19] + "Z"
+
+
+def split_entity_id(entity_id: str) -> tuple[str, str]:
+    """'@name@key' → (name, key)."""
+    _, name, key = entity_id.split("@", 2)
+    return name, key
+
+
+def entity_id_of(name: str, key: str) -> str:
+    return f"@{name.lower()}@{key}"
+
+
+# -- live instance state -----------------------------------------------------------------------
+@dataclass
+class Inboxed:
+    """A new event waiting for delivery to an orchestration."""
+
+    row_id: int
+    execution_id: str
+    event: dict[str, Any]
+
+
+@dataclass
+class Live:
+    """A pending/running/suspended instance held in memory: the engine's mirror of the SDK."""
+
+    instance_id: str
+    name: str
+    execution_id: str
+    status: str
+    input_json: str | None
+    created_time: str
+    parent: dict[str, Any] | None
+    history: list[str] = field(default_factory=list)
+    inbox: list[Inboxed] = field(default_factory=list)
+    counter: int = 0
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    dispatched: int = 0
+    waits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    custom_status: str | None = None
+    index: dict[Any, dict[str, Any]] = field(default_factory=dict)
+
+    def alloc(self) -> int:
+        number = self.counter
+        self.counter += 1
+        return number
+
+    def engine_json(self) -> str:
+        return json.dumps({"counter": self.counter, "nodes": self.nodes,
+                           "dispatched": self.dispatched, "waits": dict(self.waits)})
+
+    def load_engine_json(self, text: str | None) -> None:
+        if not text:
+            return
+        data = json.loads(text)
+        self.counter = data["counter"]
+        self.nodes = data["nodes"]
+        self.dispatched = data["dispatched"]
+        self.waits = defaultdict(int, data["waits"])
+        self.index = {}
+        for node in self.nodes:
+            self._index_node(node)
+
+    def _index_node(self, node: dict[str, Any]) -> None:
+        kind = node["k"]
+        if kind in ("all", "any"):
+            for child in node["c"]:
+                self._index_node(child)
+        elif node.get("done"):
+            return
+        elif kind == "retry":
+            self.index[node["tmr"] if node["tmr"] is not None else node["cur"]] = node
+        elif kind == "ent" and "guid" in node:
+            self.index[node["guid"]] = node
+        elif "id" in node:
+            self.index[node["id"]] = node
+
+
+def is_complete(node: dict[str, Any]) -> bool:
+    kind = node["k"]
+    if kind == "all":
+        return all(is_complete(c) for c in node["c"])
+    if kind == "any":
+        return not node["c"] or any(is_complete(c) for c in node["c"])
+    return bool(node.get("done"))
+
+
+@dataclass
+class Decisions:
+    """What one round decided, carried out when its transaction commits.
+
+    ``dry``: rebuilding a mirror from a stored history (rewind); nothing is written or run, and
+    entity calls take the request ids the history recorded (``guids``, by task id)."""
+
+    activities: list[tuple[str, str, int, str, str | None]] = field(default_factory=list)
+    timers: list[tuple[float, str, str, int, str]] = field(default_factory=list)
+    http: list[tuple[str, str, int, str | None]] = field(default_factory=list)
+    dry: bool = False
+    guids: dict[int, str] = field(default_factory=dict)
+    terminal_failures: list[int] = field(default_factory=list)
+
+
+@dataclass
+class EntityCall:
+    """One queued entity operation."""
+
+    row_id: int
+    message: dict[str, Any]
+
+
+# -- what the status API shows ------------------------------------------------------------------
+def status_body(row: InstanceRow, show_input: bool = True) -> dict[str, Any]:
+    return {
+        "name": row.name, "instanceId": row.instance_id, "runtimeStatus": row.status,
+        "input": loads_or_none(row.input) if show_input else None,
+        "customStatus": loads_or_none(row.custom_status), "output": loads_or_none(row.output),
+        "createdTime": short_time(row.created_time),
+        "lastUpdatedTime": short_time(row.last_updated_time),
+    }
+
+
+_EVENT_NAMES = {int(k): "".join(p.capitalize() for p in k.name.split("_")) for k in HE}
+_SCHEDULED_BY = {HE.TASK_COMPLETED: HE.TASK_SCHEDULED, HE.TASK_FAILED: HE.TASK_SCHEDULED,
+                 HE.SUB_ORCHESTRATION_INSTANCE_COMPLETED: HE.SUB_ORCHESTRATION_INSTANCE_CREATED,
+                 HE.SUB_ORCHESTRATION_INSTANCE_FAILED: HE.SUB_ORCHESTRATION_INSTANCE_CREATED}
+_DROPPED_KEYS = {
+    HE.TASK_SCHEDULED: ("Version",), HE.SUB_ORCHESTRATION_INSTANCE_CREATED: ("Version",),
+    HE.EXECUTION_STARTED: ("Name", "OrchestrationInstance", "ParentInstance", "Version", "Tags"),
+    HE.TIMER_FIRED: ("TimerId",),
+}
+
+
+def _result_value(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def history_for_status(history: list[str], show_output: bool,
+                       show_input: bool = True) -> list[dict[str, Any]]:
+    """``historyEvents`` as the extension's status API returns them.
+
+    The orchestrator episode markers go; a completed or failed task or sub-orchestration absorbs
+    its scheduling event (``FunctionName``, ``ScheduledTime``, ``Input``); ``EventId``,
+    ``IsPlayed`` and ``TaskScheduledId`` go; ExecutionStarted carries ``FunctionName``;
+    ExecutionCompleted names its ``OrchestrationStatus``; results only with ``showHistoryOutput``
+    (as JSON values); inputs not at all with ``showInput=false``."""
+    events = [json.loads(text) for text in history]
+    scheduled: dict[tuple[int, int], int] = {}
+    merged: set[int] = set()
+    shown: list[tuple[int, dict[str, Any]]] = []
+    for position, ev in enumerate(events):
+        etype = ev["EventType"]
+        if etype in (HE.ORCHESTRATOR_STARTED, HE.ORCHESTRATOR_COMPLETED):
+            continue
+        item = {k: v for k, v in ev.items()
+                if k not in ("EventId", "IsPlayed", *_DROPPED_KEYS.get(etype, ()))}
+        item["EventType"] = _EVENT_NAMES.get(etype, str(etype))
+        if etype in (HE.TASK_SCHEDULED, HE.SUB_ORCHESTRATION_INSTANCE_CREATED):
+            scheduled[(etype, ev["EventId"])] = position
+        elif etype in _SCHEDULED_BY:
+            origin = scheduled.get((_SCHEDULED_BY[etype], item.pop("TaskScheduledId", None)))
+            if origin is not None:
+                merged.add(origin)
+                item["ScheduledTime"] = events[origin]["Timestamp"]
+                item["FunctionName"] = events[origin].get("Name")
+                item["Input"] = events[origin].get("Input")
+            _show_result(item, show_output and etype in (
+                HE.TASK_COMPLETED, HE.SUB_ORCHESTRATION_INSTANCE_COMPLETED))
+        elif etype == HE.EXECUTION_STARTED:
+            item["FunctionName"] = ev.get("Name")
+        elif etype == HE.EXECUTION_COMPLETED:
+            item["OrchestrationStatus"] = STATUS_NAMES.get(ev.get("OrchestrationStatus"),
+                                                           ev.get("OrchestrationStatus"))
+            _show_result(item, show_output)
+        if not show_input:
+            item.pop("Input", None)
+        shown.append((position, item))
+    return [item for position, item in shown if position not in merged]
+
+
+def _show_result(item: dict[str, Any], show: bool) -> None:
+    if not show:
+        item.pop("Result", None)
+    elif "Result" in item:
+        item["Result"] = _result_value(item["Result"])
