@@ -7,10 +7,16 @@ PG_BIN := /usr/lib/postgresql/15/bin
 POSTGIS_CONTROL := /usr/share/postgresql/15/extension/postgis.control
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# The catalog's consumers (tests/consumers): their own venv, STAC Browser built into a cache
+# outside the clone (RMH_CONSUMERS_CACHE, default ~/.cache/rmhgeoapi), Debian's Chromium.
+CONSUMERS_VENV := .venv-consumers
+CONSUMERS_PY := $(CONSUMERS_VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup test system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin
+.PHONY: setup test system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin \
+	consumers chromium stac-browser
 
-setup: system-deps $(VENV)/.installed node_modules/.installed
+setup: system-deps $(VENV)/.installed node_modules/.installed consumers
 
 # Debian packages the tests need: PostgreSQL 15 server and PostGIS 3 (pgSTAC is migrated by pypgstac).
 system-deps:
@@ -32,6 +38,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# stac-fastapi-pgstac, titiler-pgstac, pystac-client, planetary-computer (.venv-consumers), STAC
+# Browser (npm, built once per version/config) and Chromium with playwright-core (node_modules).
+consumers: chromium $(CONSUMERS_VENV)/.installed node_modules/.installed stac-browser
+
+chromium:
+	@[ -x $(CHROMIUM) ] || { echo "installing Debian packages: chromium"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+$(CONSUMERS_VENV)/.installed: requirements-consumers.txt
+	[ -x $(CONSUMERS_PY) ] || $(PYTHON) -m venv $(CONSUMERS_VENV)
+	$(CONSUMERS_PY) -m pip install -q --upgrade pip
+	$(CONSUMERS_PY) -m pip install -q -r requirements-consumers.txt
+	touch $@
+
+# A no-op when the build for this version and configuration is in the cache.
+stac-browser: $(VENV)/.installed
+	$(PY) tests/consumers.py build-stac-browser
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
