@@ -233,6 +233,26 @@ def StacApi(dsn: str, env: Mapping[str, str] | None = None) -> ConsumerServer:
                           health_path="/_mgmt/ping", env={**stac_fastapi_db_env(dsn), **(env or {})})
 
 
+#: GDAL settings a titiler user sets for COGs behind HTTP or blob storage (titiler's own advice):
+#: no directory listing on open, merged range requests, a block cache for the header.
+TITILER_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": "5000000",
+}
+
+
+def titiler_azure_env(connection_string: str, *, alternate_key: str | None = None) -> dict[str, str]:
+    """What titiler needs to read ``/vsiaz/`` hrefs (GDAL reads ``AZURE_STORAGE_CONNECTION_STRING``;
+    with a managed identity instead: ``AZURE_STORAGE_ACCOUNT`` and nothing else), and which
+    alternate href rio-tiler picks over ``href`` (``RIO_TILER_STAC_ALTERNATE_KEY``)."""
+    env = {"AZURE_STORAGE_CONNECTION_STRING": connection_string}
+    if alternate_key:
+        env["RIO_TILER_STAC_ALTERNATE_KEY"] = alternate_key
+    return env
+
+
 def TiTiler(dsn: str, env: Mapping[str, str] | None = None) -> ConsumerServer:
     """titiler-pgstac with ``env`` on top of the database URL: the GDAL / Azure / rio-tiler settings a
     user would set (e.g. ``AZURE_STORAGE_CONNECTION_STRING``, ``RIO_TILER_STAC_ALTERNATE_KEY``)."""

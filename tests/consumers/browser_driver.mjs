@@ -107,4 +107,6 @@ for await (const line of lines) {
     reply({ id: request.id, ok: false, error: String(err && err.message ? err.message : err).slice(0, 4000) });
   }
 }
+lines.close();
 await browser.close();
+process.exit(0);

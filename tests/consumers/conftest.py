@@ -2,9 +2,9 @@
 
 Servers against the module's pgSTAC database (``pgstac_dsn``):
 - ``stac_api``: stac-fastapi-pgstac; its extra environment is ``stac_api_env`` ({} by default).
-- ``titiler``: titiler-pgstac with ``titiler_env`` (``TITILER_ENV`` by default) on top of its
-  database URL. Parametrize it to test what a user sets, e.g.
-  ``@pytest.mark.parametrize("titiler_env", [{**TITILER_ENV, **azure_env}], indirect=True)``,
+- ``titiler``: titiler-pgstac with ``titiler_env`` (``consumers.TITILER_ENV`` by default) on top
+  of its database URL. Parametrize it to test what a user sets, e.g. ``@pytest.mark.parametrize(
+  "titiler_env", [{**TITILER_ENV, **titiler_azure_env(conn, alternate_key="vsiaz")}], indirect=True)``,
   or start more configurations in one module with ``consumer_servers.titiler(dsn, env)``.
 - ``stac_browser``: STAC Browser on the ``stac_api``; ``stac_browser_for(catalog_url, **options)``
   serves it for any catalog (a STAC API root or a static ``catalog.json`` over HTTP).
@@ -19,27 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers import Browser, StacApi, StacBrowser, TiTiler, artifacts_root
-
-#: GDAL settings a titiler user sets for COGs behind HTTP or blob storage (titiler's own advice):
-#: no directory listing on open, merged range requests, a block cache for the header.
-TITILER_ENV = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": "5000000",
-}
-
-
-def titiler_azure_env(connection_string: str, *, alternate_key: str | None = None) -> dict[str, str]:
-    """What titiler needs to read ``/vsiaz/`` hrefs (GDAL reads ``AZURE_STORAGE_CONNECTION_STRING``;
-    with a managed identity instead: ``AZURE_STORAGE_ACCOUNT`` and nothing else), and which
-    alternate href rio-tiler picks over ``href`` (``RIO_TILER_STAC_ALTERNATE_KEY``)."""
-    env = {"AZURE_STORAGE_CONNECTION_STRING": connection_string}
-    if alternate_key:
-        env["RIO_TILER_STAC_ALTERNATE_KEY"] = alternate_key
-    return env
-
+from consumers import TITILER_ENV, Browser, StacApi, StacBrowser, TiTiler, artifacts_root
 
 class ConsumerServers:
     """Starts consumer servers and stops every one it started at the end of the module."""
