@@ -10,17 +10,26 @@ PG_BIN := /usr/lib/postgresql/15/bin
 POSTGIS_CONTROL := /usr/share/postgresql/15/extension/postgis.control
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# The catalog's consumers (tests/consumers): their own venv, STAC Browser built into a cache
+# outside the clone (RMH_CONSUMERS_CACHE, default ~/.cache/rmhgeoapi), Debian's Chromium.
+CONSUMERS_VENV := .venv-consumers
+CONSUMERS_PY := $(CONSUMERS_VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
+
 # Containers whose blob changes `make serve` delivers to the app's Event Grid functions.
 WATCH ?=
 
-.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin
+.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync gdal-bin \
+	consumers chromium stac-browser
 
-setup: system-deps $(VENV)/.installed node_modules/.installed tools
+setup: system-deps $(VENV)/.installed node_modules/.installed tools consumers
 
-# Debian packages the tests need: PostgreSQL 15 server and PostGIS 3 (pgSTAC is migrated by pypgstac).
+# Debian packages the tests need: PostgreSQL 15 server and PostGIS 3 (pgSTAC is migrated by
+# pypgstac), and gdal-bin (gdal_translate / gdalwarp: the reference tools some tests compare with).
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql-15"; \
+	command -v gdalwarp >/dev/null || missing="$$missing gdal-bin"; \
 	[ -f $(POSTGIS_CONTROL) ] || missing="$$missing postgresql-15-postgis-3"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
@@ -48,6 +57,24 @@ node_modules/.installed: package.json package-lock.json
 # clone (CI) reuses them; tests/tools.py builds one when it is missing.
 tools: $(VENV)/.installed
 	@$(PY) tests/tools.py checkov >/dev/null
+
+# stac-fastapi-pgstac, titiler-pgstac, pystac-client, planetary-computer (.venv-consumers), STAC
+# Browser (npm, built once per version/config) and Chromium with playwright-core (node_modules).
+consumers: chromium $(CONSUMERS_VENV)/.installed node_modules/.installed stac-browser
+
+chromium:
+	@[ -x $(CHROMIUM) ] || { echo "installing Debian packages: chromium"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+$(CONSUMERS_VENV)/.installed: requirements-consumers.txt
+	[ -x $(CONSUMERS_PY) ] || $(PYTHON) -m venv $(CONSUMERS_VENV)
+	$(CONSUMERS_PY) -m pip install -q --upgrade pip
+	$(CONSUMERS_PY) -m pip install -q -r requirements-consumers.txt
+	touch $@
+
+# A no-op when the build for this version and configuration is in the cache.
+stac-browser: $(VENV)/.installed
+	$(PY) tests/consumers.py build-stac-browser
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
