@@ -94,6 +94,14 @@ class Azurite:
             f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
         )
 
+    def pause(self) -> None:
+        """Stop the emulator and keep its data: an outage. ``resume()`` ends it."""
+        _terminate(self.proc)
+
+    def resume(self) -> "Azurite":
+        """Serve again on the same port from the same data (ends a ``pause()``)."""
+        return self.start()
+
     def start(self) -> "Azurite":
         if not AZURITE_BIN.exists():
             raise ServiceStartError(f"{AZURITE_BIN} missing: run `npm ci` (make test does)")
@@ -174,18 +182,33 @@ class PgStac:
                               *auth, "--encoding=UTF8", "--no-sync"),
             check=True, capture_output=True,
         )
+        self._serve()
+        if self.dbname:
+            self.create_database(self.dbname)
+        return self
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: open connections break) and keep its data: an outage."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)  # fast shutdown; SIGTERM would wait for clients
+            self.proc.wait(timeout=30)
+
+    def resume(self) -> "PgStac":
+        """Serve the same cluster on the same port again (ends a ``pause()``)."""
+        self._serve()
+        return self
+
+    def _serve(self) -> None:
+        datadir, log = self.workdir / "data", self.workdir / "postgres.log"
         self.proc = subprocess.Popen(
             self._as_postgres(str(PG_BIN / "postgres"), "-D", str(datadir), "-h", "127.0.0.1",
                               "-p", str(self.port), "-k", str(self.workdir), "-c", "fsync=off",
                               "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                               "-c", "max_connections=200"),
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         _wait_for_port(self.port, self.proc, log)
         self._wait_ready(log)
-        if self.dbname:
-            self.create_database(self.dbname)
-        return self
 
     def _wait_ready(self, log: Path, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -135,6 +135,7 @@ def assert_nothing_reached(seen: dict) -> None:
             failure = refused[name]
             assert failure["error"] == "UnsupportedFormat", (job, failure)
             assert f"hostile/{name}" in failure["reason"] and "is a GDAL VRT" in failure["reason"], failure
+            assert "/vsiaz/" not in failure["reason"] and "/storage/" not in failure["reason"], failure
     assert seen["sync"]["output"]["done"] == 1 and seen["convert"]["output"]["done"] == 1
     tiled = seen["tiled"]
     assert tiled["runtimeStatus"] in ("Completed", "Failed"), tiled

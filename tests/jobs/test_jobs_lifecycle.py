@@ -125,3 +125,39 @@ def test_health_reports_every_part(host):
     assert code == 200, body
     assert body["storage"]["ok"] and body["catalog"]["ok"] and body["runtime"]["ok"]
     assert "AccountKey" not in str(body)
+
+
+def test_a_failed_chunk_is_retried_with_exactly_its_files(host, store, tmp_path):
+    """A chunk sub-orchestration that fails outright (terminated here) counts its files as failed
+    under their real blob names, and a retry of the job redoes exactly those files."""
+    store.create_container("chunky")
+    source = write_raster(tmp_path / "c.tif", width=256, height=256, count=1, crs="EPSG:32633")
+    names = [f"in/c{i:02d}.tif" for i in range(12)]
+    for name in names:
+        store.upload_from_path("chunky", name, source)
+    code, started = host.submit("cog_conversion", {"container": "chunky", "prefix": "in/", "chunk_size": 4,
+                                                   "output_container": "chunky-out", "catalog": False})
+    assert code == 202, started
+    victim = f"{started['id']}:chunk-00002"
+    deadline = time.monotonic() + 60
+    while host.runtime.get_status(victim) is None:
+        assert time.monotonic() < deadline, "the chunk never started"
+        time.sleep(0.005)
+    host.runtime.terminate(victim, "forced chunk failure")
+    status = host.follow(started["statusQueryGetUri"])
+    output = status["output"]
+    failed = sorted(f["name"] for f in output["failures"])
+    assert failed == names[8:], output["failures"]
+    assert {f["error"] for f in output["failures"]} == {"ChunkFailed"}
+    assert output["done"] == 8
+    etags = {b.name: b.etag for b in store.iter_blobs("chunky-out")}
+    code, retry = host.post(f"/api/jobs/{started['id']}/retry")
+    assert code == 202, retry
+    retried = host.follow(retry["statusQueryGetUri"])
+    redone = retried["output"]
+    assert redone["total"] == 4 and redone["done"] + redone["skipped"] == 4 and redone["failed"] == 0, redone
+    code, tasks = host.get(f"/api/jobs/{started['id']}/tasks?top=100")
+    converted = sorted(t["name"] for t in tasks["tasks"] if t["activity"] == "convert_blob")
+    assert converted == names[8:]
+    after = {b.name: b.etag for b in store.iter_blobs("chunky-out")}
+    assert len(after) == 12 and all(after[n] == e for n, e in etags.items())

@@ -1,0 +1,163 @@
+"""What a client can send the job API: bounded bodies and fields, no 500 and no empty body for any
+input (a fuzz pass over every route), one job for concurrent identical submissions, and the
+small refusals (duplicate blobs, output into the input or system container, unknown filters)."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import random
+import urllib.error
+import urllib.request
+
+import pytest
+
+import function_app
+from function_app import ApiError, MAX_BODY_BYTES, read_json_body
+
+
+def raw(method: str, url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def answer(method: str, url: str, data: bytes | None = None) -> tuple[int, dict]:
+    code, body = raw(method, url, data)
+    return code, json.loads(body) if body else {}
+
+
+def test_oversize_body_is_413_with_the_limit(host):
+    body = json.dumps({"container": "rasters", "prefix": "x" * (MAX_BODY_BYTES + 10)}).encode()
+    code, text = raw("POST", f"{host.url}/api/jobs/list_container", body)
+    assert code == 413 and str(MAX_BODY_BYTES) in text.decode(), (code, text[:200])
+    with pytest.raises(ApiError) as err:  # the app's own bound, as on Azure (the host allows 100 MB)
+        read_json_body(body)
+    assert err.value.status == 413 and str(MAX_BODY_BYTES) in str(err.value)
+
+
+def test_oversize_fields_are_400_naming_the_field(host):
+    cases = {"prefix": {"prefix": "p" * 1025}, "blob": {"blob": "b" * 1025},
+             "target_crs": {"blobs": ["a.tif"], "target_crs": "PROJCS[" + "x" * 20000 + "]"}}
+    operations = {"prefix": "list_container", "blob": "validate_raster", "target_crs": "cog_conversion"}
+    for field, body in cases.items():
+        code, reply = answer("POST", f"{host.url}/api/jobs/{operations[field]}", json.dumps(body).encode())
+        assert code == 400, (field, code, reply)
+        assert field in [p["field"] for p in reply["problems"]], reply
+
+
+def test_deep_json_and_odd_ids_are_4xx_with_a_message(host):
+    deep = ("[" * 5000 + "]" * 5000).encode()
+    nested = json.dumps({"container": "rasters", "prefix": ""})[:-1].encode() + b', "x": ' + b"[" * 200 + b"]" * 200 + b"}"
+    for body in (deep, nested):
+        code, reply = answer("POST", f"{host.url}/api/jobs/list_container", body)
+        assert code == 400 and reply["error"], (code, reply)
+    for path in ("/api/jobs/a%2fb", "/api/jobs/a%2fb/tasks", "/api/jobs/%00x", "/api/jobs/" + "x" * 300,
+                 "/api/jobs/a%2f..%2f..%2fetc/retry"):
+        method = "POST" if path.endswith("retry") else "GET"
+        code, body = raw(method, f"{host.url}{path}")
+        assert 400 <= code < 500 and body, (path, code, body)
+
+
+def test_unknown_filters_and_bad_containers_are_refused(host, store):
+    code, reply = answer("GET", f"{host.url}/api/jobs/hello_world-x/tasks?status=bogus")
+    assert code == 400 and "bogus" in reply["error"], reply
+    code, reply = answer("POST", f"{host.url}/api/jobs/list_container", b'{"container": "never-made"}')
+    assert code == 404 and "never-made" in reply["error"]
+    store.create_container("clash")
+    for output in ("clash", "rmh-system"):
+        code, reply = answer("POST", f"{host.url}/api/jobs/cog_conversion", json.dumps(
+            {"container": "clash", "blobs": ["a.tif"], "output_container": output}).encode())
+        assert code == 400 and reply["problems"][0]["field"] == "output_container", reply
+
+
+def test_duplicate_blobs_are_one_file(host, store, tmp_path):
+    from raster_factory import write_raster
+
+    store.create_container("dupes")
+    store.upload_from_path("dupes", "one.tif", write_raster(tmp_path / "one.tif", width=64, height=64,
+                                                            count=1, crs="EPSG:32633"))
+    status = host.run("cog_conversion", {"container": "dupes", "blobs": ["one.tif", "one.tif", "one.tif"],
+                                         "output_container": "dupes-out", "catalog": False})
+    assert status["output"]["total"] == 1 and status["output"]["done"] == 1, status["output"]
+
+
+def test_twenty_concurrent_identical_submissions_start_one_job(host):
+    body = json.dumps({"name": "race", "count": 30}).encode()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: answer("POST", f"{host.url}/api/jobs/hello_world", body), range(20)))
+    codes = sorted(code for code, _ in answers)
+    assert codes.count(202) == 1 and codes.count(409) == 19, codes
+    conflict = next(reply for code, reply in answers if code == 409)
+    started = next(reply for code, reply in answers if code == 202)
+    assert conflict["statusQueryGetUri"] == started["statusQueryGetUri"]
+    assert host.follow(started["statusQueryGetUri"])["runtimeStatus"] == "Completed"
+
+
+def test_two_concurrent_syncs_of_one_container_start_one(host, store, tmp_path):
+    from raster_factory import write_raster
+
+    store.create_container("twosync")
+    for i in range(6):
+        store.upload_from_path("twosync", f"f{i}.tif", write_raster(tmp_path / f"f{i}.tif", width=64, height=64,
+                                                                    count=1, crs="EPSG:32633"))
+    bodies = [{"container": "twosync"}, {"container": "twosync", "mode": "incremental"}]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda b: answer("POST", f"{host.url}/api/jobs/sync_container",
+                                                 json.dumps(b).encode()), bodies))
+    assert sorted(code for code, _ in answers) == [202, 409], answers
+    url = next(reply for code, reply in answers if code == 202)["statusQueryGetUri"]
+    assert host.follow(url)["output"]["done"] == 6
+
+
+ROUTES = [("POST", "/api/jobs/{op}"), ("GET", "/api/jobs/{id}"), ("GET", "/api/jobs/{id}/tasks"),
+          ("GET", "/api/jobs"), ("POST", "/api/jobs/{id}/retry"), ("POST", "/api/jobs/{id}/terminate"),
+          ("GET", "/api/metrics"), ("GET", "/api/health")]
+
+
+def _fuzz_value(rng: random.Random):
+    return rng.choice([None, True, -1, 0, 10**30, -10**30, 1e308, "", "x" * rng.randint(1, 3000),
+                       "../../etc/passwd", "%2f", "\u0000", "EPSG:4326", [], [1, "a"], {"a": {}},
+                       ["a.tif"] * 3, rng.random()])
+
+
+def _fuzz_body(rng: random.Random) -> bytes:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 200)))
+    if kind == 1:
+        return json.dumps(_fuzz_value(rng)).encode()
+    fields = ["container", "prefix", "blob", "blobs", "target_crs", "profile", "chunk_size", "count",
+              "name", "rerun", "output_container", "tile_size", "datetime", "mode", "dry_run", "bogus"]
+    return json.dumps({f: _fuzz_value(rng) for f in rng.sample(fields, rng.randint(1, 6))}).encode()
+
+
+def _fuzz_path(rng: random.Random, template: str) -> str:
+    op = rng.choice(["hello_world", "list_container", "cog_conversion", "sync_container", "nope", "%2e%2e", "x" * 200])
+    job = rng.choice(["hello_world-abc", "sync_container-rasters", "%2f", "a:b", "x" * 300, "%00", "..", "é"])
+    path = template.format(op=op, id=job)
+    query = rng.choice(["", "?top=-1", "?top=99999999999999999999", "?skip=nan", "?status=%00",
+                        "?stale_minutes=inf", "?operation=zz", "?status=failed,bogus", "?top=1e3"])
+    return path + query
+
+
+def test_fuzz_every_route_finds_no_500_and_no_empty_error(host):
+    rng = random.Random(20261202)
+    seen = []
+    for _ in range(400):
+        method, template = rng.choice(ROUTES)
+        method = rng.choice([method] * 4 + ["PUT", "DELETE", "PATCH"])
+        data = _fuzz_body(rng) if method in ("POST", "PUT", "PATCH") else None
+        path = _fuzz_path(rng, template)
+        try:
+            code, body = raw(method, f"{host.url}{path}", data)
+        except (urllib.error.URLError, ValueError) as err:  # the client refused to send it
+            seen.append((path, repr(err)))
+            continue
+        assert code < 500, (method, path, data[:100] if data else None, code, body[:300])
+        if code >= 400:
+            assert body.strip(), (method, path, code)
+    assert len(seen) < 40, seen
