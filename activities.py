@@ -149,6 +149,7 @@ def _config_json(config: Settings) -> str:
     for secret in ("storage_connection_string", "pgstac_dsn"):
         value = getattr(config, secret)
         data[secret] = value.get_secret_value() if value is not None else None
+    data["sas_token_keys"] = [key.get_secret_value() for key in config.sas_token_keys]
     _last_config = (config, json.dumps(data, sort_keys=True))
     return _last_config[1]
 
@@ -586,7 +587,8 @@ def convert_blob(payload: dict) -> dict:
         status = "skipped" if _output_current(store, task, out_name, digest) else "done"
         if status == "done":
             judged(store, task.container, task.file.name, lambda: _write_cog(store, task, out_name, digest))
-        item_id = _catalog_output(store, task, out_name) if task.catalog else None
+        item_id = judged(store, task.output_container, out_name,
+                         lambda: _catalog_output(store, task, out_name)) if task.catalog else None
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:

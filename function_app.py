@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import hmac
 import json
 import logging
 import re
+import urllib.parse
 from typing import Any, Awaitable, Callable
 
 import azure.durable_functions as df
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 import activities
 import entities
 import orchestrators
+import stac_ops
 import storage
 from entities import METRICS_ENTITY
 from models import OPERATIONS, JobRequest, SyncContainerRequest, instance_id_for, job_tasks, problems_of
@@ -62,6 +65,8 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     storage.ContainerNotFound: 404,
     storage.BlobNotFound: 404,
     storage.StorageUnavailable: 503,
+    storage.SigningUnsupported: 404,
+    stac_ops.CatalogUnavailable: 503,
     SettingsError: 500,
 }
 
@@ -450,6 +455,95 @@ async def get_metrics(req: func.HttpRequest, client: df.DurableOrchestrationClie
 
 def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+# -- signed access to assets -----------------------------------------------------------------------
+
+SAS_KEY_HEADERS = ("Ocp-Apim-Subscription-Key", "x-rmh-token-key")
+
+
+def _check_token_key(req: func.HttpRequest) -> None:
+    """The token route's own key check (401 otherwise): the planetary-computer SDK sends its key
+    as ``Ocp-Apim-Subscription-Key``, a header the Functions host does not check, so the route is
+    anonymous at the host and compares that header, in constant time, with RMH_SAS_TOKEN_KEYS."""
+    keys = [k.get_secret_value().encode() for k in get_settings().sas_token_keys]
+    if not keys:
+        raise ApiError(401, "the token API has no keys configured (set RMH_SAS_TOKEN_KEYS)")
+    presented = next((req.headers.get(h) for h in SAS_KEY_HEADERS if req.headers.get(h)), None)
+    if presented is None or not any(hmac.compare_digest(presented.encode(), k) for k in keys):
+        raise ApiError(401, "a valid key is required in the Ocp-Apim-Subscription-Key header")
+
+
+def _signing_store() -> storage.AzureBlobStore:
+    store = activities.blob_store()
+    if not isinstance(store, storage.AzureBlobStore):
+        raise ApiError(404, "assets on local storage are not signed; the embedded host serves them "
+                            "under /files (see RMH_ASSET_BASE_URL)")
+    return store
+
+
+def _readable_container(name: str) -> str:
+    try:
+        container = storage.check_container_name(name)
+    except storage.InvalidContainerName as err:
+        raise ApiError(400, str(err)) from None
+    if container == get_settings().system_container:
+        raise ApiError(403, f"container {container!r} holds the service's own state, not assets")
+    return container
+
+
+@app.route(route="sas/v1/token/{account}/{container}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def sas_token(req: func.HttpRequest) -> func.HttpResponse:
+    """A short-lived, read-only, container-scoped SAS, shaped like Planetary Computer's token API
+    (``{"msft:expiry": ..., "token": ...}``), so ``planetary_computer.sign`` works with
+    ``PC_SDK_SAS_URL=https://<app>/api/sas/v1/token``. The token is never logged."""
+    _check_token_key(req)
+    store = _signing_store()
+    if req.route_params.get("account") != store.account_name:
+        raise ApiError(404, f"unknown storage account {req.route_params.get('account', '')[:64]!r}")
+    container = _readable_container(req.route_params.get("container", ""))
+    await asyncio.to_thread(store.list_page, container, page_size=1)  # 404 for a missing container
+    access = await asyncio.to_thread(store.read_sas, container)
+    return _json({"msft:expiry": access.expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": access.token},
+                 headers={"Cache-Control": "no-store"})
+
+
+@app.route(route="items/{collection}/{item_id}/assets/{asset_key}", methods=["GET"])
+@api
+async def asset_redirect(req: func.HttpRequest) -> func.HttpResponse:
+    """302 to a signed, short-lived URL of one asset of a cataloged item (function key)."""
+    collection, item_id = req.route_params.get("collection", ""), req.route_params.get("item_id", "")
+    key = req.route_params.get("asset_key", "")
+    try:
+        stac_ops.check_id(collection), stac_ops.check_id(item_id)
+    except stac_ops.StacOpsError as err:
+        raise ApiError(400, str(err)) from None
+    if not JOB_ID.match(key):
+        raise ApiError(400, f"invalid asset key {key[:64]!r}")
+    item = await asyncio.to_thread(activities.catalog().get_item, collection, item_id)
+    if item is None:
+        raise ApiError(404, f"no item {item_id!r} in collection {collection!r}")
+    asset = item.assets.get(key)
+    if asset is None:
+        raise ApiError(404, f"item {item_id!r} has no asset {key!r}", assets=sorted(item.assets))
+    location = await asyncio.to_thread(_signed_location, asset.href)
+    return func.HttpResponse(status_code=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _signed_location(href: str) -> str:
+    """An asset's href with a read SAS when it is a blob of our account; an href under the
+    configured public base URL as it is."""
+    config = get_settings()
+    if config.asset_base_url and href.startswith(config.asset_base_url + "/"):
+        return href
+    store = _signing_store()
+    prefix = store.url_prefix()
+    if not href.startswith(prefix):
+        raise ApiError(409, "the asset is not a blob of this service's storage account")
+    container, _, blob = urllib.parse.unquote(href[len(prefix):]).partition("/")
+    access = store.read_sas(_readable_container(container), blob)
+    return f"{href}?{access.token}"
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
