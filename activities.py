@@ -751,3 +751,13 @@ def catalog_health(payload: dict) -> dict:
 
 def _digest(text: str, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# -- ingest_blob ---------------------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def forget_blob(payload: dict) -> int:
+    """Remove the item of a blob that is gone (0 when the catalog did not have it)."""
+    item_id = stac_ops.item_id_for_blob(payload["container"], payload["blob"])
+    return catalog().delete_items(payload["collection"], [item_id])

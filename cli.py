@@ -231,9 +231,14 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    from settings import get_settings
+
+    watched = [] if args.no_events else (args.watch or get_settings().watched_containers)
     with embedded_runtime(args.state, port=args.port, run_timers=True,
-                          event_grid_containers=args.watch) as runtime:
+                          event_grid_containers=watched) as runtime:
         out.write(f"listening on {runtime.base_url}\n")
+        if watched:
+            out.write(f"  blob events of {', '.join(watched)} are ingested as they happen\n")
         for prefix, directory in runtime.files.items():
             out.write(f"  {runtime.base_url}{prefix}/  serves {directory}\n")
         out.flush()
@@ -372,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7071)
     serve.add_argument("--state", default=".local", help="directory of the embedded task hub")
     serve.add_argument("--watch", action="append", default=[], metavar="CONTAINER",
-                       help="deliver this container's blob events to the app (Event Grid emulation)")
+                       help="deliver this container's blob events to the app (Event Grid emulation; "
+                            "default: RMH_EVENT_CONTAINERS, else the input container)")
+    serve.add_argument("--no-events", action="store_true", help="deliver no blob events")
     serve.set_defaults(handler=cmd_serve)
     demo = sub.add_parser("demo", help="convert, tile and sync a sample raster (and FILES) locally")
     demo.add_argument("files", nargs="*", help="more rasters to include")

@@ -25,7 +25,8 @@ import orchestrators
 import stac_ops
 import storage
 from entities import METRICS_ENTITY
-from models import OPERATIONS, JobRequest, SyncContainerRequest, instance_id_for, job_tasks, problems_of
+from models import (OPERATIONS, IngestBlobRequest, JobRequest, SyncContainerRequest, instance_id_for, job_tasks,
+                    problems_of)
 from settings import SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
@@ -437,6 +438,49 @@ async def scheduled_sync(timer: func.TimerRequest, client: df.DurableOrchestrati
             logger.info("scheduled sync of %s skipped: the previous sync is still running", container)
         else:
             logger.info("scheduled sync of %s started", container)
+
+
+# -- blob events (Event Grid) ----------------------------------------------------------------------
+
+BLOB_EVENTS = {"Microsoft.Storage.BlobCreated": "created", "Microsoft.Storage.BlobDeleted": "deleted"}
+_SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
+
+
+def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
+    """The ingest job of a blob event, or None for an event that is not ours to act on (another
+    event type, a container that is not watched, a file that is not a raster)."""
+    kind = BLOB_EVENTS.get(event.event_type)
+    match = _SUBJECT.match(event.subject or "")
+    if kind is None or match is None:
+        return None
+    container, blob = match.group(1), urllib.parse.unquote(match.group(2))
+    config = get_settings()
+    if container not in config.watched_containers or not activities.is_raster_name(blob):
+        return None
+    data = event.get_json() or {}
+    version = storage.normalize_etag(data.get("eTag")) if kind == "created" else str(data.get("sequencer", ""))
+    try:
+        request = IngestBlobRequest(container=container, blob=blob, event=kind, version=version[:256],
+                                    convert=container in config.event_convert_containers)
+    except ValidationError:
+        logger.warning("blob event %s for an invalid blob name ignored", event.id)
+        return None
+    return _with_defaults(request)
+
+
+@app.event_grid_trigger(arg_name="event")
+@app.durable_client_input(client_name="client")
+async def blob_events(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+    """A blob created, changed or deleted in a watched container: one ``ingest_blob`` job per blob
+    version. Its id derives from container, blob and ETag (a deletion's sequencer), so a
+    re-delivered event (Event Grid delivers at least once) is the same job."""
+    request = ingest_request(event)
+    if request is None:
+        return
+    response = await start_job(client, None, "ingest_blob", request, rerun=False)
+    logger.info("blob event %s (%s %s/%s): %s", event.id, request.event, request.container,
+                request.blob, {202: "job started", 409: "job already running", 200: "already done"}.get(
+                    response.status_code, response.status_code))
 
 
 @app.route(route="metrics", methods=["GET"])

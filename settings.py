@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     sync_schedule: str = "0 0 */6 * * *"
     sync_chunk_size: int = Field(500, ge=1, le=5000)
 
+    # Event-driven ingest (blob events): containers whose BlobCreated/BlobDeleted events catalog or
+    # uncatalog the blob (empty: the input container), and those among them whose rasters are
+    # converted to COGs in the output container first.
+    event_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    event_convert_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # Processing limits.
     max_pixels_per_task: int = Field(64 * 1024 * 1024, ge=256 * 256)
     tile_size: int = Field(4096, ge=256, le=32768)
@@ -102,6 +108,13 @@ class Settings(BaseSettings):
             "GDAL_CACHEMAX": "128",
         }
     )
+
+    @property
+    def watched_containers(self) -> list[str]:
+        """The containers whose blob events are ingested (RMH_EVENT_CONTAINERS, else the input
+        container), conversion containers included."""
+        watched = self.event_containers or [self.input_container]
+        return list(dict.fromkeys([*watched, *self.event_convert_containers]))
 
     @property
     def work_dir(self) -> Path:
@@ -134,7 +147,8 @@ class Settings(BaseSettings):
     def _optional_container(cls, value: str | None) -> str | None:
         return None if value is None else check_container_name(value)
 
-    @field_validator("sync_containers", "sas_token_keys", mode="before")
+    @field_validator("sync_containers", "sas_token_keys", "event_containers",
+                     "event_convert_containers", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -153,7 +167,7 @@ class Settings(BaseSettings):
             raise ValueError("every token API key must be at least 16 characters")
         return value
 
-    @field_validator("sync_containers")
+    @field_validator("sync_containers", "event_containers", "event_convert_containers")
     @classmethod
     def _sync_container_names(cls, value: list[str]) -> list[str]:
         return [cls._container_name(name) for name in value]
