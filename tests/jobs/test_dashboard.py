@@ -1,0 +1,245 @@
+"""The dashboard in a real browser: the real function_app on a keyed embedded runtime, Azurite and
+pgSTAC, Debian's Chromium driven headless by playwright-core. Assertions are on the pixels of
+screenshots (kept in ``.local/artifacts/dashboard/``) as well as on what the page says.
+
+One conversion of three small rasters and a file that is not a raster (so the job completes with
+errors) is what the page shows: the jobs list, the job's task timeline and failure reason, the
+Retry button, the metrics, and the map with the three footprints over the world outline, one of
+them with a thumbnail drawn at its footprint and asset links signed by the API.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from consumers import Browser, artifacts_root, colour_fraction, crop, dominant_colours, read_png
+from local_runtime import LocalRuntime
+from raster_factory import write_raster
+
+KEY = "dashboard-test-key-5c1d0e"
+#: Three rasters far apart (lon/lat bounds), so each footprint has its own place on the map.
+PLACES = {"dash/americas.tif": (-110.0, 30.0, -95.0, 45.0), "dash/europe.tif": (2.0, 40.0, 17.0, 55.0),
+          "dash/australia.tif": (125.0, -35.0, 140.0, -20.0)}
+BROKEN = "dash/not-a-raster.tif"
+THUMBNAIL_RGB = (0, 90, 255)
+# The page's colours (dashboard.css): task outcomes and the map.
+DONE, FAILED = (46, 133, 64), (214, 40, 40)
+LAND, OCEAN = (236, 233, 225), (207, 227, 243)
+
+
+def call(url: str, *, key: str | None = None, method: str = "GET") -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url, method=method, headers={"x-functions-key": key} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), dict(err.headers)
+
+
+@pytest.fixture(scope="module")
+def keyed(service_env, tmp_path_factory):
+    import function_app
+
+    db = tmp_path_factory.mktemp("dashboard") / "hub.sqlite"
+    with LocalRuntime(function_app.app, db_path=db, port=0, function_keys={"default": KEY}) as runtime:
+        yield runtime.base_url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = Browser(log_dir=artifacts_root() / "dashboard").start()
+    try:
+        yield driver
+    finally:
+        driver.stop()
+
+
+@pytest.fixture
+def shots(request):
+    path = artifacts_root() / "dashboard" / request.node.name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def job(keyed, store, tmp_path_factory):
+    """The finished conversion (completed with errors), and the item given a thumbnail."""
+    import activities
+
+    work = tmp_path_factory.mktemp("inputs")
+    store.create_container("rasters")
+    for seed, (name, bounds) in enumerate(PLACES.items()):
+        path = write_raster(work / name.replace("/", "-"), width=64, height=64, count=3, bounds=bounds, seed=seed)
+        store.upload_from_path("rasters", name, path)
+    store.upload_bytes("rasters", BROKEN, b"this is a text file, not a raster\n" * 4)
+    body = json.dumps({"blobs": [*PLACES, BROKEN], "collection": "dash"}).encode()
+    request = urllib.request.Request(f"{keyed}/api/jobs/cog_conversion", data=body, method="POST",
+                                     headers={"x-functions-key": KEY, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        started = json.loads(response.read())
+    status = _wait(started["statusQueryGetUri"])
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed" and output["completed_with_errors"], output
+    assert output["done"] == 3 and output["failed"] == 1, output
+    # A thumbnail asset on the European item (conversions add them in a later change; this test
+    # gives one item a solid-colour PNG so the drawing at the footprint can be seen in pixels).
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), THUMBNAIL_RGB).save(png, format="PNG")
+    store.upload_bytes("cogs", "dash/europe-thumbnail.png", png.getvalue(), content_type="image/png")
+    catalog = activities.catalog()
+    europe = next(item for item in catalog.search("dash", limit=10) if "europe" in item.id)
+    stac = europe.to_dict(include_self_link=False, transform_hrefs=False)
+    stac["assets"]["thumbnail"] = {"href": store.url("cogs", "dash/europe-thumbnail.png"), "type": "image/png",
+                                   "roles": ["thumbnail"], "title": "Thumbnail"}
+    catalog.upsert_items([stac])
+    return {"id": started["id"], "output": output, "europe": europe.id}
+
+
+def _wait(status_url: str, timeout: float = 180) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(status_url, timeout=60) as response:
+            status = json.loads(response.read())
+        if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{status_url} did not finish: {status}")
+
+
+def _has(image: np.ndarray, box, colour, *, at_least: float, tolerance: int = 30) -> bool:
+    return colour_fraction(image, colour, box, tolerance=tolerance) >= at_least
+
+
+def test_without_the_key_the_page_and_its_data_routes_answer_401(keyed, job):
+    item = job["europe"]
+    for path in ("/api/dashboard", "/api/jobs", f"/api/jobs/{job['id']}", f"/api/jobs/{job['id']}/tasks",
+                 "/api/metrics", "/api/footprints", "/api/collections",
+                 f"/api/items/dash/{item}/assets/data/href", f"/api/items/dash/{item}/assets/data"):
+        code, body, _ = call(f"{keyed}{path}")
+        assert code == 401, (path, code, body[:200])
+        assert call(f"{keyed}{path}", key="wrong-key")[0] == 401, path
+    for method, path in (("POST", f"/api/jobs/{job['id']}/retry"), ("POST", f"/api/jobs/{job['id']}/terminate")):
+        assert call(f"{keyed}{path}", method=method)[0] == 401, path
+    # The page's static files hold no data and no key: anonymous, like /api/health.
+    code, script, headers = call(f"{keyed}/api/dashboard/static/dashboard.js")
+    assert code == 200 and headers["Content-Type"].startswith("text/javascript") and KEY.encode() not in script
+    code, page, headers = call(f"{keyed}/api/dashboard", key=KEY)
+    assert code == 200 and headers["Content-Type"].startswith("text/html")
+    assert KEY.encode() not in page and headers["Cache-Control"] == "no-store"
+    assert headers["Referrer-Policy"] == "no-referrer" and "script-src 'self'" in headers["Content-Security-Policy"]
+    assert call(f"{keyed}/api/dashboard?code={KEY}")[0] == 200
+    assert call(f"{keyed}/api/dashboard/static/../function_app.py")[0] == 404
+    assert call(f"{keyed}/api/dashboard/static/vendor/leaflet/README.md")[0] == 404
+
+
+def test_the_page_lists_the_job_and_shows_its_timeline_and_failure_reason(keyed, job, browser, shots):
+    reason = job["output"]["failures"][0]["reason"]
+    condition = job["output"]["failures"][0]["error"]
+    with browser.page(f"{keyed}/api/dashboard?code={KEY}#/jobs",
+                      wait=[{"selector": f'tr[data-id="{job["id"]}"] .bar'}]) as page:
+        assert KEY not in page.evaluate("location.href"), "the key is taken out of the address bar"
+        assert page.evaluate("sessionStorage.getItem('rmhgeoapi.functionKey')") == KEY
+        row = page.text(f'tr[data-id="{job["id"]}"]')
+        assert "cog_conversion" in row and "Completed with errors" in row and "3 done · 1 failed · 4 total" in row
+        image = page.screenshot(shots / "jobs.png")
+        bar = page.box(f'tr[data-id="{job["id"]}"] .bar')
+        assert _has(image, bar, DONE, at_least=0.5) and _has(image, bar, FAILED, at_least=0.15), \
+            dominant_colours(crop(image, bar))
+
+        page.click(f'tr[data-id="{job["id"]}"] a')
+        page.wait({"selector": "#timeline rect.task.failed"}, {"text": reason[:60]})
+        assert page.evaluate("document.querySelectorAll('#timeline rect.task').length") == 4
+        image = page.screenshot(shots / "job.png")
+        timeline = page.box("#timeline svg")
+        assert _has(image, timeline, DONE, at_least=0.01) and _has(image, timeline, FAILED, at_least=0.002), \
+            dominant_colours(crop(image, timeline))
+        failures = page.text("#failures")
+        assert f"{condition} · 1 item" in failures and BROKEN in failures and reason[:60] in failures
+
+        page.hover("#timeline rect.task.failed")
+        page.wait({"selector": "#tooltip"})
+        tip = page.text("#tooltip")
+        assert BROKEN in tip and "failed" in tip and reason[:60] in tip
+        image = page.screenshot(shots / "job-hover.png")
+        assert _has(image, page.box("#tooltip"), (29, 35, 48), at_least=0.3)
+        assert not page.log()["errors"], page.log()["errors"]
+
+
+def test_retry_calls_the_job_api_and_redoes_the_failed_file(keyed, job, browser, shots):
+    with browser.page(f"{keyed}/api/dashboard?code={KEY}#/jobs/{urllib.parse.quote(job['id'])}",
+                      wait=[{"selector": "#job-retry:not([disabled])"}]) as page:
+        page.click("#job-retry")
+        page.wait({"text": "retry started"})
+        posts = [r for r in page.log()["requests"] if r[0].endswith(f"/api/jobs/{job['id']}/retry")]
+        assert posts and posts[0][1] == 202, page.log()["requests"][-10:]
+        page.screenshot(shots / "retry.png")
+    status = _wait(f"{keyed}/api/jobs/{job['id']}?code={KEY}")
+    output = status["output"]
+    assert output["total"] == 1 and output["failed"] == 1 and output["failures"][0]["name"] == BROKEN, output
+
+
+def test_metrics_show_counts_and_duration_charts(keyed, job, browser, shots):
+    with browser.page(f"{keyed}/api/dashboard?code={KEY}#/metrics",
+                      wait=[{"selector": '.metric-card[data-operation="cog_conversion"] svg'}]) as page:
+        card = '.metric-card[data-operation="cog_conversion"]'
+        text = page.text(card)
+        assert re.search(r"jobs: \d+ started", text) and "p95" in text and "with errors" in text
+        image = page.screenshot(shots / "metrics.png")
+        box = page.box(card)
+        p50, p95, p99 = (127, 179, 232), (61, 133, 216), (31, 79, 154)
+        assert all(_has(image, box, c, at_least=0.002, tolerance=12) for c in (p50, p95, p99)), \
+            dominant_colours(crop(image, box))
+
+
+def _footprint_boxes(page) -> list[tuple[int, int, int, int]]:
+    boxes = page.evaluate("[...document.querySelectorAll('#map path.footprint')].map(p => {"
+                          " const r = p.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })")
+    return sorted(tuple(int(round(v)) for v in b) for b in boxes)
+
+
+def test_the_map_draws_the_footprints_over_the_world_and_a_thumbnail(keyed, job, browser, shots):
+    with browser.page(f"{keyed}/api/dashboard?code={KEY}#/map",
+                      wait=[{"js": "document.querySelectorAll('#map path.footprint').length === 3"},
+                            {"js": "document.querySelector('#map path.land') && document.querySelector('#map path.border')"}]) as page:
+        assert "3 footprints" in page.text("#map-count")
+        page.wait({"ms": 600})  # the fit's animation and the bbox reload after it
+        boxes = _footprint_boxes(page)
+        assert len(boxes) == 3 and all(w >= 15 and h >= 15 for _, _, w, h in boxes), boxes
+        image = page.screenshot(shots / "map.png")
+        world = page.box("#map")
+        assert _has(image, world, LAND, at_least=0.05, tolerance=8), dominant_colours(crop(image, world))
+        assert _has(image, world, OCEAN, at_least=0.05, tolerance=8)
+        # Footprints west to east: the Americas, Europe, Australia, each filled orange.
+        assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)
+        for x, y, w, h in boxes:
+            inner = (x + w // 4, y + h // 4, w // 2, h // 2)
+            tint = np.asarray(dominant_colours(crop(image, inner), count=1)[0][0], dtype=int)
+            assert tint[0] > 200 and 110 < tint[1] < 200 and tint[2] < 150, (inner, tint)
+
+        x, y, w, h = boxes[1]  # Europe: the item with a thumbnail
+        page.click(at=(x + w / 2, y + h / 2))
+        page.wait({"js": "(() => { const i = document.querySelector('#map img.thumbnail');"
+                         " return i && i.complete && i.naturalWidth > 0; })()"},
+                  {"js": "document.querySelector('#item a[data-asset=data]')?.href.includes('sig=')"})
+        image = page.screenshot(shots / "map-thumbnail.png")
+        inner = (x + w // 4, y + h // 4, w // 2, h // 2)
+        assert _has(image, inner, THUMBNAIL_RGB, at_least=0.9, tolerance=20), dominant_colours(crop(image, inner))
+        panel = page.text("#item")
+        assert job["europe"] in panel and "proj:code" in panel and "thumbnail" in panel
+        signed = page.evaluate("document.querySelector('#item a[data-asset=data]').href")
+        code, content, _ = call(signed)
+        assert code == 200 and content[:4] in (b"II*\x00", b"MM\x00*"), "the signed link opens the COG"
+        assert not page.log()["errors"], page.log()["errors"]
+        assert not page.log()["blocked"], "nothing is loaded from outside this machine"
