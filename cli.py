@@ -225,9 +225,12 @@ def embedded_host(state: str) -> Iterator[str]:
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """The app over HTTP until interrupted, with its timers (``make serve``)."""
+    import logging
     import signal
     import threading
 
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -380,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="deliver this container's blob events to the app (Event Grid emulation; "
                             "default: RMH_EVENT_CONTAINERS, else the input container)")
     serve.add_argument("--no-events", action="store_true", help="deliver no blob events")
+    serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(handler=cmd_serve)
     demo = sub.add_parser("demo", help="convert, tile and sync a sample raster (and FILES) locally")
     demo.add_argument("files", nargs="*", help="more rasters to include")
