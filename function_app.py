@@ -71,6 +71,7 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     storage.SigningUnsupported: 404,
     stac_ops.CatalogUnavailable: 503,
     stac_ops.InvalidPageToken: 400,
+    stac_ops.CollectionNotFound: 404,
     SettingsError: 500,
 }
 

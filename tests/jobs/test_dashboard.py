@@ -13,36 +13,22 @@ import io
 import json
 import re
 import shutil
-import urllib.error
 import urllib.parse
 import urllib.request
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from consumers import Browser, artifacts_root, colour_fraction, crop, dominant_colours, read_png
+from consumers import Browser, artifacts_root, crop, dominant_colours
+from dashboard_checks import (DONE, FAILED, KEY, LAND, OCEAN, THUMBNAIL_RGB, call, footprint_boxes,
+                              footprint_tint, has_colour, is_footprint_orange, wait_for_job)
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
 
-KEY = "dashboard-test-key-5c1d0e"
 #: Three rasters far apart (lon/lat bounds), so each footprint has its own place on the map.
 PLACES = {"dash/americas.tif": (-110.0, 30.0, -95.0, 45.0), "dash/europe.tif": (2.0, 40.0, 17.0, 55.0),
           "dash/australia.tif": (125.0, -35.0, 140.0, -20.0)}
 BROKEN = "dash/not-a-raster.tif"
-THUMBNAIL_RGB = (0, 90, 255)
-# The page's colours (dashboard.css): task outcomes and the map.
-DONE, FAILED = (46, 133, 64), (214, 40, 40)
-LAND, OCEAN = (236, 233, 225), (207, 227, 243)
-
-
-def call(url: str, *, key: str | None = None, method: str = "GET") -> tuple[int, bytes, dict]:
-    request = urllib.request.Request(url, method=method, headers={"x-functions-key": key} if key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read(), dict(response.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, err.read(), dict(err.headers)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +73,7 @@ def job(keyed, store, tmp_path_factory):
                                      headers={"x-functions-key": KEY, "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         started = json.loads(response.read())
-    status = _wait(started["statusQueryGetUri"])
+    status = wait_for_job(started["statusQueryGetUri"])
     output = status["output"]
     assert status["runtimeStatus"] == "Completed" and output["completed_with_errors"], output
     assert output["done"] == 3 and output["failed"] == 1, output
@@ -103,23 +89,6 @@ def job(keyed, store, tmp_path_factory):
                                    "roles": ["thumbnail"], "title": "Thumbnail"}
     catalog.upsert_items([stac])
     return {"id": started["id"], "output": output, "europe": europe.id}
-
-
-def _wait(status_url: str, timeout: float = 180) -> dict:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(status_url, timeout=60) as response:
-            status = json.loads(response.read())
-        if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"{status_url} did not finish: {status}")
-
-
-def _has(image: np.ndarray, box, colour, *, at_least: float, tolerance: int = 30) -> bool:
-    return colour_fraction(image, colour, box, tolerance=tolerance) >= at_least
 
 
 def test_without_the_key_the_page_and_its_data_routes_answer_401(keyed, job):
@@ -155,7 +124,7 @@ def test_the_page_lists_the_job_and_shows_its_timeline_and_failure_reason(keyed,
         assert "cog_conversion" in row and "Completed with errors" in row and "3 done · 1 failed · 4 total" in row
         image = page.screenshot(shots / "jobs.png")
         bar = page.box(f'tr[data-id="{job["id"]}"] .bar')
-        assert _has(image, bar, DONE, at_least=0.5) and _has(image, bar, FAILED, at_least=0.15), \
+        assert has_colour(image, bar, DONE, at_least=0.5) and has_colour(image, bar, FAILED, at_least=0.15), \
             dominant_colours(crop(image, bar))
 
         page.click(f'tr[data-id="{job["id"]}"] a')
@@ -163,7 +132,7 @@ def test_the_page_lists_the_job_and_shows_its_timeline_and_failure_reason(keyed,
         assert page.evaluate("document.querySelectorAll('#timeline rect.task').length") == 4
         image = page.screenshot(shots / "job.png")
         timeline = page.box("#timeline svg")
-        assert _has(image, timeline, DONE, at_least=0.01) and _has(image, timeline, FAILED, at_least=0.002), \
+        assert has_colour(image, timeline, DONE, at_least=0.01) and has_colour(image, timeline, FAILED, at_least=0.002), \
             dominant_colours(crop(image, timeline))
         failures = page.text("#failures")
         assert f"{condition} · 1 item" in failures and BROKEN in failures and reason[:60] in failures
@@ -173,7 +142,7 @@ def test_the_page_lists_the_job_and_shows_its_timeline_and_failure_reason(keyed,
         tip = page.text("#tooltip")
         assert BROKEN in tip and "failed" in tip and reason[:60] in tip
         image = page.screenshot(shots / "job-hover.png")
-        assert _has(image, page.box("#tooltip"), (29, 35, 48), at_least=0.3)
+        assert has_colour(image, page.box("#tooltip"), (29, 35, 48), at_least=0.3)
         assert not page.log()["errors"], page.log()["errors"]
 
 
@@ -185,7 +154,7 @@ def test_retry_calls_the_job_api_and_redoes_the_failed_file(keyed, job, browser,
         posts = [r for r in page.log()["requests"] if r[0].endswith(f"/api/jobs/{job['id']}/retry")]
         assert posts and posts[0][1] == 202, page.log()["requests"][-10:]
         page.screenshot(shots / "retry.png")
-    status = _wait(f"{keyed}/api/jobs/{job['id']}?code={KEY}")
+    status = wait_for_job(f"{keyed}/api/jobs/{job['id']}", key=KEY)
     output = status["output"]
     assert output["total"] == 1 and output["failed"] == 1 and output["failures"][0]["name"] == BROKEN, output
 
@@ -199,14 +168,8 @@ def test_metrics_show_counts_and_duration_charts(keyed, job, browser, shots):
         image = page.screenshot(shots / "metrics.png")
         box = page.box(card)
         p50, p95, p99 = (127, 179, 232), (61, 133, 216), (31, 79, 154)
-        assert all(_has(image, box, c, at_least=0.002, tolerance=12) for c in (p50, p95, p99)), \
+        assert all(has_colour(image, box, c, at_least=0.002, tolerance=12) for c in (p50, p95, p99)), \
             dominant_colours(crop(image, box))
-
-
-def _footprint_boxes(page) -> list[tuple[int, int, int, int]]:
-    boxes = page.evaluate("[...document.querySelectorAll('#map path.footprint')].map(p => {"
-                          " const r = p.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })")
-    return sorted(tuple(int(round(v)) for v in b) for b in boxes)
 
 
 def test_the_map_draws_the_footprints_over_the_world_and_a_thumbnail(keyed, job, browser, shots):
@@ -215,18 +178,17 @@ def test_the_map_draws_the_footprints_over_the_world_and_a_thumbnail(keyed, job,
                             {"js": "document.querySelector('#map path.land') && document.querySelector('#map path.border')"}]) as page:
         assert "3 footprints" in page.text("#map-count")
         page.wait({"ms": 600})  # the fit's animation and the bbox reload after it
-        boxes = _footprint_boxes(page)
+        boxes = footprint_boxes(page)
         assert len(boxes) == 3 and all(w >= 15 and h >= 15 for _, _, w, h in boxes), boxes
         image = page.screenshot(shots / "map.png")
         world = page.box("#map")
-        assert _has(image, world, LAND, at_least=0.05, tolerance=8), dominant_colours(crop(image, world))
-        assert _has(image, world, OCEAN, at_least=0.05, tolerance=8)
+        assert has_colour(image, world, LAND, at_least=0.05, tolerance=8), dominant_colours(crop(image, world))
+        assert has_colour(image, world, OCEAN, at_least=0.05, tolerance=8)
         # Footprints west to east: the Americas, Europe, Australia, each filled orange.
         assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)
         for x, y, w, h in boxes:
-            inner = (x + w // 4, y + h // 4, w // 2, h // 2)
-            tint = np.asarray(dominant_colours(crop(image, inner), count=1)[0][0], dtype=int)
-            assert tint[0] > 200 and 110 < tint[1] < 200 and tint[2] < 150, (inner, tint)
+            tint = footprint_tint(image, (x, y, w, h))
+            assert is_footprint_orange(tint), ((x, y, w, h), tint)
 
         x, y, w, h = boxes[1]  # Europe: the item with a thumbnail
         page.click(at=(x + w / 2, y + h / 2))
@@ -235,7 +197,7 @@ def test_the_map_draws_the_footprints_over_the_world_and_a_thumbnail(keyed, job,
                   {"js": "document.querySelector('#item a[data-asset=data]')?.href.includes('sig=')"})
         image = page.screenshot(shots / "map-thumbnail.png")
         inner = (x + w // 4, y + h // 4, w // 2, h // 2)
-        assert _has(image, inner, THUMBNAIL_RGB, at_least=0.9, tolerance=20), dominant_colours(crop(image, inner))
+        assert has_colour(image, inner, THUMBNAIL_RGB, at_least=0.9, tolerance=20), dominant_colours(crop(image, inner))
         panel = page.text("#item")
         assert job["europe"] in panel and "proj:code" in panel and "thumbnail" in panel
         signed = page.evaluate("document.querySelector('#item a[data-asset=data]').href")
@@ -243,3 +205,59 @@ def test_the_map_draws_the_footprints_over_the_world_and_a_thumbnail(keyed, job,
         assert code == 200 and content[:4] in (b"II*\x00", b"MM\x00*"), "the signed link opens the COG"
         assert not page.log()["errors"], page.log()["errors"]
         assert not page.log()["blocked"], "nothing is loaded from outside this machine"
+
+
+def _footprints(keyed, query: str = "") -> tuple[int, dict]:
+    code, body, _ = call(f"{keyed}/api/footprints{query}", key=KEY)
+    return code, json.loads(body) if body else {}
+
+
+def test_footprints_filter_by_collection_and_bbox_and_page_with_tokens(keyed, job):
+    code, page = _footprints(keyed, "?collection=dash")
+    assert code == 200 and page["type"] == "FeatureCollection" and page["next"] is None, page
+    by_name = {f["properties"]["rmh:source_blob"]: f for f in page["features"]}
+    assert set(by_name) == set(PLACES), sorted(by_name)
+    for name, (west, south, east, north) in PLACES.items():
+        feature = by_name[name]
+        assert feature["collection"] == "dash" and feature["geometry"]["type"] == "Polygon"
+        assert [round(v, 6) for v in feature["bbox"]] == [west, south, east, north], feature["bbox"]
+        assert feature["assets"]["data"]["open"]["kind"] == "signed"
+        assert feature["assets"]["data"]["open"]["url"] == f"items/dash/{feature['id']}/assets/data/href"
+    assert by_name["dash/europe.tif"]["thumbnail"] == "thumbnail"
+    assert by_name["dash/americas.tif"]["thumbnail"] is None
+
+    code, page = _footprints(keyed, "?collection=dash&bbox=0,35,20,60")
+    assert code == 200 and [f["id"] for f in page["features"]] == [job["europe"]], page
+    code, page = _footprints(keyed, "?bbox=-180,-90,-150,-80")
+    assert code == 200 and page["features"] == [] and page["next"] is None
+
+    seen, query = [], "?collection=dash&limit=1"
+    for _ in range(5):
+        code, page = _footprints(keyed, query)
+        assert code == 200 and page["numberReturned"] == len(page["features"]) <= 1, page
+        seen += [f["id"] for f in page["features"]]
+        if not page["next"]:
+            break
+        query = f"?collection=dash&limit=1&token={urllib.parse.quote(page['next'])}"
+    assert sorted(seen) == sorted(by_name[n]["id"] for n in PLACES), seen
+
+
+def test_footprints_refuse_bad_input_with_4xx(keyed, job):
+    refusals = {
+        "?bbox=1,2,3": 400, "?bbox=a,b,c,d": 400, "?bbox=10,0,5,5": 400, "?bbox=0,0,200,10": 400,
+        "?bbox=nan,0,1,1": 400, "?bbox=0,0,1,inf": 400, "?bbox=": 400, "?limit=0": 400, "?limit=abc": 400,
+        "?limit=100000": 400, "?token=garbage": 400, "?token=next:no-such-item": 400,
+        "?token=" + "x" * 300: 400, "?collection=..%2Fetc": 400, "?collection=no-such-collection": 404,
+        "?collection=dash,no-such-collection": 404,
+    }
+    for query, expected in refusals.items():
+        code, body = _footprints(keyed, query)
+        assert code == expected and body.get("error"), (query, code, body)
+    code, body = _footprints(keyed, "?collection=no-such-collection")
+    assert "no-such-collection" in body["error"], body
+    for path in (f"/api/items/dash/{job['europe']}/assets/nope/href", "/api/items/dash/nope/assets/data/href",
+                 "/api/items/no-such-collection/x/assets/data/href"):
+        code, body, _ = call(f"{keyed}{path}", key=KEY)
+        assert code == 404, (path, code, body[:200])
+    code, body, _ = call(f"{keyed}/api/items/dash/{job['europe']}/assets/data/href", key=KEY)
+    assert code == 200 and "sig=" in json.loads(body)["href"]
