@@ -5,7 +5,9 @@ screenshots (kept in ``.local/artifacts/dashboard/``) as well as on what the pag
 One conversion of three small rasters and a file that is not a raster (so the job completes with
 errors) is what the page shows: the jobs list, the job's task timeline and failure reason, the
 Retry button, the metrics, and the map with the three footprints over the world outline, one of
-them with a thumbnail drawn at its footprint and asset links signed by the API.
+them with a thumbnail drawn at its footprint and asset links signed by the API. Two more
+conversions (not cataloged) are held half-way with the runtime's suspend: one shows live progress
+with its ETA and refreshes to its end once resumed, the other is stopped with Terminate.
 """
 from __future__ import annotations
 
@@ -157,6 +159,87 @@ def test_retry_calls_the_job_api_and_redoes_the_failed_file(keyed, job, browser,
     status = wait_for_job(f"{keyed}/api/jobs/{job['id']}", key=KEY)
     output = status["output"]
     assert output["total"] == 1 and output["failed"] == 1 and output["failures"][0]["name"] == BROKEN, output
+
+
+def _start_conversion(keyed, store, tmp_path, count: int, prefix: str) -> dict:
+    """A conversion of ``count`` small rasters, one chunk each, not cataloged (the map stays as
+    the module's job made it); returns the 202 answer with its management URLs."""
+    names = []
+    for i in range(count):
+        path = write_raster(tmp_path / f"{prefix}-{i}.tif", width=64, height=64, count=1, crs="EPSG:32633", seed=i)
+        store.upload_from_path("rasters", f"{prefix}/{i:02d}.tif", path)
+        names.append(f"{prefix}/{i:02d}.tif")
+    code, body, _ = call(f"{keyed}/api/jobs/cog_conversion", key=KEY, method="POST",
+                         body={"blobs": names, "chunk_size": 1, "catalog": False})
+    assert code == 202, body
+    return json.loads(body)
+
+
+def _manage(started: dict, action: str) -> None:
+    code, body, _ = call(started[f"{action}PostUri"].replace("{text}", "dashboard-test"), method="POST")
+    assert code in (200, 202), (action, code, body[:300])
+
+
+def _status(keyed, job_id: str) -> dict:
+    return json.loads(call(f"{keyed}/api/jobs/{job_id}", key=KEY)[1])
+
+
+def test_a_running_job_shows_live_progress_with_eta_and_refreshes_to_its_end(keyed, job, store, browser, shots,
+                                                                            tmp_path):
+    """A conversion caught half-way (suspended there, so the page sees a steady state), then
+    resumed: the page shows its stage, counts and ETA, and reaches Completed without a reload."""
+    import time
+
+    started = _start_conversion(keyed, store, tmp_path, 40, "live")
+    deadline = time.monotonic() + 120
+    while True:
+        status = _status(keyed, started["id"])
+        progress = status.get("customStatus") or {}
+        finished = progress.get("done", 0) + progress.get("failed", 0)
+        if progress.get("eta") and 0 < finished < progress.get("total", 0):
+            _manage(started, "suspend")
+            break
+        assert status["runtimeStatus"] in ("Pending", "Running") and time.monotonic() < deadline, status
+        time.sleep(0.01)
+    while _status(keyed, started["id"])["runtimeStatus"] != "Suspended":
+        time.sleep(0.05)
+    progress = _status(keyed, started["id"])["customStatus"]
+    row = f'tr[data-id="{started["id"]}"]'
+    with browser.page(f"{keyed}/api/dashboard?code={KEY}#/jobs", wait=[{"selector": f"{row} .bar"}]) as page:
+        text = page.text(row)
+        assert "Suspended" in text and progress["stage"] in text, text
+        assert f"{progress['done']} done · {progress['failed']} failed · {progress['total']} total" in text, text
+        assert re.search(r"ETA (in \d+ \w+|\d+ \w+ ago|now)", text), text
+        assert "refreshing every 2 s" in page.text("#jobs-refresh")
+        image = page.screenshot(shots / "running.png")
+        bar = page.box(f"{row} .bar")
+        share = progress["done"] / progress["total"]
+        assert has_colour(image, bar, DONE, at_least=share * 0.6), (share, dominant_colours(crop(image, bar)))
+        _manage(started, "resume")
+        page.wait({"js": f"document.querySelector('{row}')?.textContent.includes('Completed')"}, timeout=120)
+        image = page.screenshot(shots / "completed.png")
+        assert has_colour(image, page.box(f"{row} .bar"), DONE, at_least=0.9)
+        listings = [r for r in page.log()["requests"] if "/api/jobs?" in r[0]]
+        assert len(listings) >= 2, "the list refreshed itself"
+        assert "40 done · 0 failed · 40 total" in page.text(row)
+
+
+def test_terminate_stops_a_running_job_from_its_page(keyed, job, store, browser, shots, tmp_path):
+    started = _start_conversion(keyed, store, tmp_path, 12, "stop")
+    _manage(started, "suspend")  # held, so it is still running when the button is pressed
+    status = _status(keyed, started["id"])
+    assert status["runtimeStatus"] == "Suspended", status
+    with browser.page(f"{keyed}/api/dashboard?code={KEY}#/jobs/{urllib.parse.quote(started['id'])}",
+                      wait=[{"selector": "#job-terminate:not([disabled])"}]) as page:
+        assert page.evaluate("document.getElementById('job-retry').disabled")
+        page.click("#job-terminate")
+        page.wait({"text": "terminating"})
+        page.wait({"js": "document.getElementById('job-status').textContent === 'Terminated'"}, timeout=60)
+        page.wait({"selector": "#job-retry:not([disabled])"})
+        page.screenshot(shots / "terminated.png")
+        posts = [r for r in page.log()["requests"] if r[0].endswith(f"/api/jobs/{started['id']}/terminate")]
+        assert posts and posts[0][1] == 202, page.log()["requests"][-10:]
+    assert _status(keyed, started["id"])["runtimeStatus"] == "Terminated"
 
 
 def test_metrics_show_counts_and_duration_charts(keyed, job, browser, shots):
