@@ -154,6 +154,7 @@
     const params = new URLSearchParams();
     if ($("filter-operation").value) params.set("operation", $("filter-operation").value);
     if ($("filter-status").value) params.set("status", $("filter-status").value);
+    const request = (state.jobsRequest = (state.jobsRequest || 0) + 1);
     let body;
     try {
       body = await api(`jobs?${params}`);
@@ -161,7 +162,8 @@
       notice(String(err.message));
       return;
     }
-    if (state.view !== "jobs") return;
+    // Only the latest listing is drawn (a filter change and a refresh may cross).
+    if (state.view !== "jobs" || request !== state.jobsRequest) return;
     const rows = $("jobs-rows");
     rows.replaceChildren();
     let running = false;
@@ -548,7 +550,8 @@
     $("map-count").textContent = `${features.length} footprints${more ? ` (the first ${features.length}: zoom in for the rest)` : ""}`;
     if (fit && features.length) {
       state.fitted = true;
-      state.map.fitBounds(state.footprints.getBounds(), { padding: [30, 30], maxZoom: 12 });
+      // No closer than zoom 7: the 1:110m outline still gives a place its context there.
+      state.map.fitBounds(state.footprints.getBounds(), { padding: [30, 30], maxZoom: 7 });
     }
   }
 

@@ -129,6 +129,15 @@ def test_the_page_lists_the_job_and_shows_its_timeline_and_failure_reason(keyed,
         assert has_colour(image, bar, DONE, at_least=0.5) and has_colour(image, bar, FAILED, at_least=0.15), \
             dominant_colours(crop(image, bar))
 
+        # The filters ask the job API: a job that completed with errors is listed as failed too.
+        for status, listed in (("failed", True), ("completed_with_errors", True), ("running", False),
+                               ("terminated", False), ("", True)):
+            page.evaluate(f"(() => {{ const s = document.getElementById('filter-status'); s.value = '{status}';"
+                          " s.dispatchEvent(new Event('change')); return true; })()")
+            page.wait({"js": f"location.hash === '#/jobs' && performance.getEntriesByType('resource')"
+                             f".some(r => r.name.endsWith('/api/jobs?{'status=' + status if status else ''}'))"})
+            page.wait({"js": f"!!document.querySelector('tr[data-id=\"{job['id']}\"]') === {str(listed).lower()}"})
+            assert page.evaluate("document.getElementById('jobs-empty').hidden") == listed, status
         page.click(f'tr[data-id="{job["id"]}"] a')
         page.wait({"selector": "#timeline rect.task.failed"}, {"text": reason[:60]})
         assert page.evaluate("document.querySelectorAll('#timeline rect.task').length") == 4
