@@ -45,7 +45,7 @@ class FootprintQuery(BaseModel):
     collection: list[CollectionId] = Field(default_factory=list, max_length=100)
     bbox: tuple[float, float, float, float] | None = None
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    token: str | None = Field(None, min_length=1, max_length=256)
+    token: str | None = Field(None, min_length=1, max_length=1100)
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> "FootprintQuery":

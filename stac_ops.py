@@ -1111,9 +1111,18 @@ def _prepare_items(items: Iterable[pystac.Item | Mapping[str, Any]], validator: 
     return grouped
 
 
-_PGSTAC_TOKEN = re.compile(r"^(next|prev):[A-Za-z0-9_.:-]{1,200}$")
+#: pgSTAC's paging tokens: ``next:``/``prev:`` and the last item's collection and id (hex-encoded
+#: by pgSTAC 0.10, so up to twice the 256-character id limit; plain ids in older versions).
+_PGSTAC_TOKEN = re.compile(r"^(next|prev):[A-Za-z0-9_.:~-]{1,1100}$")
 _STATIC_TOKEN = re.compile(r"^next:(\d{1,9})$")
 _EPOCH = dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _token_refused(cause: BaseException | None) -> bool:
+    """Whether pgSTAC refused a search for its paging token: its own messages ("Invalid paging
+    token", "Could not find item using token"), or a token whose parts do not decode (bad hex, not
+    UTF-8: a DataError; the token is the only undecoded client text in a search)."""
+    return isinstance(cause, psycopg.DataError) or (isinstance(cause, psycopg.Error) and "token" in str(cause).lower())
 
 
 def parse_datetime_interval(value: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -1506,8 +1515,8 @@ class PgStacCatalog:
             result = self._run("search page", lambda conn: conn.execute(
                 "SELECT pgstac.search(%s)", (Jsonb(body),)).fetchone()[0])
         except CatalogQueryError as err:
-            if "paging token" in str(err).lower():
-                raise InvalidPageToken(f"paging token {token!r} is not valid (any more)") from None
+            if token is not None and _token_refused(err.__cause__):
+                raise InvalidPageToken(f"paging token {token[:80]!r} is not valid (any more)") from None
             raise
         link = next((l["href"] for l in result.get("links", []) if l.get("rel") == "next"), None)
         following = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query).get("token") if link else None

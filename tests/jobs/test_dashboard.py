@@ -339,7 +339,9 @@ def test_footprints_refuse_bad_input_with_4xx(keyed, job):
         "?bbox=1,2,3": 400, "?bbox=a,b,c,d": 400, "?bbox=10,0,5,5": 400, "?bbox=0,0,200,10": 400,
         "?bbox=nan,0,1,1": 400, "?bbox=0,0,1,inf": 400, "?bbox=": 400, "?limit=0": 400, "?limit=abc": 400,
         "?limit=100000": 400, "?token=garbage": 400, "?token=next:no-such-item": 400,
-        "?token=" + "x" * 300: 400, "?collection=..%2Fetc": 400, "?collection=no-such-collection": 404,
+        "?token=next:5": 400, "?token=prev:abc:def": 400, "?token=next:64617368:00": 400, "?token=next:zz:zz": 400,
+        "?token=next:64617368:6e6f2d7375636800": 400, "?token=next:::": 400,
+        "?token=" + "x" * 1200: 400, "?token=next:" + "ab" * 500: 400, "?collection=..%2Fetc": 400, "?collection=no-such-collection": 404,
         "?collection=dash,no-such-collection": 404,
     }
     for query, expected in refusals.items():
