@@ -162,6 +162,17 @@ def test_the_map_on_embedded_defaults_draws_footprints_thumbnail_and_file_links(
             assert urllib.parse.urlsplit(link).path.startswith("/files/"), link
             code, content, _ = call(link)
             assert code == 200 and content == items["cog"].read_bytes(), "the link opens the COG"
+
+            # Zoomed in between the two (over the Arabian Sea), the view's bbox holds neither.
+            page.click(".leaflet-control-zoom-in")
+            page.click(".leaflet-control-zoom-in")
+            page.wait({"js": "document.getElementById('map-count').textContent.startsWith('0 footprints')"})
+            assert page.evaluate("document.querySelectorAll('#map path.footprint').length") == 0
+            queries = [urllib.parse.parse_qs(urllib.parse.urlsplit(r[0]).query)
+                       for r in page.log()["requests"] if "/api/footprints" in r[0]]
+            west, south, east, north = map(float, queries[-1]["bbox"][0].split(","))
+            assert 30 < west < east < 80 and -10 < south < north < 35, queries[-1]
+            page.screenshot(shots / "map-zoomed.png")
             assert not page.log()["errors"], page.log()["errors"]
             assert not page.log()["blocked"], "nothing is loaded from outside this machine"
     finally:
