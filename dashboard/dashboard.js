@@ -280,10 +280,13 @@
       box.replaceChildren(el("p", { class: "muted", text: "No file or tile tasks recorded (yet)." }));
       return;
     }
+    // A task still "running" in a job that has ended (terminated, failed) ends with the job.
     const now = Date.now();
+    const jobRuns = RUNNING.has(job.runtimeStatus);
+    const jobEnd = jobRuns ? now : new Date(job.lastUpdatedTime || now).getTime();
     const times = tasks.flatMap((t) => [t.start, t.end]).filter((t) => t !== null);
     const t0 = Math.min(...times, new Date(job.createdTime || now).getTime());
-    const t1 = Math.max(...times, RUNNING.has(job.runtimeStatus) ? now : t0 + 1);
+    const t1 = Math.max(...times, jobEnd, t0 + 1);
     const width = Math.max(600, box.clientWidth - 14);
     const label = 220;
     const plot = width - label - 10;
@@ -293,7 +296,7 @@
     const chart = svg("svg", { width, height, role: "img", "aria-label": "task timeline" });
     tasks.forEach((task, i) => {
       const start = task.start ?? t0;
-      const end = task.end ?? (task.status === "running" ? now : start);
+      const end = task.end ?? (task.status === "running" ? Math.max(start, jobEnd) : start);
       const y = i * row + 2;
       if (row >= 11) {
         const name = svg("text", { x: label - 6, y: y + row - 4, "text-anchor": "end" });
@@ -312,7 +315,8 @@
       if (index === null || index === undefined) { $("tooltip").hidden = true; return; }
       const task = tasks[Number(index)];
       const span = task.start !== null && task.end !== null ? duration((task.end - task.start) / 1000) : "–";
-      const lines = [task.name, `${task.status} · ${span}`, ...task.steps];
+      const outcome = task.status === "running" && !jobRuns ? `not finished (the job is ${job.runtimeStatus})` : task.status;
+      const lines = [task.name, `${outcome} · ${span}`, ...task.steps];
       if (task.error) lines.push(task.error);
       if (task.reason) lines.push(task.reason);
       const tip = $("tooltip");

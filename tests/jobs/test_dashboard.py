@@ -245,7 +245,17 @@ def test_terminate_stops_a_running_job_from_its_page(keyed, job, store, browser,
         page.wait({"text": "terminating"})
         page.wait({"js": "document.getElementById('job-status').textContent === 'Terminated'"}, timeout=60)
         page.wait({"selector": "#job-retry:not([disabled])"})
+        page.wait({"js": "!!document.querySelector('#timeline svg, #timeline p')"})  # drawn, maybe empty
         page.screenshot(shots / "terminated.png")
+        # Files whose tasks were cut off end with the job, inside the chart (whether there are
+        # any depends on the stage the job was held in: none while it still lists its files).
+        chart = page.box("#timeline svg")
+        if page.evaluate("document.querySelectorAll('#timeline rect.task.running').length > 0"):
+            x, y, w, h = page.box("#timeline rect.task.running")
+            assert chart[0] <= x and x + w <= chart[0] + chart[2] + 1, (chart, (x, y, w, h))
+            page.hover("#timeline rect.task.running")
+            page.wait({"selector": "#tooltip"})
+            assert "not finished (the job is Terminated)" in page.text("#tooltip")
         posts = [r for r in page.log()["requests"] if r[0].endswith(f"/api/jobs/{started['id']}/terminate")]
         assert posts and posts[0][1] == 202, page.log()["requests"][-10:]
     assert _status(keyed, started["id"])["runtimeStatus"] == "Terminated"
