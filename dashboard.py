@@ -45,7 +45,11 @@ MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; chars
                ".json": "application/json", ".png": "image/png", "LICENSE": "text/plain; charset=utf-8"}
 
 
-class DashboardFileNotFound(Exception):
+class DashboardError(Exception):
+    """Base class of the dashboard's errors."""
+
+
+class DashboardFileNotFound(DashboardError):
     """A static file the dashboard does not have (or that the setup has not installed)."""
 
 

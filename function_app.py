@@ -72,6 +72,7 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     stac_ops.CatalogUnavailable: 503,
     stac_ops.InvalidPageToken: 400,
     stac_ops.CollectionNotFound: 404,
+    dashboard.DashboardFileNotFound: 404,
     SettingsError: 500,
 }
 
@@ -696,10 +697,7 @@ async def dashboard_page(req: func.HttpRequest) -> func.HttpResponse:
 @api
 async def dashboard_static(req: func.HttpRequest) -> func.HttpResponse:
     """The dashboard's script, style sheet and npm libraries (with their licences)."""
-    try:
-        content, headers = dashboard.static_file(req.route_params.get("path") or "")
-    except dashboard.DashboardFileNotFound as err:
-        raise ApiError(404, str(err)) from None
+    content, headers = dashboard.static_file(req.route_params.get("path") or "")
     return func.HttpResponse(content, status_code=200, headers=headers)
 
 
