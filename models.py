@@ -532,6 +532,8 @@ def job_tasks(histories: list[list[dict[str, Any]]]) -> list[TaskRecord]:
 
 def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | None:
     activity = event.get("FunctionName") or origin.get("Name") or ""
+    if activity == "describe_blob":
+        return _missing_blob(event, origin)
     if activity not in ITEM_ACTIVITIES:
         return None
     start, end = _when(event.get("ScheduledTime") or origin.get("Timestamp")), _when(event.get("Timestamp"))
@@ -542,12 +544,28 @@ def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | 
                           reason=str(event.get("Reason") or "")[:1000])
     result = event.get("Result")
     result = json.loads(result) if isinstance(result, str) and result[:1] in "{[" else result
-    if not isinstance(result, dict) or "status" not in result:
-        return TaskRecord(name=_input_name(origin), activity=activity, status="done", start=start,
-                          end=end, seconds=seconds)
+    if not isinstance(result, dict) or "status" not in result:  # e.g. inspect_raster's report
+        named = result.get("name") if isinstance(result, dict) else None
+        return TaskRecord(name=named or _input_name(origin) or _input_name(event), activity=activity,
+                          status="done", start=start, end=end, seconds=seconds)
     return TaskRecord(name=result.get("name", ""), activity=activity, status=result["status"],
                       start=start, end=end, seconds=seconds, work_seconds=result.get("seconds"),
                       error=result.get("error"), reason=result.get("reason"))
+
+
+def _missing_blob(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | None:
+    """A named blob the orchestrator found missing: the job counts it failed, so /tasks lists it."""
+    result = event.get("Result")
+    try:
+        result = json.loads(result) if isinstance(result, str) else result
+    except ValueError:
+        return None
+    if event.get("EventType") != "TaskCompleted" or not isinstance(result, dict) or result.get("found", True):
+        return None
+    when = _when(event.get("Timestamp"))
+    return TaskRecord(name=_input_name(origin) or "?", activity="describe_blob", status="failed",
+                      start=when, end=when, seconds=0.0, error="BlobNotFound",
+                      reason=str(result.get("reason") or "")[:1000])
 
 
 def _input_name(event: dict[str, Any]) -> str:

@@ -23,11 +23,21 @@ def test_demo_on_embedded_defaults(tmp_path, monkeypatch, shared_rasters, valida
     out = io.StringIO()
     try:
         code = cli.main(["demo", "--state", str(tmp_path / "state"), str(shared_rasters / "RGB.byte.tif")], out=out)
+        first = out.getvalue()
+        assert code == 0, first
+        assert "cog_conversion: 2 done" in first and "process_tiled_raster: 12 done" in first
+        broken = tmp_path / "broken.tif"
+        broken.write_bytes(b"II*\x00 not a raster")
+        # a file that fails: the demo finishes the rest and exits 1, as `run` does
+        out = io.StringIO()
+        code = cli.main(["demo", "--state", str(tmp_path / "state"), str(shared_rasters / "RGB.byte.tif"),
+                         str(broken)], out=out)
     finally:
         get_settings.cache_clear()
-    text = out.getvalue()
-    assert code == 0, text
-    assert "cog_conversion: 2 done" in text and "process_tiled_raster: 12 done" in text
+    text = "\n".join(line for line in out.getvalue().splitlines() if not line.startswith("["))
+    assert code == 1, text
+    assert "\ncog_conversion: 1 done, 1 skipped, 1 failed" in text, text  # the DEM's COG is current
+    assert "failed demo/broken.tif: " in text
     cogs = sorted((tmp_path / "storage" / "cogs").rglob("*.tif"))
     assert len(cogs) == 2 + 12
     for path in cogs:
