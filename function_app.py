@@ -372,7 +372,7 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
         jobs = [s for s in jobs if s.runtime_status in RUNNING_STATES and s.last_updated_time
                 and s.last_updated_time.astimezone(dt.timezone.utc) < cutoff]
     jobs.sort(key=lambda s: s.created_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
-    return _json({"count": len(jobs), "jobs": [status_body(s) for s in jobs]})
+    return _json({"count": len(jobs), "jobs": [status_body(s) for s in jobs], "operations": sorted(OPERATIONS)})
 
 
 def _partly_failed(status: df.DurableOrchestrationStatus) -> bool:

@@ -167,6 +167,7 @@
     const rows = $("jobs-rows");
     rows.replaceChildren();
     let running = false;
+    for (const name of body.operations || []) state.operations.add(name);
     for (const job of body.jobs) {
       state.operations.add(job.operation);
       running = running || RUNNING.has(job.runtimeStatus);

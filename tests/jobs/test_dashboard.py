@@ -129,6 +129,8 @@ def test_the_page_lists_the_job_and_shows_its_timeline_and_failure_reason(keyed,
         assert has_colour(image, bar, DONE, at_least=0.5) and has_colour(image, bar, FAILED, at_least=0.15), \
             dominant_colours(crop(image, bar))
 
+        operations = page.evaluate("[...document.querySelectorAll('#filter-operation option')].map(o => o.value)")
+        assert operations[0] == "" and {"cog_conversion", "hello_world", "sync_container"} <= set(operations), operations
         # The filters ask the job API: a job that completed with errors is listed as failed too.
         for status, listed in (("failed", True), ("completed_with_errors", True), ("running", False),
                                ("terminated", False), ("", True)):
