@@ -163,6 +163,15 @@ def test_the_map_on_embedded_defaults_draws_footprints_thumbnail_and_file_links(
             code, content, _ = call(link)
             assert code == 200 and content == items["cog"].read_bytes(), "the link opens the COG"
 
+            # The collection filter asks the footprints route for that collection.
+            options = page.evaluate("[...document.querySelectorAll('#map-collection option')].map(o => o.value)")
+            assert options == ["", COLLECTION], options
+            page.evaluate(f"(() => {{ const s = document.getElementById('map-collection'); s.value = '{COLLECTION}';"
+                          " s.dispatchEvent(new Event('change')); return true; })()")
+            page.wait({"js": f"performance.getEntriesByType('resource').some(r => r.name.includes("
+                             f"'/api/footprints?') && r.name.includes('collection={COLLECTION}'))"},
+                      {"js": "document.querySelectorAll('#map path.footprint').length === 2"})
+
             # Zoomed in between the two (over the Arabian Sea), the view's bbox holds neither.
             page.click(".leaflet-control-zoom-in")
             page.click(".leaflet-control-zoom-in")
@@ -172,6 +181,7 @@ def test_the_map_on_embedded_defaults_draws_footprints_thumbnail_and_file_links(
                        for r in page.log()["requests"] if "/api/footprints" in r[0]]
             west, south, east, north = map(float, queries[-1]["bbox"][0].split(","))
             assert 30 < west < east < 80 and -10 < south < north < 35, queries[-1]
+            assert queries[-1]["collection"] == [COLLECTION], queries[-1]
             page.screenshot(shots / "map-zoomed.png")
             assert not page.log()["errors"], page.log()["errors"]
             assert not page.log()["blocked"], "nothing is loaded from outside this machine"
