@@ -595,11 +595,29 @@
         if (url) link.href = url;
         else item.append(" (not reachable from a browser)");
       }).catch((err) => item.append(` (${err.message})`));
+      if (asset.open && asset.open.kind === "signed") link.addEventListener("click", (event) => resign(event, link, asset));
     }
     panel.replaceChildren(el("h3", { text: feature.id }),
       el("p", { class: "muted", text: `collection ${feature.collection}` }),
       el("h4", { text: "Assets" }), assets, el("h4", { text: "Properties" }), table);
     await showThumbnail(feature);
+  }
+
+  // A signed link that has expired (or will within a minute: the panel may have stayed open
+  // longer than the signature lives) is signed again when clicked, and opened once it is.
+  function resign(event, link, asset) {
+    const expiry = Date.parse(new URL(link.href, location.href).searchParams.get("se") || "");
+    if (!Number.isNaN(expiry) && expiry - Date.now() > 60000) return;
+    event.preventDefault();
+    const tab = window.open("", "_blank"); // now, while the click still allows opening a tab
+    if (tab) tab.opener = null;
+    assetUrl(asset).then((url) => {
+      link.href = url;
+      if (tab) tab.location = url;
+    }).catch((err) => {
+      if (tab) tab.close();
+      notice(`${asset.title || "asset"} not signed: ${err.message}`);
+    });
   }
 
   async function showThumbnail(feature) {

@@ -307,6 +307,16 @@ def test_the_map_draws_the_footprints_over_the_world_and_a_thumbnail(keyed, job,
         signed = page.evaluate("document.querySelector('#item a[data-asset=data]').href")
         code, content, _ = call(signed)
         assert code == 200 and content[:4] in (b"II*\x00", b"MM\x00*"), "the signed link opens the COG"
+        # A link whose signature has expired (the panel stayed open) is signed again on a click.
+        stale = re.sub(r"([?&])se=[^&]*", r"\1se=2000-01-01T00%3A00%3A00Z", signed)
+        assert stale != signed, signed
+        page.evaluate(f"(() => {{ document.querySelector('#item a[data-asset=data]').href = {json.dumps(stale)};"
+                      " return true; })()")
+        page.click("#item a[data-asset=data]")
+        page.wait({"js": "(() => { const h = document.querySelector('#item a[data-asset=data]').href;"
+                         " return h.includes('sig=') && !h.includes('se=2000-'); })()"})
+        fresh = page.evaluate("document.querySelector('#item a[data-asset=data]').href")
+        assert call(fresh)[0] == 200 and call(stale)[0] == 403, "the stale link no longer opens; the new one does"
         assert not page.log()["errors"], page.log()["errors"]
         assert not page.log()["blocked"], "nothing is loaded from outside this machine"
 
