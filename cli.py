@@ -433,6 +433,8 @@ def _where(config, outputs: dict[str, Any], out: TextIO) -> None:
     if mosaic:
         out.write(f"  mosaic (VRT):  {root / mosaic}\n")
     out.write(f"  STAC catalog:  {catalog or Path(config.static_catalog_dir).resolve() / 'catalog.json'}\n")
+    out.write(f"  dashboard:     {DEFAULT_URL}/api/dashboard  (after `make serve`: these jobs, their tasks, "
+              "metrics and a map of the catalog)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ import os
 import re
 import tempfile
 import unicodedata
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
@@ -151,6 +152,10 @@ class CatalogQueryError(StacOpsError):
     """The catalog database rejected a statement for a reason that retrying will not fix."""
 
 
+class InvalidPageToken(StacOpsError):
+    """A paging token that no previous page of this catalog handed out."""
+
+
 # ----------------------------------------------------------------------------------- models
 
 
@@ -183,6 +188,14 @@ class CatalogHealth(BaseModel):
     collections: int = 0
     items: int = 0
     detail: str | None = None
+
+
+class ItemPage(BaseModel):
+    """One page of a search (``search_page``): items as GeoJSON dicts without links, newest first,
+    and the token of the next page (None on the last)."""
+
+    items: list[dict[str, Any]]
+    next_token: str | None = None
 
 
 class PartitionTrunc(str, Enum):
@@ -1070,6 +1083,9 @@ class Catalog(Protocol):
     def search(self, collection_id: str, *, bbox: Sequence[float] | None = None,
                datetime: str | None = None, limit: int = 100) -> list[pystac.Item]: ...
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]: ...
+    def collection_ids(self) -> list[str]: ...
+    def search_page(self, collection_ids: Sequence[str] | None = None, *, bbox: Sequence[float] | None = None,
+                    limit: int = 100, token: str | None = None) -> ItemPage: ...
     def health(self) -> CatalogHealth: ...
     def finalize(self) -> None: ...
 
@@ -1093,6 +1109,20 @@ def _prepare_items(items: Iterable[pystac.Item | Mapping[str, Any]], validator: 
             validator.validate_item(stac)
         grouped.setdefault(collection_id, {})[stac["id"]] = stac
     return grouped
+
+
+#: pgSTAC's paging tokens: ``next:``/``prev:`` and the last item's collection and id (hex-encoded
+#: by pgSTAC 0.10, so up to twice the 256-character id limit; plain ids in older versions).
+_PGSTAC_TOKEN = re.compile(r"^(next|prev):[A-Za-z0-9_.:~-]{1,1100}$")
+_STATIC_TOKEN = re.compile(r"^next:(\d{1,9})$")
+_EPOCH = dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _token_refused(cause: BaseException | None) -> bool:
+    """Whether pgSTAC refused a search for its paging token: its own messages ("Invalid paging
+    token", "Could not find item using token"), or a token whose parts do not decode (bad hex, not
+    UTF-8: a DataError; the token is the only undecoded client text in a search)."""
+    return isinstance(cause, psycopg.DataError) or (isinstance(cause, psycopg.Error) and "token" in str(cause).lower())
 
 
 def parse_datetime_interval(value: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -1463,6 +1493,35 @@ class PgStacCatalog:
             "SELECT pgstac.search(%s)", (Jsonb(body),)).fetchone()[0])
         return [pystac.Item.from_dict(f, migrate=False) for f in result.get("features", [])]
 
+    def collection_ids(self) -> list[str]:
+        rows = self._run("list collections", lambda conn: conn.execute(
+            "SELECT id FROM pgstac.collections ORDER BY id").fetchall())
+        return [row[0] for row in rows]
+
+    def search_page(self, collection_ids: Sequence[str] | None = None, *, bbox: Sequence[float] | None = None,
+                    limit: int = 100, token: str | None = None) -> ItemPage:
+        """A page of items of some collections (all when None) by bbox, through ``pgstac.search``
+        and its paging tokens (``next:...``)."""
+        body: dict[str, Any] = {"limit": limit, "fields": {"exclude": ["links"]}}
+        if collection_ids:
+            body["collections"] = list(collection_ids)
+        if bbox is not None:
+            body["bbox"] = list(bbox)
+        if token is not None:
+            if not _PGSTAC_TOKEN.match(token):
+                raise InvalidPageToken(f"paging token {token[:80]!r} was not handed out by this catalog")
+            body["token"] = token
+        try:
+            result = self._run("search page", lambda conn: conn.execute(
+                "SELECT pgstac.search(%s)", (Jsonb(body),)).fetchone()[0])
+        except CatalogQueryError as err:
+            if token is not None and _token_refused(err.__cause__):
+                raise InvalidPageToken(f"paging token {token[:80]!r} is not valid (any more)") from None
+            raise
+        link = next((l["href"] for l in result.get("links", []) if l.get("rel") == "next"), None)
+        following = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query).get("token") if link else None
+        return ItemPage(items=result.get("features", []), next_token=following[0] if following else None)
+
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
         """Item id -> ``rmh:source_etag`` for every item of the collection (incremental sync)."""
         rows = self._run(f"list etags of {collection_id}", lambda conn: conn.execute(
@@ -1701,6 +1760,24 @@ class StaticCatalog:
 
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
         return {s["id"]: s["properties"].get(SOURCE_ETAG) for s in self._iter_items(collection_id)}
+
+    def collection_ids(self) -> list[str]:
+        return self._collection_ids()
+
+    def search_page(self, collection_ids: Sequence[str] | None = None, *, bbox: Sequence[float] | None = None,
+                    limit: int = 100, token: str | None = None) -> ItemPage:
+        """A page of items of some collections (all when None) by bbox, newest first as pgSTAC
+        orders them; the token is the offset of the next page (``next:<n>``)."""
+        match = _STATIC_TOKEN.match(token or "next:0")
+        if match is None:
+            raise InvalidPageToken(f"paging token {token[:80]!r} was not handed out by this catalog")
+        offset = int(match.group(1))
+        hits = [s for cid in (collection_ids or self._collection_ids()) for s in self._iter_items(cid)
+                if _item_matches(s, bbox, None, None)]
+        hits.sort(key=lambda s: (_item_span(s)[0] or _EPOCH, s["id"]), reverse=True)
+        page = [{k: v for k, v in s.items() if k != "links"} for s in hits[offset:offset + limit]]
+        more = offset + limit < len(hits)
+        return ItemPage(items=page, next_token=f"next:{offset + limit}" if more else None)
 
     def _collection_ids(self) -> list[str]:
         return sorted(key.split("/")[0] for key in self.store.list_keys("", max_depth=2)

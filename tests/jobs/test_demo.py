@@ -44,6 +44,7 @@ def test_demo_on_embedded_defaults(tmp_path, monkeypatch, shared_rasters, valida
         assert cog_validate(str(path), strict=True)[0], path
     mosaic = tmp_path / "storage" / "cogs" / "rasters" / "demo" / "sample-dem" / "mosaic.vrt"
     assert str(mosaic) in text
+    assert text.rstrip().splitlines()[-1].strip().startswith(f"dashboard:     {cli.DEFAULT_URL}/api/dashboard"), text[-400:]
     with rasterio.open(mosaic) as vrt:
         assert vrt.crs.to_epsg() == 3857 and vrt.read(1, window=((0, 10), (0, 10))).shape == (10, 10)
     catalog = pystac.Catalog.from_file(str(tmp_path / "catalog" / "catalog.json"))
