@@ -7,6 +7,7 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
+import catalogs
 import stac_ops
 from raster_factory import write_raster
 
@@ -15,7 +16,7 @@ def pg_catalog(pgstac_dsn):
     import psycopg
 
     conn = psycopg.connect(pgstac_dsn, autocommit=True)
-    yield stac_ops.PgStacCatalog(conn)
+    yield catalogs.PgStacCatalog(conn)
     conn.close()
 
 
