@@ -109,7 +109,7 @@ demo: $(VENV)/.installed
 # The app over HTTP on 127.0.0.1:7071 with the embedded runtime (Ctrl-C to stop);
 # `make serve WATCH="rasters"` also emulates Event Grid blob events for those containers.
 serve: $(VENV)/.installed
-	$(PY) local_runtime.py serve --app function_app:app --db .local/durable.sqlite --port 7071 --activity-pool process $(foreach c,$(WATCH),--event-grid-container $(c))
+	$(PY) cli.py serve --port 7071 $(foreach c,$(WATCH),--watch $(c))
 
 # Debian's gdal-bin: the reference tools (gdal_translate, gdalwarp) the raster benchmark measures.
 gdal-bin:

@@ -155,6 +155,7 @@ def _config_json(config: Settings) -> str:
     for secret in ("storage_connection_string", "pgstac_dsn"):
         value = getattr(config, secret)
         data[secret] = value.get_secret_value() if value is not None else None
+    data["sas_token_keys"] = [key.get_secret_value() for key in config.sas_token_keys]
     _last_config = (config, json.dumps(data, sort_keys=True))
     return _last_config[1]
 
@@ -606,7 +607,8 @@ def convert_blob(payload: dict) -> dict:
         status = "skipped" if _output_current(store, task, out_name, digest) else "done"
         if status == "done":
             judged(store, task.container, task.file.name, lambda: _write_cog(store, task, out_name, digest))
-        item_id = _catalog_output(store, task, out_name) if task.catalog else None
+        item_id = judged(store, task.output_container, out_name,
+                         lambda: _catalog_output(store, task, out_name)) if task.catalog else None
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
@@ -692,10 +694,16 @@ def plan_raster_tiles(payload: dict) -> dict:
     store, config = blob_store(), settings()
     src = store.gdal_read_path(task.container, task.file.name)
     prefix = cog_blob_name(task.container, task.file.name, suffix="")
-    plan = geo_ops.plan_tiles(src.path, output_prefix=f"{prefix}/tiles", tile_size=task.tile_size or None,
-                              max_pixels=config.max_pixels_per_task, dst_crs=task.options.target_crs,
-                              resampling=task.options.resampling, limits=limits(),
-                              gdal_config=gdal_config(src.config))
+    started = time.monotonic()
+    try:
+        plan = judged(store, task.container, task.file.name, lambda: geo_ops.plan_tiles(
+            src.path, output_prefix=f"{prefix}/tiles", tile_size=task.tile_size or None,
+            max_pixels=config.max_pixels_per_task, dst_crs=task.options.target_crs,
+            resampling=task.options.resampling, limits=limits(), gdal_config=gdal_config(src.config)))
+    except TRANSIENT_ERRORS:
+        raise
+    except ITEM_ERRORS as err:  # the raster cannot be tiled as asked: a per-file failure, with why
+        return {"outcome": failed(task.file.name, err, started, container=task.container)}
     return plan.model_dump(mode="json")
 
 
@@ -794,3 +802,13 @@ def catalog_health(payload: dict) -> dict:
 
 def _digest(text: str, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# -- ingest_blob ---------------------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def forget_blob(payload: dict) -> int:
+    """Remove the item of a blob that is gone (0 when the catalog did not have it)."""
+    item_id = stac_ops.item_id_for_blob(payload["container"], payload["blob"])
+    return catalog().delete_items(payload["collection"], [item_id])

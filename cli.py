@@ -181,22 +181,72 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return _finish(client.watch(body["id"], out, interval=0.25), out)
 
 
-@contextlib.contextmanager
-def embedded_host(state: str) -> Iterator[str]:
-    """The app on the embedded runtime (its task hub in ``state``), on a free loopback port.
+def local_mounts(config) -> dict[str, Path]:
+    """What the embedded host serves under ``/files`` like blob storage: the local store and the
+    static catalog, mirrored below their common parent so the catalog's relative asset hrefs
+    resolve over HTTP as on disk (``.local/catalog`` → ``/files/catalog``)."""
+    from local_files import mirrored_mounts
+    from settings import CatalogBackend, StorageBackend
+
+    directories = {}
+    if config.storage_backend is StorageBackend.local:
+        directories["storage"] = config.storage_local_dir
+    if config.catalog_backend is CatalogBackend.static and not config.static_catalog_container:
+        directories["catalog"] = config.static_catalog_dir
+    for directory in directories.values():
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    return mirrored_mounts(directories)
+
+
+def embedded_runtime(state: str, *, port: int = 0, run_timers: bool = False, **options):
+    """The app on the embedded runtime as ``make serve``, ``run`` and ``demo`` share it: the
+    settings' task hub in ``<state>/durable.sqlite``, the local directories under ``/files``.
 
     Activities run in worker processes: raster and catalog work holds the GIL for much of its
     time, and processes doubled sync throughput over threads here (benchmarks/bench_sync.py)."""
     from local_runtime import LocalRuntime
-
     from settings import get_settings
 
+    config = get_settings()
     Path(state).mkdir(parents=True, exist_ok=True)
-    runtime = LocalRuntime("function_app:app", db_path=Path(state) / "durable.sqlite", port=0,
-                           task_hub=get_settings().task_hub_name, run_timers=False,
-                           activity_pool="process")
-    with runtime:
+    schedule = {"RMH_SYNC_SCHEDULE": config.sync_schedule}  # the settings' default when unset
+    return LocalRuntime("function_app:app", db_path=Path(state) / "durable.sqlite", port=port,
+                        task_hub=config.task_hub_name, run_timers=run_timers, activity_pool="process",
+                        files=local_mounts(config), settings={**schedule, **options.pop("settings", {})},
+                        **options)
+
+
+@contextlib.contextmanager
+def embedded_host(state: str) -> Iterator[str]:
+    """The app on the embedded runtime on a free loopback port, for one command."""
+    with embedded_runtime(state) as runtime:
         yield runtime.base_url
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """The app over HTTP until interrupted, with its timers (``make serve``)."""
+    import logging
+    import signal
+    import threading
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    from settings import get_settings
+
+    watched = [] if args.no_events else (args.watch or get_settings().watched_containers)
+    with embedded_runtime(args.state, port=args.port, run_timers=True,
+                          event_grid_containers=watched) as runtime:
+        out.write(f"listening on {runtime.base_url}\n")
+        if watched:
+            out.write(f"  blob events of {', '.join(watched)} are ingested as they happen\n")
+        for prefix, directory in runtime.files.items():
+            out.write(f"  {runtime.base_url}{prefix}/  serves {directory}\n")
+        out.flush()
+        stop.wait()
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -326,6 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("params", nargs="*", help="key=value request fields")
     run.add_argument("--state", default=".local", help="directory of the embedded task hub")
     run.set_defaults(handler=cmd_run)
+    serve = sub.add_parser("serve", help="serve the app on the embedded runtime until interrupted")
+    serve.add_argument("--port", type=int, default=7071)
+    serve.add_argument("--state", default=".local", help="directory of the embedded task hub")
+    serve.add_argument("--watch", action="append", default=[], metavar="CONTAINER",
+                       help="deliver this container's blob events to the app (Event Grid emulation; "
+                            "default: RMH_EVENT_CONTAINERS, else the input container)")
+    serve.add_argument("--no-events", action="store_true", help="deliver no blob events")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(handler=cmd_serve)
     demo = sub.add_parser("demo", help="convert, tile and sync a sample raster (and FILES) locally")
     demo.add_argument("files", nargs="*", help="more rasters to include")
     demo.add_argument("--state", default=".local", help="directory of the embedded task hub")

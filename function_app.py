@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import hmac
 import json
 import logging
 import re
+import urllib.parse
 from typing import Any, Awaitable, Callable
 
 import azure.durable_functions as df
@@ -20,9 +22,11 @@ from pydantic import ValidationError
 import activities
 import entities
 import orchestrators
+import stac_ops
 import storage
 from entities import METRICS_ENTITY
-from models import OPERATIONS, JobRequest, SyncContainerRequest, instance_id_for, job_tasks, problems_of
+from models import (OPERATIONS, IngestBlobRequest, JobRequest, SyncContainerRequest, instance_id_for, job_tasks,
+                    problems_of)
 from settings import SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     storage.ContainerNotFound: 404,
     storage.BlobNotFound: 404,
     storage.StorageUnavailable: 503,
+    storage.SigningUnsupported: 404,
+    stac_ops.CatalogUnavailable: 503,
     SettingsError: 500,
 }
 
@@ -434,6 +440,49 @@ async def scheduled_sync(timer: func.TimerRequest, client: df.DurableOrchestrati
             logger.info("scheduled sync of %s started", container)
 
 
+# -- blob events (Event Grid) ----------------------------------------------------------------------
+
+BLOB_EVENTS = {"Microsoft.Storage.BlobCreated": "created", "Microsoft.Storage.BlobDeleted": "deleted"}
+_SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
+
+
+def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
+    """The ingest job of a blob event, or None for an event that is not ours to act on (another
+    event type, a container that is not watched, a file that is not a raster)."""
+    kind = BLOB_EVENTS.get(event.event_type)
+    match = _SUBJECT.match(event.subject or "")
+    if kind is None or match is None:
+        return None
+    container, blob = match.group(1), urllib.parse.unquote(match.group(2))
+    config = get_settings()
+    if container not in config.watched_containers or not activities.is_raster_name(blob):
+        return None
+    data = event.get_json() or {}
+    version = storage.normalize_etag(data.get("eTag")) if kind == "created" else str(data.get("sequencer", ""))
+    try:
+        request = IngestBlobRequest(container=container, blob=blob, event=kind, version=version[:256],
+                                    convert=container in config.event_convert_containers)
+    except ValidationError:
+        logger.warning("blob event %s for an invalid blob name ignored", event.id)
+        return None
+    return _with_defaults(request)
+
+
+@app.event_grid_trigger(arg_name="event")
+@app.durable_client_input(client_name="client")
+async def blob_events(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+    """A blob created, changed or deleted in a watched container: one ``ingest_blob`` job per blob
+    version. Its id derives from container, blob and ETag (a deletion's sequencer), so a
+    re-delivered event (Event Grid delivers at least once) is the same job."""
+    request = ingest_request(event)
+    if request is None:
+        return
+    response = await start_job(client, None, "ingest_blob", request, rerun=False)
+    logger.info("blob event %s (%s %s/%s): %s", event.id, request.event, request.container,
+                request.blob, {202: "job started", 409: "job already running", 200: "already done"}.get(
+                    response.status_code, response.status_code))
+
+
 @app.route(route="metrics", methods=["GET"])
 @app.durable_client_input(client_name="client")
 @api
@@ -450,6 +499,95 @@ async def get_metrics(req: func.HttpRequest, client: df.DurableOrchestrationClie
 
 def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+# -- signed access to assets -----------------------------------------------------------------------
+
+SAS_KEY_HEADERS = ("Ocp-Apim-Subscription-Key", "x-rmh-token-key")
+
+
+def _check_token_key(req: func.HttpRequest) -> None:
+    """The token route's own key check (401 otherwise): the planetary-computer SDK sends its key
+    as ``Ocp-Apim-Subscription-Key``, a header the Functions host does not check, so the route is
+    anonymous at the host and compares that header, in constant time, with RMH_SAS_TOKEN_KEYS."""
+    keys = [k.get_secret_value().encode() for k in get_settings().sas_token_keys]
+    if not keys:
+        raise ApiError(401, "the token API has no keys configured (set RMH_SAS_TOKEN_KEYS)")
+    presented = next((req.headers.get(h) for h in SAS_KEY_HEADERS if req.headers.get(h)), None)
+    if presented is None or not any(hmac.compare_digest(presented.encode(), k) for k in keys):
+        raise ApiError(401, "a valid key is required in the Ocp-Apim-Subscription-Key header")
+
+
+def _signing_store() -> storage.AzureBlobStore:
+    store = activities.blob_store()
+    if not isinstance(store, storage.AzureBlobStore):
+        raise ApiError(404, "assets on local storage are not signed; the embedded host serves them "
+                            "under /files (see RMH_ASSET_BASE_URL)")
+    return store
+
+
+def _readable_container(name: str) -> str:
+    try:
+        container = storage.check_container_name(name)
+    except storage.InvalidContainerName as err:
+        raise ApiError(400, str(err)) from None
+    if container == get_settings().system_container:
+        raise ApiError(403, f"container {container!r} holds the service's own state, not assets")
+    return container
+
+
+@app.route(route="sas/v1/token/{account}/{container}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def sas_token(req: func.HttpRequest) -> func.HttpResponse:
+    """A short-lived, read-only, container-scoped SAS, shaped like Planetary Computer's token API
+    (``{"msft:expiry": ..., "token": ...}``), so ``planetary_computer.sign`` works with
+    ``PC_SDK_SAS_URL=https://<app>/api/sas/v1/token``. The token is never logged."""
+    _check_token_key(req)
+    store = _signing_store()
+    if req.route_params.get("account") != store.account_name:
+        raise ApiError(404, f"unknown storage account {req.route_params.get('account', '')[:64]!r}")
+    container = _readable_container(req.route_params.get("container", ""))
+    await asyncio.to_thread(store.list_page, container, page_size=1)  # 404 for a missing container
+    access = await asyncio.to_thread(store.read_sas, container)
+    return _json({"msft:expiry": access.expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": access.token},
+                 headers={"Cache-Control": "no-store"})
+
+
+@app.route(route="items/{collection}/{item_id}/assets/{asset_key}", methods=["GET"])
+@api
+async def asset_redirect(req: func.HttpRequest) -> func.HttpResponse:
+    """302 to a signed, short-lived URL of one asset of a cataloged item (function key)."""
+    collection, item_id = req.route_params.get("collection", ""), req.route_params.get("item_id", "")
+    key = req.route_params.get("asset_key", "")
+    try:
+        stac_ops.check_id(collection), stac_ops.check_id(item_id)
+    except stac_ops.StacOpsError as err:
+        raise ApiError(400, str(err)) from None
+    if not JOB_ID.match(key):
+        raise ApiError(400, f"invalid asset key {key[:64]!r}")
+    item = await asyncio.to_thread(activities.catalog().get_item, collection, item_id)
+    if item is None:
+        raise ApiError(404, f"no item {item_id!r} in collection {collection!r}")
+    asset = item.assets.get(key)
+    if asset is None:
+        raise ApiError(404, f"item {item_id!r} has no asset {key!r}", assets=sorted(item.assets))
+    location = await asyncio.to_thread(_signed_location, asset.href)
+    return func.HttpResponse(status_code=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _signed_location(href: str) -> str:
+    """An asset's href with a read SAS when it is a blob of our account; an href under the
+    configured public base URL as it is."""
+    config = get_settings()
+    if config.asset_base_url and href.startswith(config.asset_base_url + "/"):
+        return href
+    store = _signing_store()
+    prefix = store.url_prefix()
+    if not href.startswith(prefix):
+        raise ApiError(409, "the asset is not a blob of this service's storage account")
+    container, _, blob = urllib.parse.unquote(href[len(prefix):]).partition("/")
+    access = store.read_sas(_readable_container(container), blob)
+    return f"{href}?{access.token}"
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

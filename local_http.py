@@ -36,6 +36,7 @@ from urllib.parse import quote
 import azure.functions as func
 from aiohttp import web
 
+import local_files
 from local_activities import call_user_function
 from local_bindings import BlobIO, binding_kwargs, output_payloads
 from local_functions import FunctionIndex, HttpFunction, with_context
@@ -141,8 +142,10 @@ class DurableHttp:
 
     def __init__(self, management: Management, index: FunctionIndex, keys: Keys,
                  task_hub: str = "LocalTaskHub", route_prefix: str = "api",
-                 max_request_body: int = DEFAULT_MAX_BODY, blob_store: Any = None) -> None:
+                 max_request_body: int = DEFAULT_MAX_BODY, blob_store: Any = None,
+                 files: Mapping[str, Any] | None = None) -> None:
         self.management = management
+        self.files = dict(files or {})
         self.index = index
         self.keys = keys
         self.task_hub = task_hub
@@ -211,6 +214,8 @@ class DurableHttp:
                               middlewares=[never_empty_500])
         self._add_durable_routes(app, WEBHOOK_PREFIX, "system")
         app.router.add_route("*", RPC_PREFIX + "/{tail:.*}", self._rpc_elsewhere)
+        local_files.add_mounts(app, self.files,
+                               allowed=lambda request: self.keys.allows("function", presented_key(request)))
         for function in self.index.http:
             handler = self._user_handler(function)
             path = aiohttp_route(function.route, self.route_prefix)

@@ -35,6 +35,7 @@ import ipaddress
 import json
 import logging
 import os
+from pathlib import Path
 import signal
 import sys
 import threading
@@ -149,6 +150,8 @@ class LocalRuntime:
     ``DefaultAzureCredential``). ``http_poll_ms``: call_http's wait between 202 polls when the
     answer has no Retry-After (host.json ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds``).
     ``max_request_body``: public listener's request body limit in bytes (413 above it).
+    ``files``: URL prefix → local directory served like blob storage (Range, ETag, CORS; see
+    ``local_files``), e.g. the local store and the static catalog under ``/files``.
     All methods are thread-safe; they run on the runtime's loop.
     """
 
@@ -161,8 +164,10 @@ class LocalRuntime:
                  event_grid_containers: Sequence[str] = (),
                  event_grid_poll_interval: float = 1.0, credential: Any = None,
                  http_poll_ms: int = DEFAULT_POLL_MS,
-                 max_request_body: int = DEFAULT_MAX_BODY) -> None:
+                 max_request_body: int = DEFAULT_MAX_BODY,
+                 files: Mapping[str, str | os.PathLike[str]] | None = None) -> None:
         self.app_ref = app if isinstance(app, str) else None
+        self.files = {prefix: Path(d) for prefix, d in (files or {}).items()}
         self.app = load_app(app)
         self.index = index_app(self.app)
         self.db_path = str(db_path)
@@ -239,7 +244,7 @@ class LocalRuntime:
             http_poll_ms=self.http_poll_ms)
         self._management = Management(self._engine)
         http = DurableHttp(self._management, self.index, self.keys, self.task_hub,
-                           self.route_prefix, self.max_request_body, store)
+                           self.route_prefix, self.max_request_body, store, self.files)
         self._http = http
         self._engine.client_binding = lambda: http.binding_json(with_key=True)
         public = web.AppRunner(http.public_application(), access_log=None)
@@ -464,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between polls of the watched containers")
     serve.add_argument("--max-request-body", type=int, default=DEFAULT_MAX_BODY,
                        help="largest request body on the public listener, bytes")
+    serve.add_argument("--files", action="append", default=[], metavar="PREFIX=DIR",
+                       help="serve DIR under the URL PREFIX like blob storage (Range, ETag, CORS); "
+                            "repeatable, e.g. /files/storage=.local/storage")
     serve.add_argument("--log-level", default="INFO")
     return parser
 

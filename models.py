@@ -173,6 +173,21 @@ class ProcessTiledRasterRequest(ContainerJob, CogOptions):
     catalog: bool = True
 
 
+class IngestBlobRequest(ContainerJob):
+    """Bring the catalog in line with one blob as it is now (the job a blob event starts): a blob
+    that exists is cataloged (converted first when ``convert``), one that is gone is removed from
+    the catalog. ``event`` and ``version`` (the ETag, or a deletion's sequencer) name the change,
+    so the same event delivered twice is the same job; acting on the blob's current state makes
+    out-of-order events end in the newest state."""
+
+    blob: BlobName
+    event: Literal["created", "deleted"] = "created"
+    version: str = Field("", max_length=256)
+    convert: bool = False
+    output_container: ContainerName | None = None
+    collection: CollectionId | None = None
+
+
 class DatabaseHealthRequest(JobRequest):
     """pgSTAC (or the static catalog) reachable, version, counts."""
 
@@ -186,6 +201,7 @@ OPERATIONS: dict[str, type[JobRequest]] = {
     "process_tiled_raster": ProcessTiledRasterRequest,
     "validate_raster": ValidateRasterRequest,
     "database_health": DatabaseHealthRequest,
+    "ingest_blob": IngestBlobRequest,
 }
 
 

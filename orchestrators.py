@@ -26,6 +26,7 @@ from models import (
     GreetingTask,
     HelloWorldRequest,
     HelloWorldResult,
+    IngestBlobRequest,
     InspectResult,
     JobEnded,
     JobResult,
@@ -449,6 +450,9 @@ def _process_tiled_raster(context, result: JobResult):
                        output_container=request.output_container, options=options,
                        catalog=request.catalog, tile_size=request.tile_size)
     plan = yield context.call_activity_with_retry(act.plan_raster_tiles, RETRY, task.model_dump(mode="json"))
+    if "outcome" in plan:  # the source cannot be tiled as asked (unreadable, CRS it cannot map to)
+        result.add([TaskOutcome.model_validate(plan["outcome"])])
+        return result
     digest = act.options_digest({**options.model_dump(), "tile_size": plan["tile_size"]})
     tiles = [context.call_activity_with_retry(act.convert_tile, RETRY, TileTask(
         container=request.container, blob=file.name, source_etag=file.etag,
@@ -472,4 +476,41 @@ def _process_tiled_raster(context, result: JobResult):
                     act.finalize_catalog, RETRY, {"collection": collection})
     result.detail["tiles"] = {"count": len(outcomes), "rows": plan["rows"], "cols": plan["cols"],
                               "tile_size": plan["tile_size"]}
+    return result
+
+
+# -- ingest_blob (blob events) -------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def ingest_blob(context: df.DurableOrchestrationContext):
+    """One blob event: catalog the blob as it is now (converted first when asked), or remove its
+    item when it is gone."""
+    return (yield from run_job(context, "ingest_blob", _ingest_blob))
+
+
+def _ingest_blob(context, result: JobResult):
+    request = IngestBlobRequest.model_validate(context.get_input())
+    report(context, "ingesting", result, 1)
+    found = yield context.call_activity_with_retry(
+        act.describe_blob, RETRY, {"container": request.container, "blob": request.blob})
+    collection = yield context.call_activity_with_retry(
+        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    if not found["found"]:
+        removed = yield context.call_activity_with_retry(act.forget_blob, RETRY, {
+            "container": request.container, "blob": request.blob, "collection": collection})
+        result.add([TaskOutcome(name=request.blob, status="done" if removed else "skipped")])
+        result.detail["removed"] = removed
+    elif request.convert:
+        task = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
+                           output_container=request.output_container).model_dump(mode="json")
+        chunk = yield context.call_sub_orchestrator(convert_chunk, {"task": task, "blobs": [request.blob]},
+                                                    chunk_id(context, "chunk", 0), expected_type=dict)
+        result.merge(JobResult.model_validate(chunk))
+    else:
+        file = FileRef.model_validate(found["file"])
+        outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
+            container=request.container, file=file, collection=collection).model_dump(mode="json"))
+        result.add([TaskOutcome.model_validate(outcome)])
+    result.detail["catalog"] = yield context.call_activity_with_retry(
+        act.finalize_catalog, RETRY, {"collection": collection})
     return result

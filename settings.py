@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     storage_connection_string: SecretStr | None = None
     storage_account_url: str | None = None
     sas_ttl_minutes: int = Field(60, ge=5, le=7 * 24 * 60)
+    # Where consumers read assets: unset, an Azure blob's https URL (private: sign it through the
+    # token route) or, on the local backend, a path relative to the static catalog's item file; set,
+    # ``<base>/<container>/<blob>`` for every asset (a CDN, or the embedded host's /files/... mount).
+    asset_base_url: str | None = Field(None, pattern=r"^https?://[^\s?#]+$")
+    # Keys the Planetary-Computer-shaped token route accepts (Ocp-Apim-Subscription-Key), comma
+    # separated; unset, the route refuses every request.
+    sas_token_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     # Containers.
     input_container: str = "rasters"
@@ -72,6 +79,12 @@ class Settings(BaseSettings):
     sync_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sync_schedule: str = "0 0 */6 * * *"
     sync_chunk_size: int = Field(500, ge=1, le=5000)
+
+    # Event-driven ingest (blob events): containers whose BlobCreated/BlobDeleted events catalog or
+    # uncatalog the blob (empty: the input container), and those among them whose rasters are
+    # converted to COGs in the output container first.
+    event_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    event_convert_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Processing limits.
     max_pixels_per_task: int = Field(64 * 1024 * 1024, ge=256 * 256)
@@ -97,12 +110,19 @@ class Settings(BaseSettings):
     )
 
     @property
+    def watched_containers(self) -> list[str]:
+        """The containers whose blob events are ingested (RMH_EVENT_CONTAINERS, else the input
+        container), conversion containers included."""
+        watched = self.event_containers or [self.input_container]
+        return list(dict.fromkeys([*watched, *self.event_convert_containers]))
+
+    @property
     def work_dir(self) -> Path:
         """Where staging directories go (``temp_dir``, or the system temp + /rmhgeoapi)."""
         return Path(self.temp_dir) if self.temp_dir else Path(tempfile.gettempdir()) / "rmhgeoapi"
 
     @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn",
-                     "static_catalog_container", "temp_dir", mode="before")
+                     "static_catalog_container", "temp_dir", "asset_base_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -127,14 +147,27 @@ class Settings(BaseSettings):
     def _optional_container(cls, value: str | None) -> str | None:
         return None if value is None else check_container_name(value)
 
-    @field_validator("sync_containers", mode="before")
+    @field_validator("sync_containers", "sas_token_keys", "event_containers",
+                     "event_convert_containers", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("sync_containers")
+    @field_validator("asset_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("sas_token_keys")
+    @classmethod
+    def _strong_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("every token API key must be at least 16 characters")
+        return value
+
+    @field_validator("sync_containers", "event_containers", "event_convert_containers")
     @classmethod
     def _sync_container_names(cls, value: list[str]) -> list[str]:
         return [cls._container_name(name) for name in value]

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
@@ -62,6 +63,21 @@ class BlobNotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The storage service could not be reached or failed; transient, worth a retry."""
+
+
+class SigningUnsupported(StorageError):
+    """This store has no signed URLs (a local directory is served, not signed)."""
+
+
+@dataclass(frozen=True)
+class SignedAccess:
+    """A read-only SAS query string (without ``?``) and when it stops working."""
+
+    token: str
+    expiry: dt.datetime
+
+    def __repr__(self) -> str:  # never print the token
+        return f"SignedAccess(expiry={self.expiry.isoformat()})"
 
 
 class RedactSecrets(logging.Filter):
@@ -221,6 +237,23 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def url(self, container: str, name: str) -> str:
         """The blob's public address (no credentials): an https URL, or a local absolute path."""
+
+    def public_href(self, container: str, name: str, base_url: str | None = None) -> str:
+        """Where consumers read the blob: ``<base_url>/<container>/<blob>`` when a base URL is
+        configured, else the store's own address (``url``)."""
+        if base_url:
+            return f"{base_url.rstrip('/')}/{check_container_name(container)}/{quote(check_blob_name(name))}"
+        return self.url(container, name)
+
+    def alternate_hrefs(self, container: str, name: str) -> dict[str, str]:
+        """Other forms of the blob's address for consumers with their own access (e.g. ``vsiaz``
+        for a tiler with a managed identity or a connection string); none for a local store."""
+        return {}
+
+    def read_sas(self, container: str, name: str | None = None, *,
+                 ttl: dt.timedelta | None = None) -> SignedAccess:
+        """A short-lived read-only SAS for a container (or one blob in it)."""
+        raise SigningUnsupported(f"{type(self).__name__} has no signed URLs")
 
     @abc.abstractmethod
     def gdal_read_path(self, container: str, name: str) -> GdalPath:
@@ -581,6 +614,34 @@ class AzureBlobStore(BlobStore):
 
     def url(self, container, name):
         return self._blob(container, name).url
+
+    def url_prefix(self) -> str:
+        """What every blob URL of this account starts with (``https://<account>.blob.../``)."""
+        return self._client.url.split("?", 1)[0].rstrip("/") + "/"
+
+    def alternate_hrefs(self, container, name):
+        return {"vsiaz": f"/vsiaz/{check_container_name(container)}/{check_blob_name(name)}"}
+
+    def read_sas(self, container, name=None, *, ttl=None):
+        """Read-only (no list, no write) SAS for the container, or for one blob when ``name`` is
+        given: signed with a user delegation key under managed identity, with the account key
+        when the store was built from a connection string (Azurite, key-based accounts)."""
+        from azure.storage.blob import (BlobSasPermissions, ContainerSasPermissions,
+                                        generate_blob_sas, generate_container_sas)
+
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        expiry = now + (ttl or self._sas_ttl)
+        signing: dict = ({"account_key": self._client.credential.account_key} if self._connection_string
+                         else {"user_delegation_key": self._user_delegation_key(now)})
+        common = {"account_name": self.account_name, "container_name": check_container_name(container),
+                  "start": now - dt.timedelta(minutes=5), "expiry": expiry, **signing}
+        with self._translate(container, name):
+            if name is None:
+                token = generate_container_sas(permission=ContainerSasPermissions(read=True), **common)
+            else:
+                token = generate_blob_sas(blob_name=check_blob_name(name),
+                                          permission=BlobSasPermissions(read=True), **common)
+        return SignedAccess(token=token, expiry=expiry)
 
     def gdal_read_path(self, container, name):
         return self._gdal_path(container, name, write=False)

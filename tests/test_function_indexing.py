@@ -36,11 +36,12 @@ def _binding(functions, name, btype):
 
 
 ORCHESTRATORS = ["hello_world", "list_container", "sync_container", "catalog_chunk", "catalog_file",
-                 "validate_raster", "database_health", "cog_conversion", "convert_chunk", "process_tiled_raster"]
+                 "validate_raster", "database_health", "cog_conversion", "convert_chunk", "process_tiled_raster",
+                 "ingest_blob"]
 ACTIVITIES = ["say_hello", "write_inventory", "plan_sync", "read_chunk", "catalog_blob", "prepare_collection",
               "flush_items", "remove_items", "finalize_catalog", "validate_blob", "describe_blob", "plan_conversion",
               "inspect_raster", "convert_blob", "plan_raster_tiles", "convert_tile", "build_tile_mosaic",
-              "catalog_tiles", "catalog_health"]
+              "catalog_tiles", "catalog_health", "forget_blob"]
 ROUTES = {  # function: (route, methods, auth level)
     "submit_job": ("jobs/{operation}", ["POST"], "FUNCTION"),
     "get_job": ("jobs/{instance_id}", ["GET"], "FUNCTION"),
@@ -51,13 +52,19 @@ ROUTES = {  # function: (route, methods, auth level)
     "get_metrics": ("metrics", ["GET"], "FUNCTION"),
     "health": ("health", ["GET"], "ANONYMOUS"),
 }
+# HTTP functions without the durable client binding.
+PLAIN_ROUTES = {
+    "sas_token": ("sas/v1/token/{account}/{container}", ["GET"], "ANONYMOUS"),
+    "asset_redirect": ("items/{collection}/{item_id}/assets/{asset_key}", ["GET"], "FUNCTION"),
+}
 
 
 def test_every_function_is_indexed_with_its_trigger(indexed):
     expected = {**{name: "orchestrationTrigger" for name in ORCHESTRATORS},
                 **{name: "activityTrigger" for name in ACTIVITIES},
-                **{name: "httpTrigger" for name in ROUTES},
-                "job_metrics": "entityTrigger", "scheduled_sync": "timerTrigger"}
+                **{name: "httpTrigger" for name in {**ROUTES, **PLAIN_ROUTES}},
+                "job_metrics": "entityTrigger", "scheduled_sync": "timerTrigger",
+                "blob_events": "eventGridTrigger"}
     assert {name: f["trigger"] for name, f in indexed.items()} == expected
 
 
@@ -68,6 +75,14 @@ def test_http_routes_methods_auth_and_client_binding(indexed):
         client = _binding(indexed, name, "durableClient")
         assert client["direction"] == "IN" and client["name"] == "client"
         assert _binding(indexed, name, "http")["direction"] == "OUT"
+    for name, (route, methods, auth) in PLAIN_ROUTES.items():
+        trigger = _binding(indexed, name, "httpTrigger")
+        assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, methods, auth), name
+
+
+def test_blob_events_start_jobs_through_the_durable_client(indexed):
+    assert _binding(indexed, "blob_events", "eventGridTrigger")["name"] == "event"
+    assert _binding(indexed, "blob_events", "durableClient")["direction"] == "IN"
 
 
 def test_timer_resolves_its_schedule_from_a_setting(indexed):

@@ -68,6 +68,16 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-
           key: 'subject'
           values: [for container in containers: '/blobServices/default/containers/${container}/']
         }
+        {
+          operatorType: 'StringEndsWith'
+          key: 'subject'
+          values: [
+            '.tif'
+            '.tiff'
+            '.TIF'
+            '.TIFF'
+          ]
+        }
       ]
     }
     retryPolicy: {

@@ -17,6 +17,7 @@ az eventgrid system-topic event-subscription create \
   --endpoint-type azurefunction --endpoint "$function_id" \
   --included-event-types Microsoft.Storage.BlobCreated Microsoft.Storage.BlobDeleted \
   --advanced-filter subject StringBeginsWith $containers \
+  --advanced-filter subject StringEndsWith .tif .tiff .TIF .TIFF \
   --max-delivery-attempts 30 --event-ttl 1440 \
   --max-events-per-batch 1 --preferred-batch-size-in-kilobytes 64 \
   --deadletter-identity systemassigned \
