@@ -20,6 +20,7 @@ import azure.functions as func
 from pydantic import ValidationError
 
 import activities
+import catalogs
 import entities
 import orchestrators
 import stac_ops
@@ -67,7 +68,7 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     storage.BlobNotFound: 404,
     storage.StorageUnavailable: 503,
     storage.SigningUnsupported: 404,
-    stac_ops.CatalogUnavailable: 503,
+    catalogs.CatalogUnavailable: 503,
     SettingsError: 500,
 }
 

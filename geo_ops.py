@@ -1187,14 +1187,13 @@ def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[fl
     period = _longitude_period(dst_crs)
     if period is None:
         return None
-    src = pyproj.CRS.from_wkt(ds.crs.to_wkt())
-    to_lonlat = pyproj.Transformer.from_crs(src, "EPSG:4326", always_xy=True)
-    xs, ys = _ring(ds.bounds, 41)
-    lons, lats = to_lonlat.transform(xs, ys, errcheck=False)
+    wkt = ds.crs.to_wkt()
+    src = pyproj.CRS.from_wkt(wkt)
+    lons, lats = _pixels_to_lonlat(wkt, ds.transform, *_edge_pixels(ds.width, ds.height, 41))
     if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
         return None
     lons = np.rad2deg(np.unwrap(np.deg2rad(lons)))
-    west, south, east, north = to_lonlat.transform_bounds(*ds.bounds, densify_pts=41)
+    west, south, east, north = _to_lonlat(wkt).transform_bounds(*ds.bounds, densify_pts=41)
     pole = "North" if north >= 90 else "South" if south <= -90 else None
     if pole and ds.crs.is_geographic:
         return None  # a lon/lat grid reaching a pole is clipped to the target's area of use
