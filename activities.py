@@ -429,8 +429,8 @@ def catalog_blob(payload: dict) -> dict:
 
     def build():
         with validated_source(store, task) as (gdal, _report, dataset):
-            return _item(task, raster=dataset, access=gdal.config,
-                         data_href=store.url(task.container, task.file.name), data_size=task.file.size)
+            return _item(task, raster=dataset, access=gdal.config, data=(task.container, task.file.name),
+                         data_size=task.file.size)
 
     try:
         item = judged(store, task.container, task.file.name, build)
@@ -446,22 +446,36 @@ def catalog_blob(payload: dict) -> dict:
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
 
 
-def _item(task: ConvertTask, *, raster: str, access: dict[str, str], data_href: str, data_size: int | None,
-          item_blob_name: str | None = None, title: str | None = None, thumbnail_href: str | None = None):
-    """The STAC item of ``raster``; its id comes from the source container and ``item_blob_name``
-    (default: the source blob), qualified by the output container when a conversion writes
-    elsewhere than RMH_OUTPUT_CONTAINER; its ``source`` asset is the source blob."""
+def _item(task: ConvertTask, *, raster: Any, access: dict[str, str], data: tuple[str, str], data_size: int | None,
+          item_blob_name: str | None = None, title: str | None = None, thumbnail: tuple[str, str] | None = None):
+    """The STAC item of ``raster``, whose file is the blob ``data`` (container, name); its id comes
+    from the source container and ``item_blob_name`` (default: the source blob), qualified by the
+    output container when a conversion writes elsewhere than RMH_OUTPUT_CONTAINER; its ``source``
+    asset is the source blob, its ``thumbnail`` the PNG blob ``thumbnail``. Every asset href is
+    the blob's public href (``RMH_ASSET_BASE_URL``, else the store's URL), with the store's
+    alternate hrefs (``vsiaz`` on Azure)."""
     store = blob_store()
     blob_name = item_blob_name or task.file.name
     elsewhere = task.output_container if task.output_container not in (None, settings().output_container) else None
+    source_href, source_alternates = asset_hrefs(store, task.container, task.file.name)
+    data_href, data_alternates = asset_hrefs(store, *data)
+    thumbnail_href, thumbnail_alternates = asset_hrefs(store, *thumbnail) if thumbnail else (None, None)
     return stac_ops.item_from_raster(
         raster, container=task.container, blob_name=blob_name, collection_id=task.collection,
         item_id=stac_ops.item_id_for_blob(task.container, blob_name, output_container=elsewhere), title=title,
-        source_href=store.url(task.container, task.file.name), source_etag=task.file.etag,
+        source_href=source_href, source_alternates=source_alternates, source_etag=task.file.etag,
         source_last_modified=task.file.last_modified, source_size=task.file.size,
-        data_href=data_href, data_size=data_size, thumbnail_href=thumbnail_href, datetime_override=task.datetime,
-        gdal_config=gdal_config(access),
+        data_href=data_href, data_alternates=data_alternates, data_size=data_size,
+        thumbnail_href=thumbnail_href, thumbnail_alternates=thumbnail_alternates,
+        datetime_override=task.datetime, gdal_config=gdal_config(access),
     )
+
+
+def asset_hrefs(store: BlobStore, container: str, name: str) -> tuple[str, dict[str, str]]:
+    """A blob's asset href (``<RMH_ASSET_BASE_URL>/<container>/<blob>``, else the store's URL:
+    the https blob URL, or a local path the static catalog writes relative to each item) and its
+    alternate hrefs (``{"vsiaz": "/vsiaz/<container>/<blob>"}`` on Azure)."""
+    return store.public_href(container, name, settings().asset_base_url), store.alternate_hrefs(container, name)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -664,10 +678,10 @@ def _publish(store: BlobStore, container: str, name: str, local: Path, metadata:
                            metadata=metadata)
 
 
-def _thumbnail_href(store: BlobStore, container: str, cog_name: str) -> str | None:
-    """The thumbnail's href, when the COG has one (outputs from before thumbnails have none)."""
+def _thumbnail(store: BlobStore, container: str, cog_name: str) -> tuple[str, str] | None:
+    """The COG's thumbnail blob, when it has one (outputs from before thumbnails have none)."""
     name = thumbnail_blob_name(cog_name)
-    return store.url(container, name) if store.exists(container, name) else None
+    return (container, name) if store.exists(container, name) else None
 
 
 def _overview_resampling(resampling: str) -> str:
@@ -677,9 +691,8 @@ def _overview_resampling(resampling: str) -> str:
 def _catalog_output(store: BlobStore, task: ConvertTask, out_name: str) -> str:
     out = store.gdal_read_path(task.output_container, out_name)
     size = store.get_properties(task.output_container, out_name).size
-    item = _item(task, raster=out.path, access=out.config,
-                 data_href=store.url(task.output_container, out_name), data_size=size,
-                 thumbnail_href=_thumbnail_href(store, task.output_container, out_name))
+    item = _item(task, raster=out.path, access=out.config, data=(task.output_container, out_name), data_size=size,
+                 thumbnail=_thumbnail(store, task.output_container, out_name))
     catalog().upsert_items([item])
     return item.id
 
@@ -784,10 +797,9 @@ def catalog_tiles(payload: dict) -> dict:
     for name in payload["tiles"]:
         gdal = store.gdal_read_path(task.output_container, name)
         stem = PurePosixPath(name).stem
-        items.append(_item(task, raster=gdal.path, access=gdal.config,
-                           data_href=store.url(task.output_container, name), data_size=None,
-                           item_blob_name=f"{task.file.name}/{stem}", title=f"{task.file.name}, {stem}",
-                           thumbnail_href=_thumbnail_href(store, task.output_container, name)))
+        items.append(_item(task, raster=gdal.path, access=gdal.config, data=(task.output_container, name),
+                           data_size=None, item_blob_name=f"{task.file.name}/{stem}",
+                           title=f"{task.file.name}, {stem}", thumbnail=_thumbnail(store, task.output_container, name)))
     result = catalog().upsert_items(items)
     return {"items": len(items), "written": result.written}
 

@@ -708,32 +708,27 @@ class StaticCatalog:
     writers) regenerates every ``collection.json`` (item links, extent, summaries, item assets,
     renders) and ``catalog.json`` (child links).
 
-    Asset hrefs: with ``storage_root`` (the local storage directory), an href that is a path
-    inside it is written relative to the item file (when the store is a local directory), or as
-    a URL under ``asset_base_url`` when that is given; copying the catalog and the storage
-    directory together keeps every href resolving. Other hrefs (http(s), ``/vsiaz/``) are kept.
+    Asset hrefs: with ``storage_root`` (the local storage directory) and a store that is a local
+    directory, an href that is a path inside the storage root is written relative to the item
+    file (``stac_ops.relative_href``), so copying the catalog and the storage directory together
+    keeps every href resolving. Other hrefs (http(s) URLs, ``/vsiaz/``) are kept as they are.
     """
 
     def __init__(self, store: CatalogStore | str | os.PathLike, *, catalog_id: str = "rmhgeoapi",
                  description: str = "Rasters cataloged by rmhgeoapi", title: str | None = None,
-                 validator: StacValidator | None = None, storage_root: str | os.PathLike | None = None,
-                 asset_base_url: str | None = None) -> None:
+                 validator: StacValidator | None = None, storage_root: str | os.PathLike | None = None) -> None:
         self.store = LocalDirectoryStore(store) if isinstance(store, (str, os.PathLike)) else store
         self.catalog_id, self.description, self.title = catalog_id, description, title
         self.validator = validator
         self.storage_root = None if storage_root is None else Path(storage_root).resolve()
-        self.asset_base_url = asset_base_url
 
-    def _public_hrefs(self, collection_id: str, stac: dict[str, Any]) -> dict[str, Any]:
-        """The item with hrefs into the storage root made relative to its file (or URLs)."""
-        if self.storage_root is None:
-            return stac
+    def _relative_hrefs(self, collection_id: str, stac: dict[str, Any]) -> dict[str, Any]:
+        """The item with hrefs into the storage root made relative to its file."""
         root = getattr(self.store, "root", None)
-        if root is None and not self.asset_base_url:
+        if self.storage_root is None or root is None:
             return stac
-        item_dir = None if root is None else Path(root).resolve() / collection_id / "items"
-        return stac_ops.rebase_hrefs(stac, storage_root=self.storage_root, asset_base_url=self.asset_base_url,
-                                     relative_to=item_dir)
+        return stac_ops.relative_hrefs(stac, storage_root=self.storage_root,
+                                       relative_to=Path(root).resolve() / collection_id / "items")
 
     @staticmethod
     def _collection_key(collection_id: str) -> str:
@@ -809,7 +804,7 @@ class StaticCatalog:
         for collection_id, by_id in grouped.items():
             self._require_collection(collection_id)
             for item_id, stac in by_id.items():
-                stac = {**self._public_hrefs(collection_id, stac), "links": [
+                stac = {**self._relative_hrefs(collection_id, stac), "links": [
                     {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
                     {"rel": "parent", "href": "../collection.json", "type": "application/json"},
                     {"rel": "collection", "href": "../collection.json", "type": "application/json"},

@@ -9,9 +9,10 @@ Five parts, in the order data flows through them:
   ``raster:bands``, read by titiler's mosaic reader and pystac), file v2.1.0, eo v2.0.0 (RGB
   bands), render v2.0.0 (``renders``: rescale and colormap a tiler can use),
   alternate-assets v1.2.0 (when an asset has alternate hrefs), a ``thumbnail`` asset.
-* **Hrefs** (``public_href``): local paths inside the storage directory become relative to the
-  item file (a relocatable static catalog) or URLs under a configured base; http(s) and GDAL
-  virtual paths are left as they are.
+* **Hrefs** (``relative_href``): the static catalog writes local paths inside the storage
+  directory relative to each item file (a relocatable catalog); http(s) URLs (Azure blobs, or
+  ``storage.BlobStore.public_href`` under a configured base URL) and GDAL virtual paths are left
+  as they are.
 * **Offline validation** (``StacValidator``): core schemas bundled in pystac plus the extension
   schemas shipped in ``stac_schemas/`` (and optionally a directory of more); never the network.
 * **Collections**: ``collection_for_container`` (default id, title and description per what the
@@ -492,8 +493,6 @@ def item_from_raster(
     max_stats_size: int = geo_ops.STATISTICS_SIZE,
     gdal_config: Mapping[str, Any] | None = None,
     validator: StacValidator | None = None,
-    storage_root: str | os.PathLike | None = None,
-    asset_base_url: str | None = None,
 ) -> pystac.Item:
     """A STAC item for one raster (a source blob cataloged in place, or a COG made from one).
 
@@ -505,32 +504,22 @@ def item_from_raster(
     Assets, each an href plus optional ``*_alternates`` (``{"vsiaz": "/vsiaz/c/b"}``, written
     as the alternate-assets extension's ``alternate`` object): ``data`` (``data_href``, default
     the path read), ``source`` (``source_href``, when it differs from the data's) and
-    ``thumbnail`` (``thumbnail_href``, a PNG). With ``storage_root`` and ``asset_base_url``,
-    hrefs of files inside the storage root become URLs under the base (``public_href``). With a
-    ``validator`` the item is validated before it is returned (``ItemValidationError``).
+    ``thumbnail`` (``thumbnail_href``, a PNG). Hrefs are written as given (the caller decides
+    their public form). With a ``validator`` the item is validated before it is returned
+    (``ItemValidationError``).
     """
-    def public(href: str | None) -> str | None:
-        if href is None or storage_root is None or not asset_base_url:
-            return href
-        return public_href(href, storage_root=storage_root, asset_base_url=asset_base_url)
-
-    def public_alternates(alternates: Mapping[str, str] | None) -> dict[str, str] | None:
-        return None if alternates is None else {name: public(href) for name, href in alternates.items()}
-
-    source = SourceBlob(container=container, blob_name=blob_name, href=public(source_href), etag=source_etag,
+    source = SourceBlob(container=container, blob_name=blob_name, href=source_href, etag=source_etag,
                         last_modified=source_last_modified, size=source_size)
     facts = read_facts(raster, max_stats_size=max_stats_size, gdal_config=gdal_config)
     geometry, bbox = get_geometry(facts)
     when, when_source = get_datetime(facts, last_modified=source_last_modified, override=datetime_override)
     props = {**get_properties(facts, source), DATETIME_SOURCE: when_source, "title": title or blob_name}
-    assets = {"data": get_data_asset(facts, href=public(data_href or facts.path), size=data_size,
-                                     alternates=public_alternates(data_alternates))}
-    source_asset = get_source_asset(source, alternates=public_alternates(source_alternates))
+    assets = {"data": get_data_asset(facts, href=data_href or facts.path, size=data_size, alternates=data_alternates)}
+    source_asset = get_source_asset(source, alternates=source_alternates)
     if source_asset is not None and source_asset.href != assets["data"].href:
         assets["source"] = source_asset
     if thumbnail_href:
-        assets["thumbnail"] = get_thumbnail_asset(public(thumbnail_href),
-                                                  alternates=public_alternates(thumbnail_alternates))
+        assets["thumbnail"] = get_thumbnail_asset(thumbnail_href, alternates=thumbnail_alternates)
     renders = get_renders(facts)
     if renders:
         props["renders"] = renders
@@ -559,35 +548,26 @@ def item_from_source(
 # ----------------------------------------------------------------------------------- hrefs
 
 
-def public_href(href: str, *, storage_root: str | os.PathLike, asset_base_url: str | None = None,
-                relative_to: str | os.PathLike | None = None) -> str:
-    """The href a consumer resolves for a file of the local storage directory.
-
-    An absolute local path inside ``storage_root`` becomes ``<asset_base_url>/<path in the
-    storage root>`` when a base URL is given, else (with ``relative_to``, the directory of the
-    STAC file that holds the href) a relative href, so the catalog and the storage directory can
-    be moved together. Anything else (http(s) URLs, GDAL virtual paths, paths outside the
-    storage root, relative hrefs) is returned unchanged. Path segments are percent-encoded.
-    """
+def relative_href(href: str, *, storage_root: str | os.PathLike, relative_to: str | os.PathLike) -> str:
+    """An href a static catalog can be moved with: an absolute local path inside ``storage_root``
+    becomes a percent-encoded path relative to ``relative_to`` (the directory of the STAC file
+    that holds it), so the catalog and the storage directory resolve wherever they are copied
+    together. Anything else (http(s) URLs, GDAL virtual paths, paths outside the storage root,
+    relative hrefs) is returned unchanged."""
     if "://" in href or href.startswith("/vsi") or not os.path.isabs(href):
         return href
     root, path = os.path.abspath(storage_root), os.path.abspath(href)
     if os.path.commonpath([root, path]) != root:
         return href
-    if asset_base_url:
-        inside = Path(os.path.relpath(path, root)).as_posix()
-        return f"{asset_base_url.rstrip('/')}/{urllib.parse.quote(inside)}"
-    if relative_to is None:
-        return href
     return urllib.parse.quote(Path(os.path.relpath(path, os.path.abspath(relative_to))).as_posix())
 
 
-def rebase_hrefs(stac: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """``public_href`` applied to every asset href and alternate href of an item dict (in place)."""
+def relative_hrefs(stac: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """``relative_href`` applied to every asset href and alternate href of an item dict (in place)."""
     for asset in stac.get("assets", {}).values():
-        asset["href"] = public_href(asset["href"], **kwargs)
+        asset["href"] = relative_href(asset["href"], **kwargs)
         for alternate in asset.get("alternate", {}).values():
-            alternate["href"] = public_href(alternate["href"], **kwargs)
+            alternate["href"] = relative_href(alternate["href"], **kwargs)
     return stac
 
 
