@@ -2,6 +2,8 @@
 checked: COGs pass strict validation, items are in pgSTAC and validate offline."""
 from __future__ import annotations
 
+import urllib.request
+
 import numpy as np
 import pytest
 import rasterio
@@ -84,6 +86,58 @@ def test_cog_conversion_converts_catalogs_and_tiles_the_large_one(host, rasters,
     item = pg_catalog.get_item("converted", stac_ops.item_id_for_blob("rasters", "real/RGB.byte.tif"))
     validator.validate_item(item)
     assert item.assets["data"].href.endswith("cogs/rasters/real/RGB.byte.tif")
+
+
+def _download(href: str, store, container: str, blob: str) -> bytes:
+    """An asset href fetched over HTTP as a consumer with a read SAS would (containers are private)."""
+    with urllib.request.urlopen(f"{href}?{store.read_sas(container, blob).token}", timeout=30) as answer:
+        return answer.read()
+
+
+def test_converted_items_point_at_their_blobs_by_url_and_vsiaz(host, rasters, store, pg_catalog, validator):
+    status = host.run("cog_conversion", {"blobs": ["real/RGB.byte.tif"], "collection": "hrefs"})
+    assert status["output"]["done"] + status["output"]["skipped"] == 1, status  # converted before: cataloged
+    item = pg_catalog.get_item("hrefs", stac_ops.item_id_for_blob("rasters", "real/RGB.byte.tif"))
+    validator.validate_item(item)
+    assert stac_ops.ALTERNATE_EXT in item.stac_extensions
+    blobs = {"data": ("cogs", "rasters/real/RGB.byte.tif"), "source": ("rasters", "real/RGB.byte.tif"),
+             "thumbnail": ("cogs", "rasters/real/RGB.byte.thumbnail.png")}
+    assert set(item.assets) == set(blobs)
+    for key, (container, blob) in blobs.items():
+        asset = item.assets[key].to_dict()
+        assert asset["href"] == store.url(container, blob) and asset["href"].startswith("http"), asset
+        assert asset["alternate"] == {"vsiaz": {"href": f"/vsiaz/{container}/{blob}"}}
+        assert _download(asset["href"], store, container, blob) == store.download_bytes(container, blob)
+    assert item.assets["thumbnail"].media_type == "image/png"
+    assert item.assets["data"].media_type == stac_ops.COG_MEDIA_TYPE
+
+
+def test_conversions_into_two_output_containers_are_two_items(host, rasters, store, pg_catalog):
+    ids = []
+    for container in ("cogs-a", "cogs-b"):
+        status = host.run("cog_conversion", {"blobs": ["real/shade.tif"], "output_container": container,
+                                             "collection": "two-outputs"})
+        assert status["output"]["done"] == 1, status
+        ids.append(stac_ops.item_id_for_blob("rasters", "real/shade.tif", output_container=container))
+    assert len(set(ids)) == 2 and ids[0] != stac_ops.item_id_for_blob("rasters", "real/shade.tif")
+    found = {item.id: item for item in pg_catalog.search("two-outputs")}
+    assert set(found) == set(ids)
+    for item_id, container in zip(ids, ("cogs-a", "cogs-b")):
+        assert found[item_id].assets["data"].href == store.url(container, "rasters/real/shade.tif")
+
+
+def test_the_request_titles_and_describes_the_collection(host, rasters, pg_catalog):
+    status = host.run("catalog_file", {"blob": "real/shade.tif", "collection": "titled",
+                                       "collection_title": "Hillshade of the test site",
+                                       "collection_description": "A shaded relief, cataloged in place."})
+    assert status["output"]["done"] == 1, status
+    collection = pg_catalog.get_collection("titled")
+    assert (collection.title, collection.description) == ("Hillshade of the test site",
+                                                          "A shaded relief, cataloged in place.")
+    untitled = host.run("catalog_file", {"blob": "real/shade.tif", "collection": "untitled"})
+    assert untitled["output"]["done"] == 1, untitled
+    default = pg_catalog.get_collection("untitled")
+    assert default.title == "Rasters in rasters (untitled)" and "in place" in default.description
 
 
 def test_cog_conversion_by_prefix_lists_and_chunks_by_itself(host, rasters, store):
