@@ -674,7 +674,7 @@ def _publish(store: BlobStore, container: str, name: str, local: Path, metadata:
         store.upload_from_path(container, thumbnail_blob_name(name), png, content_type="image/png",
                                metadata=metadata)
     store.upload_from_path(container, name, local,
-                           content_type="image/tiff; application=geotiff; profile=cloud-optimized",
+                           content_type=stac_ops.COG_MEDIA_TYPE,
                            metadata=metadata)
 
 
