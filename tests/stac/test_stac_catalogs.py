@@ -454,3 +454,30 @@ def test_staging_validates_and_keeps_stages_apart(catalog, collection, template,
     if backend == "static":
         expected.add(variant(template, collection, 2)["id"])
     assert set(catalog.list_item_etags(collection)) == expected
+
+
+def test_item_assets_and_renders_come_from_what_every_item_has(catalog, collection, template, validator):
+    """``item_assets`` lists only the keys every item has, with the fields they all share: a
+    ``source`` one item lacks is not claimed, nor a COG type one item's file does not have."""
+    cog = variant(template, collection, 0)
+    plain = variant(template, collection, 1)
+    del plain["assets"]["source"]
+    plain["assets"]["data"].update(type=stac_ops.GEOTIFF_MEDIA_TYPE, title="GeoTIFF")
+    cog["assets"]["data"].update(type=stac_ops.COG_MEDIA_TYPE, title="Cloud Optimized GeoTIFF")
+    cog["properties"]["renders"] = {"default": {"assets": ["data"], "rescale": [[0, 10]], "colormap_name": "viridis"}}
+    plain["properties"]["renders"] = {"default": {"assets": ["data"], "rescale": [[-5, 8]], "colormap_name": "viridis"}}
+    for item in (cog, plain):
+        item["stac_extensions"] = sorted(set(item["stac_extensions"]) | {stac_ops.RENDER_EXT})
+    catalog.upsert_items([cog, plain])
+    refreshed = catalog.refresh_collection(collection).to_dict(include_self_link=False, transform_hrefs=False)
+    assert set(refreshed["item_assets"]) == {"data"}
+    assert refreshed["item_assets"]["data"]["roles"] == ["data"] and "type" not in refreshed["item_assets"]["data"]
+    assert refreshed["renders"] == {"default": {"assets": ["data"], "colormap_name": "viridis", "rescale": [[-5, 10]]}}
+    assert stac_ops.RENDER_EXT in refreshed["stac_extensions"]
+    validator.validate_collection(refreshed)
+    plain["properties"]["renders"]["default"]["colormap_name"] = "terrain"  # renders that differ: none shared
+    catalog.upsert_items([plain])
+    again = catalog.refresh_collection(collection).to_dict(include_self_link=False, transform_hrefs=False)
+    assert "renders" not in again and stac_ops.RENDER_EXT not in again.get("stac_extensions", [])
+    stored = catalog.get_item(collection, plain["id"]).to_dict()
+    assert "source" not in stored["assets"] and stored["assets"]["data"]["type"] == stac_ops.GEOTIFF_MEDIA_TYPE
