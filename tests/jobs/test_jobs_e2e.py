@@ -109,7 +109,10 @@ def test_converted_items_point_at_their_blobs_by_url_and_vsiaz(host, rasters, st
         assert asset["alternate"] == {"vsiaz": {"href": f"/vsiaz/{container}/{blob}"}}
         assert _download(asset["href"], store, container, blob) == store.download_bytes(container, blob)
     assert item.assets["thumbnail"].media_type == "image/png"
+    assert store.get_properties(*blobs["thumbnail"]).content_type == "image/png"  # what browsers are served
     assert item.assets["data"].media_type == stac_ops.COG_MEDIA_TYPE
+    item_assets = pg_catalog.get_collection("hrefs").extra_fields["item_assets"]
+    assert set(item_assets) == set(blobs) and item_assets["data"]["type"] == stac_ops.COG_MEDIA_TYPE
 
 
 def test_conversions_into_two_output_containers_are_two_items(host, rasters, store, pg_catalog):
@@ -134,6 +137,8 @@ def test_the_request_titles_and_describes_the_collection(host, rasters, pg_catal
     collection = pg_catalog.get_collection("titled")
     assert (collection.title, collection.description) == ("Hillshade of the test site",
                                                           "A shaded relief, cataloged in place.")
+    item_assets = collection.extra_fields["item_assets"]  # pgSTAC's collection, refreshed from its item
+    assert set(item_assets) == {"data"} and "cloud-optimized" not in str(item_assets), item_assets
     untitled = host.run("catalog_file", {"blob": "real/shade.tif", "collection": "untitled"})
     assert untitled["output"]["done"] == 1, untitled
     default = pg_catalog.get_collection("untitled")
