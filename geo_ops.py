@@ -1023,10 +1023,56 @@ def verify_cog(path: str, config: Mapping[str, str]) -> None:
 # VRT documents built here (never from user input): a window of one dataset, a mosaic of tiles
 
 
+@dataclass(frozen=True)
+class BandMeta:
+    """What a band says about itself besides its pixels, kept on every output path (as
+    ``gdal_translate`` keeps it): description, unit, scale, offset and its own metadata, less
+    the ``STATISTICS_*`` items, which describe the source's pixels, not a window's or a warp's."""
+
+    description: str | None = None
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+def band_meta(ds: DatasetReader) -> tuple[BandMeta, ...]:
+    """Each band's ``BandMeta``."""
+    return tuple(BandMeta(ds.descriptions[i] or None, ds.units[i] or None, ds.scales[i], ds.offsets[i],
+                          tuple((k, v) for k, v in ds.tags(i + 1).items() if not k.startswith("STATISTICS_")))
+                 for i in range(ds.count))
+
+
+def write_band_meta(dst: Any, meta: Sequence[BandMeta]) -> None:
+    """Set ``meta`` on the first bands of a dataset open for writing (a warp may have added an
+    alpha band after them)."""
+    meta = list(meta)[:dst.count]
+    for bidx, band in enumerate(meta, start=1):
+        if band.description:
+            dst.set_band_description(bidx, band.description)
+        if band.unit:
+            dst.set_band_unit(bidx, band.unit)
+        if band.tags:
+            dst.update_tags(bidx, **dict(band.tags))
+    extra = dst.count - len(meta)
+    dst.scales = [b.scale for b in meta] + [1.0] * extra
+    dst.offsets = [b.offset for b in meta] + [0.0] * extra
+
+
+def _band_meta_xml(meta: BandMeta | None) -> str:
+    if meta is None:
+        return ""
+    parts = [f"<Description>{escape(meta.description)}</Description>" if meta.description else "",
+             f"<UnitType>{escape(meta.unit)}</UnitType>" if meta.unit else "",
+             f"<Offset>{meta.offset!r}</Offset>" if meta.offset != 0.0 else "",
+             f"<Scale>{meta.scale!r}</Scale>" if meta.scale != 1.0 else "", _metadata_xml(dict(meta.tags))]
+    return "".join(parts)
+
+
 def _band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
-              sources: list[tuple[str, int | str, Window, Window]]) -> str:
+              sources: list[tuple[str, int | str, Window, Window]], meta: BandMeta | None = None) -> str:
     gdal_type = _GDAL_TYPES[dtype]
-    parts = [f'<VRTRasterBand dataType="{gdal_type}" band="{bidx}">']
+    parts = [f'<VRTRasterBand dataType="{gdal_type}" band="{bidx}">', _band_meta_xml(meta)]
     if nodata is not None:
         parts.append(f"<NoDataValue>{_nodata_text(nodata)}</NoDataValue>")
     parts.append(f"<ColorInterp>{color.name.capitalize()}</ColorInterp>")
@@ -1074,13 +1120,14 @@ def _has_dataset_mask(ds: DatasetReader) -> bool:
 
 
 def window_vrt(ds: DatasetReader, window: Window, nodata: float | None = None) -> str:
-    """VRT XML exposing ``window`` of ``ds`` as a dataset (bands, nodata, alpha, internal mask,
-    and the source's metadata, its datetime among them)."""
+    """VRT XML exposing ``window`` of ``ds`` as a dataset (bands with their ``BandMeta``, nodata,
+    alpha, internal mask, and the source's metadata, its datetime among them)."""
     width, height = int(window.width), int(window.height)
     dst_win = Window(0, 0, width, height)
     nodata = ds.nodata if nodata is None else nodata
+    meta = band_meta(ds)
     bands = [_band_xml(b, ds.dtypes[b - 1], nodata, ds.colorinterp[b - 1],
-                       [(ds.name, b, window, dst_win)]) for b in ds.indexes]
+                       [(ds.name, b, window, dst_win)], meta[b - 1]) for b in ds.indexes]
     mask = None
     if _has_dataset_mask(ds):
         mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
@@ -1497,7 +1544,8 @@ def _warped_tile_cog(ds: DatasetReader, tile: Tile, tmp: str, options: dict[str,
     with MemoryFile() as mem, mem.open(**profile) as tile_ds:
         tile_ds.write(data)
         tile_ds.colorinterp = colorinterp
-        tile_ds.update_tags(**ds.tags())  # a warped VRT drops the source's tags
+        tile_ds.update_tags(**ds.tags())  # a warped VRT read into memory drops the source's tags
+        write_band_meta(tile_ds, band_meta(ds))
         rasterio.shutil.copy(tile_ds, tmp, driver="COG", **options)
 
 
@@ -1545,6 +1593,7 @@ class _TileFacts:
     colorinterp: tuple[ColorInterp, ...]
     mask: bool
     tags: tuple[tuple[str, str], ...] = ()
+    bands: tuple[BandMeta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1563,7 +1612,7 @@ def _tile_facts(path: PathLike) -> _TileFacts:
             raise IncompatibleTiles(name, "rotated tiles cannot be mosaicked")
         return _TileFacts(name, ds.crs, ds.transform, ds.width, ds.height, ds.count,
                           tuple(ds.dtypes), ds.nodata, tuple(ds.colorinterp),
-                          _has_dataset_mask(ds), tuple(ds.tags().items()))
+                          _has_dataset_mask(ds), tuple(ds.tags().items()), band_meta(ds))
 
 
 def _mosaic_grid(tiles: list[_TileFacts]) -> _MosaicGrid:
@@ -1594,7 +1643,7 @@ def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid) -> str:
                        Window(round(col), round(row), t.width, t.height)))
     first = tiles[0]
     bands = [_band_xml(b, first.dtypes[b - 1], first.nodata, first.colorinterp[b - 1],
-                       [(path, b, sw, dw) for path, sw, dw in placed])
+                       [(path, b, sw, dw) for path, sw, dw in placed], first.bands[b - 1])
              for b in range(1, first.count + 1)]
     mask = None
     if first.mask:

@@ -19,6 +19,7 @@ import raster_factory
 
 SOURCE_TIME = "2025:05:01 12:00:00"
 SOURCE_TAGS = {"TIFFTAG_DATETIME": SOURCE_TIME, "TIFFTAG_ARTIST": "survey team", "PROJECT": "rmh-42"}
+BAND_TAGS = {"SENSOR": "lidar-7"}
 
 
 @pytest.fixture
@@ -28,6 +29,11 @@ def tagged(make_raster):
         path = make_raster(**kwargs)
         with rasterio.open(path, "r+") as dst:
             dst.update_tags(**SOURCE_TAGS)
+            dst.set_band_description(1, "elevation")
+            dst.set_band_unit(1, "metre")
+            dst.update_tags(1, **BAND_TAGS)
+            dst.scales = (0.5,) + (1.0,) * (dst.count - 1)
+            dst.offsets = (10.0,) + (0.0,) * (dst.count - 1)
         return path
 
     return make
@@ -35,10 +41,12 @@ def tagged(make_raster):
 
 def assert_source_tags(path):
     with rasterio.open(path) as out:  # a mosaic VRT too, which geo_ops never opens from a request
-        tags = out.tags()
+        tags, band_tags = out.tags(), out.tags(1)
         when = geo_ops.file_datetime(out)
+        band = (out.descriptions[0], out.units[0], out.scales[0], out.offsets[0])
     assert {k: tags.get(k) for k in SOURCE_TAGS} == SOURCE_TAGS, tags
     assert when == dt.datetime(2025, 5, 1, 12, tzinfo=dt.timezone.utc)
+    assert band == ("elevation", "metre", 0.5, 10.0) and band_tags.get("SENSOR") == "lidar-7", (band, band_tags)
 
 
 # ----------------------------------------------------------------- tags through every output path
