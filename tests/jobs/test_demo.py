@@ -156,3 +156,42 @@ def test_the_static_catalog_moves_with_its_storage(demo, tmp_path, validator):
         assert count == 2 * 3 + 12 * 3 + 2
     finally:
         original.rename(demo["dir"])
+
+
+def test_with_a_base_url_every_asset_href_is_served_by_the_embedded_host(tmp_path, shared_rasters):
+    """``RMH_ASSET_BASE_URL`` pointing at the embedded host's ``/files/storage`` mount: every asset
+    href is an absolute URL under it, and the host answers a range request on it with the file's
+    bytes (what a tiler or a browser reading a COG does)."""
+    import urllib.request
+
+    import azure.durable_functions as df
+
+    from local_files import mirrored_mounts
+    from local_runtime import LocalRuntime
+    from settings import get_settings
+
+    (tmp_path / "storage").mkdir()
+    mounts = mirrored_mounts({"storage": tmp_path / "storage"})
+    with LocalRuntime(df.DFApp(), db_path=tmp_path / "files.sqlite", port=0, files=mounts) as host, \
+            pytest.MonkeyPatch.context() as env:
+        base = f"{host.base_url}/files/storage"
+        for key in ("RMH_STORAGE_BACKEND", "RMH_CATALOG_BACKEND", "RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN"):
+            env.delenv(key, raising=False)
+        env.setenv("RMH_STORAGE_LOCAL_DIR", str(tmp_path / "storage"))
+        env.setenv("RMH_STATIC_CATALOG_DIR", str(tmp_path / "catalog"))
+        env.setenv("RMH_ASSET_BASE_URL", base)
+        get_settings.cache_clear()
+        out = io.StringIO()
+        try:
+            code = cli.main(["demo", "--state", str(tmp_path / "state")], out=out)
+        finally:
+            get_settings.cache_clear()
+        assert code == 0, out.getvalue()
+        hrefs = [asset.href for items in _items(tmp_path / "catalog").values() for item in items
+                 for asset in item.assets.values()]
+        assert len(hrefs) == 1 * 3 + 12 * 3 + 1 and all(h.startswith(base + "/") for h in hrefs), hrefs[:3]
+        for href in hrefs:
+            local = tmp_path / "storage" / urllib.parse.unquote(href[len(base) + 1:])
+            request = urllib.request.Request(href, headers={"Range": "bytes=0-99"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert answer.status == 206 and answer.read() == local.read_bytes()[:100], href
