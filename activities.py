@@ -456,19 +456,25 @@ def _item(task: ConvertTask, *, raster: Any, access: dict[str, str], data: tuple
     alternate hrefs (``vsiaz`` on Azure)."""
     store = blob_store()
     blob_name = item_blob_name or task.file.name
-    elsewhere = task.output_container if task.output_container not in (None, settings().output_container) else None
     source_href, source_alternates = asset_hrefs(store, task.container, task.file.name)
     data_href, data_alternates = asset_hrefs(store, *data)
     thumbnail_href, thumbnail_alternates = asset_hrefs(store, *thumbnail) if thumbnail else (None, None)
     return stac_ops.item_from_raster(
         raster, container=task.container, blob_name=blob_name, collection_id=task.collection,
-        item_id=stac_ops.item_id_for_blob(task.container, blob_name, output_container=elsewhere), title=title,
+        item_id=item_id(task.container, blob_name, task.output_container), title=title,
         source_href=source_href, source_alternates=source_alternates, source_etag=task.file.etag,
         source_last_modified=task.file.last_modified, source_size=task.file.size,
         data_href=data_href, data_alternates=data_alternates, data_size=data_size,
         thumbnail_href=thumbnail_href, thumbnail_alternates=thumbnail_alternates,
         datetime_override=task.datetime, gdal_config=gdal_config(access),
     )
+
+
+def item_id(container: str, blob_name: str, output_container: str | None = None) -> str:
+    """The id of the item of a blob (cataloged in place, or converted into ``output_container``):
+    qualified by the output container only when that is not RMH_OUTPUT_CONTAINER."""
+    elsewhere = output_container if output_container not in (None, settings().output_container) else None
+    return stac_ops.item_id_for_blob(container, blob_name, output_container=elsewhere)
 
 
 def asset_hrefs(store: BlobStore, container: str, name: str) -> tuple[str, dict[str, str]]:
@@ -821,6 +827,8 @@ def _digest(text: str, length: int = 16) -> str:
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
 def forget_blob(payload: dict) -> int:
-    """Remove the item of a blob that is gone (0 when the catalog did not have it)."""
-    item_id = stac_ops.item_id_for_blob(payload["container"], payload["blob"])
-    return catalog().delete_items(payload["collection"], [item_id])
+    """Remove the item of a blob that is gone, cataloged in place or converted into
+    ``output_container`` (0 when the catalog did not have it)."""
+    ids = {item_id(payload["container"], payload["blob"]),
+           item_id(payload["container"], payload["blob"], payload.get("output_container"))}
+    return catalog().delete_items(payload["collection"], sorted(ids))

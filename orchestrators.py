@@ -493,11 +493,13 @@ def _ingest_blob(context, result: JobResult):
     report(context, "ingesting", result, 1)
     found = yield context.call_activity_with_retry(
         act.describe_blob, RETRY, {"container": request.container, "blob": request.blob})
-    collection = yield context.call_activity_with_retry(
-        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, CollectionSpec(
+        container=request.container, collection=request.collection, holds="cogs" if request.convert else "rasters",
+        source=request.container).model_dump(mode="json"))
     if not found["found"]:
         removed = yield context.call_activity_with_retry(act.forget_blob, RETRY, {
-            "container": request.container, "blob": request.blob, "collection": collection})
+            "container": request.container, "blob": request.blob, "collection": collection,
+            "output_container": request.output_container if request.convert else None})
         result.add([TaskOutcome(name=request.blob, status="done" if removed else "skipped")])
         result.detail["removed"] = removed
     elif request.convert:

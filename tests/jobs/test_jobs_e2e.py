@@ -198,3 +198,20 @@ def test_unknown_operation_and_bad_body(host):
     code, body = host.submit("cog_conversion", {"blobs": ["../x.tif"], "profile": "gif"})
     assert code == 400
     assert {p["field"] for p in body["problems"]} == {"blobs.0", "profile"}
+
+
+def test_an_ingested_conversion_elsewhere_is_found_again_when_its_blob_goes(host, rasters, store, pg_catalog,
+                                                                            shared_rasters):
+    """``ingest_blob`` converting into another output container writes the qualified id, titles its
+    collection as converted COGs, and removes that item when the blob's deletion comes in."""
+    store.upload_from_path("rasters", "events/shade.tif", shared_rasters / "shade.tif")
+    body = {"blob": "events/shade.tif", "convert": True, "output_container": "cogs-ingest", "collection": "ingested"}
+    created = host.run("ingest_blob", {**body, "event": "created", "version": "v1"})
+    assert created["output"]["done"] == 1, created
+    item_id = stac_ops.item_id_for_blob("rasters", "events/shade.tif", output_container="cogs-ingest")
+    assert pg_catalog.get_item("ingested", item_id) is not None
+    assert pg_catalog.get_collection("ingested").title.startswith("Cloud Optimized GeoTIFFs converted from rasters")
+    store.delete("rasters", "events/shade.tif")
+    deleted = host.run("ingest_blob", {**body, "event": "deleted", "version": "2"})
+    assert deleted["output"]["detail"]["removed"] == 1, deleted
+    assert pg_catalog.get_item("ingested", item_id) is None
