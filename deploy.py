@@ -171,17 +171,18 @@ def first_run(config, *, admin_user: str | None = None, app_role: str | None = N
     if password_provider is None and config.pgstac_use_managed_identity:
         password_provider = entra_token_provider()
     dsn = admin_dsn(config.pgstac_dsn.get_secret_value(), admin_user)
+    import catalogs
     import stac_ops
 
     try:  # sign in first: a refused token fails here at once, not after pypgstac's retries
-        conn = stac_ops.connect(dsn, password_provider=password_provider, autocommit=True)
-    except stac_ops.CatalogUnavailable as err:
+        conn = catalogs.connect(dsn, password_provider=password_provider, autocommit=True)
+    except catalogs.CatalogUnavailable as err:
         raise DeployError(f"cannot sign in to PostgreSQL as {admin_user or 'the DSN user'}: {err}") from None
     with conn:
         report.add("pgstac migrate", migrate_pgstac(dsn, password_provider), out)
         if app_role:
             report.add(f"role {app_role}", grant_app_role(conn, app_role, app_object_id), out)
-        catalog = stac_ops.PgStacCatalog(conn, validator=stac_ops.StacValidator(config.stac_schema_dir))
+        catalog = catalogs.PgStacCatalog(conn, validator=stac_ops.StacValidator(config.stac_schema_dir))
         for container in _collection_containers(config):
             collection_id = stac_ops.default_collection_id(container)
             report.add(f"collection {collection_id}", _ensure_collection(catalog, container), out)

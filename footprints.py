@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-import stac_ops
+import catalogs
 import storage
 from models import CollectionId
 from settings import CatalogBackend, Settings, StorageBackend
@@ -159,12 +159,12 @@ def feature(item: Mapping[str, Any], links: AssetLinks) -> dict[str, Any]:
 
 def footprint_page(catalog, links: AssetLinks, query: FootprintQuery) -> dict[str, Any]:
     """One page of footprints as a GeoJSON FeatureCollection with the next page's token; a
-    collection the catalog does not have is ``stac_ops.CollectionNotFound``."""
+    collection the catalog does not have is ``catalogs.CollectionNotFound``."""
     if query.collection:
         known = set(catalog.collection_ids())
         unknown = [c for c in query.collection if c not in known]
         if unknown:
-            raise stac_ops.CollectionNotFound(f"the catalog has no collection {', '.join(map(repr, unknown))}")
+            raise catalogs.CollectionNotFound(f"the catalog has no collection {', '.join(map(repr, unknown))}")
     page = catalog.search_page(query.collection or None, bbox=query.bbox, limit=query.limit, token=query.token)
     features = [feature(item, links) for item in page.items]
     return {"type": "FeatureCollection", "features": features, "numberReturned": len(features),

@@ -20,6 +20,7 @@ import azure.functions as func
 from pydantic import ValidationError
 
 import activities
+import catalogs
 import dashboard
 import entities
 import footprints
@@ -69,9 +70,9 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     storage.BlobNotFound: 404,
     storage.StorageUnavailable: 503,
     storage.SigningUnsupported: 404,
-    stac_ops.CatalogUnavailable: 503,
-    stac_ops.InvalidPageToken: 400,
-    stac_ops.CollectionNotFound: 404,
+    catalogs.CatalogUnavailable: 503,
+    catalogs.InvalidPageToken: 400,
+    catalogs.CollectionNotFound: 404,
     dashboard.DashboardFileNotFound: 404,
     SettingsError: 500,
 }

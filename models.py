@@ -36,6 +36,10 @@ CogProfile = Literal["deflate", "lzw", "zstd", "webp", "jpeg", "lerc", "lerc_def
 Prefix = Annotated[str, Field(max_length=MAX_BLOB_NAME)]
 TargetCrs = Annotated[str, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
+CollectionTitle = Annotated[str, Field(min_length=1, max_length=200, description=(
+    "title of the collection the job creates (default: what it holds and where from)"))]
+CollectionDescription = Annotated[str, Field(min_length=1, max_length=4000, description=(
+    "description of the collection the job creates (default: what it holds and where from)"))]
 
 
 class JobRequest(BaseModel):
@@ -96,6 +100,8 @@ class SyncContainerRequest(ContainerJob):
 
     prefix: Prefix = ""
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=5000)
@@ -106,6 +112,8 @@ class CatalogFileRequest(ContainerJob):
 
     blob: BlobName
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     datetime: dt.datetime | None = None
 
 
@@ -135,6 +143,8 @@ class CogConversionRequest(ContainerJob, CogOptions):
     prefix: Prefix | None = None
     output_container: ContainerName | None = None
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     catalog: bool = True
     chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
 
@@ -158,6 +168,8 @@ class ProcessTiledRasterRequest(ContainerJob, CogOptions):
     output_container: ContainerName | None = None
     tile_size: int | None = Field(None, ge=256, le=32768)
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     catalog: bool = True
 
 
@@ -277,10 +289,26 @@ class ChunkRef(BaseModel):
     count: int
 
 
+class CollectionSpec(BaseModel):
+    """The collection a job writes to (input of ``prepare_collection``): created when missing,
+    titled after what it ``holds`` and where from (``source``) unless the request says; an
+    existing one is retitled only when the request gives a title or description."""
+
+    container: str
+    collection: str | None = None
+    title: str | None = None
+    description: str | None = None
+    holds: Literal["rasters", "cogs", "tiles"] = "rasters"
+    source: str | None = None  # "container/prefix" or "container/blob"; default the container
+    target_crs: str | None = None
+
+
 class SyncPlanRequest(BaseModel):
     container: str
     prefix: str = ""
     collection: str | None = None
+    collection_title: str | None = None
+    collection_description: str | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
     chunk_size: int = 500
@@ -351,6 +379,7 @@ class TileTask(BaseModel):
     output_container: str
     profile: str = "deflate"
     options_digest: str
+    catalog: bool = True  # a cataloged tile gets a thumbnail beside it
     tile: dict[str, Any]
 
 

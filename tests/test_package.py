@@ -214,3 +214,42 @@ def test_make_package_reports_the_size(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"{out}:" in proc.stdout and "KiB zipped" in proc.stdout
     assert zipfile.ZipFile(out).testzip() is None
+
+
+SCHEMA_CHECK = """
+import json, sys
+sys.path.insert(0, ".")
+import numpy as np, rasterio
+from rasterio.transform import from_bounds
+import stac_ops
+with rasterio.open("dem.tif", "w", driver="GTiff", width=32, height=32, count=1, dtype="float32", nodata=-1.0,
+                   crs="EPSG:32633", transform=from_bounds(500000, 4980000, 500320, 4980320, 32, 32)) as dst:
+    dst.write(np.arange(1024, dtype="float32").reshape(1, 32, 32))
+item = stac_ops.item_from_raster("dem.tif", container="c", blob_name="dem.tif", data_alternates={"vsiaz": "/vsiaz/c/dem.tif"},
+                                 datetime_override=__import__("datetime").datetime(2024, 1, 1)).to_dict()
+validator = stac_ops.StacValidator()
+checked, skipped = validator.schema_uris(item)
+validator.validate_item(item)
+item["properties"]["renders"]["default"]["rescale"] = [[0]]
+print(json.dumps({"checked": checked, "skipped": skipped, "errors": validator.errors(item)}))
+"""
+
+
+def test_the_package_ships_the_extension_schemas_and_validates_with_them(package, fresh_app, tmp_path):
+    """Unpacked alone (no RMH_STAC_SCHEMA_DIR, no ../shared), the app checks an item against
+    every extension it declares, from the schemas the package carries."""
+    shipped = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "stac_schemas").rglob("*") if p.is_file()}
+    assert {"stac_schemas/LICENSE-Apache-2.0", "stac_schemas/render/v2.0.0/schema.json"} <= shipped
+    assert shipped <= set(package.files)
+    work = tmp_path / "app"
+    shutil.copytree(fresh_app["dir"], work)
+    proc = subprocess.run([str(fresh_app["venv"] / "bin" / "python"), "-I", "-c", SCHEMA_CHECK], cwd=work,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["skipped"] == []
+    assert {"https://stac-extensions.github.io/render/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json"} <= set(result["checked"])
+    assert any("render" in message for message in result["errors"]), result["errors"]

@@ -79,8 +79,8 @@ def job(keyed, store, tmp_path_factory):
     output = status["output"]
     assert status["runtimeStatus"] == "Completed" and output["completed_with_errors"], output
     assert output["done"] == 3 and output["failed"] == 1, output
-    # A thumbnail asset on the European item (conversions add them in a later change; this test
-    # gives one item a solid-colour PNG so the drawing at the footprint can be seen in pixels).
+    # Conversions write a thumbnail per item; the European one is replaced by a solid-colour PNG
+    # so that its drawing at the footprint can be found in the screenshot's pixels.
     png = io.BytesIO()
     Image.new("RGB", (32, 32), THUMBNAIL_RGB).save(png, format="PNG")
     store.upload_bytes("cogs", "dash/europe-thumbnail.png", png.getvalue(), content_type="image/png")
@@ -338,7 +338,7 @@ def test_footprints_filter_by_collection_and_bbox_and_page_with_tokens(keyed, jo
         assert feature["assets"]["data"]["open"]["kind"] == "signed"
         assert feature["assets"]["data"]["open"]["url"] == f"items/dash/{feature['id']}/assets/data/href"
     assert by_name["dash/europe.tif"]["thumbnail"] == "thumbnail"
-    assert by_name["dash/americas.tif"]["thumbnail"] is None
+    assert by_name["dash/americas.tif"]["thumbnail"] == "thumbnail"  # the conversion's own PNG
 
     code, page = _footprints(keyed, "?collection=dash&bbox=0,35,20,60")
     assert code == 200 and [f["id"] for f in page["features"]] == [job["europe"]], page
