@@ -134,7 +134,7 @@ def azure_jobs(azurite_connection_string, pgstac_dsn, tmp_path_factory):
     return {"rgb": stac_ops.item_id_for_blob(INPUT, "scenes/rgb.tif"),
             "dem": stac_ops.item_id_for_blob(INPUT, "scenes/dem.tif"),
             "survey": {stac_ops.item_id_for_blob(SYNCED, f"2022/{p.name}") for p in survey},
-            "statuses": statuses}
+            "statuses": statuses, "big": big}
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +220,22 @@ def test_titiler_renders_the_tiles_mosaic_of_a_registered_search(titiler, stac_a
     assert opaque_fraction(tile) == 1.0
     rgb = tile[..., :3].astype(int)
     assert np.abs(rgb[..., 0] - rgb[..., 2]).mean() > 5 and rgb.std() > 10
+    # and across the seams it is the source's picture: rio-tiler's tile of the original raster
+    source_png = artifact_dir / "source-tile.png"
+    consumer_python(SOURCE_TILE, str(azure_jobs["big"]), str(x), str(y), str(zoom), str(source_png))
+    difference = np.abs(rgb - read_png(source_png)[..., :3].astype(int))
+    assert difference.mean() < 0.5, difference.mean()  # seen: 0.0002; the image moved 64 rows: ~17
+
+
+SOURCE_TILE = """
+import json, sys
+from rio_tiler.io import Reader
+with Reader(sys.argv[1]) as src:
+    img = src.tile(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+with open(sys.argv[5], "wb") as out:
+    out.write(img.render(img_format="PNG"))
+print(json.dumps({"ok": True}))
+"""
 
 
 def test_titiler_draws_the_dem_through_its_render(titiler, azure_jobs, artifact_dir):
