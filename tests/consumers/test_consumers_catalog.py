@@ -26,8 +26,9 @@ import pytest
 import rasterio
 import rasterio.warp
 
-from consumers import (TITILER_ENV, background_colour, colour_fraction, crop, consumer_python, dominant_colours, lonlat_centre,
-                       non_background_fraction, opaque_fraction, read_png, tile_of, titiler_azure_env)
+from consumers import (TITILER_ENV, background_colour, colour_fraction, consumer_python, crop, dominant_colours,
+                       lonlat_centre, non_background_fraction, opaque_fraction, read_png, tile_of,
+                       titiler_azure_env)
 from http_client import http
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
