@@ -5,7 +5,6 @@ shows the API's landing and collection pages in headless Chromium."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import urllib.parse
 
@@ -15,7 +14,8 @@ import rasterio
 import rasterio.warp
 
 from consumers import (CorsPolicy, StaticSite, background_colour, colour_fraction, consumer_python, crop,
-                       dominant_colours, non_background_fraction, opaque_fraction, read_png)
+                       dominant_colours, lonlat_centre, non_background_fraction, opaque_fraction, read_png,
+                       tile_of)
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
 
@@ -90,17 +90,7 @@ def _follow(http, url, timeout=180):
 
 def _centre(bounds) -> tuple[float, float]:
     """lon/lat of the middle of UTM 33N ``bounds``."""
-    (lon,), (lat,) = rasterio.warp.transform("EPSG:32633", "EPSG:4326", [(bounds[0] + bounds[2]) / 2],
-                                             [(bounds[1] + bounds[3]) / 2])
-    return lon, lat
-
-
-def _tile_of(lon: float, lat: float, zoom: int) -> tuple[int, int]:
-    """The WebMercatorQuad tile holding lon/lat at ``zoom``."""
-    n = 2 ** zoom
-    x = int((lon + 180.0) / 360.0 * n)
-    y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
-    return x, y
+    return lonlat_centre("EPSG:32633", bounds)
 
 
 def _search_ids(stac_api, **params) -> set[str]:
@@ -171,7 +161,7 @@ def test_titiler_renders_an_item_tile(titiler, written, artifact_dir):
     tilejson = titiler.get_json(f"{base}/WebMercatorQuad/tilejson.json?assets=data")
     zoom = tilejson["maxzoom"] + 1  # a tile smaller than the raster, around its centre
     lon, lat = _centre(RGB_BOUNDS)
-    x, y = _tile_of(lon, lat, zoom)
+    x, y = tile_of(lon, lat, zoom)
     status, body, headers = titiler.get(f"{base}/tiles/WebMercatorQuad/{zoom}/{x}/{y}.png?assets=data")
     assert status == 200, body[:500]
     assert headers["content-type"] == "image/png"
@@ -196,7 +186,7 @@ def test_titiler_renders_a_mosaic_of_a_registered_search(titiler, written, artif
                                                                "filter-lang": "cql2-json"})
     assert code == 200, registered
     zoom = 14
-    x, y = _tile_of(*_centre(RGB_BOUNDS), zoom)
+    x, y = tile_of(*_centre(RGB_BOUNDS), zoom)
     status, body, _ = titiler.get(f"/searches/{registered['id']}/tiles/WebMercatorQuad/{zoom}/{x}/{y}.png"
                                   "?assets=data")
     assert status == 200, body[:500]
@@ -220,7 +210,7 @@ def test_titiler_renders_the_dem_from_its_item_statistics(titiler, stac_api, wri
     stats = stac_api.get_json(base)["assets"]["data"]["bands"][0]["statistics"]
     tilejson = titiler.get_json(f"{base}/WebMercatorQuad/tilejson.json?assets=data")
     zoom = tilejson["maxzoom"] - 1  # one tile holding most of the raster and its nodata corner
-    x, y = _tile_of(*_centre(DEM_BOUNDS), zoom)
+    x, y = tile_of(*_centre(DEM_BOUNDS), zoom)
     tile_url = f"{base}/tiles/WebMercatorQuad/{zoom}/{x}/{y}"
 
     status, body, _ = titiler.get(f"{tile_url}.jpg?assets=data")
@@ -250,7 +240,7 @@ def test_titiler_draws_the_dem_from_its_render_with_no_request_parameters(titile
     tilejson_url = urllib.parse.unquote(tilejson_link).replace("{tileMatrixSetId}", "WebMercatorQuad")
     tilejson = titiler.get_json(tilejson_url)
     zoom = tilejson["maxzoom"] - 1
-    x, y = _tile_of(*_centre(DEM_BOUNDS), zoom)
+    x, y = tile_of(*_centre(DEM_BOUNDS), zoom)
     template = tilejson["tiles"][0]
     tile_url = template.replace("{z}", str(zoom)).replace("{x}", str(x)).replace("{y}", str(y))
     status, body, headers = titiler.get(tile_url)
