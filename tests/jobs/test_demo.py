@@ -23,12 +23,10 @@ import stac_ops
 SAMPLE_TIME = dt.datetime(2026, 6, 1, 12, tzinfo=dt.timezone.utc)  # cli.write_sample_raster's tag
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, shared_rasters):
-    """One ``cli.py demo`` run on embedded defaults: its printout and its working directory."""
+def run_demo(work: Path, *files: Path) -> tuple[int, str]:
+    """``cli.py demo`` on embedded defaults in ``work``, with ``files`` added: exit code, printout."""
     from settings import get_settings
 
-    work = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as env:
         for key in ("RMH_STORAGE_BACKEND", "RMH_CATALOG_BACKEND", "RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN",
                     "RMH_ASSET_BASE_URL"):
@@ -38,10 +36,18 @@ def demo(tmp_path_factory, shared_rasters):
         get_settings.cache_clear()
         out = io.StringIO()
         try:
-            code = cli.main(["demo", "--state", str(work / "state"), str(shared_rasters / "RGB.byte.tif")], out=out)
+            code = cli.main(["demo", "--state", str(work / "state"), *map(str, files)], out=out)
         finally:
             get_settings.cache_clear()
-    return {"code": code, "text": out.getvalue(), "dir": work}
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, shared_rasters):
+    """One ``cli.py demo`` run on embedded defaults: its printout and its working directory."""
+    work = tmp_path_factory.mktemp("demo")
+    code, text = run_demo(work, shared_rasters / "RGB.byte.tif")
+    return {"code": code, "text": text, "dir": work}
 
 
 def _items(catalog_dir: Path) -> dict[str, list[pystac.Item]]:
@@ -200,25 +206,10 @@ def test_with_a_base_url_every_asset_href_is_served_by_the_embedded_host(tmp_pat
 
 def test_demo_exits_1_when_a_file_fails_and_finishes_the_rest(demo, shared_rasters):
     """Last in this module: it runs the demo again in the same working directory."""
-    from settings import get_settings
-
-    tmp_path = demo["dir"]
-    broken = tmp_path / "broken.tif"
+    broken = demo["dir"] / "broken.tif"
     broken.write_bytes(b"II*\x00 not a raster")
-    with pytest.MonkeyPatch.context() as env:
-        for key in ("RMH_STORAGE_BACKEND", "RMH_CATALOG_BACKEND", "RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN",
-                    "RMH_ASSET_BASE_URL"):
-            env.delenv(key, raising=False)
-        env.setenv("RMH_STORAGE_LOCAL_DIR", str(tmp_path / "storage"))
-        env.setenv("RMH_STATIC_CATALOG_DIR", str(tmp_path / "catalog"))
-        get_settings.cache_clear()
-        out = io.StringIO()
-        try:
-            code = cli.main(["demo", "--state", str(tmp_path / "state"), str(shared_rasters / "RGB.byte.tif"),
-                             str(broken)], out=out)
-        finally:
-            get_settings.cache_clear()
-    text = "\n".join(line for line in out.getvalue().splitlines() if not line.startswith("["))
+    code, printed = run_demo(demo["dir"], shared_rasters / "RGB.byte.tif", broken)
+    text = "\n".join(line for line in printed.splitlines() if not line.startswith("["))
     assert code == 1, text  # as `run` does when files fail
     assert "\ncog_conversion: 1 done, 1 skipped, 1 failed" in text, text  # the DEM's COG is current
     assert "failed demo/broken.tif: " in text
