@@ -83,8 +83,9 @@ def test_fast_path_never_accepts_what_jsonschema_rejects(validator, item, path, 
     assert validator._fast_accepts(uris, item) is False
 
 
-def test_fast_path_compiles_each_schema_once_and_decides_alone(validator, item, monkeypatch):
+def test_fast_path_compiles_each_schema_once_and_decides_alone(schema_dir, item, monkeypatch):
     """A valid item costs one accelerator call per schema and no jsonschema validation at all."""
+    validator = stac_ops.StacValidator(schema_dir)
     uris, _ = validator.schema_uris(item)
     validator.validate_item(item)
     compiled = dict(validator._fast)
