@@ -164,14 +164,14 @@ def stage_profile(source: Path, tmp: Path) -> dict:
     return {k: round(v * 1000, 1) for k, v in timings.items()} | {"unit": "ms"}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="xargs -P and the runtime's activity worker processes (default: cores)")
     parser.add_argument("--catalog", action="store_true", help="also catalog each COG (static catalog)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not shutil.which("gdal_translate"):
         sys.exit("gdal_translate not found: `make gdal-bin` installs Debian's gdal-bin")
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp_name:
@@ -236,6 +236,7 @@ def main() -> None:
         "target_met": ratio >= TARGET_RATIO,
     }
     print(json.dumps(result, separators=(",", ":")))
+    return result
 
 
 if __name__ == "__main__":
