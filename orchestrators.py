@@ -18,6 +18,7 @@ from entities import METRICS_ENTITY
 from models import (
     CatalogFileRequest,
     CogConversionRequest,
+    CogOptions,
     ConvertTask,
     DatabaseHealthRequest,
     FileRef,
