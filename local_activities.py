@@ -24,6 +24,7 @@ import logging
 import logging.handlers
 import multiprocessing
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,19 +223,24 @@ class ActivityPool:
             self.executor: concurrent.futures.Executor = concurrent.futures.ThreadPoolExecutor(
                 workers, thread_name_prefix="activity")
             return
-        context = multiprocessing.get_context("spawn" if app_ref is not None else "fork")
-        queue = context.Queue()
+        self._context = multiprocessing.get_context("spawn" if app_ref is not None else "fork")
+        self._workers, self._app_ref = workers, app_ref
+        queue = self._context.Queue()
         self.listener = logging.handlers.QueueListener(queue, _ToHostLoggers())
         self.listener.start()
-        level = logging.getLogger().getEffectiveLevel()
-        if app_ref is not None:
-            self.executor = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_init_spawned,
-                initargs=(queue, level, app_ref))
-        else:
+        self._queue, self._level = queue, logging.getLogger().getEffectiveLevel()
+        if app_ref is None:
             _PROCESS_ACTIVITIES.update(index.activities)
-            self.executor = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_init_forked, initargs=(queue, level))
+        self.executor = self._process_executor()
+
+    def _process_executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._app_ref is not None:
+            return concurrent.futures.ProcessPoolExecutor(
+                self._workers, mp_context=self._context, initializer=_init_spawned,
+                initargs=(self._queue, self._level, self._app_ref))
+        return concurrent.futures.ProcessPoolExecutor(
+            self._workers, mp_context=self._context, initializer=_init_forked,
+            initargs=(self._queue, self._level))
 
     @property
     def in_process(self) -> bool:
@@ -243,10 +249,20 @@ class ActivityPool:
     def submit(self, activity: ActivityFunction, input_text: str | None,
                client_json: str | None, blobs: dict[str, bytes | None]
                ) -> concurrent.futures.Future[ActivityOutcome]:
-        if self.in_process:
+        if not self.in_process:
+            return self.executor.submit(run_activity, activity, input_text, client_json, blobs)
+        try:
             return self.executor.submit(run_activity_in_process, activity.name, input_text,
                                         client_json, blobs)
-        return self.executor.submit(run_activity, activity, input_text, client_json, blobs)
+        except BrokenProcessPool:
+            # A worker died (killed by the OS, a crash in native code): the activities it had
+            # were failed with "Activity host failure"; start a fresh pool, as the Functions
+            # host restarts a dead language worker, so their retries and all later work run.
+            logger.warning("activity worker process died; starting a new process pool")
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = self._process_executor()
+            return self.executor.submit(run_activity_in_process, activity.name, input_text,
+                                        client_json, blobs)
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

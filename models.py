@@ -37,6 +37,10 @@ CogProfile = Literal["deflate", "zstd", "lzw", "lerc", "lerc_deflate", "webp", "
 Prefix = Annotated[str, Field(max_length=MAX_BLOB_NAME)]
 TargetCrs = Annotated[str, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
+CollectionTitle = Annotated[str, Field(min_length=1, max_length=200, description=(
+    "title of the collection the job creates (default: what it holds and where from)"))]
+CollectionDescription = Annotated[str, Field(min_length=1, max_length=4000, description=(
+    "description of the collection the job creates (default: what it holds and where from)"))]
 
 
 class JobRequest(BaseModel):
@@ -97,6 +101,8 @@ class SyncContainerRequest(ContainerJob):
 
     prefix: Prefix = ""
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=5000)
@@ -107,6 +113,8 @@ class CatalogFileRequest(ContainerJob):
 
     blob: BlobName
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     datetime: dt.datetime | None = None
 
 
@@ -154,6 +162,8 @@ class CogConversionRequest(ContainerJob, CogOptions):
     prefix: Prefix | None = None
     output_container: ContainerName | None = None
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     catalog: bool = True
     chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
 
@@ -177,6 +187,8 @@ class ProcessTiledRasterRequest(ContainerJob, CogOptions):
     output_container: ContainerName | None = None
     tile_size: int | None = Field(None, ge=256, le=32768)
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     catalog: bool = True
 
 
@@ -296,10 +308,26 @@ class ChunkRef(BaseModel):
     count: int
 
 
+class CollectionSpec(BaseModel):
+    """The collection a job writes to (input of ``prepare_collection``): created when missing,
+    titled after what it ``holds`` and where from (``source``) unless the request says; an
+    existing one is retitled only when the request gives a title or description."""
+
+    container: str
+    collection: str | None = None
+    title: str | None = None
+    description: str | None = None
+    holds: Literal["rasters", "cogs", "tiles"] = "rasters"
+    source: str | None = None  # "container/prefix" or "container/blob"; default the container
+    target_crs: str | None = None
+
+
 class SyncPlanRequest(BaseModel):
     container: str
     prefix: str = ""
     collection: str | None = None
+    collection_title: str | None = None
+    collection_description: str | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
     chunk_size: int = 500
@@ -371,6 +399,7 @@ class TileTask(BaseModel):
     profile: str = "deflate"
     max_z_error: float | None = None
     options_digest: str
+    catalog: bool = True  # a cataloged tile gets a thumbnail beside it
     tile: dict[str, Any]
 
 
@@ -552,6 +581,8 @@ def job_tasks(histories: list[list[dict[str, Any]]]) -> list[TaskRecord]:
 
 def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | None:
     activity = event.get("FunctionName") or origin.get("Name") or ""
+    if activity == "describe_blob":
+        return _missing_blob(event, origin)
     if activity not in ITEM_ACTIVITIES:
         return None
     start, end = _when(event.get("ScheduledTime") or origin.get("Timestamp")), _when(event.get("Timestamp"))
@@ -562,12 +593,28 @@ def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | 
                           reason=str(event.get("Reason") or "")[:1000])
     result = event.get("Result")
     result = json.loads(result) if isinstance(result, str) and result[:1] in "{[" else result
-    if not isinstance(result, dict) or "status" not in result:
-        return TaskRecord(name=_input_name(origin), activity=activity, status="done", start=start,
-                          end=end, seconds=seconds)
+    if not isinstance(result, dict) or "status" not in result:  # e.g. inspect_raster's report
+        named = result.get("name") if isinstance(result, dict) else None
+        return TaskRecord(name=named or _input_name(origin) or _input_name(event), activity=activity,
+                          status="done", start=start, end=end, seconds=seconds)
     return TaskRecord(name=result.get("name", ""), activity=activity, status=result["status"],
                       start=start, end=end, seconds=seconds, work_seconds=result.get("seconds"),
                       error=result.get("error"), reason=result.get("reason"))
+
+
+def _missing_blob(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | None:
+    """A named blob the orchestrator found missing: the job counts it failed, so /tasks lists it."""
+    result = event.get("Result")
+    try:
+        result = json.loads(result) if isinstance(result, str) else result
+    except ValueError:
+        return None
+    if event.get("EventType") != "TaskCompleted" or not isinstance(result, dict) or result.get("found", True):
+        return None
+    when = _when(event.get("Timestamp"))
+    return TaskRecord(name=_input_name(origin) or "?", activity="describe_blob", status="failed",
+                      start=when, end=when, seconds=0.0, error="BlobNotFound",
+                      reason=str(result.get("reason") or "")[:1000])
 
 
 def _input_name(event: dict[str, Any]) -> str:

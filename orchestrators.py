@@ -19,6 +19,7 @@ from models import (
     CatalogFileRequest,
     CogConversionRequest,
     CogOptions,
+    CollectionSpec,
     ConvertTask,
     DatabaseHealthRequest,
     FileRef,
@@ -189,7 +190,8 @@ def _sync_container(context, result: JobResult):
     request = SyncContainerRequest.model_validate(context.get_input())
     report(context, "planning", result, 0)
     plan_request = SyncPlanRequest(container=request.container, prefix=request.prefix,
-                                   collection=request.collection, mode=request.mode,
+                                   collection=request.collection, collection_title=request.collection_title,
+                                   collection_description=request.collection_description, mode=request.mode,
                                    dry_run=request.dry_run, chunk_size=request.chunk_size or 500,
                                    plan_id=context.instance_id.replace(":", "-"))
     plan = SyncJobPlan.model_validate((yield context.call_activity_with_retry(
@@ -247,7 +249,7 @@ def catalog_file(context: df.DurableOrchestrationContext):
 def _catalog_file(context, result: JobResult):
     request = CatalogFileRequest.model_validate(context.get_input())
     report(context, "cataloging", result, 1)
-    source = yield from source_and_collection(context, request, result)
+    source = yield from source_and_collection(context, request, result, holds="rasters", source=request.container)
     if source is None:
         return result
     file, collection = source
@@ -260,15 +262,23 @@ def _catalog_file(context, result: JobResult):
     return result
 
 
-def source_and_collection(context, request, result: JobResult):
+def source_and_collection(context, request, result: JobResult, *, holds: str, source: str):
     """(the source blob's facts, the collection id, created if needed) of a one-blob request, or
     None with a failed outcome recorded when the blob does not exist."""
     file = yield from describe(context, request.container, request.blob, result)
     if file is None:
         return None
-    collection = yield context.call_activity_with_retry(
-        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, collection_spec(
+        request, holds=holds, source=source))
     return file, collection
+
+
+def collection_spec(request, *, holds: str, source: str) -> dict:
+    """What ``prepare_collection`` needs of a request: its collection, title, description."""
+    return CollectionSpec(container=request.container, collection=request.collection,
+                          title=request.collection_title, description=request.collection_description,
+                          holds=holds, source=source, target_crs=getattr(request, "target_crs", None)
+                          ).model_dump(mode="json")
 
 
 def describe(context, container: str, blob: str, result: JobResult):
@@ -330,8 +340,10 @@ def cog_conversion(context: df.DurableOrchestrationContext):
 def _cog_conversion(context, result: JobResult):
     request = CogConversionRequest.model_validate(context.get_input())
     report(context, "listing", result, 0)
+    selected = (f"{request.container}/{request.prefix}" if request.prefix is not None else
+                f"{request.container}/{request.blobs[0]}" if len(request.blobs) == 1 else request.container)
     collection = yield context.call_activity_with_retry(
-        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+        act.prepare_collection, RETRY, collection_spec(request, holds="cogs", source=selected))
     base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
                        output_container=request.output_container, catalog=request.catalog,
                        options=request.cog_options()).model_dump(mode="json")
@@ -427,7 +439,8 @@ def process_tiled_raster(context: df.DurableOrchestrationContext):
 def _process_tiled_raster(context, result: JobResult):
     request = ProcessTiledRasterRequest.model_validate(context.get_input())
     report(context, "planning", result, 0)
-    source = yield from source_and_collection(context, request, result)
+    source = yield from source_and_collection(context, request, result, holds="tiles",
+                                              source=f"{request.container}/{request.blob}")
     if source is None:
         return result
     file, collection = source
@@ -444,7 +457,7 @@ def _process_tiled_raster(context, result: JobResult):
         container=request.container, blob=file.name, source_etag=file.etag,
         output_container=request.output_container, profile=request.profile,
         max_z_error=request.max_z_error, options_digest=digest,
-        tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
+        catalog=request.catalog, tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
     report(context, "tiling", result, len(tiles))
     results = yield from settle(context, tiles)
     outcomes = [outcome_of(f"tile {t['row']},{t['col']}", r) for t, r in zip(plan["tiles"], results)]
@@ -480,11 +493,13 @@ def _ingest_blob(context, result: JobResult):
     report(context, "ingesting", result, 1)
     found = yield context.call_activity_with_retry(
         act.describe_blob, RETRY, {"container": request.container, "blob": request.blob})
-    collection = yield context.call_activity_with_retry(
-        act.prepare_collection, RETRY, {"container": request.container, "collection": request.collection})
+    collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, CollectionSpec(
+        container=request.container, collection=request.collection, holds="cogs" if request.convert else "rasters",
+        source=request.container).model_dump(mode="json"))
     if not found["found"]:
         removed = yield context.call_activity_with_retry(act.forget_blob, RETRY, {
-            "container": request.container, "blob": request.blob, "collection": collection})
+            "container": request.container, "blob": request.blob, "collection": collection,
+            "output_container": request.output_container if request.convert else None})
         result.add([TaskOutcome(name=request.blob, status="done" if removed else "skipped")])
         result.detail["removed"] = removed
     elif request.convert:

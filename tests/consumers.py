@@ -803,6 +803,19 @@ class Page:
     def evaluate(self, expression: str) -> Any:
         return self.browser.command("eval", page=self.id, expression=expression)["value"]
 
+    def click(self, selector: str | None = None, *, at: tuple[float, float] | None = None) -> None:
+        """Click the first element matching ``selector`` (as a user would: scrolled into view,
+        waited for), or the viewport point ``at`` (CSS pixels)."""
+        self._pointer("click", selector, at)
+
+    def hover(self, selector: str | None = None, *, at: tuple[float, float] | None = None) -> None:
+        """Move the mouse over the first element matching ``selector``, or to the point ``at``."""
+        self._pointer("hover", selector, at)
+
+    def _pointer(self, action: str, selector: str | None, at: tuple[float, float] | None) -> None:
+        x, y = at if at is not None else (None, None)
+        self.browser.command("pointer", page=self.id, action=action, selector=selector, x=x, y=y)
+
     def text(self, selector: str = "body") -> str:
         return self.browser.command("text", page=self.id, selector=selector)["text"]
 

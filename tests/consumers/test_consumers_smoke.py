@@ -127,6 +127,26 @@ def test_stac_api_search_by_bbox_datetime_and_cql2(stac_api, written):
     assert set(stac_api.get_json("/queryables")["properties"]) >= {"id", "datetime", "geometry"}
 
 
+def test_queryables_list_our_properties_and_cql2_compares_them_by_type(stac_api, written):
+    """pgSTAC's queryables, registered for the collection when it was written: the API lists them
+    (globally and per collection, where STAC Browser's filter form reads them) with their types,
+    and a CQL2 comparison on a number is numeric."""
+    ids = written["ids"]
+    ours = {"proj:code", "gsd", "rmh:source_container", "rmh:source_blob", "rmh:source_etag",
+            "rmh:datetime_source", "rmh:has_data", "rmh:data_type", "rmh:band_count"}
+    for path in ("/queryables", f"/collections/{COLLECTION}/queryables"):
+        listed = stac_api.get_json(path)["properties"]
+        assert ours <= set(listed), (path, sorted(listed))
+        assert listed["rmh:band_count"]["type"] == "integer" and listed["gsd"]["type"] == "number"
+    assert _search_ids(stac_api, filter="\"rmh:band_count\" >= 3", **{"filter-lang": "cql2-text"}) == {ids["rgb"]}
+    assert _search_ids(stac_api, filter="\"rmh:data_type\" = 'float32'", **{"filter-lang": "cql2-text"}) == {ids["dem"]}
+    code, body = stac_api.post_json("/search", {
+        "collections": [COLLECTION], "filter-lang": "cql2-json",
+        "filter": {"op": "and", "args": [{"op": ">", "args": [{"property": "gsd"}, 5]},
+                                         {"op": "=", "args": [{"property": "rmh:has_data"}, True]}]}})
+    assert code == 200 and {f["id"] for f in body["features"]} == set(ids.values()), body
+
+
 def test_pystac_client_counts_match(stac_api, written, pgstac_dsn):
     # pgSTAC answers numberMatched only with its `context` setting on (0.10.0 ships it 'off', and
     # pystac-client's matched() is then None): an operator's setting, made here as one would.
@@ -217,6 +237,30 @@ def test_titiler_renders_the_dem_from_its_item_statistics(titiler, stac_api, wri
     shown = tile[..., 0][tile[..., 3] > 0]
     assert 0.3 < opaque_fraction(tile) < 1.0  # the raster and, around it, nothing
     assert shown.max() - shown.min() > 100
+
+
+def test_titiler_draws_the_dem_from_its_render_with_no_request_parameters(titiler, written, artifact_dir):
+    """The item's ``renders`` (rescale from its statistics, a colormap) become titiler-pgstac's
+    render links; following one, with nothing added to it, gives a coloured, stretched PNG."""
+    base = f"/collections/{COLLECTION}/items/{written['ids']['dem']}"
+    renders = titiler.get_json(f"{base}/renders")
+    render = renders["renders"]["default"]
+    assert render["params"]["colormap_name"] == "viridis" and render["params"]["rescale"], render
+    tilejson_link = next(link["href"] for link in render["links"] if link["href"].split("?")[0].endswith("tilejson.json"))
+    tilejson_url = urllib.parse.unquote(tilejson_link).replace("{tileMatrixSetId}", "WebMercatorQuad")
+    tilejson = titiler.get_json(tilejson_url)
+    zoom = tilejson["maxzoom"] - 1
+    x, y = _tile_of(*_centre(DEM_BOUNDS), zoom)
+    template = tilejson["tiles"][0]
+    tile_url = template.replace("{z}", str(zoom)).replace("{x}", str(x)).replace("{y}", str(y))
+    status, body, headers = titiler.get(tile_url)
+    assert status == 200 and headers["content-type"] == "image/png", body[:500]
+    (artifact_dir / "dem-render.png").write_bytes(body)
+    tile = read_png(body)
+    assert 0.3 < opaque_fraction(tile) < 1.0  # the DEM, and its nodata corner transparent
+    shown = tile[..., :3][tile[..., 3] > 0].astype(int)
+    assert np.abs(shown[:, 0] - shown[:, 2]).mean() > 20, "viridis colours, not grey"
+    assert np.percentile(shown[:, 1], 95) - np.percentile(shown[:, 1], 5) > 80, "stretched over the data"
 
 
 def test_stac_browser_shows_landing_and_collection(stac_browser, stac_api, browser, written, artifact_dir):
