@@ -656,7 +656,8 @@ def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) 
     opts = task.options
     with staging_dir("cog") as tmp:
         local = Path(tmp) / "out.tif"
-        geo_ops.to_cog(src.path, local, profile=opts.profile, dst_crs=opts.target_crs,
+        geo_ops.to_cog(src.path, local, profile=opts.profile, max_z_error=opts.max_z_error,
+                       dst_crs=opts.target_crs,
                        resampling=opts.resampling, overview_resampling=_overview_resampling(opts.resampling),
                        limits=limits(), tmp_dir=tmp, gdal_config=gdal_config(src.config))
         metadata = {"rmh_source_etag": task.file.etag, "rmh_options": digest,
@@ -759,7 +760,8 @@ def _write_tile(store: BlobStore, task: TileTask, tile) -> None:
     src = store.gdal_read_path(task.container, task.blob)
     with staging_dir("tile") as tmp:
         local = Path(tmp) / "tile.tif"
-        geo_ops.process_tile(src.path, tile, local, profile=task.profile, tmp_dir=tmp,
+        geo_ops.process_tile(src.path, tile, local, profile=task.profile,
+                             max_z_error=task.max_z_error, tmp_dir=tmp,
                              overview_resampling=_overview_resampling(tile.resampling),
                              gdal_config=gdal_config(src.config))
         _publish(store, task.output_container, tile.output_path, local,

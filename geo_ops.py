@@ -78,17 +78,24 @@ MAGIC = {
     b"\xffO\xffQ": "JP2OpenJPEG", b"RIFF": "WEBP",
 }
 
-#: Creation options of the GDAL COG driver per compression profile.
+#: Creation options of the GDAL COG driver per compression profile. ``PREDICTOR=YES`` lets GDAL
+#: pick the predictor by data type: floating-point (3) for floats, horizontal (2) for integers.
+#: LERC is lossless at ``MAX_Z_ERROR=0``; ``to_cog(max_z_error=...)`` trades accuracy for bytes.
 COG_PROFILES: dict[str, dict[str, str]] = {
-    "deflate": {"COMPRESS": "DEFLATE"},
-    "deflate-predictor": {"COMPRESS": "DEFLATE", "PREDICTOR": "YES"},
-    "lzw": {"COMPRESS": "LZW"},
-    "zstd": {"COMPRESS": "ZSTD"},
-    "lerc": {"COMPRESS": "LERC_ZSTD"},
+    "deflate": {"COMPRESS": "DEFLATE", "PREDICTOR": "YES"},
+    "zstd": {"COMPRESS": "ZSTD", "PREDICTOR": "YES"},
+    "lzw": {"COMPRESS": "LZW", "PREDICTOR": "YES"},
+    "lerc": {"COMPRESS": "LERC_ZSTD", "MAX_Z_ERROR": "0"},
+    "lerc_deflate": {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": "0"},
     "webp": {"COMPRESS": "WEBP", "QUALITY": "85"},
     "jpeg": {"COMPRESS": "JPEG", "QUALITY": "85"},
     "none": {"COMPRESS": "NONE"},
 }
+#: Codecs that take ``MAX_Z_ERROR``.
+LERC_CODECS = frozenset({"LERC", "LERC_ZSTD", "LERC_DEFLATE"})
+#: Profiles whose output decodes to exactly the source's pixels (LERC ones at max_z_error 0, which
+#: keep every visible pixel but store those under a fully transparent alpha as 0).
+LOSSLESS_PROFILES = frozenset({"deflate", "zstd", "lzw", "lerc", "lerc_deflate", "none"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,6 +301,7 @@ class CogResult(BaseModel):
     nodata: Nodata
     overview_count: int
     compression: str | None
+    predictor: int | None = None  # TIFF predictor: 2 horizontal, 3 floating-point
     reprojected: bool
     valid_fraction: float | None
     is_empty: bool
@@ -987,14 +995,23 @@ def _remove_partial(dst: str) -> None:
 
 
 def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_resampling: str,
-                threads: int | str) -> dict[str, str]:
-    """COG driver creation options for a named profile (or explicit options)."""
+                threads: int | str, max_z_error: float | None = None) -> dict[str, str]:
+    """COG driver creation options for a named profile (or explicit options).
+
+    ``max_z_error`` (LERC profiles only) is the largest absolute error a pixel may take."""
     if isinstance(profile, str):
         if profile not in COG_PROFILES:
             raise InvalidOption(profile, f"unknown COG profile (known: {', '.join(COG_PROFILES)})")
-        base = COG_PROFILES[profile]
+        base = dict(COG_PROFILES[profile])
     else:
         base = {k.upper(): str(v) for k, v in profile.items()}
+    if max_z_error is not None:
+        if base.get("COMPRESS", "").upper() not in LERC_CODECS:
+            raise InvalidOption(str(max_z_error), "max_z_error applies only to the LERC profiles "
+                                f"(lerc, lerc_deflate), not {profile}")
+        if not math.isfinite(max_z_error) or max_z_error < 0:
+            raise InvalidOption(str(max_z_error), "max_z_error must be a finite number >= 0")
+        base["MAX_Z_ERROR"] = repr(float(max_z_error))
     return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
         overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
         "OVERVIEWS": "AUTO", **base}
@@ -1005,11 +1022,17 @@ EIGHT_BIT_CODECS = frozenset({"JPEG", "WEBP"})
 
 
 def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
-    """Refuse a lossy 8-bit codec for data it cannot encode, before any pixel is written."""
+    """Refuse a codec setting the data cannot take, before any pixel is written: a lossy 8-bit
+    codec for other data, a lossy LERC error bound for integers."""
     codec = options.get("COMPRESS", "").upper()
     if codec in EIGHT_BIT_CODECS and (set(ds.dtypes) != {"uint8"} or ds.count not in (1, 3, 4)):
         raise InvalidOption(ds.name, f"{codec} compression needs 1, 3 or 4 uint8 bands, not "
                             f"{ds.count} x {ds.dtypes[0]}")
+    if codec in LERC_CODECS and float(options.get("MAX_Z_ERROR", 0)) > 0 \
+            and np.dtype(ds.dtypes[0]).kind != "f":
+        raise InvalidOption(ds.name, f"max_z_error {options['MAX_Z_ERROR']} applies to "
+                            f"floating-point data, not {ds.dtypes[0]} (LERC with max_z_error 0 "
+                            "is lossless for any type)")
 
 
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
@@ -1144,6 +1167,7 @@ def to_cog(
     dst: PathLike,
     *,
     profile: str | Mapping[str, str] = "deflate",
+    max_z_error: float | None = None,
     dst_crs: str | int | CRS | None = None,
     resolution: float | tuple[float, float] | None = None,
     resampling: str = "nearest",
@@ -1158,6 +1182,8 @@ def to_cog(
 ) -> CogResult:
     """Convert ``src`` to a Cloud Optimized GeoTIFF at ``dst`` with GDAL's COG driver.
 
+    ``profile`` names the compression (``COG_PROFILES``; the lossless ones choose the predictor by
+    data type), ``max_z_error`` bounds LERC's per-pixel error for floating-point data.
     Without ``dst_crs`` pixels are copied unchanged (``nodata`` overrides the declared nodata).
     With ``dst_crs`` the source streams through a ``WarpedVRT`` into a local tiled intermediate,
     window by window, then into the COG; a source without nodata or alpha gains an alpha band so
@@ -1167,7 +1193,7 @@ def to_cog(
     started = time.perf_counter()
     config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
-                          threads=threads)
+                          threads=threads, max_z_error=max_z_error)
     with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
         check_codec(ds, options)
         try:
@@ -1368,8 +1394,14 @@ def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogRes
             width=out.width, height=out.height, count=out.count, dtype=out.dtypes[0],
             nodata=nodata_json(out.nodata), overview_count=len(out.overviews(1)),
             compression=out.compression.name if out.compression else None,
+            predictor=_predictor(out),
             reprojected=reprojected, valid_fraction=fraction, is_empty=fraction == 0.0,
             cog_valid=True, warnings=notes, elapsed_s=time.perf_counter() - started)
+
+
+def _predictor(ds: DatasetReader) -> int | None:
+    value = int(ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR", 1))
+    return None if value == 1 else value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1485,6 +1517,7 @@ def process_tile(
     dst: PathLike | None = None,
     *,
     profile: str | Mapping[str, str] = "deflate",
+    max_z_error: float | None = None,
     overview_resampling: str = "nearest",
     blocksize: int = 512,
     threads: int | str = 1,
@@ -1503,7 +1536,7 @@ def process_tile(
     dst = str(dst or tile.output_path)
     config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
-                          threads=threads)
+                          threads=threads, max_z_error=max_z_error)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
         check_codec(ds, options)
         try:

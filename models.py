@@ -12,7 +12,8 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 
 import geo_ops
 from storage import MAX_BLOB_NAME, check_blob_name, check_container_name
@@ -32,7 +33,7 @@ def _check_target_crs(value: str | None) -> str | None:
 ContainerName = Annotated[str, AfterValidator(check_container_name)]
 BlobName = Annotated[str, AfterValidator(check_blob_name)]
 CollectionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
-CogProfile = Literal["deflate", "lzw", "zstd", "webp", "jpeg", "lerc", "lerc_deflate", "raw"]
+CogProfile = Literal["deflate", "zstd", "lzw", "lerc", "lerc_deflate", "webp", "jpeg", "none"]
 Prefix = Annotated[str, Field(max_length=MAX_BLOB_NAME)]
 TargetCrs = Annotated[str, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
@@ -128,11 +129,29 @@ class CogOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    profile: CogProfile = "deflate"
+    profile: CogProfile = Field(
+        "deflate", description="compression (geo_ops.COG_PROFILES); deflate, zstd and lzw are "
+                               "lossless with the predictor chosen by data type; lerc and "
+                               "lerc_deflate are lossless unless max_z_error is set")
+    max_z_error: float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="LERC only: the largest absolute error a pixel may take (floating-point data)")
     target_crs: TargetCrs | None = Field(
         None, description="EPSG code ('EPSG:3857', 3857), AUTHORITY:CODE, WKT, PROJJSON or a PROJ "
                           "string; never a file name or URL")
     resampling: ResamplingName = "bilinear"
+
+    @field_validator("max_z_error")
+    @classmethod
+    def _lerc_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        profile = info.data.get("profile")  # absent when it failed validation itself
+        if value is not None and profile is not None and profile not in ("lerc", "lerc_deflate"):
+            raise ValueError(f"applies only to the lerc and lerc_deflate profiles, not {profile!r}")
+        return value
+
+    def cog_options(self) -> "CogOptions":
+        """The conversion options alone (without the request's other fields)."""
+        return CogOptions.model_validate(self.model_dump(include=set(CogOptions.model_fields)))
 
 
 class CogConversionRequest(ContainerJob, CogOptions):
@@ -378,6 +397,7 @@ class TileTask(BaseModel):
     source_etag: str
     output_container: str
     profile: str = "deflate"
+    max_z_error: float | None = None
     options_digest: str
     catalog: bool = True  # a cataloged tile gets a thumbnail beside it
     tile: dict[str, Any]

@@ -346,8 +346,7 @@ def _cog_conversion(context, result: JobResult):
         act.prepare_collection, RETRY, collection_spec(request, holds="cogs", source=selected))
     base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
                        output_container=request.output_container, catalog=request.catalog,
-                       options=CogOptions(profile=request.profile, target_crs=request.target_crs,
-                                          resampling=request.resampling)).model_dump(mode="json")
+                       options=request.cog_options()).model_dump(mode="json")
     size = request.chunk_size or 100
     if request.prefix is not None:  # listed and chunked by an activity: never through history
         plan = yield context.call_activity_with_retry(act.plan_conversion, RETRY, {
@@ -445,7 +444,7 @@ def _process_tiled_raster(context, result: JobResult):
     if source is None:
         return result
     file, collection = source
-    options = CogOptions(profile=request.profile, target_crs=request.target_crs, resampling=request.resampling)
+    options = request.cog_options()
     task = ConvertTask(container=request.container, file=file, collection=collection,
                        output_container=request.output_container, options=options,
                        catalog=request.catalog, tile_size=request.tile_size)
@@ -456,7 +455,8 @@ def _process_tiled_raster(context, result: JobResult):
     digest = act.options_digest({**options.model_dump(), "tile_size": plan["tile_size"]})
     tiles = [context.call_activity_with_retry(act.convert_tile, RETRY, TileTask(
         container=request.container, blob=file.name, source_etag=file.etag,
-        output_container=request.output_container, profile=request.profile, options_digest=digest,
+        output_container=request.output_container, profile=request.profile,
+        max_z_error=request.max_z_error, options_digest=digest,
         catalog=request.catalog, tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
     report(context, "tiling", result, len(tiles))
     results = yield from settle(context, tiles)

@@ -2,7 +2,7 @@
 pgSTAC through ``catalogs.PgStacCatalog`` vs ``pypgstac load items --method upsert`` (same items,
 same run, each into a fresh collection).
 
-    python benchmarks/bench_catalog.py [--items 5000] [--cogs 200]
+    python benchmarks/bench_catalog.py [--items 5000] [--cogs 200] [--runs 3]
 
 Starts a throwaway PostgreSQL + PostGIS + pgSTAC (``tests/services.py``) unless ``PGSTAC_DSN`` is
 set, and stops it at the end. Human-readable lines go to stderr; the LAST stdout line is one JSON
@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,10 +172,17 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
     validate_rate = 500 / (time.perf_counter() - start)
 
     names = ["ours", "pypgstac_cli", "pypgstac_inprocess", "ours_validated"]
-    try:
-        figures, rerun_rate = measure_writes(dsn, items, validator, workdir, {n: f"{run_id}-{n}" for n in names})
-    finally:
-        drop_collections(dsn, [f"{run_id}-{n}" for n in names])
+    runs, rates = [], []
+    for repeat in range(getattr(args, "runs", 1)):  # each run into fresh collections; medians
+        collections = {n: f"{run_id}-{repeat}-{n}" for n in names}
+        try:
+            rates.append(measure_writes(dsn, items, validator, workdir, collections))
+        finally:
+            drop_collections(dsn, list(collections.values()))
+        runs.append(rates[-1][0])
+    figures = {n: statistics.median(r[n] for r in runs) for n in names}
+    rerun_rate = statistics.median(rate for _, rate in rates)
+    validated = statistics.median(r["ours_validated"] / r["pypgstac_cli"] for r in runs)
     ratio = figures["ours"] / figures["pypgstac_cli"]
     return {
         "items": len(items),
@@ -190,6 +198,10 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
         "rerun_unchanged_items_per_s": round(rerun_rate, 1),
         "ratio_ours_vs_pypgstac_cli": round(ratio, 3),
         "ratio_ours_vs_pypgstac_inprocess": round(figures["ours"] / figures["pypgstac_inprocess"], 3),
+        "runs": len(runs),
+        "ratio_validated_vs_pypgstac_cli": round(validated, 3),  # median of the runs' ratios
+        "validated_target_ratio": 1.0,
+        "validated_target_met": validated >= 1.0,
         "target_ratio": 0.8,
         "target_met": ratio >= 0.8,
     }
@@ -199,6 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--cogs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3, help="repeats (medians reported)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     server = None

@@ -92,6 +92,19 @@ def test_fast_path_never_accepts_what_jsonschema_rejects(validator, item, path, 
     assert validator._fast_accepts(uris, item) is False
 
 
+def test_fast_path_compiles_each_schema_once_and_decides_alone(schema_dir, item, monkeypatch):
+    """A valid item costs one accelerator call per schema and no jsonschema validation at all."""
+    validator = stac_ops.StacValidator(schema_dir)
+    uris, _ = validator.schema_uris(item)
+    validator.validate_item(item)
+    compiled = dict(validator._fast)
+    assert set(compiled) == set(uris) and all(compiled.values())  # jsonschema-rs is installed
+    monkeypatch.setattr(validator, "_validator", lambda uri: pytest.fail(f"jsonschema ran for {uri}"))
+    for n in range(50):
+        validator.validate_item({**item, "id": f"{item['id']}-{n}"})
+    assert validator._fast == compiled
+
+
 def test_fast_path_accepts_our_items(validator, item, shared_rasters):
     uris, _ = validator.schema_uris(item)
     assert validator._fast_accepts(uris, item) is True
