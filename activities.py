@@ -171,11 +171,18 @@ def _aad_token_provider():
     return lambda: credential.get_token(scope).token
 
 
+#: GDAL options of every raster operation unless RMH_GDAL_OPTIONS says otherwise. The first read
+#: of a remote file takes 256 KB: a COG's header and, for a small file, all of it, in one request
+#: (GDAL's default, 16 KB, costs a small COG three reads).
+GDAL_DEFAULTS = {"GDAL_INGESTED_BYTES_AT_OPEN": "262144"}
+
+
 def gdal_config(extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """GDAL options for one operation: the settings' options, then the blob's access options,
-    normalised by geo_ops (GDAL_CACHEMAX in bytes, as rasterio wants it). GDAL's own temporary
-    files go to the work directory too."""
-    return geo_ops.env_options({"CPL_TMPDIR": str(work_dir()), **settings().gdal_options, **(extra or {})})
+    """GDAL options for one operation: our defaults, the settings' options, then the blob's access
+    options, normalised by geo_ops (GDAL_CACHEMAX in bytes, as rasterio wants it). GDAL's own
+    temporary files go to the work directory too."""
+    return geo_ops.env_options({"CPL_TMPDIR": str(work_dir()), **GDAL_DEFAULTS, **settings().gdal_options,
+                                **(extra or {})})
 
 
 # -- local working files ------------------------------------------------------------------------

@@ -244,6 +244,35 @@ class Decisions:
 
 
 @dataclass
+class ReplayStats:
+    """What replaying orchestrations through the SDK cost this engine: episodes run through the
+    SDK (``invoked``, the history events handed to it and the seconds it took, longest episode
+    too) and episodes recorded without it (``elided``: they could not change its answer)."""
+
+    invoked: int = 0
+    elided: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    longest_events: int = 0
+    longest_seconds: float = 0.0
+
+    def record(self, events: int, seconds: float) -> None:
+        self.invoked += 1
+        self.events += events
+        self.seconds += seconds
+        if seconds > self.longest_seconds:
+            self.longest_events, self.longest_seconds = events, seconds
+
+    def summary(self) -> dict[str, Any]:
+        per = self.seconds / self.invoked if self.invoked else 0.0
+        return {"invoked": self.invoked, "elided": self.elided, "events": self.events,
+                "seconds": round(self.seconds, 3), "ms_per_episode": round(per * 1000, 3),
+                "us_per_event": round(self.seconds / self.events * 1e6, 2) if self.events else None,
+                "longest_episode": {"events": self.longest_events,
+                                    "ms": round(self.longest_seconds * 1000, 2)}}
+
+
+@dataclass
 class EntityCall:
     """One queued entity operation."""
 

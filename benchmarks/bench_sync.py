@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import shutil
+import signal
+import subprocess
 import json
 import logging
 import os
@@ -104,6 +108,7 @@ def ours(files: int, chunk_size: int, state: Path, pool: str, workers: int | Non
         tasks_page_ms = (time.perf_counter() - tasks_start) * 1000
         tasks = get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=5000")["tasks"]
         workers = runtime.max_activity_workers
+        replay = runtime.engine.replay_stats.summary()
     output = status["output"]
     work = [t["work_seconds"] for t in tasks if t.get("work_seconds") is not None]
     busy = sum(work) / workers
@@ -112,7 +117,26 @@ def ours(files: int, chunk_size: int, state: Path, pool: str, workers: int | Non
             "task_work_median_ms": round(statistics.median(work) * 1000, 2) if work else None,
             "task_work_total_s": round(sum(work), 3),
             "orchestration_overhead_s": round(max(0.0, wall - busy), 3),
-            "tasks_page_ms": round(tasks_page_ms, 1)}
+            "tasks_page_ms": round(tasks_page_ms, 1), "replay": replay}
+
+
+@contextlib.contextmanager
+def sampled(out: Path | None):
+    """py-spy sampling of this process and its activity workers while the body runs (``--profile``),
+    written as collapsed stacks to ``out``; nothing without ``out``."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if out is None:
+        yield
+        return
+    proc = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--subprocesses", "--nonblocking",
+                             "--rate", "50", "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
 
 
 def cpu_by_process() -> dict[str, float]:
@@ -171,6 +195,8 @@ def main() -> None:
     parser.add_argument("--pool", choices=("thread", "process"), default="process",
                         help="activity pool of the embedded runtime (processes: no GIL contention)")
     parser.add_argument("--workers", type=int, default=None, help="activity workers (default: CPU count)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample the orchestrated run with py-spy into this file (collapsed stacks)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from services import Azurite, PgStac
@@ -198,7 +224,8 @@ def main() -> None:
             script = baseline(store, dsn, "baseline")
             requests_script = azurite.request_counts() if azurite else {}
             before = cpu_by_process()
-            engine = ours(args.files, args.chunk_size, Path(tmp), args.pool, args.workers)
+            with sampled(args.profile):
+                engine = ours(args.files, args.chunk_size, Path(tmp), args.pool, args.workers)
             after = cpu_by_process()
             engine["cpu_s"] = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in sorted(after)}
             if azurite:
