@@ -656,10 +656,16 @@ def plan_raster_tiles(payload: dict) -> dict:
     store, config = blob_store(), settings()
     src = store.gdal_read_path(task.container, task.file.name)
     prefix = cog_blob_name(task.container, task.file.name, suffix="")
-    plan = geo_ops.plan_tiles(src.path, output_prefix=f"{prefix}/tiles", tile_size=task.tile_size or None,
-                              max_pixels=config.max_pixels_per_task, dst_crs=task.options.target_crs,
-                              resampling=task.options.resampling, limits=limits(),
-                              gdal_config=gdal_config(src.config))
+    started = time.monotonic()
+    try:
+        plan = judged(store, task.container, task.file.name, lambda: geo_ops.plan_tiles(
+            src.path, output_prefix=f"{prefix}/tiles", tile_size=task.tile_size or None,
+            max_pixels=config.max_pixels_per_task, dst_crs=task.options.target_crs,
+            resampling=task.options.resampling, limits=limits(), gdal_config=gdal_config(src.config)))
+    except TRANSIENT_ERRORS:
+        raise
+    except ITEM_ERRORS as err:  # the raster cannot be tiled as asked: a per-file failure, with why
+        return {"outcome": failed(task.file.name, err, started, container=task.container)}
     return plan.model_dump(mode="json")
 
 

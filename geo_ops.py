@@ -1130,6 +1130,9 @@ def warp_grid(ds: DatasetReader, dst_crs: CRS,
     GDAL suggests the grid (``GDALSuggestedWarpOutput2``); a requested resolution then keeps the
     suggested top-left corner and rounds the size to the nearest pixel, like gdalwarp does.
     """
+    wrapped = _wrapping_grid(ds, dst_crs, resolution)
+    if wrapped is not None:
+        return wrapped
     if ds.transform.b == 0 and ds.transform.d == 0:
         width, height, bounds = _within_area_of_use(ds, dst_crs)
         transform, width, height = calculate_default_transform(ds.crs, dst_crs, width, height,
@@ -1143,6 +1146,82 @@ def warp_grid(ds: DatasetReader, dst_crs: CRS,
     extent_x, extent_y = width * transform.a, height * -transform.e
     width, height = int(extent_x / xres + 0.5), int(extent_y / yres + 0.5)
     return Affine(xres, 0, transform.c, 0, -yres, transform.f), max(width, 1), max(height, 1)
+
+
+def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float, float] | None
+                   ) -> tuple[Affine, int, int] | None:
+    """The output grid where GDAL's suggestion fails: a source across the antimeridian, or around
+    a pole, into a target whose x is a longitude (geographic, Mercator, Plate Carrée). GDAL then
+    suggests a globe-wide strip at a fraction of the resolution (a UTM zone 60 scene into EPSG:3857
+    came out 574 x 14 px). Here the extent is the source's outline with longitudes made continuous
+    (so it may pass ±180°: a valid, contiguous grid), at the source's own resolution. A pole in a
+    Mercator target cannot be represented: refused with the reason. None for every other case."""
+    if ds.crs is None:
+        return None
+    period = _longitude_period(dst_crs)
+    if period is None:
+        return None
+    src = pyproj.CRS.from_wkt(ds.crs.to_wkt())
+    to_lonlat = pyproj.Transformer.from_crs(src, "EPSG:4326", always_xy=True)
+    xs, ys = _ring(ds.bounds, 41)
+    lons, lats = to_lonlat.transform(xs, ys, errcheck=False)
+    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+        return None
+    lons = np.rad2deg(np.unwrap(np.deg2rad(lons)))
+    west, south, east, north = to_lonlat.transform_bounds(*ds.bounds, densify_pts=41)
+    pole = "North" if north >= 90 else "South" if south <= -90 else None
+    if pole and ds.crs.is_geographic:
+        return None  # a lon/lat grid reaching a pole is clipped to the target's area of use
+    crosses = pole is None and (lons.max() > 180 or lons.min() < -180)
+    if pole is None and not crosses:
+        return None
+    dst = pyproj.CRS.from_wkt(dst_crs.to_wkt())
+    if pole and not dst.is_geographic:
+        raise InvalidOption(ds.name, f"the raster covers the {pole} Pole, which {dst_crs.to_string()} cannot "
+                                     "represent (a Mercator grid ends short of the poles): keep its CRS or choose "
+                                     "a polar one (EPSG:3413, EPSG:3031)")
+    from_lonlat = pyproj.Transformer.from_crs("EPSG:4326", dst, always_xy=True)
+    if pole:
+        left, right = from_lonlat.transform([-180.0, 180.0], [0.0, 0.0])[0]
+        edge = from_lonlat.transform([0.0, 0.0], [south if pole == "North" else north, 90.0 if pole == "North" else -90.0])[1]
+        bottom, top = min(edge), max(edge)
+    else:
+        tx, ty = from_lonlat.transform(lons, lats, errcheck=False)
+        tx = np.unwrap(np.asarray(tx, dtype=float), period=period)
+        left, right, bottom, top = float(tx.min()), float(tx.max()), float(np.min(ty)), float(np.max(ty))
+    xres, yres = ((resolution, resolution) if isinstance(resolution, (int, float)) else resolution) \
+        if resolution is not None else (_native_resolution(ds, src, dst),) * 2
+    width, height = max(1, math.ceil((right - left) / xres)), max(1, math.ceil((top - bottom) / yres))
+    if resolution is None:  # fit the extent exactly (the pixels get a hair finer)
+        xres, yres = (right - left) / width, (top - bottom) / height
+    return Affine(xres, 0, left, 0, -yres, top), width, height
+
+
+def _longitude_period(dst_crs: CRS) -> float | None:
+    """Target x units per 360° of longitude when x is a linear function of longitude alone
+    (geographic, Mercator, equirectangular), else None."""
+    dst = pyproj.CRS.from_wkt(dst_crs.to_wkt())
+    if dst.is_geographic:
+        return 360.0
+    try:
+        forward = pyproj.Transformer.from_crs("EPSG:4326", dst, always_xy=True)
+        x, _ = forward.transform([0.0, 45.0, 90.0, 45.0], [0.0, 0.0, 0.0, 40.0], errcheck=True)
+    except pyproj.exceptions.ProjError:
+        return None
+    quarter = x[2] - x[0]
+    linear = math.isclose(x[1] - x[0], quarter / 2, rel_tol=1e-9) and math.isclose(x[3], x[1], rel_tol=1e-9)
+    return 4 * quarter if linear and quarter > 0 else None
+
+
+def _native_resolution(ds: DatasetReader, src: pyproj.CRS, dst: pyproj.CRS) -> float:
+    """The target-CRS length of one source pixel, measured halfway between the centre and the
+    bottom edge (away from a pole at the centre), the finer of its two directions."""
+    to_dst = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    col, row = ds.width / 2, ds.height * 0.75
+    pts = [ds.transform * (col, row), ds.transform * (col + 1, row), ds.transform * (col, row + 1)]
+    x, y = to_dst.transform([p[0] for p in pts], [p[1] for p in pts])
+    steps = [math.hypot(x[i] - x[0], y[i] - y[0]) for i in (1, 2)]
+    return min(step for step in steps if step > 0)
 
 
 def _within_area_of_use(ds: DatasetReader, dst_crs: CRS) -> tuple[int, int, tuple[float, ...]]:
@@ -1177,6 +1256,11 @@ def warped_vrt(ds: DatasetReader, dst_crs: CRS, transform: Affine, width: int, h
         kwargs.update(src_nodata=src_nodata, nodata=src_nodata)
     elif not has_alpha:
         kwargs["add_alpha"] = True
+    # A geographic source whose longitudes pass ±180° (170..190) is found by the warper only if
+    # its CRS wraps longitudes around its centre (PROJ's lon_wrap), not into [-180, 180].
+    left, _, right, _ = ds.bounds
+    if ds.crs and ds.crs.is_geographic and (right > 180 or left < -180):
+        kwargs["src_crs"] = CRS.from_proj4(f"{ds.crs.to_proj4()} +lon_wrap={(left + right) / 2:g}")
     return WarpedVRT(ds, crs=dst_crs, transform=transform, width=width, height=height,
                      resampling=resampling, warp_mem_limit=warp_mem_limit_mb,
                      warp_extras={"NUM_THREADS": str(threads), "INIT_DEST": "NO_DATA"}, **kwargs)
@@ -1227,12 +1311,26 @@ def tile_size_for_budget(max_pixels: int, blocksize: int = 512) -> int:
     return side
 
 
+def _balanced_edges(length: int, size: int) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the fewest parts of at most ``size`` covering ``length``, as equal
+    as possible (they differ by one pixel at most): no sliver at the edge."""
+    parts = max(1, math.ceil(length / size))
+    base, extra = divmod(length, parts)
+    edges, offset = [], 0
+    for index in range(parts):
+        step = base + (1 if index < extra else 0)
+        edges.append((offset, step))
+        offset += step
+    return edges
+
+
 def tile_windows(width: int, height: int, size: int) -> Iterator[tuple[int, int, Window]]:
-    """Row-major ``(row, col, window)`` of a ``size`` grid; edge tiles are clipped."""
-    for row, row_off in enumerate(range(0, height, size)):
-        for col, col_off in enumerate(range(0, width, size)):
-            yield row, col, Window(col_off, row_off, min(size, width - col_off),
-                                   min(size, height - row_off))
+    """Row-major ``(row, col, window)`` of a grid of tiles of at most ``size`` pixels a side,
+    balanced: a 3,100-pixel width at size 1024 is four tiles of 775, not three of 1024 and a
+    28-pixel sliver (a sliver costs a task, an item and a mosaic source for almost no pixels)."""
+    for row, (row_off, rows) in enumerate(_balanced_edges(height, size)):
+        for col, (col_off, cols) in enumerate(_balanced_edges(width, size)):
+            yield row, col, Window(col_off, row_off, cols, rows)
 
 
 def tile_path(prefix: str, row: int, col: int) -> str:

@@ -516,8 +516,12 @@ class Engine(ActionPlanner, EntityScheduling):
                     return {"isDone": False, "actions": [], "error": message}
                 text = message.split(OUT_OF_PROC_MARKER, 1)[1]
         for warning in caught:
-            logger.warning("SDK warning in %s (%s): %s", live.name, live.instance_id,
-                           warning.message)
+            # The SDK's own typing transition notice (a retried activity's result is decoded by
+            # its inner task, which the SDK gives no expected type: nothing an app can pass) is
+            # not the app's problem: DEBUG, so it does not break into progress output.
+            level = logging.DEBUG if "without expected_type" in str(warning.message) else logging.WARNING
+            logger.log(level, "SDK warning in %s (%s): %s", live.name, live.instance_id,
+                       warning.message)
         return json.loads(text)
 
     # -- applying new events to the engine's mirror -------------------------------------------

@@ -437,6 +437,9 @@ def _process_tiled_raster(context, result: JobResult):
                        output_container=request.output_container, options=options,
                        catalog=request.catalog, tile_size=request.tile_size)
     plan = yield context.call_activity_with_retry(act.plan_raster_tiles, RETRY, task.model_dump(mode="json"))
+    if "outcome" in plan:  # the source cannot be tiled as asked (unreadable, CRS it cannot map to)
+        result.add([TaskOutcome.model_validate(plan["outcome"])])
+        return result
     digest = act.options_digest({**options.model_dump(), "tile_size": plan["tile_size"]})
     tiles = [context.call_activity_with_retry(act.convert_tile, RETRY, TileTask(
         container=request.container, blob=file.name, source_etag=file.etag,

@@ -58,6 +58,9 @@ param syncSchedule string = '0 0 */6 * * *'
 @description('Replication of the storage account (Standard_GZRS when it holds the only copy of the rasters).')
 param storageSku string = 'Standard_ZRS'
 
+@description('Origins allowed to read blobs from a browser (CORS: STAC Browser, the dashboard); empty: none.')
+param blobCorsOrigins array = []
+
 @description('PostgreSQL Flexible Server compute SKU.')
 param postgresSku string = 'Standard_B2s'
 
@@ -112,6 +115,7 @@ module storage 'app/storage.bicep' = {
     tags: tags
     name: storageAccountName
     skuName: storageSku
+    corsAllowedOrigins: blobCorsOrigins
     containers: union(dataContainers, [deploymentContainer, deadLetterContainer])
   }
 }

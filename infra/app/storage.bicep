@@ -8,6 +8,8 @@ param containers array
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGZRS'])
 param skuName string = 'Standard_ZRS'
 param softDeleteDays int = 7
+@description('Origins browsers may read blobs from with CORS (STAC Browser, the dashboard); empty: none.')
+param corsAllowedOrigins array = []
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -37,6 +39,18 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   properties: {
     deleteRetentionPolicy: { enabled: true, days: softDeleteDays }
     containerDeleteRetentionPolicy: { enabled: true, days: softDeleteDays }
+    // Browser-based readers (STAC Browser's COG layer) read signed blobs with Range requests.
+    cors: {
+      corsRules: empty(corsAllowedOrigins) ? [] : [
+        {
+          allowedOrigins: corsAllowedOrigins
+          allowedMethods: ['GET', 'HEAD', 'OPTIONS']
+          allowedHeaders: ['range', 'if-none-match', 'if-modified-since', 'x-ms-*']
+          exposedHeaders: ['content-range', 'content-length', 'accept-ranges', 'etag', 'last-modified']
+          maxAgeInSeconds: 3600
+        }
+      ]
+    }
   }
 }
 

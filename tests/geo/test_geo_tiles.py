@@ -34,12 +34,25 @@ def test_plan_covers_exactly_once_and_is_deterministic(make_raster, tmp_path):
     assert (plan.rows, plan.cols, len(plan.tiles)) == (3, 4, 12)
     assert np.all(coverage(plan) == 1)
     assert [t.index for t in plan.tiles] == list(range(12))
-    assert plan.tiles[-1].window.model_dump() == {"col_off": 768, "row_off": 512,
-                                                  "width": 232, "height": 188}
+    assert plan.tiles[-1].window.model_dump() == {"col_off": 750, "row_off": 467,
+                                                  "width": 250, "height": 233}
     again = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "t"), tile_size=256)
     assert again == plan
     assert len({t.output_path for t in plan.tiles}) == 12
     json.dumps(plan.model_dump(mode="json"))
+
+
+def test_tiles_are_balanced_without_slivers(make_raster, tmp_path):
+    """The demo's case: a width just over a multiple of the tile size gives equal tiles, not a
+    sliver (3,100 px at 1,024 was three 1,024-px tiles and a 28-px one)."""
+    src = make_raster(width=3100, height=2049)
+    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "t"), tile_size=1024)
+    widths = {t.window.width for t in plan.tiles}
+    heights = {t.window.height for t in plan.tiles}
+    assert (plan.rows, plan.cols) == (3, 4)
+    assert max(widths) - min(widths) <= 1 and max(heights) - min(heights) <= 1, (widths, heights)
+    assert max(widths) <= 1024 and max(heights) <= 1024 and min(widths) >= 700
+    assert np.all(coverage(plan) == 1)
 
 
 def test_tile_size_from_budget(make_raster, tmp_path):
@@ -87,7 +100,7 @@ def test_mosaic_of_tiles_equals_source(make_raster, tmp_path, variant_kwargs):
 
 def test_real_raster_tiles_mosaic(shared_rasters, tmp_path):
     src = shared_rasters / "RGB.byte.tif"
-    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "tiles"), tile_size=256)
+    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "tiles"), tile_size=128)
     results = run_tiles(src, plan)
     assert sum(r.is_empty for r in results) >= 1  # the nodata corners of the Landsat scene
     mosaic = geo_ops.build_mosaic([r.path for r in results], tmp_path / "m.vrt")

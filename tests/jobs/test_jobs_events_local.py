@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -75,8 +76,15 @@ def _serve(root: Path, port: int) -> subprocess.Popen:
 
 
 def _ready(proc: subprocess.Popen) -> None:
-    line = proc.stdout.readline()
-    assert line.startswith("listening on"), line
+    """Wait for the host's ``listening on`` line (its log lines come first, on the same pipe), then
+    keep draining the pipe so the host never blocks on a full one."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("listening on"):
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return
+    raise AssertionError(f"the host exited: {''.join(seen[-20:])}")
 
 
 def _ingest_jobs(port: int) -> list[dict]:
