@@ -56,6 +56,8 @@ from local_store import InstanceRow, Store
 logger = logging.getLogger(__name__)
 
 EPISODE_COALESCE_S = 0.05
+#: What ``decide`` answers for an episode it records without the SDK (see ``_waiting_alls``).
+ELIDED: dict[str, Any] = {"isDone": False}
 WorkKey = tuple[str, str, int]
 TIMESTAMPS_REMEMBERED = 1 << 17
 
@@ -86,10 +88,11 @@ class Engine(ActionPlanner, EntityScheduling):
                  max_activity_workers: int, activity_pool: str = "thread",
                  app_ref: str | None = None, blob_store: Any = None,
                  credential: Callable[[], Any] | None = None,
-                 http_poll_ms: int = DEFAULT_POLL_MS) -> None:
+                 http_poll_ms: int = DEFAULT_POLL_MS, activity_threads: int = 1) -> None:
         self.index = index
         self.store = store
-        self.pool = ActivityPool(activity_pool, max_activity_workers, index, app_ref)
+        self.pool = ActivityPool(activity_pool, max_activity_workers, index, app_ref,
+                                 threads=activity_threads)
         self.blob_store = blob_store
         self.credential = credential or _default_credential
         self.http_poll_ms = http_poll_ms
@@ -138,6 +141,7 @@ class Engine(ActionPlanner, EntityScheduling):
                     row.created_time, json.loads(row.parent) if row.parent else None)
         live.history = self.store.history(row.instance_id)
         live.load_engine_json(row.engine)
+        live.catch_up(row.engine)
         live.inbox = [Inboxed(i, x, e) for i, x, e in self.store.inbox(row.instance_id)]
         live.custom_status = row.custom_status
         return live
@@ -426,6 +430,11 @@ class Engine(ActionPlanner, EntityScheduling):
         live.history.extend(appended)
         if self.finished(live, state):
             self._finish(live, state, now)
+        elif state is ELIDED:
+            # Only task completions changed the mirror: they are in the history just written,
+            # and ``Live.catch_up`` re-applies them on load. Storing the whole mirror (every task
+            # of the fan-out) here would make each such episode cost O(fan-out).
+            self.store.update_instance(live.instance_id, last_updated_time=iso(now))
         else:
             self.store.update_instance(
                 live.instance_id, status=live.status, custom_status=live.custom_status,
@@ -442,16 +451,17 @@ class Engine(ActionPlanner, EntityScheduling):
         """Apply new events to the mirror, run the SDK, turn its actions into decisions; returns
         the SDK's state and the decision events to append to the history."""
         extra: list[dict[str, Any]] = []
-        awaited = self._awaited_all(live, new_events)
+        waiting = self._waiting_alls(live, new_events)
         for ev in new_events:
             self._apply(live, ev, now, extra, decisions)
-        if awaited is not None and not is_complete(awaited) \
-                and not any(child.get("failed") for child in awaited["c"]):
-            # Successes inside a task_all that is still waiting: the SDK would replay the whole
-            # history and resume nothing (it resumes user code only when the awaited task
-            # completes or fails), so its answer is the one it gave last time.
+        if waiting and all(not is_complete(group) and not any(c.get("failed") for c in group["c"])
+                           for group in waiting):
+            # Successes inside task_alls that are all still waiting: the SDK would replay the
+            # whole history and resume nothing (it resumes user code only when the task it
+            # awaits completes or fails, and no compound completed), so its answer is the one
+            # it gave last time.
             self.replay_stats.elided += 1
-            return {"isDone": False}, extra
+            return ELIDED, extra
         started_at = time.perf_counter()
         state = self._invoke(live, [started, *new_events])
         self.replay_stats.record(len(live.history) + len(new_events) + 1,
@@ -467,27 +477,31 @@ class Engine(ActionPlanner, EntityScheduling):
         return state, extra
 
     @staticmethod
-    def _awaited_all(live: Live, new_events: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The orchestration's last top-level action when it is a task_all (WhenAll) that every
-        new event completes a direct child of, successfully; else None. Such an episode can only
-        change the orchestrator's answer when the WhenAll ends (``decide`` checks that)."""
+    def _waiting_alls(live: Live, new_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The task_all (WhenAll) compounds whose tasks the new events complete, successfully,
+        when every new event is such a completion inside the last top-level action (a task_all,
+        or a task_any over task_alls: a fan-out awaited in groups); else []. If none of them
+        completes, no compound completes and the SDK resumes nothing (``decide`` checks that)."""
         if not new_events or live.dispatched != len(live.nodes) or live.status != "Running":
-            return None
+            return []
         top = live.nodes[-1] if live.nodes else None
-        if top is None or top["k"] != "all":
-            return None
-        children: set[int] | None = None
+        if top is None or top["k"] not in ("all", "any"):
+            return []
+        parents: dict[int, dict[str, Any]] | None = None
+        groups: dict[int, dict[str, Any]] = {}
         for ev in new_events:
             if ev["EventType"] not in (HE.TASK_COMPLETED, HE.SUB_ORCHESTRATION_INSTANCE_COMPLETED):
-                return None
+                return []
             node = live.index.get(ev["TaskScheduledId"])
             if node is None or node["k"] not in ("act", "sub", "retry"):
-                return None
-            if children is None:
-                children = {id(child) for child in top["c"]}
-            if id(node) not in children:
-                return None
-        return top
+                return []
+            if parents is None:
+                parents = _parents(top)
+            parent = parents.get(id(node))
+            if parent is None or parent["k"] != "all":
+                return []
+            groups[id(parent)] = parent
+        return list(groups.values())
 
     def _invoke(self, live: Live, new_events: list[dict[str, Any]]) -> dict[str, Any]:
         """Call the SDK's own orchestrator entry point with the extension's context JSON."""
@@ -696,6 +710,18 @@ class Engine(ActionPlanner, EntityScheduling):
             for future in self.waiters.pop(instance_id):
                 if not future.done():
                     future.set_result(None)
+
+
+def _parents(root: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Each node under a compound, by ``id()``, mapped to the compound that holds it."""
+    parents: dict[int, dict[str, Any]] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in node.get("c", ()) if node["k"] in ("all", "any") else ():
+            parents[id(child)] = node
+            stack.append(child)
+    return parents
 
 
 def _default_credential() -> Any:

@@ -189,8 +189,25 @@ class Live:
         return number
 
     def engine_json(self) -> str:
-        return json.dumps({"counter": self.counter, "nodes": self.nodes,
+        """The mirror as stored; ``history`` is the history length it reflects (episodes that
+        only completed tasks of a waiting task_all are not stored: ``catch_up`` redoes them)."""
+        return json.dumps({"counter": self.counter, "nodes": self.nodes, "history": len(self.history),
                            "dispatched": self.dispatched, "waits": dict(self.waits)})
+
+    def catch_up(self, text: str | None) -> None:
+        """Apply to a mirror loaded from ``text`` the task completions recorded after it was
+        stored (``Engine.decide`` records those episodes without storing the mirror)."""
+        if not text:
+            return
+        since = json.loads(text).get("history")
+        for line in self.history[since:] if since is not None else ():
+            if '"EventType": 5,' not in line and '"EventType": 8,' not in line:
+                continue  # (TaskCompleted, SubOrchestrationInstanceCompleted) without parsing
+            ev = json.loads(line)
+            if ev["EventType"] in (HE.TASK_COMPLETED, HE.SUB_ORCHESTRATION_INSTANCE_COMPLETED):
+                node = self.index.pop(ev.get("TaskScheduledId"), None)
+                if node is not None:
+                    node["done"] = True
 
     def load_engine_json(self, text: str | None) -> None:
         if not text:
