@@ -433,6 +433,7 @@ def scale(args, store, dsn: str, counts, tmp: Path) -> dict:
                               "items_per_s": round(rate(run), 1), "cpu_ms_per_file": run["cpu_ms_per_file"],
                               "requests_per_file": _requests(middle, counts(), files)["per_file"],
                               "script_requests_per_file": _requests(before, middle, files)["per_file"]}
+        print(json.dumps({"phase": f"linear-{files}", **linear[str(files)]}), file=sys.stderr, flush=True)
     small, large = linear["1000"], linear["10000"]
     result["linear"] = {**linear, "host_cpu_per_file_ratio": round(
         large["cpu_ms_per_file"]["host"] / small["cpu_ms_per_file"]["host"], 3),
@@ -445,8 +446,9 @@ def scale(args, store, dsn: str, counts, tmp: Path) -> dict:
                             "items_per_s": round(rate(run), 1), "peak_rss_mb": memory,
                             "cpu_ms_per_file": run["cpu_ms_per_file"], "tasks_top100_ms": run["tasks_page_ms"],
                             "tasks_target_ms": 100}
+    print(json.dumps({"phase": "sync-20000", **result["sync_20000"]}), file=sys.stderr, flush=True)
     store.create_container(DRY)
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:  # the client's connection pool holds 10
         list(pool.map(lambda i: store.upload_bytes(DRY, f"d/{i:05d}.tif", b""), range(50_000)))
     result["prepare_s"] = round(time.perf_counter() - started, 1)
     memory = {}
