@@ -10,6 +10,8 @@ PG_BIN := /usr/lib/postgresql/15/bin
 POSTGIS_CONTROL := /usr/share/postgresql/15/extension/postgis.control
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# Extra arguments of the benchmark targets, e.g. `make bench-raster BENCH_ARGS="--cases bytes"`.
+BENCH_ARGS ?=
 # The catalog's consumers (tests/consumers): their own venv, STAC Browser built into a cache
 # outside the clone (RMH_CONSUMERS_CACHE, default ~/.cache/rmhgeoapi), Debian's Chromium.
 CONSUMERS_VENV := .venv-consumers
@@ -19,7 +21,7 @@ CHROMIUM := /usr/bin/chromium
 # Containers whose blob changes `make serve` delivers to the app's Event Grid functions.
 WATCH ?=
 
-.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-catalog bench-sync bench-scale gdal-bin \
+.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale gdal-bin \
 	consumers chromium stac-browser
 
 setup: system-deps $(VENV)/.installed node_modules/.installed tools consumers
@@ -120,7 +122,11 @@ bench-runtime: $(VENV)/.installed
 	$(PY) benchmarks/bench_runtime.py
 
 bench-raster: $(VENV)/.installed gdal-bin
-	$(PY) benchmarks/bench_raster.py
+	$(PY) benchmarks/bench_raster.py $(BENCH_ARGS)
+
+# cog_conversion of 100 files on the embedded runtime vs `xargs -P <cores> gdal_translate -of COG`.
+bench-convert: $(VENV)/.installed gdal-bin
+	$(PY) benchmarks/bench_convert.py $(BENCH_ARGS)
 
 bench-catalog: setup
 	$(PY) benchmarks/bench_catalog.py

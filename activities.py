@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import azure.durable_functions as df
 import tenacity
 
+import catalogs
 import geo_ops
 import stac_ops
 from models import (
@@ -38,7 +39,7 @@ from models import (
     CatalogTilesTask,
     ChunkRef,
     CollectionRef,
-    CollectionRequest,
+    CollectionSpec,
     ConversionPlan,
     ConversionPlanRequest,
     ConvertTask,
@@ -58,7 +59,7 @@ from models import (
     TilePlanResult,
     TileTask,
 )
-from settings import CatalogBackend, Settings, get_settings
+from settings import CatalogBackend, Settings, StorageBackend, get_settings
 from storage import BlobNotFound, BlobStore, ContainerNotFound, LocalDirStore, StorageUnavailable, store_from_settings
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,12 @@ T = TypeVar("T")
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".gtif", ".geotiff", ".cog", ".jp2", ".img", ".jpg",
                              ".jpeg", ".png", ".webp", ".nc", ".hdf", ".h5", ".grd", ".asc", ".dem"})
 # Conditions that describe the file, not the service: a per-item failure, never retried.
-ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, BlobNotFound)
+ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, catalogs.CatalogError,
+                                            BlobNotFound)
 # Conditions that are the service's fault (storage or catalog unreachable, a network fault while
 # reading): retried inside the activity with backoff (``rides_out_outages``), then raised so the
 # retry options at the orchestrator's call site apply. Never reported as a bad file.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (geo_ops.SourceUnavailable, stac_ops.CatalogUnavailable,
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (geo_ops.SourceUnavailable, catalogs.CatalogUnavailable,
                                                  StorageUnavailable)
 
 
@@ -117,20 +119,23 @@ def _store_for(config_json: str) -> BlobStore:
 def _catalog_for(config_json: str):
     config = Settings.model_validate_json(config_json)
     # Every item and collection is validated before it is written: core schemas (bundled in
-    # pystac), plus the extension schemas when RMH_STAC_SCHEMA_DIR points at them.
+    # pystac) and the extension schemas shipped in stac_schemas/ (plus RMH_STAC_SCHEMA_DIR's).
     validator = stac_ops.StacValidator(config.stac_schema_dir)
     if config.catalog_backend is CatalogBackend.pgstac:
         token = _aad_token_provider() if config.pgstac_use_managed_identity else None
-        pool = stac_ops.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
+        pool = catalogs.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
                                         max_size=4)
-        return stac_ops.PgStacCatalog(pool, validator=validator)
+        return catalogs.PgStacCatalog(pool, validator=validator)
     store = (BlobCatalogStore(_store_for(config_json), config.static_catalog_container)
              if config.static_catalog_container else config.static_catalog_dir)
-    return stac_ops.StaticCatalog(store, validator=validator)
+    # Hrefs into the local storage directory are written relative to each item file, so the
+    # catalog and the storage directory can be moved together.
+    storage_root = config.storage_local_dir if config.storage_backend is StorageBackend.local else None
+    return catalogs.StaticCatalog(store, validator=validator, storage_root=storage_root)
 
 
 class BlobCatalogStore:
-    """stac_ops' ``CatalogStore`` on a blob container, so a static catalog can live next to the
+    """catalogs' ``CatalogStore`` on a blob container, so a static catalog can live next to the
     data on Azure (a blob upload replaces the blob whole: writes are atomic)."""
 
     def __init__(self, store: BlobStore, container: str):
@@ -381,8 +386,11 @@ def plan_sync(payload: dict) -> dict:
     cat = catalog()
     collection_id = stac_ops.resolve_collection_id(request.container, request.collection)
     exists = cat.get_collection(collection_id) is not None
-    if not exists and not request.dry_run:  # a dry run writes nothing, not even the collection
-        _ensure_collection(cat, request.container, request.collection)
+    if not request.dry_run:  # a dry run writes nothing, not even the collection
+        source = f"{request.container}/{request.prefix}" if request.prefix else request.container
+        _ensure_collection(cat, CollectionSpec(container=request.container, collection=request.collection,
+                                               title=request.collection_title,
+                                               description=request.collection_description, source=source))
     known = cat.list_item_etags(collection_id) if exists and request.mode == "incremental" else {}
     listed, ignored = [], []
     for blob in store.iter_blobs(request.container, request.prefix):
@@ -407,10 +415,18 @@ def _file_ref(blob: stac_ops.SourceBlob, kind: str) -> FileRef:
                    last_modified=blob.last_modified, kind=kind)
 
 
-def _ensure_collection(cat, container: str, collection: str | None) -> str:
-    collection_id = stac_ops.resolve_collection_id(container, collection)
-    if cat.get_collection(collection_id) is None:
-        cat.upsert_collection(stac_ops.collection_for_container(container, collection_id=collection_id))
+def _ensure_collection(cat, spec: CollectionSpec) -> str:
+    """The collection's id; created when missing, retitled when the request names a new title or
+    description."""
+    collection_id = stac_ops.resolve_collection_id(spec.container, spec.collection)
+    existing = cat.get_collection(collection_id)
+    if existing is None:
+        cat.upsert_collection(stac_ops.collection_for_container(
+            spec.container, collection_id=collection_id, kind=spec.holds, source=spec.source,
+            target_crs=spec.target_crs, title=spec.title, description=spec.description))
+    elif (spec.title or existing.title) != existing.title or (spec.description or existing.description) != existing.description:
+        existing.title, existing.description = spec.title or existing.title, spec.description or existing.description
+        cat.upsert_collection(existing)
     return collection_id
 
 
@@ -447,8 +463,8 @@ def catalog_blob(payload: dict) -> dict:
 
     def build():
         with validated_source(store, task) as (gdal, _report, dataset):
-            return _item(task, raster=dataset, access=gdal.config,
-                         data_href=store.url(task.container, task.file.name), data_size=task.file.size)
+            return _item(task, raster=dataset, access=gdal.config, data=(task.container, task.file.name),
+                         data_size=task.file.size)
 
     try:
         item = judged(store, task.container, task.file.name, build)
@@ -464,27 +480,49 @@ def catalog_blob(payload: dict) -> dict:
                        seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
 
 
-def _item(task: ConvertTask, *, raster: str, access: dict[str, str], data_href: str, data_size: int | None,
-          item_blob_name: str | None = None):
-    """The STAC item of ``raster``; its id comes from the source container and ``item_blob_name``
-    (default: the source blob), its ``source`` asset is the source blob."""
+def _item(task: ConvertTask, *, raster: Any, access: dict[str, str], data: tuple[str, str], data_size: int | None,
+          item_blob_name: str | None = None, title: str | None = None, thumbnail: tuple[str, str] | None = None):
+    """The STAC item of ``raster``, whose file is the blob ``data`` (container, name); its id comes
+    from the source container and ``item_blob_name`` (default: the source blob), qualified by the
+    output container when a conversion writes elsewhere than RMH_OUTPUT_CONTAINER; its ``source``
+    asset is the source blob, its ``thumbnail`` the PNG blob ``thumbnail``. Every asset href is
+    the blob's public href (``RMH_ASSET_BASE_URL``, else the store's URL), with the store's
+    alternate hrefs (``vsiaz`` on Azure)."""
     store = blob_store()
+    blob_name = item_blob_name or task.file.name
+    source_href, source_alternates = asset_hrefs(store, task.container, task.file.name)
+    data_href, data_alternates = asset_hrefs(store, *data)
+    thumbnail_href, thumbnail_alternates = asset_hrefs(store, *thumbnail) if thumbnail else (None, None)
     return stac_ops.item_from_raster(
-        raster, container=task.container, blob_name=item_blob_name or task.file.name,
-        collection_id=task.collection,
-        source_href=store.url(task.container, task.file.name), source_etag=task.file.etag,
+        raster, container=task.container, blob_name=blob_name, collection_id=task.collection,
+        item_id=item_id(task.container, blob_name, task.output_container), title=title,
+        source_href=source_href, source_alternates=source_alternates, source_etag=task.file.etag,
         source_last_modified=task.file.last_modified, source_size=task.file.size,
-        data_href=data_href, data_size=data_size, datetime_override=task.datetime,
-        gdal_config=gdal_config(access),
+        data_href=data_href, data_alternates=data_alternates, data_size=data_size,
+        thumbnail_href=thumbnail_href, thumbnail_alternates=thumbnail_alternates,
+        datetime_override=task.datetime, gdal_config=gdal_config(access),
     )
+
+
+def item_id(container: str, blob_name: str, output_container: str | None = None) -> str:
+    """The id of the item of a blob (cataloged in place, or converted into ``output_container``):
+    qualified by the output container only when that is not RMH_OUTPUT_CONTAINER."""
+    elsewhere = output_container if output_container not in (None, settings().output_container) else None
+    return stac_ops.item_id_for_blob(container, blob_name, output_container=elsewhere)
+
+
+def asset_hrefs(store: BlobStore, container: str, name: str) -> tuple[str, dict[str, str]]:
+    """A blob's asset href (``<RMH_ASSET_BASE_URL>/<container>/<blob>``, else the store's URL:
+    the https blob URL, or a local path the static catalog writes relative to each item) and its
+    alternate hrefs (``{"vsiaz": "/vsiaz/<container>/<blob>"}`` on Azure)."""
+    return store.public_href(container, name, settings().asset_base_url), store.alternate_hrefs(container, name)
 
 
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
 def prepare_collection(payload: dict) -> str:
     """The collection id for a container (default, or the request's), created when missing."""
-    request = CollectionRequest.model_validate(payload)
-    return _ensure_collection(catalog(), request.container, request.collection)
+    return _ensure_collection(catalog(), CollectionSpec.model_validate(payload))
 
 
 @bp.activity_trigger(input_name="payload")
@@ -656,14 +694,39 @@ def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) 
     opts = task.options
     with staging_dir("cog") as tmp:
         local = Path(tmp) / "out.tif"
-        geo_ops.to_cog(src.path, local, profile=opts.profile, dst_crs=opts.target_crs,
+        geo_ops.to_cog(src.path, local, profile=opts.profile, max_z_error=opts.max_z_error,
+                       dst_crs=opts.target_crs,
                        resampling=opts.resampling, overview_resampling=_overview_resampling(opts.resampling),
                        limits=limits(), tmp_dir=tmp, gdal_config=gdal_config(src.config))
-        store.create_container(task.output_container)
-        store.upload_from_path(task.output_container, out_name, local,
-                               content_type="image/tiff; application=geotiff; profile=cloud-optimized",
-                               metadata={"rmh_source_etag": task.file.etag, "rmh_options": digest,
-                                         "rmh_source": f"{task.container}/{task.file.name}"})
+        metadata = {"rmh_source_etag": task.file.etag, "rmh_options": digest,
+                    "rmh_source": f"{task.container}/{task.file.name}"}
+        _publish(store, task.output_container, out_name, local, metadata, thumbnail=task.catalog)
+
+
+def thumbnail_blob_name(cog_name: str) -> str:
+    """Where a COG's thumbnail goes: beside it, ``<name without .tif>.thumbnail.png``."""
+    return f"{cog_name.removesuffix('.tif')}.thumbnail.png"
+
+
+def _publish(store: BlobStore, container: str, name: str, local: Path, metadata: dict[str, str], *,
+             thumbnail: bool) -> None:
+    """Upload a COG and, first, when it is to be cataloged, its PNG thumbnail (so a cataloged
+    COG that is current has one)."""
+    store.create_container(container)
+    if thumbnail:
+        png = local.with_suffix(".thumbnail.png")
+        geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())
+        store.upload_from_path(container, thumbnail_blob_name(name), png, content_type="image/png",
+                               metadata=metadata)
+    store.upload_from_path(container, name, local,
+                           content_type=stac_ops.COG_MEDIA_TYPE,
+                           metadata=metadata)
+
+
+def _thumbnail(store: BlobStore, container: str, cog_name: str) -> tuple[str, str] | None:
+    """The COG's thumbnail blob, when it has one (outputs from before thumbnails have none)."""
+    name = thumbnail_blob_name(cog_name)
+    return (container, name) if store.exists(container, name) else None
 
 
 def _overview_resampling(resampling: str) -> str:
@@ -673,8 +736,8 @@ def _overview_resampling(resampling: str) -> str:
 def _catalog_output(store: BlobStore, task: ConvertTask, out_name: str) -> str:
     out = store.gdal_read_path(task.output_container, out_name)
     size = store.get_properties(task.output_container, out_name).size
-    item = _item(task, raster=out.path, access=out.config,
-                 data_href=store.url(task.output_container, out_name), data_size=size)
+    item = _item(task, raster=out.path, access=out.config, data=(task.output_container, out_name), data_size=size,
+                 thumbnail=_thumbnail(store, task.output_container, out_name))
     catalog().upsert_items([item])
     return item.id
 
@@ -736,14 +799,13 @@ def _write_tile(store: BlobStore, task: TileTask, tile) -> None:
     src = store.gdal_read_path(task.container, task.blob)
     with staging_dir("tile") as tmp:
         local = Path(tmp) / "tile.tif"
-        geo_ops.process_tile(src.path, tile, local, profile=task.profile, tmp_dir=tmp,
+        geo_ops.process_tile(src.path, tile, local, profile=task.profile,
+                             max_z_error=task.max_z_error, tmp_dir=tmp,
                              overview_resampling=_overview_resampling(tile.resampling),
                              gdal_config=gdal_config(src.config))
-        store.create_container(task.output_container)
-        store.upload_from_path(task.output_container, tile.output_path, local,
-                               content_type="image/tiff; application=geotiff; profile=cloud-optimized",
-                               metadata={"rmh_source_etag": task.source_etag, "rmh_options": task.options_digest,
-                                         "rmh_source": f"{task.container}/{task.blob}"})
+        _publish(store, task.output_container, tile.output_path, local,
+                 {"rmh_source_etag": task.source_etag, "rmh_options": task.options_digest,
+                  "rmh_source": f"{task.container}/{task.blob}"}, thumbnail=task.catalog)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -783,9 +845,10 @@ def catalog_tiles(payload: dict) -> dict:
     items = []
     for name in request.tiles:
         gdal = store.gdal_read_path(task.output_container, name)
-        items.append(_item(task, raster=gdal.path, access=gdal.config,
-                           data_href=store.url(task.output_container, name), data_size=None,
-                           item_blob_name=f"{task.file.name}/{PurePosixPath(name).stem}"))
+        stem = PurePosixPath(name).stem
+        items.append(_item(task, raster=gdal.path, access=gdal.config, data=(task.output_container, name),
+                           data_size=None, item_blob_name=f"{task.file.name}/{stem}",
+                           title=f"{task.file.name}, {stem}", thumbnail=_thumbnail(store, task.output_container, name)))
     result = catalog().upsert_items(items)
     return CatalogTilesResult(items=len(items), written=result.written).model_dump(mode="json")
 
@@ -807,7 +870,8 @@ def _digest(text: str, length: int = 16) -> str:
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
 def forget_blob(payload: dict) -> int:
-    """Remove the item of a blob that is gone (0 when the catalog did not have it)."""
+    """Remove the item of a blob that is gone, cataloged in place or converted into
+    ``output_container`` (0 when the catalog did not have it)."""
     task = ForgetBlobTask.model_validate(payload)
-    item_id = stac_ops.item_id_for_blob(task.container, task.blob)
-    return catalog().delete_items(task.collection, [item_id])
+    ids = {item_id(task.container, task.blob), item_id(task.container, task.blob, task.output_container)}
+    return catalog().delete_items(task.collection, sorted(ids))

@@ -33,17 +33,73 @@ class CliError(Exception):
     """A request the CLI could not make or the host refused; the message says why."""
 
 
-def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+def _field_types(operation: str | None) -> dict[str, set[str]]:
+    """JSON types each request field of ``operation`` accepts (from its request model)."""
+    from models import OPERATIONS
+
+    model = OPERATIONS.get(operation or "")
+    if model is None:
+        return {}
+    types: dict[str, set[str]] = {}
+    for name, prop in model.model_json_schema().get("properties", {}).items():
+        found = {option.get("type") for option in prop.get("anyOf", [prop])} - {None}
+        types[name] = found or {"string"}
+    return types
+
+
+def parse_params(pairs: Sequence[str], operation: str | None = None) -> dict[str, Any]:
+    """``key=value`` pairs as a request body, typed by the operation's fields when it is known:
+    a text field keeps the text as given (``prefix=2024`` stays ``"2024"``), a list field takes a
+    JSON list or a comma-separated list (``blobs=a.tif,b.tif``), anything else is parsed as JSON
+    when it parses (``count=5``, ``catalog=false``) and sent as text otherwise."""
+    types = _field_types(operation)
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CliError(f"parameter {pair!r} is not key=value")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
+            raise CliError(f"parameter {pair!r} is not key=value "
+                           f"(for example blobs='[\"a.tif\"]' or blobs=a.tif,b.tif)")
+        accepts = types.get(key, set())
+        if accepts == {"string"}:
             params[key] = value
+            continue
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        if "array" in accepts and not isinstance(parsed, list):
+            parsed = [part.strip() for part in value.split(",") if part.strip()]
+        elif "string" in accepts and not isinstance(parsed, (str, type(None))) and \
+                not ({"integer", "number", "boolean"} & accepts):
+            parsed = value
+        params[key] = parsed
     return params
+
+
+def operations_help() -> str:
+    """The operations and their request fields, for ``--help``."""
+    from models import OPERATIONS
+
+    lines = ["operations (POST /api/jobs/<operation>; fields as key=value):"]
+    for operation, model in OPERATIONS.items():
+        summary = " ".join((model.__doc__ or "").split()).split(". ")[0].rstrip(".")
+        lines.append(f"  {operation}: {summary}")
+        schema = model.model_json_schema()
+        for name, prop in schema.get("properties", {}).items():
+            options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+            kind = "|".join("|".join(map(str, o["enum"])) if "enum" in o else o.get("type", "string")
+                            for o in options) or "string"
+            default = model.model_fields[name].default
+            note = "required" if name in schema.get("required", []) else \
+                "optional" if default is None else f"default {json.dumps(default, default=str)}"
+            lines.append(f"      {name}: {kind} ({note})")
+    lines += [
+        "",
+        "values: a text field takes the text as given (prefix=2024/); a list field takes JSON or a",
+        "comma list (blobs='[\"a.tif\",\"b.tif\"]' or blobs=a.tif,b.tif); numbers and booleans",
+        "as JSON (count=5, catalog=false). Unknown fields are refused by the host with a 400.",
+    ]
+    return "\n".join(lines)
 
 
 class JobClient:
@@ -139,7 +195,7 @@ def _error_text(code: int, body: Any) -> str:
 
 def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     client = JobClient(args.url, args.key)
-    params = parse_params(args.params)
+    params = parse_params(args.params, args.operation)
     if args.rerun:
         params["rerun"] = True
     code, body = client.submit(args.operation, params)
@@ -154,15 +210,38 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
               f"status: {body['statusQueryGetUri']}\n")
     if not args.watch:
         return 0
-    return _finish(client.watch(instance_id, out), out)
+    return _finish(client.watch(instance_id, out), out, params)
 
 
-def _finish(status: dict[str, Any], out: TextIO) -> int:
+def _finish(status: dict[str, Any], out: TextIO, params: dict[str, Any] | None = None) -> int:
     out.write(f"{status.get('instanceId')}: {status.get('runtimeStatus')}\n")
     out.write(json.dumps(status.get("output"), indent=2, default=str) + "\n")
+    notice = nothing_matched(params or {}, status.get("output"))
+    if notice:
+        out.write(notice + "\n")
+    return exit_code(status)
+
+
+def exit_code(status: dict[str, Any]) -> int:
+    """0 when the job completed with every file done or skipped; 1 otherwise (failed, terminated,
+    or completed with some files failed)."""
     output = status.get("output")
     partly = isinstance(output, dict) and output.get("completed_with_errors")
     return 0 if status.get("runtimeStatus") == "Completed" and not partly else 1
+
+
+def nothing_matched(params: dict[str, Any], output: Any) -> str | None:
+    """A sentence when a job over a prefix found no raster there (it succeeds, doing nothing)."""
+    if not isinstance(output, dict) or output.get("total") or "prefix" not in params:
+        return None
+    plan = (output.get("detail") or {}).get("plan") or {}
+    counts = plan.get("counts") or {}
+    if any(counts.get(kind) for kind in ("added", "changed", "removed", "unchanged")):
+        return None
+    ignored = counts.get("ignored") or len((output.get("detail") or {}).get("ignored") or [])
+    where = f"container {params['container']!r}" if params.get("container") else "the input container"
+    return (f"nothing matched: no .tif/.tiff raster under prefix {params['prefix']!r} in {where}"
+            + (f" ({ignored} other files ignored)" if ignored else ""))
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
@@ -175,12 +254,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """Run one job in-process on the embedded runtime and watch it to the end."""
     with embedded_host(args.state) as base_url:
         client = JobClient(base_url)
-        params = parse_params(args.params)
+        params = parse_params(args.params, args.operation)
         params["rerun"] = True
         code, body = client.submit(args.operation, params)
         if code not in (202, 409):
             raise CliError(_error_text(code, body))
-        return _finish(client.watch(body["id"], out, interval=0.25), out)
+        return _finish(client.watch(body["id"], out, interval=0.25), out, params)
 
 
 def local_mounts(config) -> dict[str, Path]:
@@ -269,7 +348,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
                                       "collection": "demo-tiles"}),
             ("sync_container", {"collection": "demo-sync"}),
         ]
-        outputs = {}
+        outputs, worst = {}, 0
         for operation, params in jobs:
             out.write(f"\n== {operation}\n")
             code, body = client.submit(operation, {**params, "rerun": True})
@@ -280,8 +359,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
                 return _finish(status, out)
             outputs[operation] = status["output"]
             _summary(operation, status["output"], out)
+            worst = max(worst, exit_code(status))  # like `run`: non-zero when files failed
     _where(config, outputs, out)
-    return 0
+    return worst
 
 
 def _demo_store(config):
@@ -358,16 +438,21 @@ def _where(config, outputs: dict[str, Any], out: TextIO) -> None:
     if mosaic:
         out.write(f"  mosaic (VRT):  {root / mosaic}\n")
     out.write(f"  STAC catalog:  {catalog or Path(config.static_catalog_dir).resolve() / 'catalog.json'}\n")
+    out.write(f"  dashboard:     {DEFAULT_URL}/api/dashboard  (after `make serve`: these jobs, their tasks, "
+              "metrics and a map of the catalog)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cli.py", description="Submit and watch rmhgeoapi jobs.")
+    epilog = operations_help()
+    parser = argparse.ArgumentParser(prog="cli.py", description="Submit and watch rmhgeoapi jobs.",
+                                     epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("RMH_API_URL", DEFAULT_URL),
                         help=f"host base URL (default {DEFAULT_URL}, or RMH_API_URL)")
     parser.add_argument("--key", default=os.environ.get("RMH_FUNCTION_KEY"),
                         help="function key (or RMH_FUNCTION_KEY)")
     sub = parser.add_subparsers(dest="command", required=True)
-    submit = sub.add_parser("submit", help="start a job on a running host")
+    submit = sub.add_parser("submit", help="start a job on a running host", epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     submit.add_argument("operation")
     submit.add_argument("params", nargs="*", help="key=value request fields")
     submit.add_argument("--watch", action="store_true", help="show progress until the job ends")
@@ -376,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a job's status")
     status.add_argument("instance_id")
     status.set_defaults(handler=cmd_status)
-    run = sub.add_parser("run", help="run a job in-process on the embedded runtime")
+    run = sub.add_parser("run", help="run a job in-process on the embedded runtime", epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("operation")
     run.add_argument("params", nargs="*", help="key=value request fields")
     run.add_argument("--state", default=".local", help="directory of the embedded task hub")
@@ -398,10 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    from settings import SettingsError
+
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, out)
-    except CliError as err:
+    except (CliError, SettingsError) as err:  # a bad setting is one line naming it, not a traceback
         sys.stderr.write(f"error: {err}\n")
         return 2
 

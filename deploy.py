@@ -5,7 +5,9 @@ to the Function App, and the first-run steps after provisioning.
     python deploy.py first-run --admin-user me@contoso.com --app-role func-rmh-abc --app-object-id <oid>
 
 ``package`` zips the repository root with ``.funcignore`` applied, as ``func azure functionapp
-publish`` and ``azd deploy`` do; ``requirements.txt`` goes with it for the remote build.
+publish`` and ``azd deploy`` do; ``requirements.txt`` goes with it for the remote build. The
+dashboard's npm libraries (``dashboard.VENDOR_FILES``, licences included) are copied from
+``node_modules/`` into the zip's ``dashboard/vendor/``: they are installed, never committed.
 
 ``first-run`` reads the app's settings from the environment (``RMH_*``, as ``azd env get-values``
 prints them) and makes a provisioned deployment usable, idempotently: it creates the containers,
@@ -72,9 +74,10 @@ def deployed_files(root: Path) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class PackageReport:
     path: Path
-    files: list[str]
+    files: list[str]  # every entry of the zip, in order
     size: int  # bytes of the zip
     uncompressed: int
+    vendored: dict[str, Path] = dataclasses.field(default_factory=dict)  # zip entry -> node_modules file
 
     def summary(self) -> str:
         return (f"{self.path}: {len(self.files)} files, {self.size / 1024:.1f} KiB zipped "
@@ -87,19 +90,35 @@ def build_package(root: Path = REPO_ROOT, out: Path = DEFAULT_PACKAGE) -> Packag
     if "function_app.py" not in files or "host.json" not in files or "requirements.txt" not in files:
         raise DeployError(f"{root} is not a Functions app: function_app.py, host.json and "
                           "requirements.txt must all be deployed (check .funcignore)")
+    vendored = _vendored_files(root) if "dashboard/index.html" in files else {}
+    clash = sorted(set(files) & set(vendored))
+    if clash:
+        raise DeployError(f"{', '.join(clash)} exist in the tree and would be copied from node_modules too")
+    sources = {**{rel: root / rel for rel in files}, **vendored}
+    files = sorted(sources)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     uncompressed = 0
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         for rel in files:
-            data = (root / rel).read_bytes()
+            data = sources[rel].read_bytes()
             uncompressed += len(data)
             info = zipfile.ZipInfo(rel, date_time=_ZIP_EPOCH)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
     os.replace(tmp, out)
-    return PackageReport(out, files, out.stat().st_size, uncompressed)
+    return PackageReport(out, files, out.stat().st_size, uncompressed, vendored)
+
+
+def _vendored_files(root: Path) -> dict[str, Path]:
+    """The dashboard's npm files (zip entry -> file in node_modules), or a DeployError."""
+    import dashboard
+
+    try:
+        return dict(dashboard.packaged_vendor_files(root))
+    except dashboard.DashboardFileNotFound as err:
+        raise DeployError(str(err)) from None
 
 
 # ----------------------------------------------------------------------------------- first run
@@ -152,17 +171,18 @@ def first_run(config, *, admin_user: str | None = None, app_role: str | None = N
     if password_provider is None and config.pgstac_use_managed_identity:
         password_provider = entra_token_provider()
     dsn = admin_dsn(config.pgstac_dsn.get_secret_value(), admin_user)
+    import catalogs
     import stac_ops
 
     try:  # sign in first: a refused token fails here at once, not after pypgstac's retries
-        conn = stac_ops.connect(dsn, password_provider=password_provider, autocommit=True)
-    except stac_ops.CatalogUnavailable as err:
+        conn = catalogs.connect(dsn, password_provider=password_provider, autocommit=True)
+    except catalogs.CatalogUnavailable as err:
         raise DeployError(f"cannot sign in to PostgreSQL as {admin_user or 'the DSN user'}: {err}") from None
     with conn:
         report.add("pgstac migrate", migrate_pgstac(dsn, password_provider), out)
         if app_role:
             report.add(f"role {app_role}", grant_app_role(conn, app_role, app_object_id), out)
-        catalog = stac_ops.PgStacCatalog(conn, validator=stac_ops.StacValidator(config.stac_schema_dir))
+        catalog = catalogs.PgStacCatalog(conn, validator=stac_ops.StacValidator(config.stac_schema_dir))
         for container in _collection_containers(config):
             collection_id = stac_ops.default_collection_id(container)
             report.add(f"collection {collection_id}", _ensure_collection(catalog, container), out)

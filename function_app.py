@@ -21,7 +21,10 @@ import azure.functions as func
 from pydantic import ValidationError
 
 import activities
+import catalogs
+import dashboard
 import entities
+import footprints
 import orchestrators
 import stac_ops
 import storage
@@ -68,14 +71,30 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     storage.BlobNotFound: 404,
     storage.StorageUnavailable: 503,
     storage.SigningUnsupported: 404,
-    stac_ops.CatalogUnavailable: 503,
+    catalogs.CatalogUnavailable: 503,
+    catalogs.InvalidPageToken: 400,
+    catalogs.CollectionNotFound: 404,
+    dashboard.DashboardFileNotFound: 404,
     SettingsError: 500,
 }
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, default=str), status_code=status,
-                             mimetype="application/json", headers=headers)
+    try:
+        text = json.dumps(body, default=str, allow_nan=False)
+    except ValueError:  # an open-ended histogram bucket (+inf): JSON has no infinity, say null
+        text = json.dumps(_finite(body), default=str, allow_nan=False)
+    return func.HttpResponse(text, status_code=status, mimetype="application/json", headers=headers)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def error_response(err: BaseException) -> func.HttpResponse:
@@ -379,37 +398,61 @@ def _number_param(req: func.HttpRequest, name: str, default, low, high, kind: ty
 @app.durable_client_input(client_name="client")
 @api
 async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Jobs filtered by ``status`` (e.g. failed, running), ``operation`` and ``stale_minutes``
-    (running with no progress for that long: stuck jobs)."""
-    statuses = _statuses(req.params.get("status"))
+    """Jobs filtered by ``status`` (e.g. failed, running, completed_with_errors), ``operation``
+    and ``stale_minutes`` (running with no progress for that long: stuck jobs)."""
+    statuses, accepts = _statuses(req.params.get("status"))
     stale = _number_param(req, "stale_minutes", 0.0, 0.0, 1e6, kind=float)
     operation = req.params.get("operation")
     if operation and operation not in OPERATIONS:
         raise ApiError(400, f"unknown operation {operation[:80]!r}", known_operations=sorted(OPERATIONS))
     found = await client.get_status_by(runtime_status=statuses or None,
                                        instance_id_prefix=f"{operation}-" if operation else None)
-    jobs = [s for s in found if s.name in OPERATIONS and ":" not in s.instance_id]
+    jobs = [s for s in found if s.name in OPERATIONS and ":" not in s.instance_id and accepts(s)]
     if stale:
         cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=stale)
         jobs = [s for s in jobs if s.runtime_status in RUNNING_STATES and s.last_updated_time
                 and s.last_updated_time.astimezone(dt.timezone.utc) < cutoff]
     jobs.sort(key=lambda s: s.created_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
-    return _json({"count": len(jobs), "jobs": [status_body(s) for s in jobs]})
+    return _json({"count": len(jobs), "jobs": [status_body(s) for s in jobs], "operations": sorted(OPERATIONS)})
 
 
-def _statuses(raw: str | None) -> list[df.OrchestrationRuntimeStatus]:
+def _partly_failed(status: df.DurableOrchestrationStatus) -> bool:
+    """Completed, with some of its files or tiles failed (``completed_with_errors`` output)."""
+    output = status.output if isinstance(status.output, dict) else {}
+    return status.runtime_status == RS.Completed and bool(output.get("completed_with_errors"))
+
+
+# Status filters beyond the runtime statuses: (runtime statuses to list, which of them to keep).
+# A job that completed with errors counts as failed (some of its items failed).
+STATUS_FILTERS: dict[str, tuple[list[df.OrchestrationRuntimeStatus], Callable[[Any], bool] | None]] = {
+    "running": ([RS.Running, RS.Pending, RS.ContinuedAsNew], None),
+    "failed": ([RS.Failed, RS.Completed], lambda s: s.runtime_status == RS.Failed or _partly_failed(s)),
+    "completed_with_errors": ([RS.Completed], _partly_failed),
+}
+
+
+def _statuses(raw: str | None) -> tuple[list[df.OrchestrationRuntimeStatus], Callable[[Any], bool]]:
+    """The runtime statuses to list for a ``status`` filter, and which listed jobs it keeps."""
     names = {s.name.lower(): s for s in RS}
-    aliases = {"running": [RS.Running, RS.Pending, RS.ContinuedAsNew], "failed": [RS.Failed]}
     statuses: list[df.OrchestrationRuntimeStatus] = []
+    keeps: list[tuple[set, Callable[[Any], bool] | None]] = []
     for part in filter(None, (raw or "").split(",")):
         key = part.strip().lower()
-        if key in aliases:
-            statuses += aliases[key]
+        if key in STATUS_FILTERS:
+            listed, keep = STATUS_FILTERS[key]
         elif key in names:
-            statuses.append(names[key])
+            listed, keep = [names[key]], None
         else:
-            raise ApiError(400, f"unknown status {part[:40]!r}", known_statuses=sorted(names))
-    return statuses
+            raise ApiError(400, f"unknown status {part[:40]!r}",
+                           known_statuses=sorted({*names, *STATUS_FILTERS}))
+        statuses += [s for s in listed if s not in statuses]
+        keeps.append((set(listed), keep))
+
+    def accepts(status: df.DurableOrchestrationStatus) -> bool:
+        return not keeps or any(status.runtime_status in listed and (keep is None or keep(status))
+                                for listed, keep in keeps)
+
+    return statuses, accepts
 
 
 @app.route(route="jobs/{instance_id}/retry", methods=["POST"])
@@ -597,6 +640,12 @@ async def sas_token(req: func.HttpRequest) -> func.HttpResponse:
 @api
 async def asset_redirect(req: func.HttpRequest) -> func.HttpResponse:
     """302 to a signed, short-lived URL of one asset of a cataloged item (function key)."""
+    location = await _asset_location(req)
+    return func.HttpResponse(status_code=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+async def _asset_location(req: func.HttpRequest) -> str:
+    """The signed (or public) URL of the asset the route parameters name."""
     collection, item_id = req.route_params.get("collection", ""), req.route_params.get("item_id", "")
     key = req.route_params.get("asset_key", "")
     try:
@@ -611,8 +660,7 @@ async def asset_redirect(req: func.HttpRequest) -> func.HttpResponse:
     asset = item.assets.get(key)
     if asset is None:
         raise ApiError(404, f"item {item_id!r} has no asset {key!r}", assets=sorted(item.assets))
-    location = await asyncio.to_thread(_signed_location, asset.href)
-    return func.HttpResponse(status_code=302, headers={"Location": location, "Cache-Control": "no-store"})
+    return await asyncio.to_thread(_signed_location, asset.href)
 
 
 def _signed_location(href: str) -> str:
@@ -669,3 +717,55 @@ def _catalog_health() -> dict[str, Any]:
     if not health.ok:
         raise RuntimeError(health.detail or "catalog not healthy")
     return health.model_dump(mode="json")
+
+
+# -- dashboard -------------------------------------------------------------------------------------
+# The page (function key, like the data routes it calls), its static files (anonymous: the same
+# code for everyone, no data), the catalog's footprints for its map, and signed asset URLs as JSON
+# (a browser's fetch cannot read a cross-origin redirect's Location).
+
+@app.route(route="dashboard", methods=["GET"])
+@api
+async def dashboard_page(req: func.HttpRequest) -> func.HttpResponse:
+    """The dashboard: jobs, a job's tasks, metrics and a map of the catalog (HTML)."""
+    base = get_settings().asset_base_url
+    origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(base)) if base else None
+    return func.HttpResponse(dashboard.page(), status_code=200,
+                             headers=dashboard.page_headers((origin,) if origin else ()))
+
+
+@app.route(route="dashboard/static/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def dashboard_static(req: func.HttpRequest) -> func.HttpResponse:
+    """The dashboard's script, style sheet and npm libraries (with their licences)."""
+    content, headers = dashboard.static_file(req.route_params.get("path") or "")
+    return func.HttpResponse(content, status_code=200, headers=headers)
+
+
+@app.route(route="footprints", methods=["GET"])
+@api
+async def list_footprints(req: func.HttpRequest) -> func.HttpResponse:
+    """A page of the catalog's items as GeoJSON (``collection``, ``bbox``, ``limit``, ``token``),
+    each asset with how a browser opens it; ``next`` is the following page's token."""
+    try:
+        query = footprints.FootprintQuery.from_params(req.params)
+    except ValidationError as err:
+        raise ApiError(400, "invalid query", problems=problems_of(err.errors())) from None
+    links = footprints.AssetLinks(get_settings(), activities.blob_store())
+    page = await asyncio.to_thread(footprints.footprint_page, activities.catalog(), links, query)
+    return _json(page, headers={"Cache-Control": "no-store"})
+
+
+@app.route(route="collections", methods=["GET"])
+@api
+async def list_collections(req: func.HttpRequest) -> func.HttpResponse:
+    """The catalog's collection ids (the map's collection filter)."""
+    ids = await asyncio.to_thread(activities.catalog().collection_ids)
+    return _json({"collections": ids})
+
+
+@app.route(route="items/{collection}/{item_id}/assets/{asset_key}/href", methods=["GET"])
+@api
+async def asset_href(req: func.HttpRequest) -> func.HttpResponse:
+    """``{"href": ...}``: the signed, short-lived URL the asset route redirects to."""
+    return _json({"href": await _asset_location(req)}, headers={"Cache-Control": "no-store"})

@@ -11,6 +11,7 @@ bounded by GDAL's block cache and one warp chunk or one tile, never by the size 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import calculate_default_transform, transform_geom
+from rasterio.warp import calculate_default_transform
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
@@ -77,17 +78,24 @@ MAGIC = {
     b"\xffO\xffQ": "JP2OpenJPEG", b"RIFF": "WEBP",
 }
 
-#: Creation options of the GDAL COG driver per compression profile.
+#: Creation options of the GDAL COG driver per compression profile. ``PREDICTOR=YES`` lets GDAL
+#: pick the predictor by data type: floating-point (3) for floats, horizontal (2) for integers.
+#: LERC is lossless at ``MAX_Z_ERROR=0``; ``to_cog(max_z_error=...)`` trades accuracy for bytes.
 COG_PROFILES: dict[str, dict[str, str]] = {
-    "deflate": {"COMPRESS": "DEFLATE"},
-    "deflate-predictor": {"COMPRESS": "DEFLATE", "PREDICTOR": "YES"},
-    "lzw": {"COMPRESS": "LZW"},
-    "zstd": {"COMPRESS": "ZSTD"},
-    "lerc": {"COMPRESS": "LERC_ZSTD"},
+    "deflate": {"COMPRESS": "DEFLATE", "PREDICTOR": "YES"},
+    "zstd": {"COMPRESS": "ZSTD", "PREDICTOR": "YES"},
+    "lzw": {"COMPRESS": "LZW", "PREDICTOR": "YES"},
+    "lerc": {"COMPRESS": "LERC_ZSTD", "MAX_Z_ERROR": "0"},
+    "lerc_deflate": {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": "0"},
     "webp": {"COMPRESS": "WEBP", "QUALITY": "85"},
     "jpeg": {"COMPRESS": "JPEG", "QUALITY": "85"},
     "none": {"COMPRESS": "NONE"},
 }
+#: Codecs that take ``MAX_Z_ERROR``.
+LERC_CODECS = frozenset({"LERC", "LERC_ZSTD", "LERC_DEFLATE"})
+#: Profiles whose output decodes to exactly the source's pixels (LERC ones at max_z_error 0, which
+#: keep every visible pixel but store those under a fully transparent alpha as 0).
+LOSSLESS_PROFILES = frozenset({"deflate", "zstd", "lzw", "lerc", "lerc_deflate", "none"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,8 +230,32 @@ class ValidationReport(BaseModel):
             raise ERRORS_BY_CODE.get(first.code, GeoOpsError)(self.path, first.message)
 
 
+class BandStatistics(BaseModel):
+    """Statistics of one band from a decimated read (``valid_percent`` alone when all is nodata)."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    valid_percent: float
+
+
+class BandFacts(BaseModel):
+    """One band as a catalog sees it; ``statistics`` only when asked for (a decimated read)."""
+
+    index: int
+    dtype: str
+    nodata: Nodata = None
+    colorinterp: str
+    description: str | None = None
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    statistics: BandStatistics | None = None
+
+
 class RasterHeader(BaseModel):
-    """What a catalog item needs, read from the header only."""
+    """What a catalog item needs: the header's facts, and band statistics when asked for."""
 
     path: str
     driver: str
@@ -233,6 +265,7 @@ class RasterHeader(BaseModel):
     dtypes: list[str]
     nodata: Nodata
     epsg: int | None
+    crs_code: str | None  # AUTHORITY:CODE (EPSG, ESRI, OGC...), None for a CRS without one
     crs_wkt2: str | None
     crs_projjson: dict[str, Any] | None
     transform: list[float]
@@ -240,12 +273,17 @@ class RasterHeader(BaseModel):
     bbox: list[float] | None
     footprint: dict[str, Any] | None
     resolution: list[float]
+    gsd: float | None  # metres on the ground of a pixel at the centre
     block_shape: list[int]
     overview_count: int
     compression: str | None
     colorinterp: list[str]
-    is_cog: bool
+    has_colormap: bool = False
+    is_cog: bool  # passes rio-cogeo's (non-strict) COG rules, judged from the TIFF directory
     header_bytes: int | None
+    size_bytes: int | None = None  # local files only
+    datetime: dt.datetime | None = None  # the file's own (TIFFTAG_DATETIME, IMAGERY domain)
+    bands: list[BandFacts] = Field(default_factory=list)
 
 
 class CogResult(BaseModel):
@@ -263,6 +301,7 @@ class CogResult(BaseModel):
     nodata: Nodata
     overview_count: int
     compression: str | None
+    predictor: int | None = None  # TIFF predictor: 2 horizontal, 3 floating-point
     reprojected: bool
     valid_fraction: float | None
     is_empty: bool
@@ -719,20 +758,6 @@ def check_nodata(ds: DatasetReader) -> Findings:
     return errors, warnings
 
 
-def _sample_windows(ds: DatasetReader, limit: int) -> list[Window]:
-    """Up to ``limit`` block windows spread over the raster (corners, centre, then evenly)."""
-    bh, bw = ds.block_shapes[0]
-    rows, cols = math.ceil(ds.height / bh), math.ceil(ds.width / bw)
-    total = rows * cols
-    picks = {0, cols - 1, total - cols, total - 1, (rows // 2) * cols + cols // 2}
-    picks.update(int(i * total / max(limit, 1)) for i in range(limit))
-    windows = []
-    for idx in sorted(p for p in picks if 0 <= p < total)[:limit]:
-        r, c = divmod(idx, cols)
-        windows.append(Window(c * bw, r * bh, min(bw, ds.width - c * bw), min(bh, ds.height - r * bh)))
-    return windows
-
-
 class BlockSample(BaseModel):
     """What decoding a sample of blocks found."""
 
@@ -746,7 +771,7 @@ class BlockSample(BaseModel):
 def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
     """Decode a sample of blocks of every band: a file can open and then fail on read."""
     sample = BlockSample()
-    for window in _sample_windows(ds, limit):
+    for window in sample_windows(ds, limit):
         try:
             data = ds.read(window=window)
             mask = ds.dataset_mask(window=window)
@@ -768,6 +793,8 @@ def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
     return sample
 
 
+#: Long side (pixels) of the decimated read band statistics come from (items, thumbnails).
+STATISTICS_SIZE = 1024
 #: Above this many pixels, a raster without overviews is not scanned for its valid fraction.
 SCAN_LIMIT_PIXELS = 4096 * 4096
 
@@ -968,14 +995,23 @@ def _remove_partial(dst: str) -> None:
 
 
 def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_resampling: str,
-                threads: int | str) -> dict[str, str]:
-    """COG driver creation options for a named profile (or explicit options)."""
+                threads: int | str, max_z_error: float | None = None) -> dict[str, str]:
+    """COG driver creation options for a named profile (or explicit options).
+
+    ``max_z_error`` (LERC profiles only) is the largest absolute error a pixel may take."""
     if isinstance(profile, str):
         if profile not in COG_PROFILES:
             raise InvalidOption(profile, f"unknown COG profile (known: {', '.join(COG_PROFILES)})")
-        base = COG_PROFILES[profile]
+        base = dict(COG_PROFILES[profile])
     else:
         base = {k.upper(): str(v) for k, v in profile.items()}
+    if max_z_error is not None:
+        if base.get("COMPRESS", "").upper() not in LERC_CODECS:
+            raise InvalidOption(str(max_z_error), "max_z_error applies only to the LERC profiles "
+                                f"(lerc, lerc_deflate), not {profile}")
+        if not math.isfinite(max_z_error) or max_z_error < 0:
+            raise InvalidOption(str(max_z_error), "max_z_error must be a finite number >= 0")
+        base["MAX_Z_ERROR"] = repr(float(max_z_error))
     return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
         overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
         "OVERVIEWS": "AUTO", **base}
@@ -986,11 +1022,17 @@ EIGHT_BIT_CODECS = frozenset({"JPEG", "WEBP"})
 
 
 def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
-    """Refuse a lossy 8-bit codec for data it cannot encode, before any pixel is written."""
+    """Refuse a codec setting the data cannot take, before any pixel is written: a lossy 8-bit
+    codec for other data, a lossy LERC error bound for integers."""
     codec = options.get("COMPRESS", "").upper()
     if codec in EIGHT_BIT_CODECS and (set(ds.dtypes) != {"uint8"} or ds.count not in (1, 3, 4)):
         raise InvalidOption(ds.name, f"{codec} compression needs 1, 3 or 4 uint8 bands, not "
                             f"{ds.count} x {ds.dtypes[0]}")
+    if codec in LERC_CODECS and float(options.get("MAX_Z_ERROR", 0)) > 0 \
+            and np.dtype(ds.dtypes[0]).kind != "f":
+        raise InvalidOption(ds.name, f"max_z_error {options['MAX_Z_ERROR']} applies to "
+                            f"floating-point data, not {ds.dtypes[0]} (LERC with max_z_error 0 "
+                            "is lossless for any type)")
 
 
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
@@ -1004,10 +1046,56 @@ def verify_cog(path: str, config: Mapping[str, str]) -> None:
 # VRT documents built here (never from user input): a window of one dataset, a mosaic of tiles
 
 
+@dataclass(frozen=True)
+class BandMeta:
+    """What a band says about itself besides its pixels, kept on every output path (as
+    ``gdal_translate`` keeps it): description, unit, scale, offset and its own metadata, less
+    the ``STATISTICS_*`` items, which describe the source's pixels, not a window's or a warp's."""
+
+    description: str | None = None
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+def band_meta(ds: DatasetReader) -> tuple[BandMeta, ...]:
+    """Each band's ``BandMeta``."""
+    return tuple(BandMeta(ds.descriptions[i] or None, ds.units[i] or None, ds.scales[i], ds.offsets[i],
+                          tuple((k, v) for k, v in ds.tags(i + 1).items() if not k.startswith("STATISTICS_")))
+                 for i in range(ds.count))
+
+
+def write_band_meta(dst: Any, meta: Sequence[BandMeta]) -> None:
+    """Set ``meta`` on the first bands of a dataset open for writing (a warp may have added an
+    alpha band after them)."""
+    meta = list(meta)[:dst.count]
+    for bidx, band in enumerate(meta, start=1):
+        if band.description:
+            dst.set_band_description(bidx, band.description)
+        if band.unit:
+            dst.set_band_unit(bidx, band.unit)
+        if band.tags:
+            dst.update_tags(bidx, **dict(band.tags))
+    extra = dst.count - len(meta)
+    dst.scales = [b.scale for b in meta] + [1.0] * extra
+    dst.offsets = [b.offset for b in meta] + [0.0] * extra
+
+
+def _band_meta_xml(meta: BandMeta | None) -> str:
+    if meta is None:
+        return ""
+    parts = [f"<Description>{escape(meta.description)}</Description>" if meta.description else "",
+             f"<UnitType>{escape(meta.unit)}</UnitType>" if meta.unit else "",
+             f"<Offset>{meta.offset!r}</Offset>" if meta.offset != 0.0 else "",
+             f"<Scale>{meta.scale!r}</Scale>" if meta.scale != 1.0 else "", _metadata_xml(dict(meta.tags))]
+    return "".join(parts)
+
+
 def _band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
-              sources: list[tuple[str, int | str, Window, Window]]) -> str:
+              sources: list[tuple[str, int | str, Window, Window]], meta: BandMeta | None = None) -> str:
     gdal_type = _GDAL_TYPES[dtype]
-    parts = [f'<VRTRasterBand dataType="{gdal_type}" band="{bidx}">']
+    parts = [f'<VRTRasterBand dataType="{gdal_type}" band="{bidx}">', _band_meta_xml(meta)]
     if nodata is not None:
         parts.append(f"<NoDataValue>{_nodata_text(nodata)}</NoDataValue>")
     parts.append(f"<ColorInterp>{color.name.capitalize()}</ColorInterp>")
@@ -1034,11 +1122,17 @@ def _rect(tag: str, w: Window) -> str:
             f'xSize="{int(w.width)}" ySize="{int(w.height)}"/>')
 
 
+def _metadata_xml(tags: Mapping[str, str]) -> str:
+    items = "".join(f'<MDI key="{escape(k, {chr(34): "&quot;"})}">{escape(v)}</MDI>' for k, v in tags.items())
+    return f"<Metadata>{items}</Metadata>" if items else ""
+
+
 def _vrt_xml(width: int, height: int, crs: CRS, transform: Affine, bands: list[str],
-             mask: str | None) -> str:
+             mask: str | None, tags: Mapping[str, str] | None = None) -> str:
     gt = ",".join(repr(v) for v in transform.to_gdal())
     head = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
-            f"<SRS>{escape(crs.to_wkt())}</SRS><GeoTransform>{gt}</GeoTransform>")
+            f"<SRS>{escape(crs.to_wkt())}</SRS><GeoTransform>{gt}</GeoTransform>"
+            f"{_metadata_xml(tags or {})}")
     mask_xml = f"<MaskBand>{mask}</MaskBand>" if mask else ""
     return head + "".join(bands) + mask_xml + "</VRTDataset>"
 
@@ -1049,17 +1143,19 @@ def _has_dataset_mask(ds: DatasetReader) -> bool:
 
 
 def window_vrt(ds: DatasetReader, window: Window, nodata: float | None = None) -> str:
-    """VRT XML exposing ``window`` of ``ds`` as a dataset (bands, nodata, alpha, internal mask)."""
+    """VRT XML exposing ``window`` of ``ds`` as a dataset (bands with their ``BandMeta``, nodata,
+    alpha, internal mask, and the source's metadata, its datetime among them)."""
     width, height = int(window.width), int(window.height)
     dst_win = Window(0, 0, width, height)
     nodata = ds.nodata if nodata is None else nodata
+    meta = band_meta(ds)
     bands = [_band_xml(b, ds.dtypes[b - 1], nodata, ds.colorinterp[b - 1],
-                       [(ds.name, b, window, dst_win)]) for b in ds.indexes]
+                       [(ds.name, b, window, dst_win)], meta[b - 1]) for b in ds.indexes]
     mask = None
     if _has_dataset_mask(ds):
         mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
                          [(ds.name, "mask,1", window, dst_win)])
-    return _vrt_xml(width, height, ds.crs, ds.window_transform(window), bands, mask)
+    return _vrt_xml(width, height, ds.crs, ds.window_transform(window), bands, mask, ds.tags())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1071,6 +1167,7 @@ def to_cog(
     dst: PathLike,
     *,
     profile: str | Mapping[str, str] = "deflate",
+    max_z_error: float | None = None,
     dst_crs: str | int | CRS | None = None,
     resolution: float | tuple[float, float] | None = None,
     resampling: str = "nearest",
@@ -1085,6 +1182,8 @@ def to_cog(
 ) -> CogResult:
     """Convert ``src`` to a Cloud Optimized GeoTIFF at ``dst`` with GDAL's COG driver.
 
+    ``profile`` names the compression (``COG_PROFILES``; the lossless ones choose the predictor by
+    data type), ``max_z_error`` bounds LERC's per-pixel error for floating-point data.
     Without ``dst_crs`` pixels are copied unchanged (``nodata`` overrides the declared nodata).
     With ``dst_crs`` the source streams through a ``WarpedVRT`` into a local tiled intermediate,
     window by window, then into the COG; a source without nodata or alpha gains an alpha band so
@@ -1094,7 +1193,7 @@ def to_cog(
     started = time.perf_counter()
     config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
-                          threads=threads)
+                          threads=threads, max_z_error=max_z_error)
     with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
         check_codec(ds, options)
         try:
@@ -1161,14 +1260,13 @@ def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[fl
     period = _longitude_period(dst_crs)
     if period is None:
         return None
-    src = pyproj.CRS.from_wkt(ds.crs.to_wkt())
-    to_lonlat = pyproj.Transformer.from_crs(src, "EPSG:4326", always_xy=True)
-    xs, ys = _ring(ds.bounds, 41)
-    lons, lats = to_lonlat.transform(xs, ys, errcheck=False)
+    wkt = ds.crs.to_wkt()
+    src = pyproj.CRS.from_wkt(wkt)
+    lons, lats = _pixels_to_lonlat(wkt, ds.transform, *_edge_pixels(ds.width, ds.height, 41))
     if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
         return None
     lons = np.rad2deg(np.unwrap(np.deg2rad(lons)))
-    west, south, east, north = to_lonlat.transform_bounds(*ds.bounds, densify_pts=41)
+    west, south, east, north = _to_lonlat(wkt).transform_bounds(*ds.bounds, densify_pts=41)
     pole = "North" if north >= 90 else "South" if south <= -90 else None
     if pole and ds.crs.is_geographic:
         return None  # a lon/lat grid reaching a pole is clipped to the target's area of use
@@ -1278,6 +1376,8 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
             rasterio.shutil.copy(vrt, intermediate, driver="GTiff", TILED="YES",
                                  BLOCKXSIZE="512", BLOCKYSIZE="512", BIGTIFF="IF_SAFER",
                                  SPARSE_OK="TRUE")
+        with rasterio.open(intermediate, "r+") as warped:  # a warped VRT drops the source's tags
+            warped.update_tags(**ds.tags())
         rasterio.shutil.copy(intermediate, tmp, driver="COG", **options)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -1294,8 +1394,14 @@ def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogRes
             width=out.width, height=out.height, count=out.count, dtype=out.dtypes[0],
             nodata=nodata_json(out.nodata), overview_count=len(out.overviews(1)),
             compression=out.compression.name if out.compression else None,
+            predictor=_predictor(out),
             reprojected=reprojected, valid_fraction=fraction, is_empty=fraction == 0.0,
             cog_valid=True, warnings=notes, elapsed_s=time.perf_counter() - started)
+
+
+def _predictor(ds: DatasetReader) -> int | None:
+    value = int(ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR", 1))
+    return None if value == 1 else value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1411,6 +1517,7 @@ def process_tile(
     dst: PathLike | None = None,
     *,
     profile: str | Mapping[str, str] = "deflate",
+    max_z_error: float | None = None,
     overview_resampling: str = "nearest",
     blocksize: int = 512,
     threads: int | str = 1,
@@ -1429,7 +1536,7 @@ def process_tile(
     dst = str(dst or tile.output_path)
     config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
-                          threads=threads)
+                          threads=threads, max_z_error=max_z_error)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
         check_codec(ds, options)
         try:
@@ -1470,6 +1577,8 @@ def _warped_tile_cog(ds: DatasetReader, tile: Tile, tmp: str, options: dict[str,
     with MemoryFile() as mem, mem.open(**profile) as tile_ds:
         tile_ds.write(data)
         tile_ds.colorinterp = colorinterp
+        tile_ds.update_tags(**ds.tags())  # a warped VRT read into memory drops the source's tags
+        write_band_meta(tile_ds, band_meta(ds))
         rasterio.shutil.copy(tile_ds, tmp, driver="COG", **options)
 
 
@@ -1495,13 +1604,13 @@ def build_mosaic(
         grid = _mosaic_grid(tiles)
         with staged_output(dst_vrt) as tmp:
             Path(tmp).write_text(_mosaic_xml(tiles, grid), encoding="utf-8")
-        bbox, footprint = geographic_extent(grid.crs, grid.bounds)
+        geometry, bbox = footprint(grid.crs, grid.transform, grid.width, grid.height)
     first = tiles[0]
     return MosaicResult(path=str(dst_vrt), tile_count=len(tiles), width=grid.width,
                         height=grid.height, count=first.count, dtype=first.dtypes[0],
                         epsg=crs_epsg(grid.crs), crs_wkt=grid.crs.to_wkt(),
                         transform=list(grid.transform)[:6], bounds=list(grid.bounds),
-                        bbox=bbox, footprint=footprint)
+                        bbox=bbox, footprint=geometry)
 
 
 @dataclass(frozen=True)
@@ -1516,6 +1625,8 @@ class _TileFacts:
     nodata: float | None
     colorinterp: tuple[ColorInterp, ...]
     mask: bool
+    tags: tuple[tuple[str, str], ...] = ()
+    bands: tuple[BandMeta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1534,7 +1645,7 @@ def _tile_facts(path: PathLike) -> _TileFacts:
             raise IncompatibleTiles(name, "rotated tiles cannot be mosaicked")
         return _TileFacts(name, ds.crs, ds.transform, ds.width, ds.height, ds.count,
                           tuple(ds.dtypes), ds.nodata, tuple(ds.colorinterp),
-                          _has_dataset_mask(ds))
+                          _has_dataset_mask(ds), tuple(ds.tags().items()), band_meta(ds))
 
 
 def _mosaic_grid(tiles: list[_TileFacts]) -> _MosaicGrid:
@@ -1565,83 +1676,19 @@ def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid) -> str:
                        Window(round(col), round(row), t.width, t.height)))
     first = tiles[0]
     bands = [_band_xml(b, first.dtypes[b - 1], first.nodata, first.colorinterp[b - 1],
-                       [(path, b, sw, dw) for path, sw, dw in placed])
+                       [(path, b, sw, dw) for path, sw, dw in placed], first.bands[b - 1])
              for b in range(1, first.count + 1)]
     mask = None
     if first.mask:
         mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
                          [(path, "mask,1", sw, dw) for path, sw, dw in placed])
-    return _vrt_xml(grid.width, grid.height, grid.crs, grid.transform, bands, mask)
+    return _vrt_xml(grid.width, grid.height, grid.crs, grid.transform, bands, mask, dict(first.tags))
 
 
 # ----------------------------------------------------------------------------------------------
-# Header reads for cataloging
-
-
-def _ring(bounds: Sequence[float], densify: int) -> tuple[np.ndarray, np.ndarray]:
-    """A closed, densified ring around ``bounds`` (counter-clockwise)."""
-    left, bottom, right, top = bounds
-    steps = np.arange(densify) / densify
-    xs = np.concatenate([left + (right - left) * steps, np.full(densify, right),
-                         right - (right - left) * steps, np.full(densify, left), [left]])
-    ys = np.concatenate([np.full(densify, bottom), bottom + (top - bottom) * steps,
-                         np.full(densify, top), top - (top - bottom) * steps, [bottom]])
-    return xs, ys
-
-
-def _bbox_polygon(bbox: list[float]) -> dict[str, Any]:
-    w, s, e, n = bbox
-    if w <= e:
-        return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
-    return {"type": "MultiPolygon", "coordinates": [
-        [[[w, s], [180.0, s], [180.0, n], [w, n], [w, s]]],
-        [[[-180.0, s], [e, s], [e, n], [-180.0, n], [-180.0, s]]]]}
-
-
-def geographic_extent(crs: CRS | None, bounds: Sequence[float], densify: int = 21, *,
-                      wkt: str | None = None
-                      ) -> tuple[list[float] | None, dict[str, Any] | None]:
-    """Bbox ``[west, south, east, north]`` and footprint GeoJSON in EPSG:4326.
-
-    The bbox comes from PROJ's ``proj_trans_bounds`` (poles included; ``west > east`` when the
-    extent crosses the antimeridian). The footprint is the densified outline, cut at the
-    antimeridian; when the extent reaches a pole, or part of the outline is off the globe (a
-    geostationary disk), it is the bbox polygon. ``wkt`` (of ``crs``) saves an export.
-    """
-    if crs is None:
-        return None, None
-    wkt = wkt or crs.to_wkt()
-    if _crs_facts(wkt)[0] == 4326:
-        w, s, e, n = bounds
-        bbox = [max(w, -180.0), max(s, -90.0), min(e, 180.0), min(n, 90.0)]
-        return bbox, _bbox_polygon(bbox)
-    transformer = _to_lonlat(wkt)
-    xs, ys = _ring(bounds, densify)
-    lons, lats = transformer.transform(xs, ys, errcheck=False)
-    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
-        return _off_globe_extent(transformer, bounds, densify)
-    bbox = [round(v, 9) for v in transformer.transform_bounds(*bounds, densify_pts=densify)]
-    if abs(bbox[1]) >= 90 or abs(bbox[3]) >= 90:
-        return bbox, _bbox_polygon(bbox)
-    if bbox[0] > bbox[2]:
-        ring = {"type": "Polygon", "coordinates": [np.column_stack([xs, ys]).tolist()]}
-        return bbox, transform_geom(crs, "EPSG:4326", ring, antimeridian_cutting=True)
-    coords = np.round(np.column_stack([lons, lats]), 9).tolist()
-    return bbox, {"type": "Polygon", "coordinates": [coords]}
-
-
-def _off_globe_extent(transformer: pyproj.Transformer, bounds: Sequence[float], densify: int
-                      ) -> tuple[list[float] | None, dict[str, Any] | None]:
-    """Extent from a grid of sample points, ignoring those that do not map to the globe."""
-    left, bottom, right, top = bounds
-    u, v = np.meshgrid(np.linspace(left, right, densify), np.linspace(bottom, top, densify))
-    lons, lats = transformer.transform(u.ravel(), v.ravel(), errcheck=False)
-    ok = np.isfinite(lons) & np.isfinite(lats)
-    if not ok.any():
-        return None, None
-    bbox = [round(float(f(a[ok])), 9) for f, a in ((np.min, lons), (np.min, lats),
-                                                   (np.max, lons), (np.max, lats))]
-    return bbox, _bbox_polygon(bbox)
+# Raster facts for cataloging: each fact has its home here (footprint, lon/lat transformer,
+# block sampler, statistics, nodata, file datetime, COG layout, header size); stac_ops composes
+# STAC items from a ``RasterHeader`` and never reads a raster itself.
 
 
 @lru_cache(maxsize=64)
@@ -1650,47 +1697,513 @@ def _to_lonlat(wkt: str) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
 
 
-def _header_bytes(ds: DatasetReader) -> int | None:
-    """Bytes before the first pixel data (IFDs and tag arrays), for TIFFs."""
-    offsets = []
-    for ovr in [None, *range(len(ds.overviews(1)))]:
-        value = ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1, ovr=ovr)
-        if value:
-            offsets.append(int(value))
+def lonlat(wkt: str, xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Points of the CRS ``wkt`` as lon/lat; points outside the projection's domain are inf."""
+    lons, lats = _to_lonlat(wkt).transform(np.asarray(xs, dtype="float64"),
+                                           np.asarray(ys, dtype="float64"), errcheck=False)
+    return np.asarray(lons, dtype="float64"), np.asarray(lats, dtype="float64")
+
+
+def _edge_pixels(width: int, height: int, per_edge: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates around the outer edge, clockwise from the top-left corner, closed."""
+    steps = np.arange(per_edge) / per_edge
+    cols = np.concatenate([width * steps, np.full(per_edge, width), width * (1 - steps),
+                           np.zeros(per_edge), [0.0]])
+    rows = np.concatenate([np.zeros(per_edge), height * steps, np.full(per_edge, height),
+                           height * (1 - steps), [0.0]])
+    return cols, rows
+
+
+def _pixels_to_lonlat(wkt: str, transform: Affine, cols: np.ndarray, rows: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    a, b, c, d, e, f = transform[:6]
+    return lonlat(wkt, a * cols + b * rows + c, d * cols + e * rows + f)
+
+
+def _contains_pole(wkt: str, transform: Affine, width: int, height: int) -> int:
+    """+1 / -1 when the north / south pole lies inside a projected grid, else 0."""
+    for sign in (1, -1):
+        x, y = _to_lonlat(wkt).transform(0.0, 90.0 * sign, direction=pyproj.enums.TransformDirection.INVERSE,
+                                         errcheck=False)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        col, row = ~transform @ (x, y)
+        if -1e-6 <= col <= width + 1e-6 and -1e-6 <= row <= height + 1e-6:
+            return sign
+    return 0
+
+
+def _unwrap(lons: Sequence[float]) -> list[float]:
+    """Longitudes made continuous (no jump over 180 degrees between neighbours)."""
+    out = [float(lons[0])]
+    for lon in lons[1:]:
+        out.append(float(lon) + 360.0 * round((out[-1] - lon) / 360.0))
+    return out
+
+
+def _clip_ring(ring: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
+    """Sutherland-Hodgman clip of a closed ring to ``lo <= lon <= hi``."""
+    for edge, keep in ((lo, lambda x: x >= lo), (hi, lambda x: x <= hi)):
+        out: list[tuple[float, float]] = []
+        for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1]):
+            if keep(x2):
+                if not keep(x1):
+                    out.append((edge, y1 + (y2 - y1) * (edge - x1) / (x2 - x1)))
+                out.append((x2, y2))
+            elif keep(x1):
+                out.append((edge, y1 + (y2 - y1) * (edge - x1) / (x2 - x1)))
+        ring = out
+        if not ring:
+            return []
+    return ring
+
+
+def _simplify(points: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
+    """Douglas-Peucker: drop vertices closer than ``tolerance`` degrees to the simplified line."""
+    if len(points) < 3:
+        return points
+    (x1, y1), (x2, y2) = points[0], points[-1]
+    length = math.hypot(x2 - x1, y2 - y1)
+    distances = [abs((x2 - x1) * (y1 - y) - (x1 - x) * (y2 - y1)) / length if length
+                 else math.hypot(x - x1, y - y1) for x, y in points[1:-1]]
+    index = max(range(len(distances)), key=distances.__getitem__)
+    if distances[index] <= tolerance:
+        return [points[0], points[-1]]
+    left = _simplify(points[: index + 2], tolerance)
+    return left[:-1] + _simplify(points[index + 1:], tolerance)
+
+
+def _drop_collinear(pts: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
+    """Drop ring vertices (cyclic) within ``tolerance`` of the line through their neighbours."""
+    out = list(pts)
+    i = 0
+    while len(out) > 3 and i < len(out):
+        (x0, y0), (x, y), (x1, y1) = out[i - 1], out[i], out[(i + 1) % len(out)]
+        length = math.hypot(x1 - x0, y1 - y0)
+        if length and abs((x1 - x0) * (y0 - y) - (x0 - x) * (y1 - y0)) / length <= tolerance:
+            out.pop(i)
+        else:
+            i += 1
+    return out
+
+
+def _ccw_ring(ring: list[tuple[float, float]], tolerance: float = 1e-6) -> list[list[float]]:
+    """A closed GeoJSON exterior ring, counter-clockwise (RFC 7946), rounded to 1e-9 degrees and
+    simplified to ``tolerance`` degrees (straight densified edges collapse to their corners)."""
+    pts = [(round(x, 9), round(y, 9)) for x, y in ring]
+    pts = [p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1]]
+    if pts[0] == pts[-1]:
+        pts = pts[:-1]
+    if len(pts) > 4:
+        half = len(pts) // 2
+        pts = _simplify(pts[: half + 1], tolerance)[:-1] + _simplify(pts[half:] + pts[:1], tolerance)[:-1]
+        pts = _drop_collinear(pts, tolerance)
+    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]))
+    if area < 0:
+        pts.reverse()
+    return [list(p) for p in pts + pts[:1]]
+
+
+def _clamped_bbox(west: float, south: float, east: float, north: float) -> list[float]:
+    return [round(min(180.0, max(-180.0, west)), 9), round(min(90.0, max(-90.0, south)), 9),
+            round(min(180.0, max(-180.0, east)), 9), round(min(90.0, max(-90.0, north)), 9)]
+
+
+def _box(west: float, south: float, east: float, north: float) -> tuple[dict[str, Any], list[float]]:
+    ring = [(west, south), (east, south), (east, north), (west, north)]
+    return {"type": "Polygon", "coordinates": [_ccw_ring(ring)]}, _clamped_bbox(west, south, east, north)
+
+
+def _ring_footprint(lons: list[float], lats: list[float], tolerance: float
+                    ) -> tuple[dict[str, Any], list[float]]:
+    """Geometry and bbox of a lon/lat edge ring, split at the antimeridian when it crosses."""
+    ulons = _unwrap(lons)
+    south, north = min(lats), max(lats)
+    if max(ulons) - min(ulons) >= 360.0 - 1e-9:
+        return _box(-180.0, south, 180.0, north)
+    shift = -360.0 * math.floor((min(ulons) + 180.0) / 360.0)
+    ring = [(x + shift, y) for x, y in zip(ulons, lats)]
+    west, east = min(ulons) + shift, max(ulons) + shift
+    if east <= 180.0:
+        return ({"type": "Polygon", "coordinates": [_ccw_ring(ring, tolerance)]},
+                _clamped_bbox(west, south, east, north))
+    clipped = [[(x - offset, y) for x, y in _clip_ring(ring, lo, lo + 360.0)]
+               for lo, offset in ((-180.0, 0.0), (180.0, 360.0))]
+    parts = [_ccw_ring(part, tolerance) for part in clipped if len(set(part)) >= 3]
+    return ({"type": "MultiPolygon", "coordinates": [[p] for p in parts]},
+            _clamped_bbox(west, south, east - 360.0, north))
+
+
+def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Monotone-chain convex hull (counter-clockwise)."""
+    pts = sorted(set(points))
+    if len(pts) < 3:
+        return pts
+
+    def half(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        hull: list[tuple[float, float]] = []
+        for p in seq:
+            while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1])
+                                      - (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])) <= 0:
+                hull.pop()
+            hull.append(p)
+        return hull[:-1]
+
+    return half(pts) + half(pts[::-1])
+
+
+def _sampled_footprint(wkt: str, transform: Affine, width: int, height: int, densify: int
+                       ) -> tuple[dict[str, Any], list[float]] | tuple[None, None]:
+    """Convex hull of a grid of sample points that map to the globe (a geostationary disk)."""
+    n = densify * 2
+    cols, rows = np.meshgrid(np.linspace(0, width, n + 1), np.linspace(0, height, n + 1))
+    lons, lats = _pixels_to_lonlat(wkt, transform, cols.ravel(), rows.ravel())
+    ok = np.isfinite(lons) & np.isfinite(lats)
+    if ok.sum() < 3:
+        return None, None
+    points = list(zip(lons[ok].tolist(), lats[ok].tolist()))
+    west, east, south, north = lons[ok].min(), lons[ok].max(), lats[ok].min(), lats[ok].max()
+    if east - west > 180.0:
+        return _box(-180.0, south, 180.0, north)
+    hull = _convex_hull(points)
+    return {"type": "Polygon", "coordinates": [_ccw_ring(hull)]}, _clamped_bbox(west, south, east, north)
+
+
+def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, densify: int = 21
+              ) -> tuple[dict[str, Any], list[float]] | tuple[None, None]:
+    """GeoJSON geometry and bbox ``[west, south, east, north]`` in EPSG:4326 of a pixel grid.
+
+    The grid's outer edge is densified (``densify`` points per edge) in pixel space, so rotated
+    grids are exact, and simplified to half a pixel. A footprint that crosses the antimeridian is
+    a MultiPolygon with ``west > east``; one that holds a pole reaches +/-90 over all longitudes;
+    when the edge leaves the projection's valid area (a geostationary full disk) it is the convex
+    hull of a grid of sample points that do map to the globe. ``(None, None)`` without a CRS or
+    when no part of the grid maps to the globe.
+    """
+    if crs is None:
+        return None, None
+    wkt = crs.to_wkt()
+    pole = 0 if crs.is_geographic else _contains_pole(wkt, transform, width, height)
+    lons, lats = _pixels_to_lonlat(wkt, transform, *_edge_pixels(width, height, densify))
+    finite = np.isfinite(lons) & np.isfinite(lats)
+    if pole and finite.any():
+        south, north = (float(lats[finite].min()), 90.0) if pole > 0 else (-90.0, float(lats[finite].max()))
+        return _box(-180.0, south, 180.0, north)
+    if finite.all():
+        span_lat = (lats.max() - lats.min()) / height
+        ulons = _unwrap(lons.tolist())
+        tolerance = max(1e-9, 0.5 * min(span_lat, (max(ulons) - min(ulons)) / width))
+        return _ring_footprint(lons.tolist(), lats.tolist(), tolerance)
+    return _sampled_footprint(wkt, transform, width, height, densify)
+
+
+_GEOD = pyproj.Geod(ellps="WGS84")
+
+
+def ground_sample_distance(crs: CRS | None, transform: Affine, width: int, height: int) -> float | None:
+    """Metres on the ground of one pixel at the grid's centre (square root of its two sides,
+    measured geodesically), for any CRS; None when the centre is off the globe."""
+    if crs is None:
+        return None
+    cols = np.array([width / 2, width / 2 + 1, width / 2])
+    rows = np.array([height / 2, height / 2, height / 2 + 1])
+    lons, lats = _pixels_to_lonlat(crs.to_wkt(), transform, cols, rows)
+    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+        return None
+    _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
+    _, _, down = _GEOD.inv(lons[0], lats[0], lons[2], lats[2])
+    gsd = math.sqrt(abs(across * down))
+    return round(gsd, 3) if gsd > 0 else None
+
+
+def sample_windows(ds: DatasetReader, count: int) -> list[Window]:
+    """Up to ``count`` whole blocks spread evenly over the block grid, corners included."""
+    block_h, block_w = ds.block_shapes[0]
+    rows, cols = math.ceil(ds.height / block_h), math.ceil(ds.width / block_w)
+    side = max(1, int(math.sqrt(count)))
+    n_rows, n_cols = min(side, rows), min(side, cols)
+    picks = sorted({(r * (rows - 1) // max(1, n_rows - 1), c * (cols - 1) // max(1, n_cols - 1))
+                    for r in range(n_rows) for c in range(n_cols)})
+    return [Window(c * block_w, r * block_h, min(block_w, ds.width - c * block_w),
+                   min(block_h, ds.height - r * block_h)) for r, c in picks]
+
+
+def _mask_non_finite(data: np.ma.MaskedArray) -> np.ma.MaskedArray:
+    if data.dtype.kind in "fc":
+        data.mask = np.ma.getmaskarray(data) | ~np.isfinite(data.filled(0))
+    return data
+
+
+def read_decimated(ds: DatasetReader, *, max_size: int = 1024, sample_blocks: int = 64,
+                   indexes: Sequence[int] | None = None) -> np.ma.MaskedArray:
+    """A masked read of the bands for statistics or a preview, never a full read of a large raster.
+
+    With overviews (every COG) or when the raster is small: one read at most ``max_size`` pixels
+    on the long side, which GDAL serves from the overviews. A large raster without overviews is
+    sampled instead: up to ``sample_blocks`` whole blocks spread over it (shape ``(bands, 1, n)``).
+    Nodata, NaN, alpha and internal masks are masked out.
+    """
+    indexes = list(indexes or ds.indexes)
+    scale = max(1.0, max(ds.width, ds.height) / max_size)
+    try:
+        if scale > 4 and not ds.overviews(1):
+            parts = [ds.read(indexes, window=w, masked=True).reshape(len(indexes), 1, -1)
+                     for w in sample_windows(ds, sample_blocks)]
+            return _mask_non_finite(np.ma.concatenate(parts, axis=2))
+        shape = (len(indexes), max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+        return _mask_non_finite(ds.read(indexes, out_shape=shape, masked=True,
+                                        resampling=Resampling.nearest))
+    except GDAL_ERRORS as err:
+        raise read_error(ds.name, "reading a decimated copy of the pixels failed", err) from err
+
+
+def band_statistics(band: np.ma.MaskedArray) -> BandStatistics:
+    """Minimum, maximum, mean, standard deviation and valid percentage of one masked band."""
+    valid = band.compressed()
+    if valid.size == 0:
+        return BandStatistics(valid_percent=0.0)
+    values = valid.astype("float64")
+    return BandStatistics(minimum=float(values.min()), maximum=float(values.max()),
+                          mean=float(values.mean()), stddev=float(values.std()),
+                          valid_percent=round(100.0 * valid.size / band.size, 4))
+
+
+def band_facts(ds: DatasetReader, statistics: np.ma.MaskedArray | None = None) -> list[BandFacts]:
+    """The bands of ``ds``; with ``statistics`` (a ``read_decimated`` of every band) their statistics."""
+    return [BandFacts(index=i, dtype=ds.dtypes[i - 1], nodata=nodata_json(ds.nodatavals[i - 1]),
+                      colorinterp=ds.colorinterp[i - 1].name, description=ds.descriptions[i - 1] or None,
+                      unit=ds.units[i - 1] or None, scale=float(ds.scales[i - 1]),
+                      offset=float(ds.offsets[i - 1]),
+                      statistics=None if statistics is None else band_statistics(statistics[i - 1]))
+            for i in ds.indexes]
+
+
+_TIFF_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+
+
+def parse_file_datetime(text: str) -> dt.datetime | None:
+    """A datetime tag's value (TIFF ``YYYY:MM:DD HH:MM:SS`` or ISO 8601) in UTC; a value without
+    a zone is read as UTC. None when it does not parse."""
+    match = _TIFF_DATETIME.match(text.strip())
+    try:
+        if match:
+            return dt.datetime(*map(int, match.groups()), tzinfo=dt.timezone.utc)
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def file_datetime(ds: DatasetReader) -> dt.datetime | None:
+    """The file's own datetime: ``TIFFTAG_DATETIME``, else the IMAGERY domain's
+    ``ACQUISITIONDATETIME``; unparseable values are logged and skipped."""
+    for text in filter(None, (ds.tags().get("TIFFTAG_DATETIME"),
+                              ds.tags(ns="IMAGERY").get("ACQUISITIONDATETIME"))):
+        parsed = parse_file_datetime(text)
+        if parsed is not None:
+            return parsed
+        log.warning("raster %s: unparseable datetime tag %r ignored", ds.name, text)
+    return None
+
+
+def _tiff_tag(ds: DatasetReader, name: str, ovr: int | None = None) -> str | None:
+    try:
+        return ds.get_tag_item(name, "TIFF", bidx=1, ovr=ovr)
+    except GDAL_ERRORS:
+        return None
+
+
+def _tiff_offsets(ds: DatasetReader) -> list[tuple[int, int]]:
+    """``(IFD offset, first block offset)`` of the full resolution, then of each overview
+    (0 where unknown or the block is sparse). Reads the TIFF directory only."""
+    levels = [None, *range(len(ds.overviews(1)))]
+    return [(int(_tiff_tag(ds, "IFD_OFFSET", ovr) or 0), int(_tiff_tag(ds, "BLOCK_OFFSET_0_0", ovr) or 0))
+            for ovr in levels]
+
+
+def header_size(ds: DatasetReader) -> int | None:
+    """Bytes before the first pixel data of a TIFF (its IFDs and tag arrays, for a COG): what a
+    reader fetches to open it (``file:header_size``). None for other formats."""
+    if ds.driver not in ("GTiff", "COG"):
+        return None
+    offsets = [block for _, block in _tiff_offsets(ds) if block]
     return min(offsets) if offsets else None
 
 
-def quick_is_cog(ds: DatasetReader) -> bool:
-    """Quick COG check from the header: GDAL's COG layout marker, or tiled with overviews."""
-    if ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG":
-        return True
-    tiled = ds.block_shapes[0][1] < ds.width or ds.width <= 512
-    return tiled and (bool(ds.overviews(1)) or max(ds.width, ds.height) <= 512)
+def cog_layout_errors(ds: DatasetReader) -> list[str]:
+    """Why ``ds`` is not a Cloud Optimized GeoTIFF (empty when it is), from its TIFF directory
+    alone, by the rules of rio-cogeo's (non-strict) ``cog_validate`` on the already open dataset."""
+    if ds.driver not in ("GTiff", "COG"):
+        return [f"{ds.driver} is not a GeoTIFF"]
+    errors = []
+    if max(ds.width, ds.height) > 512 and ds.block_shapes[0][1] == ds.width:
+        errors.append("larger than 512 pixels but not tiled")
+    if any(name.lower().endswith(".ovr") for name in ds.files):
+        errors.append("overviews are in an external .ovr file")
+    ghost = _tiff_tag(ds, "GDAL_STRUCTURAL_METADATA") or ""
+    if "KNOWN_INCOMPATIBLE_EDITION=YES" in ghost:
+        errors.append("its COG layout was invalidated by a later edit")
+    overviews = ds.overviews(1)
+    if overviews != sorted(overviews) or any(level <= 1 for level in overviews):
+        errors.append(f"overview decimations {overviews} are not increasing")
+    if errors:
+        return errors
+    offsets = _tiff_offsets(ds)
+    ifds, blocks = [ifd for ifd, _ in offsets], [block for _, block in offsets if block]
+    if ifds[0] > 300:
+        errors.append(f"the main IFD is at byte {ifds[0]}, not at the start")
+    if ifds != sorted(ifds):
+        errors.append("overview IFDs do not follow the main IFD in order")
+    if blocks and min(blocks) < max(ifds):
+        errors.append("pixel data precedes an IFD")
+    if blocks != sorted(blocks, reverse=True):
+        errors.append("overview data is not stored smallest overview first")
+    return errors
+
+
+def _crs_code(crs: CRS | None) -> str | None:
+    """``AUTHORITY:CODE`` of a CRS when it has one (EPSG, ESRI, OGC...), else None."""
+    authority = crs.to_authority() if crs is not None else None
+    return f"{authority[0]}:{authority[1]}" if authority else None
 
 
 def read_header(
-    src: PathLike,
+    src: PathLike | DatasetReader,
     *,
     densify: int = 21,
+    statistics: bool = False,
+    max_stats_size: int = STATISTICS_SIZE,
     gdal_config: Mapping[str, str] | None = None,
 ) -> RasterHeader:
-    """Read what a catalog item needs from the header alone (no pixels), fast.
-
-    CRS facts (EPSG code, WKT2, PROJJSON) are cached per distinct CRS.
-    """
+    """What a catalog item needs, from the header alone unless ``statistics`` (then one decimated
+    read, served by the overviews, gives each band's statistics). ``src`` is a path or an open
+    dataset (left open). CRS facts are cached per distinct CRS."""
+    if isinstance(src, DatasetReader):
+        with gdal_env(gdal_config):
+            return _header_of(src, densify, statistics, max_stats_size)
     with gdal_env(gdal_config), open_raster(src) as ds:
-        crs = ds.crs
-        wkt = crs.to_wkt() if crs else None
-        epsg, wkt2, projjson = _crs_facts(wkt) if wkt else (None, None, None)
-        bbox, footprint = geographic_extent(crs, ds.bounds, densify, wkt=wkt)
-        is_tiff = ds.driver in ("GTiff", "COG")
-        return RasterHeader(
-            path=str(src), driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
-            dtypes=list(ds.dtypes), nodata=nodata_json(ds.nodata), epsg=epsg, crs_wkt2=wkt2,
-            crs_projjson=projjson, transform=list(ds.transform)[:6], bounds=list(ds.bounds),
-            bbox=bbox, footprint=footprint, resolution=list(ds.res),
-            block_shape=list(ds.block_shapes[0]), overview_count=len(ds.overviews(1)),
-            compression=ds.compression.name if ds.compression else None,
-            colorinterp=[c.name for c in ds.colorinterp],
-            is_cog=is_tiff and quick_is_cog(ds),
-            header_bytes=_header_bytes(ds) if is_tiff else None)
+        return _header_of(ds, densify, statistics, max_stats_size)
+
+
+def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int) -> RasterHeader:
+    crs = ds.crs
+    wkt = crs.to_wkt() if crs else None
+    epsg, wkt2, projjson = _crs_facts(wkt) if wkt else (None, None, None)
+    grid = (ds.transform, ds.width, ds.height)
+    georeferenced = crs is not None and not ds.transform.is_identity
+    geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
+    data = read_decimated(ds, max_size=max_stats_size) if statistics else None
+    is_tiff = ds.driver in ("GTiff", "COG")
+    return RasterHeader(
+        path=ds.name, driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
+        dtypes=list(ds.dtypes), nodata=nodata_json(ds.nodata), epsg=epsg, crs_code=_crs_code(crs),
+        crs_wkt2=wkt2, crs_projjson=projjson, transform=list(ds.transform)[:6], bounds=list(ds.bounds),
+        bbox=bbox, footprint=geometry, resolution=list(ds.res),
+        gsd=ground_sample_distance(crs, *grid) if georeferenced else None,
+        block_shape=list(ds.block_shapes[0]), overview_count=len(ds.overviews(1)),
+        compression=ds.compression.name if ds.compression else None,
+        colorinterp=[c.name for c in ds.colorinterp], has_colormap=_has_colormap(ds),
+        is_cog=is_tiff and not cog_layout_errors(ds), header_bytes=header_size(ds),
+        size_bytes=_file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data))
+
+
+def _has_colormap(ds: DatasetReader) -> bool:
+    try:
+        return ds.count == 1 and bool(ds.colormap(1))
+    except ValueError:  # rasterio: "NULL color table"
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Thumbnails
+
+
+class ThumbnailResult(BaseModel):
+    """A PNG preview written by ``write_thumbnail``."""
+
+    path: str
+    width: int
+    height: int
+    bands: str  # "grey" or "rgb" (each with an alpha band)
+    size_bytes: int
+
+
+def preview_bands(colorinterp: Sequence[str]) -> list[int]:
+    """The bands (1-based) a picture shows, from the bands' colour interpretation names: red,
+    green and blue when they are named, else the first band that is not alpha."""
+    rgb = [colorinterp.index(c) + 1 if c in colorinterp else None for c in ("red", "green", "blue")]
+    if all(rgb):
+        return rgb
+    return [next((i for i, c in enumerate(colorinterp, start=1) if c != "alpha"), 1)]
+
+
+def write_thumbnail(
+    src: PathLike | DatasetReader,
+    dst: PathLike,
+    *,
+    max_size: int = 256,
+    rescale: Sequence[tuple[float, float]] | None = None,
+    gdal_config: Mapping[str, str] | None = None,
+) -> ThumbnailResult:
+    """A PNG of at most ``max_size`` pixels on the long side: RGB(A) for colour imagery, grey
+    (or the band's palette) otherwise, nodata and masked pixels transparent.
+
+    Pixels come from one decimated read that GDAL serves from the overviews; a raster larger
+    than four times ``max_size`` without overviews is refused rather than read in full.
+    Non-byte data (and byte data with ``rescale``) is stretched linearly from ``rescale``, one
+    ``(min, max)`` per shown band, by default the bands' statistics as an item states them
+    (``read_header(statistics=True)``: a decimated read of ``STATISTICS_SIZE`` pixels).
+    """
+    if isinstance(src, DatasetReader):
+        with gdal_env(gdal_config):
+            return _thumbnail(src, str(dst), max_size, rescale)
+    with gdal_env(gdal_config), open_raster(src) as ds:
+        return _thumbnail(ds, str(dst), max_size, rescale)
+
+
+def _thumbnail(ds: DatasetReader, dst: str, max_size: int,
+               rescale: Sequence[tuple[float, float]] | None) -> ThumbnailResult:
+    if max(ds.width, ds.height) > 4 * max_size and not ds.overviews(1):
+        raise InvalidOption(ds.name, "has no overviews: a thumbnail would read every pixel")
+    indexes = [1] if _has_colormap(ds) else preview_bands([c.name for c in ds.colorinterp])
+    if rescale is None and not _has_colormap(ds) and ds.dtypes[indexes[0] - 1] != "uint8":
+        stats = [band_statistics(b) for b in read_decimated(ds, max_size=STATISTICS_SIZE, indexes=indexes)]
+        rescale = None if any(s.minimum is None for s in stats) else [(s.minimum, s.maximum) for s in stats]
+    data = read_decimated(ds, max_size=max_size, indexes=indexes)
+    alpha = np.where(np.ma.getmaskarray(data).all(axis=0), 0, 255).astype("uint8")  # as GDAL's dataset mask
+    if _has_colormap(ds):
+        palette = np.zeros((256, 4), dtype="uint8")
+        for value, colour in ds.colormap(1).items():
+            palette[value] = colour
+        pixels = palette[data[0].filled(0).astype("uint8")].transpose(2, 0, 1)
+        image = np.concatenate([pixels[:3], np.minimum(pixels[3:], alpha[None])])
+    else:
+        image = np.concatenate([_stretch(data, ds.dtypes[indexes[0] - 1], rescale), alpha[None]])
+    with catch_warnings(), MemoryFile() as mem, staged_output(dst) as tmp:
+        simplefilter("ignore", NotGeoreferencedWarning)  # a picture: no map coordinates
+        preview = mem.open(driver="GTiff", width=image.shape[2], height=image.shape[1],
+                           count=image.shape[0], dtype="uint8")
+        preview.write(image)
+        preview.colorinterp = ([ColorInterp.gray, ColorInterp.alpha] if image.shape[0] == 2 else
+                               [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha])
+        rasterio.shutil.copy(preview, tmp, driver="PNG", ZLEVEL="9")
+        preview.close()
+        size = os.path.getsize(tmp)
+    return ThumbnailResult(path=dst, width=image.shape[2], height=image.shape[1],
+                           bands="grey" if image.shape[0] == 2 else "rgb", size_bytes=size)
+
+
+def _stretch(data: np.ma.MaskedArray, dtype: str, rescale: Sequence[tuple[float, float]] | None) -> np.ndarray:
+    """Bands scaled to 0..255: byte data as it is unless ``rescale`` is given; other data from
+    ``rescale`` or (all nodata) left at 0."""
+    if dtype == "uint8" and rescale is None:
+        return data.filled(0).astype("uint8")
+    out = np.zeros(data.shape, dtype="uint8")
+    for i, band in enumerate(data):
+        if rescale is None:
+            continue
+        low, high = rescale[i]
+        span = (high - low) or 1.0
+        scaled = (band.filled(low).astype("float64") - low) * (255.0 / span)
+        out[i] = np.clip(np.round(scaled), 0, 255).astype("uint8")
+    return out

@@ -5,7 +5,7 @@ actions the SDK returns, runs activities in a worker pool (``local_activities``)
 (``local_callhttp``) and entity batches (``local_entities``), and keeps everything in the SQLite
 task hub (``local_store``). All methods run on one asyncio loop; ``LocalRuntime`` is the
 thread-safe facade and ``local_management`` the client operations. See
-``../shared/durable-protocol.md`` for the protocol.
+``docs/durable-protocol.md`` for the protocol.
 
 Sequence numbers: the SDK numbers tasks itself and never sends the numbers. The engine mirrors its
 counter: every atomic action in yield order (depth-first in compounds) takes the next number,

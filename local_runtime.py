@@ -303,6 +303,8 @@ class LocalRuntime:
         self._tasks.append(loop.create_task(self.event_source.run()))
 
     async def _stop(self) -> None:
+        if self.event_source is not None:  # first, while the engine still takes its starts
+            await self.event_source.stop()
         if self._engine is not None:
             self._engine.stop()
         for task in self._tasks:

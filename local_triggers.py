@@ -145,13 +145,17 @@ class BlobEventSource:
         self.poll_interval = poll_interval
         self.account = str(getattr(blob_store, "account_name", "local"))
         self.delivered = 0
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def run(self) -> None:
         logger.info("Event Grid emulation: watching %s every %.1fs for %s",
                     ", ".join(self.containers), self.poll_interval,
                     ", ".join(f.name for f in self.functions))
-        while True:
+        while not self._stopping:
             started = time.monotonic()
+            self._idle.clear()
             try:
                 await self.deliver_due()
                 await self.poll_once()
@@ -160,7 +164,19 @@ class BlobEventSource:
                 raise
             except Exception:  # noqa: BLE001 - storage faults: log, try again next round
                 logger.exception("Event Grid emulation round failed")
+            finally:
+                self._idle.set()
             await asyncio.sleep(max(0.05, self.poll_interval - (time.monotonic() - started)))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let the deliveries under way finish (up to ``grace`` seconds), start no more: a
+        graceful stop delivers nothing twice, as the Functions host drains its executions."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except asyncio.TimeoutError:
+            logger.warning("Event Grid emulation: deliveries still running after %.0fs; "
+                           "they are delivered again after the restart", grace)
 
     async def poll_once(self) -> int:
         """List every container, record the changes and their events; returns the count."""
@@ -214,7 +230,7 @@ class BlobEventSource:
         self.hub.add_outbox(ev["subject"], ev)
 
     async def deliver_due(self) -> None:
-        while True:
+        while not self._stopping:
             due = self.hub.due_outbox(time.time(), CONCURRENT_DELIVERIES)
             if not due:
                 return

@@ -12,7 +12,8 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 
 import geo_ops
 from storage import MAX_BLOB_NAME, check_blob_name, check_container_name
@@ -32,10 +33,14 @@ def _check_target_crs(value: str | None) -> str | None:
 ContainerName = Annotated[str, AfterValidator(check_container_name)]
 BlobName = Annotated[str, AfterValidator(check_blob_name)]
 CollectionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
-CogProfile = Literal["deflate", "lzw", "zstd", "webp", "jpeg", "lerc", "lerc_deflate", "raw"]
+CogProfile = Literal["deflate", "zstd", "lzw", "lerc", "lerc_deflate", "webp", "jpeg", "none"]
 Prefix = Annotated[str, Field(max_length=MAX_BLOB_NAME)]
 TargetCrs = Annotated[str, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
+CollectionTitle = Annotated[str, Field(min_length=1, max_length=200, description=(
+    "title of the collection the job creates (default: what it holds and where from)"))]
+CollectionDescription = Annotated[str, Field(min_length=1, max_length=4000, description=(
+    "description of the collection the job creates (default: what it holds and where from)"))]
 
 
 class JobRequest(BaseModel):
@@ -102,6 +107,8 @@ class SyncContainerRequest(ContainerJob):
 
     prefix: Prefix = ""
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=5000)
@@ -112,6 +119,8 @@ class CatalogFileRequest(ContainerJob):
 
     blob: BlobName
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     datetime: dt.datetime | None = None
 
 
@@ -126,11 +135,29 @@ class CogOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    profile: CogProfile = "deflate"
+    profile: CogProfile = Field(
+        "deflate", description="compression (geo_ops.COG_PROFILES); deflate, zstd and lzw are "
+                               "lossless with the predictor chosen by data type; lerc and "
+                               "lerc_deflate are lossless unless max_z_error is set")
+    max_z_error: float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="LERC only: the largest absolute error a pixel may take (floating-point data)")
     target_crs: TargetCrs | None = Field(
         None, description="EPSG code ('EPSG:3857', 3857), AUTHORITY:CODE, WKT, PROJJSON or a PROJ "
                           "string; never a file name or URL")
     resampling: ResamplingName = "bilinear"
+
+    @field_validator("max_z_error")
+    @classmethod
+    def _lerc_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        profile = info.data.get("profile")  # absent when it failed validation itself
+        if value is not None and profile is not None and profile not in ("lerc", "lerc_deflate"):
+            raise ValueError(f"applies only to the lerc and lerc_deflate profiles, not {profile!r}")
+        return value
+
+    def cog_options(self) -> "CogOptions":
+        """The conversion options alone (without the request's other fields)."""
+        return CogOptions.model_validate(self.model_dump(include=set(CogOptions.model_fields)))
 
 
 class CogConversionRequest(ContainerJob, CogOptions):
@@ -141,6 +168,8 @@ class CogConversionRequest(ContainerJob, CogOptions):
     prefix: Prefix | None = None
     output_container: ContainerName | None = None
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     catalog: bool = True
     chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
 
@@ -164,6 +193,8 @@ class ProcessTiledRasterRequest(ContainerJob, CogOptions):
     output_container: ContainerName | None = None
     tile_size: int | None = Field(None, ge=256, le=32768)
     collection: CollectionId | None = None
+    collection_title: CollectionTitle | None = None
+    collection_description: CollectionDescription | None = None
     catalog: bool = True
 
 
@@ -301,10 +332,26 @@ class ChunkRef(BaseModel):
     count: int
 
 
+class CollectionSpec(BaseModel):
+    """The collection a job writes to (input of ``prepare_collection``): created when missing,
+    titled after what it ``holds`` and where from (``source``) unless the request says; an
+    existing one is retitled only when the request gives a title or description."""
+
+    container: str
+    collection: str | None = None
+    title: str | None = None
+    description: str | None = None
+    holds: Literal["rasters", "cogs", "tiles"] = "rasters"
+    source: str | None = None  # "container/prefix" or "container/blob"; default the container
+    target_crs: str | None = None
+
+
 class SyncPlanRequest(BaseModel):
     container: str
     prefix: str = ""
     collection: str | None = None
+    collection_title: str | None = None
+    collection_description: str | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
     chunk_size: int = SYNC_CHUNK_SIZE
@@ -374,7 +421,9 @@ class TileTask(BaseModel):
     source_etag: str
     output_container: str
     profile: str = "deflate"
+    max_z_error: float | None = None
     options_digest: str
+    catalog: bool = True  # a cataloged tile gets a thumbnail beside it
     tile: dict[str, Any]
 
 
@@ -391,13 +440,6 @@ class BlobDescription(BaseModel):
     found: bool
     file: FileRef | None = None
     reason: str | None = None
-
-
-class CollectionRequest(BaseModel):
-    """The collection a container's items go to (``None``: the container's default)."""
-
-    container: str
-    collection: str | None = None
 
 
 class CollectionRef(BaseModel):
@@ -419,6 +461,7 @@ class RemoveItemsTask(BaseModel):
 
 class ForgetBlobTask(BlobRef):
     collection: str
+    output_container: str | None = None  # a converting ingest: its COG's item is removed too
 
 
 class StageRef(BaseModel):
@@ -695,6 +738,8 @@ def job_tasks(histories: list[list[dict[str, Any]]]) -> list[TaskRecord]:
 
 def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | None:
     activity = event.get("FunctionName") or origin.get("Name") or ""
+    if activity == "describe_blob":
+        return _missing_blob(event, origin)
     if activity not in ITEM_ACTIVITIES:
         return None
     start, end = _when(event.get("ScheduledTime") or origin.get("Timestamp")), _when(event.get("Timestamp"))
@@ -705,12 +750,28 @@ def _task_record(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | 
                           reason=str(event.get("Reason") or "")[:1000])
     result = event.get("Result")
     result = json.loads(result) if isinstance(result, str) and result[:1] in "{[" else result
-    if not isinstance(result, dict) or "status" not in result:
-        return TaskRecord(name=_input_name(origin), activity=activity, status="done", start=start,
-                          end=end, seconds=seconds)
+    if not isinstance(result, dict) or "status" not in result:  # e.g. inspect_raster's report
+        named = result.get("name") if isinstance(result, dict) else None
+        return TaskRecord(name=named or _input_name(origin) or _input_name(event), activity=activity,
+                          status="done", start=start, end=end, seconds=seconds)
     return TaskRecord(name=result.get("name", ""), activity=activity, status=result["status"],
                       start=start, end=end, seconds=seconds, work_seconds=result.get("seconds"),
                       error=result.get("error"), reason=result.get("reason"))
+
+
+def _missing_blob(event: dict[str, Any], origin: dict[str, Any]) -> TaskRecord | None:
+    """A named blob the orchestrator found missing: the job counts it failed, so /tasks lists it."""
+    result = event.get("Result")
+    try:
+        result = json.loads(result) if isinstance(result, str) else result
+    except ValueError:
+        return None
+    if event.get("EventType") != "TaskCompleted" or not isinstance(result, dict) or result.get("found", True):
+        return None
+    when = _when(event.get("Timestamp"))
+    return TaskRecord(name=_input_name(origin) or "?", activity="describe_blob", status="failed",
+                      start=when, end=when, seconds=0.0, error="BlobNotFound",
+                      reason=str(result.get("reason") or "")[:1000])
 
 
 def _input_name(event: dict[str, Any]) -> str:

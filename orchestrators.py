@@ -29,12 +29,12 @@ from models import (
     CatalogTilesTask,
     ChunkRef,
     CollectionRef,
-    CollectionRequest,
     ConversionPlan,
     ConversionPlanRequest,
     ConvertChunkTask,
     CogConversionRequest,
     CogOptions,
+    CollectionSpec,
     ConvertTask,
     DatabaseHealthRequest,
     FileRef,
@@ -62,7 +62,7 @@ from models import (
     TileTask,
     ValidateRasterRequest,
 )
-from stac_ops import CatalogHealth, UpsertResult
+from catalogs import CatalogHealth, UpsertResult
 
 bp = df.Blueprint()
 
@@ -256,7 +256,8 @@ def _sync_container(context, result: JobResult):
     request = SyncContainerRequest.model_validate(context.get_input())
     report(context, "planning", result, 0)
     plan_request = SyncPlanRequest(container=request.container, prefix=request.prefix,
-                                   collection=request.collection, mode=request.mode,
+                                   collection=request.collection, collection_title=request.collection_title,
+                                   collection_description=request.collection_description, mode=request.mode,
                                    dry_run=request.dry_run, chunk_size=request.chunk_size or SYNC_CHUNK_SIZE,
                                    plan_id=context.instance_id.replace(":", "-"))
     plan = SyncJobPlan.model_validate((yield context.call_activity_with_retry(
@@ -329,7 +330,7 @@ def catalog_file(context: df.DurableOrchestrationContext):
 def _catalog_file(context, result: JobResult):
     request = CatalogFileRequest.model_validate(context.get_input())
     report(context, "cataloging", result, 1)
-    source = yield from source_and_collection(context, request, result)
+    source = yield from source_and_collection(context, request, result, holds="rasters", source=request.container)
     if source is None:
         return result
     file, collection = source
@@ -341,20 +342,23 @@ def _catalog_file(context, result: JobResult):
     return result
 
 
-def source_and_collection(context, request, result: JobResult):
+def source_and_collection(context, request, result: JobResult, *, holds: str, source: str):
     """(the source blob's facts, the collection id, created if needed) of a one-blob request, or
     None with a failed outcome recorded when the blob does not exist."""
     file = yield from describe(context, request.container, request.blob, result)
     if file is None:
         return None
-    collection = yield from prepare_collection(context, request.container, request.collection)
+    collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, collection_spec(
+        request, holds=holds, source=source))
     return file, collection
 
 
-def prepare_collection(context, container: str, collection: str | None):
-    """The collection id of a container's items, created when missing."""
-    return (yield context.call_activity_with_retry(act.prepare_collection, RETRY, CollectionRequest(
-        container=container, collection=collection).model_dump(mode="json")))
+def collection_spec(request, *, holds: str, source: str) -> dict:
+    """What ``prepare_collection`` needs of a request: its collection, title, description."""
+    return CollectionSpec(container=request.container, collection=request.collection,
+                          title=request.collection_title, description=request.collection_description,
+                          holds=holds, source=source, target_crs=getattr(request, "target_crs", None)
+                          ).model_dump(mode="json")
 
 
 def describe(context, container: str, blob: str, result: JobResult):
@@ -416,11 +420,13 @@ def cog_conversion(context: df.DurableOrchestrationContext):
 def _cog_conversion(context, result: JobResult):
     request = CogConversionRequest.model_validate(context.get_input())
     report(context, "listing", result, 0)
-    collection = yield from prepare_collection(context, request.container, request.collection)
+    selected = (f"{request.container}/{request.prefix}" if request.prefix is not None else
+                f"{request.container}/{request.blobs[0]}" if len(request.blobs) == 1 else request.container)
+    collection = yield context.call_activity_with_retry(
+        act.prepare_collection, RETRY, collection_spec(request, holds="cogs", source=selected))
     base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
                        output_container=request.output_container, catalog=request.catalog,
-                       options=CogOptions(profile=request.profile, target_crs=request.target_crs,
-                                          resampling=request.resampling))
+                       options=request.cog_options())
     size = request.chunk_size or 100
     if request.prefix is not None:  # listed and chunked by an activity: never through history
         plan = ConversionPlan.model_validate((yield context.call_activity_with_retry(
@@ -522,11 +528,12 @@ def process_tiled_raster(context: df.DurableOrchestrationContext):
 def _process_tiled_raster(context, result: JobResult):
     request = ProcessTiledRasterRequest.model_validate(context.get_input())
     report(context, "planning", result, 0)
-    source = yield from source_and_collection(context, request, result)
+    source = yield from source_and_collection(context, request, result, holds="tiles",
+                                              source=f"{request.container}/{request.blob}")
     if source is None:
         return result
     file, collection = source
-    options = CogOptions(profile=request.profile, target_crs=request.target_crs, resampling=request.resampling)
+    options = request.cog_options()
     task = ConvertTask(container=request.container, file=file, collection=collection,
                        output_container=request.output_container, options=options,
                        catalog=request.catalog, tile_size=request.tile_size)
@@ -539,7 +546,8 @@ def _process_tiled_raster(context, result: JobResult):
     digest = act.options_digest({**options.model_dump(), "tile_size": plan.tile_size})
     tiles = [context.call_activity_with_retry(act.convert_tile, RETRY, TileTask(
         container=request.container, blob=file.name, source_etag=file.etag,
-        output_container=request.output_container, profile=request.profile, options_digest=digest,
+        output_container=request.output_container, profile=request.profile,
+        max_z_error=request.max_z_error, options_digest=digest, catalog=request.catalog,
         tile=tile.model_dump(mode="json")).model_dump(mode="json")) for tile in plan.tiles]
     report(context, "tiling", result, len(tiles))
     results = yield from settle(context, tiles, every=progress_step(len(tiles)), progress=lambda n, bad: report_counts(
@@ -578,10 +586,13 @@ def _ingest_blob(context, result: JobResult):
     report(context, "ingesting", result, 1)
     found = BlobDescription.model_validate((yield context.call_activity_with_retry(
         act.describe_blob, RETRY, BlobRef(container=request.container, blob=request.blob).model_dump(mode="json"))))
-    collection = yield from prepare_collection(context, request.container, request.collection)
+    collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, CollectionSpec(
+        container=request.container, collection=request.collection, holds="cogs" if request.convert else "rasters",
+        source=request.container).model_dump(mode="json"))
     if not found.found:
         removed = yield context.call_activity_with_retry(act.forget_blob, RETRY, ForgetBlobTask(
-            container=request.container, blob=request.blob, collection=collection).model_dump(mode="json"))
+            container=request.container, blob=request.blob, collection=collection,
+            output_container=request.output_container if request.convert else None).model_dump(mode="json"))
         result.add([TaskOutcome(name=request.blob, status="done" if removed else "skipped")])
         result.detail["removed"] = removed
     elif request.convert:

@@ -1,35 +1,50 @@
-"""STAC items and collections for rasters, written to pgSTAC or to a static catalog.
+"""STAC items and collections for rasters: composed from geo_ops' raster facts, validated offline.
 
-Four parts, in the order data flows through them:
+Five parts, in the order data flows through them:
 
-* **Items from rasters** (``item_from_raster``): small ``get_*`` helpers read one raster's header
-  (and a decimated read for statistics) and one composer builds a STAC 1.1 item with the
-  projection v2.0.0, raster v2.0.0, file v2.1.0 and (for RGB bands) eo v2.0.0 extensions.
-* **Offline validation** (``StacValidator``): core schemas bundled in pystac plus extension schemas
-  from a local directory (``<extension>/<version>/schema.json``); never the network. Without a
-  directory (the deployed app) it degrades to the core schema only.
-* **Collections and sync**: ``build_collection`` / ``collection_for_container`` (default collection
-  per container, overridable), extents and summaries recomputed from the items
-  (``Catalog.refresh_collection``), ``plan_sync`` for incremental sync by source ETag.
-* **Catalog backends** behind one ``Catalog`` protocol: ``PgStacCatalog`` (psycopg, pgSTAC SQL) and
-  ``StaticCatalog`` (pystac JSON files behind a small ``CatalogStore`` I/O seam).
+* **Items from rasters** (``item_from_raster``): ``geo_ops.read_header`` reads one raster's facts
+  (header, and a decimated read for statistics) and small ``get_*`` helpers turn them into the
+  pieces of a STAC 1.1 item: geometry, projection v2.0.0, bands twice (STAC 1.1 ``bands`` with
+  the core fields, read by STAC Browser and titiler's item reader, and raster v1.1.0
+  ``raster:bands``, read by titiler's mosaic reader and pystac), file v2.1.0, eo v2.0.0 (RGB
+  bands), render v2.0.0 (``renders``: rescale and colormap a tiler can use),
+  alternate-assets v1.2.0 (when an asset has alternate hrefs), a ``thumbnail`` asset.
+* **Hrefs** (``relative_href``): the static catalog writes local paths inside the storage
+  directory relative to each item file (a relocatable catalog); http(s) URLs (Azure blobs, or
+  ``storage.BlobStore.public_href`` under a configured base URL) and GDAL virtual paths are left
+  as they are.
+* **Offline validation** (``StacValidator``): core schemas bundled in pystac plus the extension
+  schemas shipped in ``stac_schemas/`` (and optionally a directory of more); never the network.
+* **Collections**: ``collection_for_container`` (default id, title and description per what the
+  collection holds), extents, summaries, ``item_assets`` and ``renders`` recomputed from the items
+  (``summarize_items`` / ``apply_summary``), ``QUERYABLES`` (the JSON-schema types of our
+  properties, for pgSTAC's queryables and the static catalog's ``queryables.json``).
+* **Sync**: ``plan_sync`` for incremental sync by source ETag.
 
-Item properties of our own (prefix ``rmh:``, no schema):
+The catalog backends that store all this (pgSTAC, the static catalog) are in ``catalogs.py``.
 
-* ``rmh:source_etag``: ETag of the source blob, compared by incremental sync (``list_item_etags``).
+Item properties of our own (prefix ``rmh:``, described by ``QUERYABLES``):
+
+* ``rmh:source_etag``: ETag of the source blob, compared by incremental sync.
 * ``rmh:source_container`` / ``rmh:source_blob``: where the source blob lives.
 * ``rmh:datetime_source``: which rule chose ``datetime``: ``file-metadata``,
   ``blob-last-modified`` or ``request``.
 * ``rmh:has_data``: ``false`` when every pixel is nodata (statistics then hold only
   ``valid_percent: 0``).
+* ``rmh:data_type`` / ``rmh:band_count``: the bands' data type (``other`` when they differ) and
+  how many there are, copied from the data asset so a catalog can filter on them.
 
-Datetime order (``get_datetime``): the file's own metadata (``TIFFTAG_DATETIME``, or
-``ACQUISITIONDATETIME`` of GDAL's IMAGERY domain; a TIFF datetime has no zone and is read as
-UTC), else the source blob's last-modified time, else the request's ``datetime_override``;
-with none of them ``MissingDatetime`` is raised.
+Item ids (``item_id_for_blob``): ``<container>~<blob path, '/' as '~'>`` of the source blob; a
+tile adds ``~<tile name>``; a conversion into an output container other than the configured one
+adds ``~~<output container>`` (``~~`` never occurs in the other ids), so two conversions of one
+source into two containers are two items.
 
-This module never reads the environment and never imports ``azure.*``; callers pass connections,
-pools, schema directories and stores in.
+Datetime order (``get_datetime``): the file's own metadata (``geo_ops.file_datetime``), else the
+source blob's last-modified time, else the request's ``datetime_override``; with none of them
+``MissingDatetime`` is raised.
+
+This module never reads the environment and never imports ``azure.*``; callers pass schema
+directories, hrefs and storage roots in.
 """
 from __future__ import annotations
 
@@ -41,55 +56,51 @@ import logging
 import math
 import os
 import re
-import tempfile
 import unicodedata
-import warnings
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-import orjson
-import psycopg
 import pystac
-import tenacity
 import rasterio
-import rasterio.errors
-from psycopg import errors as pg_errors
-from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from affine import Affine
 from pydantic import BaseModel
-from pypgstac.hydration import dehydrate
-from rasterio._err import CPLE_BaseError
-from rasterio.enums import ColorInterp, Resampling
-from rasterio.warp import transform as warp_transform
-from rasterio.windows import Window
+from rasterio.io import DatasetReaderBase
+
+import geo_ops
 
 logger = logging.getLogger(__name__)
 
 STAC_VERSION = "1.1.0"
 PROJECTION_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-RASTER_EXT = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
+#: raster v1.1.0, for ``raster:bands`` (v2.0.0 moves its fields into ``bands`` and forbids
+#: ``raster:bands``, which titiler-pgstac's mosaic reader and pystac read).
+RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 EO_EXT = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
+RENDER_EXT = "https://stac-extensions.github.io/render/v2.0.0/schema.json"
+ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff"
+PNG_MEDIA_TYPE = "image/png"
 
 SOURCE_ETAG = "rmh:source_etag"
 SOURCE_CONTAINER = "rmh:source_container"
 SOURCE_BLOB = "rmh:source_blob"
 DATETIME_SOURCE = "rmh:datetime_source"
 HAS_DATA = "rmh:has_data"
+DATA_TYPE = "rmh:data_type"
+BAND_COUNT = "rmh:band_count"
 
+#: The extension schemas the app validates against, shipped with it (see stac_schemas/README.md).
+BUNDLED_SCHEMA_DIR = Path(__file__).resolve().parent / "stac_schemas"
 MAX_ID_LENGTH = 256
-DEFAULT_BATCH_SIZE = 1000
 DEFAULT_LICENSE = "other"
-ITEM_ASSETS = {
-    "data": {"title": "Cloud Optimized GeoTIFF", "type": COG_MEDIA_TYPE, "roles": ["data"]},
-    "source": {"title": "Original file", "roles": ["source"]},
-}
+#: What a single-band, non-byte render is coloured with (a perceptually uniform map any tiler knows).
+SINGLE_BAND_COLORMAP = "viridis"
 
 
 # --------------------------------------------------------------------------------------- errors
@@ -135,22 +146,6 @@ class CollectionValidationError(StacOpsError):
     """A collection does not validate against its schemas."""
 
 
-class CollectionNotFound(StacOpsError):
-    """The collection does not exist in the catalog."""
-
-
-class CatalogUnavailable(StacOpsError):
-    """The catalog's database or store cannot be reached (after bounded retries)."""
-
-
-class PgStacVersionMismatch(StacOpsError):
-    """The database's pgSTAC version is not the one pypgstac's storage format is written for."""
-
-
-class CatalogQueryError(StacOpsError):
-    """The catalog database rejected a statement for a reason that retrying will not fix."""
-
-
 # ----------------------------------------------------------------------------------- models
 
 
@@ -165,33 +160,6 @@ class SourceBlob(BaseModel):
     size: int | None = None
 
 
-class UpsertResult(BaseModel):
-    """Outcome of ``upsert_items``: ``written`` were new or changed, ``unchanged`` were identical."""
-
-    collection_ids: list[str]
-    requested: int
-    written: int
-    unchanged: int
-
-
-class CatalogHealth(BaseModel):
-    """What ``health()`` reports: reachability, backend version and counts."""
-
-    backend: str
-    ok: bool
-    version: str | None = None
-    collections: int = 0
-    items: int = 0
-    detail: str | None = None
-
-
-class PartitionTrunc(str, Enum):
-    """pgSTAC partitioning of a collection's items by datetime."""
-
-    year = "year"
-    month = "month"
-
-
 # -------------------------------------------------------------------------------------- ids
 
 _ID_SAFE = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
@@ -204,24 +172,28 @@ def _short_hash(text: str, length: int = 10) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def item_id_for_blob(container: str, blob_name: str) -> str:
+def item_id_for_blob(container: str, blob_name: str, *, output_container: str | None = None) -> str:
     """A deterministic, URL-safe item id for a blob, stable across runs and at most 256 chars.
 
     ``container~dir~file.tif`` when the name maps losslessly ('/' becomes '~'; Azure container
     names never hold '~'); otherwise a readable slug plus ``-`` and a 10-hex SHA-256 of
-    ``container/blob_name``, so distinct blobs never share an id.
+    ``container/blob_name``, so distinct blobs never share an id. ``output_container`` (a
+    conversion written somewhere other than the configured output container) adds
+    ``~~<output container>``: no lossless id holds ``~~`` (blob names with ``//`` are hashed) and
+    hashed ids end in their hex digest, so the result never equals another blob's id.
     """
     if not container or not blob_name:
         raise InvalidItemId(f"container {container!r} and blob name {blob_name!r} are required")
+    suffix = f"~~{check_id(output_container)}" if output_container else ""
     candidate = f"{container}~{blob_name.replace('/', '~')}"
     lossless = (_BLOB_LOSSLESS.match(blob_name) and "//" not in blob_name and _ID_SAFE.match(container)
                 and not blob_name.startswith("/") and not blob_name.endswith("/"))
-    if lossless and len(candidate) <= MAX_ID_LENGTH and _ID_SAFE.match(candidate):
-        return candidate
+    if lossless and len(candidate) + len(suffix) <= MAX_ID_LENGTH and _ID_SAFE.match(candidate):
+        return candidate + suffix
     digest = _short_hash(f"{container}/{blob_name}")
     ascii_name = unicodedata.normalize("NFKD", candidate).encode("ascii", "ignore").decode("ascii")
     slug = _ID_UNSAFE.sub("-", ascii_name).strip("-.~") or "item"
-    return f"{slug[: MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
+    return f"{slug[: MAX_ID_LENGTH - len(digest) - 1 - len(suffix)]}-{digest}{suffix}"
 
 
 def default_collection_id(container: str) -> str:
@@ -249,271 +221,7 @@ def check_id(value: str) -> str:
     return value
 
 
-# ---------------------------------------------------------------------------- raster helpers
-
-
-@contextlib.contextmanager
-def _open_raster(raster: str | os.PathLike | rasterio.io.DatasetReader) -> Iterator[Any]:
-    """Yield an open dataset: the one given, or one opened (and closed) here."""
-    if isinstance(raster, rasterio.io.DatasetReaderBase):
-        yield raster
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            dataset = rasterio.open(raster)
-    except rasterio.errors.RasterioError as err:
-        raise RasterOpenError(f"cannot open raster {os.fspath(raster)!r}: {err}") from err
-    with dataset:
-        yield dataset
-
-
-def check_georeferenced(dataset: Any) -> None:
-    """Raise ``NotGeoreferenced`` unless the dataset has a CRS and a real geotransform."""
-    if dataset.crs is None or dataset.transform.is_identity:
-        raise NotGeoreferenced(
-            f"raster {dataset.name!r} has no CRS or geotransform (crs={dataset.crs}, "
-            f"transform identity={dataset.transform.is_identity})"
-        )
-
-
-def _edge_pixels(width: int, height: int, per_edge: int) -> tuple[list[float], list[float]]:
-    """Pixel coordinates around the raster's outer edge, clockwise from the top-left corner."""
-    steps = [i / per_edge for i in range(per_edge)]
-    cols = [width * s for s in steps] + [width] * per_edge
-    rows = [0.0] * per_edge + [height * s for s in steps]
-    cols += [width * (1 - s) for s in steps] + [0.0] * per_edge
-    rows += [height] * per_edge + [height * (1 - s) for s in steps]
-    return cols + [0.0], rows + [0.0]
-
-
-_TRANSFORM_ERRORS = (rasterio.errors.RasterioError, CPLE_BaseError)
-
-
-def _transform_points(src: Any, dst: Any, xs: list[float], ys: list[float]) -> tuple[list, list]:
-    """Transform points; points outside the projection's domain come back as inf."""
-    with rasterio.Env(OGR_ENABLE_PARTIAL_REPROJECTION="YES"):
-        try:
-            out_x, out_y = warp_transform(src, dst, xs, ys)
-            return list(out_x), list(out_y)
-        except _TRANSFORM_ERRORS:
-            pass
-        out_x, out_y = [], []
-        for x, y in zip(xs, ys):
-            try:
-                (px,), (py,) = warp_transform(src, dst, [x], [y])
-            except _TRANSFORM_ERRORS:
-                px = py = math.inf
-            out_x.append(px), out_y.append(py)
-    return out_x, out_y
-
-
-def _to_lonlat(dataset: Any, cols: Sequence[float], rows: Sequence[float]) -> tuple[list, list]:
-    a, b, c, d, e, f = dataset.transform[:6]
-    col, row = np.asarray(cols, dtype="float64"), np.asarray(rows, dtype="float64")
-    xs, ys = a * col + b * row + c, d * col + e * row + f
-    return _transform_points(dataset.crs, "EPSG:4326", xs.tolist(), ys.tolist())
-
-
-def _contains_pole(dataset: Any) -> int:
-    """+1 / -1 when the north / south pole lies inside a projected raster, else 0.
-
-    (In a geographic CRS a pole is a line, and the transformed edge ring is already exact.)
-    """
-    for sign in (1, -1):
-        xs, ys = _transform_points("EPSG:4326", dataset.crs, [0.0], [90.0 * sign])
-        if not (math.isfinite(xs[0]) and math.isfinite(ys[0])):
-            continue
-        col, row = ~dataset.transform @ (xs[0], ys[0])
-        if -1e-6 <= col <= dataset.width + 1e-6 and -1e-6 <= row <= dataset.height + 1e-6:
-            return sign
-    return 0
-
-
-def _unwrap(lons: Sequence[float]) -> list[float]:
-    """Longitudes made continuous (no jump over 180 degrees between neighbours)."""
-    out = [lons[0]]
-    for lon in lons[1:]:
-        lon += 360.0 * round((out[-1] - lon) / 360.0)
-        out.append(lon)
-    return out
-
-
-def _clip_ring(ring: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
-    """Sutherland-Hodgman clip of a closed ring to ``lo <= lon <= hi``."""
-    for edge, keep in ((lo, lambda x: x >= lo), (hi, lambda x: x <= hi)):
-        out: list[tuple[float, float]] = []
-        for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1]):
-            if keep(x2):
-                if not keep(x1):
-                    out.append((edge, y1 + (y2 - y1) * (edge - x1) / (x2 - x1)))
-                out.append((x2, y2))
-            elif keep(x1):
-                out.append((edge, y1 + (y2 - y1) * (edge - x1) / (x2 - x1)))
-        ring = out
-        if not ring:
-            return []
-    return ring
-
-
-def _simplify(points: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
-    """Douglas-Peucker: drop vertices closer than ``tolerance`` degrees to the simplified line."""
-    if len(points) < 3:
-        return points
-    (x1, y1), (x2, y2) = points[0], points[-1]
-    length = math.hypot(x2 - x1, y2 - y1)
-    distances = [abs((x2 - x1) * (y1 - y) - (x1 - x) * (y2 - y1)) / length if length else math.hypot(x - x1, y - y1)
-                 for x, y in points[1:-1]]
-    index = max(range(len(distances)), key=distances.__getitem__)
-    if distances[index] <= tolerance:
-        return [points[0], points[-1]]
-    left = _simplify(points[: index + 2], tolerance)
-    return left[:-1] + _simplify(points[index + 1:], tolerance)
-
-
-def _drop_collinear(pts: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
-    """Drop ring vertices (cyclic) lying within ``tolerance`` of the line through their neighbours."""
-    out = list(pts)
-    i = 0
-    while len(out) > 3 and i < len(out):
-        (x0, y0), (x, y), (x1, y1) = out[i - 1], out[i], out[(i + 1) % len(out)]
-        length = math.hypot(x1 - x0, y1 - y0)
-        if length and abs((x1 - x0) * (y0 - y) - (x0 - x) * (y1 - y0)) / length <= tolerance:
-            out.pop(i)
-        else:
-            i += 1
-    return out
-
-
-def _ccw_polygon(ring: list[tuple[float, float]], tolerance: float = 1e-6) -> list[list[float]]:
-    """A closed GeoJSON exterior ring, counter-clockwise (RFC 7946), rounded to 1e-9 degrees and
-    simplified to ``tolerance`` degrees (straight densified edges collapse to their corners)."""
-    pts = [(round(x, 9), round(y, 9)) for x, y in ring]
-    pts = [p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1]]
-    if pts[0] == pts[-1]:
-        pts = pts[:-1]
-    if len(pts) > 4:
-        half = len(pts) // 2
-        pts = _simplify(pts[: half + 1], tolerance)[:-1] + _simplify(pts[half:] + pts[:1], tolerance)[:-1]
-        pts = _drop_collinear(pts, tolerance)
-    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]))
-    if area < 0:
-        pts.reverse()
-    return [list(p) for p in pts + pts[:1]]
-
-
-def _box(west: float, south: float, east: float, north: float) -> dict[str, Any]:
-    ring = [(west, south), (east, south), (east, north), (west, north)]
-    return {"type": "Polygon", "coordinates": [_ccw_polygon(ring)]}
-
-
-def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Monotone-chain convex hull (counter-clockwise)."""
-    pts = sorted(set(points))
-    if len(pts) < 3:
-        return pts
-
-    def half(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        hull: list[tuple[float, float]] = []
-        for p in seq:
-            while len(hull) >= 2 and (
-                (hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1])
-                - (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])
-            ) <= 0:
-                hull.pop()
-            hull.append(p)
-        return hull[:-1]
-
-    return half(pts) + half(pts[::-1])
-
-
-def _clamp_bbox(west: float, south: float, east: float, north: float) -> list[float]:
-    def lon(v: float) -> float:
-        return round(min(180.0, max(-180.0, v)), 9)
-
-    def lat(v: float) -> float:
-        return round(min(90.0, max(-90.0, v)), 9)
-
-    return [lon(west), lat(south), lon(east), lat(north)]
-
-
-def _ring_footprint(lons: list[float], lats: list[float], tolerance: float) -> tuple[dict[str, Any], list[float]]:
-    """Geometry and bbox of a transformed edge ring, split at the antimeridian when it crosses;
-    vertices within ``tolerance`` degrees of a straight line are dropped."""
-    ulons = _unwrap(lons)
-    south, north = min(lats), max(lats)
-    if max(ulons) - min(ulons) >= 360.0 - 1e-9:
-        return _box(-180.0, south, 180.0, north), _clamp_bbox(-180.0, south, 180.0, north)
-    shift = -360.0 * math.floor((min(ulons) + 180.0) / 360.0)
-    ring = [(x + shift, y) for x, y in zip(ulons, lats)]
-    west, east = min(ulons) + shift, max(ulons) + shift
-    if east <= 180.0:
-        return {"type": "Polygon", "coordinates": [_ccw_polygon(ring, tolerance)]}, _clamp_bbox(west, south, east, north)
-    clipped = [[(x - offset, y) for x, y in _clip_ring(ring, lo, lo + 360.0)]
-               for lo, offset in ((-180.0, 0.0), (180.0, 360.0))]
-    parts = [_ccw_polygon(part, tolerance) for part in clipped if len(set(part)) >= 3]
-    geometry = {"type": "MultiPolygon", "coordinates": [[p] for p in parts]}
-    return geometry, _clamp_bbox(west, south, east - 360.0, north)
-
-
-def _half_pixel_degrees(dataset: Any, lons: list[float], lats: list[float]) -> float:
-    """Half a pixel in degrees (roughly): how far the simplified footprint may stray."""
-    span_lat = (max(lats) - min(lats)) / dataset.height
-    span_lon = (max(_unwrap(lons)) - min(_unwrap(lons))) / dataset.width
-    return max(1e-9, 0.5 * min(span_lat, span_lon))
-
-
-def get_footprint(dataset: Any, *, densify: int = 21) -> tuple[dict[str, Any], list[float]]:
-    """GeoJSON geometry and bbox in EPSG:4326 of the raster's extent (its data footprint).
-
-    Edges are densified before reprojection; a footprint that crosses the antimeridian becomes a
-    MultiPolygon with ``bbox[0] > bbox[2]``; one that holds a pole reaches +/-90 over all
-    longitudes. When the edges leave the projection's valid area (a geostationary full disk), the
-    convex hull of a grid of sample points that do transform is used instead.
-    """
-    check_georeferenced(dataset)
-    pole = 0 if dataset.crs.is_geographic else _contains_pole(dataset)
-    cols, rows = _edge_pixels(dataset.width, dataset.height, densify)
-    lons, lats = _to_lonlat(dataset, cols, rows)
-    finite = [(x, y) for x, y in zip(lons, lats) if math.isfinite(x) and math.isfinite(y)]
-    if pole:
-        south, north = (min(y for _, y in finite), 90.0) if pole > 0 else (-90.0, max(y for _, y in finite))
-        return _box(-180.0, south, 180.0, north), _clamp_bbox(-180.0, south, 180.0, north)
-    if len(finite) == len(lons):
-        return _ring_footprint(lons, lats, _half_pixel_degrees(dataset, lons, lats))
-    return _sampled_footprint(dataset, densify)
-
-
-def _sampled_footprint(dataset: Any, densify: int) -> tuple[dict[str, Any], list[float]]:
-    n = densify * 2
-    grid = [(dataset.width * i / n, dataset.height * j / n) for i in range(n + 1) for j in range(n + 1)]
-    lons, lats = _to_lonlat(dataset, [c for c, _ in grid], [r for _, r in grid])
-    points = [(x, y) for x, y in zip(lons, lats) if math.isfinite(x) and math.isfinite(y)]
-    if len(points) < 3:
-        raise FootprintError(f"raster {dataset.name!r}: footprint does not transform to EPSG:4326")
-    west, east = min(x for x, _ in points), max(x for x, _ in points)
-    south, north = min(y for _, y in points), max(y for _, y in points)
-    if east - west > 180.0:
-        return _box(-180.0, south, 180.0, north), _clamp_bbox(-180.0, south, 180.0, north)
-    hull = _convex_hull(points)
-    return {"type": "Polygon", "coordinates": [_ccw_polygon(hull)]}, _clamp_bbox(west, south, east, north)
-
-
-def get_projection_info(dataset: Any) -> dict[str, Any]:
-    """Projection extension v2.0.0 fields: code (or null plus WKT2), shape, transform, bbox."""
-    crs = dataset.crs
-    authority = crs.to_authority()
-    info: dict[str, Any] = {"proj:code": f"{authority[0]}:{authority[1]}" if authority else None}
-    if authority is None:
-        info["proj:wkt2"] = crs.to_wkt(version="WKT2_2019")
-    t = dataset.transform
-    corners = [t @ (c, r) for c, r in ((0, 0), (dataset.width, 0), (dataset.width, dataset.height), (0, dataset.height))]
-    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
-    info["proj:bbox"] = [min(xs), min(ys), max(xs), max(ys)]
-    info["proj:shape"] = [dataset.height, dataset.width]
-    info["proj:transform"] = [t.a, t.b, t.c, t.d, t.e, t.f]
-    return info
-
+# ------------------------------------------------------------------------ items from raster facts
 
 _DATA_TYPES = {
     "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
@@ -521,191 +229,245 @@ _DATA_TYPES = {
     "float16": "float16", "float32": "float32", "float64": "float64",
     "complex_int16": "cint16", "complex64": "cfloat32", "complex128": "cfloat64",
 }
-_COMMON_NAMES = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
+_COMMON_NAMES = {"red": "red", "green": "green", "blue": "blue"}
+#: Media type and asset title of a data file, by GDAL driver (a GeoTIFF is a COG only when its
+#: layout passes the COG rules: ``RasterHeader.is_cog``).
+_FORMATS = {"GTiff": (GEOTIFF_MEDIA_TYPE, "GeoTIFF"), "JP2OpenJPEG": ("image/jp2", "JPEG 2000"),
+            "PNG": (PNG_MEDIA_TYPE, "PNG image"), "JPEG": ("image/jpeg", "JPEG image"),
+            "WEBP": ("image/webp", "WebP image")}
 
 
-def _nodata_value(nodata: float | None) -> float | str | None:
-    if nodata is None:
-        return None
-    if math.isnan(nodata):
-        return "nan"
-    if math.isinf(nodata):
-        return "inf" if nodata > 0 else "-inf"
-    return int(nodata) if float(nodata).is_integer() else float(nodata)
-
-
-def _mask_non_finite(data: np.ma.MaskedArray) -> np.ma.MaskedArray:
-    if data.dtype.kind in "fc":
-        data.mask = np.ma.getmaskarray(data) | ~np.isfinite(data.filled(0))
-    return data
-
-
-def _sample_windows(dataset: Any, count: int) -> list[Window]:
-    """Up to ``count`` whole blocks spread evenly over the raster's block grid."""
-    block_h, block_w = dataset.block_shapes[0]
-    rows, cols = math.ceil(dataset.height / block_h), math.ceil(dataset.width / block_w)
-    side = max(1, int(math.sqrt(count)))
-    picks = sorted({(r * (rows - 1) // max(1, side - 1), c * (cols - 1) // max(1, side - 1))
-                    for r in range(min(side, rows)) for c in range(min(side, cols))})
-    return [Window(c * block_w, r * block_h, min(block_w, dataset.width - c * block_w),
-                   min(block_h, dataset.height - r * block_h)) for r, c in picks]
-
-
-def read_decimated(dataset: Any, *, max_size: int = 1024, sample_blocks: int = 64) -> np.ma.MaskedArray:
-    """A masked read of all bands for statistics, never a full read of a large raster.
-
-    With overviews (every COG) or when the raster is small: one read at most ``max_size`` pixels
-    on the long side, which GDAL serves from the overviews. A large raster without overviews is
-    sampled instead: up to ``sample_blocks`` whole blocks spread over it (shape ``(bands, 1, n)``).
-    Nodata, NaN, alpha and internal masks are masked out.
-    """
-    scale = max(1.0, max(dataset.width, dataset.height) / max_size)
+@contextlib.contextmanager
+def _open_raster(raster: str | os.PathLike | DatasetReaderBase) -> Iterator[Any]:
+    """Yield an open dataset: the one given, or one opened (allowed drivers only) and closed here."""
+    if isinstance(raster, DatasetReaderBase):
+        yield raster
+        return
     try:
-        if scale > 4 and not dataset.overviews(1):
-            parts = [dataset.read(window=w, masked=True).reshape(dataset.count, 1, -1)
-                     for w in _sample_windows(dataset, sample_blocks)]
-            return _mask_non_finite(np.ma.concatenate(parts, axis=2))
-        shape = (dataset.count, max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
-        return _mask_non_finite(dataset.read(out_shape=shape, masked=True, resampling=Resampling.nearest))
-    except rasterio.errors.RasterioError as err:
-        raise RasterReadError(f"cannot read pixels of {dataset.name!r}: {err}") from err
+        dataset = geo_ops.open_raster(raster)
+    except geo_ops.SourceUnavailable:
+        raise
+    except geo_ops.GeoOpsError as err:
+        raise RasterOpenError(f"cannot open raster {os.fspath(raster)!r}: {err.reason}") from err
+    with dataset:
+        yield dataset
 
 
-def get_statistics(band: np.ma.MaskedArray) -> dict[str, float]:
-    """STAC 1.1 statistics of one band: min, max, mean, stddev, valid_percent (``{valid_percent: 0}``
-    when every sample is masked)."""
-    total = band.size
-    valid = band.compressed()
-    if valid.size == 0:
-        return {"valid_percent": 0.0}
-    values = valid.astype("float64")
-    return {
-        "minimum": float(values.min()),
-        "maximum": float(values.max()),
-        "mean": float(values.mean()),
-        "stddev": float(values.std()),
-        "valid_percent": round(100.0 * valid.size / total, 4),
-    }
+def read_facts(raster: str | os.PathLike | DatasetReaderBase, *, max_stats_size: int = geo_ops.STATISTICS_SIZE,
+               gdal_config: Mapping[str, Any] | None = None) -> geo_ops.RasterHeader:
+    """geo_ops' facts of a raster with band statistics (a decimated read, at most
+    ``max_stats_size`` pixels on the long side); read failures become ``RasterReadError``
+    (a network fault stays ``geo_ops.SourceUnavailable``: transient, retried)."""
+    with rasterio.Env(**geo_ops.env_options(gdal_config)), _open_raster(raster) as dataset:
+        try:
+            return geo_ops.read_header(dataset, statistics=True, max_stats_size=max_stats_size)
+        except geo_ops.SourceUnavailable:
+            raise
+        except geo_ops.GeoOpsError as err:
+            raise RasterReadError(f"cannot read pixels of {dataset.name!r}: {err.reason}") from err
 
 
-def get_bands(dataset: Any, *, max_size: int = 1024) -> list[dict[str, Any]]:
-    """STAC 1.1 ``bands`` of the data asset with raster v2.0.0 (and eo v2.0.0) fields."""
-    data = read_decimated(dataset, max_size=max_size)
-    t = dataset.transform
-    resolution = math.sqrt(abs(t.a * t.e - t.b * t.d))
+def get_geometry(facts: geo_ops.RasterHeader) -> tuple[dict[str, Any], list[float]]:
+    """The item's GeoJSON geometry and bbox (geo_ops' footprint: antimeridian and poles handled)."""
+    if facts.crs_wkt2 is None or Affine(*facts.transform).is_identity:
+        raise NotGeoreferenced(f"raster {facts.path!r} has no CRS or geotransform "
+                               f"(crs={facts.crs_code or facts.crs_wkt2}, transform={facts.transform})")
+    if facts.footprint is None or facts.bbox is None:
+        raise FootprintError(f"raster {facts.path!r}: footprint does not transform to EPSG:4326")
+    return facts.footprint, facts.bbox
+
+
+def get_projection(facts: geo_ops.RasterHeader) -> dict[str, Any]:
+    """Projection extension v2.0.0 fields: code (or null plus WKT2), bbox, shape, transform."""
+    info: dict[str, Any] = {"proj:code": facts.crs_code}
+    if facts.crs_code is None:
+        info["proj:wkt2"] = facts.crs_wkt2
+    t = Affine(*facts.transform)
+    corners = [t @ (c, r) for c, r in ((0, 0), (facts.width, 0), (facts.width, facts.height), (0, facts.height))]
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    info["proj:bbox"] = [min(xs), min(ys), max(xs), max(ys)]
+    info["proj:shape"] = [facts.height, facts.width]
+    info["proj:transform"] = list(facts.transform)
+    return info
+
+
+def _statistics(band: geo_ops.BandFacts) -> dict[str, float]:
+    return band.statistics.model_dump(exclude_none=True) if band.statistics else {"valid_percent": 0.0}
+
+
+def _resolution(facts: geo_ops.RasterHeader) -> float:
+    """Pixel size in CRS units (square root of the pixel's area, so rotation does not matter)."""
+    a, b, _, d, e, _ = facts.transform
+    return math.sqrt(abs(a * e - b * d))
+
+
+def get_bands(facts: geo_ops.RasterHeader) -> list[dict[str, Any]]:
+    """STAC 1.1 ``bands`` of the data asset: the core band fields (data type, nodata, statistics,
+    unit) and eo v2.0.0's common name. The raster fields go to ``raster:bands``
+    (``get_raster_bands``): raster v2.0.0, whose fields would live here, forbids ``raster:bands``
+    on the same asset, and the readers that need both (titiler's mosaic reader, pystac) read
+    ``raster:bands``."""
     bands = []
-    for index in range(dataset.count):
-        band: dict[str, Any] = {"name": f"b{index + 1}"}
-        interp = dataset.colorinterp[index]
-        description = dataset.descriptions[index]
-        if description or interp not in (ColorInterp.undefined, ColorInterp.gray):
-            band["description"] = description or interp.name
-        band["data_type"] = _DATA_TYPES.get(dataset.dtypes[index], "other")
-        nodata = _nodata_value(dataset.nodatavals[index])
-        if nodata is not None:
-            band["nodata"] = nodata
-        band["statistics"] = get_statistics(data[index])
-        if dataset.units[index]:
-            band["unit"] = dataset.units[index]
-        band["raster:spatial_resolution"] = resolution
-        band["raster:scale"] = float(dataset.scales[index])
-        band["raster:offset"] = float(dataset.offsets[index])
-        if interp in _COMMON_NAMES:
-            band["eo:common_name"] = _COMMON_NAMES[interp]
-        bands.append(band)
+    for band in facts.bands:
+        out: dict[str, Any] = {"name": f"b{band.index}"}
+        if band.description or band.colorinterp not in ("undefined", "gray"):
+            out["description"] = band.description or band.colorinterp
+        out["data_type"] = _DATA_TYPES.get(band.dtype, "other")
+        if band.nodata is not None:
+            out["nodata"] = band.nodata
+        out["statistics"] = _statistics(band)
+        if band.unit:
+            out["unit"] = band.unit
+        if band.colorinterp in _COMMON_NAMES:
+            out["eo:common_name"] = _COMMON_NAMES[band.colorinterp]
+        bands.append(out)
     return bands
 
 
-_TIFF_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+def get_raster_bands(facts: geo_ops.RasterHeader) -> list[dict[str, Any]]:
+    """Raster v1.1.0 ``raster:bands``: the band facts with scale, offset and spatial resolution
+    (read by titiler-pgstac's mosaic reader, pystac's ``RasterExtension`` and STAC 1.0 tools)."""
+    out = []
+    for band in facts.bands:
+        fields: dict[str, Any] = {"data_type": _DATA_TYPES.get(band.dtype, "other")}
+        if band.nodata is not None:
+            fields["nodata"] = band.nodata
+        fields["statistics"] = _statistics(band)
+        if band.unit:
+            fields["unit"] = band.unit
+        fields.update(scale=band.scale, offset=band.offset, spatial_resolution=_resolution(facts))
+        out.append(fields)
+    return out
 
 
-def _parse_file_datetime(text: str) -> dt.datetime | None:
-    match = _TIFF_DATETIME.match(text.strip())
-    try:
-        if match:
-            return dt.datetime(*map(int, match.groups()), tzinfo=dt.timezone.utc)
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+def get_datetime(facts: geo_ops.RasterHeader, *, last_modified: dt.datetime | None = None,
+                 override: dt.datetime | None = None) -> tuple[dt.datetime, str]:
+    """The item datetime and which rule chose it: file metadata, blob last-modified, request."""
+    if facts.datetime is not None:
+        return facts.datetime, "file-metadata"
+    if last_modified is not None:
+        return _utc(last_modified), "blob-last-modified"
+    if override is not None:
+        return _utc(override), "request"
+    raise MissingDatetime(f"raster {facts.path!r}: no datetime in file, blob or request")
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def get_datetime(
-    dataset: Any, *, last_modified: dt.datetime | None = None, override: dt.datetime | None = None
-) -> tuple[dt.datetime, str]:
-    """The item datetime and which rule chose it: file metadata, blob last-modified, request."""
-    candidates = [dataset.tags().get("TIFFTAG_DATETIME"), dataset.tags(ns="IMAGERY").get("ACQUISITIONDATETIME")]
-    for text in filter(None, candidates):
-        parsed = _parse_file_datetime(text)
-        if parsed is not None:
-            return parsed, "file-metadata"
-        logger.warning("raster %s: unparseable datetime tag %r ignored", dataset.name, text)
-    if last_modified is not None:
-        return _utc(last_modified), "blob-last-modified"
-    if override is not None:
-        return _utc(override), "request"
-    raise MissingDatetime(f"raster {dataset.name!r}: no datetime in file, blob or request")
+def get_media_type(facts: geo_ops.RasterHeader) -> tuple[str | None, str]:
+    """The data file's media type and a title saying what it is: "Cloud Optimized GeoTIFF" only
+    for a GeoTIFF whose layout passes the COG rules."""
+    if facts.driver in ("GTiff", "COG") and facts.is_cog:
+        return COG_MEDIA_TYPE, "Cloud Optimized GeoTIFF"
+    return _FORMATS.get(facts.driver, (None, f"{facts.driver} raster"))
 
 
-def get_cog_header_size(dataset: Any) -> int | None:
-    """``file:header_size`` of a COG: the offset of its first tile (all IFDs precede it).
-
-    None when GDAL does not report a COG layout or no block offset is available.
-    """
-    if dataset.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG":
-        return None
-    offsets = []
-    for level in [None, *range(len(dataset.overviews(1)))]:
-        try:
-            value = dataset.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1, ovr=level)
-        except rasterio.errors.RasterioError:
-            value = None
-        if value:
-            offsets.append(int(value))
-    return min(offsets) if offsets else None
+def _alternate(alternates: Mapping[str, str] | None) -> dict[str, Any]:
+    """The alternate-assets extension's ``alternate`` object: ``{name: {"href": href}}``."""
+    return {"alternate": {name: {"href": href} for name, href in alternates.items()}} if alternates else {}
 
 
-def _local_size(path: str) -> int | None:
-    if path.startswith("/vsi") or "://" in path:
-        return None
-    with contextlib.suppress(OSError):
-        return os.path.getsize(path)
-    return None
-
-
-def get_data_asset(dataset: Any, *, href: str, size: int | None, max_size: int) -> pystac.Asset:
-    """The ``data`` asset (the COG) with bands and file info."""
-    fields: dict[str, Any] = {"bands": get_bands(dataset, max_size=max_size)}
-    size = size if size is not None else _local_size(dataset.name)
+def get_data_asset(facts: geo_ops.RasterHeader, *, href: str, size: int | None = None,
+                   alternates: Mapping[str, str] | None = None) -> pystac.Asset:
+    """The ``data`` asset: the raster file itself, its type true to its layout, its bands."""
+    media_type, title = get_media_type(facts)
+    fields: dict[str, Any] = {"bands": get_bands(facts), "raster:bands": get_raster_bands(facts)}
+    size = size if size is not None else facts.size_bytes
     if size is not None:
         fields["file:size"] = size
-    header_size = get_cog_header_size(dataset)
-    if header_size is not None:
-        fields["file:header_size"] = header_size
-    media_type = COG_MEDIA_TYPE if header_size is not None else GEOTIFF_MEDIA_TYPE
-    if dataset.driver != "GTiff":
-        media_type = None
-    return pystac.Asset(href=href, title="Cloud Optimized GeoTIFF", media_type=media_type,
-                        roles=["data"], extra_fields=fields)
+    if facts.is_cog and facts.header_bytes is not None:
+        fields["file:header_size"] = facts.header_bytes
+    fields.update(_alternate(alternates))
+    return pystac.Asset(href=href, title=title, media_type=media_type, roles=["data"], extra_fields=fields)
 
 
 def _source_media_type(href: str) -> str | None:
-    suffix = Path(href.split("?", 1)[0]).suffix.lower()
+    suffix = Path(urllib.parse.urlsplit(href).path).suffix.lower()
     return {".tif": GEOTIFF_MEDIA_TYPE, ".tiff": GEOTIFF_MEDIA_TYPE, ".jp2": "image/jp2",
-            ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(suffix)
+            ".png": PNG_MEDIA_TYPE, ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+            ".webp": "image/webp"}.get(suffix)
 
 
-def get_source_asset(source: SourceBlob) -> pystac.Asset | None:
+def get_source_asset(source: SourceBlob, *, alternates: Mapping[str, str] | None = None) -> pystac.Asset | None:
     """The ``source`` asset (the original blob), or None when its href is unknown."""
     if not source.href:
         return None
-    fields = {"file:size": source.size} if source.size is not None else {}
+    fields: dict[str, Any] = {"file:size": source.size} if source.size is not None else {}
+    fields.update(_alternate(alternates))
     return pystac.Asset(href=source.href, title="Original file", media_type=_source_media_type(source.href),
                         roles=["source"], extra_fields=fields)
+
+
+def get_thumbnail_asset(href: str, *, alternates: Mapping[str, str] | None = None) -> pystac.Asset:
+    """The ``thumbnail`` asset: a small PNG preview (``geo_ops.write_thumbnail``)."""
+    return pystac.Asset(href=href, title="Thumbnail", media_type=PNG_MEDIA_TYPE, roles=["thumbnail"],
+                        extra_fields=_alternate(alternates))
+
+
+def _rescale(band: geo_ops.BandFacts) -> list[float]:
+    low, high = band.statistics.minimum, band.statistics.maximum
+    return [low, high if high > low else low + 1.0]
+
+
+def get_renders(facts: geo_ops.RasterHeader) -> dict[str, dict[str, Any]]:
+    """Render extension ``renders``: how a tiler shows the ``data`` asset by default.
+
+    A palette band as it is; red/green/blue bands (1, 2, 3, alpha aside) as true colour, byte
+    data as it is and other data stretched band by band from the statistics; one band of byte
+    data as grey, of other data stretched from its statistics and coloured with
+    ``SINGLE_BAND_COLORMAP``. Nothing for other band layouts or when every pixel is nodata.
+    """
+    shown = [b for b in facts.bands if b.colorinterp != "alpha"]
+    if not shown or any(b.statistics is None or b.statistics.minimum is None for b in shown):
+        return {}
+    render: dict[str, Any] = {"assets": ["data"]}
+    if facts.has_colormap:
+        render["title"] = "Palette"
+    elif geo_ops.preview_bands(facts.colorinterp) == [b.index for b in shown] == [1, 2, 3]:
+        render["title"] = "True colour"
+        if any(b.dtype != "uint8" for b in shown):
+            render["rescale"] = [_rescale(b) for b in shown]
+    elif len(shown) == 1:
+        render["title"] = "Greyscale" if shown[0].dtype == "uint8" else f"{shown[0].dtype} values"
+        if shown[0].dtype != "uint8":
+            render.update(rescale=[_rescale(shown[0])], colormap_name=SINGLE_BAND_COLORMAP)
+    else:
+        return {}
+    return {"default": render}
+
+
+def get_properties(facts: geo_ops.RasterHeader, source: SourceBlob) -> dict[str, Any]:
+    """Properties from the facts and the source: projection, gsd, band facts, where it came from."""
+    props: dict[str, Any] = get_projection(facts)
+    if facts.gsd is not None:
+        props["gsd"] = facts.gsd
+    types = {_DATA_TYPES.get(t, "other") for t in facts.dtypes}
+    props.update({SOURCE_CONTAINER: source.container, SOURCE_BLOB: source.blob_name,
+                  DATA_TYPE: types.pop() if len(types) == 1 else "other", BAND_COUNT: facts.count,
+                  HAS_DATA: any((b.statistics.valid_percent if b.statistics else 0) > 0 for b in facts.bands)})
+    if source.etag is not None:
+        props[SOURCE_ETAG] = source.etag
+    return props
+
+
+def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any]) -> list[str]:
+    """The extension schemas an item with these assets and renders declares."""
+    fields = [set(asset.extra_fields) for asset in assets.values()]
+    band_fields = {k for asset in assets.values() for band in asset.extra_fields.get("bands", []) for k in band}
+    extensions = [PROJECTION_EXT]
+    if any("raster:bands" in f for f in fields):
+        extensions.append(RASTER_EXT)
+    if any(k.startswith("file:") for f in fields for k in f):
+        extensions.append(FILE_EXT)
+    if "eo:common_name" in band_fields:
+        extensions.append(EO_EXT)
+    if renders:
+        extensions.append(RENDER_EXT)
+    if any("alternate" in f for f in fields):
+        extensions.append(ALTERNATE_EXT)
+    return extensions
 
 
 def item_from_raster(
@@ -714,52 +476,60 @@ def item_from_raster(
     container: str,
     blob_name: str,
     collection_id: str | None = None,
+    item_id: str | None = None,
+    title: str | None = None,
     source_href: str | None = None,
     source_etag: str | None = None,
     source_last_modified: dt.datetime | None = None,
     source_size: int | None = None,
+    source_alternates: Mapping[str, str] | None = None,
     data_href: str | None = None,
     data_size: int | None = None,
+    data_alternates: Mapping[str, str] | None = None,
+    thumbnail_href: str | None = None,
+    thumbnail_alternates: Mapping[str, str] | None = None,
     datetime_override: dt.datetime | None = None,
     properties: Mapping[str, Any] | None = None,
-    max_stats_size: int = 1024,
+    max_stats_size: int = geo_ops.STATISTICS_SIZE,
     gdal_config: Mapping[str, Any] | None = None,
     validator: StacValidator | None = None,
 ) -> pystac.Item:
-    """A STAC item for one raster (normally the COG made from a source blob).
+    """A STAC item for one raster (a source blob cataloged in place, or a COG made from one).
 
-    ``raster`` is a local path, a GDAL virtual path (``/vsiaz/...``) or an open dataset.
-    ``container``/``blob_name`` name the *source* blob and fix the item id; ``data_href`` is the
-    public href of the raster (default: the path read); ``source_href`` the original's href
-    (a ``source`` asset is added when it differs from ``data_href``). Only the header and a
-    decimated read (overviews, at most ``max_stats_size`` px on the long side) are read. With a
-    ``validator`` the item is validated before it is returned (``ItemValidationError``).
+    ``raster`` is a local path, a GDAL virtual path (``/vsiaz/...``) or an open dataset; only its
+    header and a decimated read (overviews, at most ``max_stats_size`` px on the long side) are
+    read. ``container``/``blob_name`` name the *source* blob; the id is ``item_id`` or
+    ``item_id_for_blob(container, blob_name)``, the title ``title`` or the blob name.
+
+    Assets, each an href plus optional ``*_alternates`` (``{"vsiaz": "/vsiaz/c/b"}``, written
+    as the alternate-assets extension's ``alternate`` object): ``data`` (``data_href``, default
+    the path read), ``source`` (``source_href``, when it differs from the data's) and
+    ``thumbnail`` (``thumbnail_href``, a PNG). Hrefs are written as given (the caller decides
+    their public form). With a ``validator`` the item is validated before it is returned
+    (``ItemValidationError``).
     """
     source = SourceBlob(container=container, blob_name=blob_name, href=source_href, etag=source_etag,
                         last_modified=source_last_modified, size=source_size)
-    with rasterio.Env(**(gdal_config or {})), _open_raster(raster) as dataset:
-        geometry, bbox = get_footprint(dataset)
-        when, when_source = get_datetime(dataset, last_modified=source_last_modified, override=datetime_override)
-        props: dict[str, Any] = {**get_projection_info(dataset), DATETIME_SOURCE: when_source,
-                                 SOURCE_CONTAINER: container, SOURCE_BLOB: blob_name}
-        if source_etag is not None:
-            props[SOURCE_ETAG] = source_etag
-        href = data_href or os.fspath(dataset.name)
-        data = get_data_asset(dataset, href=href, size=data_size, max_size=max_stats_size)
-    bands = data.extra_fields["bands"]
-    props[HAS_DATA] = any(b["statistics"].get("valid_percent", 0) > 0 for b in bands)
+    facts = read_facts(raster, max_stats_size=max_stats_size, gdal_config=gdal_config)
+    geometry, bbox = get_geometry(facts)
+    when, when_source = get_datetime(facts, last_modified=source_last_modified, override=datetime_override)
+    props = {**get_properties(facts, source), DATETIME_SOURCE: when_source, "title": title or blob_name}
+    assets = {"data": get_data_asset(facts, href=data_href or facts.path, size=data_size, alternates=data_alternates)}
+    source_asset = get_source_asset(source, alternates=source_alternates)
+    if source_asset is not None and source_asset.href != assets["data"].href:
+        assets["source"] = source_asset
+    if thumbnail_href:
+        assets["thumbnail"] = get_thumbnail_asset(thumbnail_href, alternates=thumbnail_alternates)
+    renders = get_renders(facts)
+    if renders:
+        props["renders"] = renders
     props.update(properties or {})
-    extensions = [PROJECTION_EXT, RASTER_EXT, FILE_EXT]
-    if any("eo:common_name" in b for b in bands):
-        extensions.append(EO_EXT)
-    item = pystac.Item(id=item_id_for_blob(container, blob_name), geometry=geometry, bbox=bbox,
-                       datetime=when, properties=props, stac_extensions=extensions,
+    item = pystac.Item(id=item_id or item_id_for_blob(container, blob_name), geometry=geometry, bbox=bbox,
+                       datetime=when, properties=props, stac_extensions=get_extensions(assets, renders),
                        collection=collection_id or default_collection_id(container))
     item.add_link(pystac.Link(rel="collection", target="../collection.json", media_type="application/json"))
-    item.add_asset("data", data)
-    source_asset = get_source_asset(source)
-    if source_asset is not None and source_asset.href != href:
-        item.add_asset("source", source_asset)
+    for key, asset in assets.items():
+        item.add_asset(key, asset)
     if validator is not None:
         validator.validate_item(item)
     return item
@@ -775,31 +545,30 @@ def item_from_source(
                             source_size=blob.size, **kwargs)
 
 
-class SyncPlan(BaseModel):
-    """What an incremental sync of a container has to do, by item id (crosses the Durable boundary)."""
-
-    to_add: list[SourceBlob] = []
-    to_update: list[SourceBlob] = []
-    to_delete: list[str] = []
-    unchanged: list[str] = []
+# ----------------------------------------------------------------------------------- hrefs
 
 
-def plan_sync(blobs: Iterable[SourceBlob | Mapping[str, Any]], catalog_etags: Mapping[str, str | None]) -> SyncPlan:
-    """Compare listed blobs with ``Catalog.list_item_etags``: new, changed (ETag differs or
-    unknown), unchanged, and items whose blob is gone. ETags are compared as given (quotes kept)."""
-    plan = SyncPlan()
-    seen = set()
-    for blob in map(SourceBlob.model_validate, blobs):
-        item_id = item_id_for_blob(blob.container, blob.blob_name)
-        seen.add(item_id)
-        if item_id not in catalog_etags:
-            plan.to_add.append(blob)
-        elif blob.etag is None or catalog_etags[item_id] != blob.etag:
-            plan.to_update.append(blob)
-        else:
-            plan.unchanged.append(item_id)
-    plan.to_delete = sorted(set(catalog_etags) - seen)
-    return plan
+def relative_href(href: str, *, storage_root: str | os.PathLike, relative_to: str | os.PathLike) -> str:
+    """An href a static catalog can be moved with: an absolute local path inside ``storage_root``
+    becomes a percent-encoded path relative to ``relative_to`` (the directory of the STAC file
+    that holds it), so the catalog and the storage directory resolve wherever they are copied
+    together. Anything else (http(s) URLs, GDAL virtual paths, paths outside the storage root,
+    relative hrefs) is returned unchanged."""
+    if "://" in href or href.startswith("/vsi") or not os.path.isabs(href):
+        return href
+    root, path = os.path.abspath(storage_root), os.path.abspath(href)
+    if os.path.commonpath([root, path]) != root:
+        return href
+    return urllib.parse.quote(Path(os.path.relpath(path, os.path.abspath(relative_to))).as_posix())
+
+
+def relative_hrefs(stac: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """``relative_href`` applied to every asset href and alternate href of an item dict (in place)."""
+    for asset in stac.get("assets", {}).values():
+        asset["href"] = relative_href(asset["href"], **kwargs)
+        for alternate in asset.get("alternate", {}).values():
+            alternate["href"] = relative_href(alternate["href"], **kwargs)
+    return stac
 
 
 # ------------------------------------------------------------------------------- validation
@@ -826,59 +595,54 @@ def load_extension_schemas(schema_dir: str | os.PathLike) -> dict[str, dict[str,
 class StacValidator:
     """Offline JSON-schema validation of STAC items, collections and catalogs.
 
-    Core schemas come from pystac's bundled copies; extension schemas from ``schema_dir``. Any
-    other ``$ref`` raises ``SchemaUnavailable`` instead of going to the network. Without a
-    ``schema_dir`` (the deployed app ships none) only the core schema is checked and extension
-    URLs are reported back as skipped. Thread-safe; compiled validators are cached.
+    Core schemas come from pystac's bundled copies; extension schemas from the app's own
+    ``stac_schemas/`` (``bundled``) and from ``schema_dir`` when given (more extensions, or
+    other copies of the same URLs, which then win). An extension whose schema is in neither, or
+    any other ``$ref``, raises ``SchemaUnavailable`` instead of going to the network. Only with
+    ``bundled=False`` and no ``schema_dir`` are extensions skipped (reported at debug level) and
+    just the core schema checked. Thread-safe; compiled validators are cached.
 
-    ``jsonschema`` (the reference, as in pystac) decides. When ``fastjsonschema`` is installed it
-    runs first as an accelerator (about 10x faster): a document it accepts is valid; one it
+    ``jsonschema`` (the reference, as in pystac) decides. When ``jsonschema-rs`` is installed it
+    runs first as an accelerator (compiled once per schema URL; 0.06 ms per item against
+    ``jsonschema``'s 19 ms and ``fastjsonschema``'s 0.3 ms): a document it accepts is valid; one it
     rejects goes to ``jsonschema`` for the verdict and the messages. References that are not
     available offline compile to a schema that always fails, so the fast path can only send a
     document on to ``jsonschema``, never wave it through.
     """
 
-    def __init__(self, schema_dir: str | os.PathLike | None = None, *, use_fast_path: bool = True) -> None:
+    def __init__(self, schema_dir: str | os.PathLike | None = None, *, bundled: bool = True,
+                 use_fast_path: bool = True) -> None:
         from pystac.validation.local_validator import get_local_schema_cache
 
         self.use_fast_path = use_fast_path
         self.schema_dir = Path(schema_dir) if schema_dir is not None else None
+        self.checks_extensions = bundled or self.schema_dir is not None
         self._schemas = get_local_schema_cache()
-        if self.schema_dir is not None:
-            self._schemas.update(load_extension_schemas(self.schema_dir))
+        for directory in ([BUNDLED_SCHEMA_DIR] if bundled else []) + ([self.schema_dir] if self.schema_dir else []):
+            self._schemas.update(load_extension_schemas(directory))
         self._validators: dict[str, Any] = {}
         self._fast: dict[str, Callable[[Any], Any] | None] = {}
 
-    def _fast_validator(self, uri: str) -> Callable[[Any], Any] | None:
-        """A fastjsonschema function for ``uri`` (None without fastjsonschema or the schema)."""
+    def _fast_validator(self, uri: str) -> Callable[[Any], bool] | None:
+        """jsonschema-rs' ``is_valid`` for ``uri`` (None without jsonschema-rs or the schema)."""
         if uri not in self._fast:
             try:
-                import fastjsonschema
+                import jsonschema_rs
             except ImportError:
-                fastjsonschema = None
+                jsonschema_rs = None
             schema = self._schemas.get(uri.rstrip("#"))
-            if fastjsonschema is None or schema is None:
+            if jsonschema_rs is None or schema is None:
                 self._fast[uri] = None
             else:
                 def offline(ref: str) -> dict[str, Any]:
                     return self._schemas.get(ref.split("#")[0], {"not": {}})
 
-                handlers = {"https": offline, "http": offline}
-                self._fast[uri] = fastjsonschema.compile(schema, handlers=handlers, use_default=False)
+                self._fast[uri] = jsonschema_rs.Draft7Validator(schema, retriever=offline).is_valid
         return self._fast[uri]
 
     def _fast_accepts(self, uris: list[str], stac: Mapping[str, Any]) -> bool:
         checks = [self._fast_validator(uri) for uri in uris]
-        if any(check is None for check in checks):
-            return False
-        from fastjsonschema import JsonSchemaException
-
-        try:
-            for check in checks:
-                check(stac)
-        except JsonSchemaException:
-            return False
-        return True
+        return all(check is not None for check in checks) and all(check(stac) for check in checks)
 
     @cached_property
     def _registry(self) -> Any:
@@ -909,7 +673,7 @@ class StacValidator:
             raise SchemaUnavailable(f"no offline schema for type {kind!r} version {stac.get('stac_version')!r}")
         uris, skipped = [CORE_SCHEMAS[kind]], []
         for ext in stac.get("stac_extensions", []):
-            (uris if ext in self._schemas or self.schema_dir is not None else skipped).append(ext)
+            (uris if ext in self._schemas or self.checks_extensions else skipped).append(ext)
         return uris, skipped
 
     def errors(self, stac: Mapping[str, Any]) -> list[str]:
@@ -918,7 +682,7 @@ class StacValidator:
 
         uris, skipped = self.schema_uris(stac)
         if skipped:
-            logger.debug("no schema directory: skipped extension schemas %s", skipped)
+            logger.debug("extension schemas not checked: %s", skipped)
         if self.use_fast_path and self._fast_accepts(uris, stac):
             return []
         messages = []
@@ -946,7 +710,48 @@ class StacValidator:
             raise CollectionValidationError(f"collection {stac.get('id')!r} is invalid: " + "; ".join(messages[:5]))
 
 
+
+
 # ------------------------------------------------------------------------------ collections
+
+
+class CollectionKind(str, Enum):
+    """What a collection holds, which decides its default title, description and item assets."""
+
+    rasters = "rasters"  # source files cataloged in place (sync_container, catalog_file)
+    cogs = "cogs"  # Cloud Optimized GeoTIFFs converted from sources (cog_conversion)
+    tiles = "tiles"  # COG tiles cut from one source (process_tiled_raster)
+
+
+_THUMBNAIL = {"title": "Thumbnail", "type": PNG_MEDIA_TYPE, "roles": ["thumbnail"]}
+_CONVERTED = {"data": {"title": "Cloud Optimized GeoTIFF", "type": COG_MEDIA_TYPE, "roles": ["data"]},
+              "source": {"title": "Original file", "roles": ["source"]}, "thumbnail": _THUMBNAIL}
+#: ``item_assets`` of a new collection, before it has items (then they come from the items).
+DEFAULT_ITEM_ASSETS: dict[CollectionKind, dict[str, dict[str, Any]]] = {
+    CollectionKind.rasters: {"data": {"title": "Raster file", "roles": ["data"]}},
+    CollectionKind.cogs: _CONVERTED,
+    CollectionKind.tiles: _CONVERTED,
+}
+
+
+def collection_text(kind: CollectionKind | str, collection_id: str, source: str,
+                    target_crs: str | None = None) -> tuple[str, str]:
+    """Default title and description of a collection: what it holds and where from. The title
+    ends with the collection id, so no two collections share one."""
+    kind = CollectionKind(kind)
+    crs = "" if not target_crs else (f", reprojected to {target_crs}" if len(target_crs) <= 40 else ", reprojected")
+    title, description = {
+        CollectionKind.rasters: (f"Rasters in {source}",
+                                 f"Rasters cataloged in place from {source}: one item per file, whose "
+                                 "data asset is the file itself."),
+        CollectionKind.cogs: (f"Cloud Optimized GeoTIFFs converted from {source}",
+                              f"Cloud Optimized GeoTIFFs converted from the rasters of {source}{crs}: one "
+                              "item per file, with the COG, the original file and a thumbnail."),
+        CollectionKind.tiles: (f"COG tiles of {source}",
+                               f"Cloud Optimized GeoTIFF tiles cut from {source}{crs}: one item per tile, "
+                               "with the tile, the original file and a thumbnail."),
+    }[kind]
+    return f"{title} ({collection_id})", description
 
 
 def build_collection(
@@ -960,29 +765,56 @@ def build_collection(
     summaries: Mapping[str, Any] | None = None,
     keywords: Sequence[str] | None = None,
     providers: Sequence[Mapping[str, Any]] | None = None,
+    item_assets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pystac.Collection:
-    """A collection with our fixed ``item_assets`` (the ``data`` COG and the ``source`` original)."""
+    """A collection; ``item_assets`` default to those of a collection of converted COGs."""
     check_id(collection_id)
     extent = pystac.Extent(
         pystac.SpatialExtent([list(bbox or [-180.0, -90.0, 180.0, 90.0])]),
         pystac.TemporalExtent([list(interval or [None, None])]),
     )
-    collection = pystac.Collection(
-        id=collection_id, description=description or f"Rasters cataloged from {collection_id}",
+    return pystac.Collection(
+        id=collection_id, description=description or f"Rasters cataloged in {collection_id}",
         title=title, license=license, extent=extent, keywords=list(keywords or []) or None,
         providers=[pystac.Provider.from_dict(dict(p)) for p in providers or []] or None,
         summaries=pystac.Summaries(dict(summaries or {})),
-        extra_fields={"item_assets": json.loads(json.dumps(ITEM_ASSETS))},
+        extra_fields={"item_assets": json.loads(json.dumps(item_assets or _CONVERTED))},
     )
-    return collection
 
 
-def collection_for_container(container: str, *, collection_id: str | None = None, **kwargs: Any) -> pystac.Collection:
-    """The default collection of a container (``collection_id`` overrides the derived id)."""
+def collection_for_container(container: str, *, collection_id: str | None = None,
+                             kind: CollectionKind | str = CollectionKind.rasters, source: str | None = None,
+                             target_crs: str | None = None, **kwargs: Any) -> pystac.Collection:
+    """The collection items of ``container`` go to (``collection_id`` overrides the derived id),
+    titled and described after what it holds (``kind``) and where from (``source``, default the
+    container) unless ``title`` / ``description`` say otherwise."""
     cid = resolve_collection_id(container, collection_id)
-    kwargs.setdefault("description", f"Rasters cataloged from blob container {container!r}")
-    kwargs.setdefault("title", container)
+    kind = CollectionKind(kind)
+    title, description = collection_text(kind, cid, source or container, target_crs)
+    kwargs["title"] = kwargs.get("title") or title
+    kwargs["description"] = kwargs.get("description") or description
+    kwargs.setdefault("item_assets", DEFAULT_ITEM_ASSETS[kind])
     return build_collection(cid, **kwargs)
+
+
+class AssetSummary(BaseModel):
+    """Items that have asset ``key`` with this type, title and roles."""
+
+    key: str
+    type: str | None = None
+    title: str | None = None
+    roles: list[str] | None = None
+    items: int
+
+
+class RenderSummary(BaseModel):
+    """Items whose render ``key`` is ``shape`` (the render without ``rescale``), and the widest
+    rescale range per band over them."""
+
+    key: str
+    shape: dict[str, Any]
+    items: int
+    rescale: list[list[float]] | None = None
 
 
 class ItemSummary(BaseModel):
@@ -994,12 +826,19 @@ class ItemSummary(BaseModel):
     end: dt.datetime | None = None
     proj_codes: list[str] = []
     data_types: list[str] = []
+    assets: list[AssetSummary] = []
+    renders: list[RenderSummary] = []
 
 
-def _item_span(stac: Mapping[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
+def item_span(stac: Mapping[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """An item dict's start and end (its datetime twice when it has no range)."""
     props = stac["properties"]
-    start = _parse_iso(props.get("start_datetime") or props.get("datetime"))
-    return start, _parse_iso(props.get("end_datetime") or props.get("datetime"))
+    start = parse_iso(props.get("start_datetime") or props.get("datetime"))
+    return start, parse_iso(props.get("end_datetime") or props.get("datetime"))
+
+
+def parse_iso(text: str | None) -> dt.datetime | None:
+    return None if text is None else _utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def _west_south_east_north(stac: Mapping[str, Any]) -> list[float]:
@@ -1009,33 +848,78 @@ def _west_south_east_north(stac: Mapping[str, Any]) -> list[float]:
     return [-180.0, south, 180.0, north] if west > east else [west, south, east, north]
 
 
-def summarize_items(items: Iterable[Mapping[str, Any]]) -> ItemSummary:
-    """Aggregate item dicts: count, bbox union, time span, projection codes, band data types."""
-    boxes, starts, ends, codes, types = [], [], [], set(), set()
+def _render_summaries(items: Sequence[Mapping[str, Any]]) -> list[RenderSummary]:
+    groups: dict[tuple[str, str], RenderSummary] = {}
     for item in items:
-        boxes.append(_west_south_east_north(item))
-        start, end = _item_span(item)
-        starts.append(start)
-        ends.append(end)
-        codes.add(item["properties"].get("proj:code"))
-        for asset in item.get("assets", {}).values():
-            types.update(band.get("data_type") for band in asset.get("bands", []))
-    if not boxes:
+        for key, render in (item["properties"].get("renders") or {}).items():
+            shape = {k: v for k, v in render.items() if k != "rescale"}
+            group = groups.setdefault((key, json.dumps(shape, sort_keys=True)),
+                                      RenderSummary(key=key, shape=shape, items=0))
+            group.items += 1
+            if render.get("rescale"):
+                group.rescale = [[min(a[0], b[0]), max(a[1], b[1])] for a, b in
+                                 zip(group.rescale or render["rescale"], render["rescale"])]
+    return list(groups.values())
+
+
+def summarize_items(items: Iterable[Mapping[str, Any]]) -> ItemSummary:
+    """Aggregate item dicts: count, bbox union, time span, projection codes, band data types,
+    assets (by key, type, title, roles) and renders."""
+    items = list(items)
+    if not items:
         return ItemSummary()
+    boxes = [_west_south_east_north(item) for item in items]
+    spans = [item_span(item) for item in items]
+    assets: dict[tuple, int] = {}
+    for item in items:
+        for key, asset in item.get("assets", {}).items():
+            shape = (key, asset.get("type"), asset.get("title"), tuple(asset.get("roles") or ()) or None)
+            assets[shape] = assets.get(shape, 0) + 1
+    types = {band.get("data_type") for item in items for asset in item.get("assets", {}).values()
+             for band in asset.get("bands", [])}
     columns = list(zip(*boxes))
     return ItemSummary(
-        count=len(boxes), bbox=[min(columns[0]), min(columns[1]), max(columns[2]), max(columns[3])],
-        start=min(filter(None, starts), default=None), end=max(filter(None, ends), default=None),
-        proj_codes=sorted(filter(None, codes)), data_types=sorted(filter(None, types)),
-    )
+        count=len(items), bbox=[min(columns[0]), min(columns[1]), max(columns[2]), max(columns[3])],
+        start=min(filter(None, (s for s, _ in spans)), default=None),
+        end=max(filter(None, (e for _, e in spans)), default=None),
+        proj_codes=sorted(filter(None, {item["properties"].get("proj:code") for item in items})),
+        data_types=sorted(filter(None, types)),
+        assets=[AssetSummary(key=k, type=t, title=ti, roles=list(r) if r else None, items=n)
+                for (k, t, ti, r), n in sorted(assets.items(), key=lambda kv: kv[0][0])],
+        renders=_render_summaries(items))
 
 
-def _parse_iso(text: str | None) -> dt.datetime | None:
-    return None if text is None else _utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+def summary_item_assets(summary: ItemSummary) -> dict[str, dict[str, Any]]:
+    """``item_assets``: the asset keys every item has, with the fields they all agree on. Where
+    fewer than two agree (the schema asks for two), a description says that the rest differ."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in dict.fromkeys(a.key for a in summary.assets):
+        rows = [a for a in summary.assets if a.key == key]
+        if sum(a.items for a in rows) != summary.count:
+            continue
+        fields = {}
+        for field in ("title", "type", "roles"):
+            values = {json.dumps(getattr(a, field)) for a in rows}
+            if len(values) == 1 and getattr(rows[0], field) is not None:
+                fields[field] = getattr(rows[0], field)
+        if len(fields) < 2:
+            fields["description"] = f"Every item has a {key!r} asset; its title or type differs between items."
+        out[key] = fields
+    return out
+
+
+def summary_renders(summary: ItemSummary) -> dict[str, dict[str, Any]]:
+    """Collection ``renders``: each render every item has in one shape, rescaled over all of them."""
+    out = {}
+    for render in summary.renders:
+        if render.items == summary.count and sum(r.key == render.key for r in summary.renders) == 1:
+            out[render.key] = {**render.shape, **({"rescale": render.rescale} if render.rescale else {})}
+    return out
 
 
 def apply_summary(collection: pystac.Collection, summary: ItemSummary) -> pystac.Collection:
-    """Set the collection's extent and summaries from its items' aggregates (in place)."""
+    """Set the collection's extent, summaries, ``item_assets`` and ``renders`` from its items'
+    aggregates (in place). A collection without items keeps its ``item_assets``."""
     if summary.bbox is not None:
         collection.extent.spatial = pystac.SpatialExtent([summary.bbox])
     collection.extent.temporal = pystac.TemporalExtent([[summary.start, summary.end]])
@@ -1047,687 +931,78 @@ def apply_summary(collection: pystac.Collection, summary: ItemSummary) -> pystac
     if summary.data_types:
         summaries["data_type"] = summary.data_types
     collection.summaries = pystac.Summaries(summaries)
+    if summary.count:
+        item_assets = summary_item_assets(summary)
+        if item_assets:
+            collection.extra_fields["item_assets"] = item_assets
+        else:
+            collection.extra_fields.pop("item_assets", None)
+    renders = summary_renders(summary) if summary.count else {}
+    extensions = [e for e in collection.stac_extensions if e != RENDER_EXT]
+    collection.extra_fields.pop("renders", None)
+    if renders:
+        collection.extra_fields["renders"] = renders
+        extensions.append(RENDER_EXT)
+    collection.stac_extensions = extensions
     return collection
 
 
-# --------------------------------------------------------------------------- catalog protocol
+# ------------------------------------------------------------------------------ queryables
+
+#: JSON-schema definitions of our item properties, for pgSTAC's queryables (numbers typed as
+#: numbers, so CQL2 compares them as numbers) and the static catalog's ``queryables.json``.
+QUERYABLES: dict[str, dict[str, Any]] = {
+    "proj:code": {"title": "Projection code (AUTHORITY:CODE)", "type": "string"},
+    "gsd": {"title": "Ground sample distance (metres)", "type": "number", "exclusiveMinimum": 0},
+    SOURCE_CONTAINER: {"title": "Source blob container", "type": "string"},
+    SOURCE_BLOB: {"title": "Source blob name", "type": "string"},
+    SOURCE_ETAG: {"title": "Source blob ETag", "type": "string"},
+    DATETIME_SOURCE: {"title": "Where the datetime came from", "type": "string",
+                      "enum": ["file-metadata", "blob-last-modified", "request"]},
+    HAS_DATA: {"title": "Has valid (not nodata) pixels", "type": "boolean"},
+    DATA_TYPE: {"title": "Data type of the bands", "type": "string",
+                "enum": sorted(set(_DATA_TYPES.values()) | {"other"})},
+    BAND_COUNT: {"title": "Number of bands", "type": "integer", "minimum": 1},
+}
+#: The link relation of a queryables document (OGC API - Features - Part 3).
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 
 
-@runtime_checkable
-class Catalog(Protocol):
-    """What every catalog backend offers (pgSTAC and the static catalog)."""
-
-    def upsert_collection(self, collection: pystac.Collection, *, partition_trunc: PartitionTrunc | str | None = None) -> None: ...
-    def get_collection(self, collection_id: str) -> pystac.Collection | None: ...
-    def refresh_collection(self, collection_id: str) -> pystac.Collection: ...
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult: ...
-    def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
-                    validate: bool = True) -> int: ...
-    def flush_staged(self, stage_id: str) -> UpsertResult: ...
-    def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None: ...
-    def delete_item(self, collection_id: str, item_id: str) -> bool: ...
-    def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int: ...
-    def search(self, collection_id: str, *, bbox: Sequence[float] | None = None,
-               datetime: str | None = None, limit: int = 100) -> list[pystac.Item]: ...
-    def list_item_etags(self, collection_id: str) -> dict[str, str | None]: ...
-    def health(self) -> CatalogHealth: ...
-    def finalize(self) -> None: ...
+def queryables_document(title: str) -> dict[str, Any]:
+    """A queryables JSON schema: the core fields every catalog filters on, and ``QUERYABLES``."""
+    core = {"id": {"title": "Item id", "type": "string"},
+            "datetime": {"title": "Datetime", "type": "string", "format": "date-time"},
+            "geometry": {"title": "Footprint", "$ref": "https://geojson.org/schema/Geometry.json"}}
+    return {"$schema": "http://json-schema.org/draft-07/schema#", "$id": "queryables.json",
+            "type": "object", "title": title, "properties": {**core, **QUERYABLES},
+            "additionalProperties": True}
 
 
-def _item_dict(item: pystac.Item | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(item, pystac.Item):
-        return item.to_dict(include_self_link=False, transform_hrefs=False)
-    return dict(item)
+# ------------------------------------------------------------------------------------- sync
 
 
-def _prepare_items(items: Iterable[pystac.Item | Mapping[str, Any]], validator: StacValidator | None) -> dict[str, dict[str, dict]]:
-    """Item dicts grouped by collection, de-duplicated by id (last wins), validated, ids checked."""
-    grouped: dict[str, dict[str, dict]] = {}
-    for item in items:
-        stac = _item_dict(item)
-        check_id(stac.get("id", ""))
-        collection_id = stac.get("collection")
-        if not collection_id:
-            raise ItemValidationError(f"item {stac.get('id')!r} names no collection")
-        if validator is not None:
-            validator.validate_item(stac)
-        grouped.setdefault(collection_id, {})[stac["id"]] = stac
-    return grouped
+class SyncPlan(BaseModel):
+    """What an incremental sync of a container has to do, by item id (crosses the Durable boundary)."""
+
+    to_add: list[SourceBlob] = []
+    to_update: list[SourceBlob] = []
+    to_delete: list[str] = []
+    unchanged: list[str] = []
 
 
-def parse_datetime_interval(value: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """A STAC API ``datetime`` parameter (instant or ``start/end`` with ``..`` open ends)."""
-    if not value:
-        return None, None
-    parts = value.split("/")
-    if len(parts) == 1:
-        instant = _parse_iso(parts[0])
-        return instant, instant
-    start, end = (None if p in ("", "..") else _parse_iso(p) for p in parts[:2])
-    return start, end
-
-
-# ----------------------------------------------------------------------------------- pgSTAC
-
-TRANSIENT_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-_LOCK_NAMESPACE = 0x524D48  # "RMH": advisory-lock class for collection writers
-
-_STAGE_DDL = """
-CREATE TABLE IF NOT EXISTS public.rmh_staged_items (
-    stage_id text NOT NULL, collection text NOT NULL, item_id text NOT NULL, content jsonb NOT NULL,
-    staged_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stage_id, collection, item_id)
-)
-"""
-_STAGE_PUT = """
-INSERT INTO public.rmh_staged_items (stage_id, collection, item_id, content) VALUES (%s, %s, %s, %s)
-ON CONFLICT (stage_id, collection, item_id) DO UPDATE SET content = EXCLUDED.content, staged_at = now()
-"""
-_STAGE_TAKE = """
-DELETE FROM public.rmh_staged_items WHERE stage_id = %s RETURNING collection, content
-"""
-# Stages of runs that never flushed (a chunk that failed beyond its retries) expire after a week.
-_STAGE_EXPIRE = "DELETE FROM public.rmh_staged_items WHERE staged_at < now() - interval '7 days'"
-_STAGE_TABLE = """
-CREATE TEMP TABLE IF NOT EXISTS rmh_items_in (
-    id text NOT NULL, collection text NOT NULL, datetime timestamptz NOT NULL,
-    end_datetime timestamptz NOT NULL, geojson text NOT NULL, content jsonb NOT NULL
-) ON COMMIT DELETE ROWS
-"""
-_CHECK_PARTITIONS = """
-SELECT pgstac.check_partition(%(collection)s, tstzrange(min(datetime), max(datetime), '[]'),
-                              tstzrange(min(end_datetime), max(end_datetime), '[]'))
-FROM rmh_items_in
-GROUP BY CASE WHEN %(trunc)s::text IS NULL THEN NULL
-              ELSE date_trunc(coalesce(%(trunc)s::text, 'year'), datetime, 'UTC') END
-ORDER BY 1
-"""
-# Rows whose stored copy differs (content, datetime or geometry) are deleted first, locked in id
-# order: a changed datetime may route the new copy to another partition, where ON CONFLICT on
-# the partition's unique id index would not see the old one.
-_DELETE_CHANGED = """
-WITH changed AS (
-    SELECT o.id FROM rmh_items_in s
-    JOIN pgstac.items o ON o.collection = s.collection AND o.id = s.id
-    WHERE o.collection = %(collection)s
-      AND ((o.datetime, o.end_datetime, o.content) IS DISTINCT FROM (s.datetime, s.end_datetime, s.content)
-           OR NOT ST_OrderingEquals(o.geometry, ST_GeomFromGeoJSON(s.geojson)))
-    ORDER BY o.id
-    FOR UPDATE OF o
-)
-DELETE FROM pgstac.items i USING changed c WHERE i.collection = %(collection)s AND i.id = c.id
-"""
-_INSERT = """
-INSERT INTO pgstac.items (id, geometry, collection, datetime, end_datetime, content)
-SELECT id, ST_GeomFromGeoJSON(geojson), collection, datetime, end_datetime, content FROM rmh_items_in
-ON CONFLICT DO NOTHING
-"""
-_COLLECTION_META = """
-SELECT b.base_item, c.key, c.partition_trunc, b.base_item_id
-FROM pgstac.collections c, pgstac.current_base_item(c.id) b
-WHERE c.id = %s
-FOR SHARE OF c
-"""
-
-
-def connect(
-    dsn: str, *, password_provider: Callable[[], str] | None = None, autocommit: bool = False, **kwargs: Any
-) -> psycopg.Connection:
-    """Open a psycopg connection; ``password_provider`` supplies the password per connection
-    (an Azure AD access token for Azure Database for PostgreSQL, fetched by the caller)."""
-    if password_provider is not None:
-        kwargs["password"] = password_provider()
-    try:
-        return psycopg.connect(dsn, autocommit=autocommit, **kwargs)
-    except psycopg.OperationalError as err:
-        raise CatalogUnavailable(f"cannot connect to PostgreSQL: {err}") from err
-
-
-def connection_pool(
-    dsn: str, *, password_provider: Callable[[], str] | None = None, min_size: int = 1,
-    max_size: int = 4, **pool_kwargs: Any
-) -> ConnectionPool:
-    """A psycopg pool; with ``password_provider`` every new connection gets a fresh token."""
-    kwargs: Any = (lambda: {"password": password_provider()}) if password_provider else None
-    return ConnectionPool(dsn, kwargs=kwargs, min_size=min_size, max_size=max_size, open=True, **pool_kwargs)
-
-
-class _LostConnection(Exception):
-    """A pooled connection broke mid-transaction (the pool replaces it): worth a retry."""
-
-
-def _is_lost_connection(err: psycopg.Error, conn: psycopg.Connection | None) -> bool:
-    return isinstance(err, psycopg.OperationalError) and (conn is None or conn.broken or conn.closed)
-
-
-def _lock_key(collection_id: str) -> int:
-    """A stable signed 32-bit key for the collection's advisory lock."""
-    return int.from_bytes(hashlib.sha256(collection_id.encode("utf-8")).digest()[:4], "big", signed=True)
-
-
-def _dehydrated_row(stac: dict[str, Any], base_item: dict[str, Any], base_item_id: int | None) -> tuple:
-    """One staged row in pgSTAC's storage form (the same dehydration as ``pypgstac load``)."""
-    props = stac.get("properties", {})
-    start = props.get("start_datetime") if props.get("end_datetime") else None
-    start = start or props.get("datetime")
-    end = props.get("end_datetime") or start
-    if start is None:
-        raise ItemValidationError(f"item {stac.get('id')!r} has no datetime")
-    if stac.get("geometry") is None:
-        raise ItemValidationError(f"item {stac.get('id')!r} has no geometry")
-    content = dehydrate(base_item, stac)
-    for key in ("id", "collection", "geometry", "pgstac:base_item"):
-        content.pop(key, None)
-    if base_item_id is not None:
-        content["pgstac:base_item"] = base_item_id
-    return (stac["id"], stac["collection"], start, end, orjson.dumps(stac["geometry"]).decode(),
-            orjson.dumps(content).decode())
-
-
-class PgStacCatalog:
-    """The pgSTAC backend: batched upserts that never duplicate, search through pgSTAC's ``search()``.
-
-    Takes a psycopg ``Connection`` or a ``ConnectionPool`` (never opens one from the environment).
-    Writers of one collection are serialised by a transaction-scoped advisory lock, so concurrent
-    activities cannot both insert the same id into different datetime partitions. Deadlocks and
-    serialization failures are retried (bounded); a lost connection is retried only with a pool.
-    Give concurrent writers (threads) a pool or a catalog each: one connection runs one
-    transaction at a time.
-    """
-
-    def __init__(self, source: psycopg.Connection | ConnectionPool, *, validator: StacValidator | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, retries: int = 3, retry_delay: float = 0.05) -> None:
-        self._source = source
-        self.validator = validator
-        self.batch_size = batch_size
-        self.retries = retries
-        self.retry_delay = retry_delay
-        self._version_checked = False
-        self._stage_ready = False
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
-        if isinstance(self._source, ConnectionPool):
-            with self._source.connection() as conn:
-                yield conn
+def plan_sync(blobs: Iterable[SourceBlob | Mapping[str, Any]], catalog_etags: Mapping[str, str | None]) -> SyncPlan:
+    """Compare listed blobs with ``Catalog.list_item_etags``: new, changed (ETag differs or
+    unknown), unchanged, and items whose blob is gone. ETags are compared as given (quotes kept)."""
+    plan = SyncPlan()
+    seen = set()
+    for blob in map(SourceBlob.model_validate, blobs):
+        item_id = item_id_for_blob(blob.container, blob.blob_name)
+        seen.add(item_id)
+        if item_id not in catalog_etags:
+            plan.to_add.append(blob)
+        elif blob.etag is None or catalog_etags[item_id] != blob.etag:
+            plan.to_update.append(blob)
         else:
-            yield self._source
-
-    def _run(self, what: str, work: Callable[[psycopg.Connection], Any], *, pipeline: bool = False) -> Any:
-        """Run ``work(conn)`` in one transaction, retrying named transient errors (deadlock,
-        serialization failure, a pooled connection lost) a bounded number of times with
-        exponential backoff and jitter. Anything else that reaches the database fails at once:
-        unreachable → CatalogUnavailable (the activity rides that out), bad query → CatalogQueryError."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((*TRANSIENT_ERRORS, _LostConnection)),
-            wait=tenacity.wait_exponential_jitter(multiplier=self.retry_delay, max=2.0),
-            stop=tenacity.stop_after_attempt(self.retries + 1), reraise=True,
-            before_sleep=lambda state: logger.warning(
-                "%s: transient %s, retry %d", what, type(state.outcome.exception()).__name__,
-                state.attempt_number))
-        try:
-            return retrying(self._transaction, work, pipeline)
-        except (*TRANSIENT_ERRORS, _LostConnection) as err:
-            cause = err.__cause__ if isinstance(err, _LostConnection) else err
-            raise CatalogUnavailable(f"{what}: still failing after {self.retries} retries: {cause}") from err
-        except psycopg.OperationalError as err:
-            raise CatalogUnavailable(f"{what}: database unavailable: {err}") from err
-        except psycopg.Error as err:
-            raise CatalogQueryError(f"{what}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
-
-    def _transaction(self, work: Callable[[psycopg.Connection], Any], pipeline: bool = False) -> Any:
-        """``work`` in one transaction; with ``pipeline`` its statements go out without waiting
-        for each answer (one round trip for a write that reads nothing back; no COPY in it)."""
-        conn = None
-        try:
-            with self._connection() as conn, (conn.pipeline() if pipeline else contextlib.nullcontext()), \
-                    conn.transaction():
-                conn.execute("SELECT set_config('search_path', 'pgstac,public', true)")
-                return work(conn)
-        except TRANSIENT_ERRORS:
-            raise
-        except psycopg.OperationalError as err:
-            if isinstance(self._source, ConnectionPool) and _is_lost_connection(err, conn):
-                raise _LostConnection() from err
-            raise
-
-    # collections
-
-    def upsert_collection(self, collection: pystac.Collection, *, partition_trunc: PartitionTrunc | str | None = None) -> None:
-        """Create or replace the collection; ``partition_trunc`` sets month/year partitioning."""
-        stac = collection.to_dict(include_self_link=False, transform_hrefs=False)
-        check_id(stac["id"])
-        if self.validator is not None:
-            self.validator.validate_collection(stac)
-        trunc = PartitionTrunc(partition_trunc).value if partition_trunc else None
-
-        def work(conn: psycopg.Connection) -> None:
-            conn.execute("SELECT pgstac.upsert_collection(%s)", (Jsonb(stac),))
-            conn.execute("UPDATE pgstac.collections SET partition_trunc = %s WHERE id = %s "
-                         "AND partition_trunc IS DISTINCT FROM %s", (trunc, stac["id"], trunc))
-
-        self._run(f"upsert collection {stac['id']}", work)
-
-    def get_collection(self, collection_id: str) -> pystac.Collection | None:
-        row = self._run(f"get collection {collection_id}", lambda conn: conn.execute(
-            "SELECT content FROM pgstac.collections WHERE id = %s", (collection_id,)).fetchone())
-        return None if row is None else pystac.Collection.from_dict(row[0], migrate=False)
-
-    def refresh_collection(self, collection_id: str) -> pystac.Collection:
-        """Recompute the collection's extent and summaries from its items and store it."""
-        collection = self.get_collection(collection_id)
-        if collection is None:
-            raise CollectionNotFound(f"collection {collection_id!r} does not exist")
-        summary = self._run(f"summarize {collection_id}", lambda conn: self._summarize(conn, collection_id))
-        apply_summary(collection, summary)
-        self.upsert_collection(collection)
-        return collection
-
-    @staticmethod
-    def _summarize(conn: psycopg.Connection, collection_id: str) -> ItemSummary:
-        row = conn.execute(
-            "SELECT count(*), ST_XMin(ST_Extent(geometry)), ST_YMin(ST_Extent(geometry)), "
-            "ST_XMax(ST_Extent(geometry)), ST_YMax(ST_Extent(geometry)), min(datetime), max(end_datetime), "
-            "array_remove(array_agg(DISTINCT content->'properties'->>'proj:code'), NULL) "
-            "FROM pgstac.items WHERE collection = %s", (collection_id,)).fetchone()
-        types = conn.execute(
-            "SELECT DISTINCT b->>'data_type' FROM pgstac.items i, jsonb_each(i.content->'assets') a, "
-            "jsonb_array_elements(CASE WHEN jsonb_typeof(a.value->'bands') = 'array' THEN a.value->'bands' "
-            "ELSE '[]'::jsonb END) b WHERE i.collection = %s AND b ? 'data_type'", (collection_id,)).fetchall()
-        bbox = list(row[1:5]) if row[0] else None
-        return ItemSummary(count=row[0], bbox=bbox, start=row[5], end=row[6], proj_codes=sorted(row[7] or []),
-                           data_types=sorted(t for (t,) in types))
-
-    # items
-
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult:
-        """Insert new items, replace changed ones (even across partitions), skip identical ones.
-
-        Items are validated with the catalog's validator unless ``validate=False`` (for items that
-        ``item_from_raster(..., validator=...)`` already validated where they were built).
-        """
-        grouped = _prepare_items(items, self.validator if validate else None)
-        self._check_version()
-        requested = written = 0
-        for collection_id, by_id in grouped.items():
-            batch = list(by_id.values())
-            for start in range(0, len(batch), self.batch_size):
-                chunk = batch[start:start + self.batch_size]
-                written += self._run(f"upsert {len(chunk)} items into {collection_id}",
-                                     lambda conn, c=chunk, cid=collection_id: self._write_batch(conn, cid, c))
-                requested += len(chunk)
-        return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
-                            unchanged=requested - written)
-
-    # staging: per-file activities park items, the chunk writes them in one batch
-
-    def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
-                    validate: bool = True) -> int:
-        """Park validated items durably under ``stage_id``; ``flush_staged(stage_id)`` writes them.
-
-        A fan-out of one activity per file then costs pgSTAC one batched write per chunk instead
-        of one per file; a staged item survives any crash until its flush commits.
-        """
-        grouped = _prepare_items(items, self.validator if validate else None)
-        rows = [(stage_id, cid, iid, Jsonb(stac)) for cid, by_id in grouped.items() for iid, stac in by_id.items()]
-
-        def work(conn: psycopg.Connection) -> int:
-            self._ensure_stage(conn)
-            with conn.cursor() as cur:
-                cur.executemany(_STAGE_PUT, rows)
-            return len(rows)
-
-        staged = self._run(f"stage {len(rows)} items", work, pipeline=True)
-        self._stage_ready = True  # only once a transaction that created the table committed
-        return staged
-
-    def flush_staged(self, stage_id: str) -> UpsertResult:
-        """Write the items staged under ``stage_id`` and drop them from the stage, atomically
-        (a retried flush after a failure writes them again; after a success it finds nothing)."""
-        self._check_version()
-
-        def work(conn: psycopg.Connection) -> UpsertResult:
-            self._ensure_stage(conn)
-            rows = conn.execute(_STAGE_TAKE, (stage_id,)).fetchall()
-            grouped: dict[str, list[dict]] = {}
-            for collection_id, content in rows:
-                grouped.setdefault(collection_id, []).append(content)
-            written = 0
-            for collection_id in sorted(grouped):  # lock collections in one order: no deadlock
-                batch = grouped[collection_id]
-                for start in range(0, len(batch), self.batch_size):
-                    written += self._write_batch(conn, collection_id, batch[start:start + self.batch_size])
-            conn.execute(_STAGE_EXPIRE)
-            return UpsertResult(collection_ids=sorted(grouped), requested=len(rows), written=written,
-                                unchanged=len(rows) - written)
-
-        result = self._run(f"flush staged items of {stage_id}", work)
-        self._stage_ready = True
-        return result
-
-    def _ensure_stage(self, conn: psycopg.Connection) -> None:
-        if not self._stage_ready:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_NAMESPACE,))  # one creator
-            conn.execute(_STAGE_DDL)
-
-    def _check_version(self) -> None:
-        """Items are dehydrated in Python with pypgstac's code: refuse a pgSTAC of another minor."""
-        if self._version_checked:
-            return
-        from pypgstac import __version__ as pypgstac_version
-
-        version = self._run("pgstac version", lambda conn: conn.execute("SELECT pgstac.get_version()").fetchone()[0])
-        if version != "unreleased" and version.split(".")[:2] != pypgstac_version.split(".")[:2]:
-            raise PgStacVersionMismatch(f"database pgSTAC {version} does not match pypgstac {pypgstac_version}")
-        self._version_checked = True
-
-    def _write_batch(self, conn: psycopg.Connection, collection_id: str, batch: list[dict]) -> int:
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
-        meta = conn.execute(_COLLECTION_META, (collection_id,)).fetchone()
-        if meta is None:
-            raise CollectionNotFound(f"collection {collection_id!r} does not exist; upsert it first")
-        base_item, _key, trunc, base_item_id = meta
-        rows = [_dehydrated_row(stac, base_item, base_item_id) for stac in batch]
-        conn.execute(_STAGE_TABLE)
-        conn.execute("TRUNCATE rmh_items_in")
-        with conn.cursor() as cur:
-            with cur.copy("COPY rmh_items_in (id, collection, datetime, end_datetime, geojson, content) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            params = {"collection": collection_id, "trunc": trunc}
-            cur.execute(_CHECK_PARTITIONS, params)
-            cur.execute(_DELETE_CHANGED, params)
-            cur.execute(_INSERT)
-            inserted = cur.rowcount
-        logger.debug("collection %s: %d of %d items written", collection_id, inserted, len(rows))
-        return inserted
-
-    def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
-        row = self._run(f"get item {item_id}", lambda conn: conn.execute(
-            "SELECT pgstac.get_item(%s, %s)", (item_id, collection_id)).fetchone())
-        return None if row is None or row[0] is None else pystac.Item.from_dict(row[0], migrate=False)
-
-    def delete_item(self, collection_id: str, item_id: str) -> bool:
-        return self.delete_items(collection_id, [item_id]) == 1
-
-    def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int:
-        ids = list(item_ids)
-        return self._run(f"delete {len(ids)} items from {collection_id}", lambda conn: conn.execute(
-            "DELETE FROM pgstac.items WHERE collection = %s AND id = ANY(%s)", (collection_id, ids)).rowcount)
-
-    def search(self, collection_id: str, *, bbox: Sequence[float] | None = None, datetime: str | None = None,
-               limit: int = 100) -> list[pystac.Item]:
-        """Items of one collection by bbox and STAC datetime (instant or interval), via ``pgstac.search``."""
-        body: dict[str, Any] = {"collections": [collection_id], "limit": limit}
-        if bbox is not None:
-            body["bbox"] = list(bbox)
-        if datetime is not None:
-            body["datetime"] = datetime
-        result = self._run(f"search {collection_id}", lambda conn: conn.execute(
-            "SELECT pgstac.search(%s)", (Jsonb(body),)).fetchone()[0])
-        return [pystac.Item.from_dict(f, migrate=False) for f in result.get("features", [])]
-
-    def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
-        """Item id -> ``rmh:source_etag`` for every item of the collection (incremental sync)."""
-        rows = self._run(f"list etags of {collection_id}", lambda conn: conn.execute(
-            "SELECT id, content->'properties'->>%s FROM pgstac.items WHERE collection = %s",
-            (SOURCE_ETAG, collection_id)).fetchall())
-        return dict(rows)
-
-    def health(self) -> CatalogHealth:
-        """pgSTAC version and counts; ``ok=False`` with the reason when unreachable."""
-        def work(conn: psycopg.Connection) -> CatalogHealth:
-            version = conn.execute("SELECT pgstac.get_version()").fetchone()[0]
-            collections = conn.execute("SELECT count(*) FROM pgstac.collections").fetchone()[0]
-            items = conn.execute("SELECT count(*) FROM pgstac.items").fetchone()[0]
-            return CatalogHealth(backend="pgstac", ok=True, version=version, collections=collections, items=items)
-
-        try:
-            return self._run("health", work)
-        except (CatalogUnavailable, psycopg.Error) as err:
-            return CatalogHealth(backend="pgstac", ok=False, detail=str(err).splitlines()[0])
-
-    def finalize(self) -> None:
-        """Nothing to do: pgSTAC serves links and extents itself (``refresh_collection`` for extents)."""
-
-
-# ------------------------------------------------------------------------------ static catalog
-
-
-class CatalogStore(Protocol):
-    """The static catalog's file I/O seam (local directory here; blob container later).
-
-    Keys are relative POSIX paths. ``write_text`` must be atomic: a reader sees the old or the new
-    text, never a part.
-    """
-
-    def read_text(self, key: str) -> str | None: ...
-    def write_text(self, key: str, text: str) -> None: ...
-    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]: ...
-    def delete(self, key: str) -> bool: ...
-
-
-class LocalDirectoryStore:
-    """``CatalogStore`` on a local directory: atomic writes by temp file + ``os.replace``."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-
-    def _path(self, key: str) -> Path:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise InvalidItemId(f"store key {key!r} leaves the catalog directory")
-        return self.root / key
-
-    def read_text(self, key: str) -> str | None:
-        try:
-            return self._path(key).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-
-    def write_text(self, key: str, text: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]:
-        """Keys of the ``.json`` files under ``prefix``, sorted; ``max_depth`` counts key segments."""
-        base = self._path(prefix) if prefix else self.root
-        if not base.is_dir():
-            return
-        for directory, subdirs, files in os.walk(base):
-            rel = Path(directory).relative_to(self.root)
-            depth = len(rel.parts) + 1
-            if max_depth is not None and depth >= max_depth:
-                subdirs.clear()
-            if max_depth is not None and depth > max_depth:
-                continue
-            subdirs.sort()
-            for name in sorted(files):
-                if name.endswith(".json") and not name.startswith("."):
-                    yield (rel / name).as_posix()
-
-    def delete(self, key: str) -> bool:
-        try:
-            self._path(key).unlink()
-            return True
-        except FileNotFoundError:
-            return False
-
-
-def _item_matches(stac: Mapping[str, Any], bbox: Sequence[float] | None,
-                  start: dt.datetime | None, end: dt.datetime | None) -> bool:
-    if bbox is not None:
-        west, south, east, north = stac["bbox"][:4]
-        b_west, b_south, b_east, b_north = bbox[:4]
-        lon_ranges = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
-        q_ranges = [(b_west, b_east)] if b_west <= b_east else [(b_west, 180.0), (-180.0, b_east)]
-        lon_hit = any(a <= d and c <= b for a, b in lon_ranges for c, d in q_ranges)
-        if not lon_hit or south > b_north or north < b_south:
-            return False
-    item_start, item_end = _item_span(stac)
-    return not ((end is not None and item_start > end) or (start is not None and item_end < start))
-
-
-class StaticCatalog:
-    """A self-contained static STAC catalog (pystac-readable) behind a ``CatalogStore``.
-
-    Layout: ``catalog.json``, ``<collection>/collection.json``, ``<collection>/items/<id>.json``.
-    Item writes are per-file and atomic, so many threads and processes may write at once; an
-    item file already carries its relative ``root``/``parent``/``collection`` links. ``finalize()``
-    (run once, after the writers) regenerates every ``collection.json`` (item links, extent,
-    summaries) and ``catalog.json`` (child links).
-    """
-
-    def __init__(self, store: CatalogStore | str | os.PathLike, *, catalog_id: str = "rmhgeoapi",
-                 description: str = "Rasters cataloged by rmhgeoapi", title: str | None = None,
-                 validator: StacValidator | None = None) -> None:
-        self.store = LocalDirectoryStore(store) if isinstance(store, (str, os.PathLike)) else store
-        self.catalog_id, self.description, self.title = catalog_id, description, title
-        self.validator = validator
-
-    @staticmethod
-    def _collection_key(collection_id: str) -> str:
-        return f"{check_id(collection_id)}/collection.json"
-
-    @staticmethod
-    def _item_key(collection_id: str, item_id: str) -> str:
-        return f"{check_id(collection_id)}/items/{check_id(item_id)}.json"
-
-    def _read(self, key: str) -> dict[str, Any] | None:
-        text = self.store.read_text(key)
-        return None if text is None else orjson.loads(text)
-
-    def _write(self, key: str, stac: Mapping[str, Any]) -> None:
-        self.store.write_text(key, orjson.dumps(stac, option=orjson.OPT_INDENT_2).decode())
-
-    # collections
-
-    def upsert_collection(self, collection: pystac.Collection, *, partition_trunc: PartitionTrunc | str | None = None) -> None:
-        """Write ``collection.json`` (item links are added by ``finalize``); partitioning is ignored."""
-        stac = collection.to_dict(include_self_link=False, transform_hrefs=False)
-        if self.validator is not None:
-            self.validator.validate_collection(stac)
-        stac["links"] = [link for link in stac.get("links", []) if link.get("rel") not in ("root", "parent", "item", "self")]
-        stac["links"] += [{"rel": "root", "href": "../catalog.json", "type": "application/json"},
-                          {"rel": "parent", "href": "../catalog.json", "type": "application/json"}]
-        previous = self._read(self._collection_key(stac["id"]))
-        if previous is not None:
-            stac["links"] += [link for link in previous.get("links", []) if link.get("rel") == "item"]
-        self._write(self._collection_key(stac["id"]), stac)
-
-    def get_collection(self, collection_id: str) -> pystac.Collection | None:
-        stac = self._read(self._collection_key(collection_id))
-        return None if stac is None else pystac.Collection.from_dict(stac, migrate=False)
-
-    def _require_collection(self, collection_id: str) -> dict[str, Any]:
-        stac = self._read(self._collection_key(collection_id))
-        if stac is None:
-            raise CollectionNotFound(f"collection {collection_id!r} does not exist; upsert it first")
-        return stac
-
-    def _iter_items(self, collection_id: str) -> Iterator[dict[str, Any]]:
-        for key in self.store.list_keys(f"{check_id(collection_id)}/items"):
-            stac = self._read(key)
-            if stac is not None:
-                yield stac
-
-    def refresh_collection(self, collection_id: str) -> pystac.Collection:
-        """Rewrite ``collection.json`` with item links, extent and summaries from its items."""
-        stac = self._require_collection(collection_id)
-        items = sorted(self._iter_items(collection_id), key=lambda s: s["id"])
-        collection = pystac.Collection.from_dict(stac, migrate=False)
-        apply_summary(collection, summarize_items(items))
-        out = collection.to_dict(include_self_link=False, transform_hrefs=False)
-        out["links"] = [link for link in stac.get("links", []) if link.get("rel") != "item"]
-        out["links"] += [{"rel": "item", "href": f"./items/{s['id']}.json", "type": "application/geo+json"}
-                         for s in items]
-        if self.validator is not None:
-            self.validator.validate_collection(out)
-        self._write(self._collection_key(collection_id), out)
-        return pystac.Collection.from_dict(out, migrate=False)
-
-    # items
-
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult:
-        """Write each item atomically to its own file; identical files are not rewritten."""
-        grouped = _prepare_items(items, self.validator if validate else None)
-        requested = written = 0
-        for collection_id, by_id in grouped.items():
-            self._require_collection(collection_id)
-            for item_id, stac in by_id.items():
-                stac = {**stac, "links": [
-                    {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
-                    {"rel": "parent", "href": "../collection.json", "type": "application/json"},
-                    {"rel": "collection", "href": "../collection.json", "type": "application/json"},
-                ] + [link for link in stac.get("links", []) if link.get("rel") not in ("root", "parent", "collection", "self")]}
-                key = self._item_key(collection_id, item_id)
-                requested += 1
-                if self._read(key) != stac:
-                    self._write(key, stac)
-                    written += 1
-        return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
-                            unchanged=requested - written)
-
-    def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
-                    validate: bool = True) -> int:
-        """A static catalog writes each item to its own file already: staging is writing."""
-        return self.upsert_items(items, validate=validate).requested
-
-    def flush_staged(self, stage_id: str) -> UpsertResult:
-        """Nothing is ever staged here (see ``stage_items``)."""
-        return UpsertResult(collection_ids=[], requested=0, written=0, unchanged=0)
-
-    def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
-        stac = self._read(self._item_key(collection_id, item_id))
-        return None if stac is None else pystac.Item.from_dict(stac, migrate=False)
-
-    def delete_item(self, collection_id: str, item_id: str) -> bool:
-        return self.store.delete(self._item_key(collection_id, item_id))
-
-    def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int:
-        return sum(self.delete_item(collection_id, item_id) for item_id in item_ids)
-
-    def search(self, collection_id: str, *, bbox: Sequence[float] | None = None, datetime: str | None = None,
-               limit: int = 100) -> list[pystac.Item]:
-        """Items of one collection by bbox and datetime, newest first (pgSTAC's default order)."""
-        start, end = parse_datetime_interval(datetime)
-        hits = [s for s in self._iter_items(collection_id) if _item_matches(s, bbox, start, end)]
-        hits.sort(key=lambda s: (_item_span(s)[0], s["id"]), reverse=True)
-        return [pystac.Item.from_dict(s, migrate=False) for s in hits[:limit]]
-
-    def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
-        return {s["id"]: s["properties"].get(SOURCE_ETAG) for s in self._iter_items(collection_id)}
-
-    def _collection_ids(self) -> list[str]:
-        return sorted(key.split("/")[0] for key in self.store.list_keys("", max_depth=2)
-                      if key.endswith("/collection.json"))
-
-    def health(self) -> CatalogHealth:
-        try:
-            collections = self._collection_ids()
-            items = sum(1 for cid in collections for key in self.store.list_keys(f"{cid}/items"))
-        except OSError as err:
-            return CatalogHealth(backend="static", ok=False, detail=str(err))
-        return CatalogHealth(backend="static", ok=True, version=STAC_VERSION, collections=len(collections), items=items)
-
-    def finalize(self) -> None:
-        """Regenerate every ``collection.json`` and ``catalog.json`` from what is stored."""
-        collections = self._collection_ids()
-        for collection_id in collections:
-            self.refresh_collection(collection_id)
-        catalog = pystac.Catalog(id=self.catalog_id, description=self.description, title=self.title)
-        stac = catalog.to_dict(include_self_link=False, transform_hrefs=False)
-        stac["links"] = [{"rel": "root", "href": "./catalog.json", "type": "application/json"}] + [
-            {"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json"} for cid in collections]
-        if self.validator is not None:
-            messages = self.validator.errors(stac)
-            if messages:
-                raise CollectionValidationError(f"catalog {self.catalog_id!r} is invalid: {messages[0]}")
-        self._write("catalog.json", stac)
+            plan.unchanged.append(item_id)
+    plan.to_delete = sorted(set(catalog_etags) - seen)
+    return plan

@@ -1,14 +1,21 @@
 """Raster engine benchmark: geo_ops against GDAL's own tools on the same inputs and options.
 
-    python benchmarks/bench_raster.py [--runs 5] [--workdir DIR] [--keep]
+    python benchmarks/bench_raster.py [--runs 5] [--cases all|speed|bytes] [--workdir DIR] [--keep]
 
 Generates its inputs in a temporary directory (an 8192 x 8192 x 3 uint8 striped UTM GeoTIFF, a
-6000 x 6000 float32 EPSG:4326 DEM with nodata, 200 small COGs), then measures every candidate in
+6000 x 6000 float32 EPSG:4326 DEM with nodata, 200 small COGs; for the output-bytes cases the
+demo's 3072 x 2048 float32 DEM and 8-bit RGB imagery rendered from it), then measures every candidate in
 its own subprocess: wall time (median of ``--runs``, candidates interleaved so machine noise hits
 all of them alike), CPU time (user + system, all threads; robust when other work shares the
 machine) and peak RSS (``os.wait4`` rusage of that child). Python candidates time the operation
 itself (not interpreter start-up or imports); the GDAL command-line anchors are timed as a whole
 process. Human-readable lines go first; the LAST stdout line is one JSON object with every figure.
+
+Output bytes: each of our lossless profiles against ``gdal_translate -of COG`` with every lossless
+GDAL setting (DEFLATE, ZSTD, LZW with ``PREDICTOR=YES``, LERC_ZSTD at ``MAX_Z_ERROR=0``, and plain
+DEFLATE, the old default) on the same data in the same run; GDAL's best lossless setting is the one
+with the fewest bytes. Every output of ours is checked: strict COG validation, and pixel equality
+with the source for the lossless profiles (the error bound for the lossy LERC case).
 
 The Debian GDAL tools (``gdal_translate``, ``gdalwarp``; package ``gdal-bin``) are optional: when
 absent their figures are null and the same-GDAL anchors (rasterio's GDAL) still give ratios.
@@ -34,6 +41,19 @@ COG_OPTIONS = {"COMPRESS": "DEFLATE", "NUM_THREADS": "ALL_CPUS",
                "OVERVIEW_RESAMPLING": OVERVIEW_RESAMPLING.upper()}
 TILE_SIZE = 1024
 HEADER_FILES = 200
+#: Output-bytes cases: our profiles (profile, max_z_error) and GDAL's settings (-co options).
+OUR_PROFILES = {"deflate": ("deflate", None), "zstd": ("zstd", None), "lerc": ("lerc", None)}
+LOSSY_LERC = {"dem": 0.01}  # metres: the DEM's lossy LERC case (not compared as lossless)
+GDAL_LOSSLESS = {
+    "deflate_predictor": {"COMPRESS": "DEFLATE", "PREDICTOR": "YES"},
+    "zstd_predictor": {"COMPRESS": "ZSTD", "PREDICTOR": "YES"},
+    "lzw_predictor": {"COMPRESS": "LZW", "PREDICTOR": "YES"},
+    "lerc_zstd": {"COMPRESS": "LERC_ZSTD", "MAX_Z_ERROR": "0"},
+    "deflate": {"COMPRESS": "DEFLATE"},
+}
+#: Our profile -> the GDAL setting it is made of.
+SAME_SETTING = {"ours.deflate": "deflate_predictor", "ours.zstd": "zstd_predictor", "ours.lerc": "lerc_zstd"}
+BYTES_TARGETS = {"bytes_ratio": 1.0, "time_ratio": 1.1}
 TARGETS = {"wall_ratio": 1.05, "cog_peak_ratio": 1.2, "warp_peak_mb": 300.0,
            "tiles_peak_mb": 150.0, "headers_files_per_s": 900.0}
 
@@ -132,6 +152,29 @@ def child_headers(src_dir: str, _dst: str) -> dict:
     return {"wall_s": statistics.median(passes), "first_pass_s": passes[0], "files": len(files)}
 
 
+def child_to_cog_profile(src: str, dst: str, profile: str, max_z_error: str = "") -> dict:
+    import geo_ops
+
+    started = time.perf_counter()
+    result = geo_ops.to_cog(src, dst, profile=profile, overview_resampling=OVERVIEW_RESAMPLING,
+                            max_z_error=float(max_z_error) if max_z_error else None)
+    return {"wall_s": time.perf_counter() - started, "size_bytes": result.size_bytes,
+            "predictor": result.predictor}
+
+
+def child_rio_copy_options(src: str, dst: str, options: str) -> dict:
+    """rasterio's own GDAL with explicit creation options (``KEY=VALUE,KEY=VALUE``)."""
+    import rasterio
+    import rasterio.shutil
+
+    co = dict(item.split("=", 1) for item in options.split(","))
+    started = time.perf_counter()
+    with rasterio.Env():
+        rasterio.shutil.copy(src, dst, driver="COG", NUM_THREADS="ALL_CPUS",
+                             OVERVIEW_RESAMPLING=OVERVIEW_RESAMPLING.upper(), **co)
+    return {"wall_s": time.perf_counter() - started}
+
+
 def _cpu_s() -> float:
     import resource
 
@@ -140,16 +183,18 @@ def _cpu_s() -> float:
 
 
 def run_child(case: str, src: str, dst: str) -> dict:
-    """Run one case; adds the CPU time of the operation itself (imports excluded)."""
+    """Run one case (``name`` or ``name:arg:arg``); adds the CPU time of the operation itself
+    (imports excluded)."""
+    name, *args = case.split(":")
     before = _cpu_s()
-    figures = CHILDREN[case](src, dst)
+    figures = CHILDREN[name](src, dst, *args)
     figures["op_cpu_s"] = _cpu_s() - before
     return figures
 
 
 CHILDREN = {f.__name__.removeprefix("child_"): f for f in (
     child_to_cog, child_rio_copy, child_to_cog_warp, child_rio_cog_target_srs, child_tiles,
-    child_tiles_whole_array, child_headers)}
+    child_tiles_whole_array, child_headers, child_to_cog_profile, child_rio_copy_options)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,12 +226,24 @@ def make_inputs(workdir: Path) -> dict[str, Path]:
                              COMPRESS="DEFLATE")
     scratch.unlink()
     inputs["headers"] = headers
+    inputs.update(make_bytes_inputs(workdir))
     return inputs
 
 
-def make_inputs_in_child(workdir: Path) -> dict[str, Path]:
+def make_bytes_inputs(workdir: Path) -> dict[str, Path]:
+    """The demo's DEM (``make demo`` generates the same one) and 8-bit imagery rendered from it."""
+    import cli
+    import raster_factory
+
+    dem = cli.write_sample_raster(workdir / "demo_dem_3072x2048_float32.tif")
+    rgb = raster_factory.write_imagery_from_terrain(dem, workdir / "imagery_3072x2048_rgb8.tif")
+    return {"bytes.dem": dem, "bytes.rgb": rgb}
+
+
+def make_inputs_in_child(workdir: Path, cases: str) -> dict[str, Path]:
     """Generate the inputs in a subprocess, keeping this parent process small (see measure)."""
-    done = subprocess.run([sys.executable, __file__, "--make-inputs", str(workdir)],
+    done = subprocess.run([sys.executable, __file__, "--make-inputs", str(workdir),
+                           "--cases", cases],
                           check=True, capture_output=True, text=True)
     return {k: Path(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
@@ -217,8 +274,38 @@ def python_cmd(case: str, src: Path, dst: Path) -> list[str]:
     return [sys.executable, __file__, "--child", case, str(src), str(dst)]
 
 
-def candidates(inputs: dict[str, Path], out: Path) -> dict[str, tuple[list[str], bool]]:
-    cands = {
+def bytes_candidates(inputs: dict[str, Path], out: Path) -> dict[str, tuple[list[str], bool]]:
+    """``bytes.<data>.ours.<profile>``, ``bytes.<data>.rasterio.<setting>`` (same GDAL as ours)
+    and ``bytes.<data>.gdal.<setting>`` (``gdal_translate``) for the DEM and the imagery."""
+    cands: dict[str, tuple[list[str], bool]] = {}
+    for data in ("dem", "rgb"):
+        src = inputs[f"bytes.{data}"]
+        ours = dict(OUR_PROFILES)
+        if data in LOSSY_LERC:
+            ours[f"lerc_z{LOSSY_LERC[data]}"] = ("lerc", LOSSY_LERC[data])
+        for name, (profile, max_z) in ours.items():
+            case = f"to_cog_profile:{profile}" + (f":{max_z}" if max_z is not None else "")
+            cands[f"bytes.{data}.ours.{name}"] = (python_cmd(case, src, out / f"b_{data}_ours_{name}.tif"), True)
+        for name in GDAL_LOSSLESS:
+            co = ",".join(f"{k}={v}" for k, v in GDAL_LOSSLESS[name].items())
+            cands[f"bytes.{data}.rasterio.{name}"] = (
+                python_cmd(f"rio_copy_options:{co}", src, out / f"b_{data}_rio_{name}.tif"), True)
+        if shutil.which("gdal_translate"):
+            for name, options in GDAL_LOSSLESS.items():
+                co = [arg for key, value in {**options, "NUM_THREADS": "ALL_CPUS",
+                                             "OVERVIEW_RESAMPLING": OVERVIEW_RESAMPLING.upper()}.items()
+                      for arg in ("-co", f"{key}={value}")]
+                cands[f"bytes.{data}.gdal.{name}"] = (
+                    ["gdal_translate", "-q", "-of", "COG", *co, str(src),
+                     str(out / f"b_{data}_gdal_{name}.tif")], False)
+    return cands
+
+
+def candidates(inputs: dict[str, Path], out: Path, cases: str = "all") -> dict[str, tuple[list[str], bool]]:
+    cands = bytes_candidates(inputs, out) if cases in ("all", "bytes") else {}
+    if cases == "bytes":
+        return cands
+    cands |= {
         "cog.to_cog": (python_cmd("to_cog", inputs["rgb"], out / "cog_ours.tif"), True),
         "cog.rasterio_copy": (python_cmd("rio_copy", inputs["rgb"], out / "cog_rio.tif"), True),
         "warp.to_cog": (python_cmd("to_cog_warp", inputs["dem"], out / "warp_ours.tif"), True),
@@ -247,6 +334,8 @@ def run_all(cands: dict, runs: int, out: Path) -> dict[str, list[dict]]:
             for stale in out.glob("tiles_*"):
                 shutil.rmtree(stale, ignore_errors=True)
             samples[name].append(measure(cmd, inner=inner))
+            if name.startswith("bytes."):
+                samples[name][-1]["size_bytes"] = Path(cmd[-1]).stat().st_size
             last = samples[name][-1]
             print(f"run {run + 1}/{runs} {name:30s} wall {last['wall_s']:7.3f} s  "
                   f"cpu {last['cpu_s']:7.3f} s  peak {last['peak_mb']:7.1f} MB", flush=True)
@@ -257,7 +346,8 @@ def summarise(samples: dict[str, list[dict]]) -> dict:
     medians = {name: {"wall_s": round(statistics.median(s["wall_s"] for s in runs), 3),
                       "cpu_s": round(statistics.median(s["cpu_s"] for s in runs), 3),
                       "peak_mb": round(max(s["peak_mb"] for s in runs), 1),
-                      "walls_s": [round(s["wall_s"], 3) for s in runs]}
+                      "walls_s": [round(s["wall_s"], 3) for s in runs],
+                      **({"size_bytes": runs[-1]["size_bytes"]} if "size_bytes" in runs[-1] else {})}
                for name, runs in samples.items() if runs}
     return medians
 
@@ -281,6 +371,93 @@ def grid_check(out: Path) -> dict:
                 checks[key] = (a.shape == b.shape and a.transform.almost_equals(b.transform)
                                and a.overviews(1) == b.overviews(1))
     return checks
+
+
+def bytes_report(figures: dict, samples: dict, inputs: dict[str, Path], out: Path) -> dict:
+    """Per data set: bytes per pixel and time of every candidate; GDAL's best lossless setting
+    (fewest bytes) from rasterio's GDAL (the build ours runs on) and from gdal_translate; our
+    profiles' ratios to both and to the same setting; the checks of our outputs.
+
+    A time ratio is the median of the per-run ratios (candidates run back to back in each run),
+    which cancels most of the drift of a shared machine; ``time_min`` compares the fastest runs."""
+    import rasterio
+
+    def ratios(ours: str, ref: str) -> dict:
+        a, b = samples[f"bytes.{data}.{ours}"], samples[f"bytes.{data}.{ref}"]
+        return {"bytes": round(a[-1]["size_bytes"] / b[-1]["size_bytes"], 3),
+                "time": round(statistics.median(x["wall_s"] / y["wall_s"] for x, y in zip(a, b)), 3),
+                "time_min": round(min(x["wall_s"] for x in a) / min(y["wall_s"] for y in b), 3)}
+
+    section = {}
+    for data in ("dem", "rgb"):
+        with rasterio.open(inputs[f"bytes.{data}"]) as ds:
+            pixels, shape = ds.width * ds.height, [ds.count, ds.height, ds.width, ds.dtypes[0]]
+        table = {name.removeprefix(f"bytes.{data}."): {
+            "bytes": f["size_bytes"], "bytes_per_pixel": round(f["size_bytes"] / pixels, 4),
+            "wall_s": f["wall_s"], "cpu_s": f["cpu_s"]}
+            for name, f in figures.items() if name.startswith(f"bytes.{data}.")}
+        ours = {n: t for n, t in table.items() if n.startswith("ours.")}
+        entry = {"shape": shape, "pixels": pixels, "candidates": table}
+        for tool in ("rasterio", "gdal"):
+            lossless = [n for n in table if n.startswith(f"{tool}.") and n != f"{tool}.deflate"]
+            if not lossless:
+                continue
+            best = min(lossless, key=lambda n: table[n]["bytes"])
+            entry[f"{tool}_best_lossless"] = best
+            entry[f"ours_vs_{tool}_best"] = {n: ratios(n, best) for n in ours}
+            entry[f"ours_vs_{tool}_same_setting"] = {
+                n: ratios(n, f"{tool}.{ref}") for n, ref in SAME_SETTING.items() if f"{tool}.{ref}" in table}
+            entry[f"default_vs_{tool}_old_default_bytes"] = round(
+                ours["ours.deflate"]["bytes"] / table[f"{tool}.deflate"]["bytes"], 3)
+        entry["checks"] = _check_outputs(inputs[f"bytes.{data}"], out, data)
+        section[data] = entry
+    return section
+
+
+def _check_outputs(src: Path, out: Path, data: str) -> dict:
+    """Strict COG validation of each of our outputs; lossless ones equal the source's valid
+    pixels exactly, the lossy LERC one stays within its bound."""
+    import numpy as np
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    checks = {}
+    with rasterio.open(src) as ds:
+        ref, valid = ds.read(), ds.dataset_mask() > 0
+    for path in sorted(out.glob(f"b_{data}_ours_*.tif")):
+        name = path.stem.removeprefix(f"b_{data}_ours_")
+        with rasterio.open(path) as ds:
+            pixels, mask = ds.read(), ds.dataset_mask() > 0
+        error = float(np.abs(pixels[:, valid].astype("float64") - ref[:, valid]).max())
+        rounding = float(np.spacing(np.abs(ref[:, valid]).max().astype(ref.dtype))) \
+            if ref.dtype.kind == "f" else 0.0  # LERC's bound holds before float32 rounding
+        check = {"cog_valid": cog_validate(str(path), strict=True, quiet=True)[0],
+                 "mask_equal": bool((mask == valid).all()), "max_abs_error": error}
+        if name in OUR_PROFILES:
+            check["pixel_exact"] = bool(np.array_equal(pixels[:, valid], ref[:, valid]))
+        else:
+            check["within_bound"] = error <= LOSSY_LERC[data] + rounding
+        checks[name] = check
+    return checks
+
+
+def bytes_targets(section: dict) -> dict:
+    """Per data set: our default and our best lossless profile against GDAL's best lossless
+    setting on the same GDAL build (rasterio's: the bytes are then comparable exactly)."""
+    met = {}
+    for data, s in section.items():
+        ratios = s["ours_vs_rasterio_best"]
+        best = min((n for n in ratios if n.removeprefix("ours.") in OUR_PROFILES),
+                   key=lambda n: ratios[n]["bytes"])
+        for label, name in (("default", "ours.deflate"), ("best_profile", best)):
+            r = ratios[name]
+            met[f"{data}_{label}_bytes_vs_gdal_best"] = r["bytes"] <= BYTES_TARGETS["bytes_ratio"]
+            met[f"{data}_{label}_time_vs_gdal_best"] = r["time"] <= BYTES_TARGETS["time_ratio"]
+        met[f"{data}_best_profile"] = best.removeprefix("ours.")
+        met[f"{data}_outputs_checked"] = all(
+            c["cog_valid"] and c["mask_equal"] and c.get("pixel_exact", c.get("within_bound"))
+            for c in s["checks"].values())
+    return met
 
 
 def report(figures: dict, samples: dict, checks: dict, runs: int, setup_s: float,
@@ -342,6 +519,25 @@ def _rio_gdal() -> str:
     return rasterio.__gdal_version__
 
 
+def assemble(cases: str, figures: dict, samples: dict, inputs: dict, out: Path, runs: int,
+             setup_s: float, started: float) -> dict:
+    speed = {n: f for n, f in figures.items() if not n.startswith("bytes.")}
+    if cases == "bytes":
+        result = {"benchmark": "bench_raster", "runs": runs, "cpus": os.cpu_count(),
+                  "gdal_cli": _cli_version(), "gdal_rasterio": _rio_gdal(),
+                  "overview_resampling": OVERVIEW_RESAMPLING, "targets_met": {}}
+    else:
+        result = report(speed, samples, grid_check(out), runs, setup_s, 0.0)
+    if cases in ("all", "bytes"):
+        result["bytes"] = bytes_report(figures, samples, inputs, out)
+        met = bytes_targets(result["bytes"])
+        result["bytes_targets_met"] = met
+        result["all_targets_met"] = result.get("all_targets_met", True) and all(
+            v for v in met.values() if isinstance(v, bool))
+    result["setup_s"], result["total_s"] = round(setup_s, 1), round(time.perf_counter() - started, 1)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -349,9 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--child", nargs=3, metavar=("CASE", "SRC", "DST"), help=argparse.SUPPRESS)
     parser.add_argument("--make-inputs", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cases", choices=("all", "speed", "bytes"), default="all",
+                        help="speed: conversion, warp, tiles, headers; bytes: output bytes per profile")
     args = parser.parse_args(argv)
     if args.make_inputs:
-        print(json.dumps({k: str(v) for k, v in make_inputs(args.make_inputs).items()}))
+        maker = make_bytes_inputs if args.cases == "bytes" else make_inputs
+        print(json.dumps({k: str(v) for k, v in maker(args.make_inputs).items()}))
         return 0
     if args.child:
         case, src, dst = args.child
@@ -360,17 +559,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="bench_raster_", dir=args.workdir))
     try:
-        inputs = make_inputs_in_child(workdir)
+        inputs = make_inputs_in_child(workdir, args.cases)
         setup_s = time.perf_counter() - started
         out = workdir / "out"
         out.mkdir()
-        samples = run_all(candidates(inputs, out), args.runs, out)
+        samples = run_all(candidates(inputs, out, args.cases), args.runs, out)
         figures = summarise(samples)
-        result = report(figures, samples, grid_check(out), args.runs, setup_s,
-                        time.perf_counter() - started)
+        result = assemble(args.cases, figures, samples, inputs, out, args.runs, setup_s, started)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    for data, section in result.get("bytes", {}).items():
+        print(f"{data} {section['shape']}: GDAL's best lossless setting is "
+              f"{section['rasterio_best_lossless']} (gdal_translate: {section.get('gdal_best_lossless')})")
+        for name, row in sorted(section["candidates"].items()):
+            print(f"  {name:28s} {row['bytes_per_pixel']:7.4f} bytes/pixel  {row['wall_s']:6.3f} s")
     print(json.dumps(result, separators=(",", ":")))
     return 0
 

@@ -61,16 +61,19 @@ def shared_rasters() -> Path:
 
 @pytest.fixture(scope="session")
 def schema_dir() -> Path:
-    """The STAC extension schemas for offline validation (``../shared/stac-schemas``)."""
-    return _shared_dir("stac-schemas", "RMHGEOAPI_STAC_SCHEMAS")
+    """The STAC extension schemas the app ships (``stac_schemas/``) and validates against."""
+    import stac_ops
+
+    return stac_ops.BUNDLED_SCHEMA_DIR
 
 
 @pytest.fixture(scope="session")
-def validator(schema_dir):
-    """A validator of items and collections against core and extension schemas, offline."""
+def validator():
+    """A validator of items and collections against core and extension schemas, offline (the
+    app's own: pystac's core schemas and the shipped extension schemas)."""
     import stac_ops
 
-    return stac_ops.StacValidator(schema_dir)
+    return stac_ops.StacValidator()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@
   runtime ``config.js`` naming the catalog.
 - ``Browser``: Debian's Chromium, headless, driven by playwright-core (``browser_driver.mjs``);
   requests to anything but loopback are refused and recorded.
-- ``read_png`` and the pixel helpers: assertions on screenshots and tiles.
+- ``read_png`` and the pixel helpers: assertions on screenshots and tiles; ``tile_of`` /
+  ``lonlat_centre``: which Web Mercator tile to ask a tiler for.
 - ``consumer_python``: run a snippet in the consumers' venv (pystac-client, pystac);
   ``planetary_computer_token`` / ``planetary_computer_sign``: the planetary-computer SDK's own
   token exchange and signing, pointed at a token API by ``PC_SDK_SAS_URL``.
@@ -27,6 +28,7 @@ import hashlib
 import http.server
 import io
 import json
+import math
 import mimetypes
 import os
 import posixpath
@@ -803,6 +805,19 @@ class Page:
     def evaluate(self, expression: str) -> Any:
         return self.browser.command("eval", page=self.id, expression=expression)["value"]
 
+    def click(self, selector: str | None = None, *, at: tuple[float, float] | None = None) -> None:
+        """Click the first element matching ``selector`` (as a user would: scrolled into view,
+        waited for), or the viewport point ``at`` (CSS pixels)."""
+        self._pointer("click", selector, at)
+
+    def hover(self, selector: str | None = None, *, at: tuple[float, float] | None = None) -> None:
+        """Move the mouse over the first element matching ``selector``, or to the point ``at``."""
+        self._pointer("hover", selector, at)
+
+    def _pointer(self, action: str, selector: str | None, at: tuple[float, float] | None) -> None:
+        x, y = at if at is not None else (None, None)
+        self.browser.command("pointer", page=self.id, action=action, selector=selector, x=x, y=y)
+
     def text(self, selector: str = "body") -> str:
         return self.browser.command("text", page=self.id, selector=selector)["text"]
 
@@ -820,6 +835,23 @@ class Page:
 
 # --------------------------------------------------------------------------------------------
 # Pixels
+
+
+def tile_of(lon: float, lat: float, zoom: int) -> tuple[int, int]:
+    """The WebMercatorQuad tile (x, y) holding lon/lat at ``zoom``."""
+    n = 2 ** zoom
+    x = int((lon + 180.0) / 360.0 * n)
+    y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
+    return x, y
+
+
+def lonlat_centre(crs: str, bounds: Sequence[float]) -> tuple[float, float]:
+    """lon/lat of the middle of ``bounds`` (left, bottom, right, top) in ``crs``."""
+    import rasterio.warp
+
+    (lon,), (lat,) = rasterio.warp.transform(crs, "EPSG:4326", [(bounds[0] + bounds[2]) / 2],
+                                             [(bounds[1] + bounds[3]) / 2])
+    return lon, lat
 
 
 def read_png(source: Path | bytes) -> np.ndarray:

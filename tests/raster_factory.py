@@ -192,3 +192,24 @@ def write_tiff_header_only(path: str | Path, *, width: int, height: int,
     path = Path(path)
     path.write_bytes(bytes(body))
     return path
+
+
+def write_imagery_from_terrain(dem: str | Path, path: str | Path, *, noise: float = 2.0,
+                               seed: int = 3) -> Path:
+    """8-bit RGB imagery rendered from a DEM (hypsometric tints, hill shading, sensor noise), on
+    the DEM's grid: content that compresses like aerial or satellite imagery, not like noise."""
+    with rasterio.open(dem) as ds:
+        z, profile = ds.read(1).astype("float64"), ds.profile
+        valid = ds.read_masks(1) > 0
+    z = np.where(valid, z, 0.0)
+    gy, gx = np.gradient(z, abs(profile["transform"].a))
+    shade = np.clip(0.7 + 0.3 * (gx - gy) / (1 + np.hypot(gx, gy)), 0, 1)
+    tint = np.stack([np.interp(z, [0, 800, 2500], [c, c + 60, 240]) for c in (60, 110, 50)])
+    water = np.array([20.0, 40.0, 120.0])[:, None, None]
+    rgb = np.where(valid, tint * shade, water)
+    rgb += np.random.default_rng(seed).normal(0.0, noise, rgb.shape)
+    profile.update(count=3, dtype="uint8", nodata=None, photometric="RGB", compress="deflate")
+    path = Path(path)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.clip(np.rint(rgb), 0, 255).astype("uint8"))
+    return path

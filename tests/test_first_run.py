@@ -17,6 +17,7 @@ import psycopg
 import pystac
 import pytest
 
+import catalogs
 import deploy
 import stac_ops
 from settings import load_settings
@@ -110,9 +111,9 @@ def test_second_run_changes_nothing(runs):
 
 def test_the_app_identity_can_write_the_catalog_after_first_run(runs, deployment):
     """What the Function App does with its own token: stage items, flush them, read them back."""
-    pool = stac_ops.connection_pool(deployment["app_dsn"], password_provider=lambda: APP_TOKEN, max_size=2)
+    pool = catalogs.connection_pool(deployment["app_dsn"], password_provider=lambda: APP_TOKEN, max_size=2)
     try:
-        catalog = stac_ops.PgStacCatalog(pool)
+        catalog = catalogs.PgStacCatalog(pool)
         assert catalog.health().ok
         item = pystac.Item("first-item", geometry={"type": "Polygon", "coordinates": [
             [[10, 50], [11, 50], [11, 51], [10, 51], [10, 50]]]}, bbox=[10, 50, 11, 51],

@@ -56,6 +56,11 @@ ROUTES = {  # function: (route, methods, auth level)
 PLAIN_ROUTES = {
     "sas_token": ("sas/v1/token/{account}/{container}", ["GET"], "ANONYMOUS"),
     "asset_redirect": ("items/{collection}/{item_id}/assets/{asset_key}", ["GET"], "FUNCTION"),
+    "asset_href": ("items/{collection}/{item_id}/assets/{asset_key}/href", ["GET"], "FUNCTION"),
+    "dashboard_page": ("dashboard", ["GET"], "FUNCTION"),
+    "dashboard_static": ("dashboard/static/{*path}", ["GET"], "ANONYMOUS"),
+    "list_footprints": ("footprints", ["GET"], "FUNCTION"),
+    "list_collections": ("collections", ["GET"], "FUNCTION"),
 }
 
 

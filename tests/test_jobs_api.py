@@ -6,10 +6,14 @@ as far as starting an orchestration would fail loudly: these answers provably st
 import asyncio
 import json
 
+import typing
+
 import azure.functions as func
 import pytest
 
 import function_app
+import geo_ops
+import models
 
 CLOSED = "http://127.0.0.1:9"
 BINDING = json.dumps({
@@ -67,3 +71,35 @@ def test_malformed_body_is_400(body):
     response = submit("hello_world", body)
     assert response.status_code == 400
     assert "JSON" in json.loads(response.get_body())["error"]
+
+
+@pytest.mark.parametrize(
+    "options, field, says",
+    [
+        ({"profile": "gif"}, "profile", "deflate"),
+        ({"profile": "raw"}, "profile", "none"),
+        ({"profile": "deflate", "max_z_error": 0.1}, "max_z_error", "only to the lerc"),
+        ({"max_z_error": 0.5}, "max_z_error", "only to the lerc"),
+        ({"profile": "lerc", "max_z_error": -1}, "max_z_error", "greater than or equal to 0"),
+        ({"profile": "lerc", "max_z_error": "a lot"}, "max_z_error", "number"),
+        ({"profile": "lerc", "max_z_error": float("nan")}, "max_z_error", "finite"),
+        ({"profile": "lerc_deflate", "max_z_error": float("inf")}, "max_z_error", "finite"),
+    ],
+)
+def test_bad_compression_options_are_400_naming_the_problem(options, field, says):
+    for operation, selection in (("cog_conversion", {"prefix": "in/"}),
+                                 ("process_tiled_raster", {"blob": "in/a.tif"})):
+        response = submit(operation, json.dumps({**selection, **options}))
+        assert response.status_code == 400, (operation, options)
+        problems = json.loads(response.get_body())["problems"]
+        assert [p["field"] for p in problems] == [field], problems
+        assert says in problems[0]["problem"], problems
+
+
+def test_compression_options_reach_the_conversion_tasks():
+    request = models.CogConversionRequest(prefix="in/", profile="lerc", max_z_error=0.01,
+                                          target_crs="EPSG:3857")
+    options = request.cog_options()
+    assert options.model_dump() == {"profile": "lerc", "max_z_error": 0.01,
+                                    "target_crs": "EPSG:3857", "resampling": "bilinear"}
+    assert set(typing.get_args(models.CogProfile)) == set(geo_ops.COG_PROFILES)

@@ -3,14 +3,16 @@
 The package is unpacked into an empty directory and given a fresh venv with ``requirements.txt``
 only (what the remote build installs); there, without the local runtime, the tests, ``cli.py`` or
 ``../shared``, the app is imported and indexed as the Python worker does (on Python 3.13+ by the
-worker's own runtime library, ``azure-functions-runtime``). Which files are deployed comes from
-``.funcignore`` alone.
+worker's own runtime library, ``azure-functions-runtime``). Which files of the tree are deployed
+comes from ``.funcignore`` alone; besides them the zip carries the dashboard's npm files, copied
+from ``node_modules`` (which ``.funcignore`` leaves out) with their licences.
 """
 from __future__ import annotations
 
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import dashboard
 import deploy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,11 +84,14 @@ def _site_packages_mib(venv: Path) -> float:
 
 
 def test_package_is_what_the_funcignore_leaves(package):
+    """The tree's files that .funcignore leaves, plus the dashboard's npm files from node_modules."""
+    assert set(package.files) == set(deploy.deployed_files(REPO_ROOT)) | set(package.vendored)
     with zipfile.ZipFile(package.path) as archive:
         names = archive.namelist()
         assert names == package.files
         for name in names:
-            assert archive.read(name) == (REPO_ROOT / name).read_bytes(), name
+            source = package.vendored.get(name, REPO_ROOT / name)
+            assert archive.read(name) == source.read_bytes(), name
     assert {"function_app.py", "host.json", "requirements.txt"} <= set(names)
     assert package.size < SIZE_BUDGET, package.summary()
 
@@ -113,13 +119,55 @@ def test_funcignore_rules_on_files_that_may_appear(tmp_path):
              "local_store.py", "cli.py", "static/index.html", "static/js/app.js",
              "stac_schemas/proj/v2.0.0/schema.json", ".local/durable.sqlite", "durable.sqlite-wal",
              "tests/test_x.py", "__pycache__/settings.cpython-311.pyc", "local.settings.json",
-             "infra/main.bicep", "docs/deploy.md", ".venv-python3.12/bin/python"]
+             "infra/main.bicep", "docs/deploy.md", ".venv-python3.12/bin/python",
+             "dashboard/index.html", "node_modules/leaflet/dist/leaflet.js"]
     for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
     assert deploy.deployed_files(tmp_path) == [
-        "catalogs.py", "function_app.py", "host.json", "requirements.txt",
+        "catalogs.py", "dashboard/index.html", "function_app.py", "host.json", "requirements.txt",
         "stac_schemas/proj/v2.0.0/schema.json", "static/index.html", "static/js/app.js"]
+
+
+def test_package_carries_the_dashboards_npm_libraries_with_their_licences(package):
+    """Each vendor file once, under dashboard/vendor/, at the version package-lock.json pins, with
+    the package's licence; nothing else of node_modules; our page's own three files."""
+    lock = json.loads((REPO_ROOT / "package-lock.json").read_text())["packages"]
+    pinned = json.loads((REPO_ROOT / "package.json").read_text())["dependencies"]
+    vendored = {n.removeprefix("dashboard/vendor/") for n in package.files if n.startswith("dashboard/vendor/")}
+    assert vendored == set(dashboard.VENDOR_FILES)
+    packages = {path.split("/")[0] for path in dashboard.VENDOR_FILES}
+    assert packages <= set(pinned), "every vendored package is a pinned dependency"
+    with zipfile.ZipFile(package.path) as archive:
+        for name in packages:
+            assert f"{name}/LICENSE" in vendored, name
+            shipped = json.loads(archive.read(f"dashboard/vendor/{name}/package.json"))
+            assert shipped["version"] == lock[f"node_modules/{name}"]["version"] == pinned[name], name
+    assert {"dashboard/index.html", "dashboard/dashboard.js", "dashboard/dashboard.css"} <= set(package.files)
+    assert not [n for n in package.files if "node_modules" in n]
+
+
+def test_the_unpacked_package_serves_every_file_the_page_loads(fresh_app):
+    """Without node_modules (as on Azure), every static URL that index.html and dashboard.js name
+    is served from the package's own copy."""
+    page_dir = REPO_ROOT / "dashboard"
+    text = (page_dir / "index.html").read_text() + (page_dir / "dashboard.js").read_text()
+    urls = sorted(set(re.findall(r"dashboard/static/([A-Za-z0-9_./-]+)", text)))
+    assert {"dashboard.js", "dashboard.css", "vendor/leaflet/dist/leaflet.js",
+            "vendor/world-atlas/countries-110m.json"} <= set(urls)
+    assert not (fresh_app["dir"] / "node_modules").exists()
+    check = ("import json, sys\n"
+             "sys.path.insert(0, sys.argv[1])  # the app directory, as the worker puts it\n"
+             "import dashboard\n"
+             "sizes = {u: len(dashboard.static_file(u)[0]) for u in json.loads(sys.argv[2])}\n"
+             "print(json.dumps(sizes))")
+    proc = subprocess.run([str(fresh_app["venv"] / "bin" / "python"), "-I", "-c", check,
+                           str(fresh_app["dir"]), json.dumps(urls)],
+                          cwd=fresh_app["dir"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(fresh_app["dir"].parent)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sizes = json.loads(proc.stdout)
+    assert all(size > 0 for size in sizes.values()), sizes
 
 
 def test_package_bytes_are_reproducible(package, tmp_path):
@@ -166,3 +214,42 @@ def test_make_package_reports_the_size(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"{out}:" in proc.stdout and "KiB zipped" in proc.stdout
     assert zipfile.ZipFile(out).testzip() is None
+
+
+SCHEMA_CHECK = """
+import json, sys
+sys.path.insert(0, ".")
+import numpy as np, rasterio
+from rasterio.transform import from_bounds
+import stac_ops
+with rasterio.open("dem.tif", "w", driver="GTiff", width=32, height=32, count=1, dtype="float32", nodata=-1.0,
+                   crs="EPSG:32633", transform=from_bounds(500000, 4980000, 500320, 4980320, 32, 32)) as dst:
+    dst.write(np.arange(1024, dtype="float32").reshape(1, 32, 32))
+item = stac_ops.item_from_raster("dem.tif", container="c", blob_name="dem.tif", data_alternates={"vsiaz": "/vsiaz/c/dem.tif"},
+                                 datetime_override=__import__("datetime").datetime(2024, 1, 1)).to_dict()
+validator = stac_ops.StacValidator()
+checked, skipped = validator.schema_uris(item)
+validator.validate_item(item)
+item["properties"]["renders"]["default"]["rescale"] = [[0]]
+print(json.dumps({"checked": checked, "skipped": skipped, "errors": validator.errors(item)}))
+"""
+
+
+def test_the_package_ships_the_extension_schemas_and_validates_with_them(package, fresh_app, tmp_path):
+    """Unpacked alone (no RMH_STAC_SCHEMA_DIR, no ../shared), the app checks an item against
+    every extension it declares, from the schemas the package carries."""
+    shipped = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "stac_schemas").rglob("*") if p.is_file()}
+    assert {"stac_schemas/LICENSE-Apache-2.0", "stac_schemas/render/v2.0.0/schema.json"} <= shipped
+    assert shipped <= set(package.files)
+    work = tmp_path / "app"
+    shutil.copytree(fresh_app["dir"], work)
+    proc = subprocess.run([str(fresh_app["venv"] / "bin" / "python"), "-I", "-c", SCHEMA_CHECK], cwd=work,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["skipped"] == []
+    assert {"https://stac-extensions.github.io/render/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json"} <= set(result["checked"])
+    assert any("render" in message for message in result["errors"]), result["errors"]

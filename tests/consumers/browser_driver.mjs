@@ -50,7 +50,13 @@ async function waitFor({ page: id, conditions, timeout_ms: timeout }) {
     } else if (c.selector !== undefined) {
       await page.locator(c.selector).first().waitFor({ state: 'visible', timeout });
     } else if (c.js !== undefined) {
-      await page.waitForFunction(c.js, null, { timeout });
+      // Polled with evaluate (not waitForFunction, whose string predicates a page's
+      // Content-Security-Policy without 'unsafe-eval' refuses).
+      const deadline = Date.now() + timeout;
+      while (!(await page.evaluate(c.js))) {
+        if (Date.now() > deadline) throw new Error(`Timeout ${timeout}ms exceeded waiting for ${c.js}`);
+        await page.waitForTimeout(100);
+      }
     } else if (c.idle) {
       await page.waitForLoadState('networkidle', { timeout });
     } else if (c.ms !== undefined) {
@@ -75,7 +81,22 @@ async function box({ page: id, selector }) {
   return { box: (await locator.count()) ? await locator.boundingBox() : null };
 }
 
+// A real pointer: hover or click the first element matching ``selector``, or the page point (x, y).
+async function pointer({ page: id, action, selector, x, y }) {
+  const { page } = pages.get(id);
+  if (selector !== undefined && selector !== null) {
+    const locator = page.locator(selector).first();
+    await (action === 'click' ? locator.click() : locator.hover());
+  } else if (action === 'click') {
+    await page.mouse.click(x, y);
+  } else {
+    await page.mouse.move(x, y);
+  }
+  return {};
+}
+
 const handlers = {
+  pointer,
   version: async () => ({ version: browser.version() }),
   open,
   wait: waitFor,

@@ -5,7 +5,6 @@ shows the API's landing and collection pages in headless Chromium."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import urllib.parse
 
@@ -15,7 +14,8 @@ import rasterio
 import rasterio.warp
 
 from consumers import (CorsPolicy, StaticSite, background_colour, colour_fraction, consumer_python, crop,
-                       dominant_colours, non_background_fraction, opaque_fraction, read_png)
+                       dominant_colours, lonlat_centre, non_background_fraction, opaque_fraction, read_png,
+                       tile_of)
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
 
@@ -90,17 +90,7 @@ def _follow(http, url, timeout=180):
 
 def _centre(bounds) -> tuple[float, float]:
     """lon/lat of the middle of UTM 33N ``bounds``."""
-    (lon,), (lat,) = rasterio.warp.transform("EPSG:32633", "EPSG:4326", [(bounds[0] + bounds[2]) / 2],
-                                             [(bounds[1] + bounds[3]) / 2])
-    return lon, lat
-
-
-def _tile_of(lon: float, lat: float, zoom: int) -> tuple[int, int]:
-    """The WebMercatorQuad tile holding lon/lat at ``zoom``."""
-    n = 2 ** zoom
-    x = int((lon + 180.0) / 360.0 * n)
-    y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
-    return x, y
+    return lonlat_centre("EPSG:32633", bounds)
 
 
 def _search_ids(stac_api, **params) -> set[str]:
@@ -127,6 +117,26 @@ def test_stac_api_search_by_bbox_datetime_and_cql2(stac_api, written):
     assert set(stac_api.get_json("/queryables")["properties"]) >= {"id", "datetime", "geometry"}
 
 
+def test_queryables_list_our_properties_and_cql2_compares_them_by_type(stac_api, written):
+    """pgSTAC's queryables, registered for the collection when it was written: the API lists them
+    (globally and per collection, where STAC Browser's filter form reads them) with their types,
+    and a CQL2 comparison on a number is numeric."""
+    ids = written["ids"]
+    ours = {"proj:code", "gsd", "rmh:source_container", "rmh:source_blob", "rmh:source_etag",
+            "rmh:datetime_source", "rmh:has_data", "rmh:data_type", "rmh:band_count"}
+    for path in ("/queryables", f"/collections/{COLLECTION}/queryables"):
+        listed = stac_api.get_json(path)["properties"]
+        assert ours <= set(listed), (path, sorted(listed))
+        assert listed["rmh:band_count"]["type"] == "integer" and listed["gsd"]["type"] == "number"
+    assert _search_ids(stac_api, filter="\"rmh:band_count\" >= 3", **{"filter-lang": "cql2-text"}) == {ids["rgb"]}
+    assert _search_ids(stac_api, filter="\"rmh:data_type\" = 'float32'", **{"filter-lang": "cql2-text"}) == {ids["dem"]}
+    code, body = stac_api.post_json("/search", {
+        "collections": [COLLECTION], "filter-lang": "cql2-json",
+        "filter": {"op": "and", "args": [{"op": ">", "args": [{"property": "gsd"}, 5]},
+                                         {"op": "=", "args": [{"property": "rmh:has_data"}, True]}]}})
+    assert code == 200 and {f["id"] for f in body["features"]} == set(ids.values()), body
+
+
 def test_pystac_client_counts_match(stac_api, written, pgstac_dsn):
     # pgSTAC answers numberMatched only with its `context` setting on (0.10.0 ships it 'off', and
     # pystac-client's matched() is then None): an operator's setting, made here as one would.
@@ -151,7 +161,7 @@ def test_titiler_renders_an_item_tile(titiler, written, artifact_dir):
     tilejson = titiler.get_json(f"{base}/WebMercatorQuad/tilejson.json?assets=data")
     zoom = tilejson["maxzoom"] + 1  # a tile smaller than the raster, around its centre
     lon, lat = _centre(RGB_BOUNDS)
-    x, y = _tile_of(lon, lat, zoom)
+    x, y = tile_of(lon, lat, zoom)
     status, body, headers = titiler.get(f"{base}/tiles/WebMercatorQuad/{zoom}/{x}/{y}.png?assets=data")
     assert status == 200, body[:500]
     assert headers["content-type"] == "image/png"
@@ -176,7 +186,7 @@ def test_titiler_renders_a_mosaic_of_a_registered_search(titiler, written, artif
                                                                "filter-lang": "cql2-json"})
     assert code == 200, registered
     zoom = 14
-    x, y = _tile_of(*_centre(RGB_BOUNDS), zoom)
+    x, y = tile_of(*_centre(RGB_BOUNDS), zoom)
     status, body, _ = titiler.get(f"/searches/{registered['id']}/tiles/WebMercatorQuad/{zoom}/{x}/{y}.png"
                                   "?assets=data")
     assert status == 200, body[:500]
@@ -200,7 +210,7 @@ def test_titiler_renders_the_dem_from_its_item_statistics(titiler, stac_api, wri
     stats = stac_api.get_json(base)["assets"]["data"]["bands"][0]["statistics"]
     tilejson = titiler.get_json(f"{base}/WebMercatorQuad/tilejson.json?assets=data")
     zoom = tilejson["maxzoom"] - 1  # one tile holding most of the raster and its nodata corner
-    x, y = _tile_of(*_centre(DEM_BOUNDS), zoom)
+    x, y = tile_of(*_centre(DEM_BOUNDS), zoom)
     tile_url = f"{base}/tiles/WebMercatorQuad/{zoom}/{x}/{y}"
 
     status, body, _ = titiler.get(f"{tile_url}.jpg?assets=data")
@@ -217,6 +227,30 @@ def test_titiler_renders_the_dem_from_its_item_statistics(titiler, stac_api, wri
     shown = tile[..., 0][tile[..., 3] > 0]
     assert 0.3 < opaque_fraction(tile) < 1.0  # the raster and, around it, nothing
     assert shown.max() - shown.min() > 100
+
+
+def test_titiler_draws_the_dem_from_its_render_with_no_request_parameters(titiler, written, artifact_dir):
+    """The item's ``renders`` (rescale from its statistics, a colormap) become titiler-pgstac's
+    render links; following one, with nothing added to it, gives a coloured, stretched PNG."""
+    base = f"/collections/{COLLECTION}/items/{written['ids']['dem']}"
+    renders = titiler.get_json(f"{base}/renders")
+    render = renders["renders"]["default"]
+    assert render["params"]["colormap_name"] == "viridis" and render["params"]["rescale"], render
+    tilejson_link = next(link["href"] for link in render["links"] if link["href"].split("?")[0].endswith("tilejson.json"))
+    tilejson_url = urllib.parse.unquote(tilejson_link).replace("{tileMatrixSetId}", "WebMercatorQuad")
+    tilejson = titiler.get_json(tilejson_url)
+    zoom = tilejson["maxzoom"] - 1
+    x, y = tile_of(*_centre(DEM_BOUNDS), zoom)
+    template = tilejson["tiles"][0]
+    tile_url = template.replace("{z}", str(zoom)).replace("{x}", str(x)).replace("{y}", str(y))
+    status, body, headers = titiler.get(tile_url)
+    assert status == 200 and headers["content-type"] == "image/png", body[:500]
+    (artifact_dir / "dem-render.png").write_bytes(body)
+    tile = read_png(body)
+    assert 0.3 < opaque_fraction(tile) < 1.0  # the DEM, and its nodata corner transparent
+    shown = tile[..., :3][tile[..., 3] > 0].astype(int)
+    assert np.abs(shown[:, 0] - shown[:, 2]).mean() > 20, "viridis colours, not grey"
+    assert np.percentile(shown[:, 1], 95) - np.percentile(shown[:, 1], 5) > 80, "stretched over the data"
 
 
 def test_stac_browser_shows_landing_and_collection(stac_browser, stac_api, browser, written, artifact_dir):

@@ -46,7 +46,7 @@ def test_variants_copy_is_pixel_identical(make_raster, variant, tmp_path):
     json.dumps(result.model_dump(mode="json"))
 
 
-@pytest.mark.parametrize("profile", ["lzw", "zstd", "deflate-predictor", "none"])
+@pytest.mark.parametrize("profile", ["deflate", "zstd", "lzw", "lerc", "lerc_deflate", "none"])
 def test_profiles(make_raster, tmp_path, profile):
     src = make_raster(width=600, height=520, count=3, nodata=0)
     result = geo_ops.to_cog(src, tmp_path / f"{profile}.tif", profile=profile,

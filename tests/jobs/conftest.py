@@ -53,8 +53,9 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def service_env(azurite_connection_string, pgstac_dsn, schema_dir, tmp_path_factory):
-    """RMH_* settings for Azurite + pgSTAC, applied for the module and undone after."""
+def service_env(azurite_connection_string, pgstac_dsn, tmp_path_factory):
+    """RMH_* settings for Azurite + pgSTAC, applied for the module and undone after (items are
+    validated against the shipped extension schemas: no RMH_STAC_SCHEMA_DIR needed)."""
     env = {
         "RMH_STORAGE_BACKEND": "azure",
         "RMH_STORAGE_CONNECTION_STRING": azurite_connection_string,
@@ -68,7 +69,6 @@ def service_env(azurite_connection_string, pgstac_dsn, schema_dir, tmp_path_fact
         "RMH_SYNC_CONTAINERS": "watched",
         "RMH_SYNC_SCHEDULE": "0 0 0 1 1 *",  # once a year: tests fire ticks themselves
         "RMH_SYNC_CHUNK_SIZE": "25",
-        "RMH_STAC_SCHEMA_DIR": str(schema_dir),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

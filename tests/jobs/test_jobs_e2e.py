@@ -3,12 +3,14 @@ checked: COGs pass strict validation, items are in pgSTAC and validate offline."
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
+import catalogs
 import stac_ops
 from raster_factory import write_raster
 
@@ -17,7 +19,7 @@ def pg_catalog(pgstac_dsn):
     import psycopg
 
     conn = psycopg.connect(pgstac_dsn, autocommit=True)
-    yield stac_ops.PgStacCatalog(conn)
+    yield catalogs.PgStacCatalog(conn)
     conn.close()
 
 
@@ -85,6 +87,63 @@ def test_cog_conversion_converts_catalogs_and_tiles_the_large_one(host, rasters,
     item = pg_catalog.get_item("converted", stac_ops.item_id_for_blob("rasters", "real/RGB.byte.tif"))
     validator.validate_item(item)
     assert item.assets["data"].href.endswith("cogs/rasters/real/RGB.byte.tif")
+
+
+def _download(href: str, store, container: str, blob: str) -> bytes:
+    """An asset href fetched over HTTP as a consumer with a read SAS would (containers are private)."""
+    with urllib.request.urlopen(f"{href}?{store.read_sas(container, blob).token}", timeout=30) as answer:
+        return answer.read()
+
+
+def test_converted_items_point_at_their_blobs_by_url_and_vsiaz(host, rasters, store, pg_catalog, validator):
+    status = host.run("cog_conversion", {"blobs": ["real/RGB.byte.tif"], "collection": "hrefs"})
+    assert status["output"]["done"] + status["output"]["skipped"] == 1, status  # converted before: cataloged
+    item = pg_catalog.get_item("hrefs", stac_ops.item_id_for_blob("rasters", "real/RGB.byte.tif"))
+    validator.validate_item(item)
+    assert stac_ops.ALTERNATE_EXT in item.stac_extensions
+    blobs = {"data": ("cogs", "rasters/real/RGB.byte.tif"), "source": ("rasters", "real/RGB.byte.tif"),
+             "thumbnail": ("cogs", "rasters/real/RGB.byte.thumbnail.png")}
+    assert set(item.assets) == set(blobs)
+    for key, (container, blob) in blobs.items():
+        asset = item.assets[key].to_dict()
+        assert asset["href"] == store.url(container, blob) and asset["href"].startswith("http"), asset
+        assert asset["alternate"] == {"vsiaz": {"href": f"/vsiaz/{container}/{blob}"}}
+        assert _download(asset["href"], store, container, blob) == store.download_bytes(container, blob)
+    assert item.assets["thumbnail"].media_type == "image/png"
+    assert store.get_properties(*blobs["thumbnail"]).content_type == "image/png"  # what browsers are served
+    assert item.assets["data"].media_type == stac_ops.COG_MEDIA_TYPE
+    item_assets = pg_catalog.get_collection("hrefs").extra_fields["item_assets"]
+    assert set(item_assets) == set(blobs) and item_assets["data"]["type"] == stac_ops.COG_MEDIA_TYPE
+
+
+def test_conversions_into_two_output_containers_are_two_items(host, rasters, store, pg_catalog):
+    ids = []
+    for container in ("cogs-a", "cogs-b"):
+        status = host.run("cog_conversion", {"blobs": ["real/shade.tif"], "output_container": container,
+                                             "collection": "two-outputs"})
+        assert status["output"]["done"] == 1, status
+        ids.append(stac_ops.item_id_for_blob("rasters", "real/shade.tif", output_container=container))
+    assert len(set(ids)) == 2 and ids[0] != stac_ops.item_id_for_blob("rasters", "real/shade.tif")
+    found = {item.id: item for item in pg_catalog.search("two-outputs")}
+    assert set(found) == set(ids)
+    for item_id, container in zip(ids, ("cogs-a", "cogs-b")):
+        assert found[item_id].assets["data"].href == store.url(container, "rasters/real/shade.tif")
+
+
+def test_the_request_titles_and_describes_the_collection(host, rasters, pg_catalog):
+    status = host.run("catalog_file", {"blob": "real/shade.tif", "collection": "titled",
+                                       "collection_title": "Hillshade of the test site",
+                                       "collection_description": "A shaded relief, cataloged in place."})
+    assert status["output"]["done"] == 1, status
+    collection = pg_catalog.get_collection("titled")
+    assert (collection.title, collection.description) == ("Hillshade of the test site",
+                                                          "A shaded relief, cataloged in place.")
+    item_assets = collection.extra_fields["item_assets"]  # pgSTAC's collection, refreshed from its item
+    assert set(item_assets) == {"data"} and "cloud-optimized" not in str(item_assets), item_assets
+    untitled = host.run("catalog_file", {"blob": "real/shade.tif", "collection": "untitled"})
+    assert untitled["output"]["done"] == 1, untitled
+    default = pg_catalog.get_collection("untitled")
+    assert default.title == "Rasters in rasters (untitled)" and "in place" in default.description
 
 
 def test_cog_conversion_by_prefix_lists_and_chunks_by_itself(host, rasters, store):
@@ -167,3 +226,20 @@ def test_tile_progress_advances_tile_by_tile(host, rasters):
     tiling = [p["done"] + p["failed"] for p in seen if p["stage"] == "tiling"]
     assert any(0 < n < total for n in tiling), seen[-5:]
     assert tiling == sorted(tiling)  # never backwards
+
+
+def test_an_ingested_conversion_elsewhere_is_found_again_when_its_blob_goes(host, rasters, store, pg_catalog,
+                                                                            shared_rasters):
+    """``ingest_blob`` converting into another output container writes the qualified id, titles its
+    collection as converted COGs, and removes that item when the blob's deletion comes in."""
+    store.upload_from_path("rasters", "events/shade.tif", shared_rasters / "shade.tif")
+    body = {"blob": "events/shade.tif", "convert": True, "output_container": "cogs-ingest", "collection": "ingested"}
+    created = host.run("ingest_blob", {**body, "event": "created", "version": "v1"})
+    assert created["output"]["done"] == 1, created
+    item_id = stac_ops.item_id_for_blob("rasters", "events/shade.tif", output_container="cogs-ingest")
+    assert pg_catalog.get_item("ingested", item_id) is not None
+    assert pg_catalog.get_collection("ingested").title.startswith("Cloud Optimized GeoTIFFs converted from rasters")
+    store.delete("rasters", "events/shade.tif")
+    deleted = host.run("ingest_blob", {**body, "event": "deleted", "version": "2"})
+    assert deleted["output"]["detail"]["removed"] == 1, deleted
+    assert pg_catalog.get_item("ingested", item_id) is None

@@ -119,7 +119,9 @@ def test_storage_outage_during_a_conversion(host, files, azurite_server, pgstac_
     assert outage["down_seconds"] >= OUTAGE_SECONDS and outage["done_before"][0] < 12, outage
     _assert_all_done(host.follow(convert["statusQueryGetUri"], timeout=900), 24)
     assert len(_items(pgstac_dsn, "outage-c")) == 24
-    assert len(list(store.iter_blobs("converted"))) == 24
+    names = [b.name for b in store.iter_blobs("converted")]
+    assert len([n for n in names if n.endswith(".tif")]) == 24  # each COG once
+    assert len([n for n in names if n.endswith(".thumbnail.png")]) == 24 == len(names) / 2  # and its thumbnail
 
 
 def test_database_outage_during_a_sync(host, files, pg_server, pgstac_dsn):

@@ -130,7 +130,9 @@ def test_two_concurrent_syncs_of_one_container_start_one(host, store, tmp_path):
 
 ROUTES = [("POST", "/api/jobs/{op}"), ("GET", "/api/jobs/{id}"), ("GET", "/api/jobs/{id}/tasks"),
           ("GET", "/api/jobs"), ("POST", "/api/jobs/{id}/retry"), ("POST", "/api/jobs/{id}/terminate"),
-          ("GET", "/api/metrics"), ("GET", "/api/health")]
+          ("GET", "/api/metrics"), ("GET", "/api/health"), ("GET", "/api/dashboard"),
+          ("GET", "/api/dashboard/static/{file}"), ("GET", "/api/footprints"), ("GET", "/api/collections"),
+          ("GET", "/api/items/{collection}/{id}/assets/{file}"), ("GET", "/api/items/{collection}/{id}/assets/{file}/href")]
 
 
 def _fuzz_value(rng: random.Random):
@@ -153,9 +155,16 @@ def _fuzz_body(rng: random.Random) -> bytes:
 def _fuzz_path(rng: random.Random, template: str) -> str:
     op = rng.choice(["hello_world", "list_container", "cog_conversion", "sync_container", "nope", "%2e%2e", "x" * 200])
     job = rng.choice(["hello_world-abc", "sync_container-rasters", "%2f", "a:b", "x" * 300, "%00", "..", "é"])
-    path = template.format(op=op, id=job)
+    file = rng.choice(["dashboard.js", "vendor/leaflet/dist/leaflet.js", "vendor/..%2f..%2fpackage.json",
+                       "%2e%2e/function_app.py", "data", "thumbnail", "x" * 300, "%00"])
+    collection = rng.choice(["rasters", "no-such", "%2e%2e", "a%20b", "x" * 200])
+    path = template.format(op=op, id=job, file=file, collection=collection)
     query = rng.choice(["", "?top=-1", "?top=99999999999999999999", "?skip=nan", "?status=%00",
-                        "?stale_minutes=inf", "?operation=zz", "?status=failed,bogus", "?top=1e3"])
+                        "?stale_minutes=inf", "?operation=zz", "?status=failed,bogus", "?top=1e3",
+                        "?status=completed_with_errors,failed", "?bbox=1,2,3", "?bbox=nan,0,1,1",
+                        "?bbox=-200,-90,200,90", "?bbox=%00", "?limit=0", "?limit=1e9", "?token=next:%00",
+                        "?token=next:abc", "?token=" + "t" * 500, "?collection=no-such", "?collection=,,,",
+                        "?collection=" + ",".join(["c"] * 200)])
     return path + query
 
 

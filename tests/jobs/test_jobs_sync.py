@@ -103,10 +103,24 @@ def test_list_jobs_filters_by_operation_and_status(host, syncbox):
     code, body = host.get("/api/jobs?operation=sync_container")
     assert code == 200 and body["count"] >= 2
     assert all(j["operation"] == "sync_container" for j in body["jobs"])
-    code, body = host.get("/api/jobs?status=failed")
-    assert code == 200 and body["count"] == 0
+    # No sync failed outright; those with failed files completed with errors, which ?status=failed
+    # lists too, and ?status=completed_with_errors lists alone.
+    partly = {j["instanceId"] for j in body["jobs"] if j["runtimeStatus"] == "Completed"
+              and j["output"].get("completed_with_errors")}
+    assert partly, [j["output"].get("failed") for j in body["jobs"]]
+    code, failed = host.get("/api/jobs?status=failed&operation=sync_container")
+    assert code == 200 and {j["instanceId"] for j in failed["jobs"]} == partly, failed
+    code, with_errors = host.get("/api/jobs?status=completed_with_errors&operation=sync_container")
+    assert code == 200 and {j["instanceId"] for j in with_errors["jobs"]} == partly, with_errors
+    code, either = host.get("/api/jobs?status=running,completed_with_errors&operation=sync_container")
+    assert code == 200 and partly <= {j["instanceId"] for j in either["jobs"]}
+    assert all(j["runtimeStatus"] != "Completed" or j["instanceId"] in partly for j in either["jobs"])
+    code, completed = host.get("/api/jobs?status=completed&operation=sync_container")
+    assert code == 200 and partly <= {j["instanceId"] for j in completed["jobs"]}, "completed is the runtime status"
+    created = [j["createdTime"] for j in body["jobs"]]
+    assert created == sorted(created, reverse=True), "newest first"
     code, body = host.get("/api/jobs?status=exploded")
-    assert code == 400 and "failed" in body["known_statuses"]
+    assert code == 400 and {"failed", "completed_with_errors", "running"} <= set(body["known_statuses"])
 
 
 def test_progress_of_one_large_chunk_advances_as_its_files_finish(host, syncbox):

@@ -8,6 +8,7 @@ import json
 import pystac
 import pytest
 
+import catalogs
 import stac_ops
 from activities import BlobCatalogStore
 from storage import AzureBlobStore
@@ -23,7 +24,7 @@ def make_item(item_id: str, day: int, etag: str) -> pystac.Item:
 @pytest.fixture
 def catalog(azurite_connection_string):
     store = AzureBlobStore(connection_string=azurite_connection_string)
-    cat = stac_ops.StaticCatalog(BlobCatalogStore(store, "stac-static"))
+    cat = catalogs.StaticCatalog(BlobCatalogStore(store, "stac-static"))
     cat.upsert_collection(stac_ops.build_collection("blobcat", description="blob-backed"))
     return store, cat
 

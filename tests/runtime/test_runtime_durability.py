@@ -126,3 +126,21 @@ def test_process_pool_forwards_activity_logs_to_the_host(
               "job-7 went wrong" in r.getMessage()]
     assert len(failed) == 1 and failed[0].process != os.getpid()
     assert failed[0].levelname == "WARNING" and "conformance_app.py" in failed[0].getMessage()
+
+
+def test_a_worker_process_killed_mid_activity_is_replaced_and_the_retry_runs(tmp_path: Path) -> None:
+    """A worker killed by the OS (OOM, a segfault in a native library) fails only the activity it
+    ran, with the host's reason; the pool is rebuilt, so the retry and later activities run."""
+    ref = f"{Path(__file__).resolve().parent / 'apps' / 'crash_app.py'}:app"
+    marker = tmp_path / "died"
+    with LocalRuntime(ref, db_path=tmp_path / "k.sqlite", port=0, activity_pool="process",
+                      max_activity_workers=2) as rt:
+        instance_id = rt.start_new("die_then_retry", str(marker))
+        status = rt.wait_for(instance_id, 60)
+        history = rt.get_status(instance_id, show_history=True)["historyEvents"]
+    assert marker.exists()
+    assert status["runtimeStatus"] == "Completed", status
+    assert status["output"]["first"].startswith("survived in ")
+    assert [r["index"] for r in status["output"]["after"]] == [0, 1, 2, 3]
+    failed = [e for e in history if e["EventType"] == "TaskFailed"]
+    assert len(failed) == 1 and "Activity host failure" in failed[0]["Reason"], failed

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_bounds
 
+import catalogs
 import stac_ops
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def make_raster(tmp_path):
 
 @pytest.fixture(scope="module")
 def pg_pool(pgstac_dsn):
-    pool = stac_ops.connection_pool(pgstac_dsn, min_size=1, max_size=10)
+    pool = catalogs.connection_pool(pgstac_dsn, min_size=1, max_size=10)
     try:
         yield pool
     finally:
@@ -55,8 +56,8 @@ def backend(request) -> str:
 def catalog(backend, request, tmp_path, validator):
     """A ``Catalog`` of either backend (pgSTAC on the module's fresh database, or a static dir)."""
     if backend == "pgstac":
-        return stac_ops.PgStacCatalog(request.getfixturevalue("pg_pool"), validator=validator)
-    return stac_ops.StaticCatalog(tmp_path / "catalog", validator=validator)
+        return catalogs.PgStacCatalog(request.getfixturevalue("pg_pool"), validator=validator)
+    return catalogs.StaticCatalog(tmp_path / "catalog", validator=validator)
 
 
 @pytest.fixture

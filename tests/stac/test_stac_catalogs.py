@@ -11,6 +11,8 @@ import pystac
 import pytest
 from psycopg import errors as pg_errors
 
+import catalogs
+import geo_ops
 import stac_ops
 
 pytestmark = pytest.mark.services
@@ -42,7 +44,7 @@ def variant(template: dict, collection_id: str, n: int, *, when: str | None = No
     item["properties"][stac_ops.SOURCE_ETAG] = etag
     if lon is not None:
         item["bbox"] = [lon, 10.0, lon + 1.0, 11.0]
-        item["geometry"] = stac_ops._box(lon, 10.0, lon + 1.0, 11.0)
+        item["geometry"] = geo_ops._box(lon, 10.0, lon + 1.0, 11.0)[0]
     return item
 
 
@@ -111,7 +113,7 @@ def test_eight_concurrent_writers_lose_nothing(catalog, collection, template, ba
         validator = catalog.validator
 
         def make_catalog():
-            return stac_ops.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=25)
+            return catalogs.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=25)
     else:
         def make_catalog():
             return catalog
@@ -152,7 +154,7 @@ def test_concurrent_upserts_of_the_same_ids_with_different_datetimes_keep_one_co
         dsn, validator = request.getfixturevalue("pgstac_dsn"), catalog.validator
 
         def make_catalog():
-            return stac_ops.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=10)
+            return catalogs.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=10)
     else:
         def make_catalog():
             return catalog
@@ -185,7 +187,7 @@ def test_concurrent_upserts_of_the_same_ids_with_different_datetimes_keep_one_co
 
 
 def test_backends_implement_the_catalog_protocol(catalog):
-    assert isinstance(catalog, stac_ops.Catalog)
+    assert isinstance(catalog, catalogs.Catalog)
 
 
 def test_an_item_without_a_source_asset_round_trips(catalog, collection, template):
@@ -249,7 +251,7 @@ def test_invalid_items_are_rejected_before_anything_is_written(catalog, collecti
 
 
 def test_items_of_an_unknown_collection_are_refused(catalog, template):
-    with pytest.raises(stac_ops.CollectionNotFound, match="nowhere"):
+    with pytest.raises(catalogs.CollectionNotFound, match="nowhere"):
         catalog.upsert_items([variant(template, "nowhere", 1)])
 
 
@@ -271,7 +273,7 @@ def test_health_reports_counts(catalog, collection, template):
     catalog.upsert_items([variant(template, collection, n) for n in range(3)])
     health = catalog.health()
     assert health.ok and health.collections >= 1 and health.items >= 3
-    assert stac_ops.CatalogHealth.model_validate(health.model_dump(mode="json")) == health
+    assert catalogs.CatalogHealth.model_validate(health.model_dump(mode="json")) == health
 
 
 def test_unsafe_ids_are_refused(catalog, collection, template):
@@ -286,14 +288,14 @@ def test_unsafe_ids_are_refused(catalog, collection, template):
 
 @pytest.fixture
 def pg_catalog(pg_pool, validator, collection_id):
-    catalog = stac_ops.PgStacCatalog(pg_pool, validator=validator, retry_delay=0.01)
+    catalog = catalogs.PgStacCatalog(pg_pool, validator=validator, retry_delay=0.01)
     catalog.upsert_collection(stac_ops.build_collection(collection_id), partition_trunc="year")
     return catalog
 
 
 def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, template, monkeypatch):
     calls = []
-    real = stac_ops.PgStacCatalog._write_batch
+    real = catalogs.PgStacCatalog._write_batch
 
     def flaky(self, conn, cid, batch):
         calls.append(cid)
@@ -301,7 +303,7 @@ def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, temp
             raise pg_errors.DeadlockDetected("deadlock detected")
         return real(self, conn, cid, batch)
 
-    monkeypatch.setattr(stac_ops.PgStacCatalog, "_write_batch", flaky)
+    monkeypatch.setattr(catalogs.PgStacCatalog, "_write_batch", flaky)
     assert pg_catalog.upsert_items([variant(template, collection_id, 1)]).written == 1
     assert len(calls) == 2
 
@@ -313,8 +315,8 @@ def test_pgstac_gives_up_after_bounded_retries(pg_catalog, collection_id, templa
         calls.append(cid)
         raise pg_errors.SerializationFailure("could not serialize access")
 
-    monkeypatch.setattr(stac_ops.PgStacCatalog, "_write_batch", always)
-    with pytest.raises(stac_ops.CatalogUnavailable, match="3 retries"):
+    monkeypatch.setattr(catalogs.PgStacCatalog, "_write_batch", always)
+    with pytest.raises(catalogs.CatalogUnavailable, match="3 retries"):
         pg_catalog.upsert_items([variant(template, collection_id, 1)])
     assert len(calls) == 4
 
@@ -326,8 +328,8 @@ def test_pgstac_does_not_retry_other_errors(pg_catalog, collection_id, template,
         calls.append(cid)
         raise pg_errors.UndefinedTable("no such table")
 
-    monkeypatch.setattr(stac_ops.PgStacCatalog, "_write_batch", broken)
-    with pytest.raises(stac_ops.CatalogQueryError, match="UndefinedTable"):
+    monkeypatch.setattr(catalogs.PgStacCatalog, "_write_batch", broken)
+    with pytest.raises(catalogs.CatalogQueryError, match="UndefinedTable"):
         pg_catalog.upsert_items([variant(template, collection_id, 1)])
     assert len(calls) == 1
 
@@ -336,14 +338,14 @@ def test_pgstac_refuses_a_database_of_another_pgstac_version(pg_catalog, collect
     import pypgstac
 
     monkeypatch.setattr(pypgstac, "__version__", "0.7.1")
-    with pytest.raises(stac_ops.PgStacVersionMismatch, match="0.7.1"):
+    with pytest.raises(catalogs.PgStacVersionMismatch, match="0.7.1"):
         pg_catalog.upsert_items([variant(template, collection_id, 1)])
 
 
 def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collection_id, template):
-    pool = stac_ops.connection_pool(pgstac_dsn, min_size=1, max_size=1)
+    pool = catalogs.connection_pool(pgstac_dsn, min_size=1, max_size=1)
     try:
-        catalog = stac_ops.PgStacCatalog(pool, validator=validator, retry_delay=0.01)
+        catalog = catalogs.PgStacCatalog(pool, validator=validator, retry_delay=0.01)
         catalog.upsert_collection(stac_ops.build_collection(collection_id))
         with pool.connection() as conn:
             pid = conn.info.backend_pid
@@ -355,9 +357,9 @@ def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collect
 
 
 def test_pgstac_health_when_unreachable():
-    pool = stac_ops.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.5)
+    pool = catalogs.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.5)
     try:
-        health = stac_ops.PgStacCatalog(pool, retry_delay=0.01).health()
+        health = catalogs.PgStacCatalog(pool, retry_delay=0.01).health()
     finally:
         pool.close()
     assert health.ok is False and health.detail
@@ -370,11 +372,11 @@ def test_connect_uses_the_password_provider(pgstac_dsn):
         calls.append(1)
         return "unused-with-trust-auth"
 
-    with stac_ops.connect(pgstac_dsn, password_provider=token) as conn:
+    with catalogs.connect(pgstac_dsn, password_provider=token) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert calls == [1]
-    with pytest.raises(stac_ops.CatalogUnavailable):
-        stac_ops.connect("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)
+    with pytest.raises(catalogs.CatalogUnavailable):
+        catalogs.connect("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)
 
 
 def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
@@ -384,9 +386,9 @@ def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
         calls.append(1)
         return "unused-with-trust-auth"
 
-    pool = stac_ops.connection_pool(pgstac_dsn, password_provider=token, min_size=2, max_size=2)
+    pool = catalogs.connection_pool(pgstac_dsn, password_provider=token, min_size=2, max_size=2)
     try:
-        assert stac_ops.PgStacCatalog(pool).health().ok
+        assert catalogs.PgStacCatalog(pool).health().ok
         pool.wait()
         assert len(calls) == 2
     finally:
@@ -397,14 +399,14 @@ def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
 
 
 def _process_writer(root: str, collection_id: str, items: list[dict]) -> None:
-    catalog = stac_ops.StaticCatalog(root)
+    catalog = catalogs.StaticCatalog(root)
     for start in range(0, len(items), 20):
         catalog.upsert_items(items[start:start + 20])
 
 
 def test_static_catalog_with_concurrent_processes_and_finalize(tmp_path, template, validator):
     root = tmp_path / "static"
-    catalog = stac_ops.StaticCatalog(root, validator=validator)
+    catalog = catalogs.StaticCatalog(root, validator=validator)
     catalog.upsert_collection(stac_ops.build_collection("procs"))
     context = multiprocessing.get_context("spawn")
     chunks = [[variant(template, "procs", w * 100 + n) for n in range(100)] for w in range(4)]
@@ -452,3 +454,30 @@ def test_staging_validates_and_keeps_stages_apart(catalog, collection, template,
     if backend == "static":
         expected.add(variant(template, collection, 2)["id"])
     assert set(catalog.list_item_etags(collection)) == expected
+
+
+def test_item_assets_and_renders_come_from_what_every_item_has(catalog, collection, template, validator):
+    """``item_assets`` lists only the keys every item has, with the fields they all share: a
+    ``source`` one item lacks is not claimed, nor a COG type one item's file does not have."""
+    cog = variant(template, collection, 0)
+    plain = variant(template, collection, 1)
+    del plain["assets"]["source"]
+    plain["assets"]["data"].update(type=stac_ops.GEOTIFF_MEDIA_TYPE, title="GeoTIFF")
+    cog["assets"]["data"].update(type=stac_ops.COG_MEDIA_TYPE, title="Cloud Optimized GeoTIFF")
+    cog["properties"]["renders"] = {"default": {"assets": ["data"], "rescale": [[0, 10]], "colormap_name": "viridis"}}
+    plain["properties"]["renders"] = {"default": {"assets": ["data"], "rescale": [[-5, 8]], "colormap_name": "viridis"}}
+    for item in (cog, plain):
+        item["stac_extensions"] = sorted(set(item["stac_extensions"]) | {stac_ops.RENDER_EXT})
+    catalog.upsert_items([cog, plain])
+    refreshed = catalog.refresh_collection(collection).to_dict(include_self_link=False, transform_hrefs=False)
+    assert set(refreshed["item_assets"]) == {"data"}
+    assert refreshed["item_assets"]["data"]["roles"] == ["data"] and "type" not in refreshed["item_assets"]["data"]
+    assert refreshed["renders"] == {"default": {"assets": ["data"], "colormap_name": "viridis", "rescale": [[-5, 10]]}}
+    assert stac_ops.RENDER_EXT in refreshed["stac_extensions"]
+    validator.validate_collection(refreshed)
+    plain["properties"]["renders"]["default"]["colormap_name"] = "terrain"  # renders that differ: none shared
+    catalog.upsert_items([plain])
+    again = catalog.refresh_collection(collection).to_dict(include_self_link=False, transform_hrefs=False)
+    assert "renders" not in again and stac_ops.RENDER_EXT not in again.get("stac_extensions", [])
+    stored = catalog.get_item(collection, plain["id"]).to_dict()
+    assert "source" not in stored["assets"] and stored["assets"]["data"]["type"] == stac_ops.GEOTIFF_MEDIA_TYPE

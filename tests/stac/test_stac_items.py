@@ -108,8 +108,10 @@ def test_rgb_byte_bands(shared_rasters):
     bands = item.assets["data"].extra_fields["bands"]
     assert [b["eo:common_name"] for b in bands] == ["red", "green", "blue"]
     assert all(b["data_type"] == "uint8" and b["nodata"] == 0 for b in bands)
-    assert all(b["raster:spatial_resolution"] == pytest.approx(300.0379, rel=1e-3) for b in bands)
     assert all(0 < b["statistics"]["valid_percent"] < 100 for b in bands)
+    raster_bands = item.assets["data"].extra_fields["raster:bands"]
+    assert all(b["spatial_resolution"] == pytest.approx(300.0379, rel=1e-3) for b in raster_bands)
+    assert [b["statistics"] for b in raster_bands] == [b["statistics"] for b in bands]
     assert item.properties["proj:code"] == "EPSG:32618"
     assert item.properties["proj:shape"] == [718, 791]
     assert item.properties[stac_ops.HAS_DATA] is True
@@ -217,7 +219,8 @@ def test_nan_nodata_scale_offset_and_units(make_raster, validator):
     validator.validate_item(item)
     band = item.assets["data"].extra_fields["bands"][0]
     assert band["nodata"] == "nan" and band["data_type"] == "float32" and band["unit"] == "K"
-    assert band["raster:scale"] == 0.01 and band["raster:offset"] == -5.0
+    raster_band = item.assets["data"].extra_fields["raster:bands"][0]
+    assert raster_band["scale"] == 0.01 and raster_band["offset"] == -5.0 and raster_band["nodata"] == "nan"
     assert band["statistics"]["valid_percent"] == 50.0
     assert band["statistics"]["minimum"] == band["statistics"]["maximum"] == 7.5
 
@@ -232,23 +235,6 @@ def test_cog_gets_cog_media_type_and_header_size(make_raster, tmp_path, validato
     assert data.media_type == stac_ops.COG_MEDIA_TYPE
     assert data.href.startswith("https://")
     assert 0 < data.extra_fields["file:header_size"] < data.extra_fields["file:size"] == cog.stat().st_size
-
-
-def test_statistics_come_from_a_decimated_read(make_raster):
-    path = make_raster(width=3000, height=1500)
-    with rasterio.open(path) as dataset:
-        data = stac_ops.read_decimated(dataset, max_size=1024)
-    assert data.shape == (1, 512, 1024)
-
-
-def test_large_raster_without_overviews_is_sampled_by_blocks(make_raster):
-    data = np.tile(np.arange(1, 201, dtype="uint8"), (8000, 40))
-    path = make_raster(width=8000, height=8000, data=data[None, :, :8000], tiled=True, blockxsize=512, blockysize=512)
-    with rasterio.open(path) as dataset:
-        sample = stac_ops.read_decimated(dataset, max_size=1024, sample_blocks=16)
-    assert sample.shape == (1, 1, (3 * 512 + 320) ** 2)  # 4 x 4 blocks, the last row and column partial
-    stats = stac_ops.get_statistics(sample[0])
-    assert stats["minimum"] == 1 and stats["maximum"] == 200 and stats["valid_percent"] == 100.0
 
 
 def test_open_dataset_and_gdal_virtual_path_are_accepted(make_raster):
@@ -286,7 +272,7 @@ def test_rotated_but_georeferenced_raster(make_raster, tmp_path, validator):
     item = build(path)
     validator.validate_item(item)
     assert len(item.properties["proj:transform"]) == 6 and item.properties["proj:transform"][1] != 0
-    assert math.isclose(item.assets["data"].extra_fields["bands"][0]["raster:spatial_resolution"], 30.0)
+    assert math.isclose(item.assets["data"].extra_fields["raster:bands"][0]["spatial_resolution"], 30.0)
 
 
 def test_plan_sync_compares_blob_etags_with_the_catalog():
@@ -298,3 +284,76 @@ def test_plan_sync_compares_blob_etags_with_the_catalog():
     assert [b.blob_name for b in plan.to_update] == ["changed.tif"]
     assert plan.unchanged == ["r~same.tif"] and plan.to_delete == ["r~gone.tif"]
     assert stac_ops.SyncPlan.model_validate(plan.model_dump(mode="json")) == plan
+
+
+# ------------------------------------------------------------- what the items tell their consumers
+
+def test_only_a_valid_cog_is_typed_and_titled_as_one(make_raster, tmp_path):
+    plain = build(make_raster(width=1024, height=1024))  # striped: not a COG
+    data = plain.assets["data"]
+    assert (data.media_type, data.title, data.roles) == (stac_ops.GEOTIFF_MEDIA_TYPE, "GeoTIFF", ["data"])
+    assert "file:header_size" not in data.extra_fields and "cloud-optimized" not in str(plain.to_dict())
+    assert plain.properties["title"] == "in/" + plain.properties[stac_ops.SOURCE_BLOB].split("/")[-1]
+    assert build(make_raster(), title="A site, tile 1").properties["title"] == "A site, tile 1"
+
+
+def test_statistics_are_in_bands_and_raster_bands_for_every_reader(make_raster, validator):
+    from pystac.extensions.raster import RasterExtension
+
+    item = build(make_raster(dtype="float32", nodata=-9999.0, count=2))
+    validator.validate_item(item)
+    data = item.assets["data"]
+    stac_11 = [band["statistics"] for band in data.extra_fields["bands"]]
+    pystac_read = [band.statistics.to_dict() for band in RasterExtension.ext(data).bands]  # raster v1.1.0
+    assert stac_11 == pystac_read and all(s["minimum"] < s["maximum"] for s in stac_11)
+    assert stac_ops.RASTER_EXT in item.stac_extensions and stac_ops.RASTER_EXT == RasterExtension.get_schema_uri()
+
+
+def test_renders_say_how_to_draw_the_data(make_raster, shared_rasters, validator):
+    dem = build(make_raster(dtype="float32", nodata=-9999.0))
+    stats = dem.assets["data"].extra_fields["bands"][0]["statistics"]
+    assert dem.properties["renders"] == {"default": {
+        "assets": ["data"], "title": "float32 values", "rescale": [[stats["minimum"], stats["maximum"]]],
+        "colormap_name": stac_ops.SINGLE_BAND_COLORMAP}}
+    assert stac_ops.RENDER_EXT in dem.stac_extensions
+    validator.validate_item(dem)
+    grey = build(make_raster())
+    assert grey.properties["renders"]["default"] == {"assets": ["data"], "title": "Greyscale"}
+    rgb16 = build(make_raster(count=3, dtype="uint16", photometric="RGB"))
+    render = rgb16.properties["renders"]["default"]
+    assert render["title"] == "True colour"
+    assert render["rescale"] == [[b["statistics"]["minimum"], b["statistics"]["maximum"]]
+                                 for b in rgb16.assets["data"].extra_fields["bands"]]
+    assert build(make_raster(count=3, photometric="RGB")).properties["renders"]["default"] == {
+        "assets": ["data"], "title": "True colour"}  # byte imagery is drawn as it is
+    empty = build(shared_rasters / "all-nodata.tif")
+    assert "renders" not in empty.properties and stac_ops.RENDER_EXT not in empty.stac_extensions
+
+
+def test_item_ids_name_an_output_container_other_than_the_default():
+    plain = stac_ops.item_id_for_blob("rasters", "in/a.tif")
+    elsewhere = stac_ops.item_id_for_blob("rasters", "in/a.tif", output_container="cogs-3857")
+    assert elsewhere == f"{plain}~~cogs-3857"
+    assert stac_ops.item_id_for_blob("rasters", "in/a.tif", output_container="other") != elsewhere
+    hashed = stac_ops.item_id_for_blob("rasters", "in/ä b.tif", output_container="cogs-3857")
+    assert hashed.endswith("~~cogs-3857") and len(hashed) <= stac_ops.MAX_ID_LENGTH
+
+
+def test_items_open_rasters_with_the_allowed_drivers_only(tmp_path):
+    """A VRT disguised as a GeoTIFF is refused by its bytes; GDAL never opens the file it names."""
+    from raster_factory import write_raster
+    from untrusted import OpenWatch, hostile_vrt
+
+    sentinel = write_raster(tmp_path / "sentinel.tif", width=8, height=8, count=1, crs="EPSG:4326")
+    evil = tmp_path / "evil.tif"
+    evil.write_bytes(hostile_vrt(str(sentinel)))
+    watch = OpenWatch(sentinel)
+    try:
+        with pytest.raises(stac_ops.RasterOpenError, match="VRT"):
+            build(evil)
+        with rasterio.MemoryFile(evil.read_bytes(), ext=".tif") as memfile:  # a GDAL virtual path
+            with pytest.raises(stac_ops.RasterOpenError, match="allowed drivers"):
+                stac_ops.read_facts(memfile.name)
+        assert watch.count() == 0
+    finally:
+        watch.close()

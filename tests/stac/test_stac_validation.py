@@ -24,12 +24,14 @@ def no_network(monkeypatch):
 @pytest.fixture
 def item(make_raster):
     return stac_ops.item_from_raster(make_raster(count=3), container="c", blob_name="a.tif",
-                                     source_last_modified=LAST_MODIFIED).to_dict()
+                                     source_last_modified=LAST_MODIFIED,
+                                     data_alternates={"vsiaz": "/vsiaz/c/a.tif"}).to_dict()
 
 
 def test_every_extension_schema_is_checked(validator, item):
     uris, skipped = validator.schema_uris(item)
     assert skipped == []
+    assert {stac_ops.RENDER_EXT, stac_ops.ALTERNATE_EXT, stac_ops.RASTER_EXT, stac_ops.EO_EXT} <= set(uris)
     assert set(item["stac_extensions"]) <= set(uris)
     assert validator.errors(item) == []
 
@@ -38,8 +40,15 @@ INVALID = [
     (("properties", "proj:shape"), [1, 2, 3]),
     (("properties", "proj:code"), 4326),
     (("properties", "proj:transform"), [1, 2, 3]),
-    (("assets", "data", "bands", 0, "raster:spatial_resolution"), "ten"),
-    (("assets", "data", "bands", 0, "raster:sampling"), "nearest"),
+    (("assets", "data", "raster:bands", 0, "spatial_resolution"), "ten"),
+    (("assets", "data", "raster:bands", 0, "sampling"), "nearest"),
+    (("assets", "data", "raster:bands", 0, "statistics", "minimum"), "low"),
+    (("assets", "data", "raster:scale"), 1.0),
+    (("properties", "renders", "default", "assets"), []),
+    (("properties", "renders", "default", "rescale"), [[0]]),
+    (("properties", "renders", "default", "minmax_zoom"), [2.5, 9]),
+    (("assets", "data", "alternate", "vsiaz", "href"), 5),
+    (("assets", "data", "alternate", "vsiaz"), {"title": "no href"}),
     (("assets", "data", "bands", 0, "data_type"), "uint7"),
     (("assets", "data", "bands", 0, "nodata"), "none"),
     (("assets", "data", "bands", 0, "statistics"), {}),
@@ -83,6 +92,19 @@ def test_fast_path_never_accepts_what_jsonschema_rejects(validator, item, path, 
     assert validator._fast_accepts(uris, item) is False
 
 
+def test_fast_path_compiles_each_schema_once_and_decides_alone(schema_dir, item, monkeypatch):
+    """A valid item costs one accelerator call per schema and no jsonschema validation at all."""
+    validator = stac_ops.StacValidator(schema_dir)
+    uris, _ = validator.schema_uris(item)
+    validator.validate_item(item)
+    compiled = dict(validator._fast)
+    assert set(compiled) == set(uris) and all(compiled.values())  # jsonschema-rs is installed
+    monkeypatch.setattr(validator, "_validator", lambda uri: pytest.fail(f"jsonschema ran for {uri}"))
+    for n in range(50):
+        validator.validate_item({**item, "id": f"{item['id']}-{n}"})
+    assert validator._fast == compiled
+
+
 def test_fast_path_accepts_our_items(validator, item, shared_rasters):
     uris, _ = validator.schema_uris(item)
     assert validator._fast_accepts(uris, item) is True
@@ -103,8 +125,17 @@ def test_projjson_reference_is_not_fetched(any_validator, item):
         any_validator.validate_item(item)
 
 
-def test_without_schema_dir_only_core_is_checked(item):
-    core_only = stac_ops.StacValidator()
+def test_the_shipped_schemas_are_checked_by_default(item):
+    default = stac_ops.StacValidator()
+    uris, skipped = default.schema_uris(item)
+    assert skipped == [] and set(item["stac_extensions"]) <= set(uris)
+    item["properties"]["renders"]["default"]["assets"] = "data"
+    with pytest.raises(stac_ops.ItemValidationError, match="render"):
+        default.validate_item(item)
+
+
+def test_without_bundled_schemas_only_core_is_checked(item):
+    core_only = stac_ops.StacValidator(bundled=False)
     uris, skipped = core_only.schema_uris(item)
     assert uris == [stac_ops.CORE_SCHEMAS["Feature"]]
     assert set(skipped) == set(item["stac_extensions"])

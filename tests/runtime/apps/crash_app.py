@@ -26,3 +26,21 @@ def fan_out_200(context: df.DurableOrchestrationContext):
     results = yield context.task_all(
         [context.call_activity(square_slowly, i) for i in range(count)])
     return results
+
+
+@app.activity_trigger(input_name="marker")
+def die_once(marker: str) -> str:
+    """Kill the worker process that runs it the first time (as an OOM kill or a GDAL segfault
+    would); succeed on the retry."""
+    if not os.path.exists(marker):
+        open(marker, "w", encoding="utf-8").close()
+        os.kill(os.getpid(), 9)
+    return f"survived in {os.getpid()}"
+
+
+@app.orchestration_trigger(context_name="context")
+def die_then_retry(context: df.DurableOrchestrationContext):
+    retry = df.RetryOptions(first_retry_interval_in_milliseconds=100, max_number_of_attempts=3)
+    first = yield context.call_activity_with_retry(die_once, retry, context.get_input())
+    after = yield context.task_all([context.call_activity(square_slowly, i) for i in range(4)])
+    return {"first": first, "after": after}
