@@ -21,7 +21,7 @@ CHROMIUM := /usr/bin/chromium
 # Containers whose blob changes `make serve` delivers to the app's Event Grid functions.
 WATCH ?=
 
-.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync gdal-bin \
+.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale gdal-bin \
 	consumers chromium stac-browser
 
 setup: system-deps $(VENV)/.installed node_modules/.installed tools consumers
@@ -131,8 +131,12 @@ bench-convert: $(VENV)/.installed gdal-bin
 bench-catalog: setup
 	$(PY) benchmarks/bench_catalog.py
 
+# FILES=5000 for another size; the 10k/20k/50k cases are bench-scale (several minutes).
 bench-sync: setup
-	$(PY) benchmarks/bench_sync.py
+	$(PY) benchmarks/bench_sync.py --files $(or $(FILES),1000)
+
+bench-scale: setup
+	$(PY) benchmarks/bench_sync.py --scale
 
 clean:
 	rm -rf .local .pytest_cache dist

@@ -18,6 +18,7 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, TypeVar
@@ -29,16 +30,33 @@ import catalogs
 import geo_ops
 import stac_ops
 from models import (
+    PLAN_NAMES_SHOWN,
+    BlobDescription,
+    BlobRef,
+    BlobValidation,
+    CatalogSummary,
+    CatalogTilesResult,
+    CatalogTilesTask,
     ChunkRef,
+    CollectionRef,
     CollectionSpec,
+    ConversionPlan,
+    ConversionPlanRequest,
     ConvertTask,
     FileRef,
+    ForgetBlobTask,
     GreetingTask,
-    PLAN_NAMES_SHOWN,
     InspectResult,
+    InventorySummary,
+    ListContainerRequest,
+    MosaicSummary,
+    MosaicTask,
+    RemoveItemsTask,
+    StageRef,
     SyncJobPlan,
     SyncPlanRequest,
     TaskOutcome,
+    TilePlanResult,
     TileTask,
 )
 from settings import CatalogBackend, Settings, StorageBackend, get_settings
@@ -160,12 +178,19 @@ def _config_json(config: Settings) -> str:
     return _last_config[1]
 
 
+# Clients are built once per process; a worker process runs activities on several threads, so
+# the first calls must not race to build (and then drop) a second connection pool.
+_CLIENTS = threading.RLock()
+
+
 def blob_store() -> BlobStore:
-    return _store_for(_config_json(settings()))
+    with _CLIENTS:
+        return _store_for(_config_json(settings()))
 
 
 def catalog():
-    return _catalog_for(_config_json(settings()))
+    with _CLIENTS:
+        return _catalog_for(_config_json(settings()))
 
 
 def _aad_token_provider():
@@ -177,11 +202,18 @@ def _aad_token_provider():
     return lambda: credential.get_token(scope).token
 
 
+#: GDAL options of every raster operation unless RMH_GDAL_OPTIONS says otherwise. The first read
+#: of a remote file takes 256 KB: a COG's header and, for a small file, all of it, in one request
+#: (GDAL's default, 16 KB, costs a small COG three reads).
+GDAL_DEFAULTS = {"GDAL_INGESTED_BYTES_AT_OPEN": "262144"}
+
+
 def gdal_config(extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """GDAL options for one operation: the settings' options, then the blob's access options,
-    normalised by geo_ops (GDAL_CACHEMAX in bytes, as rasterio wants it). GDAL's own temporary
-    files go to the work directory too."""
-    return geo_ops.env_options({"CPL_TMPDIR": str(work_dir()), **settings().gdal_options, **(extra or {})})
+    """GDAL options for one operation: our defaults, the settings' options, then the blob's access
+    options, normalised by geo_ops (GDAL_CACHEMAX in bytes, as rasterio wants it). GDAL's own
+    temporary files go to the work directory too."""
+    return geo_ops.env_options({"CPL_TMPDIR": str(work_dir()), **GDAL_DEFAULTS, **settings().gdal_options,
+                                **(extra or {})})
 
 
 # -- local working files ------------------------------------------------------------------------
@@ -323,7 +355,8 @@ def say_hello(payload: dict) -> str:
 @rides_out_outages
 def write_inventory(payload: dict) -> dict:
     """Page through a container and write its inventory as JSON to the system container."""
-    container, prefix = payload["container"], payload.get("prefix", "")
+    request = ListContainerRequest.model_validate(payload)
+    container, prefix = request.container, request.prefix
     store, config = blob_store(), settings()
     blobs, by_ext, total = [], {}, 0
     for blob in store.iter_blobs(container, prefix):
@@ -338,7 +371,8 @@ def write_inventory(payload: dict) -> dict:
     store.create_container(config.system_container)
     store.upload_bytes(config.system_container, name, json.dumps({**summary, "blobs": blobs}).encode(),
                        content_type="application/json")
-    return {**summary, "inventory": {"container": config.system_container, "blob": name}}
+    return InventorySummary(**summary, inventory=BlobRef(container=config.system_container, blob=name)
+                            ).model_dump(mode="json")
 
 
 # -- sync_container -----------------------------------------------------------------------------
@@ -495,14 +529,15 @@ def prepare_collection(payload: dict) -> str:
 @rides_out_outages
 def flush_items(payload: dict) -> dict:
     """Write the items a chunk's activities staged, in one batch."""
-    return catalog().flush_staged(payload["stage"]).model_dump(mode="json")
+    return catalog().flush_staged(StageRef.model_validate(payload).stage).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
 def remove_items(payload: dict) -> int:
     """Delete the items whose source blob is gone."""
-    return catalog().delete_items(payload["collection"], payload["item_ids"])
+    task = RemoveItemsTask.model_validate(payload)
+    return catalog().delete_items(task.collection, task.item_ids)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -510,11 +545,11 @@ def remove_items(payload: dict) -> int:
 def finalize_catalog(payload: dict) -> dict:
     """Recompute the collection's extent and summaries; rebuild static catalog links."""
     cat = catalog()
-    collection = cat.refresh_collection(payload["collection"])
+    collection = cat.refresh_collection(CollectionRef.model_validate(payload).collection)
     cat.finalize()
     where = catalog_location(settings())
     extent = collection.extent.spatial.bboxes[0] if collection.extent.spatial.bboxes else None
-    return {"collection": collection.id, "catalog": where, "bbox": extent}
+    return CatalogSummary(collection=collection.id, catalog=where, bbox=extent).model_dump(mode="json")
 
 
 def catalog_location(config: Settings) -> str:
@@ -534,7 +569,8 @@ def validate_blob(payload: dict) -> dict:
     """A validation report of one blob (errors block, warnings do not); messages name the blob
     as ``container/blob``."""
     store = blob_store()
-    container, name = payload["container"], payload["blob"]
+    ref = BlobRef.model_validate(payload)
+    container, name = ref.container, ref.blob
     props = store.get_properties(container, name)
     gdal = store.gdal_read_path(container, name)
     head = functools.partial(store.read_head, container, name)
@@ -545,35 +581,37 @@ def validate_blob(payload: dict) -> dict:
         for issue in body[kind]:
             issue["message"] = f"{container}/{name}: {scrub(issue['message'])}"
     body["path"] = f"{container}/{name}"
-    return {"blob": name, "etag": props.etag, "size": props.size, **body}
+    return BlobValidation(blob=name, etag=props.etag, size=props.size, **body).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
 def describe_blob(payload: dict) -> dict:
     """The listing facts of one blob (size, ETag, last-modified), or a not-found reason."""
+    ref = BlobRef.model_validate(payload)
     try:
-        props = blob_store().get_properties(payload["container"], payload["blob"])
+        props = blob_store().get_properties(ref.container, ref.blob)
     except BlobNotFound as err:
-        return {"found": False, "reason": str(err)}
-    return {"found": True, "file": FileRef(name=props.name, etag=props.etag, size=props.size,
-                                           last_modified=props.last_modified).model_dump(mode="json")}
+        return BlobDescription(found=False, reason=str(err)).model_dump(mode="json")
+    return BlobDescription(found=True, file=FileRef(name=props.name, etag=props.etag, size=props.size,
+                                                    last_modified=props.last_modified)).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
 def plan_conversion(payload: dict) -> dict:
     """The raster blobs under a prefix, written as chunk blobs; the files that are not rasters."""
+    request = ConversionPlanRequest.model_validate(payload)
     store, config = blob_store(), settings()
     files, ignored = [], []
-    for blob in store.iter_blobs(payload["container"], payload.get("prefix") or ""):
+    for blob in store.iter_blobs(request.container, request.prefix):
         if is_raster_name(blob.name):
             files.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size, last_modified=blob.last_modified))
         else:
             ignored.append(blob.name)
-    chunks = _write_chunks(store, config.system_container, payload["plan_id"], payload["chunk_size"], files)
-    return {"chunks": [c.model_dump(mode="json") for c in chunks], "files": len(files),
-            "ignored": len(ignored), "ignored_names": ignored[:PLAN_NAMES_SHOWN]}
+    chunks = _write_chunks(store, config.system_container, request.plan_id, request.chunk_size, files)
+    return ConversionPlan(chunks=chunks, files=len(files), ignored=len(ignored),
+                          ignored_names=ignored[:PLAN_NAMES_SHOWN]).model_dump(mode="json")
 
 
 # -- cog_conversion -----------------------------------------------------------------------------
@@ -723,8 +761,9 @@ def plan_raster_tiles(payload: dict) -> dict:
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:  # the raster cannot be tiled as asked: a per-file failure, with why
-        return {"outcome": failed(task.file.name, err, started, container=task.container)}
-    return plan.model_dump(mode="json")
+        outcome = TaskOutcome.model_validate(failed(task.file.name, err, started, container=task.container))
+        return TilePlanResult(outcome=outcome).model_dump(mode="json")
+    return TilePlanResult(plan=plan).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
@@ -773,7 +812,8 @@ def _write_tile(store: BlobStore, task: TileTask, tile) -> None:
 @rides_out_outages
 def build_tile_mosaic(payload: dict) -> dict:
     """A VRT over the tile COGs, next to them in the output container, plus a STAC item for it."""
-    container, tiles, vrt_name = payload["output_container"], payload["tiles"], payload["mosaic"]
+    request = MosaicTask.model_validate(payload)
+    container, tiles, vrt_name = request.output_container, request.tiles, request.mosaic
     store = blob_store()
     with staging_dir("vrt") as tmp:
         local_vrt = Path(tmp) / PurePosixPath(vrt_name).name
@@ -782,7 +822,7 @@ def build_tile_mosaic(payload: dict) -> dict:
         mosaic = geo_ops.build_mosaic([p.path for p in paths], local_vrt, gdal_config=config)
         _relativize_vrt(local_vrt, container, vrt_name, [p.path for p in paths])
         store.upload_from_path(container, vrt_name, local_vrt, content_type="application/xml")
-    return {**mosaic.model_dump(mode="json"), "path": f"{container}/{vrt_name}"}
+    return MosaicSummary(**{**mosaic.model_dump(), "path": f"{container}/{vrt_name}"}).model_dump(mode="json")
 
 
 def _relativize_vrt(vrt: Path, container: str, vrt_name: str, tile_paths: list[str]) -> None:
@@ -799,17 +839,18 @@ def _relativize_vrt(vrt: Path, container: str, vrt_name: str, tile_paths: list[s
 @rides_out_outages
 def catalog_tiles(payload: dict) -> dict:
     """One STAC item per tile COG, upserted in one batch."""
-    task = ConvertTask.model_validate(payload["task"])
+    request = CatalogTilesTask.model_validate(payload)
+    task = request.task
     store = blob_store()
     items = []
-    for name in payload["tiles"]:
+    for name in request.tiles:
         gdal = store.gdal_read_path(task.output_container, name)
         stem = PurePosixPath(name).stem
         items.append(_item(task, raster=gdal.path, access=gdal.config, data=(task.output_container, name),
                            data_size=None, item_blob_name=f"{task.file.name}/{stem}",
                            title=f"{task.file.name}, {stem}", thumbnail=_thumbnail(store, task.output_container, name)))
     result = catalog().upsert_items(items)
-    return {"items": len(items), "written": result.written}
+    return CatalogTilesResult(items=len(items), written=result.written).model_dump(mode="json")
 
 
 # -- database_health ----------------------------------------------------------------------------
@@ -831,6 +872,6 @@ def _digest(text: str, length: int = 16) -> str:
 def forget_blob(payload: dict) -> int:
     """Remove the item of a blob that is gone, cataloged in place or converted into
     ``output_container`` (0 when the catalog did not have it)."""
-    ids = {item_id(payload["container"], payload["blob"]),
-           item_id(payload["container"], payload["blob"], payload.get("output_container"))}
-    return catalog().delete_items(payload["collection"], sorted(ids))
+    task = ForgetBlobTask.model_validate(payload)
+    ids = {item_id(task.container, task.blob), item_id(task.container, task.blob, task.output_container)}
+    return catalog().delete_items(task.collection, sorted(ids))

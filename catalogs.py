@@ -393,7 +393,7 @@ class PgStacCatalog:
         else:
             yield self._source
 
-    def _run(self, what: str, work: Callable[[psycopg.Connection], Any]) -> Any:
+    def _run(self, what: str, work: Callable[[psycopg.Connection], Any], *, pipeline: bool = False) -> Any:
         """Run ``work(conn)`` in one transaction, retrying named transient errors (deadlock,
         serialization failure, a pooled connection lost) a bounded number of times with
         exponential backoff and jitter. Anything else that reaches the database fails at once:
@@ -406,7 +406,7 @@ class PgStacCatalog:
                 "%s: transient %s, retry %d", what, type(state.outcome.exception()).__name__,
                 state.attempt_number))
         try:
-            return retrying(self._transaction, work)
+            return retrying(self._transaction, work, pipeline)
         except (*TRANSIENT_ERRORS, _LostConnection) as err:
             cause = err.__cause__ if isinstance(err, _LostConnection) else err
             raise CatalogUnavailable(f"{what}: still failing after {self.retries} retries: {cause}") from err
@@ -415,10 +415,13 @@ class PgStacCatalog:
         except psycopg.Error as err:
             raise CatalogQueryError(f"{what}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
 
-    def _transaction(self, work: Callable[[psycopg.Connection], Any]) -> Any:
+    def _transaction(self, work: Callable[[psycopg.Connection], Any], pipeline: bool = False) -> Any:
+        """``work`` in one transaction; with ``pipeline`` its statements go out without waiting
+        for each answer (one round trip for a write that reads nothing back; no COPY in it)."""
         conn = None
         try:
-            with self._connection() as conn, conn.transaction():
+            with self._connection() as conn, (conn.pipeline() if pipeline else contextlib.nullcontext()), \
+                    conn.transaction():
                 conn.execute("SELECT set_config('search_path', 'pgstac,public', true)")
                 return work(conn)
         except TRANSIENT_ERRORS:
@@ -525,7 +528,7 @@ class PgStacCatalog:
                 cur.executemany(_STAGE_PUT, rows)
             return len(rows)
 
-        staged = self._run(f"stage {len(rows)} items", work)
+        staged = self._run(f"stage {len(rows)} items", work, pipeline=True)
         self._stage_ready = True  # only once a transaction that created the table committed
         return staged
 

@@ -25,6 +25,8 @@ from typing import Any, Iterator, Sequence, TextIO
 
 DEFAULT_URL = "http://127.0.0.1:7071"
 TERMINAL_STATES = {"Completed", "Failed", "Terminated", "Canceled"}
+#: Activities each worker process of the embedded host runs at once (`make bench-sync --threads`).
+PROCESS_THREADS = 2
 
 
 class CliError(Exception):
@@ -282,7 +284,9 @@ def embedded_runtime(state: str, *, port: int = 0, run_timers: bool = False, **o
     settings' task hub in ``<state>/durable.sqlite``, the local directories under ``/files``.
 
     Activities run in worker processes: raster and catalog work holds the GIL for much of its
-    time, and processes doubled sync throughput over threads here (benchmarks/bench_sync.py)."""
+    time, and processes doubled sync throughput over threads here (benchmarks/bench_sync.py);
+    each runs two at once (``PROCESS_THREADS``), so one file's wait for storage or the database
+    does not leave its core idle."""
     from local_runtime import LocalRuntime
     from settings import get_settings
 
@@ -291,6 +295,7 @@ def embedded_runtime(state: str, *, port: int = 0, run_timers: bool = False, **o
     schedule = {"RMH_SYNC_SCHEDULE": config.sync_schedule}  # the settings' default when unset
     return LocalRuntime("function_app:app", db_path=Path(state) / "durable.sqlite", port=port,
                         task_hub=config.task_hub_name, run_timers=run_timers, activity_pool="process",
+                        activity_threads=PROCESS_THREADS,
                         files=local_mounts(config), settings={**schedule, **options.pop("settings", {})},
                         **options)
 

@@ -6,6 +6,7 @@ orchestrations through the Durable client, and map errors to status codes in one
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import functools
 import hmac
@@ -28,7 +29,7 @@ import orchestrators
 import stac_ops
 import storage
 from entities import METRICS_ENTITY
-from models import (OPERATIONS, IngestBlobRequest, JobRequest, SyncContainerRequest, instance_id_for, job_tasks,
+from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks,
                     problems_of)
 from settings import SettingsError, get_settings
 
@@ -310,7 +311,23 @@ async def _require(client: df.DurableOrchestrationClient, instance_id: str,
 @api
 async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """A job's runtime status, operation, times, progress and output."""
-    return _json(status_body(await _require(client, job_id_param(req))))
+    status = await _require(client, job_id_param(req))
+    body = status_body(status)
+    if status.runtime_status in RUNNING_STATES and isinstance(status.custom_status, dict):
+        body["customStatus"] = await live_progress(client, status)
+    return _json(body)
+
+
+async def live_progress(client: df.DurableOrchestrationClient, status: df.DurableOrchestrationStatus) -> Any:
+    """A running job's progress: its own (chunks it has merged) plus what its chunks that it has
+    not merged yet report of their files (running, or finished after the job last updated)."""
+    prefix = f"{status.instance_id}:"
+    since = status.last_updated_time
+    chunks = [c.custom_status for c in await client.get_status_by(instance_id_prefix=prefix)
+              if ":" not in c.instance_id[len(prefix):] and (
+                  c.runtime_status in RUNNING_STATES
+                  or (c.runtime_status == RS.Completed and since and c.last_updated_time and c.last_updated_time > since))]
+    return Progress.combined(status.custom_status, chunks)
 
 
 @app.route(route="jobs/{instance_id}/tasks", methods=["GET"])
@@ -323,18 +340,41 @@ async def get_job_tasks(req: func.HttpRequest, client: df.DurableOrchestrationCl
     wanted = req.params.get("status")
     if wanted is not None and wanted not in TASK_STATUSES:
         raise ApiError(400, f"unknown task status {wanted[:40]!r}", known_statuses=list(TASK_STATUSES))
-    status = await _require(client, instance_id, show_history=True, show_history_output=True)
+    status = await _require(client, instance_id)
     children = await client.get_status_by(instance_id_prefix=f"{instance_id}:")
-    histories = [status]
-    for child in sorted(children, key=lambda c: c.instance_id):
-        histories.append(await client.get_status(child.instance_id, show_history=True,
-                                                 show_history_output=True))
-    tasks = job_tasks([h.historyEvents or [] for h in histories if h])
+    tasks = []
+    for part in [status, *sorted(children, key=lambda c: c.instance_id)]:
+        tasks += await _instance_tasks(client, part)
     if wanted:
         tasks = [t for t in tasks if t.status == wanted]
     page = tasks[skip:skip + top]
     return _json({"instanceId": instance_id, "total": len(tasks), "skip": skip, "top": top,
                   "tasks": [t.model_dump(mode="json") for t in page]})
+
+
+# The tasks of finished instances, by (instance id, last update): their histories no longer
+# change, so a page of a large finished job is not rebuilt from every chunk's history each time.
+_FINISHED_TASKS: "collections.OrderedDict[tuple[str, Any], list]" = collections.OrderedDict()
+FINISHED_TASKS_KEPT = 200_000  # task records (about 1 KB each)
+_FINISHED_COUNT = 0
+
+
+async def _instance_tasks(client: df.DurableOrchestrationClient, status: df.DurableOrchestrationStatus) -> list:
+    """The item tasks in one instance's history (``models.job_tasks``), remembered once it ended."""
+    key = (status.instance_id, status.last_updated_time)
+    finished = status.runtime_status not in RUNNING_STATES
+    if finished and key in _FINISHED_TASKS:
+        _FINISHED_TASKS.move_to_end(key)
+        return _FINISHED_TASKS[key]
+    full = await client.get_status(status.instance_id, show_history=True, show_history_output=True)
+    tasks = job_tasks([full.historyEvents or []]) if full else []
+    if finished:
+        global _FINISHED_COUNT
+        _FINISHED_TASKS[key] = tasks
+        _FINISHED_COUNT += len(tasks)
+        while _FINISHED_COUNT > FINISHED_TASKS_KEPT and len(_FINISHED_TASKS) > 1:
+            _FINISHED_COUNT -= len(_FINISHED_TASKS.popitem(last=False)[1])
+    return tasks
 
 
 def _number_param(req: func.HttpRequest, name: str, default, low, high, kind: type = int):

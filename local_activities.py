@@ -22,9 +22,12 @@ import inspect
 import json
 import logging
 import logging.handlers
+import itertools
 import multiprocessing
+import os
+import queue
+import threading
 import traceback
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,15 +163,15 @@ async def call_user_function(fn: Any, kwargs: dict[str, Any]) -> Any:
     return result
 
 
-_WORKER_LOOP: asyncio.AbstractEventLoop | None = None
+_WORKER_LOOPS = threading.local()
 
 
 def _worker_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per pool worker for ``async def`` activities run there."""
-    global _WORKER_LOOP
-    if _WORKER_LOOP is None or _WORKER_LOOP.is_closed():
-        _WORKER_LOOP = asyncio.new_event_loop()
-    return _WORKER_LOOP
+    """One event loop per worker thread for ``async def`` activities run there."""
+    loop = getattr(_WORKER_LOOPS, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _WORKER_LOOPS.loop = asyncio.new_event_loop()
+    return loop
 
 
 # -- worker processes ----------------------------------------------------------------------------
@@ -199,6 +202,136 @@ def _init_forked(queue: Any, level: int) -> None:
     _forward_logs(queue, level)
 
 
+def _worker_main(tasks: Any, results: Any, threads: int, initializer: Any, initargs: tuple) -> None:
+    """A worker process: run up to ``threads`` calls at once on its own threads, as the Python
+    worker runs sync functions on a thread pool; exit when told or when the host is gone."""
+    initializer(*initargs)
+    results.put((-1, "ready", os.getpid()))
+    host = os.getppid()
+    slots = threading.Semaphore(threads)
+    pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="activity")
+
+    def run(key: int, fn: Any, args: tuple) -> None:
+        try:
+            value: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as err:  # noqa: BLE001 - reported to the host as the call's failure
+            value = (False, f"{type(err).__name__}: {err}")
+        finally:
+            slots.release()
+        results.put((key, *value))
+
+    while True:
+        slots.acquire()
+        while True:
+            try:
+                item = tasks.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if os.getppid() != host:  # the host died (kill -9): do not linger
+                    os._exit(0)
+        if item is None:
+            break
+        key, fn, args = item
+        results.put((key, "taken", os.getpid()))
+        pool.submit(run, key, fn, args)
+    pool.shutdown(wait=True)
+
+
+class WorkerProcesses:
+    """``processes`` spawned worker processes that each run up to ``threads`` calls at once;
+    ``submit`` returns a ``concurrent.futures.Future``. A worker that dies fails the calls it
+    had taken ("worker process died") and is replaced, so no call waits forever."""
+
+    def __init__(self, processes: int, threads: int, context: Any, initializer: Any,
+                 initargs: tuple) -> None:
+        self._context, self._threads = context, threads
+        self._init = (initializer, initargs)
+        self._tasks, self._results = context.Queue(), context.Queue()
+        self._futures: dict[int, concurrent.futures.Future[Any]] = {}
+        self._taken: dict[int, int] = {}  # call → pid of the worker running it
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._closed = False
+        self._started = 0
+        self._all_started = threading.Event()
+        self._procs = [self._spawn() for _ in range(processes)]
+        self._collector = threading.Thread(target=self._collect, name="activity-results", daemon=True)
+        self._collector.start()
+
+    def _spawn(self) -> Any:
+        proc = self._context.Process(target=_worker_main, args=(
+            self._tasks, self._results, self._threads, *self._init), daemon=True)
+        proc.start()
+        return proc
+
+    def submit(self, fn: Any, *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        key = next(self._ids)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the activity pool is shut down")
+            self._futures[key] = future
+        self._tasks.put((key, fn, args))
+        return future
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                key, status, value = self._results.get(timeout=1.0)
+            except queue.Empty:
+                self._check_workers()
+                continue
+            except (EOFError, OSError):
+                return
+            if key is None:
+                return
+            with self._lock:
+                if status == "ready":
+                    self._started += 1
+                    if self._started >= len(self._procs):
+                        self._all_started.set()
+                    continue
+                if status == "taken":
+                    self._taken[key] = value
+                    continue
+                self._taken.pop(key, None)
+                future = self._futures.pop(key, None)
+            if future is None or not future.set_running_or_notify_cancel():
+                continue
+            if status is True:
+                future.set_result(value)
+            else:
+                future.set_exception(RuntimeError(value))
+
+    def _check_workers(self) -> None:
+        for index, proc in enumerate(self._procs):
+            if proc.is_alive() or self._closed:
+                continue
+            with self._lock:
+                lost = [k for k, pid in self._taken.items() if pid == proc.pid]
+                futures = [self._futures.pop(k, None) for k in lost]
+                for k in lost:
+                    del self._taken[k]
+            for future in filter(None, futures):
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(RuntimeError(f"worker process {proc.pid} died (exit code {proc.exitcode})"))
+            self._procs[index] = self._spawn()
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Every worker process has started and imported the app (or ``timeout`` passed)."""
+        return self._all_started.wait(timeout)
+
+    def shutdown(self, wait: bool = False, cancel_futures: bool = True) -> None:
+        with self._lock:
+            self._closed = True
+            futures, self._futures = list(self._futures.values()), {}
+        for future in futures:
+            future.cancel()
+        for proc in self._procs:
+            proc.terminate()
+        self._results.put((None, None, None))
+
+
 class _ToHostLoggers(logging.Handler):
     """Hands a worker's record to the host logger of the same name (and so its handlers)."""
 
@@ -214,7 +347,7 @@ class ActivityPool:
     """The worker pool; with processes, also the listener of their log records."""
 
     def __init__(self, kind: str, workers: int, index: FunctionIndex,
-                 app_ref: str | None = None) -> None:
+                 app_ref: str | None = None, threads: int = 1) -> None:
         if kind not in ("thread", "process"):
             raise ValueError(f"activity pool kind must be 'thread' or 'process', not {kind!r}")
         self.kind = kind
@@ -223,24 +356,23 @@ class ActivityPool:
             self.executor: concurrent.futures.Executor = concurrent.futures.ThreadPoolExecutor(
                 workers, thread_name_prefix="activity")
             return
-        self._context = multiprocessing.get_context("spawn" if app_ref is not None else "fork")
-        self._workers, self._app_ref = workers, app_ref
-        queue = self._context.Queue()
+        context = multiprocessing.get_context("spawn" if app_ref is not None else "fork")
+        queue = context.Queue()
         self.listener = logging.handlers.QueueListener(queue, _ToHostLoggers())
         self.listener.start()
-        self._queue, self._level = queue, logging.getLogger().getEffectiveLevel()
-        if app_ref is None:
+        level = logging.getLogger().getEffectiveLevel()
+        if app_ref is not None:
+            self.executor = WorkerProcesses(workers, threads, context, _init_spawned, (queue, level, app_ref))
+        else:
             _PROCESS_ACTIVITIES.update(index.activities)
-        self.executor = self._process_executor()
+            self.executor = WorkerProcesses(workers, threads, context, _init_forked, (queue, level))
 
-    def _process_executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._app_ref is not None:
-            return concurrent.futures.ProcessPoolExecutor(
-                self._workers, mp_context=self._context, initializer=_init_spawned,
-                initargs=(self._queue, self._level, self._app_ref))
-        return concurrent.futures.ProcessPoolExecutor(
-            self._workers, mp_context=self._context, initializer=_init_forked,
-            initargs=(self._queue, self._level))
+    def wait_started(self, timeout: float | None = None) -> None:
+        """Block until every worker process has started and imported the app, as the Functions
+        host starts its language workers before the first invocation (nothing to wait for with
+        threads); the first fan-out then runs at full width."""
+        if isinstance(self.executor, WorkerProcesses):
+            self.executor.wait_started(timeout)
 
     @property
     def in_process(self) -> bool:
@@ -249,20 +381,10 @@ class ActivityPool:
     def submit(self, activity: ActivityFunction, input_text: str | None,
                client_json: str | None, blobs: dict[str, bytes | None]
                ) -> concurrent.futures.Future[ActivityOutcome]:
-        if not self.in_process:
-            return self.executor.submit(run_activity, activity, input_text, client_json, blobs)
-        try:
+        if self.in_process:
             return self.executor.submit(run_activity_in_process, activity.name, input_text,
                                         client_json, blobs)
-        except BrokenProcessPool:
-            # A worker died (killed by the OS, a crash in native code): the activities it had
-            # were failed with "Activity host failure"; start a fresh pool, as the Functions
-            # host restarts a dead language worker, so their retries and all later work run.
-            logger.warning("activity worker process died; starting a new process pool")
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = self._process_executor()
-            return self.executor.submit(run_activity_in_process, activity.name, input_text,
-                                        client_json, blobs)
+        return self.executor.submit(run_activity, activity, input_text, client_json, blobs)
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -140,7 +140,9 @@ class LocalRuntime:
     are allowed.
     ``settings``: app settings for ``%NAME%`` timer schedules (the environment is the fallback).
     ``activity_pool``: ``"thread"`` (default) or ``"process"`` (spawned workers that import
-    the app when it is given as an import string, else forked workers; Linux).
+    the app when it is given as an import string, else forked workers; Linux): then
+    ``max_activity_workers`` processes, each running up to ``activity_threads`` activities at
+    once on its own threads (as the Python worker runs sync functions on a thread pool; default 1).
     ``run_timers``: fire timer triggers on their schedules (``fire_timer`` works regardless).
     ``blob_store``: the ``storage.BlobStore`` for blob bindings and the Event Grid emulation
     (default: the app's own, from its settings, built when first needed).
@@ -165,7 +167,8 @@ class LocalRuntime:
                  event_grid_poll_interval: float = 1.0, credential: Any = None,
                  http_poll_ms: int = DEFAULT_POLL_MS,
                  max_request_body: int = DEFAULT_MAX_BODY,
-                 files: Mapping[str, str | os.PathLike[str]] | None = None) -> None:
+                 files: Mapping[str, str | os.PathLike[str]] | None = None,
+                 activity_threads: int = 1) -> None:
         self.app_ref = app if isinstance(app, str) else None
         self.files = {prefix: Path(d) for prefix, d in (files or {}).items()}
         self.app = load_app(app)
@@ -186,6 +189,9 @@ class LocalRuntime:
         self.task_hub = task_hub
         self.settings = dict(settings or {})
         self.activity_pool = activity_pool
+        if activity_threads < 1:
+            raise RuntimeConfigError("activity_threads must be at least 1")
+        self.activity_threads = activity_threads
         self.run_timers = run_timers
         self.route_prefix = route_prefix
         self._blob_store = blob_store
@@ -214,6 +220,7 @@ class LocalRuntime:
         self._loop = _SharedLoop.get()
         try:
             asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+            self._engine.pool.wait_started(timeout=120)  # ready once its workers are (as the host)
         except BaseException:
             asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result()
             self._loop = None
@@ -240,6 +247,7 @@ class LocalRuntime:
         self._engine = Engine(
             self.index, Store(self.db_path), max_activity_workers=self.max_activity_workers,
             activity_pool=self.activity_pool, app_ref=self.app_ref, blob_store=store,
+            activity_threads=self.activity_threads,
             credential=(lambda: credential) if credential is not None else None,
             http_poll_ms=self.http_poll_ms)
         self._management = Management(self._engine)
@@ -460,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None,
                        help="maxConcurrentActivityFunctions (default: host.json, else CPUs)")
     serve.add_argument("--activity-pool", choices=("thread", "process"), default="thread")
+    serve.add_argument("--activity-threads", type=int, default=1,
+                       help="activities each worker process runs at once (process pool)")
     serve.add_argument("--function-key", action="append", default=[],
                        help="NAME=KEY function key (repeatable); enables key checks; the name "
                             "durabletask_extension sets the system key")
@@ -549,6 +559,7 @@ def serve(args: argparse.Namespace) -> int:
             max_activity_workers=args.workers or host_settings.max_activity_workers,
             function_keys=parse_function_keys(args.function_key) or None,
             master_key=args.master_key, activity_pool=args.activity_pool,
+            activity_threads=args.activity_threads,
             task_hub=host_settings.task_hub, route_prefix=host_settings.route_prefix,
             settings=host_settings.values, event_grid_containers=args.event_grid_container,
             event_grid_poll_interval=args.event_grid_interval,

@@ -189,8 +189,25 @@ class Live:
         return number
 
     def engine_json(self) -> str:
-        return json.dumps({"counter": self.counter, "nodes": self.nodes,
+        """The mirror as stored; ``history`` is the history length it reflects (episodes that
+        only completed tasks of a waiting task_all are not stored: ``catch_up`` redoes them)."""
+        return json.dumps({"counter": self.counter, "nodes": self.nodes, "history": len(self.history),
                            "dispatched": self.dispatched, "waits": dict(self.waits)})
+
+    def catch_up(self, text: str | None) -> None:
+        """Apply to a mirror loaded from ``text`` the task completions recorded after it was
+        stored (``Engine.decide`` records those episodes without storing the mirror)."""
+        if not text:
+            return
+        since = json.loads(text).get("history")
+        for line in self.history[since:] if since is not None else ():
+            if '"EventType": 5,' not in line and '"EventType": 8,' not in line:
+                continue  # (TaskCompleted, SubOrchestrationInstanceCompleted) without parsing
+            ev = json.loads(line)
+            if ev["EventType"] in (HE.TASK_COMPLETED, HE.SUB_ORCHESTRATION_INSTANCE_COMPLETED):
+                node = self.index.pop(ev.get("TaskScheduledId"), None)
+                if node is not None:
+                    node["done"] = True
 
     def load_engine_json(self, text: str | None) -> None:
         if not text:
@@ -241,6 +258,35 @@ class Decisions:
     dry: bool = False
     guids: dict[int, str] = field(default_factory=dict)
     terminal_failures: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ReplayStats:
+    """What replaying orchestrations through the SDK cost this engine: episodes run through the
+    SDK (``invoked``, the history events handed to it and the seconds it took, longest episode
+    too) and episodes recorded without it (``elided``: they could not change its answer)."""
+
+    invoked: int = 0
+    elided: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    longest_events: int = 0
+    longest_seconds: float = 0.0
+
+    def record(self, events: int, seconds: float) -> None:
+        self.invoked += 1
+        self.events += events
+        self.seconds += seconds
+        if seconds > self.longest_seconds:
+            self.longest_events, self.longest_seconds = events, seconds
+
+    def summary(self) -> dict[str, Any]:
+        per = self.seconds / self.invoked if self.invoked else 0.0
+        return {"invoked": self.invoked, "elided": self.elided, "events": self.events,
+                "seconds": round(self.seconds, 3), "ms_per_episode": round(per * 1000, 3),
+                "us_per_event": round(self.seconds / self.events * 1e6, 2) if self.events else None,
+                "longest_episode": {"events": self.longest_events,
+                                    "ms": round(self.longest_seconds * 1000, 2)}}
 
 
 @dataclass

@@ -96,6 +96,12 @@ class ListContainerRequest(ContainerJob):
     prefix: Prefix = ""
 
 
+#: Files per sync chunk unless a request says otherwise (``RMH_SYNC_CHUNK_SIZE`` for the timer):
+#: a chunk replays O(its size) per episode, and progress every 1% costs about a hundred replays
+#: per job, so 100 keeps both small (``make bench-sync`` measures 100 / 500 / 1,000).
+SYNC_CHUNK_SIZE = 100
+
+
 class SyncContainerRequest(ContainerJob):
     """Catalog every raster of a container; incremental by ETag unless ``mode`` is ``full``."""
 
@@ -275,6 +281,24 @@ class Progress(BaseModel):
                    started=started, updated=now, eta=eta)
 
 
+    @classmethod
+    def combined(cls, job: dict[str, Any], chunks: list[dict[str, Any]]) -> dict[str, Any]:
+        """A job's progress with its running chunks' own (each chunk reports as its files
+        finish; the job counts a chunk's files once the chunk has finished). Custom statuses
+        that are not progress are left as they are."""
+        try:
+            mine = cls.model_validate(job)
+            parts = [cls.model_validate(c) for c in chunks if isinstance(c, dict) and "total" in c]
+        except ValueError:
+            return job
+        if not parts or mine.started is None:
+            return job
+        now = max([p.updated for p in parts if p.updated] + [mine.updated or mine.started])
+        return cls.at(mine.stage, total=mine.total, done=mine.done + sum(p.done for p in parts),
+                      failed=mine.failed + sum(p.failed for p in parts), started=mine.started,
+                      now=now).model_dump(mode="json")
+
+
 # -- what crosses the Durable boundary between orchestrators and activities ---------------------
 
 class TaskOutcome(BaseModel):
@@ -330,7 +354,7 @@ class SyncPlanRequest(BaseModel):
     collection_description: str | None = None
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
-    chunk_size: int = 500
+    chunk_size: int = SYNC_CHUNK_SIZE
     plan_id: str
 
 
@@ -401,6 +425,139 @@ class TileTask(BaseModel):
     options_digest: str
     catalog: bool = True  # a cataloged tile gets a thumbnail beside it
     tile: dict[str, Any]
+
+
+class BlobRef(BaseModel):
+    """One blob: the payload of the per-blob activities (describe, validate)."""
+
+    container: str
+    blob: str
+
+
+class BlobDescription(BaseModel):
+    """``describe_blob``'s answer: the blob's listing facts, or why it was not found."""
+
+    found: bool
+    file: FileRef | None = None
+    reason: str | None = None
+
+
+class CollectionRef(BaseModel):
+    collection: str
+
+
+class CatalogSummary(BaseModel):
+    """``finalize_catalog``'s answer: the collection, where the catalog is, its extent."""
+
+    collection: str
+    catalog: str
+    bbox: list[float] | None = None
+
+
+class RemoveItemsTask(BaseModel):
+    collection: str
+    item_ids: list[str]
+
+
+class ForgetBlobTask(BlobRef):
+    collection: str
+    output_container: str | None = None  # a converting ingest: its COG's item is removed too
+
+
+class StageRef(BaseModel):
+    """The stage a chunk's activities park their items under until the chunk flushes them."""
+
+    stage: str
+
+
+class ConversionPlanRequest(BaseModel):
+    container: str
+    prefix: str = ""
+    chunk_size: int
+    plan_id: str
+
+
+class ConversionPlan(BaseModel):
+    """The raster blobs under a prefix, as chunk blobs; the names that are not rasters."""
+
+    chunks: list[ChunkRef]
+    files: int
+    ignored: int
+    ignored_names: list[str]
+
+
+class CatalogChunkTask(BaseModel):
+    """Input of a ``catalog_chunk`` sub-orchestration: its chunk blob and where its items go.
+    ``progress_every``: files between two progress reports of the chunk (1% of the job)."""
+
+    chunk: ChunkRef
+    container: str
+    collection: str
+    progress_every: int = Field(1, ge=1)
+
+
+class ConvertChunkTask(BaseModel):
+    """Input of a ``convert_chunk`` sub-orchestration: the per-file task with an empty file, and
+    the chunk's files (a chunk blob of a prefix plan, or blob names to describe)."""
+
+    task: ConvertTask
+    chunk: ChunkRef | None = None
+    blobs: list[str] | None = None
+    progress_every: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ConvertChunkTask":
+        if (self.chunk is None) == (self.blobs is None):
+            raise ValueError("a conversion chunk has either a chunk blob or blob names")
+        return self
+
+
+class TilePlanResult(BaseModel):
+    """``plan_raster_tiles``'s answer: the plan, or the outcome of a source that cannot be tiled."""
+
+    plan: geo_ops.TilePlan | None = None
+    outcome: TaskOutcome | None = None
+
+
+class MosaicTask(BaseModel):
+    output_container: str
+    tiles: list[str]
+    mosaic: str
+
+
+class MosaicSummary(geo_ops.MosaicResult):
+    """``build_tile_mosaic``'s answer: the mosaic and where it is (``container/blob``)."""
+
+    path: str
+
+
+class CatalogTilesTask(BaseModel):
+    task: ConvertTask
+    tiles: list[str]
+
+
+class CatalogTilesResult(BaseModel):
+    items: int
+    written: int
+
+
+class InventorySummary(BaseModel):
+    """``write_inventory``'s answer: totals, and where the full inventory was written."""
+
+    container: str
+    prefix: str
+    count: int
+    bytes: int
+    by_extension: dict[str, dict[str, int]]
+    inventory: BlobRef
+
+
+class BlobValidation(geo_ops.ValidationReport):
+    """``validate_blob``'s answer: the validation report of a blob, with its listing facts."""
+
+    blob: str
+    etag: str | None = None
+    size: int | None = None
 
 
 FAILURES_SHOWN = 1000

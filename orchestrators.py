@@ -3,7 +3,9 @@
 Deterministic by construction: time from ``context.current_utc_datetime``, no I/O, no environment
 reads; data crosses the Durable boundary as plain JSON and is validated again with pydantic.
 Large fan-outs go through sub-orchestrations of one chunk each (ids ``<job id>:chunk-00001``), so
-no history grows past a few thousand events, and the parent reports progress as chunks finish.
+no history grows past a few thousand events. The parent reports progress as chunks finish; each
+chunk reports its own as every 1% of the job (at least every file or tile) finishes, and the job
+API adds the running chunks' progress to the parent's (``Progress.combined``).
 Every top-level job signals the ``job_metrics`` entity of its operation when it starts and ends.
 """
 from __future__ import annotations
@@ -16,13 +18,27 @@ import azure.durable_functions as df
 import activities as act
 from entities import METRICS_ENTITY
 from models import (
+    SYNC_CHUNK_SIZE,
+    BlobDescription,
+    BlobRef,
+    BlobValidation,
+    CatalogChunkTask,
     CatalogFileRequest,
+    CatalogSummary,
+    CatalogTilesResult,
+    CatalogTilesTask,
+    ChunkRef,
+    CollectionRef,
+    ConversionPlan,
+    ConversionPlanRequest,
+    ConvertChunkTask,
     CogConversionRequest,
     CogOptions,
     CollectionSpec,
     ConvertTask,
     DatabaseHealthRequest,
     FileRef,
+    ForgetBlobTask,
     GreetingTask,
     HelloWorldRequest,
     HelloWorldResult,
@@ -30,16 +46,23 @@ from models import (
     InspectResult,
     JobEnded,
     JobResult,
+    InventorySummary,
     ListContainerRequest,
+    MosaicSummary,
+    MosaicTask,
     ProcessTiledRasterRequest,
     Progress,
+    RemoveItemsTask,
+    StageRef,
     SyncContainerRequest,
     SyncJobPlan,
     SyncPlanRequest,
     TaskOutcome,
+    TilePlanResult,
     TileTask,
     ValidateRasterRequest,
 )
+from catalogs import CatalogHealth, UpsertResult
 
 bp = df.Blueprint()
 
@@ -87,7 +110,7 @@ def report(context: df.DurableOrchestrationContext, stage: str, result: JobResul
 
 
 def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResult, *,
-           stage: str, total: int, names: list[list[str] | dict]):
+           stage: str, total: int, names: list[list[str] | ChunkRef]):
     """Wait for chunk sub-orchestrations one by one, merging each JobResult into ``result`` and
     updating progress. A chunk that failed outright (a fault beyond its retries) counts each of
     its files as failed with the chunk's reason, under the file's real blob name (``names[i]``:
@@ -100,9 +123,10 @@ def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResu
         pending.remove(winner)
         if isinstance(winner.result, Exception):
             chunk_names = names[index]
-            if isinstance(chunk_names, dict):  # a chunk blob: read its file names once, now
-                files = yield context.call_activity_with_retry(act.read_chunk, RETRY, chunk_names)
-                chunk_names = [f["name"] for f in files]
+            if isinstance(chunk_names, ChunkRef):  # a chunk blob: read its file names once, now
+                files = yield context.call_activity_with_retry(
+                    act.read_chunk, RETRY, chunk_names.model_dump(mode="json"))
+                chunk_names = [FileRef.model_validate(f).name for f in files]
             reason = _first_line(winner.result)
             result.add([TaskOutcome(name=name, status="failed", error="ChunkFailed", reason=reason)
                         for name in chunk_names])
@@ -112,18 +136,59 @@ def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResu
     return result
 
 
-def settle(context: df.DurableOrchestrationContext, tasks: list):
+def settle(context: df.DurableOrchestrationContext, tasks: list, *, every: int | None = None,
+           progress: Callable[[int, int], None] | None = None):
     """Wait for every task and return their results in order; a task that failed beyond its
     retries gives its exception in its place instead of failing its siblings (``task_all`` fails
-    fast on the first failure, which would lend every file of a chunk one file's fault)."""
-    pending = list(tasks)
-    while pending:
-        try:
-            yield context.task_all(pending)
-        except Exception:  # noqa: BLE001 - each failure is read from its own task below
-            pass
-        pending = [task for task in pending if not task.is_completed]
+    fast on the first failure, which would lend every file of a chunk one file's fault).
+
+    With ``every``, the tasks (all scheduled by the first wait) are awaited in groups of that
+    many, in order, and ``progress(finished, failed)`` runs as each group is through: the
+    orchestrator resumes about once per group, not once per task (the host records a completion
+    that finishes no group without replaying; see the runtime notes), and each resume costs
+    O(group), so progress every 1% of a job costs about a hundred replays of its chunks."""
+    size = max(1, every or len(tasks))
+    groups = [context.task_all(tasks[i:i + size]) for i in range(0, len(tasks), size)]
+    waiting = context.task_any(groups) if len(groups) > 1 else (groups[0] if groups else None)
+    finished = failed = 0
+    for number, group in enumerate(groups, 1):
+        while True:
+            try:
+                yield waiting
+            except Exception:  # noqa: BLE001 - each failure is read from its own task below
+                pass
+            running = [task for task in group.children if not task.is_completed]
+            if not running:
+                break
+            waiting = context.task_all(running)  # the group failed fast: wait for the rest of it
+        finished += len(group.children)
+        failed += sum(1 for task in group.children if is_failure(task.result))
+        if progress is not None and number < len(groups):
+            progress(finished, failed)
+        waiting = groups[number] if number < len(groups) else None
     return [task.result for task in tasks]
+
+
+def is_failure(value: Any) -> bool:
+    """A task's result is a failure: its exception, a failed outcome, or a JobResult with failures."""
+    return isinstance(value, Exception) or (isinstance(value, dict) and (
+        value.get("status") == "failed" or bool(value.get("failed"))))
+
+
+def report_counts(context: df.DurableOrchestrationContext, stage: str, *, total: int, finished: int,
+                  failed: int, started, base: JobResult | None = None) -> None:
+    """Publish the progress of a fan-out (``finished`` tasks, ``failed`` of them) on top of what
+    ``base`` already counted."""
+    done = finished - failed
+    if base is not None:
+        done, failed = done + base.done + base.skipped, failed + base.failed
+    context.set_custom_status(Progress.at(stage, total=total, done=done, failed=failed, started=started,
+                                          now=context.current_utc_datetime).model_dump(mode="json"))
+
+
+def progress_step(total: int) -> int:
+    """Tasks between two progress reports: every task, or every 1% of the job when it is larger."""
+    return max(1, total // 100)
 
 
 def outcome_of(name: str, result: Any) -> TaskOutcome:
@@ -172,9 +237,10 @@ def list_container(context: df.DurableOrchestrationContext):
 def _list_container(context, result: JobResult):
     request = ListContainerRequest.model_validate(context.get_input())
     report(context, "listing", result, 0)
-    summary = yield context.call_activity_with_retry(act.write_inventory, RETRY, request.model_dump(mode="json"))
-    result.total = result.done = summary["count"]
-    result.detail = summary
+    summary = InventorySummary.model_validate((yield context.call_activity_with_retry(
+        act.write_inventory, RETRY, request.model_dump(mode="json"))))
+    result.total = result.done = summary.count
+    result.detail = summary.model_dump(mode="json")
     return result
 
 
@@ -192,49 +258,64 @@ def _sync_container(context, result: JobResult):
     plan_request = SyncPlanRequest(container=request.container, prefix=request.prefix,
                                    collection=request.collection, collection_title=request.collection_title,
                                    collection_description=request.collection_description, mode=request.mode,
-                                   dry_run=request.dry_run, chunk_size=request.chunk_size or 500,
+                                   dry_run=request.dry_run, chunk_size=request.chunk_size or SYNC_CHUNK_SIZE,
                                    plan_id=context.instance_id.replace(":", "-"))
     plan = SyncJobPlan.model_validate((yield context.call_activity_with_retry(
         act.plan_sync, RETRY, plan_request.model_dump(mode="json"))))
     result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks", "removed_ids"})}
     if request.dry_run:
         return result
+    # A file already cataloged for its ETag is skipped: counted (total, skipped), not scheduled.
+    result.total = result.skipped = plan.counts.get("unchanged", 0)
     if plan.removed_ids:
-        removed = yield context.call_activity_with_retry(
-            act.remove_items, RETRY, {"collection": plan.collection, "item_ids": plan.removed_ids})
+        removed = yield context.call_activity_with_retry(act.remove_items, RETRY, RemoveItemsTask(
+            collection=plan.collection, item_ids=plan.removed_ids).model_dump(mode="json"))
         result.detail["removed"] = removed
-    total = sum(chunk.count for chunk in plan.chunks)
-    tasks = [context.call_sub_orchestrator(catalog_chunk, {"chunk": c.model_dump(mode="json"),
-                                                           "container": request.container,
-                                                           "collection": plan.collection},
-                                           chunk_id(context, "chunk", i), expected_type=dict)
-             for i, c in enumerate(plan.chunks)]
-    names = [c.model_dump(mode="json") for c in plan.chunks]
-    result = yield from gather(context, tasks, result, stage="cataloging", total=total, names=names)
-    result.detail["catalog"] = yield context.call_activity_with_retry(
-        act.finalize_catalog, RETRY, {"collection": plan.collection})
+    total = result.total + sum(chunk.count for chunk in plan.chunks)
+    every = progress_step(total)
+    tasks = [context.call_sub_orchestrator(catalog_chunk, CatalogChunkTask(
+        chunk=c, container=request.container, collection=plan.collection, progress_every=every,
+    ).model_dump(mode="json"), chunk_id(context, "chunk", i), expected_type=dict)
+        for i, c in enumerate(plan.chunks)]
+    result = yield from gather(context, tasks, result, stage="cataloging", total=total, names=list(plan.chunks))
+    result.detail["catalog"] = yield from finalize(context, plan.collection)
     return result
+
+
+def finalize(context, collection: str):
+    """Refresh the collection's extent and summaries (and the static catalog's links)."""
+    summary = yield context.call_activity_with_retry(
+        act.finalize_catalog, RETRY, CollectionRef(collection=collection).model_dump(mode="json"))
+    return CatalogSummary.model_validate(summary).model_dump(mode="json")
 
 
 @bp.orchestration_trigger(context_name="context", input_type=dict)
 def catalog_chunk(context: df.DurableOrchestrationContext):
-    """One chunk of a sync: read its file list, catalog each file, fan in."""
-    payload = context.get_input()
-    files = yield context.call_activity_with_retry(act.read_chunk, RETRY, payload["chunk"])
+    """One chunk of a sync: read its file list, catalog each file, fan in; progress every 1% of
+    the job."""
+    chunk = CatalogChunkTask.model_validate(context.get_input())
+    started = context.current_utc_datetime
+    listed = yield context.call_activity_with_retry(act.read_chunk, RETRY, chunk.chunk.model_dump(mode="json"))
+    files = [FileRef.model_validate(f) for f in listed]
     # Each file's activity stages its item; one flush writes the chunk's items in one batch.
     # The stage is this run's own (a rerun of the chunk id never flushes an older run's items).
     stage = f"{context.instance_id}/{context.new_uuid()}"
-    # Plain dicts (ConvertTask fields; the activity validates them): this list is rebuilt on
-    # every replay of the chunk, so it stays cheap.
-    tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {
-        "container": payload["container"], "file": f, "collection": payload["collection"], "stage": stage})
-        for f in files]
-    results = yield from settle(context, tasks)
-    outcomes = [outcome_of(f["name"], r) for f, r in zip(files, results)]
+    # The payloads are ConvertTask's JSON with each validated file's listing as read (the
+    # activity validates the task again); every replay of the chunk rebuilds them, so no
+    # model is dumped per file here.
+    base = ConvertTask(container=chunk.container, file=FileRef(name=""), collection=chunk.collection,
+                       stage=stage).model_dump(mode="json")
+    tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {**base, "file": f}) for f in listed]
+    results = yield from settle(context, tasks, every=chunk.progress_every, progress=lambda n, bad: report_counts(
+        context, "cataloging", total=len(files), finished=n, failed=bad, started=started))
+    outcomes = [outcome_of(f.name, r) for f, r in zip(files, results)]
     if any(o.status == "done" for o in outcomes):
-        yield context.call_activity_with_retry(act.flush_items, RETRY, {"stage": stage})
+        flushed = yield context.call_activity_with_retry(act.flush_items, RETRY, StageRef(stage=stage).model_dump(mode="json"))
+        UpsertResult.model_validate(flushed)
     result = JobResult(operation="catalog_chunk")
     result.add(outcomes)
+    report_counts(context, "cataloging", total=len(files), finished=result.total, failed=result.failed,
+                  started=started)
     return result.model_dump(mode="json")
 
 
@@ -257,8 +338,7 @@ def _catalog_file(context, result: JobResult):
         container=request.container, file=file, collection=collection,
         datetime=request.datetime).model_dump(mode="json"))
     result.add([TaskOutcome.model_validate(outcome)])
-    result.detail["catalog"] = yield context.call_activity_with_retry(
-        act.finalize_catalog, RETRY, {"collection": collection})
+    result.detail["catalog"] = yield from finalize(context, collection)
     return result
 
 
@@ -283,11 +363,12 @@ def collection_spec(request, *, holds: str, source: str) -> dict:
 
 def describe(context, container: str, blob: str, result: JobResult):
     """The blob's listing facts, or None with a failed outcome recorded when it does not exist."""
-    found = yield context.call_activity_with_retry(act.describe_blob, RETRY, {"container": container, "blob": blob})
-    if not found["found"]:
-        result.add([TaskOutcome(name=blob, status="failed", error="BlobNotFound", reason=found["reason"])])
+    found = BlobDescription.model_validate((yield context.call_activity_with_retry(
+        act.describe_blob, RETRY, BlobRef(container=container, blob=blob).model_dump(mode="json"))))
+    if not found.found:
+        result.add([TaskOutcome(name=blob, status="failed", error="BlobNotFound", reason=found.reason)])
         return None
-    return FileRef.model_validate(found["file"])
+    return found.file
 
 
 @bp.orchestration_trigger(context_name="context", input_type=dict)
@@ -302,13 +383,13 @@ def _validate_raster(context, result: JobResult):
     file = yield from describe(context, request.container, request.blob, result)
     if file is None:
         return result
-    validation = yield context.call_activity_with_retry(
-        act.validate_blob, RETRY, {"container": request.container, "blob": request.blob})
-    errors = validation.get("errors") or []
+    validation = BlobValidation.model_validate((yield context.call_activity_with_retry(
+        act.validate_blob, RETRY, BlobRef(container=request.container, blob=request.blob).model_dump(mode="json"))))
+    errors = validation.errors
     result.add([TaskOutcome(name=request.blob, status="failed" if errors else "done",
-                            error=errors[0]["code"] if errors else None,
-                            reason="; ".join(e["message"] for e in errors) or None)])
-    result.detail["report"] = validation
+                            error=errors[0].code if errors else None,
+                            reason="; ".join(e.message for e in errors) or None)])
+    result.detail["report"] = validation.model_dump(mode="json")
     return result
 
 
@@ -320,11 +401,10 @@ def database_health(context: df.DurableOrchestrationContext):
 
 def _database_health(context, result: JobResult):
     DatabaseHealthRequest.model_validate(context.get_input() or {})
-    health = yield context.call_activity_with_retry(act.catalog_health, RETRY, {})
-    result.add([TaskOutcome(name="catalog", status="done" if health["ok"] else "failed",
-                            error=None if health["ok"] else "CatalogUnavailable",
-                            reason=health.get("detail"))])
-    result.detail["health"] = health
+    health = CatalogHealth.model_validate((yield context.call_activity_with_retry(act.catalog_health, RETRY, {})))
+    result.add([TaskOutcome(name="catalog", status="done" if health.ok else "failed",
+                            error=None if health.ok else "CatalogUnavailable", reason=health.detail)])
+    result.detail["health"] = health.model_dump(mode="json")
     return result
 
 
@@ -346,54 +426,58 @@ def _cog_conversion(context, result: JobResult):
         act.prepare_collection, RETRY, collection_spec(request, holds="cogs", source=selected))
     base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
                        output_container=request.output_container, catalog=request.catalog,
-                       options=request.cog_options()).model_dump(mode="json")
+                       options=request.cog_options())
     size = request.chunk_size or 100
     if request.prefix is not None:  # listed and chunked by an activity: never through history
-        plan = yield context.call_activity_with_retry(act.plan_conversion, RETRY, {
-            "container": request.container, "prefix": request.prefix, "chunk_size": size,
-            "plan_id": context.instance_id.replace(":", "-")})
-        result.detail["ignored"] = plan["ignored_names"]
-        chunks = [{"task": base, "chunk": c} for c in plan["chunks"]]
-        names = list(plan["chunks"])
+        plan = ConversionPlan.model_validate((yield context.call_activity_with_retry(
+            act.plan_conversion, RETRY, ConversionPlanRequest(
+                container=request.container, prefix=request.prefix, chunk_size=size,
+                plan_id=context.instance_id.replace(":", "-")).model_dump(mode="json"))))
+        result.detail["ignored"] = plan.ignored_names
+        total, names = plan.files, list(plan.chunks)
+        chunks = [ConvertChunkTask(task=base, chunk=c) for c in plan.chunks]
     else:
-        names = [request.blobs[i:i + size] for i in range(0, len(request.blobs), size)]
-        chunks = [{"task": base, "blobs": part} for part in names]
-    tasks = [context.call_sub_orchestrator(convert_chunk, chunk, chunk_id(context, "chunk", i), expected_type=dict)
-             for i, chunk in enumerate(chunks)]
-    total = plan["files"] if request.prefix is not None else len(request.blobs)
+        total = len(request.blobs)
+        names = [request.blobs[i:i + size] for i in range(0, total, size)]
+        chunks = [ConvertChunkTask(task=base, blobs=part) for part in names]
+    every = progress_step(total)
+    tasks = [context.call_sub_orchestrator(
+        convert_chunk, chunk.model_copy(update={"progress_every": every}).model_dump(mode="json"),
+        chunk_id(context, "chunk", i), expected_type=dict) for i, chunk in enumerate(chunks)]
     result = yield from gather(context, tasks, result, stage="converting", total=total, names=names)
     if request.catalog:
-        result.detail["catalog"] = yield context.call_activity_with_retry(
-            act.finalize_catalog, RETRY, {"collection": collection})
+        result.detail["catalog"] = yield from finalize(context, collection)
     return result
 
 
-def chunk_files(context, payload: dict, result: JobResult):
+def chunk_files(context, chunk: ConvertChunkTask, result: JobResult):
     """A conversion chunk's files: read from its chunk blob, or described by name (a missing
     blob is recorded as a failure)."""
-    if "chunk" in payload:
-        files = yield context.call_activity_with_retry(act.read_chunk, RETRY, payload["chunk"])
+    if chunk.chunk is not None:
+        files = yield context.call_activity_with_retry(act.read_chunk, RETRY, chunk.chunk.model_dump(mode="json"))
         return [FileRef.model_validate(f) for f in files]
-    container = payload["task"]["container"]
-    found = yield context.task_all([context.call_activity_with_retry(
-        act.describe_blob, RETRY, {"container": container, "blob": b}) for b in payload["blobs"]])
-    result.add([TaskOutcome(name=b, status="failed", error="BlobNotFound", reason=f["reason"])
-                for b, f in zip(payload["blobs"], found) if not f["found"]])
-    return [FileRef.model_validate(f["file"]) for f in found if f["found"]]
+    found = [BlobDescription.model_validate(f) for f in (yield context.task_all([
+        context.call_activity_with_retry(act.describe_blob, RETRY, BlobRef(
+            container=chunk.task.container, blob=b).model_dump(mode="json")) for b in chunk.blobs]))]
+    result.add([TaskOutcome(name=b, status="failed", error="BlobNotFound", reason=f.reason)
+                for b, f in zip(chunk.blobs, found) if not f.found])
+    return [f.file for f in found if f.found]
 
 
 @bp.orchestration_trigger(context_name="context", input_type=dict)
 def convert_chunk(context: df.DurableOrchestrationContext):
     """One chunk of a conversion: inspect each file, convert the small ones in one activity each,
     send the large ones down the tiled path as sub-orchestrations."""
-    payload = context.get_input()
-    base = ConvertTask.model_validate(payload["task"])
+    chunk = ConvertChunkTask.model_validate(context.get_input())
+    started = context.current_utc_datetime
+    base = chunk.task
     result = JobResult(operation="convert_chunk")
-    files = yield from chunk_files(context, payload, result)
+    files = yield from chunk_files(context, chunk, result)
+    total = len(files) + result.total  # with the named blobs found missing
     tasks = [base.model_copy(update={"file": file}) for file in files]
     inspected = yield from settle(context, [context.call_activity_with_retry(
         act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])
-    work, names = [], []
+    work, names, tiled_indices = [], [], set()
     for task, raw in zip(tasks, inspected):
         if isinstance(raw, Exception):
             result.add([outcome_of(task.file.name, raw)])
@@ -406,17 +490,19 @@ def convert_chunk(context: df.DurableOrchestrationContext):
                                               output_container=task.output_container,
                                               collection=task.collection, catalog=task.catalog,
                                               **task.options.model_dump())
+            tiled_indices.add(len(work))
             work.append(context.call_sub_orchestrator(process_tiled_raster, tiled.model_dump(mode="json"),
                                                       chunk_id(context, "tiled", len(work)), expected_type=dict))
             names.append(task.file.name)
         else:
             work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))
             names.append(task.file.name)
-    outcomes = yield from settle(context, work)
-    for name, outcome in zip(names, outcomes):
+    outcomes = yield from settle(context, work, every=chunk.progress_every, progress=lambda n, bad: report_counts(
+        context, "converting", total=total, finished=n, failed=bad, started=started, base=result))
+    for index, (name, outcome) in enumerate(zip(names, outcomes)):
         if isinstance(outcome, Exception):
             result.add([outcome_of(name, outcome)])
-        elif "operation" in outcome:  # a tiled sub-orchestration's JobResult
+        elif index in tiled_indices:  # a tiled sub-orchestration's JobResult
             tiled = JobResult.model_validate(outcome)
             status = "failed" if tiled.failed else "done"
             result.add([TaskOutcome(name=name, status=status, output=tiled.detail.get("mosaic", {}).get("path"),
@@ -425,6 +511,9 @@ def convert_chunk(context: df.DurableOrchestrationContext):
                                     seconds=tiled.seconds or 0.0)])
         else:
             result.add([TaskOutcome.model_validate(outcome)])
+    context.set_custom_status(Progress.at("converting", total=result.total, done=result.done + result.skipped,
+                                          failed=result.failed, started=started,
+                                          now=context.current_utc_datetime).model_dump(mode="json"))
     return result.model_dump(mode="json")
 
 
@@ -448,34 +537,38 @@ def _process_tiled_raster(context, result: JobResult):
     task = ConvertTask(container=request.container, file=file, collection=collection,
                        output_container=request.output_container, options=options,
                        catalog=request.catalog, tile_size=request.tile_size)
-    plan = yield context.call_activity_with_retry(act.plan_raster_tiles, RETRY, task.model_dump(mode="json"))
-    if "outcome" in plan:  # the source cannot be tiled as asked (unreadable, CRS it cannot map to)
-        result.add([TaskOutcome.model_validate(plan["outcome"])])
+    planned = TilePlanResult.model_validate((yield context.call_activity_with_retry(
+        act.plan_raster_tiles, RETRY, task.model_dump(mode="json"))))
+    if planned.outcome is not None:  # the source cannot be tiled as asked (unreadable, CRS it cannot map to)
+        result.add([planned.outcome])
         return result
-    digest = act.options_digest({**options.model_dump(), "tile_size": plan["tile_size"]})
+    plan = planned.plan
+    digest = act.options_digest({**options.model_dump(), "tile_size": plan.tile_size})
     tiles = [context.call_activity_with_retry(act.convert_tile, RETRY, TileTask(
         container=request.container, blob=file.name, source_etag=file.etag,
         output_container=request.output_container, profile=request.profile,
-        max_z_error=request.max_z_error, options_digest=digest,
-        catalog=request.catalog, tile=tile).model_dump(mode="json")) for tile in plan["tiles"]]
+        max_z_error=request.max_z_error, options_digest=digest, catalog=request.catalog,
+        tile=tile.model_dump(mode="json")).model_dump(mode="json")) for tile in plan.tiles]
     report(context, "tiling", result, len(tiles))
-    results = yield from settle(context, tiles)
-    outcomes = [outcome_of(f"tile {t['row']},{t['col']}", r) for t, r in zip(plan["tiles"], results)]
+    results = yield from settle(context, tiles, every=progress_step(len(tiles)), progress=lambda n, bad: report_counts(
+        context, "tiling", total=len(tiles), finished=n, failed=bad, started=result.started))
+    outcomes = [outcome_of(f"tile {t.row},{t.col}", r) for t, r in zip(plan.tiles, results)]
     result.add(outcomes)
     written = [o.output.split("/", 1)[1] for o in outcomes if o.status != "failed"]
     if result.failed == 0 and written:
         report(context, "mosaicking", result)
         mosaic_name = act.cog_blob_name(request.container, request.blob, suffix="") + "/mosaic.vrt"
-        result.detail["mosaic"] = yield context.call_activity_with_retry(act.build_tile_mosaic, RETRY, {
-            "output_container": request.output_container, "tiles": written, "mosaic": mosaic_name})
+        mosaic = yield context.call_activity_with_retry(act.build_tile_mosaic, RETRY, MosaicTask(
+            output_container=request.output_container, tiles=written, mosaic=mosaic_name).model_dump(mode="json"))
+        result.detail["mosaic"] = MosaicSummary.model_validate(mosaic).model_dump(mode="json")
         if request.catalog:
-            result.detail["items"] = yield context.call_activity_with_retry(
-                act.catalog_tiles, RETRY, {"task": task.model_dump(mode="json"), "tiles": written})
+            items = yield context.call_activity_with_retry(act.catalog_tiles, RETRY, CatalogTilesTask(
+                task=task, tiles=written).model_dump(mode="json"))
+            result.detail["items"] = CatalogTilesResult.model_validate(items).model_dump(mode="json")
             if not context.parent_instance_id:
-                result.detail["catalog"] = yield context.call_activity_with_retry(
-                    act.finalize_catalog, RETRY, {"collection": collection})
-    result.detail["tiles"] = {"count": len(outcomes), "rows": plan["rows"], "cols": plan["cols"],
-                              "tile_size": plan["tile_size"]}
+                result.detail["catalog"] = yield from finalize(context, collection)
+    result.detail["tiles"] = {"count": len(outcomes), "rows": plan.rows, "cols": plan.cols,
+                              "tile_size": plan.tile_size}
     return result
 
 
@@ -491,28 +584,27 @@ def ingest_blob(context: df.DurableOrchestrationContext):
 def _ingest_blob(context, result: JobResult):
     request = IngestBlobRequest.model_validate(context.get_input())
     report(context, "ingesting", result, 1)
-    found = yield context.call_activity_with_retry(
-        act.describe_blob, RETRY, {"container": request.container, "blob": request.blob})
+    found = BlobDescription.model_validate((yield context.call_activity_with_retry(
+        act.describe_blob, RETRY, BlobRef(container=request.container, blob=request.blob).model_dump(mode="json"))))
     collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, CollectionSpec(
         container=request.container, collection=request.collection, holds="cogs" if request.convert else "rasters",
         source=request.container).model_dump(mode="json"))
-    if not found["found"]:
-        removed = yield context.call_activity_with_retry(act.forget_blob, RETRY, {
-            "container": request.container, "blob": request.blob, "collection": collection,
-            "output_container": request.output_container if request.convert else None})
+    if not found.found:
+        removed = yield context.call_activity_with_retry(act.forget_blob, RETRY, ForgetBlobTask(
+            container=request.container, blob=request.blob, collection=collection,
+            output_container=request.output_container if request.convert else None).model_dump(mode="json"))
         result.add([TaskOutcome(name=request.blob, status="done" if removed else "skipped")])
         result.detail["removed"] = removed
     elif request.convert:
         task = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
-                           output_container=request.output_container).model_dump(mode="json")
-        chunk = yield context.call_sub_orchestrator(convert_chunk, {"task": task, "blobs": [request.blob]},
-                                                    chunk_id(context, "chunk", 0), expected_type=dict)
+                           output_container=request.output_container)
+        chunk = yield context.call_sub_orchestrator(
+            convert_chunk, ConvertChunkTask(task=task, blobs=[request.blob]).model_dump(mode="json"),
+            chunk_id(context, "chunk", 0), expected_type=dict)
         result.merge(JobResult.model_validate(chunk))
     else:
-        file = FileRef.model_validate(found["file"])
         outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
-            container=request.container, file=file, collection=collection).model_dump(mode="json"))
+            container=request.container, file=found.file, collection=collection).model_dump(mode="json"))
         result.add([TaskOutcome.model_validate(outcome)])
-    result.detail["catalog"] = yield context.call_activity_with_retry(
-        act.finalize_catalog, RETRY, {"collection": collection})
+    result.detail["catalog"] = yield from finalize(context, collection)
     return result

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # Scheduled sync.
     sync_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sync_schedule: str = "0 0 */6 * * *"
-    sync_chunk_size: int = Field(500, ge=1, le=5000)
+    sync_chunk_size: int = Field(100, ge=1, le=5000)
 
     # Event-driven ingest (blob events): containers whose BlobCreated/BlobDeleted events catalog or
     # uncatalog the blob (empty: the input container), and those among them whose rasters are

@@ -153,7 +153,7 @@ var rmhSettings = {
   RMH_SYNC_CONTAINERS: join(syncContainerList, ',')
   RMH_SYNC_SCHEDULE: syncSchedule
   RMH_EVENT_CONTAINERS: join(eventContainers, ',')
-  RMH_SYNC_CHUNK_SIZE: '500'
+  RMH_SYNC_CHUNK_SIZE: '100'
   RMH_MAX_PIXELS_PER_TASK: '67108864'
   RMH_TILE_SIZE: '4096'
   RMH_GDAL_OPTIONS: string({

@@ -2,6 +2,7 @@
 checked: COGs pass strict validation, items are in pgSTAC and validate offline."""
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import numpy as np
@@ -198,6 +199,33 @@ def test_unknown_operation_and_bad_body(host):
     code, body = host.submit("cog_conversion", {"blobs": ["../x.tif"], "profile": "gif"})
     assert code == 400
     assert {p["field"] for p in body["problems"]} == {"blobs.0", "profile"}
+
+
+def watch_progress(host, code_and_body, timeout=180):
+    """Poll GET /api/jobs/{id} (the job's progress with its chunks') until the job ends; returns
+    the final status and every progress seen while it ran."""
+    code, started = code_and_body
+    assert code == 202, started
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, status = host.get(f"/api/jobs/{started['id']}")
+        assert code == 200, status
+        if status["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
+            return status, seen
+        if isinstance(status.get("customStatus"), dict):
+            seen.append(status["customStatus"])
+        time.sleep(0.01)
+    raise AssertionError(f"{started['id']} did not finish in {timeout}s")
+
+
+def test_tile_progress_advances_tile_by_tile(host, rasters):
+    status, seen = watch_progress(host, host.submit("process_tiled_raster", {
+        "blob": "synthetic/big.tif", "tile_size": 256, "output_container": "tiled-progress", "catalog": False}))
+    total = status["output"]["detail"]["tiles"]["count"]
+    assert status["runtimeStatus"] == "Completed" and total > 12
+    tiling = [p["done"] + p["failed"] for p in seen if p["stage"] == "tiling"]
+    assert any(0 < n < total for n in tiling), seen[-5:]
+    assert tiling == sorted(tiling)  # never backwards
 
 
 def test_an_ingested_conversion_elsewhere_is_found_again_when_its_blob_goes(host, rasters, store, pg_catalog,

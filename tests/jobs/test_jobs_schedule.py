@@ -46,7 +46,9 @@ def test_second_tick_with_nothing_changed_catalogs_nothing(host, watched, pgstac
     status = tick(host)
     counts = status["output"]["detail"]["plan"]["counts"]
     assert counts == {"added": 0, "changed": 0, "removed": 0, "unchanged": 60, "ignored": 0}
-    assert status["output"]["total"] == 0
+    output = status["output"]
+    assert (output["total"], output["skipped"], output["done"], output["failed"]) == (60, 60, 0, 0)
+    assert status["customStatus"]["done"] == status["customStatus"]["total"] == 60
     assert items(pgstac_dsn) == before
 
 

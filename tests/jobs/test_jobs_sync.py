@@ -3,6 +3,8 @@ a text file named .tif: bad files are listed with their reason, good ones catalo
 progress visible while it runs; then the job API around it: tasks, dedupe, retry, list."""
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -119,3 +121,23 @@ def test_list_jobs_filters_by_operation_and_status(host, syncbox):
     assert created == sorted(created, reverse=True), "newest first"
     code, body = host.get("/api/jobs?status=exploded")
     assert code == 400 and {"failed", "completed_with_errors", "running"} <= set(body["known_statuses"])
+
+
+def test_progress_of_one_large_chunk_advances_as_its_files_finish(host, syncbox):
+    """300 files in one chunk: the job's own status moves only when the chunk ends, but GET
+    /api/jobs/{id} adds the chunk's progress, reported every 1% of the job (3 files)."""
+    code, started = host.submit("sync_container", {"container": "syncbox", "chunk_size": 300, "mode": "full",
+                                                   "rerun": True})
+    assert code == 202, started
+    seen = []
+    while True:
+        code, status = host.get(f"/api/jobs/{started['id']}")
+        assert code == 200, status
+        if status["runtimeStatus"] not in ("Running", "Pending"):
+            break
+        if isinstance(status.get("customStatus"), dict) and status["customStatus"]["stage"] == "cataloging":
+            seen.append(status["customStatus"]["done"] + status["customStatus"]["failed"])
+        time.sleep(0.01)
+    assert status["runtimeStatus"] == "Completed" and status["output"]["total"] == 300
+    assert len({n for n in seen if 0 < n < 300}) >= 3, seen[-10:]
+    assert seen == sorted(seen)

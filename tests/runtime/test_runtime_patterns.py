@@ -73,3 +73,15 @@ def test_counter_entity(rt: LocalRuntime) -> None:
     while rt.read_entity("Counter", "c2") != (True, 0) and time.time() < deadline:
         time.sleep(0.01)
     assert rt.read_entity("Counter", "c2") == (True, 0)
+
+
+def test_fan_out_awaited_in_groups_replays_once_per_group(rt: LocalRuntime) -> None:
+    """task_any over task_alls: completions that finish no group are recorded without running the
+    orchestrator (it would resume nothing); each finished group resumes it."""
+    before = dict(vars(rt.engine.replay_stats))
+    status = rt.wait_for(rt.start_new("grouped_fan_out"), 20)
+    assert status["output"] == sum(n * n for n in range(40))
+    assert status["customStatus"] == {"groups": 2}
+    stats = vars(rt.engine.replay_stats)
+    assert stats["invoked"] - before["invoked"] <= 3  # the start and one per group
+    assert stats["elided"] - before["elided"] >= 1

@@ -116,3 +116,25 @@ def counter_orchestration(context: df.DurableOrchestrationContext):
     context.signal_entity(entity_id, "add", 4)
     state = yield context.call_entity(entity_id, "get")
     return state
+
+
+# -- fan-out awaited in groups (progress per group; the host replays once per group) -------------
+@app.activity_trigger(input_name="n")
+def grouped_square(n: int) -> int:
+    import time
+
+    time.sleep(0.02)
+    return n * n
+
+
+@app.orchestration_trigger(context_name="context")
+def grouped_fan_out(context: df.DurableOrchestrationContext):
+    tasks = [context.call_activity("grouped_square", n) for n in range(40)]
+    pending = [context.task_all(tasks[i:i + 20]) for i in range(0, 40, 20)]
+    finished = 0
+    while pending:
+        yield context.task_any(pending)
+        finished += sum(1 for g in pending if g.is_completed)
+        pending = [g for g in pending if not g.is_completed]
+        context.set_custom_status({"groups": finished})
+    return sum(t.result for t in tasks)
