@@ -294,3 +294,20 @@ def _terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+
+
+def applied_local_env(env: dict[str, str]):
+    """Generator for a module's ``service_env`` override on the local-directory backend: ``env``
+    set, the Azure/pgSTAC settings removed, the settings cache cleared around it."""
+    import pytest
+
+    from settings import get_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        for key in ("RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN", "RMH_STAC_SCHEMA_DIR"):
+            patch.delenv(key, raising=False)
+        get_settings.cache_clear()
+        yield env
+    get_settings.cache_clear()

@@ -29,6 +29,7 @@ import rasterio.warp
 from consumers import (TITILER_ENV, background_colour, colour_fraction, consumer_python, crop, dominant_colours,
                        lonlat_centre, non_background_fraction, opaque_fraction, read_png, tile_of,
                        titiler_azure_env)
+from dashboard_checks import wait_for_job
 from http_client import http
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
@@ -57,17 +58,6 @@ def _tagged(path, when):
         dst.update_tags(TIFFTAG_DATETIME=when)
     return path
 
-
-def _follow(url: str, timeout: float = 180) -> dict:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, status = http("GET", url)
-        if status and status.get("runtimeStatus") in {"Completed", "Failed", "Terminated"}:
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not finish in {timeout}s")
 
 
 def _lonlat_bbox(bounds, margin=0.002) -> str:
@@ -122,7 +112,7 @@ def azure_jobs(azurite_connection_string, pgstac_dsn, tmp_path_factory):
                     code, answer = http("POST", f"{runtime.base_url}/api/jobs/{operation}", body)
                     assert code == 202, (operation, code, answer)
                     started[operation] = answer["statusQueryGetUri"]
-                statuses = {operation: _follow(url) for operation, url in started.items()}
+                statuses = {operation: wait_for_job(url) for operation, url in started.items()}
         finally:
             get_settings.cache_clear()
     for operation, status in statuses.items():

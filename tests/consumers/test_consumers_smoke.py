@@ -16,6 +16,7 @@ import rasterio.warp
 from consumers import (CorsPolicy, StaticSite, background_colour, colour_fraction, consumer_python, crop,
                        dominant_colours, lonlat_centre, non_background_fraction, opaque_fraction, read_png,
                        tile_of)
+from dashboard_checks import wait_for_job
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
 
@@ -61,7 +62,7 @@ def written(pgstac_dsn, tmp_path_factory):
             code, started = http("POST", f"{rt.base_url}/api/jobs/cog_conversion",
                                  {"blobs": ["smoke/rgb.tif", "smoke/dem.tif"], "collection": COLLECTION})
             assert code == 202, (code, started)
-            status = _follow(http, started["statusQueryGetUri"])
+            status = wait_for_job(started["statusQueryGetUri"])
         assert status["runtimeStatus"] == "Completed" and status["output"]["done"] == 2, status
     finally:
         for key, value in saved.items():
@@ -75,17 +76,6 @@ def written(pgstac_dsn, tmp_path_factory):
     ids = {name: stac_ops.item_id_for_blob("rasters", f"smoke/{name}.tif") for name in ("rgb", "dem")}
     return {"ids": ids, "storage": storage}
 
-
-def _follow(http, url, timeout=180):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, status = http("GET", url)
-        if status and status.get("runtimeStatus") in {"Completed", "Failed", "Terminated"}:
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not finish")
 
 
 def _centre(bounds) -> tuple[float, float]:

@@ -18,7 +18,7 @@ import pytest
 from events import (CONTAINER, check_burst, check_create_overwrite_delete, check_duplicate_event_is_one_job,
                     check_next_sync_plans_nothing, sample_raster, wait_until)
 from local_runtime import LocalRuntime
-from services import free_port
+from services import applied_local_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,16 +32,7 @@ def local_env(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def service_env(tmp_path_factory):
     env = local_env(tmp_path_factory.mktemp("events-local"))
-    from settings import get_settings
-
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        for key in ("RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN", "RMH_STAC_SCHEMA_DIR"):
-            patch.delenv(key, raising=False)
-        get_settings.cache_clear()
-        yield env
-    get_settings.cache_clear()
+    yield from applied_local_env(env)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from services import applied_local_env
 from untrusted import assert_nothing_reached, check_hostile_inputs
 
 
@@ -13,16 +14,7 @@ def service_env(tmp_path_factory):
     env = {"RMH_STORAGE_BACKEND": "local", "RMH_STORAGE_LOCAL_DIR": str(root / "storage"),
            "RMH_CATALOG_BACKEND": "static", "RMH_STATIC_CATALOG_DIR": str(root / "catalog"),
            "RMH_TEMP_DIR": str(root / "work"), "RMH_INPUT_CONTAINER": "rasters"}
-    from settings import get_settings
-
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        for key in ("RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN", "RMH_STAC_SCHEMA_DIR"):
-            patch.delenv(key, raising=False)
-        get_settings.cache_clear()
-        yield env
-    get_settings.cache_clear()
+    yield from applied_local_env(env)
 
 
 def test_hostile_vrt_and_crs_reach_nothing_on_the_local_store(host, store, tmp_path):
