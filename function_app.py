@@ -29,7 +29,7 @@ import orchestrators
 import stac_ops
 import storage
 from entities import METRICS_ENTITY
-from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks,
+from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks, history_progress,
                     problems_of)
 from settings import SettingsError, get_settings
 
@@ -319,15 +319,64 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 
 async def live_progress(client: df.DurableOrchestrationClient, status: df.DurableOrchestrationStatus) -> Any:
-    """A running job's progress: its own (chunks it has merged) plus what its chunks that it has
-    not merged yet report of their files (running, or finished after the job last updated)."""
+    """A running job's progress: its own (the chunks it has merged) plus what it has not counted
+    yet: the files and tiles finished in its own live fan-out and in its chunks that it has not
+    merged (running, or finished after the job last updated), counted from their histories."""
     prefix = f"{status.instance_id}:"
     since = status.last_updated_time
-    chunks = [c.custom_status for c in await client.get_status_by(instance_id_prefix=prefix)
-              if ":" not in c.instance_id[len(prefix):] and (
-                  c.runtime_status in RUNNING_STATES
-                  or (c.runtime_status == RS.Completed and since and c.last_updated_time and c.last_updated_time > since))]
-    return Progress.combined(status.custom_status, chunks)
+    parts, now = [], status.last_updated_time or dt.datetime.now(dt.timezone.utc)
+    if _is_live(status.custom_status):
+        parts.append(await _history_progress(client, status))
+    for chunk in await client.get_status_by(instance_id_prefix=prefix):
+        if ":" in chunk.instance_id[len(prefix):] or not isinstance(chunk.custom_status, dict):
+            continue  # a chunk's own sub-orchestrations (a tiled raster) count through the chunk
+        if chunk.runtime_status in RUNNING_STATES:
+            if _is_live(chunk.custom_status):
+                base = chunk.custom_status
+                counted = await _history_progress(client, chunk)
+                parts.append((base.get("done", 0) + counted[0], base.get("failed", 0) + counted[1]))
+        elif chunk.runtime_status == RS.Completed and since and chunk.last_updated_time and chunk.last_updated_time > since:
+            parts.append((chunk.custom_status.get("done", 0), chunk.custom_status.get("failed", 0)))
+        else:
+            continue
+        if chunk.last_updated_time and chunk.last_updated_time > now:
+            now = chunk.last_updated_time
+    return Progress.combined(status.custom_status, parts, now)
+
+
+def _is_live(custom_status: Any) -> bool:
+    return isinstance(custom_status, dict) and custom_status.get("live") is True
+
+
+# Finished-task counts of live instances, by instance id: (last update, when read, counts). An
+# instance is read again only when it has updated since (``lastUpdatedTime`` has whole seconds,
+# so one read in the second of its last update, or just after it, is not trusted), and at most
+# every LIVE_MAX_AGE: however often a job is polled, a busy chunk's history is read twice a second.
+_LIVE_COUNTS: "collections.OrderedDict[str, tuple[Any, dt.datetime, tuple[int, int]]]" = collections.OrderedDict()
+LIVE_COUNTS_KEPT = 10_000
+LIVE_TRUST_AFTER = dt.timedelta(seconds=2)
+LIVE_MAX_AGE = dt.timedelta(seconds=0.5)
+
+
+async def _history_progress(client: df.DurableOrchestrationClient,
+                            status: df.DurableOrchestrationStatus) -> tuple[int, int]:
+    """(done, failed) of the files and tiles finished in an instance's history, read only when it
+    changed since the last read."""
+    cached = _LIVE_COUNTS.get(status.instance_id)
+    updated = status.last_updated_time
+    read_at = dt.datetime.now(dt.timezone.utc)
+    if cached is not None and updated is not None and (
+            read_at - cached[1] < LIVE_MAX_AGE or (cached[0] == updated and cached[1] >= updated + LIVE_TRUST_AFTER)):
+        _LIVE_COUNTS.move_to_end(status.instance_id)
+        return cached[2]
+    full = await client.get_status(status.instance_id, show_history=True, show_history_output=True, show_input=False)
+    counts = history_progress(full.historyEvents or []) if full else (0, 0)
+    if updated is not None:
+        _LIVE_COUNTS[status.instance_id] = (updated, read_at, counts)
+        _LIVE_COUNTS.move_to_end(status.instance_id)
+        while len(_LIVE_COUNTS) > LIVE_COUNTS_KEPT:
+            _LIVE_COUNTS.popitem(last=False)
+    return counts
 
 
 @app.route(route="jobs/{instance_id}/tasks", methods=["GET"])

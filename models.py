@@ -97,9 +97,15 @@ class ListContainerRequest(ContainerJob):
 
 
 #: Files per sync chunk unless a request says otherwise (``RMH_SYNC_CHUNK_SIZE`` for the timer):
-#: a chunk replays O(its size) per episode, and progress every 1% costs about a hundred replays
-#: per job, so 100 keeps both small (``make bench-sync`` measures 100 / 500 / 1,000).
+#: a chunk replays O(its size) per episode, so 100 keeps replays small (``make bench-sync``
+#: measures 100 / 500 / 1,000).
 SYNC_CHUNK_SIZE = 100
+#: Chunks a job runs at once unless a request says otherwise: the next starts as one finishes, so
+#: a chunk's catalog write follows its files instead of waiting behind every file of the job
+#: (the activity queue is first in, first out), and the job's own progress moves chunk by chunk.
+#: 8 chunks of 100 keep 800 tasks queued: far more than one host's workers run at once.
+CHUNKS_IN_FLIGHT = 8
+ChunksInFlight = Annotated[int, Field(ge=1, le=1000, description="chunks run at once (default 8)")]
 
 
 class SyncContainerRequest(ContainerJob):
@@ -112,6 +118,7 @@ class SyncContainerRequest(ContainerJob):
     mode: Literal["incremental", "full"] = "incremental"
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=5000)
+    chunks_in_flight: ChunksInFlight | None = None
 
 
 class CatalogFileRequest(ContainerJob):
@@ -172,6 +179,7 @@ class CogConversionRequest(ContainerJob, CogOptions):
     collection_description: CollectionDescription | None = None
     catalog: bool = True
     chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
+    chunks_in_flight: ChunksInFlight | None = None
 
     @model_validator(mode="after")
     def _one_selection(self) -> "CogConversionRequest":
@@ -257,6 +265,10 @@ class Progress(BaseModel):
     """A job's custom status: small JSON that the status URL and the Durable Functions Monitor show.
 
     Orchestrators build it from ``context.current_utc_datetime`` only, so it is deterministic.
+    ``live``: the instance is fanning out and ``done``/``failed`` count only what it knew before
+    (files found missing, skipped at inspection); its file or tile tasks are counted by whoever
+    reads the status, from the instance's history (``history_progress``), so an orchestration
+    pays nothing per finished task for its progress.
     """
 
     stage: str
@@ -267,10 +279,11 @@ class Progress(BaseModel):
     started: dt.datetime | None = None
     updated: dt.datetime | None = None
     eta: dt.datetime | None = None
+    live: bool = False
 
     @classmethod
     def at(cls, stage: str, *, total: int, done: int, failed: int = 0,
-           started: dt.datetime, now: dt.datetime) -> "Progress":
+           started: dt.datetime, now: dt.datetime, live: bool = False) -> "Progress":
         """Progress with percent and an estimated completion extrapolated from the rate so far."""
         finished = done + failed
         percent = round(100.0 * finished / total, 1) if total else (100.0 if stage == "completed" else 0.0)
@@ -278,25 +291,53 @@ class Progress(BaseModel):
         if 0 < finished < total and now > started:
             eta = now + (now - started) * ((total - finished) / finished)
         return cls(stage=stage, total=total, done=done, failed=failed, percent=percent,
-                   started=started, updated=now, eta=eta)
-
+                   started=started, updated=now, eta=eta, live=live)
 
     @classmethod
-    def combined(cls, job: dict[str, Any], chunks: list[dict[str, Any]]) -> dict[str, Any]:
-        """A job's progress with its running chunks' own (each chunk reports as its files
-        finish; the job counts a chunk's files once the chunk has finished). Custom statuses
-        that are not progress are left as they are."""
+    def combined(cls, job: dict[str, Any], parts: list[tuple[int, int]], now: dt.datetime) -> dict[str, Any]:
+        """A job's progress with what it has not counted yet: ``parts`` are (done, failed) of
+        its own live fan-out and of its chunks that it has not merged (each counted from its
+        custom status or its history). Custom statuses that are not progress are left as they are."""
         try:
             mine = cls.model_validate(job)
-            parts = [cls.model_validate(c) for c in chunks if isinstance(c, dict) and "total" in c]
         except ValueError:
             return job
         if not parts or mine.started is None:
             return job
-        now = max([p.updated for p in parts if p.updated] + [mine.updated or mine.started])
-        return cls.at(mine.stage, total=mine.total, done=mine.done + sum(p.done for p in parts),
-                      failed=mine.failed + sum(p.failed for p in parts), started=mine.started,
-                      now=now).model_dump(mode="json")
+        done = min(mine.total, mine.done + sum(d for d, _ in parts))
+        failed = min(mine.total - done, mine.failed + sum(f for _, f in parts))
+        return cls.at(mine.stage, total=mine.total, done=done, failed=failed, started=mine.started,
+                      now=max(now, mine.updated or mine.started)).model_dump(mode="json", exclude={"live"})
+
+
+#: The tasks that finish one file or one tile of a job (its progress counts them; an
+#: ``inspect_raster`` or ``describe_blob`` is only a step towards one).
+PROGRESS_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile"})
+#: Sub-orchestrations that finish one file (a large raster tiled within a conversion).
+PROGRESS_ORCHESTRATIONS = frozenset({"process_tiled_raster"})
+
+
+def history_progress(events: list[dict[str, Any]]) -> tuple[int, int]:
+    """(done, failed) of the file and tile tasks finished in one instance's history (the
+    extension's status format, with outputs). A task that failed beyond its retries is counted
+    when its orchestrator records it, not here (a failed attempt is followed by a retry)."""
+    done = failed = 0
+    for event in events:
+        kind, name = event.get("EventType"), event.get("FunctionName")
+        if not ((kind == "TaskCompleted" and name in PROGRESS_ACTIVITIES) or (
+                kind == "SubOrchestrationInstanceCompleted" and name in PROGRESS_ORCHESTRATIONS)):
+            continue
+        result = event.get("Result")
+        if isinstance(result, str) and result[:1] == "{":
+            try:
+                result = json.loads(result)
+            except ValueError:
+                result = None
+        # a file's or tile's TaskOutcome, or a tiled raster's JobResult
+        bad = isinstance(result, dict) and (result.get("status") == "failed" or bool(result.get("failed")))
+        failed += bad
+        done += not bad
+    return done, failed
 
 
 # -- what crosses the Durable boundary between orchestrators and activities ---------------------
@@ -487,13 +528,11 @@ class ConversionPlan(BaseModel):
 
 
 class CatalogChunkTask(BaseModel):
-    """Input of a ``catalog_chunk`` sub-orchestration: its chunk blob and where its items go.
-    ``progress_every``: files between two progress reports of the chunk (1% of the job)."""
+    """Input of a ``catalog_chunk`` sub-orchestration: its chunk blob and where its items go."""
 
     chunk: ChunkRef
     container: str
     collection: str
-    progress_every: int = Field(1, ge=1)
 
 
 class ConvertChunkTask(BaseModel):
@@ -503,7 +542,6 @@ class ConvertChunkTask(BaseModel):
     task: ConvertTask
     chunk: ChunkRef | None = None
     blobs: list[str] | None = None
-    progress_every: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> "ConvertChunkTask":

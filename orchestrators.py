@@ -3,13 +3,15 @@
 Deterministic by construction: time from ``context.current_utc_datetime``, no I/O, no environment
 reads; data crosses the Durable boundary as plain JSON and is validated again with pydantic.
 Large fan-outs go through sub-orchestrations of one chunk each (ids ``<job id>:chunk-00001``), so
-no history grows past a few thousand events. The parent reports progress as chunks finish; each
-chunk reports its own as every 1% of the job (at least every file or tile) finishes, and the job
-API adds the running chunks' progress to the parent's (``Progress.combined``).
+no history grows past a few thousand events. The parent reports progress as chunks finish; a
+fan-out marks its status ``live`` and the job API counts its finished files and tiles from the
+history at read time (``models.history_progress``), so progress per file costs the
+orchestrations nothing: no extra episode, no extra replay.
 Every top-level job signals the ``job_metrics`` entity of its operation when it starts and ends.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, Generator
 
@@ -18,6 +20,7 @@ import azure.durable_functions as df
 import activities as act
 from entities import METRICS_ENTITY
 from models import (
+    CHUNKS_IN_FLIGHT,
     SYNC_CHUNK_SIZE,
     BlobDescription,
     BlobRef,
@@ -109,18 +112,24 @@ def report(context: df.DurableOrchestrationContext, stage: str, result: JobResul
     context.set_custom_status(progress.model_dump(mode="json"))
 
 
-def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResult, *,
-           stage: str, total: int, names: list[list[str] | ChunkRef]):
-    """Wait for chunk sub-orchestrations one by one, merging each JobResult into ``result`` and
-    updating progress. A chunk that failed outright (a fault beyond its retries) counts each of
-    its files as failed with the chunk's reason, under the file's real blob name (``names[i]``:
-    the names, or the chunk blob they are read from), so a retry of the job redoes exactly them."""
-    pending = list(tasks)
+def gather(context: df.DurableOrchestrationContext, starts: list[Callable[[], Any]], result: JobResult, *,
+           stage: str, total: int, names: list[list[str] | ChunkRef], in_flight: int | None = None):
+    """Run the chunk sub-orchestrations that ``starts`` schedule, at most ``in_flight`` at once
+    (the next starts as one finishes), merging each JobResult into ``result`` and updating
+    progress. A chunk that failed outright (a fault beyond its retries) counts each of its files
+    as failed with the chunk's reason, under the file's real blob name (``names[i]``: the names,
+    or the chunk blob they are read from), so a retry of the job redoes exactly them."""
+    window = in_flight or CHUNKS_IN_FLIGHT
+    running: list[tuple[Any, int]] = []
+    started = 0
     report(context, stage, result, total)
-    while pending:
-        winner = yield context.task_any(pending)
-        index = tasks.index(winner)
-        pending.remove(winner)
+    while started < len(starts) or running:
+        while started < len(starts) and len(running) < window:
+            running.append((starts[started](), started))
+            started += 1
+        winner = yield context.task_any([task for task, _ in running])
+        index = next(i for task, i in running if task is winner)
+        running = [(task, i) for task, i in running if task is not winner]
         if isinstance(winner.result, Exception):
             chunk_names = names[index]
             if isinstance(chunk_names, ChunkRef):  # a chunk blob: read its file names once, now
@@ -136,36 +145,18 @@ def gather(context: df.DurableOrchestrationContext, tasks: list, result: JobResu
     return result
 
 
-def settle(context: df.DurableOrchestrationContext, tasks: list, *, every: int | None = None,
-           progress: Callable[[int, int], None] | None = None):
+def settle(context: df.DurableOrchestrationContext, tasks: list):
     """Wait for every task and return their results in order; a task that failed beyond its
     retries gives its exception in its place instead of failing its siblings (``task_all`` fails
-    fast on the first failure, which would lend every file of a chunk one file's fault).
-
-    With ``every``, the tasks (all scheduled by the first wait) are awaited in groups of that
-    many, in order, and ``progress(finished, failed)`` runs as each group is through: the
-    orchestrator resumes about once per group, not once per task (the host records a completion
-    that finishes no group without replaying; see the runtime notes), and each resume costs
-    O(group), so progress every 1% of a job costs about a hundred replays of its chunks."""
-    size = max(1, every or len(tasks))
-    groups = [context.task_all(tasks[i:i + size]) for i in range(0, len(tasks), size)]
-    waiting = context.task_any(groups) if len(groups) > 1 else (groups[0] if groups else None)
-    finished = failed = 0
-    for number, group in enumerate(groups, 1):
-        while True:
-            try:
-                yield waiting
-            except Exception:  # noqa: BLE001 - each failure is read from its own task below
-                pass
-            running = [task for task in group.children if not task.is_completed]
-            if not running:
-                break
-            waiting = context.task_all(running)  # the group failed fast: wait for the rest of it
-        finished += len(group.children)
-        failed += sum(1 for task in group.children if is_failure(task.result))
-        if progress is not None and number < len(groups):
-            progress(finished, failed)
-        waiting = groups[number] if number < len(groups) else None
+    fast on the first failure, which would lend every file of a chunk one file's fault)."""
+    waiting = context.task_all(tasks) if tasks else None
+    while waiting is not None:
+        try:
+            yield waiting
+        except Exception:  # noqa: BLE001 - each failure is read from its own task below
+            pass
+        running = [task for task in tasks if not task.is_completed]
+        waiting = context.task_all(running) if running else None  # failed fast: wait for the rest
     return [task.result for task in tasks]
 
 
@@ -175,20 +166,15 @@ def is_failure(value: Any) -> bool:
         value.get("status") == "failed" or bool(value.get("failed"))))
 
 
-def report_counts(context: df.DurableOrchestrationContext, stage: str, *, total: int, finished: int,
-                  failed: int, started, base: JobResult | None = None) -> None:
-    """Publish the progress of a fan-out (``finished`` tasks, ``failed`` of them) on top of what
-    ``base`` already counted."""
-    done = finished - failed
+def report_live(context: df.DurableOrchestrationContext, stage: str, *, total: int, started,
+                base: JobResult | None = None) -> None:
+    """Publish a fan-out's progress as ``live``: what ``base`` already counted, the rest counted by
+    the job API from this instance's history as its tasks finish."""
+    done = failed = 0
     if base is not None:
-        done, failed = done + base.done + base.skipped, failed + base.failed
+        done, failed = base.done + base.skipped, base.failed
     context.set_custom_status(Progress.at(stage, total=total, done=done, failed=failed, started=started,
-                                          now=context.current_utc_datetime).model_dump(mode="json"))
-
-
-def progress_step(total: int) -> int:
-    """Tasks between two progress reports: every task, or every 1% of the job when it is larger."""
-    return max(1, total // 100)
+                                          now=context.current_utc_datetime, live=True).model_dump(mode="json"))
 
 
 def outcome_of(name: str, result: Any) -> TaskOutcome:
@@ -272,12 +258,12 @@ def _sync_container(context, result: JobResult):
             collection=plan.collection, item_ids=plan.removed_ids).model_dump(mode="json"))
         result.detail["removed"] = removed
     total = result.total + sum(chunk.count for chunk in plan.chunks)
-    every = progress_step(total)
-    tasks = [context.call_sub_orchestrator(catalog_chunk, CatalogChunkTask(
-        chunk=c, container=request.container, collection=plan.collection, progress_every=every,
+    starts = [functools.partial(context.call_sub_orchestrator, catalog_chunk, CatalogChunkTask(
+        chunk=c, container=request.container, collection=plan.collection,
     ).model_dump(mode="json"), chunk_id(context, "chunk", i), expected_type=dict)
         for i, c in enumerate(plan.chunks)]
-    result = yield from gather(context, tasks, result, stage="cataloging", total=total, names=list(plan.chunks))
+    result = yield from gather(context, starts, result, stage="cataloging", total=total, names=list(plan.chunks),
+                               in_flight=request.chunks_in_flight)
     result.detail["catalog"] = yield from finalize(context, plan.collection)
     return result
 
@@ -291,8 +277,7 @@ def finalize(context, collection: str):
 
 @bp.orchestration_trigger(context_name="context", input_type=dict)
 def catalog_chunk(context: df.DurableOrchestrationContext):
-    """One chunk of a sync: read its file list, catalog each file, fan in; progress every 1% of
-    the job."""
+    """One chunk of a sync: read its file list, catalog each file, fan in (progress ``live``)."""
     chunk = CatalogChunkTask.model_validate(context.get_input())
     started = context.current_utc_datetime
     listed = yield context.call_activity_with_retry(act.read_chunk, RETRY, chunk.chunk.model_dump(mode="json"))
@@ -306,16 +291,17 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     base = ConvertTask(container=chunk.container, file=FileRef(name=""), collection=chunk.collection,
                        stage=stage).model_dump(mode="json")
     tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {**base, "file": f}) for f in listed]
-    results = yield from settle(context, tasks, every=chunk.progress_every, progress=lambda n, bad: report_counts(
-        context, "cataloging", total=len(files), finished=n, failed=bad, started=started))
+    report_live(context, "cataloging", total=len(files), started=started)
+    results = yield from settle(context, tasks)
     outcomes = [outcome_of(f.name, r) for f, r in zip(files, results)]
     if any(o.status == "done" for o in outcomes):
         flushed = yield context.call_activity_with_retry(act.flush_items, RETRY, StageRef(stage=stage).model_dump(mode="json"))
         UpsertResult.model_validate(flushed)
     result = JobResult(operation="catalog_chunk")
     result.add(outcomes)
-    report_counts(context, "cataloging", total=len(files), finished=result.total, failed=result.failed,
-                  started=started)
+    context.set_custom_status(Progress.at("cataloging", total=len(files), done=result.done + result.skipped,
+                                          failed=result.failed, started=started,
+                                          now=context.current_utc_datetime).model_dump(mode="json"))
     return result.model_dump(mode="json")
 
 
@@ -440,11 +426,10 @@ def _cog_conversion(context, result: JobResult):
         total = len(request.blobs)
         names = [request.blobs[i:i + size] for i in range(0, total, size)]
         chunks = [ConvertChunkTask(task=base, blobs=part) for part in names]
-    every = progress_step(total)
-    tasks = [context.call_sub_orchestrator(
-        convert_chunk, chunk.model_copy(update={"progress_every": every}).model_dump(mode="json"),
-        chunk_id(context, "chunk", i), expected_type=dict) for i, chunk in enumerate(chunks)]
-    result = yield from gather(context, tasks, result, stage="converting", total=total, names=names)
+    starts = [functools.partial(context.call_sub_orchestrator, convert_chunk, chunk.model_dump(mode="json"),
+                                chunk_id(context, "chunk", i), expected_type=dict) for i, chunk in enumerate(chunks)]
+    result = yield from gather(context, starts, result, stage="converting", total=total, names=names,
+                               in_flight=request.chunks_in_flight)
     if request.catalog:
         result.detail["catalog"] = yield from finalize(context, collection)
     return result
@@ -497,8 +482,8 @@ def convert_chunk(context: df.DurableOrchestrationContext):
         else:
             work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))
             names.append(task.file.name)
-    outcomes = yield from settle(context, work, every=chunk.progress_every, progress=lambda n, bad: report_counts(
-        context, "converting", total=total, finished=n, failed=bad, started=started, base=result))
+    report_live(context, "converting", total=total, started=started, base=result)
+    outcomes = yield from settle(context, work)
     for index, (name, outcome) in enumerate(zip(names, outcomes)):
         if isinstance(outcome, Exception):
             result.add([outcome_of(name, outcome)])
@@ -549,9 +534,8 @@ def _process_tiled_raster(context, result: JobResult):
         output_container=request.output_container, profile=request.profile,
         max_z_error=request.max_z_error, options_digest=digest, catalog=request.catalog,
         tile=tile.model_dump(mode="json")).model_dump(mode="json")) for tile in plan.tiles]
-    report(context, "tiling", result, len(tiles))
-    results = yield from settle(context, tiles, every=progress_step(len(tiles)), progress=lambda n, bad: report_counts(
-        context, "tiling", total=len(tiles), finished=n, failed=bad, started=result.started))
+    report_live(context, "tiling", total=len(tiles), started=result.started)
+    results = yield from settle(context, tiles)
     outcomes = [outcome_of(f"tile {t.row},{t.col}", r) for t, r in zip(plan.tiles, results)]
     result.add(outcomes)
     written = [o.output.split("/", 1)[1] for o in outcomes if o.status != "failed"]

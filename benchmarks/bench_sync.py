@@ -107,50 +107,47 @@ def baseline(store, dsn: str, collection: str, prefix: str = "") -> dict:
 def ours(files: int, chunk_size: int | None, state: Path, pool: str, workers: int | None,
          collection: str, *, progress: bool = True, threads: int = 1, prefix: str = "",
          dry_run: bool = False, memory: dict | None = None) -> dict:
-    """sync_container through POST /api/jobs on the embedded runtime, followed to the end.
-    ``progress=False`` awaits each chunk's files in one group (no progress before a chunk ends):
-    the reference for what progress every 1% costs."""
-    import orchestrators
+    """sync_container through POST /api/jobs on the embedded runtime, followed to the end every
+    0.25 s as ``cli.py run`` does: through ``GET /api/jobs/{id}`` (progress per file, counted from
+    the running chunks' histories), or with ``progress=False`` through the SDK's status URL
+    (the job's own status only: progress per chunk), the reference for what progress costs."""
     from local_runtime import LocalRuntime
 
-    step = orchestrators.progress_step
-    if not progress:  # the orchestrators run in this (the host's) process
-        orchestrators.progress_step = lambda total: max(1, total)
     body = {"container": CONTAINER, "collection": collection, "prefix": prefix, "dry_run": dry_run,
             **({"chunk_size": chunk_size} if chunk_size else {})}
-    try:
-        with LocalRuntime("function_app:app", db_path=state / f"hub-{collection}.sqlite", port=0,
-                          run_timers=False, activity_pool=pool, max_activity_workers=workers,
-                          activity_threads=threads) as runtime:
-            before = cpu_by_process()
-            start = time.perf_counter()
-            with peak_rss(memory):
-                started = post(f"{runtime.base_url}/api/jobs/sync_container", body)
-                status = follow(started["statusQueryGetUri"])
-            wall = time.perf_counter() - start
-            after = cpu_by_process()
-            if dry_run:
-                return {"status": status["runtimeStatus"], "wall_s": round(wall, 3),
-                        "plan": status["output"]["detail"]["plan"]["counts"],
-                        "cpu_s": {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in sorted(after)}}
-            pages = []
-            for _ in range(5):
-                tasks_start = time.perf_counter()
-                get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=100")
-                pages.append((time.perf_counter() - tasks_start) * 1000)
-            tasks_page_ms = statistics.median(pages)
-            tasks = get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=5000")["tasks"][:files]
-            workers = runtime.max_activity_workers
-            replay = runtime.engine.replay_stats.summary()
-            replay["full_chunk_replay"] = runtime._call(full_replays, runtime.engine, started["id"])
-    finally:
-        orchestrators.progress_step = step
+    with LocalRuntime("function_app:app", db_path=state / f"hub-{collection}.sqlite", port=0,
+                      run_timers=False, activity_pool=pool, max_activity_workers=workers,
+                      activity_threads=threads) as runtime:
+        before = cpu_by_process()
+        start = time.perf_counter()
+        seen: set[int] = set()
+        with peak_rss(memory):
+            started = post(f"{runtime.base_url}/api/jobs/sync_container", body)
+            status = follow(f"{runtime.base_url}/api/jobs/{started['id']}" if progress
+                            else started["statusQueryGetUri"], seen=seen)
+        wall = time.perf_counter() - start
+        after = cpu_by_process()
+        if dry_run:
+            return {"status": status["runtimeStatus"], "wall_s": round(wall, 3),
+                    "plan": status["output"]["detail"]["plan"]["counts"],
+                    "cpu_s": {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in sorted(after)}}
+        pages = []
+        for _ in range(5):
+            tasks_start = time.perf_counter()
+            get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=100")
+            pages.append((time.perf_counter() - tasks_start) * 1000)
+        tasks_page_ms = statistics.median(pages)
+        tasks = get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=5000")["tasks"][:files]
+        workers = runtime.max_activity_workers
+        replay = runtime.engine.replay_stats.summary()
+        replay["full_chunk_replay"] = runtime._call(full_replays, runtime.engine, started["id"])
     output = status["output"]
     work = [t["work_seconds"] for t in tasks if t.get("work_seconds") is not None]
     busy = sum(work) / workers
     cpu = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in sorted(after)}
     return {"status": status["runtimeStatus"], "items": output["done"], "failed": output["failed"],
             "chunk_size": chunk_size or "default", "progress": progress,
+            "progress_values_seen": len(seen),
             "wall_s": round(wall, 3), "workers": workers, "tasks": len(tasks),
             "task_work_median_ms": round(statistics.median(work) * 1000, 2) if work else None,
             "task_work_total_s": round(sum(work), 3),
@@ -295,14 +292,19 @@ def get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def follow(url: str, timeout: float = 1800) -> dict:
+def follow(url: str, timeout: float = 1800, interval: float = 0.25, seen: set[int] | None = None) -> dict:
+    """Poll a status URL until the job ends; ``seen`` collects the distinct counts of finished
+    files that its progress showed while it ran."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with urllib.request.urlopen(url, timeout=60) as response:
             status = json.loads(response.read())
         if status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
             return status
-        time.sleep(0.1)
+        progress = status.get("customStatus")
+        if seen is not None and isinstance(progress, dict) and "done" in progress:
+            seen.add(progress["done"] + progress.get("failed", 0))
+        time.sleep(interval)
     raise TimeoutError(url)
 
 
@@ -510,6 +512,8 @@ def summarize(args, prepare_s: float, scripts: list[dict], runs: list[dict], pla
         result["progress_cost"] = {
             "items_per_s_with": round(with_progress, 1), "items_per_s_without": round(without, 1),
             "slowdown_pct": round(100 * (without - with_progress) / without, 1),
+            "progress_values_seen_with": median_of(runs, "progress_values_seen"),
+            "progress_values_seen_without": median_of(plain, "progress_values_seen"),
             "host_cpu_ms_per_file_with": host_with, "host_cpu_ms_per_file_without": host_without,
             "target_pct": 5.0}
     return result

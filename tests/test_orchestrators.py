@@ -47,57 +47,122 @@ def test_hello_world_rejects_a_bad_input():
     assert "count" in state["error"]
 
 
-# -- progress of a fan-out awaited in groups (orchestrators.settle) ------------------------------
+# -- a fan-out settled with its progress live (orchestrators.settle, report_live) ---------------
 
-def _fan_out(every):
-    """An orchestrator of 12 tile-like tasks settled in groups of ``every``, reporting progress."""
+def _fan_out():
+    """An orchestrator of 12 tile-like tasks settled at once, its progress published as live."""
     import azure.durable_functions as df
 
     def body(context):
         tasks = [context.call_activity("convert_tile", i) for i in range(12)]
-        results = yield from orchestrators.settle(context, tasks, every=every, progress=lambda n, bad: orchestrators.report_counts(
-            context, "tiling", total=12, finished=n, failed=bad, started=context.current_utc_datetime))
+        orchestrators.report_live(context, "tiling", total=12, started=context.current_utc_datetime)
+        results = yield from orchestrators.settle(context, tasks)
         return ["failed" if isinstance(r, Exception) else r["status"] for r in results]
 
     return df.Orchestrator.create(body)
 
 
-def test_settle_in_groups_schedules_every_task_at_once():
-    state = History("fan", None).run(_fan_out(1))
-    (any_of,) = state["actions"][0]
-    assert any_of["actionType"] == 11 and len(any_of["compoundActions"]) == 12
-    assert all(group["actionType"] == 12 for group in any_of["compoundActions"])
+def test_settle_schedules_every_task_at_once_and_publishes_live_progress():
+    state = History("fan", None).run(_fan_out())
+    (all_of,) = state["actions"][0]
+    assert all_of["actionType"] == 12 and len(all_of["compoundActions"]) == 12  # one task_all (WhenAll)
+    assert state["customStatus"]["live"] is True
+    assert (state["customStatus"]["total"], state["customStatus"]["done"]) == (12, 0)
 
 
-def test_settle_reports_progress_per_task_not_once_at_the_end():
-    history = History("fan", None)
-    for seq in range(12):
-        history.scheduled(seq, "convert_tile")
-    seen = []
-    for seq in range(11):
-        history.next_episode()
-        if seq == 4:
-            history.failed(seq, "Activity function 'convert_tile' failed: StorageUnavailable: down")
-        else:
-            history.completed(seq, {"name": f"tile {seq}", "status": "done"})
-        state = history.run(_fan_out(1))
-        assert not state["isDone"]
-        seen.append((state["customStatus"]["done"], state["customStatus"]["failed"]))
-    assert seen == [(1, 0), (2, 0), (3, 0), (4, 0), (4, 1)] + [(n, 1) for n in range(5, 11)]
-    history.next_episode().completed(11, {"name": "tile 11", "status": "done"})
-    state = history.run(_fan_out(1))
-    assert state["isDone"] and state["output"] == ["done"] * 4 + ["failed"] + ["done"] * 7
-
-
-def test_settle_in_groups_of_four_resumes_once_per_group():
+def test_settle_waits_for_every_task_when_one_fails_and_keeps_its_place():
     history = History("fan", None)
     for seq in range(12):
         history.scheduled(seq, "convert_tile")
     history.next_episode()
-    for seq in (0, 1, 2):
-        history.completed(seq, {"status": "done"})
-    state = history.run(_fan_out(4))
-    assert "customStatus" not in state or state["customStatus"] is None  # no group finished yet
-    history.completed(3, {"status": "done"})
-    state = history.run(_fan_out(4))
-    assert state["customStatus"]["done"] == 4 and not state["isDone"]
+    history.failed(4, "Activity function 'convert_tile' failed: StorageUnavailable: down")
+    state = history.run(_fan_out())  # task_all failed fast: settle waits for the other eleven
+    assert not state["isDone"]
+    history.next_episode()
+    for seq in (*range(4), *range(5, 12)):
+        history.completed(seq, {"name": f"tile {seq}", "status": "done"})
+    state = history.run(_fan_out())
+    assert state["isDone"] and state["output"] == ["done"] * 4 + ["failed"] + ["done"] * 7
+
+
+def test_history_progress_counts_finished_files_and_tiles_only():
+    from models import history_progress
+
+    events = [
+        {"EventType": "TaskCompleted", "FunctionName": "catalog_blob", "Result": {"name": "a.tif", "status": "done"}},
+        {"EventType": "TaskCompleted", "FunctionName": "catalog_blob", "Result": '{"name": "b.tif", "status": "skipped"}'},
+        {"EventType": "TaskCompleted", "FunctionName": "convert_tile", "Result": {"name": "t", "status": "failed"}},
+        {"EventType": "TaskCompleted", "FunctionName": "inspect_raster", "Result": {"name": "c.tif"}},  # a step
+        {"EventType": "TaskFailed", "FunctionName": "convert_blob", "Reason": "down"},  # retried
+        {"EventType": "TaskScheduled", "Name": "convert_blob"},
+        {"EventType": "SubOrchestrationInstanceCompleted", "FunctionName": "process_tiled_raster",
+         "Result": {"operation": "process_tiled_raster", "total": 9, "failed": 1}},
+        {"EventType": "SubOrchestrationInstanceCompleted", "FunctionName": "process_tiled_raster",
+         "Result": {"operation": "process_tiled_raster", "total": 9, "failed": 0}},
+    ]
+    assert history_progress(events) == (3, 2)
+
+
+def test_combined_progress_adds_what_the_job_has_not_counted_and_never_passes_the_total():
+    import datetime as dt
+    from models import Progress
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    job = Progress.at("cataloging", total=300, done=100, failed=2, started=start,
+                      now=start + dt.timedelta(seconds=10)).model_dump(mode="json")
+    now = start + dt.timedelta(seconds=20)
+    combined = Progress.combined(job, [(40, 1), (9, 0)], now)
+    assert (combined["done"], combined["failed"], combined["percent"]) == (149, 3, 50.7)
+    assert combined["eta"] is not None and "live" not in combined
+    assert Progress.combined(job, [(400, 0)], now)["done"] == 300
+    assert Progress.combined({"message": "not progress"}, [(1, 0)], now) == {"message": "not progress"}
+
+
+# -- chunks run a few at a time (orchestrators.gather) -----------------------------------------
+
+def _chunked(in_flight):
+    """A job frame over 10 chunk sub-orchestrations, at most ``in_flight`` at once."""
+    import functools
+
+    import azure.durable_functions as df
+    from models import JobResult
+
+    def body(context):
+        starts = [functools.partial(context.call_sub_orchestrator, "catalog_chunk", {"n": i}, f"job:chunk-{i:05d}")
+                  for i in range(10)]
+        result = JobResult(operation="sync_container", started=context.current_utc_datetime)
+        result = yield from orchestrators.gather(context, starts, result, stage="cataloging", total=10,
+                                                 names=[[f"f{i}.tif"] for i in range(10)], in_flight=in_flight)
+        return result.model_dump(mode="json")
+
+    return df.Orchestrator.create(body)
+
+
+def test_gather_starts_at_most_in_flight_chunks_and_the_next_as_one_finishes():
+    history = History("sync", None)
+    state = history.run(_chunked(3))
+    (any_of,) = state["actions"][0]
+    assert [a["instanceId"] for a in any_of["compoundActions"]] == [f"job:chunk-{i:05d}" for i in range(3)]
+    for seq in range(3):
+        history.events.append(history._event(7, seq, Name="catalog_chunk", InstanceId=f"job:chunk-{seq:05d}"))
+    history.next_episode()
+    history.events.append(history._event(8, TaskScheduledId=1, Result='{"operation": "catalog_chunk", "total": 1, "done": 1}'))
+    state = history.run(_chunked(3))
+    assert not state["isDone"] and state["customStatus"]["done"] == 1
+    started = [a.get("instanceId") for group in state["actions"] for a in group
+               for a in (a.get("compoundActions") or [a])]
+    assert "job:chunk-00003" in started and "job:chunk-00004" not in started
+
+
+def test_gather_counts_a_failed_chunk_as_its_files_failed_and_goes_on():
+    history = History("sync", None)
+    for seq in range(10):
+        history.events.append(history._event(7, seq, Name="catalog_chunk", InstanceId=f"job:chunk-{seq:05d}"))
+    history.next_episode()
+    history.events.append(history._event(9, TaskScheduledId=2, Reason="chunk exploded", Details=""))
+    for seq in (0, 1, *range(3, 10)):
+        history.events.append(history._event(8, TaskScheduledId=seq, Result='{"operation": "catalog_chunk", "total": 1, "done": 1}'))
+    state = history.run(_chunked(10))
+    assert state["isDone"], state
+    assert (state["output"]["done"], state["output"]["failed"]) == (9, 1)
+    assert state["output"]["failures"][0]["name"] == "f2.tif" and state["output"]["failures"][0]["error"] == "ChunkFailed"
