@@ -356,6 +356,7 @@ _LIVE_COUNTS: "collections.OrderedDict[str, tuple[Any, dt.datetime, tuple[int, i
 LIVE_COUNTS_KEPT = 10_000
 LIVE_TRUST_AFTER = dt.timedelta(seconds=2)
 LIVE_MAX_AGE = dt.timedelta(seconds=0.5)
+LIVE_JOBS_LISTED = 20  # running jobs whose progress a listing counts per file (the rest: per chunk)
 
 
 async def _history_progress(client: df.DurableOrchestrationClient,
@@ -462,7 +463,12 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
         jobs = [s for s in jobs if s.runtime_status in RUNNING_STATES and s.last_updated_time
                 and s.last_updated_time.astimezone(dt.timezone.utc) < cutoff]
     jobs.sort(key=lambda s: s.created_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
-    return _json({"count": len(jobs), "jobs": [status_body(s) for s in jobs], "operations": sorted(OPERATIONS)})
+    bodies = [status_body(s) for s in jobs]
+    live = [(b, s) for b, s in zip(bodies, jobs)
+            if s.runtime_status in RUNNING_STATES and isinstance(s.custom_status, dict)][:LIVE_JOBS_LISTED]
+    for body, job in live:  # the newest running jobs' progress per file, as GET /api/jobs/{id} has it
+        body["customStatus"] = await live_progress(client, job)
+    return _json({"count": len(jobs), "jobs": bodies, "operations": sorted(OPERATIONS)})
 
 
 def _partly_failed(status: df.DurableOrchestrationStatus) -> bool:
