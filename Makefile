@@ -136,7 +136,7 @@ bench-sync: setup
 	$(PY) benchmarks/bench_sync.py --files $(or $(FILES),1000)
 
 bench-scale: setup
-	$(PY) benchmarks/bench_sync.py --scale
+	$(PY) benchmarks/bench_sync.py --scale $(if $(PHASES),--phases $(PHASES))
 
 clean:
 	rm -rf .local .pytest_cache dist

@@ -333,9 +333,15 @@ def main() -> None:
     parser.add_argument("--scale", action="store_true",
                         help="the large cases instead (make bench-scale): 1k vs 10k files (linear cost), a "
                              "50,000-blob dry run (peak memory), a real 20,000-file sync, /tasks on it")
+    parser.add_argument("--phases", default="linear,sync20k,dry50k",
+                        help="with --scale: which of linear, sync20k, dry50k to run (comma-separated; each "
+                             "on its own takes minutes, so they can be run one at a time)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="sample the orchestrated run with py-spy into this file (collapsed stacks)")
     args = parser.parse_args()
+    args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    if args.phases - SCALE_PHASES or not args.phases:
+        parser.error(f"unknown --phases {sorted(args.phases - SCALE_PHASES)}: give {', '.join(sorted(SCALE_PHASES))}")
     if args.threads is None:
         import cli
 
@@ -417,51 +423,60 @@ def upload_copies(store, count: int, distinct: int = 1000) -> None:
                       range(count)))
 
 
+SCALE_PHASES = {"linear", "sync20k", "dry50k"}
+
+
 def scale(args, store, dsn: str, counts, tmp: Path) -> dict:
     """The large cases (``make bench-scale``): cost per file at 1,000 and 10,000 files (host CPU,
     requests: flat within ±20%), a dry run over 50,000 zero-byte blobs with peak memory, a real
     sync of 20,000 small COGs with items/s and peak memory, and ``/tasks?top=100`` on it."""
     started = time.perf_counter()
-    upload_copies(store, 20_000)
-    result: dict = {"benchmark": "sync_container_scale", "prepare_s": None, "threads": args.threads}
-    linear = {}
-    for files, prefix in ((1000, "c/00"), (10_000, "c/0")):
-        before = counts()
-        script = baseline(store, dsn, f"baseline-{files}", prefix)
-        middle = counts()
-        run = ours(files, args.chunk_size, tmp, args.pool, args.workers, f"ours-{files}", threads=args.threads,
-                   prefix=prefix)
-        linear[str(files)] = {"script_items_per_s": round(script["items"] / script["wall_s"], 1),
-                              "items_per_s": round(rate(run), 1), "cpu_ms_per_file": run["cpu_ms_per_file"],
-                              "requests_per_file": _requests(middle, counts(), files)["per_file"],
-                              "script_requests_per_file": _requests(before, middle, files)["per_file"]}
-        print(json.dumps({"phase": f"linear-{files}", **linear[str(files)]}), file=sys.stderr, flush=True)
-    small, large = linear["1000"], linear["10000"]
-    result["linear"] = {**linear, "host_cpu_per_file_ratio": round(
-        large["cpu_ms_per_file"]["host"] / small["cpu_ms_per_file"]["host"], 3),
-        "requests_per_file_ratio": round(large["requests_per_file"] / small["requests_per_file"], 3),
-        "target": "0.8 <= ratio <= 1.2"}
-    memory: dict = {}
-    run = ours(20_000, args.chunk_size, tmp, args.pool, args.workers, "ours-20000", threads=args.threads,
-               prefix="c/", memory=memory)
-    result["sync_20000"] = {"items": run["items"], "failed": run["failed"], "wall_s": run["wall_s"],
-                            "items_per_s": round(rate(run), 1), "peak_rss_mb": memory,
-                            "cpu_ms_per_file": run["cpu_ms_per_file"], "tasks_top100_ms": run["tasks_page_ms"],
-                            "tasks_target_ms": 100}
-    print(json.dumps({"phase": "sync-20000", **result["sync_20000"]}), file=sys.stderr, flush=True)
-    store.create_container(DRY)
-    with concurrent.futures.ThreadPoolExecutor(10) as pool:  # the client's connection pool holds 10
-        list(pool.map(lambda i: store.upload_bytes(DRY, f"d/{i:05d}.tif", b""), range(50_000)))
-    result["prepare_s"] = round(time.perf_counter() - started, 1)
-    memory = {}
-    global CONTAINER
-    CONTAINER, kept = DRY, CONTAINER
-    try:
-        dry = ours(50_000, args.chunk_size, tmp, args.pool, args.workers, "dry-50000", threads=args.threads,
-                   dry_run=True, memory=memory)
-    finally:
-        CONTAINER = kept
-    result["dry_run_50000"] = {**dry, "peak_rss_mb": memory}
+    phases = set(args.phases)
+    result: dict = {"benchmark": "sync_container_scale", "phases": sorted(phases), "threads": args.threads}
+    if phases & {"linear", "sync20k"}:
+        upload_copies(store, 20_000 if "sync20k" in phases else 10_000)
+    if "linear" in phases:
+        linear = {}
+        for files, prefix in ((1000, "c/00"), (10_000, "c/0")):
+            before = counts()
+            script = baseline(store, dsn, f"baseline-{files}", prefix)
+            middle = counts()
+            run = ours(files, args.chunk_size, tmp, args.pool, args.workers, f"ours-{files}", threads=args.threads,
+                       prefix=prefix)
+            linear[str(files)] = {"script_items_per_s": round(script["items"] / script["wall_s"], 1),
+                                  "items_per_s": round(rate(run), 1), "cpu_ms_per_file": run["cpu_ms_per_file"],
+                                  "requests_per_file": _requests(middle, counts(), files)["per_file"],
+                                  "script_requests_per_file": _requests(before, middle, files)["per_file"]}
+            print(json.dumps({"phase": f"linear-{files}", **linear[str(files)]}), file=sys.stderr, flush=True)
+        small, large = linear["1000"], linear["10000"]
+        result["linear"] = {**linear, "host_cpu_per_file_ratio": round(
+            large["cpu_ms_per_file"]["host"] / small["cpu_ms_per_file"]["host"], 3),
+            "requests_per_file_ratio": round(large["requests_per_file"] / small["requests_per_file"], 3),
+            "target": "0.8 <= ratio <= 1.2"}
+    if "sync20k" in phases:
+        memory: dict = {}
+        run = ours(20_000, args.chunk_size, tmp, args.pool, args.workers, "ours-20000", threads=args.threads,
+                   prefix="c/", memory=memory)
+        result["sync_20000"] = {"items": run["items"], "failed": run["failed"], "wall_s": run["wall_s"],
+                                "items_per_s": round(rate(run), 1), "peak_rss_mb": memory,
+                                "cpu_ms_per_file": run["cpu_ms_per_file"], "tasks_top100_ms": run["tasks_page_ms"],
+                                "tasks_target_ms": 100}
+        print(json.dumps({"phase": "sync-20000", **result["sync_20000"]}), file=sys.stderr, flush=True)
+    if "dry50k" in phases:
+        store.create_container(DRY)
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:  # the client's connection pool holds 10
+            list(pool.map(lambda i: store.upload_bytes(DRY, f"d/{i:05d}.tif", b""), range(50_000)))
+        memory = {}
+        global CONTAINER
+        CONTAINER, kept = DRY, CONTAINER
+        try:
+            dry = ours(50_000, args.chunk_size, tmp, args.pool, args.workers, "dry-50000", threads=args.threads,
+                       dry_run=True, memory=memory)
+        finally:
+            CONTAINER = kept
+        result["dry_run_50000"] = {**dry, "peak_rss_mb": memory}
+        print(json.dumps({"phase": "dry-50000", **result["dry_run_50000"]}), file=sys.stderr, flush=True)
+    result["wall_s"] = round(time.perf_counter() - started, 1)  # uploads included
     return result
 
 
