@@ -29,7 +29,7 @@ import orchestrators
 import stac_ops
 import storage
 from entities import METRICS_ENTITY
-from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks, history_progress,
+from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks, history_progress, chunk_instance_id,
                     problems_of)
 from settings import SettingsError, get_settings
 
@@ -320,28 +320,45 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 async def live_progress(client: df.DurableOrchestrationClient, status: df.DurableOrchestrationStatus) -> Any:
     """A running job's progress: its own (the chunks it has merged) plus what it has not counted
-    yet: the files and tiles finished in its own live fan-out and in its chunks that it has not
-    merged (running, or finished after the job last updated), counted from their histories."""
+    yet: the files and tiles finished in its own live fan-out and in its running chunks, counted
+    from their histories, and the final counts of the chunks that finished since it last updated.
+
+    Only running chunks are listed (a job runs a few at a time); the finished ones it has not
+    merged are among those its status names as running (``Progress.chunks``). A status that names
+    none (an older job, a wide window) falls back to listing every chunk of the job."""
     prefix = f"{status.instance_id}:"
-    since = status.last_updated_time
+    mine = status.custom_status
     parts, now = [], status.last_updated_time or dt.datetime.now(dt.timezone.utc)
-    if _is_live(status.custom_status):
-        parts.append(await _history_progress(client, status))
-    for chunk in await client.get_status_by(instance_id_prefix=prefix):
-        if ":" in chunk.instance_id[len(prefix):] or not isinstance(chunk.custom_status, dict):
-            continue  # a chunk's own sub-orchestrations (a tiled raster) count through the chunk
+    if _is_live(mine):  # its own fan-out (a tiled raster's tiles): on top of what it counted
+        parts.append(await _history_counts(client, status))
+    named = mine.get("chunks") if isinstance(mine.get("chunks"), list) else None
+    if named is None:
+        chunks = await client.get_status_by(instance_id_prefix=prefix)
+    else:
+        chunks = await client.get_status_by(instance_id_prefix=prefix, runtime_status=list(RUNNING_STATES))
+    chunks = {c.instance_id: c for c in chunks if ":" not in c.instance_id[len(prefix):]}
+    if named is not None:  # finished since the job's last update: the ones it named, no longer running
+        for index in named:
+            chunk_id = chunk_instance_id(status.instance_id, "chunk", int(index))
+            if chunk_id not in chunks:
+                found = await client.get_status(chunk_id)
+                if found and found.runtime_status == RS.Completed:
+                    chunks[chunk_id] = found
+    since = status.last_updated_time
+    for chunk in chunks.values():
+        if not isinstance(chunk.custom_status, dict):
+            continue
         if chunk.runtime_status in RUNNING_STATES:
             if _is_live(chunk.custom_status):
-                base = chunk.custom_status
-                counted = await _history_progress(client, chunk)
-                parts.append((base.get("done", 0) + counted[0], base.get("failed", 0) + counted[1]))
-        elif chunk.runtime_status == RS.Completed and since and chunk.last_updated_time and chunk.last_updated_time > since:
+                parts.append(await _history_progress(client, chunk.custom_status, chunk))
+        elif chunk.runtime_status == RS.Completed and (named is not None or (
+                since and chunk.last_updated_time and chunk.last_updated_time > since)):
             parts.append((chunk.custom_status.get("done", 0), chunk.custom_status.get("failed", 0)))
         else:
             continue
         if chunk.last_updated_time and chunk.last_updated_time > now:
             now = chunk.last_updated_time
-    return Progress.combined(status.custom_status, parts, now)
+    return Progress.combined(mine, parts, now)
 
 
 def _is_live(custom_status: Any) -> bool:
@@ -359,10 +376,16 @@ LIVE_MAX_AGE = dt.timedelta(seconds=0.5)
 LIVE_JOBS_LISTED = 20  # running jobs whose progress a listing counts per file (the rest: per chunk)
 
 
-async def _history_progress(client: df.DurableOrchestrationClient,
+async def _history_progress(client: df.DurableOrchestrationClient, base: dict[str, Any],
                             status: df.DurableOrchestrationStatus) -> tuple[int, int]:
-    """(done, failed) of the files and tiles finished in an instance's history, read only when it
-    changed since the last read."""
+    """(done, failed) of a live fan-out: what its status counted (``base``) and the files and
+    tiles finished in its history, read only when it changed since the last read."""
+    counted = await _history_counts(client, status)
+    return base.get("done", 0) + counted[0], base.get("failed", 0) + counted[1]
+
+
+async def _history_counts(client: df.DurableOrchestrationClient,
+                          status: df.DurableOrchestrationStatus) -> tuple[int, int]:
     cached = _LIVE_COUNTS.get(status.instance_id)
     updated = status.last_updated_time
     read_at = dt.datetime.now(dt.timezone.utc)

@@ -268,7 +268,9 @@ class Progress(BaseModel):
     ``live``: the instance is fanning out and ``done``/``failed`` count only what it knew before
     (files found missing, skipped at inspection); its file or tile tasks are counted by whoever
     reads the status, from the instance's history (``history_progress``), so an orchestration
-    pays nothing per finished task for its progress.
+    pays nothing per finished task for its progress. ``chunks``: the numbers of the chunks a job
+    had running (started, not merged) as of this status, so a reader finds the ones it has not
+    counted without listing every chunk of the job.
     """
 
     stage: str
@@ -280,10 +282,12 @@ class Progress(BaseModel):
     updated: dt.datetime | None = None
     eta: dt.datetime | None = None
     live: bool = False
+    chunks: list[int] | None = None
 
     @classmethod
     def at(cls, stage: str, *, total: int, done: int, failed: int = 0,
-           started: dt.datetime, now: dt.datetime, live: bool = False) -> "Progress":
+           started: dt.datetime, now: dt.datetime, live: bool = False,
+           chunks: list[int] | None = None) -> "Progress":
         """Progress with percent and an estimated completion extrapolated from the rate so far."""
         finished = done + failed
         percent = round(100.0 * finished / total, 1) if total else (100.0 if stage == "completed" else 0.0)
@@ -291,7 +295,7 @@ class Progress(BaseModel):
         if 0 < finished < total and now > started:
             eta = now + (now - started) * ((total - finished) / finished)
         return cls(stage=stage, total=total, done=done, failed=failed, percent=percent,
-                   started=started, updated=now, eta=eta, live=live)
+                   started=started, updated=now, eta=eta, live=live, chunks=chunks)
 
     @classmethod
     def combined(cls, job: dict[str, Any], parts: list[tuple[int, int]], now: dt.datetime) -> dict[str, Any]:
@@ -307,8 +311,16 @@ class Progress(BaseModel):
         done = min(mine.total, mine.done + sum(d for d, _ in parts))
         failed = min(mine.total - done, mine.failed + sum(f for _, f in parts))
         return cls.at(mine.stage, total=mine.total, done=done, failed=failed, started=mine.started,
-                      now=max(now, mine.updated or mine.started)).model_dump(mode="json", exclude={"live"})
+                      now=max(now, mine.updated or mine.started)).model_dump(mode="json", exclude={"live", "chunks"})
 
+
+def chunk_instance_id(job_id: str, kind: str, index: int) -> str:
+    """The instance id of a job's sub-orchestration: ``<job id>:chunk-00001``."""
+    return f"{job_id}:{kind}-{index:05d}"
+
+
+#: Most running chunks a job names in its status (``Progress.chunks``; more are found by listing).
+CHUNKS_NAMED = 64
 
 #: The tasks that finish one file or one tile of a job (its progress counts them; an
 #: ``inspect_raster`` or ``describe_blob`` is only a step towards one).

@@ -21,6 +21,7 @@ import activities as act
 from entities import METRICS_ENTITY
 from models import (
     CHUNKS_IN_FLIGHT,
+    CHUNKS_NAMED,
     SYNC_CHUNK_SIZE,
     BlobDescription,
     BlobRef,
@@ -64,6 +65,7 @@ from models import (
     TilePlanResult,
     TileTask,
     ValidateRasterRequest,
+    chunk_instance_id,
 )
 from catalogs import CatalogHealth, UpsertResult
 
@@ -104,11 +106,13 @@ def run_job(context: df.DurableOrchestrationContext, operation: str, body: Body)
 
 
 def report(context: df.DurableOrchestrationContext, stage: str, result: JobResult,
-           total: int | None = None) -> None:
-    """Publish progress as the custom status (small JSON, deterministic)."""
+           total: int | None = None, chunks: list[int] | None = None) -> None:
+    """Publish progress as the custom status (small JSON, deterministic); ``chunks``: the
+    numbers of the chunks running and not merged yet."""
     progress = Progress.at(stage, total=result.total if total is None else total,
                            done=result.done + result.skipped, failed=result.failed,
-                           started=result.started, now=context.current_utc_datetime)
+                           started=result.started, now=context.current_utc_datetime,
+                           chunks=chunks if chunks is not None and len(chunks) <= CHUNKS_NAMED else None)
     context.set_custom_status(progress.model_dump(mode="json"))
 
 
@@ -122,11 +126,16 @@ def gather(context: df.DurableOrchestrationContext, starts: list[Callable[[], An
     window = in_flight or CHUNKS_IN_FLIGHT
     running: list[tuple[Any, int]] = []
     started = 0
-    report(context, stage, result, total)
-    while started < len(starts) or running:
+
+    def start_more() -> None:
+        nonlocal started
         while started < len(starts) and len(running) < window:
             running.append((starts[started](), started))
             started += 1
+        report(context, stage, result, total, chunks=[i for _, i in running])
+
+    start_more()
+    while running:
         winner = yield context.task_any([task for task, _ in running])
         index = next(i for task, i in running if task is winner)
         running = [(task, i) for task, i in running if task is not winner]
@@ -141,7 +150,7 @@ def gather(context: df.DurableOrchestrationContext, starts: list[Callable[[], An
                         for name in chunk_names])
         else:
             result.merge(JobResult.model_validate(winner.result))
-        report(context, stage, result, total)
+        start_more()
     return result
 
 
@@ -195,7 +204,7 @@ def _first_line(err: Exception, limit: int = 500) -> str:
 
 
 def chunk_id(context: df.DurableOrchestrationContext, kind: str, index: int) -> str:
-    return f"{context.instance_id}:{kind}-{index:05d}"
+    return chunk_instance_id(context.instance_id, kind, index)
 
 
 # -- hello_world ---------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ def test_gather_starts_at_most_in_flight_chunks_and_the_next_as_one_finishes():
     history.events.append(history._event(8, TaskScheduledId=1, Result='{"operation": "catalog_chunk", "total": 1, "done": 1}'))
     state = history.run(_chunked(3))
     assert not state["isDone"] and state["customStatus"]["done"] == 1
+    assert state["customStatus"]["chunks"] == [0, 2, 3]  # running and not merged: what readers look up
     started = [a.get("instanceId") for group in state["actions"] for a in group
                for a in (a.get("compoundActions") or [a])]
     assert "job:chunk-00003" in started and "job:chunk-00004" not in started
