@@ -414,7 +414,7 @@ async def get_job_tasks(req: func.HttpRequest, client: df.DurableOrchestrationCl
     if wanted is not None and wanted not in TASK_STATUSES:
         raise ApiError(400, f"unknown task status {wanted[:40]!r}", known_statuses=list(TASK_STATUSES))
     status = await _require(client, instance_id)
-    children = await client.get_status_by(instance_id_prefix=f"{instance_id}:")
+    children = await _children(client, status)
     tasks = []
     for part in [status, *sorted(children, key=lambda c: c.instance_id)]:
         tasks += await _instance_tasks(client, part)
@@ -423,6 +423,26 @@ async def get_job_tasks(req: func.HttpRequest, client: df.DurableOrchestrationCl
     page = tasks[skip:skip + top]
     return _json({"instanceId": instance_id, "total": len(tasks), "skip": skip, "top": top,
                   "tasks": [t.model_dump(mode="json") for t in page]})
+
+
+# The sub-orchestrations of finished jobs, by (job id, last update): listing the 200 chunks of a
+# 20,000-file job through the client takes ~100 ms, and a finished job's chunks no longer change.
+_FINISHED_CHILDREN: "collections.OrderedDict[tuple[str, Any], list]" = collections.OrderedDict()
+FINISHED_CHILDREN_KEPT = 64  # jobs
+
+
+async def _children(client: df.DurableOrchestrationClient, status: df.DurableOrchestrationStatus) -> list:
+    """A job's sub-orchestrations (its chunks, and theirs), remembered once the job completed (a
+    terminated job's chunks may still run)."""
+    key = (status.instance_id, status.last_updated_time)
+    if status.runtime_status != RS.Completed or status.last_updated_time is None:
+        return await client.get_status_by(instance_id_prefix=f"{status.instance_id}:")
+    if key not in _FINISHED_CHILDREN:
+        _FINISHED_CHILDREN[key] = await client.get_status_by(instance_id_prefix=f"{status.instance_id}:")
+        while len(_FINISHED_CHILDREN) > FINISHED_CHILDREN_KEPT:
+            _FINISHED_CHILDREN.popitem(last=False)
+    _FINISHED_CHILDREN.move_to_end(key)
+    return _FINISHED_CHILDREN[key]
 
 
 # The tasks of finished instances, by (instance id, last update): their histories no longer
