@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -542,6 +542,14 @@ class AzureBlobStore(BlobStore):
             metadata=dict(props.metadata or {}),
         )
 
+    @staticmethod
+    def _uploaded(name: str, size: int, answer: Mapping[str, Any], settings, metadata) -> BlobInfo:
+        """The uploaded blob's info from the upload's own answer (its ETag and time), not from
+        one more properties request."""
+        return BlobInfo(name=name, size=size, etag=normalize_etag(answer["etag"]),
+                        last_modified=answer["last_modified"], content_type=settings.content_type,
+                        metadata=dict(metadata or {}))
+
     def get_properties(self, container, name):
         blob = self._blob(container, name)
         with self._translate(container, name):
@@ -586,8 +594,8 @@ class AzureBlobStore(BlobStore):
         blob = self._blob(container, name)
         settings = ContentSettings(content_type=content_type or guess_content_type(name))
         with self._translate(container, name):
-            blob.upload_blob(data, overwrite=True, content_settings=settings, metadata=dict(metadata or {}))
-        return self.get_properties(container, name)
+            answer = blob.upload_blob(data, overwrite=True, content_settings=settings, metadata=dict(metadata or {}))
+        return self._uploaded(name, len(data), answer, settings, metadata)
 
     def upload_from_path(self, container, name, path, *, content_type=None, metadata=None):
         from azure.storage.blob import ContentSettings
@@ -595,9 +603,9 @@ class AzureBlobStore(BlobStore):
         blob = self._blob(container, name)
         settings = ContentSettings(content_type=content_type or guess_content_type(name))
         with self._translate(container, name), open(path, "rb") as handle:
-            blob.upload_blob(handle, overwrite=True, content_settings=settings,
-                             metadata=dict(metadata or {}), max_concurrency=4)
-        return self.get_properties(container, name)
+            answer = blob.upload_blob(handle, overwrite=True, content_settings=settings,
+                                      metadata=dict(metadata or {}), max_concurrency=4)
+        return self._uploaded(name, os.path.getsize(path), answer, settings, metadata)
 
     def delete(self, container, name):
         from azure.core.exceptions import ResourceNotFoundError

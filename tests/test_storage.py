@@ -63,11 +63,17 @@ def test_upload_properties_download_roundtrip(store, container, tmp_path):
     assert info.etag and '"' not in info.etag
     assert info.last_modified.tzinfo is not None
     props = store.get_properties(container, "dir/a.bin")
-    assert props.etag == info.etag
-    assert props.content_type == "application/x-test"
+    assert props.etag == info.etag and props.last_modified == info.last_modified  # the upload's answer is exact
+    assert props.size == info.size and props.metadata == info.metadata
+    assert props.content_type == info.content_type == "application/x-test"
     assert props.metadata == {"source_etag": "abc"}
     out = store.download_to_path(container, "dir/a.bin", tmp_path / "out" / "a.bin")
     assert out.read_bytes() == b"x" * 1000
+    again = store.upload_bytes(container, "dir/b.txt", b"hello", metadata={"k": "v"})
+    props = store.get_properties(container, "dir/b.txt")
+    assert (again.etag, again.last_modified, again.size, again.metadata) == (
+        props.etag, props.last_modified, 5, {"k": "v"})
+    assert again.content_type == props.content_type
     with store.downloaded(container, "dir/a.bin") as path:
         assert path.read_bytes() == b"x" * 1000
     assert not path.exists()
