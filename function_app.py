@@ -507,8 +507,9 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
                 and s.last_updated_time.astimezone(dt.timezone.utc) < cutoff]
     jobs.sort(key=lambda s: s.created_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
     bodies = [status_body(s) for s in jobs]
-    live = [(b, s) for b, s in zip(bodies, jobs)
-            if s.runtime_status in RUNNING_STATES and isinstance(s.custom_status, dict)][:LIVE_JOBS_LISTED]
+    live = [(b, s) for b, s in zip(bodies, jobs)  # fanning out: running chunks or its own live tasks
+            if s.runtime_status in RUNNING_STATES and isinstance(s.custom_status, dict)
+            and (s.custom_status.get("chunks") or s.custom_status.get("live"))][:LIVE_JOBS_LISTED]
     for body, job in live:  # the newest running jobs' progress per file, as GET /api/jobs/{id} has it
         body["customStatus"] = await live_progress(client, job)
     return _json({"count": len(jobs), "jobs": bodies, "operations": sorted(OPERATIONS)})

@@ -82,7 +82,7 @@ def check_burst(runtime, store, tmp: Path, count: int = 300) -> None:
         store.upload_from_path(CONTAINER, name, source)
     expected = {item_id(n) for n in names}
     wait_until(lambda: expected <= set(catalog_etags()), timeout=600, interval=1, what=f"{count} items")
-    wait_until(lambda: all(j["runtimeStatus"] == "Completed" for j in ingest_jobs(runtime)), timeout=120,
+    wait_until(lambda: all(j["runtimeStatus"] == "Completed" for j in ingest_jobs(runtime)), timeout=300,
                what="every ingest job completed")
     per_blob: dict[str, int] = {}
     for job in ingest_jobs(runtime):
