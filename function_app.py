@@ -29,8 +29,8 @@ import orchestrators
 import stac_ops
 import storage
 from entities import METRICS_ENTITY
-from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks, history_progress, chunk_instance_id,
-                    problems_of)
+from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks,
+                    history_progress, chunk_instance_id, problems_of)
 from settings import SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
@@ -349,8 +349,10 @@ async def live_progress(client: df.DurableOrchestrationClient, status: df.Durabl
         if not isinstance(chunk.custom_status, dict):
             continue
         if chunk.runtime_status in RUNNING_STATES:
-            if _is_live(chunk.custom_status):
-                parts.append(await _history_progress(client, chunk.custom_status, chunk))
+            if _is_live(chunk.custom_status):  # what it counted, and the files finished since
+                counted = await _history_counts(client, chunk)
+                parts.append((chunk.custom_status.get("done", 0) + counted[0],
+                              chunk.custom_status.get("failed", 0) + counted[1]))
         elif chunk.runtime_status == RS.Completed and (named is not None or (
                 since and chunk.last_updated_time and chunk.last_updated_time > since)):
             parts.append((chunk.custom_status.get("done", 0), chunk.custom_status.get("failed", 0)))
@@ -376,16 +378,10 @@ LIVE_MAX_AGE = dt.timedelta(seconds=0.5)
 LIVE_JOBS_LISTED = 20  # running jobs whose progress a listing counts per file (the rest: per chunk)
 
 
-async def _history_progress(client: df.DurableOrchestrationClient, base: dict[str, Any],
-                            status: df.DurableOrchestrationStatus) -> tuple[int, int]:
-    """(done, failed) of a live fan-out: what its status counted (``base``) and the files and
-    tiles finished in its history, read only when it changed since the last read."""
-    counted = await _history_counts(client, status)
-    return base.get("done", 0) + counted[0], base.get("failed", 0) + counted[1]
-
-
 async def _history_counts(client: df.DurableOrchestrationClient,
                           status: df.DurableOrchestrationStatus) -> tuple[int, int]:
+    """(done, failed) of the files and tiles finished in a live instance's history, read again
+    only when it changed since the last read."""
     cached = _LIVE_COUNTS.get(status.instance_id)
     updated = status.last_updated_time
     read_at = dt.datetime.now(dt.timezone.utc)

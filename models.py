@@ -105,7 +105,7 @@ SYNC_CHUNK_SIZE = 100
 #: (the activity queue is first in, first out), and the job's own progress moves chunk by chunk.
 #: 8 chunks of 100 keep 800 tasks queued: far more than one host's workers run at once.
 CHUNKS_IN_FLIGHT = 8
-ChunksInFlight = Annotated[int, Field(ge=1, le=1000, description="chunks run at once (default 8)")]
+ChunksInFlight = Annotated[int, Field(ge=1, le=1000, description=f"chunks run at once (default {CHUNKS_IN_FLIGHT})")]
 
 
 class SyncContainerRequest(ContainerJob):

@@ -106,12 +106,13 @@ def run_job(context: df.DurableOrchestrationContext, operation: str, body: Body)
 
 
 def report(context: df.DurableOrchestrationContext, stage: str, result: JobResult,
-           total: int | None = None, chunks: list[int] | None = None) -> None:
-    """Publish progress as the custom status (small JSON, deterministic); ``chunks``: the
-    numbers of the chunks running and not merged yet."""
+           total: int | None = None, *, chunks: list[int] | None = None, live: bool = False) -> None:
+    """Publish progress as the custom status (small JSON, deterministic). ``chunks``: the
+    numbers of the chunks running and not merged yet; ``live``: a fan-out whose finished tasks
+    the job API counts from this instance's history, on top of what ``result`` counted."""
     progress = Progress.at(stage, total=result.total if total is None else total,
                            done=result.done + result.skipped, failed=result.failed,
-                           started=result.started, now=context.current_utc_datetime,
+                           started=result.started, now=context.current_utc_datetime, live=live,
                            chunks=chunks if chunks is not None and len(chunks) <= CHUNKS_NAMED else None)
     context.set_custom_status(progress.model_dump(mode="json"))
 
@@ -167,23 +168,6 @@ def settle(context: df.DurableOrchestrationContext, tasks: list):
         running = [task for task in tasks if not task.is_completed]
         waiting = context.task_all(running) if running else None  # failed fast: wait for the rest
     return [task.result for task in tasks]
-
-
-def is_failure(value: Any) -> bool:
-    """A task's result is a failure: its exception, a failed outcome, or a JobResult with failures."""
-    return isinstance(value, Exception) or (isinstance(value, dict) and (
-        value.get("status") == "failed" or bool(value.get("failed"))))
-
-
-def report_live(context: df.DurableOrchestrationContext, stage: str, *, total: int, started,
-                base: JobResult | None = None) -> None:
-    """Publish a fan-out's progress as ``live``: what ``base`` already counted, the rest counted by
-    the job API from this instance's history as its tasks finish."""
-    done = failed = 0
-    if base is not None:
-        done, failed = base.done + base.skipped, base.failed
-    context.set_custom_status(Progress.at(stage, total=total, done=done, failed=failed, started=started,
-                                          now=context.current_utc_datetime, live=True).model_dump(mode="json"))
 
 
 def outcome_of(name: str, result: Any) -> TaskOutcome:
@@ -288,7 +272,7 @@ def finalize(context, collection: str):
 def catalog_chunk(context: df.DurableOrchestrationContext):
     """One chunk of a sync: read its file list, catalog each file, fan in (progress ``live``)."""
     chunk = CatalogChunkTask.model_validate(context.get_input())
-    started = context.current_utc_datetime
+    result = JobResult(operation="catalog_chunk", started=context.current_utc_datetime)
     listed = yield context.call_activity_with_retry(act.read_chunk, RETRY, chunk.chunk.model_dump(mode="json"))
     files = [FileRef.model_validate(f) for f in listed]
     # Each file's activity stages its item; one flush writes the chunk's items in one batch.
@@ -300,17 +284,14 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     base = ConvertTask(container=chunk.container, file=FileRef(name=""), collection=chunk.collection,
                        stage=stage).model_dump(mode="json")
     tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {**base, "file": f}) for f in listed]
-    report_live(context, "cataloging", total=len(files), started=started)
+    report(context, "cataloging", result, len(files), live=True)
     results = yield from settle(context, tasks)
     outcomes = [outcome_of(f.name, r) for f, r in zip(files, results)]
     if any(o.status == "done" for o in outcomes):
         flushed = yield context.call_activity_with_retry(act.flush_items, RETRY, StageRef(stage=stage).model_dump(mode="json"))
         UpsertResult.model_validate(flushed)
-    result = JobResult(operation="catalog_chunk")
     result.add(outcomes)
-    context.set_custom_status(Progress.at("cataloging", total=len(files), done=result.done + result.skipped,
-                                          failed=result.failed, started=started,
-                                          now=context.current_utc_datetime).model_dump(mode="json"))
+    report(context, "cataloging", result)
     return result.model_dump(mode="json")
 
 
@@ -463,9 +444,8 @@ def convert_chunk(context: df.DurableOrchestrationContext):
     """One chunk of a conversion: inspect each file, convert the small ones in one activity each,
     send the large ones down the tiled path as sub-orchestrations."""
     chunk = ConvertChunkTask.model_validate(context.get_input())
-    started = context.current_utc_datetime
     base = chunk.task
-    result = JobResult(operation="convert_chunk")
+    result = JobResult(operation="convert_chunk", started=context.current_utc_datetime)
     files = yield from chunk_files(context, chunk, result)
     total = len(files) + result.total  # with the named blobs found missing
     tasks = [base.model_copy(update={"file": file}) for file in files]
@@ -491,7 +471,7 @@ def convert_chunk(context: df.DurableOrchestrationContext):
         else:
             work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))
             names.append(task.file.name)
-    report_live(context, "converting", total=total, started=started, base=result)
+    report(context, "converting", result, total, live=True)
     outcomes = yield from settle(context, work)
     for index, (name, outcome) in enumerate(zip(names, outcomes)):
         if isinstance(outcome, Exception):
@@ -505,9 +485,7 @@ def convert_chunk(context: df.DurableOrchestrationContext):
                                     seconds=tiled.seconds or 0.0)])
         else:
             result.add([TaskOutcome.model_validate(outcome)])
-    context.set_custom_status(Progress.at("converting", total=result.total, done=result.done + result.skipped,
-                                          failed=result.failed, started=started,
-                                          now=context.current_utc_datetime).model_dump(mode="json"))
+    report(context, "converting", result)
     return result.model_dump(mode="json")
 
 
@@ -543,7 +521,7 @@ def _process_tiled_raster(context, result: JobResult):
         output_container=request.output_container, profile=request.profile,
         max_z_error=request.max_z_error, options_digest=digest, catalog=request.catalog,
         tile=tile.model_dump(mode="json")).model_dump(mode="json")) for tile in plan.tiles]
-    report_live(context, "tiling", total=len(tiles), started=result.started)
+    report(context, "tiling", result, len(tiles), live=True)
     results = yield from settle(context, tiles)
     outcomes = [outcome_of(f"tile {t.row},{t.col}", r) for t, r in zip(plan.tiles, results)]
     result.add(outcomes)

@@ -52,10 +52,12 @@ def test_hello_world_rejects_a_bad_input():
 def _fan_out():
     """An orchestrator of 12 tile-like tasks settled at once, its progress published as live."""
     import azure.durable_functions as df
+    from models import JobResult
 
     def body(context):
         tasks = [context.call_activity("convert_tile", i) for i in range(12)]
-        orchestrators.report_live(context, "tiling", total=12, started=context.current_utc_datetime)
+        orchestrators.report(context, "tiling", JobResult(operation="t", started=context.current_utc_datetime), 12,
+                             live=True)
         results = yield from orchestrators.settle(context, tasks)
         return ["failed" if isinstance(r, Exception) else r["status"] for r in results]
 
