@@ -759,32 +759,62 @@ def check_nodata(ds: DatasetReader) -> Findings:
 
 
 class BlockSample(BaseModel):
-    """What decoding a sample of blocks found."""
+    """What decoding a sample of blocks found; ``whole``: the sample was every block."""
 
     blocks: int = 0
     pixels: int = 0
     valid_pixels: int = 0
+    whole: bool = False
     errors: list[Issue] = Field(default_factory=list)
     warnings: list[Issue] = Field(default_factory=list)
 
 
+def all_valid(ds: DatasetReader) -> bool:
+    """No band has nodata, a mask or alpha: every pixel is valid (from the header alone)."""
+    return all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
+
+
+WHOLE_READ_BYTES = 64 * 2**20
+"""A raster whose sampled blocks are all its blocks is decoded in one read up to this size."""
+
+
 def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
-    """Decode a sample of blocks of every band: a file can open and then fail on read."""
-    sample = BlockSample()
-    for window in sample_windows(ds, limit):
+    """Decode a sample of blocks of every band: a file can open and then fail on read.
+
+    A raster of at most ``limit`` blocks (and ``WHOLE_READ_BYTES``) is decoded in one read; if
+    that read fails, block by block, so the error names the block. The mask is read only when
+    the header says some pixel can be invalid (nodata, a mask or alpha)."""
+    windows = sample_windows(ds, limit)
+    block_h, block_w = ds.block_shapes[0]
+    size = ds.count * ds.width * ds.height * max(np.dtype(t).itemsize for t in ds.dtypes)
+    if (len(windows) == math.ceil(ds.height / block_h) * math.ceil(ds.width / block_w)
+            and size <= WHOLE_READ_BYTES):
+        sample = _decode(ds, [Window(0, 0, ds.width, ds.height)], whole=True)
+        if not sample.errors:
+            sample.blocks = len(windows)
+            return sample
+    return _decode(ds, windows, whole=False)
+
+
+def _decode(ds: DatasetReader, windows: list[Window], whole: bool) -> BlockSample:
+    sample = BlockSample(whole=whole)
+    every_pixel = all_valid(ds)
+    for window in windows:
         try:
             data = ds.read(window=window)
-            mask = ds.dataset_mask(window=window)
+            valid = (data[0].size if every_pixel
+                     else int(np.count_nonzero(ds.dataset_mask(window=window))))
         except GDAL_ERRORS as err:
-            where = f"block at row {int(window.row_off)}, col {int(window.col_off)}"
+            where = ("the raster" if whole
+                     else f"block at row {int(window.row_off)}, col {int(window.col_off)}")
             problem = read_error(ds.name, f"reading {where} failed", err)
             if isinstance(problem, SourceUnavailable):
                 raise problem from err
             sample.errors.append(_issue(UnreadableRaster, problem.reason))
             return sample
         sample.blocks += 1
-        sample.pixels += mask.size
-        sample.valid_pixels += int(np.count_nonzero(mask))
+        sample.pixels += data[0].size
+        sample.valid_pixels += valid
         if data.dtype.kind == "f" and not sample.warnings and np.isnan(data).any():
             if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
                 sample.warnings.append(_issue("UndeclaredNaN", "float pixels contain NaN but "
@@ -906,8 +936,9 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
     report.warnings.extend(sample.warnings)
     if sample.errors:
         return
-    try:
-        fraction = valid_fraction(ds)
+    try:  # a raster read whole, or without invalid pixels, needs no second look at its mask
+        fraction = (sample.valid_pixels / max(sample.pixels, 1) if sample.whole or all_valid(ds)
+                    else valid_fraction(ds))
     except GDAL_ERRORS as err:
         problem = read_error(ds.name, "reading the overview/decimated mask failed", err)
         if isinstance(problem, SourceUnavailable):
@@ -1958,13 +1989,27 @@ def read_decimated(ds: DatasetReader, *, max_size: int = 1024, sample_blocks: in
 
 
 def band_statistics(band: np.ma.MaskedArray) -> BandStatistics:
-    """Minimum, maximum, mean, standard deviation and valid percentage of one masked band."""
+    """Minimum, maximum, mean, standard deviation and valid percentage of one masked band.
+
+    Integers of up to 16 bits are counted into a histogram first (one pass over the pixels; the
+    moments then come from at most 65,536 distinct values), others are summed in float64."""
     valid = band.compressed()
     if valid.size == 0:
         return BandStatistics(valid_percent=0.0)
-    values = valid.astype("float64")
-    return BandStatistics(minimum=float(values.min()), maximum=float(values.max()),
-                          mean=float(values.mean()), stddev=float(values.std()),
+    if valid.dtype.kind in "ui" and valid.dtype.itemsize <= 2:
+        low = int(valid.min())
+        counts = np.bincount((valid.astype(np.int32) - low) if low else valid)
+        values = np.flatnonzero(counts)
+        weights = counts[values].astype("float64")
+        values = values.astype("float64") + low
+        mean = float(np.dot(weights, values) / valid.size)
+        stddev = math.sqrt(max(0.0, float(np.dot(weights, (values - mean) ** 2)) / valid.size))
+        minimum, maximum = float(values[0]), float(values[-1])
+    else:
+        values = valid.astype("float64")
+        minimum, maximum = float(values.min()), float(values.max())
+        mean, stddev = float(values.mean()), float(values.std())
+    return BandStatistics(minimum=minimum, maximum=maximum, mean=mean, stddev=stddev,
                           valid_percent=round(100.0 * valid.size / band.size, 4))
 
 

@@ -207,3 +207,18 @@ def test_thumbnail_matches_gdal_translate_for_byte_data(shared_rasters, tmp_path
     valid = mine[3] == 255
     assert (theirs[:, ~valid] == 0).all()  # where ours is transparent, the data is nodata (0)
     assert np.abs(mine[:3][:, valid].astype(int) - theirs[:, valid]).mean() < 1
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "float32"])
+def test_band_statistics_match_numpy_for_every_dtype(dtype):
+    """Small integers go through a histogram; the figures must equal plain float64 moments."""
+    rng = np.random.default_rng(7)
+    low, high = ((np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype != "float32" else (-1e3, 1e3))
+    data = rng.uniform(low, high, size=(257, 311)).astype(dtype)
+    band = np.ma.masked_array(data, mask=rng.random(data.shape) < 0.25)
+    stats = geo_ops.band_statistics(band)
+    valid = band.compressed().astype("float64")
+    assert (stats.minimum, stats.maximum) == (valid.min(), valid.max())
+    assert stats.mean == pytest.approx(valid.mean(), rel=1e-9, abs=1e-9)
+    assert stats.stddev == pytest.approx(valid.std(), rel=1e-7)
+    assert stats.valid_percent == round(100.0 * valid.size / band.size, 4)

@@ -301,3 +301,21 @@ def test_validated_keeps_the_dataset_open_for_the_caller(make_raster, shared_ras
         assert ds is None and [e.code for e in report.errors] == ["MissingCRS"]
     with geo_ops.validated(shared_rasters / "corrupt.tif") as (report, ds):
         assert ds is None and report.errors[0].code == "UnreadableRaster"
+
+
+@pytest.mark.parametrize("blocks", [64, 2], ids=["read-whole", "sampled-blocks"])
+def test_valid_fraction_is_the_same_read_whole_or_by_blocks(tmp_path, blocks):
+    """A small raster is decoded in one read, a larger one by sampled blocks plus its mask: the
+    valid fraction must not depend on which way it went."""
+    path = tmp_path / "half.tif"
+    data = np.ones((1, 1024, 1024), dtype="uint8")
+    data[:, :, :256] = 0  # a quarter nodata
+    with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=1, dtype="uint8",
+                       nodata=0, crs="EPSG:32633", tiled=True, blockxsize=256, blockysize=256,
+                       transform=rasterio.transform.from_origin(500000, 4900000, 10, 10)) as dst:
+        dst.write(data)
+    report = geo_ops.validate(path, sample_blocks=blocks)
+    assert report.errors == []
+    assert report.valid_fraction == pytest.approx(0.75, abs=0.01)
+    with rasterio.open(path) as ds:
+        assert geo_ops.check_blocks(ds, blocks).whole is (blocks == 64)
