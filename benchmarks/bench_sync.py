@@ -239,17 +239,20 @@ def sampled(out: Path | None):
 
 
 SESSIONS: dict[str, int] = {}  # service name → session id (each service runs in its own session)
+PARENTS: dict[str, int] = {}  # service name → pid whose live children are its (PostgreSQL's backends)
 
 
 def cpu_by_process() -> dict[str, float]:
     """CPU seconds used so far by this benchmark's processes, grouped: this host (runtime + HTTP),
-    its activity worker processes, and the services it started (``SESSIONS``: Azurite,
-    PostgreSQL, with their exited children's CPU), from Linux /proc. Other users' processes on
-    the machine (other test runs' Azurite, PostgreSQL) are not counted."""
+    its activity worker processes, and the services it started (``SESSIONS``: Azurite and the
+    PostgreSQL postmaster, with their exited children's CPU; ``PARENTS``: the postmaster, whose
+    live backends each run in a session of their own), from Linux /proc. Other users' processes
+    on the machine (other test runs' Azurite, PostgreSQL) are not counted."""
     groups: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     me = os.getpid()
     by_session = {sid: name for name, sid in SESSIONS.items()}
+    by_parent = {pid: name for name, pid in PARENTS.items()}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -259,16 +262,19 @@ def cpu_by_process() -> dict[str, float]:
         ppid, session = int(stat[1]), int(stat[3])
         group = ("host" if int(pid) == me else "workers" if ppid == me and b"multiprocessing" in cmd
                  else by_session.get(session))
-        if group:
-            # utime, stime; for services also their reaped children's (PostgreSQL's backends)
-            ticks = sum(int(x) for x in stat[11:13 if group in ("host", "workers") else 15])
+        child = by_parent.get(ppid) if not group else None
+        if group or child:
+            # utime, stime; for a service's leaders also their reaped children's (PostgreSQL's
+            # exited backends); a live child's own only (its parent's figures exclude it)
+            ticks = sum(int(x) for x in stat[11:13 if child or group in ("host", "workers") else 15])
+            group = group or child
             groups[group] = groups.get(group, 0.0) + ticks / tick
     return groups
 
 
-def postmaster_session(port: int) -> int:
-    """The session of the PostgreSQL server listening on ``port`` (its backends share it; the
-    postmaster starts its own session, apart from the ``runuser`` that launched it)."""
+def postmaster(port: int) -> tuple[int, int]:
+    """``(pid, session)`` of the PostgreSQL server listening on ``port``; its backends are its
+    children, each in a session of its own (a postmaster child calls setsid)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -276,8 +282,16 @@ def postmaster_session(port: int) -> int:
         except OSError:
             continue
         if cmd and cmd[0].endswith(b"/postgres") and str(port).encode() in cmd:
-            return int(stat[3])
-    return -1
+            return int(pid), int(stat[3])
+    return -1, -1
+
+
+def pg_sessions(dsn: str) -> int:
+    """Sessions PostgreSQL has opened so far (each new connection costs the server a backend)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return int(conn.execute("SELECT sum(sessions) FROM pg_stat_database").fetchone()[0])
 
 
 def post(url: str, body: dict) -> dict:
@@ -362,7 +376,7 @@ def main() -> None:
         if azurite is not None:
             SESSIONS["azurite"] = azurite.proc.pid
         if pg is not None:
-            SESSIONS["postgres"] = postmaster_session(pg.port)
+            PARENTS["postgres"], SESSIONS["postgres"] = postmaster(pg.port)
         os.environ.update({"RMH_STORAGE_BACKEND": "azure", "RMH_STORAGE_CONNECTION_STRING": conn,
                            "RMH_CATALOG_BACKEND": "pgstac", "RMH_PGSTAC_DSN": dsn})
         import activities
@@ -379,16 +393,22 @@ def main() -> None:
             prepare_s = time.perf_counter() - started
             scripts, runs, plain = [], [], []
             for k in range(args.repeat):
-                before = counts()
+                before, services_before = counts(), cpu_by_process()
                 cpu_before = time.process_time()
                 script = baseline(store, dsn, f"baseline-{k}")
                 script["cpu_ms_per_file"] = round((time.process_time() - cpu_before) * 1000 / args.files, 3)
+                services_after = cpu_by_process()
+                script["service_cpu_ms_per_file"] = {  # what the script made Azurite and PostgreSQL spend
+                    name: round((services_after.get(name, 0.0) - services_before.get(name, 0.0)) * 1000 / args.files, 3)
+                    for name in ("azurite", "postgres")}
                 middle = counts()
                 script["storage_requests"] = _requests(before, middle, args.files)
+                sessions = pg_sessions(dsn)
                 with sampled(args.profile if k == 0 else None):
                     run = ours(args.files, args.chunk_size, Path(tmp), args.pool, args.workers, f"ours-{k}",
                                threads=args.threads)
                 run["storage_requests"] = _requests(middle, counts(), args.files)
+                run["postgres_sessions"] = pg_sessions(dsn) - sessions
                 scripts.append(script)
                 runs.append(run)
                 if not args.no_progress_cost:
@@ -507,6 +527,8 @@ def summarize(args, prepare_s: float, scripts: list[dict], runs: list[dict], pla
         "repeat": args.repeat, "prepare_s": round(prepare_s, 2),
         "script": {"items_per_s": round(statistics.median(rate(s) for s in scripts), 1),
                    "wall_s": median_of(scripts, "wall_s"), "cpu_ms_per_file": median_of(scripts, "cpu_ms_per_file"),
+                   "service_cpu_ms_per_file": {k: median_of(scripts, "service_cpu_ms_per_file", k)
+                                               for k in ("azurite", "postgres")},
                    "storage_requests_per_file": script_requests, "runs": scripts},
         "ours": {"items_per_s": round(statistics.median(rate(r) for r in runs), 1), "pool": args.pool,
                  "wall_s": median_of(runs, "wall_s"),

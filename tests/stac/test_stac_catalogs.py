@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import multiprocessing
+import json
 import threading
 
 import psycopg
@@ -340,6 +341,45 @@ def test_pgstac_refuses_a_database_of_another_pgstac_version(pg_catalog, collect
     monkeypatch.setattr(pypgstac, "__version__", "0.7.1")
     with pytest.raises(catalogs.PgStacVersionMismatch, match="0.7.1"):
         pg_catalog.upsert_items([variant(template, collection_id, 1)])
+
+
+# pgSTAC's own hydration of every item, the reference for the summary's per-group hydration
+_HYDRATED_ASSETS = """
+SELECT a.key, a.value->>'type', a.value->>'title',
+       CASE WHEN jsonb_typeof(a.value->'roles') = 'array'
+            THEN ARRAY(SELECT jsonb_array_elements_text(a.value->'roles')) END, count(*)
+FROM pgstac.items i
+CROSS JOIN LATERAL jsonb_each(pgstac.content_hydrate(i, '{"include": ["assets"]}'::jsonb)->'assets') a
+WHERE i.collection = %s AND jsonb_typeof(a.value) = 'object'
+GROUP BY 1, 2, 3, 4
+"""
+
+
+def test_pgstac_asset_summary_hydrates_like_pgstac(pg_catalog, pg_pool, collection_id, template):
+    """Items written under two base items (the collection's item_assets changed in between),
+    with an asset field the base has and the item lacks (pgSTAC's do-not-merge marker), another
+    that differs, and an asset only some items have: the summary, hydrated once per group, must
+    count what pgSTAC's hydration of every item counts."""
+    first = [variant(template, collection_id, n) for n in range(4)]
+    del first[0]["assets"]["data"]["title"]
+    first[1]["assets"]["data"]["roles"] = ["data", "visual"]
+    pg_catalog.upsert_items(first)
+    pg_catalog.refresh_collection(collection_id)  # new item_assets: a second base item
+    second = [variant(template, collection_id, n) for n in range(4, 7)]
+    second[0]["assets"]["data"]["type"] = stac_ops.GEOTIFF_MEDIA_TYPE
+    del second[1]["assets"]["source"]
+    pg_catalog.upsert_items(second)
+    with pg_pool.connection() as conn:
+        conn.execute("SET search_path TO pgstac, public")
+        bases = conn.execute("SELECT count(*) FROM pgstac.base_items WHERE collection = %s",
+                             (collection_id,)).fetchone()[0]
+        expected = sorted(conn.execute(_HYDRATED_ASSETS, (collection_id,)).fetchall(),
+                          key=lambda r: json.dumps(r, default=str))
+        got = sorted(((a.key, a.type, a.title, a.roles, a.items) for a in catalogs._asset_summaries(conn, collection_id)),
+                     key=lambda r: json.dumps(r, default=str))
+    assert bases >= 2
+    assert got == expected
+    assert any(title is None for key, _t, title, _r, _n in got if key == "data")
 
 
 def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collection_id, template):
