@@ -405,9 +405,18 @@ def env_options(gdal_config: Mapping[str, Any] | None = None, **extra: Any) -> d
     return options
 
 
-def gdal_env(gdal_config: Mapping[str, Any] | None = None, **extra: Any) -> rasterio.Env:
-    """``rasterio.Env`` with the engine defaults, overridden by ``gdal_config``."""
-    return rasterio.Env(**env_options(gdal_config, **extra))
+def gdal_env(gdal_config: Mapping[str, Any] | None = None, **extra: Any
+             ) -> rasterio.Env | contextlib.nullcontext:
+    """``rasterio.Env`` with the engine defaults, overridden by ``gdal_config``; nothing to enter
+    when the active environment already sets every one of those options to the same value (a
+    dataset read inside the environment that opened it: entering and leaving an environment
+    costs ~0.14 ms, three times a file)."""
+    options = env_options(gdal_config, **extra)
+    if rasterio.env.hasenv():
+        active = rasterio.env.getenv()
+        if all(k in active and active[k] == v for k, v in options.items()):
+            return contextlib.nullcontext()
+    return rasterio.Env(**options)
 
 
 GDAL_ERRORS = (RasterioError, CPLE_BaseError)
@@ -872,7 +881,7 @@ def validate(
                    head=head) as (report, _ds):
         pass
     if check_cog and not report.errors and report.driver:
-        with rasterio.Env(**env_options(gdal_config)):
+        with gdal_env(gdal_config):
             report.is_cog, report.cog_errors, report.cog_warnings = check_cog_layout(
                 src, report.driver, env_options(gdal_config))
     report.valid = not report.errors
@@ -895,7 +904,7 @@ def validated(
     remote file's leading bytes, only to explain a refusal (see ``open_allowed``)."""
     limits = limits or RasterLimits()
     report = ValidationReport(path=str(src), valid=False, file_bytes=_file_size(src))
-    with rasterio.Env(**env_options(gdal_config)):
+    with gdal_env(gdal_config):
         try:
             ds = open_allowed(src, head)
             report.driver = ds.driver

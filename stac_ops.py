@@ -258,9 +258,10 @@ def read_facts(raster: str | os.PathLike | DatasetReaderBase, *, max_stats_size:
     """geo_ops' facts of a raster with band statistics (a decimated read, at most
     ``max_stats_size`` pixels on the long side); read failures become ``RasterReadError``
     (a network fault stays ``geo_ops.SourceUnavailable``: transient, retried)."""
-    with rasterio.Env(**geo_ops.env_options(gdal_config)), _open_raster(raster) as dataset:
+    with geo_ops.gdal_env(gdal_config), _open_raster(raster) as dataset:
         try:
-            return geo_ops.read_header(dataset, statistics=True, max_stats_size=max_stats_size)
+            return geo_ops.read_header(dataset, statistics=True, max_stats_size=max_stats_size,
+                                       gdal_config=gdal_config)
         except geo_ops.SourceUnavailable:
             raise
         except geo_ops.GeoOpsError as err:
