@@ -86,14 +86,21 @@ def rides_out_outages(activity: Callable[[dict], Any]) -> Callable[[dict], Any]:
 
     @functools.wraps(activity)
     def run(payload: dict) -> Any:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
-            wait=tenacity.wait_exponential_jitter(multiplier=1, max=15),
-            stop=tenacity.stop_after_delay(settings().outage_seconds),
-            before_sleep=_log_retry(activity.__name__), reraise=True)
-        return retrying(activity, payload)
+        return ride_out(activity.__name__, activity, payload)
 
     return run
+
+
+def ride_out(name: str, step: Callable[..., T], *args: Any) -> T:
+    """``step(*args)``, run again on a transient fault as ``rides_out_outages`` does: for a step
+    after one that must not be judged again (a conversion's catalog write after its COG write:
+    rerunning the whole activity would find its own COG current and call the file skipped)."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
+        wait=tenacity.wait_exponential_jitter(multiplier=1, max=15),
+        stop=tenacity.stop_after_delay(settings().outage_seconds),
+        before_sleep=_log_retry(name), reraise=True)
+    return retrying(step, *args)
 
 
 def _log_retry(name: str) -> Callable[[tenacity.RetryCallState], None]:
@@ -665,8 +672,8 @@ def convert_blob(payload: dict) -> dict:
         status = "skipped" if _output_current(store, task, out_name, digest) else "done"
         if status == "done":
             judged(store, task.container, task.file.name, lambda: _write_cog(store, task, out_name, digest))
-        item_id = judged(store, task.output_container, out_name,
-                         lambda: _catalog_output(store, task, out_name)) if task.catalog else None
+        item_id = ride_out("convert_blob (catalog)", judged, store, task.output_container, out_name,
+                           lambda: _catalog_output(store, task, out_name)) if task.catalog else None
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:

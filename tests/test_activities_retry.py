@@ -1,0 +1,45 @@
+"""A conversion whose catalog write meets an outage after its COG was written retries the catalog
+write alone: the file is reported converted ("done"), not "skipped" because a rerun of the whole
+activity found the COG it had just written current."""
+from __future__ import annotations
+
+import pytest
+
+import activities
+import stac_ops
+from raster_factory import write_raster
+from settings import get_settings
+from storage import StorageUnavailable
+
+
+@pytest.fixture
+def local_app(tmp_path, monkeypatch):
+    monkeypatch.setenv("RMH_STORAGE_LOCAL_DIR", str(tmp_path / "storage"))
+    monkeypatch.setenv("RMH_STATIC_CATALOG_DIR", str(tmp_path / "catalog"))
+    monkeypatch.setenv("RMH_TEMP_DIR", str(tmp_path / "work"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_an_outage_after_the_cog_write_retries_only_the_catalog_write(local_app, monkeypatch):
+    store = activities.blob_store()
+    store.create_container("inputs")
+    source = write_raster(local_app / "src.tif", width=96, height=96, count=1, crs="EPSG:32633")
+    info = store.upload_from_path("inputs", "a.tif", source)
+    activities.catalog().upsert_collection(stac_ops.collection_for_container("inputs", collection_id="c"))
+    real, calls = activities._catalog_output, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageUnavailable("storage went away after the COG was written")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(activities, "_catalog_output", flaky)
+    outcome = activities.convert_blob({
+        "container": "inputs", "collection": "c", "output_container": get_settings().output_container,
+        "file": {"name": "a.tif", "etag": info.etag, "size": info.size,
+                 "last_modified": info.last_modified.isoformat()}})
+    assert len(calls) == 2
+    assert outcome["status"] == "done" and outcome["item_id"], outcome
