@@ -251,8 +251,8 @@ FOR SHARE OF c
 """
 
 
-# Asset keys, types, titles and roles over a collection's items, read from hydrated content
-# (pgSTAC stores items dehydrated against the collection's item_assets).
+# Asset keys, types, titles and roles over a collection's items as stored (pgSTAC stores items
+# dehydrated against the collection's item_assets), per base item: ``_asset_summaries`` hydrates.
 _SUMMARY_ASSETS = """
 SELECT i.content->>'pgstac:base_item', a.key,
        jsonb_build_object('type', a.value->'type', 'title', a.value->'title', 'roles', a.value->'roles'),
