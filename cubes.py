@@ -82,9 +82,9 @@ MAX_NAME = 256
 CUBE_DRIVERS = {"netcdf": ["netCDF"], "hdf5": ["netCDF"], "grib": ["GRIB"]}
 
 #: GDAL options for reading cubes: the stored values, not GDAL's unit conversions, and extra
-#: dimension values listed even where GDAL would skip them.
-CUBE_GDAL_CONFIG = {"GRIB_NORMALIZE_UNITS": "NO", "GDAL_NETCDF_REPORT_EXTRA_DIM_VALUES": "YES",
-                    "GDAL_NETCDF_BOTTOMUP": "YES"}
+#: dimension values listed even where GDAL would skip them. (``GDAL_NETCDF_BOTTOMUP`` stays
+#: unset: setting it overrides the row order the driver detects from the y coordinate.)
+CUBE_GDAL_CONFIG = {"GRIB_NORMALIZE_UNITS": "NO", "GDAL_NETCDF_REPORT_EXTRA_DIM_VALUES": "YES"}
 
 #: Spacing of 1-D coordinates may vary by this fraction of a step and still be a regular grid.
 REGULAR_TOLERANCE = 1e-3
@@ -364,11 +364,11 @@ def zarr_store_roots(names: Sequence[str]) -> list[str]:
         head, _, leaf = name.rpartition("/")
         if leaf in ZARR_MARKERS:
             candidates.add(head)
-    roots = []
+    roots: list[str] = []
     for prefix in sorted(candidates, key=len):
         if not any(prefix == r or prefix.startswith(r + "/") or r == "" for r in roots):
             roots.append(prefix)
-    return roots
+    return sorted(roots)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,8 +667,9 @@ def _add_netcdf_variable(path: PathLike, fmt: str, name: str, facts: CubeFacts) 
         if crs is None or ds.transform.is_identity:
             facts.skipped.append(Issue(code="NotGridded", message=f"{name}: not on a georeferenced grid"))
             return
+        _check_spacing(path, fmt, name, tags, ds.width, ds.height)
         grid = normalize_grid(path, crs, ds.transform, ds.width, ds.height)
-        dims = [d for d in reversed(_braced(tags.get("NETCDF_DIM_EXTRA")))]
+        dims = _braced(tags.get("NETCDF_DIM_EXTRA"))
         for dim in dims:
             check_name(path, dim)
             if dim not in facts.dimensions:
@@ -684,6 +685,37 @@ def _add_netcdf_variable(path: PathLike, fmt: str, name: str, facts: CubeFacts) 
         _missing_value_note(facts, variable, band_tags)
     _add_time_bounds(path, fmt, facts, tags)
     facts.variables.append(variable)
+
+
+_AXIS_HINTS = {
+    "x": ({"longitude", "projection_x_coordinate", "grid_longitude"}, {"degrees_east", "degree_east"}),
+    "y": ({"latitude", "projection_y_coordinate", "grid_latitude"}, {"degrees_north", "degree_north"}),
+}
+
+
+def _check_spacing(path: PathLike, fmt: str, name: str, tags: Mapping[str, str], width: int, height: int) -> None:
+    """Refuse 1-D x/y coordinates that are not evenly spaced: GDAL's netCDF driver compares only
+    the first, middle and last steps and otherwise georeferences them with their mean step."""
+    for axis, size in (("x", width), ("y", height)):
+        names, units = _AXIS_HINTS[axis]
+        candidates = {k.split("#")[0] for k, v in tags.items() if "#" in k and (
+            (k.endswith("#axis") and v.upper() == axis.upper()) or (k.endswith("#standard_name") and v in names)
+            or (k.endswith("#units") and v.lower() in units))}
+        for coordinate in sorted(candidates):
+            if coordinate == name or not SAFE_NAME.match(coordinate):
+                continue
+            try:
+                with _open(path, _subdataset_name(path, fmt, coordinate), fmt) as ds:
+                    if ds.height != 1 or ds.width != size:
+                        continue
+                    values = ds.read(1)[0].astype("float64")
+            except CubeError:
+                continue
+            steps = np.diff(values)
+            if steps.size and (steps[0] == 0 or not np.allclose(
+                    steps, steps[0], rtol=0, atol=abs(steps[0]) * REGULAR_TOLERANCE)):
+                raise IrregularGrid(path, f"{name}: coordinate {coordinate!r} is not evenly spaced "
+                                    f"(steps {steps.min():g} to {steps.max():g})")
 
 
 def _lonlat_crs(tags: Mapping[str, str]) -> CRS | None:
@@ -1105,3 +1137,215 @@ def _write_slice(group: SliceGroup, variable: CubeVariable, task: SliceTask, dat
         size = os.path.getsize(tmp)
     return SliceOutput(variable=variable.name, index=task.slice.index, path=task.output_path,
                        size_bytes=size, cog_valid=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# STAC: the datacube extension on items and collections, a source asset, per-slice COG assets
+
+
+def _grid_extent(grid: CubeGrid) -> tuple[float, float, float, float]:
+    t = Affine(*grid.transform)
+    west, north = t.c, t.f
+    return west, north + t.e * grid.height, west + t.a * grid.width, north
+
+
+def _reference_system(grid: CubeGrid) -> int | dict[str, Any]:
+    return grid.epsg if grid.epsg is not None else pyproj.CRS.from_wkt(grid.crs_wkt).to_json_dict()
+
+
+def _dimension_object(dim: CubeDimension, positions: Sequence[int] | None = None) -> dict[str, Any]:
+    picks = range(dim.size) if positions is None else positions
+    if dim.kind == "temporal":
+        stamps = [dim.datetimes[i] for i in picks]
+        if dim.bounds:
+            extent = [min(dim.bounds[i][0] for i in picks), max(dim.bounds[i][1] for i in picks)]
+        else:
+            extent = [min(stamps), max(stamps)]
+        return {"type": "temporal", "extent": extent, "values": sorted(set(stamps))}
+    values = [dim.values[i] for i in picks]
+    out: dict[str, Any] = {"type": dim.name, "values": values}
+    if dim.unit:
+        out["unit"] = dim.unit
+    return out
+
+
+def cube_dimensions(facts: CubeFacts, *, step: int | None = None) -> dict[str, Any]:
+    """``cube:dimensions``: x and y of the output grid (the first variable's), then each
+    non-spatial dimension; with ``step`` the time dimension holds that one step."""
+    grid = facts.variables[0].grid
+    west, south, east, north = _grid_extent(grid)
+    t = Affine(*grid.transform)
+    ref = _reference_system(grid)
+    dims: dict[str, Any] = {
+        "x": {"type": "spatial", "axis": "x", "extent": [west, east], "step": t.a, "reference_system": ref},
+        "y": {"type": "spatial", "axis": "y", "extent": [south, north], "step": t.e, "reference_system": ref},
+    }
+    for name, dim in facts.dimensions.items():
+        picks = [step] if dim.kind == "temporal" and step is not None else None
+        dims[name] = _dimension_object(dim, picks)
+    return dims
+
+
+def cube_variables(facts: CubeFacts) -> dict[str, Any]:
+    """``cube:variables``: each converted variable's dimensions, unit and description."""
+    out = {}
+    for v in facts.variables:
+        entry: dict[str, Any] = {"dimensions": [*v.dims, "y", "x"], "type": "data"}
+        if v.unit:
+            entry["unit"] = v.unit
+        if v.long_name or v.standard_name:
+            entry["description"] = v.long_name or v.standard_name
+        out[v.name] = entry
+    return out
+
+
+def step_times(facts: CubeFacts, step: int | None) -> dict[str, Any]:
+    """``datetime`` (and ``start_datetime``/``end_datetime`` from CF bounds) of a time step;
+    a cube without time gets ``datetime`` None and the caller's rule (the blob's time)."""
+    dim = facts.time_dimension
+    if dim is None or step is None:
+        return {"datetime": None}
+    out: dict[str, Any] = {"datetime": dim.datetimes[step]}
+    if dim.bounds:
+        out.update(start_datetime=dim.bounds[step][0], end_datetime=dim.bounds[step][1])
+    return out
+
+
+def source_asset(facts: CubeFacts, href: str, *, size: int | None = None,
+                 alternates: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The cube file (or store root) itself, for a user who opens the cube."""
+    asset: dict[str, Any] = {"href": href, "type": MEDIA_TYPES[facts.format],
+                             "title": f"Original {FORMAT_TITLES[facts.format]}", "roles": ["source", "data"]}
+    if size is not None:
+        asset["file:size"] = size
+    if alternates:
+        asset["alternate"] = {k: {"href": v} for k, v in alternates.items()}
+    return asset
+
+
+def _asset_key(variable: str, index: Mapping[str, int], dims: Sequence[str], time_dim: str | None) -> str:
+    parts = [variable.replace("/", "_")] + [f"{d}{index[d]}" for d in dims if d != time_dim and d in index]
+    return "~".join(parts)
+
+
+def slice_item(facts: CubeFacts, step: int | None, outputs: Sequence[SliceOutput], *, item_id: str,
+               collection_id: str, source_href: str, href_for: Callable[[str], str],
+               source_size: int | None = None, fallback_datetime: dt.datetime | None = None,
+               properties: Mapping[str, Any] | None = None, gdal_config: Mapping[str, Any] | None = None,
+               validator: Any = None) -> dict[str, Any]:
+    """The STAC item of one time step: a COG asset per variable (and level), keyed
+    ``<variable>[~<dim><i>]``, with statistics, raster bands (scale, offset, nodata, unit) read
+    from the COGs; the source asset; the datacube fields of that step; a render per variable."""
+    import stac_ops
+
+    time_name = facts.time_dimension.name if facts.time_dimension else None
+    dims_of = {v.name: v.dims for v in facts.variables}
+    assets: dict[str, Any] = {}
+    renders: dict[str, Any] = {}
+    first = None
+    for out in outputs:
+        header = stac_ops.read_facts(out.path, gdal_config=gdal_config)
+        first = first or header
+        key = _asset_key(out.variable, out.index, dims_of[out.variable], time_name)
+        asset = stac_ops.get_data_asset(header, href=href_for(out.path), size=out.size_bytes).to_dict()
+        asset["title"] = f"{out.variable} " + " ".join(f"{d}={facts.dimensions[d].values[i]}"
+                                                        for d, i in out.index.items() if d != time_name)
+        asset["title"] = asset["title"].strip()
+        assets[key] = asset
+        render = stac_ops.get_renders(header).get("default")
+        if render:
+            renders[key] = {**render, "assets": [key], "title": asset["title"]}
+    if first is None:
+        raise NoGriddedVariable(facts.path, f"time step {step}: no slice was written")
+    geometry, bbox = stac_ops.get_geometry(first)
+    assets["source"] = source_asset(facts, source_href, size=source_size)
+    props: dict[str, Any] = {**stac_ops.get_projection(first), **step_times(facts, step),
+                             "cube:dimensions": cube_dimensions(facts, step=step),
+                             "cube:variables": cube_variables(facts)}
+    if props["datetime"] is None:
+        if fallback_datetime is None:
+            raise stac_ops.MissingDatetime(f"{facts.path}: no time dimension and no fallback datetime")
+        props["datetime"] = stac_ops._utc(fallback_datetime).isoformat().replace("+00:00", "Z")
+    if renders:
+        props["renders"] = renders
+    props.update(properties or {})
+    item = {"type": "Feature", "stac_version": stac_ops.STAC_VERSION, "id": item_id, "collection": collection_id,
+            "geometry": geometry, "bbox": bbox, "properties": props, "assets": assets,
+            "links": [{"rel": "collection", "href": "../collection.json", "type": "application/json"}],
+            "stac_extensions": _extensions(assets, renders)}
+    if validator is not None:
+        validator.validate_item(item)
+    return item
+
+
+def _extensions(assets: Mapping[str, Any], renders: Mapping[str, Any]) -> list[str]:
+    import stac_ops
+
+    fields = {k for a in assets.values() for k in a}
+    out = [DATACUBE_EXT, stac_ops.PROJECTION_EXT]
+    if "raster:bands" in fields:
+        out.append(stac_ops.RASTER_EXT)
+    if any(k.startswith("file:") for k in fields):
+        out.append(stac_ops.FILE_EXT)
+    if renders:
+        out.append(stac_ops.RENDER_EXT)
+    if "alternate" in fields:
+        out.append(stac_ops.ALTERNATE_EXT)
+    return out
+
+
+def cube_item(facts: CubeFacts, *, item_id: str, collection_id: str, source_href: str,
+              source_size: int | None = None, fallback_datetime: dt.datetime | None = None,
+              properties: Mapping[str, Any] | None = None, validator: Any = None) -> dict[str, Any]:
+    """The STAC item of the whole file: its footprint, its time range, the full datacube
+    description and the source asset (what a user opens with xarray or GDAL)."""
+    import stac_ops
+
+    grid = facts.variables[0].grid
+    geometry, bbox = geo_ops.footprint(CRS.from_wkt(grid.crs_wkt), Affine(*grid.transform), grid.width, grid.height)
+    dims = cube_dimensions(facts)
+    props: dict[str, Any] = {"cube:dimensions": dims, "cube:variables": cube_variables(facts)}
+    time_dim = facts.time_dimension
+    if time_dim is not None:
+        start, end = dims[time_dim.name]["extent"]
+        props.update(datetime=None, start_datetime=start, end_datetime=end)
+    elif fallback_datetime is not None:
+        props["datetime"] = stac_ops._utc(fallback_datetime).isoformat().replace("+00:00", "Z")
+    else:
+        raise stac_ops.MissingDatetime(f"{facts.path}: no time dimension and no fallback datetime")
+    props.update(properties or {})
+    assets = {"source": source_asset(facts, source_href, size=source_size)}
+    item = {"type": "Feature", "stac_version": stac_ops.STAC_VERSION, "id": item_id, "collection": collection_id,
+            "geometry": geometry, "bbox": bbox, "properties": props, "assets": assets,
+            "links": [{"rel": "collection", "href": "../collection.json", "type": "application/json"}],
+            "stac_extensions": _extensions(assets, {})}
+    if validator is not None:
+        validator.validate_item(item)
+    return item
+
+
+def collection_fields(cubes: Sequence[CubeFacts]) -> dict[str, Any]:
+    """What a collection of cube items adds: the datacube fields merged over its files (each
+    dimension's extent widened, values joined), and summaries of variables and time range."""
+    dims: dict[str, Any] = {}
+    variables: dict[str, Any] = {}
+    for facts in cubes:
+        for name, dim in cube_dimensions(facts).items():
+            dims[name] = _merge_dimension(dims.get(name), dim)
+        variables.update(cube_variables(facts))
+    times = [d["extent"] for d in dims.values() if d.get("type") == "temporal"]
+    summaries: dict[str, Any] = {"cube:variables": sorted(variables)}
+    if times:
+        summaries["datetime"] = {"minimum": min(t[0] for t in times), "maximum": max(t[1] for t in times)}
+    return {"cube:dimensions": dims, "cube:variables": variables, "summaries": summaries}
+
+
+def _merge_dimension(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    if old is None:
+        return new
+    merged = dict(old)
+    if "extent" in new and "extent" in old:
+        merged["extent"] = [min(old["extent"][0], new["extent"][0]), max(old["extent"][1], new["extent"][1])]
+    if "values" in new and "values" in old:
+        merged["values"] = sorted(set(old["values"]) | set(new["values"]), key=lambda v: (isinstance(v, str), v))
+    return merged
