@@ -431,14 +431,12 @@ def _hdf5_object_problems(handle: Any, name: str) -> list[str]:
     return []
 
 
-#: Keys in Zarr metadata that hold other keys or paths.
-_ZARR_PATH_KEYS = ("path", "url", "file", "href")
-
-
 def check_zarr_store(root: PathLike) -> None:
     """Refuse a Zarr store whose metadata could reach outside it: consolidated metadata keys
     with ``..``, absolute or backslash paths, v3 storage transformers (which redirect chunk
-    keys), any symbolic link, and metadata that is not JSON."""
+    keys), chunk key separators other than ``.`` and ``/``, any symbolic link, and metadata
+    that is not JSON. (zarr-python then opens the arrays the directory holds, never the
+    consolidated listing: ``use_consolidated=False``.)"""
     root = Path(root)
     for path in sorted(root.rglob("*")):
         if path.is_symlink():
@@ -467,9 +465,12 @@ def _check_zarr_meta(root: Path, where: str, meta: Any) -> None:
         for member, inner in consolidated["metadata"].items():
             _check_key(root, where, member)
             _check_zarr_meta(root, f"{where}:{member}", inner)
-    for key in _ZARR_PATH_KEYS:
-        if isinstance(meta.get(key), str):
-            raise UnsafeReference(root, f"{where}: names {key} {meta[key]!r}")
+    separator = meta.get("dimension_separator")  # v2 chunk keys: "0.0" or "0/0"
+    encoding = meta.get("chunk_key_encoding")  # v3
+    if isinstance(encoding, dict):
+        separator = (encoding.get("configuration") or {}).get("separator", separator)
+    if separator is not None and separator not in (".", "/"):
+        raise UnsafeReference(root, f"{where}: chunk key separator {separator!r} is not '.' or '/'")
 
 
 def _check_key(root: Path, where: str, key: str) -> None:
@@ -621,19 +622,29 @@ def describe_gdal(path: PathLike, fmt: str) -> CubeFacts:
     with _open(path, str(Path(path).resolve()), fmt) as ds:
         if fmt == "grib":
             return _describe_grib(path, ds)
-        subdatasets = [s for s in ds.subdatasets]
+        listed = ds.tags(ns="SUBDATASETS")  # as GDAL wrote them (rasterio's list drops quotes)
+        subdatasets = [listed[k] for k in sorted(listed, key=_subdataset_order) if k.endswith("_NAME")]
         attrs = {k.removeprefix("NC_GLOBAL#"): v for k, v in ds.tags().items() if k.startswith("NC_GLOBAL#")}
         single = None if subdatasets else ds.tags(1).get("NETCDF_VARNAME") if ds.count else None
-    names = [s.rsplit(":", 1)[-1] for s in subdatasets] if subdatasets else [single] if single else []
+    prefix = f'NETCDF:"{Path(path).resolve()}":'
+    names = [s[len(prefix):] if s.startswith(prefix) else s for s in subdatasets] if subdatasets \
+        else [single] if single else []
     facts = CubeFacts(path=str(path), format=fmt, variables=[], dimensions={}, attrs=attrs)
     for name in names:
         try:
             _add_netcdf_variable(path, fmt, name, facts)
-        except (UnsafeName, CurvilinearGrid, IrregularGrid, NoGriddedVariable) as err:
+        except UndecodableTime:
+            raise  # a file-wide fact: every variable on that time axis
+        except CubeError as err:  # this variable only: the others are still converted
             facts.skipped.append(geo_ops._issue(type(err), err.reason))
     if not facts.variables:
         raise _nothing_gridded(path, facts)
     return facts
+
+
+def _subdataset_order(key: str) -> int:
+    match = re.match(r"^SUBDATASET_(\d+)_", key)
+    return int(match.group(1)) if match else 0
 
 
 def _nothing_gridded(path: PathLike, facts: CubeFacts) -> CubeError:
