@@ -395,15 +395,17 @@ def sniff_cube(path: PathLike) -> str:
     raise geo_ops.UnsupportedFormat(path, "not a NetCDF, HDF5, GRIB or Zarr file")
 
 
-def check_hdf5(path: PathLike) -> None:
+def check_hdf5(path: PathLike) -> bool:
     """Refuse an HDF5 (or NetCDF-4) file that names other files: external links, virtual
     datasets, external raw storage. Links are listed without being followed, and a dataset's
-    layout is read from its creation properties before anything reads its data."""
+    layout is read from its creation properties before anything reads its data. True when the
+    file is NetCDF-4 (netCDF-c's ``_NCProperties`` on the root group)."""
     import h5py
 
     problems: list[str] = []
     try:
         with h5py.File(path, "r") as handle:
+            netcdf4 = "_NCProperties" in handle.attrs
             def visit(name: str, link: Any) -> None:
                 if isinstance(link, h5py.ExternalLink):
                     problems.append(f"external link {name!r} to {link.filename!r}")
@@ -414,6 +416,7 @@ def check_hdf5(path: PathLike) -> None:
         raise UnreadableCube(path, f"cannot read the HDF5 structure: {err}") from err
     if problems:
         raise UnsafeReference(path, "names other files: " + "; ".join(problems[:5]))
+    return netcdf4
 
 
 def _hdf5_object_problems(handle: Any, name: str) -> list[str]:
@@ -590,8 +593,8 @@ def grid_from_coordinates(path: PathLike, x: np.ndarray, y: np.ndarray, crs: CRS
 def open_cube(path: PathLike, *, gdal_config: Mapping[str, Any] | None = None) -> CubeFacts:
     """Judge, check and describe a staged cube (a local file or a Zarr store directory)."""
     fmt = sniff_cube(path)
-    if fmt == "hdf5":
-        check_hdf5(path)
+    if fmt == "hdf5" and check_hdf5(path):
+        fmt = "netcdf"  # NetCDF-4: the same driver, the NetCDF media type
     if fmt == "zarr":
         check_zarr_store(path)
         return describe_zarr(path)
@@ -1160,8 +1163,9 @@ def _grid_extent(grid: CubeGrid) -> tuple[float, float, float, float]:
     return west, north + t.e * grid.height, west + t.a * grid.width, north
 
 
-def _reference_system(grid: CubeGrid) -> int | dict[str, Any]:
-    return grid.epsg if grid.epsg is not None else pyproj.CRS.from_wkt(grid.crs_wkt).to_json_dict()
+def _reference_system(grid: CubeGrid) -> int | str:
+    """The EPSG code, else the CRS as WKT2 (a string, as ``proj:wkt2`` carries it)."""
+    return grid.epsg if grid.epsg is not None else pyproj.CRS.from_wkt(grid.crs_wkt).to_wkt()
 
 
 def _dimension_object(dim: CubeDimension, positions: Sequence[int] | None = None) -> dict[str, Any]:
