@@ -622,7 +622,14 @@ def _subdataset_name(path: PathLike, fmt: str, variable: str) -> str:
 
 def describe_gdal(path: PathLike, fmt: str) -> CubeFacts:
     """The cube as GDAL's netCDF or GRIB driver sees it."""
-    with _open(path, str(Path(path).resolve()), fmt) as ds:
+    try:
+        opened = _open(path, str(Path(path).resolve()), fmt)
+    except UnreadableCube as err:
+        if "not recognized as being in a supported file format" in err.reason and fmt != "grib":
+            raise NoGriddedVariable(path, "GDAL's netCDF driver finds no raster in it (no variable of "
+                                    "two or more dimensions, or a damaged file)") from err
+        raise
+    with opened as ds:
         if fmt == "grib":
             return _describe_grib(path, ds)
         listed = ds.tags(ns="SUBDATASETS")  # as GDAL wrote them (rasterio's list drops quotes)
@@ -655,7 +662,8 @@ def _nothing_gridded(path: PathLike, facts: CubeFacts) -> CubeError:
     if reasons:  # the one named reason the file was refused for
         cls = ERRORS_BY_CODE.get(reasons[0].code, NoGriddedVariable)
         return cls(path, "; ".join(r.message for r in reasons[:3]))
-    return NoGriddedVariable(path, "no variable lies on a georeferenced 2-D grid")
+    detail = "; ".join(s.message for s in facts.skipped[:3])
+    return NoGriddedVariable(path, "no variable lies on a georeferenced 2-D grid" + (f": {detail}" if detail else ""))
 
 
 def _braced(text: str | None) -> list[str]:
@@ -672,14 +680,22 @@ def _number(text: str) -> float | str:
 
 def _add_netcdf_variable(path: PathLike, fmt: str, name: str, facts: CubeFacts) -> None:
     subdataset = _subdataset_name(path, fmt, name)
-    with _open(path, subdataset, fmt) as ds:
+    try:
+        opened = _open(path, subdataset, fmt)
+    except UnreadableCube as err:
+        facts.skipped.append(Issue(code="NotGridded", message=f"{name}: GDAL does not read it as a raster "
+                                   f"({err.reason})"))
+        return
+    with opened as ds:
         tags = ds.tags()
         if ds.tags(ns="GEOLOCATION"):
             raise CurvilinearGrid(path, f"{name}: 2-D latitude/longitude coordinates "
                                   "(a curvilinear grid; convert it to a regular grid first)")
         crs = ds.crs or _lonlat_crs(tags)
         if crs is None or ds.transform.is_identity:
-            facts.skipped.append(Issue(code="NotGridded", message=f"{name}: not on a georeferenced grid"))
+            what = "no CRS (no grid_mapping, not degrees east/north)" if not ds.transform.is_identity \
+                else "no spatial coordinates"
+            facts.skipped.append(Issue(code="NotGridded", message=f"{name}: {what}"))
             return
         _check_spacing(path, fmt, name, tags, ds.width, ds.height)
         grid = normalize_grid(path, crs, ds.transform, ds.width, ds.height)
@@ -805,6 +821,14 @@ def _add_time_bounds(path: PathLike, fmt: str, facts: CubeFacts, tags: Mapping[s
         f"time bounds {bounds_name!r} do not enclose the time values")))
 
 
+def _slug(text: str) -> str:
+    """A GRIB variable's name from GDAL's description of it (``"var167 of table 128 of center
+    74"`` for a parameter GDAL's tables lack): only ever a path segment and an asset key, never
+    handed back to GDAL, so it is made plain rather than refused."""
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("_.-")[:MAX_NAME]
+    return slug if slug and SAFE_NAME.match(slug) else "variable"
+
+
 def _grib_time(text: str | None) -> float | None:
     if not text:
         return None
@@ -840,12 +864,7 @@ def _describe_grib(path: PathLike, ds: DatasetReader) -> CubeFacts:
         groups.setdefault((entry[1], entry[2]), []).append(entry)
     for (element, kind), entries in groups.items():
         levels = sorted({e[3] for e in entries}, key=lambda v: (isinstance(v, str), v))
-        name = f"{element}_{kind}" if len(levels) > 1 else f"{element}_{entries[0][5].get('GRIB_SHORT_NAME') or kind}"
-        try:
-            check_name(path, name)
-        except UnsafeName as err:
-            facts.skipped.append(geo_ops._issue(UnsafeName, err.reason))
-            continue
+        name = _slug(f"{element}_{kind}" if len(levels) > 1 else f"{element}_{entries[0][5].get('GRIB_SHORT_NAME') or kind}")
         dims = (["time"] if times else []) + ([kind] if len(levels) > 1 else [])
         if len(levels) > 1 and kind not in facts.dimensions:
             facts.dimensions[kind] = CubeDimension(name=kind, kind="other", size=len(levels), values=levels,
@@ -944,7 +963,8 @@ def _zarr_crs(root: PathLike, array: Any, arrays: Mapping[str, Any], x: Any, y: 
     if units <= {"degrees_east", "degree_east", "degrees_north", "degree_north"} and len(units) == 2 \
             or names == {"longitude", "latitude"}:
         return CRS.from_epsg(4326)
-    raise NoGriddedVariable(root, f"{array.path}: x/y coordinates without a grid_mapping or degrees")
+    raise NoGriddedVariable(root, f"{array.path}: x/y coordinates without a CRS (no grid_mapping, "
+                            "not degrees east/north)")
 
 
 def _zarr_variable(root: PathLike, name: str, array: Any, dims: list[str],
