@@ -298,3 +298,26 @@ def test_a_store_is_staged_member_by_member_inside_its_directory(tmp_path):
     assert cubes.open_cube(root).variables[0].name == "sst"
     with pytest.raises(cubes.UnsafeReference):
         cubes.stage_store(tmp_path / "cache", "k2", [("../evil", 1)], max_bytes=10**8, download=None)
+
+
+def test_a_global_grib_grid_over_0_to_360_comes_out_in_minus_180_to_180(tmp_path, convert):
+    path = cf.write_grib(tmp_path / "global.grib2", [dict(category=0, number=0, level=2)], width=360, height=10,
+                         west=-0.5, north=5.5, step=1.0)  # centres 0°..359°, as ERA5 GRIB holds them
+    facts, outputs = convert(path)
+    with rasterio.open(outputs[0].path) as ds:
+        assert ds.bounds == pytest.approx((-180.5, -4.5, 179.5, 5.5))
+        data = ds.read(1)
+    source = cf.field(1, 10, 360)[0]  # column j is longitude j
+    for lon in (-180, -10, 0, 10, 179):
+        assert data[3, lon + 180] == source[3, lon % 360], lon
+
+
+def test_a_second_missing_value_is_reported_not_hidden(tmp_path):
+    import netCDF4
+
+    path = cf.write_netcdf(tmp_path / "mv.nc", steps=1)
+    with netCDF4.Dataset(path, "a") as ds:
+        ds.variables["tas"].missing_value = np.int16(-32000)
+    facts = cubes.open_cube(path)
+    assert facts.variables[0].nodata == cf.FILL_INT16
+    assert [w.code for w in facts.warnings] == ["SecondMissingValue"]
