@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -116,7 +117,10 @@ def run_ours(sources: list[Path], out: Path, workers: int) -> dict:
                                     max_pixels_per_task=64 * 1024 * 1024, max_slices_per_task=64)
     planned = time.perf_counter() - started
     rss: dict[int, int] = {}
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawned workers, as the embedded runtime's: their peak RSS is their own, not a fork's copy of
+    # the parent that generated the inputs
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         for pid, _, _, peak in pool.map(convert_group, [g.model_dump_json() for g in groups]):
             rss[pid] = max(rss.get(pid, 0), peak)
     seconds = time.perf_counter() - started
