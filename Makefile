@@ -21,7 +21,7 @@ CHROMIUM := /usr/bin/chromium
 # Containers whose blob changes `make serve` delivers to the app's Event Grid functions.
 WATCH ?=
 
-.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale gdal-bin \
+.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale bench-multidim gdal-bin \
 	consumers chromium stac-browser
 
 setup: system-deps $(VENV)/.installed node_modules/.installed tools consumers
@@ -127,6 +127,12 @@ bench-raster: $(VENV)/.installed gdal-bin
 # cog_conversion of 100 files on the embedded runtime vs `xargs -P <cores> gdal_translate -of COG`.
 bench-convert: $(VENV)/.installed gdal-bin
 	$(PY) benchmarks/bench_convert.py $(BENCH_ARGS)
+
+# cubes.py on a NetCDF-4 of 365 daily 1440x720 grids and a GRIB2 of 4 variables x 8 steps, slice groups in a
+# process pool (one worker per core), vs gdal_translate -of COG of each slice (shell loop and xargs -P);
+# BENCH_ARGS="--days 30" for a quick run.
+bench-multidim: $(VENV)/.installed gdal-bin
+	$(PY) benchmarks/bench_multidim.py $(BENCH_ARGS)
 
 bench-catalog: setup
 	$(PY) benchmarks/bench_catalog.py
