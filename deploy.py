@@ -367,11 +367,10 @@ def first_run(config, *, admin_user: str | None = None, app_role: str | None = N
     else:
         report.add("pgstac", f"skipped (RMH_CATALOG_BACKEND={config.catalog_backend.value})", out)
     store = store if store is not None else store_from_settings(config)
-    started = time.monotonic()
     for container in _containers(config):
         outcome = _waiting_for_storage_access(
             lambda: _ensure_container(store, container), f"container {container}", admin_user, out=out,
-            started=started, wait_seconds=storage_wait_seconds, retry_seconds=storage_retry_seconds, sleep=sleep)
+            wait_seconds=storage_wait_seconds, retry_seconds=storage_retry_seconds, sleep=sleep)
         report.add(f"container {container}", outcome, out)
     return report
 
@@ -426,28 +425,30 @@ def _sign_in_failure(dsn: str, admin_user: str | None, err: Exception) -> Deploy
 
 
 def _waiting_for_storage_access(step: Callable[[], str], what: str, principal: str | None, *, out: TextIO | None,
-                                started: float, wait_seconds: float, retry_seconds: float,
-                                sleep: Callable[[float], None]) -> str:
+                                wait_seconds: float, retry_seconds: float, sleep: Callable[[float], None]) -> str:
     """``step()``, tried again while storage answers 403 (a role still propagating), up to the wait."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
     from storage import StorageAccessDenied
 
-    while True:
-        try:
-            return step()
-        except StorageAccessDenied as err:
-            waited = time.monotonic() - started
-            if waited + retry_seconds > wait_seconds:
-                raise StorageAccessNotGranted(
-                    f"{what}: the storage account still refuses {principal or 'the deployer'} after {waited:.0f}s "
-                    f"({err}). A role assigned at provisioning takes up to about 10 minutes to take effect; check "
-                    "that this principal holds Storage Blob Data Contributor on the account (docs/deploy.md, "
-                    "Keys and identities), then run `azd hooks run postprovision`") from None
-            if out is not None:
-                out.write(f"{what}: storage refuses access ({err}): the blob role assigned at provisioning is "
-                          f"still taking effect; trying again in {retry_seconds:.0f}s "
-                          f"({waited:.0f}s of at most {wait_seconds:.0f}s)\n")
-                out.flush()
-            sleep(retry_seconds)
+    def say(state) -> None:
+        if out is not None:
+            out.write(f"{what}: storage refuses access ({state.outcome.exception()}): the blob role assigned at "
+                      f"provisioning is still taking effect; trying again in {retry_seconds:.0f}s "
+                      f"({state.seconds_since_start:.0f}s of at most {wait_seconds:.0f}s)\n")
+            out.flush()
+
+    retrying = Retrying(retry=retry_if_exception_type(StorageAccessDenied), wait=wait_fixed(retry_seconds),
+                        stop=stop_after_delay(max(wait_seconds - retry_seconds, 0)), sleep=sleep,
+                        before_sleep=say, reraise=True)
+    try:
+        return retrying(step)
+    except StorageAccessDenied as err:
+        raise StorageAccessNotGranted(
+            f"{what}: the storage account still refuses {principal or 'the deployer'} after about "
+            f"{wait_seconds:.0f}s ({err}). A role assigned at provisioning takes up to about 10 minutes to take "
+            "effect; check that this principal holds Storage Blob Data Contributor on the account (docs/deploy.md, "
+            "Keys and identities), then run `azd hooks run postprovision`") from None
 
 
 def _containers(config) -> list[str]:
