@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import errno
 import ipaddress
 import json
 import logging
@@ -50,6 +51,7 @@ from azure.functions._durable_functions import df_dumps
 from local_bindings import default_blob_store
 from local_callhttp import DEFAULT_POLL_MS
 from local_engine import Engine
+from local_files import FILES_PREFIX
 from local_functions import (AppImportError, CronSchedule, DiscoveryError, FunctionIndex,
                              InvalidSchedule, UnsupportedBinding, index_app, load_app,
                              resolve_setting)
@@ -66,7 +68,7 @@ __all__ = [
     "AppImportError", "CronSchedule", "DiscoveryError", "Engine", "EngineError",
     "FunctionIndex", "HostSettings", "InstanceAlreadyRunning", "InstanceNotFailed",
     "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning", "InvalidInstanceId",
-    "InvalidSchedule", "LocalRuntime", "OrchestrationTimeout", "RewindImpossible",
+    "InvalidSchedule", "LocalRuntime", "OrchestrationTimeout", "PortUnavailable", "RewindImpossible",
     "RuntimeConfigError", "RuntimeNotStarted", "UnknownFunction", "UnsupportedBinding",
     "UnsupportedOperation", "index_app", "load_app", "read_host_settings", "resolve_setting",
 ]
@@ -82,6 +84,17 @@ class OrchestrationTimeout(EngineError):
 
 class RuntimeNotStarted(EngineError):
     """The runtime must be started (or used as a context manager) first."""
+
+
+class PortUnavailable(RuntimeConfigError):
+    """A listener cannot bind its address (the port is in use, or the address is not ours).
+
+    ``option`` names the command-line option that chooses it (``--port`` or ``--rpc-port``)."""
+
+    def __init__(self, message: str, *, port: int, option: str) -> None:
+        super().__init__(message)
+        self.port = port
+        self.option = option
 
 
 class _SharedLoop:
@@ -112,6 +125,27 @@ class InstancePage:
 
     instances: list[dict[str, Any]]
     continuation_token: str | None
+
+
+def checked_mounts(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, Path]:
+    """``files`` with each prefix normalised (no trailing '/'); RuntimeConfigError for a prefix
+    outside ``/files``, one inside another, or a directory that does not exist."""
+    mounts: dict[str, Path] = {}
+    for prefix, directory in files.items():
+        clean = "/" + "/".join(part for part in str(prefix).split("/") if part)
+        parts = clean.split("/")[1:]
+        if parts[:1] != [FILES_PREFIX.strip("/")] or any(p in (".", "..") for p in parts):
+            raise RuntimeConfigError(f"files: mount prefix {prefix!r} must be {FILES_PREFIX} or "
+                                     f"lie below it (e.g. {FILES_PREFIX}/storage)")
+        if not Path(directory).is_dir():
+            raise RuntimeConfigError(f"files: {str(directory)!r} (for {clean}) is not a directory")
+        mounts[clean] = Path(directory)
+    for prefix in mounts:
+        inner = [other for other in mounts if other != prefix and other.startswith(prefix + "/")]
+        if inner:
+            raise RuntimeConfigError(f"files: mount {inner[0]} lies inside mount {prefix}; "
+                                     "give each directory its own prefix")
+    return mounts
 
 
 def is_loopback(host: str) -> bool:
@@ -153,7 +187,9 @@ class LocalRuntime:
     answer has no Retry-After (host.json ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds``).
     ``max_request_body``: public listener's request body limit in bytes (413 above it).
     ``files``: URL prefix → local directory served like blob storage (Range, ETag, CORS; see
-    ``local_files``), e.g. the local store and the static catalog under ``/files``.
+    ``local_files``), e.g. the local store and the static catalog under ``/files``. Prefixes
+    live under ``/files`` (so no mount shadows the app's routes or the webhooks), none inside
+    another, and each directory must exist (``RuntimeConfigError`` otherwise).
     All methods are thread-safe; they run on the runtime's loop.
     """
 
@@ -170,7 +206,7 @@ class LocalRuntime:
                  files: Mapping[str, str | os.PathLike[str]] | None = None,
                  activity_threads: int = 1) -> None:
         self.app_ref = app if isinstance(app, str) else None
-        self.files = {prefix: Path(d) for prefix, d in (files or {}).items()}
+        self.files = checked_mounts(files or {})
         self.app = load_app(app)
         self.index = index_app(self.app)
         self.db_path = str(db_path)
@@ -260,8 +296,8 @@ class LocalRuntime:
         self._runners = [public, rpc]
         for runner in self._runners:
             await runner.setup()
-        await web.TCPSite(public, self.host, self.port).start()
-        await web.TCPSite(rpc, "127.0.0.1", self.rpc_port).start()
+        await _listen(public, self.host, self.port, "--port")
+        await _listen(rpc, "127.0.0.1", self.rpc_port, "--rpc-port")
         shown_host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         http.base_url = f"http://{shown_host}:{public.addresses[0][1]}"
         http.rpc_url = f"http://127.0.0.1:{rpc.addresses[0][1]}"
@@ -450,6 +486,17 @@ class LocalRuntime:
         return self.run_coroutine(self._triggers.fire_timer(timer, past_due))
 
 
+async def _listen(runner: web.AppRunner, host: str, port: int, option: str) -> None:
+    """Bind one listener; PortUnavailable (one line naming the port) when the address is taken."""
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as err:
+        reason = ("is already in use" if err.errno == errno.EADDRINUSE
+                  else f"cannot be bound ({err.strerror or err})")
+        raise PortUnavailable(f"port {port} on {host} {reason}", port=port,
+                              option=option) from None
+
+
 # ==================================================================================================
 # CLI: ``python local_runtime.py serve``
 # ==================================================================================================
@@ -482,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-request-body", type=int, default=DEFAULT_MAX_BODY,
                        help="largest request body on the public listener, bytes")
     serve.add_argument("--files", action="append", default=[], metavar="PREFIX=DIR",
-                       help="serve DIR under the URL PREFIX like blob storage (Range, ETag, CORS); "
-                            "repeatable, e.g. /files/storage=.local/storage")
+                       help="serve DIR under the URL PREFIX (/files or below it) like blob "
+                            "storage (Range, ETag, CORS); repeatable, e.g. "
+                            "/files/storage=.local/storage")
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -542,6 +590,18 @@ def parse_function_keys(items: Sequence[str]) -> dict[str, str]:
     return keys
 
 
+def parse_mounts(items: Sequence[str]) -> dict[str, str]:
+    """PREFIX=DIR items of ``--files``; RuntimeConfigError for an item without '='."""
+    mounts: dict[str, str] = {}
+    for item in items:
+        prefix, sep, directory = item.partition("=")
+        if not sep or not prefix.strip() or not directory.strip():
+            raise RuntimeConfigError(f"--files {item!r}: expected PREFIX=DIR, e.g. "
+                                     f"{FILES_PREFIX}/storage=.local/storage")
+        mounts[prefix.strip()] = directory.strip()
+    return mounts
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -563,13 +623,23 @@ def serve(args: argparse.Namespace) -> int:
             task_hub=host_settings.task_hub, route_prefix=host_settings.route_prefix,
             settings=host_settings.values, event_grid_containers=args.event_grid_container,
             event_grid_poll_interval=args.event_grid_interval,
-            http_poll_ms=host_settings.http_poll_ms, max_request_body=args.max_request_body)
+            http_poll_ms=host_settings.http_poll_ms, max_request_body=args.max_request_body,
+            files=parse_mounts(args.files))
+        runtime.start()
+    except PortUnavailable as err:
+        print(f"local_runtime.py serve: {err}; stop what holds it or pass another {err.option}",
+              file=sys.stderr, flush=True)
+        return 2
     except (EngineError, DiscoveryError) as err:
         print(f"local_runtime.py serve: {err}", file=sys.stderr, flush=True)
         return 2
-    with runtime:
+    try:
         print(f"listening on {runtime.base_url}", flush=True)
+        for prefix, directory in runtime.files.items():
+            print(f"  {runtime.base_url}{prefix}/  serves {directory}", flush=True)
         stop.wait()
+    finally:
+        runtime.stop()
     return 0
 
 
