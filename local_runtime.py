@@ -52,7 +52,7 @@ from local_bindings import default_blob_store
 from local_callhttp import DEFAULT_POLL_MS
 from local_engine import Engine
 from local_files import FILES_PREFIX
-from local_functions import (AppImportError, CronSchedule, DiscoveryError, FunctionIndex,
+from local_functions import (AppImportError, AppRefused, CronSchedule, DiscoveryError, FunctionIndex,
                              InvalidSchedule, UnsupportedBinding, index_app, load_app,
                              resolve_setting)
 from local_http import DEFAULT_MAX_BODY, DurableHttp, Keys
@@ -65,7 +65,7 @@ from local_store import Store
 from local_triggers import BlobEventSource, TriggerHost
 
 __all__ = [
-    "AppImportError", "CronSchedule", "DiscoveryError", "Engine", "EngineError",
+    "AppImportError", "AppRefused", "CronSchedule", "DiscoveryError", "Engine", "EngineError",
     "FunctionIndex", "HostSettings", "InstanceAlreadyRunning", "InstanceNotFailed",
     "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning", "InvalidInstanceId",
     "InvalidSchedule", "LocalRuntime", "OrchestrationTimeout", "PortUnavailable", "RewindImpossible",

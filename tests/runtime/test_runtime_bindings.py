@@ -137,7 +137,6 @@ def _blob_in_orchestrator(app: df.DFApp) -> None:
     (_queue_output, "enqueue", "queue binding 'out'"),
     (_blob_trigger, "on_blob", "trigger blobTrigger"),
     (_event_grid_output, "publish", "eventGrid binding 'out'"),
-    (_blob_in_orchestrator, "reads_blob", "blob binding 'b'"),
 ])
 def test_unsupported_bindings_stop_the_runtime_naming_the_function(
         tmp_path: Path, decorate, function: str, what: str) -> None:
@@ -148,6 +147,15 @@ def test_unsupported_bindings_stop_the_runtime_naming_the_function(
     assert what in str(refused.value)
     assert "not supported by the embedded runtime" in str(refused.value)
     assert not (tmp_path / "u.sqlite").exists()
+
+
+def test_a_blob_binding_on_an_orchestrator_is_refused_as_the_worker_refuses_it(
+        tmp_path: Path) -> None:
+    """The SDK hands the worker a wrapper whose one parameter is ``context``, so a binding of an
+    orchestrator names no parameter and the worker refuses the app at load."""
+    with pytest.raises(local_runtime.AppRefused, match="function 'reads_blob': binding"):
+        LocalRuntime(_app_with(_blob_in_orchestrator), db_path=tmp_path / "o.sqlite", port=0)
+    assert not (tmp_path / "o.sqlite").exists()
 
 
 def test_event_grid_trigger_receives_the_event_grid_schema(store, tmp_path: Path) -> None:
