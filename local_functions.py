@@ -10,7 +10,8 @@ ignore). Also: six-field NCRONTAB schedules for timer triggers.
 
 Supported triggers: orchestration, activity, entity, HTTP, timer, Event Grid. Supported other
 bindings: the durable client (in any function but orchestrators and entities), blob input and
-output (against the runtime's blob store), and the HTTP output of an HTTP trigger.
+output (against the storage account their ``connection`` names, see ``local_bindings``), and the
+HTTP output of an HTTP trigger.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class BlobBinding:
     path: str
     direction: str  # 'in' | 'out'
     shape: str      # 'stream' | 'str' | 'bytes' | 'out'
+    connection: str = ""  # the app setting naming the storage account ('' = AzureWebJobsStorage)
 
 
 @dataclass(frozen=True)
@@ -182,11 +184,11 @@ class FunctionIndex:
     def entity(self, name: str) -> NamedFunction | None:
         return self.entities.get(name.lower())
 
-    @property
-    def uses_blob_store(self) -> bool:
+    def blob_bindings(self) -> list[tuple[str, BlobBinding]]:
+        """(function name, binding) of every blob input and output binding of the app."""
         functions = [*self.activities.values(), *self.http, *self.timers.values(),
                      *self.event_grid.values()]
-        return any(f.bindings.blobs for f in functions)
+        return [(f.name, b) for f in functions for b in f.bindings.blobs]
 
 
 class InvocationContext(func.Context):
@@ -352,7 +354,8 @@ def _bindings(function: Any, name: str, kind: str, user_fn: Callable[..., Any]) 
                     f"function {name!r}: blob binding {bname!r} has path {path!r}; it needs "
                     "'container/blob name'")
             blobs.append(BlobBinding(bname, path.strip("/"), direction,
-                                     _blob_shape(user_fn, bname, direction)))
+                                     _blob_shape(user_fn, bname, direction),
+                                     str(getattr(binding, "connection", "") or "")))
         elif btype == "http" and kind == "httpTrigger" and _direction(binding) == "out":
             continue
         else:

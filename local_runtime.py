@@ -48,7 +48,8 @@ from typing import Any, Coroutine, Mapping, TypeVar
 from aiohttp import web
 from azure.functions._durable_functions import df_dumps
 
-from local_bindings import default_blob_store
+from local_bindings import (BindingError, BlobConnections, InvalidConnection,
+                            MissingConnection, default_blob_store)
 from local_callhttp import DEFAULT_POLL_MS
 from local_engine import Engine
 from local_files import FILES_PREFIX
@@ -65,10 +66,10 @@ from local_store import Store
 from local_triggers import BlobEventSource, TriggerHost
 
 __all__ = [
-    "AppImportError", "AppRefused", "CronSchedule", "DiscoveryError", "Engine", "EngineError",
+    "AppImportError", "AppRefused", "BindingError", "CronSchedule", "DiscoveryError", "Engine", "EngineError",
     "FunctionIndex", "HostSettings", "InstanceAlreadyRunning", "InstanceNotFailed",
-    "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning", "InvalidInstanceId",
-    "InvalidSchedule", "LocalRuntime", "OrchestrationTimeout", "PortUnavailable", "RewindImpossible",
+    "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning", "InvalidConnection",
+    "InvalidInstanceId", "InvalidSchedule", "LocalRuntime", "MissingConnection", "OrchestrationTimeout", "PortUnavailable", "RewindImpossible",
     "RuntimeConfigError", "RuntimeNotStarted", "UnknownFunction", "UnsupportedBinding",
     "UnsupportedOperation", "index_app", "load_app", "read_host_settings", "resolve_setting",
 ]
@@ -160,9 +161,11 @@ def is_loopback(host: str) -> bool:
 class LocalRuntime:
     """The embedded host: engine + SQLite + HTTP + triggers, on a background event loop.
 
-    ``app``: a ``df.DFApp`` or a ``"module:attr"`` / ``"path/file.py:attr"`` string; a trigger
-    or binding the runtime cannot run stops it here (``UnsupportedBinding``, naming the
-    function).
+    ``app``: a ``df.DFApp`` or a ``"module:attr"`` / ``"path/file.py:attr"`` string; an app the
+    Python worker would refuse at load stops it here (``AppRefused``), as does a trigger or
+    binding the runtime cannot run (``UnsupportedBinding``) and a blob binding whose
+    ``connection`` names no storage account (``MissingConnection`` / ``InvalidConnection``),
+    each naming the function.
     ``db_path``: the SQLite task hub file (created if missing; reused to resume after a crash).
     ``host``/``port``: the public listener (port 0 picks a free port; see ``base_url``).
     ``rpc_port``: the loopback-only listener of the SDK client's RPC endpoints (0: a free port;
@@ -172,18 +175,21 @@ class LocalRuntime:
     Azure (a ``durabletask_extension`` entry of ``function_keys`` is the system key; generated if
     absent); empty keys are refused. Without keys nothing is checked and only loopback hosts
     are allowed.
-    ``settings``: app settings for ``%NAME%`` timer schedules (the environment is the fallback).
+    ``settings``: app settings for ``%NAME%`` timer schedules and blob bindings' ``connection``
+    (the environment is the fallback; see ``local_bindings``).
     ``activity_pool``: ``"thread"`` (default) or ``"process"`` (spawned workers that import
     the app when it is given as an import string, else forked workers; Linux): then
     ``max_activity_workers`` processes, each running up to ``activity_threads`` activities at
     once on its own threads (as the Python worker runs sync functions on a thread pool; default 1).
     ``run_timers``: fire timer triggers on their schedules (``fire_timer`` works regardless).
-    ``blob_store``: the ``storage.BlobStore`` for blob bindings and the Event Grid emulation
-    (default: the app's own, from its settings, built when first needed).
+    ``blob_store``: the ``storage.BlobStore`` the Event Grid emulation watches (default: the
+    app's own, from its settings, built when first needed). Blob bindings never use it: they
+    write to the account their ``connection`` names, as on Azure.
     ``event_grid_containers`` / ``event_grid_poll_interval``: watch these containers of the blob
     store and deliver blob events to the app's Event Grid functions (default: none; 1 s).
     ``credential``: token credential for call_http token sources (default:
-    ``DefaultAzureCredential``). ``http_poll_ms``: call_http's wait between 202 polls when the
+    ``DefaultAzureCredential``) and identity-based blob binding connections (default: built from
+    the connection's settings, as the host builds it). ``http_poll_ms``: call_http's wait between 202 polls when the
     answer has no Retry-After (host.json ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds``).
     ``max_request_body``: public listener's request body limit in bytes (413 above it).
     ``files``: URL prefix → local directory served like blob storage (Range, ETag, CORS; see
@@ -209,6 +215,10 @@ class LocalRuntime:
         self.files = checked_mounts(files or {})
         self.app = load_app(app)
         self.index = index_app(self.app)
+        self.settings = dict(settings or {})
+        self.credential = credential
+        self.connections = BlobConnections(self.settings, credential)
+        self.connections.check(self.index.blob_bindings())
         self.db_path = str(db_path)
         self.host = host
         self.port = port
@@ -223,7 +233,6 @@ class LocalRuntime:
         if event_grid_poll_interval <= 0:
             raise RuntimeConfigError("event_grid_poll_interval must be positive seconds")
         self.task_hub = task_hub
-        self.settings = dict(settings or {})
         self.activity_pool = activity_pool
         if activity_threads < 1:
             raise RuntimeConfigError("activity_threads must be at least 1")
@@ -233,7 +242,6 @@ class LocalRuntime:
         self._blob_store = blob_store
         self.event_grid_containers = list(event_grid_containers)
         self.event_grid_poll_interval = event_grid_poll_interval
-        self.credential = credential
         self.http_poll_ms = http_poll_ms
         self.max_request_body = max_request_body
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -271,24 +279,25 @@ class LocalRuntime:
 
     @property
     def blob_store(self) -> Any:
-        """The blob store of bindings and Event Grid (the app's own unless one was given)."""
+        """The blob store the Event Grid emulation watches (the app's own unless one was given)."""
         if self._blob_store is None:
             self._blob_store = default_blob_store()
         return self._blob_store
 
     async def _start(self) -> None:
-        needs_store = self.index.uses_blob_store or bool(self.event_grid_containers)
-        store = self.blob_store if needs_store else None
+        store = self.blob_store if self.event_grid_containers else None
         credential = self.credential
         self._engine = Engine(
             self.index, Store(self.db_path), max_activity_workers=self.max_activity_workers,
-            activity_pool=self.activity_pool, app_ref=self.app_ref, blob_store=store,
+            activity_pool=self.activity_pool, app_ref=self.app_ref,
+            connections=self.connections,
             activity_threads=self.activity_threads,
             credential=(lambda: credential) if credential is not None else None,
             http_poll_ms=self.http_poll_ms)
         self._management = Management(self._engine)
         http = DurableHttp(self._management, self.index, self.keys, self.task_hub,
-                           self.route_prefix, self.max_request_body, store, self.files)
+                           self.route_prefix, self.max_request_body, self.connections,
+                           self.files)
         self._http = http
         self._engine.client_binding = lambda: http.binding_json(with_key=True)
         public = web.AppRunner(http.public_application(), access_log=None)
@@ -303,7 +312,7 @@ class LocalRuntime:
         http.rpc_url = f"http://127.0.0.1:{rpc.addresses[0][1]}"
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._engine.run()))
-        self._triggers = TriggerHost(self.index, blob_store=store,
+        self._triggers = TriggerHost(self.index, connections=self.connections,
                                      client_binding=self._engine.client_binding)
         if self.run_timers:
             self._start_timers(loop)
@@ -630,7 +639,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"local_runtime.py serve: {err}; stop what holds it or pass another {err.option}",
               file=sys.stderr, flush=True)
         return 2
-    except (EngineError, DiscoveryError) as err:
+    except (EngineError, DiscoveryError, BindingError) as err:
         print(f"local_runtime.py serve: {err}", file=sys.stderr, flush=True)
         return 2
     try:
