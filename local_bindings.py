@@ -241,7 +241,8 @@ def identity_credential(connection: Connection) -> Any:
     if kind == "workloadidentity":
         try:
             return identity.WorkloadIdentityCredential(
-                tenant_id=tenant_id, client_id=client_id, token_file_path=props.get("tokenfilepath"))
+                tenant_id=tenant_id, client_id=client_id,
+                token_file_path=props.get("tokenfilepath"))
         except ValueError as err:
             raise InvalidConnection(f"connection {connection.setting!r}: workload identity needs "
                                     f"tenantId, clientId and tokenFilePath ({err})") from None

@@ -135,7 +135,7 @@ def _bound_parameters(bindings: list[Any]) -> tuple[dict[str, Any], str | None]:
 
 
 def _check_context(params: dict[str, Any], bound: dict[str, Any], hints: dict[str, Any]) -> None:
-    """Check 6; an unbound ``context`` parameter is the worker's to fill, so it leaves ``params``."""
+    """Check 6. An unbound ``context`` parameter is the worker's to fill: it leaves ``params``."""
     if "context" not in params or "context" in bound:
         return
     params.pop("context")
@@ -150,7 +150,8 @@ def _check_context(params: dict[str, Any], bound: dict[str, Any], hints: dict[st
 def _is_generic(annotation: Any) -> bool:
     """A generic type as the worker's typing_inspect sees one: a Generic subclass or a
     subscripted alias other than Union, Tuple, ClassVar and Callable."""
-    if isinstance(annotation, type) and issubclass(annotation, typing.Generic):  # type: ignore[arg-type]
+    if isinstance(annotation, type) and issubclass(
+            annotation, typing.Generic):  # type: ignore[arg-type]
         return True
     return isinstance(annotation, _GENERIC_ALIASES) and \
         annotation.__origin__ not in _NOT_GENERIC_ORIGINS

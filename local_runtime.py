@@ -53,9 +53,9 @@ from local_bindings import (BindingError, BlobConnections, InvalidConnection,
 from local_callhttp import DEFAULT_POLL_MS
 from local_engine import Engine
 from local_files import FILES_PREFIX
-from local_functions import (AppImportError, AppRefused, CronSchedule, DiscoveryError, FunctionIndex,
-                             InvalidSchedule, UnsupportedBinding, index_app, load_app,
-                             resolve_setting)
+from local_functions import (AppImportError, AppRefused, CronSchedule, DiscoveryError,
+                             FunctionIndex, InvalidSchedule, UnsupportedBinding, index_app,
+                             load_app, resolve_setting)
 from local_http import DEFAULT_MAX_BODY, DurableHttp, Keys
 from local_management import Management
 from local_state import (EngineError, InstanceAlreadyRunning, InstanceNotFailed,
@@ -66,10 +66,11 @@ from local_store import Store
 from local_triggers import BlobEventSource, TriggerHost
 
 __all__ = [
-    "AppImportError", "AppRefused", "BindingError", "CronSchedule", "DiscoveryError", "Engine", "EngineError",
-    "FunctionIndex", "HostSettings", "InstanceAlreadyRunning", "InstanceNotFailed",
-    "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning", "InvalidConnection",
-    "InvalidInstanceId", "InvalidSchedule", "LocalRuntime", "MissingConnection", "OrchestrationTimeout", "PortUnavailable", "RewindImpossible",
+    "AppImportError", "AppRefused", "BindingError", "CronSchedule", "DiscoveryError", "Engine",
+    "EngineError", "FunctionIndex", "HostSettings", "InstanceAlreadyRunning",
+    "InstanceNotFailed", "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning",
+    "InvalidConnection", "InvalidInstanceId", "InvalidSchedule", "LocalRuntime",
+    "MissingConnection", "OrchestrationTimeout", "PortUnavailable", "RewindImpossible",
     "RuntimeConfigError", "RuntimeNotStarted", "UnknownFunction", "UnsupportedBinding",
     "UnsupportedOperation", "index_app", "load_app", "read_host_settings", "resolve_setting",
 ]
@@ -189,8 +190,9 @@ class LocalRuntime:
     store and deliver blob events to the app's Event Grid functions (default: none; 1 s).
     ``credential``: token credential for call_http token sources (default:
     ``DefaultAzureCredential``) and identity-based blob binding connections (default: built from
-    the connection's settings, as the host builds it). ``http_poll_ms``: call_http's wait between 202 polls when the
-    answer has no Retry-After (host.json ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds``).
+    the connection's settings, as the host builds it). ``http_poll_ms``: call_http's wait
+    between 202 polls when the answer has no Retry-After (host.json
+    ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds``).
     ``max_request_body``: public listener's request body limit in bytes (413 above it).
     ``files``: URL prefix → local directory served like blob storage (Range, ETag, CORS; see
     ``local_files``), e.g. the local store and the static catalog under ``/files``. Prefixes
