@@ -318,11 +318,17 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    from local_runtime import PortUnavailable
     from settings import get_settings
 
     watched = [] if args.no_events else (args.watch or get_settings().watched_containers)
-    with embedded_runtime(args.state, port=args.port, run_timers=True,
-                          event_grid_containers=watched) as runtime:
+    runtime = embedded_runtime(args.state, port=args.port, run_timers=True,
+                               event_grid_containers=watched)
+    try:
+        runtime.start()
+    except PortUnavailable as err:  # one line, not the bind's traceback
+        raise CliError(f"{err}; stop what holds it or pass another --port") from None
+    try:
         out.write(f"listening on {runtime.base_url}\n")
         if watched:
             out.write(f"  blob events of {', '.join(watched)} are ingested as they happen\n")
@@ -330,6 +336,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"  {runtime.base_url}{prefix}/  serves {directory}\n")
         out.flush()
         stop.wait()
+    finally:
+        runtime.stop()
     return 0
 
 

@@ -81,19 +81,20 @@ class Engine(ActionPlanner, EntityScheduling):
     """The scheduler; every method runs on the engine's event loop.
 
     ``client_binding``: returns the durable client binding JSON for functions that declare one
-    (set by the runtime once HTTP is bound). ``blob_store``: for blob bindings. ``credential``:
+    (set by the runtime once HTTP is bound). ``connections``: the storage accounts of blob
+    bindings (``local_bindings.BlobConnections``). ``credential``:
     returns the token credential for call_http token sources."""
 
     def __init__(self, index: FunctionIndex, store: Store, *,
                  max_activity_workers: int, activity_pool: str = "thread",
-                 app_ref: str | None = None, blob_store: Any = None,
+                 app_ref: str | None = None, connections: Any = None,
                  credential: Callable[[], Any] | None = None,
                  http_poll_ms: int = DEFAULT_POLL_MS, activity_threads: int = 1) -> None:
         self.index = index
         self.store = store
         self.pool = ActivityPool(activity_pool, max_activity_workers, index, app_ref,
                                  threads=activity_threads)
-        self.blob_store = blob_store
+        self.connections = connections
         self.credential = credential or _default_credential
         self.http_poll_ms = http_poll_ms
         self.client_binding: Callable[[], str] = lambda: "{}"
@@ -252,7 +253,7 @@ class Engine(ActionPlanner, EntityScheduling):
         """An activity with bindings (read inputs, invoke, write outputs) or on the loop."""
         try:
             value = decode_activity_input(input_text)
-            io = BlobIO(self.blob_store, {"instanceId": key[0], activity.param: value,
+            io = BlobIO(self.connections, {"instanceId": key[0], activity.param: value,
                                           "data": value})
             contents = await self.loop.run_in_executor(None, io.read, activity.bindings)
             client = self.client_binding() if activity.bindings.client else None

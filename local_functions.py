@@ -2,13 +2,16 @@
 
 ``index_app(app)`` calls ``app.get_functions()`` once per app object (a second call raises in the
 SDK) and caches the result, so several runtimes can be created over the same app. Every trigger
-and binding is checked here, at start-up: the supported ones are described by small dataclasses,
-anything else stops the runtime with ``UnsupportedBinding`` naming the function (no warning and
-silent ignore). Also: six-field NCRONTAB schedules for timer triggers.
+and binding is checked here, at start-up: first as the Azure Functions Python worker checks it
+when it loads the app (``local_load_checks``; what it refuses stops the runtime with
+``AppRefused``), then the supported ones are described by small dataclasses and anything else
+stops the runtime with ``UnsupportedBinding`` naming the function (no warning and silent
+ignore). Also: six-field NCRONTAB schedules for timer triggers.
 
 Supported triggers: orchestration, activity, entity, HTTP, timer, Event Grid. Supported other
 bindings: the durable client (in any function but orchestrators and entities), blob input and
-output (against the runtime's blob store), and the HTTP output of an HTTP trigger.
+output (against the storage account their ``connection`` names, see ``local_bindings``), and the
+HTTP output of an HTTP trigger.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any, Callable, Mapping
 
 import azure.functions as func
 
+from local_load_checks import function_problem, module_problems
+
 
 class DiscoveryError(Exception):
     """Base class of app loading and indexing errors."""
@@ -44,6 +49,16 @@ class InvalidSchedule(DiscoveryError):
 
 class UnsupportedBinding(DiscoveryError):
     """A function declares a trigger or binding the embedded runtime does not run."""
+
+
+class AppRefused(DiscoveryError):
+    """The Azure Functions Python worker would refuse the app at load (``local_load_checks``), so
+    Azure would not start it: refused here at start-up too, naming each function and why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("the Python worker refuses this app at load, so Azure would not start "
+                         "it: " + "; ".join(problems))
+        self.problems = problems
 
 
 SUPPORTED = ("triggers: orchestrationTrigger, activityTrigger, entityTrigger, httpTrigger, "
@@ -62,6 +77,7 @@ class BlobBinding:
     path: str
     direction: str  # 'in' | 'out'
     shape: str      # 'stream' | 'str' | 'bytes' | 'out'
+    connection: str = ""  # the app setting naming the storage account ('' = AzureWebJobsStorage)
 
 
 @dataclass(frozen=True)
@@ -168,11 +184,11 @@ class FunctionIndex:
     def entity(self, name: str) -> NamedFunction | None:
         return self.entities.get(name.lower())
 
-    @property
-    def uses_blob_store(self) -> bool:
+    def blob_bindings(self) -> list[tuple[str, BlobBinding]]:
+        """(function name, binding) of every blob input and output binding of the app."""
         functions = [*self.activities.values(), *self.http, *self.timers.values(),
                      *self.event_grid.values()]
-        return any(f.bindings.blobs for f in functions)
+        return [(f.name, b) for f in functions for b in f.bindings.blobs]
 
 
 class InvocationContext(func.Context):
@@ -221,7 +237,7 @@ def with_context(fn: Callable[..., Any], name: str, kwargs: dict[str, Any]) -> d
     return kwargs
 
 
-_INDEX_CACHE: dict[int, tuple[Any, FunctionIndex]] = {}
+_INDEX_CACHE: dict[int, tuple[Any, "FunctionIndex | DiscoveryError"]] = {}
 _INDEX_LOCK = threading.Lock()
 
 
@@ -247,20 +263,54 @@ def load_app(app_or_ref: Any) -> Any:
                 spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_ref)
-        return getattr(module, attr)
+        app = getattr(module, attr)
     except (ImportError, AttributeError, FileNotFoundError) as err:
         raise AppImportError(f"cannot import app {app_or_ref!r}: {err}") from err
+    problems = module_problems(module)
+    if problems:
+        raise AppRefused(problems)
+    return app
 
 
 def index_app(app: Any) -> FunctionIndex:
-    """Index the app's functions once per app object; UnsupportedBinding for what cannot run."""
+    """Index the app's functions once per app object: AppRefused for what the Python worker
+    refuses at load, UnsupportedBinding for what the embedded runtime cannot run. A refusal is
+    remembered too (the SDK's second ``get_functions()`` would report every name a duplicate)."""
     with _INDEX_LOCK:
         cached = _INDEX_CACHE.get(id(app))
         if cached is not None and cached[0] is app:
+            if isinstance(cached[1], DiscoveryError):
+                raise cached[1]
             return cached[1]
-        index = _build_index(app.get_functions())
+        try:
+            index: FunctionIndex | DiscoveryError = _build_index(_app_functions(app))
+        except DiscoveryError as err:
+            index = err
         _INDEX_CACHE[id(app)] = (app, index)
+        if isinstance(index, DiscoveryError):
+            raise index
         return index
+
+
+def _app_functions(app: Any) -> list[Any]:
+    """``app.get_functions()`` as the worker calls it, its checks (a function without a trigger,
+    two functions of one name) and the worker's own (``local_load_checks``) turned into
+    AppRefused."""
+    if not isinstance(app, func.FunctionRegister):
+        raise AppRefused([f"{type(app).__name__} is not a function app (FunctionApp or DFApp); "
+                          "the worker indexes only those (register a blueprint on one)"])
+    try:
+        functions = app.get_functions()
+    except ValueError as err:
+        raise AppRefused([str(err)]) from None
+    problems = []
+    for function in functions:
+        problem = function_problem(function)
+        if problem is not None:
+            problems.append(f"function {function.get_function_name()!r}: {problem}")
+    if problems:
+        raise AppRefused(problems)
+    return functions
 
 
 def _enum_text(value: Any) -> str:
@@ -304,7 +354,8 @@ def _bindings(function: Any, name: str, kind: str, user_fn: Callable[..., Any]) 
                     f"function {name!r}: blob binding {bname!r} has path {path!r}; it needs "
                     "'container/blob name'")
             blobs.append(BlobBinding(bname, path.strip("/"), direction,
-                                     _blob_shape(user_fn, bname, direction)))
+                                     _blob_shape(user_fn, bname, direction),
+                                     str(getattr(binding, "connection", "") or "")))
         elif btype == "http" and kind == "httpTrigger" and _direction(binding) == "out":
             continue
         else:

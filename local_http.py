@@ -142,7 +142,7 @@ class DurableHttp:
 
     def __init__(self, management: Management, index: FunctionIndex, keys: Keys,
                  task_hub: str = "LocalTaskHub", route_prefix: str = "api",
-                 max_request_body: int = DEFAULT_MAX_BODY, blob_store: Any = None,
+                 max_request_body: int = DEFAULT_MAX_BODY, connections: Any = None,
                  files: Mapping[str, Any] | None = None) -> None:
         self.management = management
         self.files = dict(files or {})
@@ -151,7 +151,7 @@ class DurableHttp:
         self.task_hub = task_hub
         self.route_prefix = route_prefix
         self.max_request_body = max_request_body
-        self.blob_store = blob_store
+        self.connections = connections
         self.api = DurableApi(self, management)
         self.base_url = "http://127.0.0.1:7071"
         self.rpc_url = "http://127.0.0.1:17071"
@@ -273,7 +273,7 @@ class DurableHttp:
             if function.bindings.client:
                 kwargs[function.bindings.client] = self.binding_json(
                     with_key=self.keys.recognises(presented))
-            io = BlobIO(self.blob_store, http_binding_data(request, body))
+            io = BlobIO(self.connections, http_binding_data(request, body))
             try:
                 contents = await _in_thread(io.read, function.bindings)
                 blob_kwargs, outs = binding_kwargs(function.bindings, contents)

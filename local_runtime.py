@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import errno
 import ipaddress
 import json
 import logging
@@ -47,12 +48,14 @@ from typing import Any, Coroutine, Mapping, TypeVar
 from aiohttp import web
 from azure.functions._durable_functions import df_dumps
 
-from local_bindings import default_blob_store
+from local_bindings import (BindingError, BlobConnections, InvalidConnection,
+                            MissingConnection, default_blob_store)
 from local_callhttp import DEFAULT_POLL_MS
 from local_engine import Engine
-from local_functions import (AppImportError, CronSchedule, DiscoveryError, FunctionIndex,
-                             InvalidSchedule, UnsupportedBinding, index_app, load_app,
-                             resolve_setting)
+from local_files import FILES_PREFIX
+from local_functions import (AppImportError, AppRefused, CronSchedule, DiscoveryError,
+                             FunctionIndex, InvalidSchedule, UnsupportedBinding, index_app,
+                             load_app, resolve_setting)
 from local_http import DEFAULT_MAX_BODY, DurableHttp, Keys
 from local_management import Management
 from local_state import (EngineError, InstanceAlreadyRunning, InstanceNotFailed,
@@ -63,10 +66,11 @@ from local_store import Store
 from local_triggers import BlobEventSource, TriggerHost
 
 __all__ = [
-    "AppImportError", "CronSchedule", "DiscoveryError", "Engine", "EngineError",
-    "FunctionIndex", "HostSettings", "InstanceAlreadyRunning", "InstanceNotFailed",
-    "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning", "InvalidInstanceId",
-    "InvalidSchedule", "LocalRuntime", "OrchestrationTimeout", "RewindImpossible",
+    "AppImportError", "AppRefused", "BindingError", "CronSchedule", "DiscoveryError", "Engine",
+    "EngineError", "FunctionIndex", "HostSettings", "InstanceAlreadyRunning",
+    "InstanceNotFailed", "InstanceNotFound", "InstanceNotRunning", "InstanceStillRunning",
+    "InvalidConnection", "InvalidInstanceId", "InvalidSchedule", "LocalRuntime",
+    "MissingConnection", "OrchestrationTimeout", "PortUnavailable", "RewindImpossible",
     "RuntimeConfigError", "RuntimeNotStarted", "UnknownFunction", "UnsupportedBinding",
     "UnsupportedOperation", "index_app", "load_app", "read_host_settings", "resolve_setting",
 ]
@@ -82,6 +86,17 @@ class OrchestrationTimeout(EngineError):
 
 class RuntimeNotStarted(EngineError):
     """The runtime must be started (or used as a context manager) first."""
+
+
+class PortUnavailable(RuntimeConfigError):
+    """A listener cannot bind its address (the port is in use, or the address is not ours).
+
+    ``option`` names the command-line option that chooses it (``--port`` or ``--rpc-port``)."""
+
+    def __init__(self, message: str, *, port: int, option: str) -> None:
+        super().__init__(message)
+        self.port = port
+        self.option = option
 
 
 class _SharedLoop:
@@ -114,6 +129,27 @@ class InstancePage:
     continuation_token: str | None
 
 
+def checked_mounts(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, Path]:
+    """``files`` with each prefix normalised (no trailing '/'); RuntimeConfigError for a prefix
+    outside ``/files``, one inside another, or a directory that does not exist."""
+    mounts: dict[str, Path] = {}
+    for prefix, directory in files.items():
+        clean = "/" + "/".join(part for part in str(prefix).split("/") if part)
+        parts = clean.split("/")[1:]
+        if parts[:1] != [FILES_PREFIX.strip("/")] or any(p in (".", "..") for p in parts):
+            raise RuntimeConfigError(f"files: mount prefix {prefix!r} must be {FILES_PREFIX} or "
+                                     f"lie below it (e.g. {FILES_PREFIX}/storage)")
+        if not Path(directory).is_dir():
+            raise RuntimeConfigError(f"files: {str(directory)!r} (for {clean}) is not a directory")
+        mounts[clean] = Path(directory)
+    for prefix in mounts:
+        inner = [other for other in mounts if other != prefix and other.startswith(prefix + "/")]
+        if inner:
+            raise RuntimeConfigError(f"files: mount {inner[0]} lies inside mount {prefix}; "
+                                     "give each directory its own prefix")
+    return mounts
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -126,9 +162,11 @@ def is_loopback(host: str) -> bool:
 class LocalRuntime:
     """The embedded host: engine + SQLite + HTTP + triggers, on a background event loop.
 
-    ``app``: a ``df.DFApp`` or a ``"module:attr"`` / ``"path/file.py:attr"`` string; a trigger
-    or binding the runtime cannot run stops it here (``UnsupportedBinding``, naming the
-    function).
+    ``app``: a ``df.DFApp`` or a ``"module:attr"`` / ``"path/file.py:attr"`` string; an app the
+    Python worker would refuse at load stops it here (``AppRefused``), as does a trigger or
+    binding the runtime cannot run (``UnsupportedBinding``) and a blob binding whose
+    ``connection`` names no storage account (``MissingConnection`` / ``InvalidConnection``),
+    each naming the function.
     ``db_path``: the SQLite task hub file (created if missing; reused to resume after a crash).
     ``host``/``port``: the public listener (port 0 picks a free port; see ``base_url``).
     ``rpc_port``: the loopback-only listener of the SDK client's RPC endpoints (0: a free port;
@@ -138,22 +176,28 @@ class LocalRuntime:
     Azure (a ``durabletask_extension`` entry of ``function_keys`` is the system key; generated if
     absent); empty keys are refused. Without keys nothing is checked and only loopback hosts
     are allowed.
-    ``settings``: app settings for ``%NAME%`` timer schedules (the environment is the fallback).
+    ``settings``: app settings for ``%NAME%`` timer schedules and blob bindings' ``connection``
+    (the environment is the fallback; see ``local_bindings``).
     ``activity_pool``: ``"thread"`` (default) or ``"process"`` (spawned workers that import
     the app when it is given as an import string, else forked workers; Linux): then
     ``max_activity_workers`` processes, each running up to ``activity_threads`` activities at
     once on its own threads (as the Python worker runs sync functions on a thread pool; default 1).
     ``run_timers``: fire timer triggers on their schedules (``fire_timer`` works regardless).
-    ``blob_store``: the ``storage.BlobStore`` for blob bindings and the Event Grid emulation
-    (default: the app's own, from its settings, built when first needed).
+    ``blob_store``: the ``storage.BlobStore`` the Event Grid emulation watches (default: the
+    app's own, from its settings, built when first needed). Blob bindings never use it: they
+    write to the account their ``connection`` names, as on Azure.
     ``event_grid_containers`` / ``event_grid_poll_interval``: watch these containers of the blob
     store and deliver blob events to the app's Event Grid functions (default: none; 1 s).
     ``credential``: token credential for call_http token sources (default:
-    ``DefaultAzureCredential``). ``http_poll_ms``: call_http's wait between 202 polls when the
-    answer has no Retry-After (host.json ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds``).
+    ``DefaultAzureCredential``) and identity-based blob binding connections (default: built from
+    the connection's settings, as the host builds it). ``http_poll_ms``: call_http's wait
+    between 202 polls when the answer has no Retry-After (host.json
+    ``httpSettings.defaultAsyncRequestSleepTimeMilliseconds``).
     ``max_request_body``: public listener's request body limit in bytes (413 above it).
     ``files``: URL prefix → local directory served like blob storage (Range, ETag, CORS; see
-    ``local_files``), e.g. the local store and the static catalog under ``/files``.
+    ``local_files``), e.g. the local store and the static catalog under ``/files``. Prefixes
+    live under ``/files`` (so no mount shadows the app's routes or the webhooks), none inside
+    another, and each directory must exist (``RuntimeConfigError`` otherwise).
     All methods are thread-safe; they run on the runtime's loop.
     """
 
@@ -170,9 +214,13 @@ class LocalRuntime:
                  files: Mapping[str, str | os.PathLike[str]] | None = None,
                  activity_threads: int = 1) -> None:
         self.app_ref = app if isinstance(app, str) else None
-        self.files = {prefix: Path(d) for prefix, d in (files or {}).items()}
+        self.files = checked_mounts(files or {})
         self.app = load_app(app)
         self.index = index_app(self.app)
+        self.settings = dict(settings or {})
+        self.credential = credential
+        self.connections = BlobConnections(self.settings, credential)
+        self.connections.check(self.index.blob_bindings())
         self.db_path = str(db_path)
         self.host = host
         self.port = port
@@ -187,7 +235,6 @@ class LocalRuntime:
         if event_grid_poll_interval <= 0:
             raise RuntimeConfigError("event_grid_poll_interval must be positive seconds")
         self.task_hub = task_hub
-        self.settings = dict(settings or {})
         self.activity_pool = activity_pool
         if activity_threads < 1:
             raise RuntimeConfigError("activity_threads must be at least 1")
@@ -197,7 +244,6 @@ class LocalRuntime:
         self._blob_store = blob_store
         self.event_grid_containers = list(event_grid_containers)
         self.event_grid_poll_interval = event_grid_poll_interval
-        self.credential = credential
         self.http_poll_ms = http_poll_ms
         self.max_request_body = max_request_body
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -235,24 +281,25 @@ class LocalRuntime:
 
     @property
     def blob_store(self) -> Any:
-        """The blob store of bindings and Event Grid (the app's own unless one was given)."""
+        """The blob store the Event Grid emulation watches (the app's own unless one was given)."""
         if self._blob_store is None:
             self._blob_store = default_blob_store()
         return self._blob_store
 
     async def _start(self) -> None:
-        needs_store = self.index.uses_blob_store or bool(self.event_grid_containers)
-        store = self.blob_store if needs_store else None
+        store = self.blob_store if self.event_grid_containers else None
         credential = self.credential
         self._engine = Engine(
             self.index, Store(self.db_path), max_activity_workers=self.max_activity_workers,
-            activity_pool=self.activity_pool, app_ref=self.app_ref, blob_store=store,
+            activity_pool=self.activity_pool, app_ref=self.app_ref,
+            connections=self.connections,
             activity_threads=self.activity_threads,
             credential=(lambda: credential) if credential is not None else None,
             http_poll_ms=self.http_poll_ms)
         self._management = Management(self._engine)
         http = DurableHttp(self._management, self.index, self.keys, self.task_hub,
-                           self.route_prefix, self.max_request_body, store, self.files)
+                           self.route_prefix, self.max_request_body, self.connections,
+                           self.files)
         self._http = http
         self._engine.client_binding = lambda: http.binding_json(with_key=True)
         public = web.AppRunner(http.public_application(), access_log=None)
@@ -260,14 +307,14 @@ class LocalRuntime:
         self._runners = [public, rpc]
         for runner in self._runners:
             await runner.setup()
-        await web.TCPSite(public, self.host, self.port).start()
-        await web.TCPSite(rpc, "127.0.0.1", self.rpc_port).start()
+        await _listen(public, self.host, self.port, "--port")
+        await _listen(rpc, "127.0.0.1", self.rpc_port, "--rpc-port")
         shown_host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         http.base_url = f"http://{shown_host}:{public.addresses[0][1]}"
         http.rpc_url = f"http://127.0.0.1:{rpc.addresses[0][1]}"
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._engine.run()))
-        self._triggers = TriggerHost(self.index, blob_store=store,
+        self._triggers = TriggerHost(self.index, connections=self.connections,
                                      client_binding=self._engine.client_binding)
         if self.run_timers:
             self._start_timers(loop)
@@ -450,6 +497,17 @@ class LocalRuntime:
         return self.run_coroutine(self._triggers.fire_timer(timer, past_due))
 
 
+async def _listen(runner: web.AppRunner, host: str, port: int, option: str) -> None:
+    """Bind one listener; PortUnavailable (one line naming the port) when the address is taken."""
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as err:
+        reason = ("is already in use" if err.errno == errno.EADDRINUSE
+                  else f"cannot be bound ({err.strerror or err})")
+        raise PortUnavailable(f"port {port} on {host} {reason}", port=port,
+                              option=option) from None
+
+
 # ==================================================================================================
 # CLI: ``python local_runtime.py serve``
 # ==================================================================================================
@@ -482,8 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-request-body", type=int, default=DEFAULT_MAX_BODY,
                        help="largest request body on the public listener, bytes")
     serve.add_argument("--files", action="append", default=[], metavar="PREFIX=DIR",
-                       help="serve DIR under the URL PREFIX like blob storage (Range, ETag, CORS); "
-                            "repeatable, e.g. /files/storage=.local/storage")
+                       help="serve DIR under the URL PREFIX (/files or below it) like blob "
+                            "storage (Range, ETag, CORS); repeatable, e.g. "
+                            "/files/storage=.local/storage")
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -542,6 +601,18 @@ def parse_function_keys(items: Sequence[str]) -> dict[str, str]:
     return keys
 
 
+def parse_mounts(items: Sequence[str]) -> dict[str, str]:
+    """PREFIX=DIR items of ``--files``; RuntimeConfigError for an item without '='."""
+    mounts: dict[str, str] = {}
+    for item in items:
+        prefix, sep, directory = item.partition("=")
+        if not sep or not prefix.strip() or not directory.strip():
+            raise RuntimeConfigError(f"--files {item!r}: expected PREFIX=DIR, e.g. "
+                                     f"{FILES_PREFIX}/storage=.local/storage")
+        mounts[prefix.strip()] = directory.strip()
+    return mounts
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -563,13 +634,23 @@ def serve(args: argparse.Namespace) -> int:
             task_hub=host_settings.task_hub, route_prefix=host_settings.route_prefix,
             settings=host_settings.values, event_grid_containers=args.event_grid_container,
             event_grid_poll_interval=args.event_grid_interval,
-            http_poll_ms=host_settings.http_poll_ms, max_request_body=args.max_request_body)
-    except (EngineError, DiscoveryError) as err:
+            http_poll_ms=host_settings.http_poll_ms, max_request_body=args.max_request_body,
+            files=parse_mounts(args.files))
+        runtime.start()
+    except PortUnavailable as err:
+        print(f"local_runtime.py serve: {err}; stop what holds it or pass another {err.option}",
+              file=sys.stderr, flush=True)
+        return 2
+    except (EngineError, DiscoveryError, BindingError) as err:
         print(f"local_runtime.py serve: {err}", file=sys.stderr, flush=True)
         return 2
-    with runtime:
+    try:
         print(f"listening on {runtime.base_url}", flush=True)
+        for prefix, directory in runtime.files.items():
+            print(f"  {runtime.base_url}{prefix}/  serves {directory}", flush=True)
         stop.wait()
+    finally:
+        runtime.stop()
     return 0
 
 

@@ -56,16 +56,16 @@ EVENT_NAMESPACE = uuid.UUID("6f1c8a52-3d1e-4b8a-9c7e-2f4a5b6c7d8e")
 class TriggerHost:
     """Invokes timer and Event Grid functions with their bindings, as the worker would."""
 
-    def __init__(self, index: FunctionIndex, *, blob_store: Any,
+    def __init__(self, index: FunctionIndex, *, connections: Any,
                  client_binding: Callable[[], str]) -> None:
         self.index = index
-        self.blob_store = blob_store
+        self.connections = connections
         self.client_binding = client_binding
 
     async def invoke(self, fn: Any, name: str, trigger: tuple[str, Any], bindings: Bindings,
                      data: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
-        io = BlobIO(self.blob_store, data)
+        io = BlobIO(self.connections, data)
         contents = await loop.run_in_executor(None, io.read, bindings)
         blob_kwargs, outs = binding_kwargs(bindings, contents)
         kwargs: dict[str, Any] = {trigger[0]: trigger[1], **blob_kwargs}

@@ -82,3 +82,23 @@ def test_run_says_when_a_prefix_matches_nothing_and_exits_like_demo_on_failures(
         assert "nothing matched" not in out.getvalue()
     finally:
         get_settings.cache_clear()
+
+
+def test_serve_on_a_port_in_use_is_one_line_naming_it(tmp_path):
+    import socket
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RMH_")},
+           "RMH_STORAGE_BACKEND": "local", "RMH_STORAGE_LOCAL_DIR": str(tmp_path / "storage"),
+           "RMH_CATALOG_BACKEND": "static", "RMH_STATIC_CATALOG_DIR": str(tmp_path / "catalog"),
+           "RMH_TEMP_DIR": str(tmp_path / "work")}
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, "cli.py", "serve", "--port", str(port), "--state", str(tmp_path / "s"),
+                               "--no-events", "--log-level", "ERROR"],
+                              cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done
+    assert done.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is already in use; stop what holds it or pass another --port"], done.stderr
+    assert "listening on" not in done.stdout
