@@ -44,6 +44,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
+from raster_errors import (GeoOpsError, RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster,
+                           MissingCRS, DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata,
+                           InvalidOption, InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError,
+                           ERRORS_BY_CODE)
 
 log = logging.getLogger(__name__)
 
@@ -96,83 +100,6 @@ LERC_CODECS = frozenset({"LERC", "LERC_ZSTD", "LERC_DEFLATE"})
 #: Profiles whose output decodes to exactly the source's pixels (LERC ones at max_z_error 0, which
 #: keep every visible pixel but store those under a fully transparent alpha as 0).
 LOSSLESS_PROFILES = frozenset({"deflate", "zstd", "lzw", "lerc", "lerc_deflate", "none"})
-
-
-# ----------------------------------------------------------------------------------------------
-# Errors
-
-
-class GeoOpsError(Exception):
-    """Base class of the raster engine's errors; carries the offending path and the reason."""
-
-    def __init__(self, path: PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-
-class RasterNotFound(GeoOpsError):
-    """The source does not exist or cannot be reached."""
-
-
-class EmptyFile(GeoOpsError):
-    """The file has zero bytes."""
-
-
-class UnsupportedFormat(GeoOpsError):
-    """The file is not a raster format on the allow-list (VRT, text, multi-file formats...)."""
-
-
-class UnreadableRaster(GeoOpsError):
-    """The raster cannot be opened, or its pixel blocks fail to decode."""
-
-
-class MissingCRS(GeoOpsError):
-    """The raster has no coordinate reference system."""
-
-
-class DegenerateTransform(GeoOpsError):
-    """The geotransform is missing (identity) or singular."""
-
-
-class RasterTooLarge(GeoOpsError):
-    """Pixel count, band count or estimated decompressed size exceeds the configured limits."""
-
-
-class UnsupportedDtype(GeoOpsError):
-    """A band's data type is not on the allowed list."""
-
-
-class InvalidNodata(GeoOpsError):
-    """The nodata value cannot be represented in the band's data type."""
-
-
-class InvalidOption(GeoOpsError):
-    """An argument (profile, resampling, tile size, CRS...) is not usable."""
-
-
-class InvalidCog(GeoOpsError):
-    """An output failed strict COG validation."""
-
-
-class IncompatibleTiles(GeoOpsError):
-    """Tiles given to a mosaic do not share CRS, resolution, bands or data type."""
-
-
-class SourceUnavailable(GeoOpsError):
-    """The source could not be reached (network or HTTP error): transient, worth a retry."""
-
-
-class OutputWriteError(GeoOpsError):
-    """Writing or publishing an output failed; nothing was left at the destination."""
-
-
-ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
-    cls.__name__: cls for cls in (
-        RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster, MissingCRS,
-        DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata, InvalidOption,
-        InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError)
-}
 
 
 # ----------------------------------------------------------------------------------------------
