@@ -10,6 +10,7 @@ import rasterio
 from rasterio.io import DatasetReader, MemoryFile
 
 import geo_ops
+import raster_open
 import raster_factory
 
 
@@ -121,7 +122,7 @@ def no_gdal_open(monkeypatch):
         raise AssertionError("rasterio.open was called")
 
     monkeypatch.setattr(geo_ops.rasterio, "open", forbidden)
-    monkeypatch.setattr(geo_ops, "DatasetReader", forbidden)
+    monkeypatch.setattr(raster_open, "DatasetReader", forbidden)
 
 
 def test_vrt_pointing_at_local_file_refused(tmp_path, shared_rasters, no_gdal_open):
