@@ -11,6 +11,7 @@ from rasterio.io import DatasetReader, MemoryFile
 
 import geo_ops
 import raster_open
+import raster_stats
 import raster_factory
 
 
@@ -265,7 +266,7 @@ def test_single_huge_tile_refused_before_reading(tmp_path, no_pixel_reads):
 
 
 def test_large_raster_without_overviews_is_judged_by_its_sample(make_raster, monkeypatch):
-    monkeypatch.setattr(geo_ops, "SCAN_LIMIT_PIXELS", 100 * 100)
+    monkeypatch.setattr(raster_stats, "SCAN_LIMIT_PIXELS", 100 * 100)
     empty = geo_ops.validate(make_raster(width=600, height=600, nodata=0, empty=True))
     assert empty.is_empty and empty.valid_fraction == 0.0 and empty.blocks_sampled > 0
     full = geo_ops.validate(make_raster(width=600, height=600, nodata=0))
