@@ -65,6 +65,7 @@ from raster_checks import (Findings, _issue, check_georeferencing, decompressed_
                            check_dtypes, nodata_problem, check_nodata, BlockSample, all_valid,
                            WHOLE_READ_BYTES, check_blocks, _decode, check_cog_layout)
 from raster_validate import (validate, validated, _validate_dataset, preflight)
+from output_staging import (staged_output, publish, _remove_partial)
 
 log = logging.getLogger(__name__)
 
@@ -92,57 +93,6 @@ LOSSLESS_PROFILES = frozenset({"deflate", "zstd", "lzw", "lerc", "lerc_deflate",
 
 # ----------------------------------------------------------------------------------------------
 # Output staging: write somewhere temporary, validate, then publish in one step
-
-
-@contextlib.contextmanager
-def staged_output(dst: PathLike, tmp_dir: PathLike | None = None) -> Iterator[str]:
-    """Yield a temporary path to write; on success move (or upload-copy) it to ``dst``.
-
-    Local destinations are staged in a hidden sibling directory, then ``os.replace``d (atomic
-    on one filesystem). Virtual destinations
-    (``/vsiaz/``...) are written to a local temporary directory and copied in one sequential
-    upload. On any failure temporary files are removed and ``dst`` is untouched.
-    """
-    dst = str(dst)
-    if is_virtual(dst):
-        parent = tmp_dir
-    else:
-        parent = os.path.dirname(os.path.abspath(dst))
-        os.makedirs(parent, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=".geo_ops_", dir=parent)
-    staging = os.path.join(workdir, os.path.basename(dst) or "output.tif")
-    try:
-        yield staging
-        publish(staging, dst)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def publish(local: str, dst: str) -> None:
-    """Move or copy a finished local file to its destination.
-
-    A VRT is re-serialised by GDAL's VRT driver at the destination (copying its "files" would
-    upload every source tile again); anything else is copied byte for byte.
-    """
-    if not is_virtual(dst):
-        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-        os.replace(local, dst)
-        return
-    try:
-        if local.lower().endswith(".vrt"):
-            rasterio.shutil.copy(local, dst, driver="VRT")
-        else:
-            rasterio.shutil.copyfiles(local, dst)
-    except GDAL_ERRORS as err:
-        _remove_partial(dst)
-        raise OutputWriteError(dst, f"upload failed: {err}") from err
-
-
-def _remove_partial(dst: str) -> None:
-    try:
-        rasterio.shutil.delete(dst)
-    except GDAL_ERRORS as err:
-        log.warning("could not remove partial output %s: %s", dst, err)
 
 
 def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_resampling: str,
