@@ -68,29 +68,10 @@ from raster_validate import (validate, validated, _validate_dataset, preflight)
 from output_staging import (staged_output, publish, _remove_partial)
 from vrt_documents import (BandMeta, band_meta, write_band_meta, _band_meta_xml, _band_xml, _GDAL_TYPES,
                            _nodata_text, _rect, _metadata_xml, _vrt_xml, _has_dataset_mask, window_vrt)
+from cog_profiles import (COG_PROFILES, LERC_CODECS, LOSSLESS_PROFILES, EIGHT_BIT_CODECS)
 
 log = logging.getLogger(__name__)
 
-
-
-#: Creation options of the GDAL COG driver per compression profile. ``PREDICTOR=YES`` lets GDAL
-#: pick the predictor by data type: floating-point (3) for floats, horizontal (2) for integers.
-#: LERC is lossless at ``MAX_Z_ERROR=0``; ``to_cog(max_z_error=...)`` trades accuracy for bytes.
-COG_PROFILES: dict[str, dict[str, str]] = {
-    "deflate": {"COMPRESS": "DEFLATE", "PREDICTOR": "YES"},
-    "zstd": {"COMPRESS": "ZSTD", "PREDICTOR": "YES"},
-    "lzw": {"COMPRESS": "LZW", "PREDICTOR": "YES"},
-    "lerc": {"COMPRESS": "LERC_ZSTD", "MAX_Z_ERROR": "0"},
-    "lerc_deflate": {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": "0"},
-    "webp": {"COMPRESS": "WEBP", "QUALITY": "85"},
-    "jpeg": {"COMPRESS": "JPEG", "QUALITY": "85"},
-    "none": {"COMPRESS": "NONE"},
-}
-#: Codecs that take ``MAX_Z_ERROR``.
-LERC_CODECS = frozenset({"LERC", "LERC_ZSTD", "LERC_DEFLATE"})
-#: Profiles whose output decodes to exactly the source's pixels (LERC ones at max_z_error 0, which
-#: keep every visible pixel but store those under a fully transparent alpha as 0).
-LOSSLESS_PROFILES = frozenset({"deflate", "zstd", "lzw", "lerc", "lerc_deflate", "none"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,10 +99,6 @@ def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_re
     return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
         overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
         "OVERVIEWS": "AUTO", **base}
-
-
-#: Codecs limited to 8-bit imagery: 1 (grey), 3 (RGB) or 4 (RGBA) bands.
-EIGHT_BIT_CODECS = frozenset({"JPEG", "WEBP"})
 
 
 def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
