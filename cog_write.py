@@ -22,7 +22,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from cog_profiles import COG_PROFILES, EIGHT_BIT_CODECS, LERC_CODECS
 from output_staging import staged_output
-from raster_checks import _issue, nodata_problem
+from raster_checks import issue, nodata_problem
 from raster_crs import crs_epsg, parse_crs
 from raster_env import GDAL_ERRORS, PathLike, env_options, nodata_json, parse_resampling, read_error
 from raster_errors import InvalidCog, InvalidOption
@@ -162,7 +162,7 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
 def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogResult:
     with rasterio.open(tmp, driver="GTiff") as out:
         fraction = valid_fraction(out)
-        notes = [] if fraction != 0.0 else [_issue("EmptyRaster", "every pixel is nodata/masked")]
+        notes = [] if fraction != 0.0 else [issue("EmptyRaster", "every pixel is nodata/masked")]
         return CogResult(
             path=dst, size_bytes=os.path.getsize(tmp), epsg=crs_epsg(out.crs),
             crs_wkt=out.crs.to_wkt() if out.crs else None, bounds=list(out.bounds),

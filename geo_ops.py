@@ -7,84 +7,62 @@ environment or knows about Azure. Sources and destinations are local paths or GD
 
 Pixels always stream through GDAL (the COG driver, warped VRTs, windowed VRTs), so memory is
 bounded by GDAL's block cache and one warp chunk or one tile, never by the size of the source.
+
+This module is the engine's public face: its verbs and models, each defined in a room of its own.
+
+=================== ==============================================================================
+room                its one job
+=================== ==============================================================================
+``raster_errors``   the errors: ``GeoOpsError`` and a subclass per condition (plain Python)
+``raster_models``   the result models (pydantic only)
+``raster_env``      the GDAL configuration, GDAL's errors read as ours, virtual paths, nodata as JSON
+``raster_crs``      CRS parsing without files or network, CRS facts, points and pixels as lon/lat
+``raster_open``     opening untrusted rasters: sniffed by their bytes, allow-listed drivers only
+``raster_stats``    bounded pixel reads: block sample, decimated read, band statistics, valid share
+``raster_checks``   validation checks, each ``(errors, warnings)``
+``raster_validate`` ``validate`` / ``validated`` / ``preflight``: the checks composed
+``output_staging``  write to a temporary place, check, publish in one step
+``vrt_documents``   VRT XML built here (a window, a mosaic's parts) and band metadata kept on outputs
+``cog_profiles``    the COG compression profiles and codec facts (plain Python)
+``reprojection``    the output grid of a warp, the warped VRT
+``cog_write``       ``to_cog`` and the COG driver's creation options
+``tiling``          ``plan_tiles`` and ``process_tile``
+``mosaics``         ``build_mosaic``: a VRT over tile COGs
+``grid_footprint``  the lon/lat footprint and bbox of a pixel grid
+``raster_facts``    ``read_header``: what a catalog item needs from a raster
+``thumbnails``      ``write_thumbnail``: a PNG preview
+=================== ==============================================================================
 """
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import json
-import logging
-import math
-import os
-import re
-import shutil
-import stat
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Union
-from warnings import catch_warnings, simplefilter
-from xml.sax.saxutils import escape
-
-import numpy as np
-import pyproj
-import rasterio
-import rasterio.shutil
-from affine import Affine
-from pydantic import BaseModel, Field
-from rasterio._err import CPLE_BaseError
-from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
-from rasterio.io import DatasetReader, MemoryFile
-from rasterio.vrt import WarpedVRT
-from rasterio.warp import calculate_default_transform
-from rasterio.windows import Window
-from rio_cogeo.cogeo import cog_validate
-from raster_errors import (GeoOpsError, RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster,
-                           MissingCRS, DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata,
-                           InvalidOption, InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError,
-                           ERRORS_BY_CODE)
-from raster_models import (Nodata, Issue, RasterLimits, ValidationReport, BandStatistics, BandFacts,
-                           RasterHeader, CogResult, TileWindow, Tile, TilePlan, TileResult, MosaicResult,
-                           ThumbnailResult)
-from raster_env import (PathLike, DEFAULT_GDAL_CONFIG, env_options, gdal_env, GDAL_ERRORS, gdal_reason,
-                        is_virtual, nodata_json, parse_resampling, _file_size, _TRANSIENT,
-                        is_transient_reason, read_error)
-from raster_crs import (MAX_CRS_TEXT, _AUTHORITY_CODE, _WKT_KEYWORDS, _PROJ_FILE_PARAMS, parse_crs,
-                        _crs_from_text, _crs_facts, crs_epsg, _crs_code, _crs_text, _to_lonlat, lonlat,
-                        _pixels_to_lonlat)
-from raster_open import (ALLOWED_DRIVERS, REFERENCING_DRIVERS, MAGIC, _describe_bytes, sniff_bytes,
-                         _sniff_local, sniff_driver, open_raster, _open_error, open_allowed)
-from raster_stats import (STATISTICS_SIZE, SCAN_LIMIT_PIXELS, valid_fraction, sample_windows,
-                          _mask_non_finite, read_decimated, band_statistics)
-from raster_checks import (Findings, _issue, check_georeferencing, decompressed_bytes, check_size,
-                           check_dtypes, nodata_problem, check_nodata, BlockSample, all_valid,
-                           WHOLE_READ_BYTES, check_blocks, _decode, check_cog_layout)
-from raster_validate import (validate, validated, _validate_dataset, preflight)
-from output_staging import (staged_output, publish, _remove_partial)
-from vrt_documents import (BandMeta, band_meta, write_band_meta, _band_meta_xml, _band_xml, _GDAL_TYPES,
-                           _nodata_text, _rect, _metadata_xml, _vrt_xml, _has_dataset_mask, window_vrt)
-from cog_profiles import (COG_PROFILES, LERC_CODECS, LOSSLESS_PROFILES, EIGHT_BIT_CODECS)
-from grid_footprint import (_edge_pixels, _contains_pole, _unwrap, _clip_ring, _simplify, _drop_collinear,
-                            _ccw_ring, _clamped_bbox, _box, _ring_footprint, _convex_hull, _sampled_footprint,
-                            footprint)
-from reprojection import (warp_grid, _wrapping_grid, _longitude_period, _native_resolution,
-                          _within_area_of_use, warped_vrt)
-from cog_write import (cog_options, check_codec, verify_cog, to_cog, _copy_cog, _warp_cog, _cog_result,
-                       _predictor)
-from tiling import (tile_size_for_budget, _balanced_edges, tile_windows, tile_path, plan_tiles, _pixel_budget,
-                    _plan_tile, process_tile, _tile_window, _warped_tile_cog)
-from mosaics import (build_mosaic, _TileFacts, _MosaicGrid, _tile_facts, _mosaic_grid, _mosaic_xml)
-from raster_facts import (_GEOD, ground_sample_distance, band_facts, _TIFF_DATETIME, parse_file_datetime,
-                          file_datetime, _tiff_tag, _tiff_offsets, header_size, cog_layout_errors,
-                          read_header, _header_of, _has_colormap)
-from thumbnails import (preview_bands, write_thumbnail, _thumbnail, _stretch)
-
-log = logging.getLogger(__name__)
-
-
-
+from cog_profiles import COG_PROFILES, EIGHT_BIT_CODECS, LERC_CODECS, LOSSLESS_PROFILES  # noqa: F401
+from cog_write import check_codec, cog_options, to_cog, verify_cog  # noqa: F401
+from grid_footprint import footprint  # noqa: F401
+from mosaics import build_mosaic  # noqa: F401
+from output_staging import publish, staged_output  # noqa: F401
+from raster_checks import (WHOLE_READ_BYTES, BlockSample, Findings, all_valid, check_blocks,  # noqa: F401
+                           check_cog_layout, check_dtypes, check_georeferencing, check_nodata, check_size,
+                           decompressed_bytes, nodata_problem)
+from raster_checks import issue as _issue  # noqa: F401  (cubes.py on the multidim branch calls geo_ops._issue)
+from raster_crs import MAX_CRS_TEXT, crs_epsg, lonlat, parse_crs  # noqa: F401
+from raster_env import (DEFAULT_GDAL_CONFIG, GDAL_ERRORS, PathLike, env_options, gdal_env,  # noqa: F401
+                        gdal_reason, is_transient_reason, is_virtual, nodata_json, parse_resampling,
+                        read_error)
+from raster_errors import (ERRORS_BY_CODE, DegenerateTransform, EmptyFile, GeoOpsError,  # noqa: F401
+                           IncompatibleTiles, InvalidCog, InvalidNodata, InvalidOption, MissingCRS,
+                           OutputWriteError, RasterNotFound, RasterTooLarge, SourceUnavailable,
+                           UnreadableRaster, UnsupportedDtype, UnsupportedFormat)
+from raster_facts import (band_facts, cog_layout_errors, file_datetime, ground_sample_distance,  # noqa: F401
+                          header_size, parse_file_datetime, read_header)
+from raster_models import (BandFacts, BandStatistics, CogResult, Issue, MosaicResult, Nodata,  # noqa: F401
+                           RasterHeader, RasterLimits, ThumbnailResult, Tile, TilePlan, TileResult,
+                           TileWindow, ValidationReport)
+from raster_open import (ALLOWED_DRIVERS, MAGIC, REFERENCING_DRIVERS, open_allowed, open_raster,  # noqa: F401
+                         sniff_bytes, sniff_driver)
+from raster_stats import (SCAN_LIMIT_PIXELS, STATISTICS_SIZE, band_statistics, read_decimated,  # noqa: F401
+                          sample_windows, valid_fraction)
+from raster_validate import preflight, validate, validated  # noqa: F401
+from reprojection import warp_grid, warped_vrt  # noqa: F401
+from thumbnails import preview_bands, write_thumbnail  # noqa: F401
+from tiling import plan_tiles, process_tile, tile_path, tile_size_for_budget, tile_windows  # noqa: F401
+from vrt_documents import BandMeta, band_meta, window_vrt, write_band_meta  # noqa: F401

@@ -13,10 +13,10 @@ import pyproj
 from affine import Affine
 from rasterio.crs import CRS
 
-from raster_crs import _pixels_to_lonlat, _to_lonlat
+from raster_crs import pixels_to_lonlat, to_lonlat
 
 
-def _edge_pixels(width: int, height: int, per_edge: int) -> tuple[np.ndarray, np.ndarray]:
+def edge_pixels(width: int, height: int, per_edge: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates around the outer edge, clockwise from the top-left corner, closed."""
     steps = np.arange(per_edge) / per_edge
     cols = np.concatenate([width * steps, np.full(per_edge, width), width * (1 - steps),
@@ -29,7 +29,7 @@ def _edge_pixels(width: int, height: int, per_edge: int) -> tuple[np.ndarray, np
 def _contains_pole(wkt: str, transform: Affine, width: int, height: int) -> int:
     """+1 / -1 when the north / south pole lies inside a projected grid, else 0."""
     for sign in (1, -1):
-        x, y = _to_lonlat(wkt).transform(0.0, 90.0 * sign, direction=pyproj.enums.TransformDirection.INVERSE,
+        x, y = to_lonlat(wkt).transform(0.0, 90.0 * sign, direction=pyproj.enums.TransformDirection.INVERSE,
                                          errcheck=False)
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
@@ -163,7 +163,7 @@ def _sampled_footprint(wkt: str, transform: Affine, width: int, height: int, den
     """Convex hull of a grid of sample points that map to the globe (a geostationary disk)."""
     n = densify * 2
     cols, rows = np.meshgrid(np.linspace(0, width, n + 1), np.linspace(0, height, n + 1))
-    lons, lats = _pixels_to_lonlat(wkt, transform, cols.ravel(), rows.ravel())
+    lons, lats = pixels_to_lonlat(wkt, transform, cols.ravel(), rows.ravel())
     ok = np.isfinite(lons) & np.isfinite(lats)
     if ok.sum() < 3:
         return None, None
@@ -190,7 +190,7 @@ def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, de
         return None, None
     wkt = crs.to_wkt()
     pole = 0 if crs.is_geographic else _contains_pole(wkt, transform, width, height)
-    lons, lats = _pixels_to_lonlat(wkt, transform, *_edge_pixels(width, height, densify))
+    lons, lats = pixels_to_lonlat(wkt, transform, *edge_pixels(width, height, densify))
     finite = np.isfinite(lons) & np.isfinite(lats)
     if pole and finite.any():
         south, north = (float(lats[finite].min()), 90.0) if pole > 0 else (-90.0, float(lats[finite].max()))

@@ -21,7 +21,7 @@ from raster_env import PathLike, gdal_env, is_virtual
 from raster_errors import IncompatibleTiles, InvalidOption
 from raster_models import MosaicResult
 from raster_open import open_raster
-from vrt_documents import BandMeta, _band_xml, _has_dataset_mask, _vrt_xml, band_meta
+from vrt_documents import BandMeta, band_xml, has_dataset_mask, vrt_xml, band_meta
 
 
 def build_mosaic(
@@ -83,7 +83,7 @@ def _tile_facts(path: PathLike) -> _TileFacts:
             raise IncompatibleTiles(name, "rotated tiles cannot be mosaicked")
         return _TileFacts(name, ds.crs, ds.transform, ds.width, ds.height, ds.count,
                           tuple(ds.dtypes), ds.nodata, tuple(ds.colorinterp),
-                          _has_dataset_mask(ds), tuple(ds.tags().items()), band_meta(ds))
+                          has_dataset_mask(ds), tuple(ds.tags().items()), band_meta(ds))
 
 
 def _mosaic_grid(tiles: list[_TileFacts]) -> _MosaicGrid:
@@ -113,11 +113,11 @@ def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid) -> str:
         placed.append((t.path, Window(0, 0, t.width, t.height),
                        Window(round(col), round(row), t.width, t.height)))
     first = tiles[0]
-    bands = [_band_xml(b, first.dtypes[b - 1], first.nodata, first.colorinterp[b - 1],
+    bands = [band_xml(b, first.dtypes[b - 1], first.nodata, first.colorinterp[b - 1],
                        [(path, b, sw, dw) for path, sw, dw in placed], first.bands[b - 1])
              for b in range(1, first.count + 1)]
     mask = None
     if first.mask:
-        mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
+        mask = band_xml(1, "uint8", None, ColorInterp.undefined,
                          [(path, "mask,1", sw, dw) for path, sw, dw in placed])
-    return _vrt_xml(grid.width, grid.height, grid.crs, grid.transform, bands, mask, dict(first.tags))
+    return vrt_xml(grid.width, grid.height, grid.crs, grid.transform, bands, mask, dict(first.tags))

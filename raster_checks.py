@@ -25,7 +25,7 @@ from raster_stats import sample_windows
 Findings = tuple[list[Issue], list[Issue]]
 
 
-def _issue(cls: type[GeoOpsError] | str, message: str) -> Issue:
+def issue(cls: type[GeoOpsError] | str, message: str) -> Issue:
     return Issue(code=cls if isinstance(cls, str) else cls.__name__, message=message)
 
 
@@ -35,18 +35,18 @@ def check_georeferencing(ds: DatasetReader) -> Findings:
     t = ds.transform
     if ds.crs is None:
         how = " (only GCPs)" if ds.gcps[0] else (" (only RPCs)" if ds.rpcs else "")
-        errors.append(_issue(MissingCRS, f"no coordinate reference system{how}"))
+        errors.append(issue(MissingCRS, f"no coordinate reference system{how}"))
     if t == Affine.identity() and ds.crs is None:
-        errors.append(_issue(DegenerateTransform, "no geotransform (identity pixel grid)"))
+        errors.append(issue(DegenerateTransform, "no geotransform (identity pixel grid)"))
     elif not all(math.isfinite(v) for v in t[:6]) or abs(t.determinant) < 1e-30:
-        errors.append(_issue(DegenerateTransform, f"singular geotransform {tuple(t[:6])}"))
+        errors.append(issue(DegenerateTransform, f"singular geotransform {tuple(t[:6])}"))
     else:
         if t.b != 0 or t.d != 0:
-            warnings.append(_issue("RotatedTransform", f"geotransform has rotation terms "
+            warnings.append(issue("RotatedTransform", f"geotransform has rotation terms "
                                    f"(b={t.b:g}, d={t.d:g}); outputs are resampled north-up "
                                    "only when reprojected"))
         if t.e > 0:
-            warnings.append(_issue("SouthUp", f"positive row pixel size ({t.e:g}): south-up"))
+            warnings.append(issue("SouthUp", f"positive row pixel size ({t.e:g}): south-up"))
     return errors, warnings
 
 
@@ -61,21 +61,21 @@ def check_size(ds: DatasetReader, limits: RasterLimits, file_bytes: int | None) 
     errors, warnings = [], []
     pixels, size = ds.width * ds.height, decompressed_bytes(ds)
     if pixels > limits.max_pixels:
-        errors.append(_issue(RasterTooLarge, f"{ds.width} x {ds.height} = {pixels} pixels "
+        errors.append(issue(RasterTooLarge, f"{ds.width} x {ds.height} = {pixels} pixels "
                              f"exceeds the limit of {limits.max_pixels}"))
     if ds.count > limits.max_bands:
-        errors.append(_issue(RasterTooLarge, f"{ds.count} bands exceeds the limit of "
+        errors.append(issue(RasterTooLarge, f"{ds.count} bands exceeds the limit of "
                              f"{limits.max_bands}"))
     if size > limits.max_decompressed_bytes:
-        errors.append(_issue(RasterTooLarge, f"decompresses to {size} bytes, over the limit of "
+        errors.append(issue(RasterTooLarge, f"decompresses to {size} bytes, over the limit of "
                              f"{limits.max_decompressed_bytes}"))
     block_h, block_w = ds.block_shapes[0]
     block = block_h * block_w * (size // max(ds.width * ds.height, 1))
     if block > limits.max_block_bytes:
-        errors.append(_issue(RasterTooLarge, f"one {block_w} x {block_h} block decompresses to "
+        errors.append(issue(RasterTooLarge, f"one {block_w} x {block_h} block decompresses to "
                              f"{block} bytes, over the limit of {limits.max_block_bytes}"))
     if file_bytes and size / file_bytes > limits.warn_compression_ratio:
-        warnings.append(_issue("HighCompressionRatio", f"{file_bytes} bytes on disk expand to "
+        warnings.append(issue("HighCompressionRatio", f"{file_bytes} bytes on disk expand to "
                                f"{size} bytes ({size / file_bytes:.0f}x)"))
     return errors, warnings
 
@@ -84,7 +84,7 @@ def check_dtypes(ds: DatasetReader, limits: RasterLimits) -> Findings:
     """Every band's data type on the allowed list."""
     bad = sorted({dt for dt in ds.dtypes if dt not in limits.allowed_dtypes})
     if bad:
-        return [_issue(UnsupportedDtype, f"data type(s) {', '.join(bad)} not allowed "
+        return [issue(UnsupportedDtype, f"data type(s) {', '.join(bad)} not allowed "
                        f"(allowed: {', '.join(limits.allowed_dtypes)})")], []
     return [], []
 
@@ -112,12 +112,12 @@ def check_nodata(ds: DatasetReader) -> Findings:
     for bidx, (value, dtype) in enumerate(zip(values, ds.dtypes), start=1):
         problem = None if value is None else nodata_problem(value, dtype)
         if problem:
-            errors.append(_issue(InvalidNodata, f"band {bidx}: {problem}"))
+            errors.append(issue(InvalidNodata, f"band {bidx}: {problem}"))
     keys = {str(nodata_json(v)) for v in values}
     if len(keys) > 1:
-        warnings.append(_issue("MixedNodata", f"bands declare different nodata values {sorted(keys)}"))
+        warnings.append(issue("MixedNodata", f"bands declare different nodata values {sorted(keys)}"))
     if values[0] is not None and ColorInterp.alpha in ds.colorinterp:
-        warnings.append(_issue("NodataAndAlpha", "both a nodata value and an alpha band; "
+        warnings.append(issue("NodataAndAlpha", "both a nodata value and an alpha band; "
                                "the alpha band wins for masking"))
     return errors, warnings
 
@@ -174,14 +174,14 @@ def _decode(ds: DatasetReader, windows: list[Window], whole: bool) -> BlockSampl
             problem = read_error(ds.name, f"reading {where} failed", err)
             if isinstance(problem, SourceUnavailable):
                 raise problem from err
-            sample.errors.append(_issue(UnreadableRaster, problem.reason))
+            sample.errors.append(issue(UnreadableRaster, problem.reason))
             return sample
         sample.blocks += 1
         sample.pixels += data[0].size
         sample.valid_pixels += valid
         if data.dtype.kind == "f" and not sample.warnings and np.isnan(data).any():
             if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
-                sample.warnings.append(_issue("UndeclaredNaN", "float pixels contain NaN but "
+                sample.warnings.append(issue("UndeclaredNaN", "float pixels contain NaN but "
                                               "the nodata value is not NaN; NaN pixels are not "
                                               "masked"))
     return sample

@@ -84,7 +84,7 @@ def _crs_from_text(text: str) -> CRS:
 
 
 @lru_cache(maxsize=256)
-def _crs_facts(wkt: str) -> tuple[int | None, str, dict[str, Any] | None]:
+def crs_facts(wkt: str) -> tuple[int | None, str, dict[str, Any] | None]:
     """EPSG code (None when not an EPSG CRS), WKT2 and PROJJSON of a CRS, cached by its WKT."""
     crs = CRS.from_wkt(wkt)
     epsg = crs.to_epsg(confidence_threshold=100)
@@ -97,35 +97,35 @@ def _crs_facts(wkt: str) -> tuple[int | None, str, dict[str, Any] | None]:
 
 def crs_epsg(crs: CRS | None) -> int | None:
     """The EPSG code of ``crs`` when it is exactly an EPSG CRS, else None."""
-    return _crs_facts(crs.to_wkt())[0] if crs else None
+    return crs_facts(crs.to_wkt())[0] if crs else None
 
 
-def _crs_text(crs: CRS) -> str:
+def crs_compact_text(crs: CRS) -> str:
     """Compact, lossless text for a CRS: ``"EPSG:n"`` when it is exactly that, else WKT2."""
     epsg = crs_epsg(crs)
     return f"EPSG:{epsg}" if epsg else crs.to_wkt(version="WKT2_2019")
 
 
 @lru_cache(maxsize=64)
-def _to_lonlat(wkt: str) -> pyproj.Transformer:
+def to_lonlat(wkt: str) -> pyproj.Transformer:
     """A cached transformer from the CRS ``wkt`` to longitude/latitude (EPSG:4326, x = lon)."""
     return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
 
 
 def lonlat(wkt: str, xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Points of the CRS ``wkt`` as lon/lat; points outside the projection's domain are inf."""
-    lons, lats = _to_lonlat(wkt).transform(np.asarray(xs, dtype="float64"),
+    lons, lats = to_lonlat(wkt).transform(np.asarray(xs, dtype="float64"),
                                            np.asarray(ys, dtype="float64"), errcheck=False)
     return np.asarray(lons, dtype="float64"), np.asarray(lats, dtype="float64")
 
 
-def _pixels_to_lonlat(wkt: str, transform: Affine, cols: np.ndarray, rows: np.ndarray
+def pixels_to_lonlat(wkt: str, transform: Affine, cols: np.ndarray, rows: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     a, b, c, d, e, f = transform[:6]
     return lonlat(wkt, a * cols + b * rows + c, d * cols + e * rows + f)
 
 
-def _crs_code(crs: CRS | None) -> str | None:
+def crs_code(crs: CRS | None) -> str | None:
     """``AUTHORITY:CODE`` of a CRS when it has one (EPSG, ESRI, OGC...), else None."""
     authority = crs.to_authority() if crs is not None else None
     return f"{authority[0]}:{authority[1]}" if authority else None

@@ -106,7 +106,7 @@ def parse_resampling(name: str | Resampling) -> Resampling:
         raise InvalidOption(name, f"unknown resampling {name!r}") from err
 
 
-def _file_size(path: PathLike) -> int | None:
+def file_size(path: PathLike) -> int | None:
     """Size in bytes of a local file; None for virtual paths (not known without a request)."""
     if is_virtual(path):
         return None

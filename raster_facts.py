@@ -20,8 +20,8 @@ from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
 from grid_footprint import footprint
-from raster_crs import _crs_code, _crs_facts, _pixels_to_lonlat
-from raster_env import GDAL_ERRORS, PathLike, _file_size, gdal_env, nodata_json
+from raster_crs import crs_code, crs_facts, pixels_to_lonlat
+from raster_env import GDAL_ERRORS, PathLike, file_size, gdal_env, nodata_json
 from raster_models import BandFacts, RasterHeader
 from raster_open import open_raster
 from raster_stats import STATISTICS_SIZE, band_statistics, read_decimated
@@ -39,7 +39,7 @@ def ground_sample_distance(crs: CRS | None, transform: Affine, width: int, heigh
         return None
     cols = np.array([width / 2, width / 2 + 1, width / 2])
     rows = np.array([height / 2, height / 2, height / 2 + 1])
-    lons, lats = _pixels_to_lonlat(crs.to_wkt(), transform, cols, rows)
+    lons, lats = pixels_to_lonlat(crs.to_wkt(), transform, cols, rows)
     if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
         return None
     _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
@@ -162,7 +162,7 @@ def read_header(
 def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int) -> RasterHeader:
     crs = ds.crs
     wkt = crs.to_wkt() if crs else None
-    epsg, wkt2, projjson = _crs_facts(wkt) if wkt else (None, None, None)
+    epsg, wkt2, projjson = crs_facts(wkt) if wkt else (None, None, None)
     grid = (ds.transform, ds.width, ds.height)
     georeferenced = crs is not None and not ds.transform.is_identity
     geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
@@ -170,18 +170,18 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
     is_tiff = ds.driver in ("GTiff", "COG")
     return RasterHeader(
         path=ds.name, driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
-        dtypes=list(ds.dtypes), nodata=nodata_json(ds.nodata), epsg=epsg, crs_code=_crs_code(crs),
+        dtypes=list(ds.dtypes), nodata=nodata_json(ds.nodata), epsg=epsg, crs_code=crs_code(crs),
         crs_wkt2=wkt2, crs_projjson=projjson, transform=list(ds.transform)[:6], bounds=list(ds.bounds),
         bbox=bbox, footprint=geometry, resolution=list(ds.res),
         gsd=ground_sample_distance(crs, *grid) if georeferenced else None,
         block_shape=list(ds.block_shapes[0]), overview_count=len(ds.overviews(1)),
         compression=ds.compression.name if ds.compression else None,
-        colorinterp=[c.name for c in ds.colorinterp], has_colormap=_has_colormap(ds),
+        colorinterp=[c.name for c in ds.colorinterp], has_colormap=has_colormap(ds),
         is_cog=is_tiff and not cog_layout_errors(ds), header_bytes=header_size(ds),
-        size_bytes=_file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data))
+        size_bytes=file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data))
 
 
-def _has_colormap(ds: DatasetReader) -> bool:
+def has_colormap(ds: DatasetReader) -> bool:
     try:
         return ds.count == 1 and bool(ds.colormap(1))
     except ValueError:  # rasterio: "NULL color table"

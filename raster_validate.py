@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator, Mapping
 
 from rasterio.io import DatasetReader
 
-from raster_checks import (_issue, all_valid, check_blocks, check_cog_layout, check_dtypes, check_georeferencing,
+from raster_checks import (issue, all_valid, check_blocks, check_cog_layout, check_dtypes, check_georeferencing,
                            check_nodata, check_size, decompressed_bytes)
 from raster_crs import crs_epsg
-from raster_env import GDAL_ERRORS, PathLike, _file_size, env_options, gdal_env, nodata_json, read_error
+from raster_env import GDAL_ERRORS, PathLike, file_size, env_options, gdal_env, nodata_json, read_error
 from raster_errors import ERRORS_BY_CODE, GeoOpsError, SourceUnavailable, UnreadableRaster
 from raster_models import Issue, RasterLimits, ValidationReport
 from raster_open import open_allowed, open_raster
@@ -62,7 +62,7 @@ def validated(
     validating and reading (each open of a remote file costs requests). ``head`` fetches a
     remote file's leading bytes, only to explain a refusal (see ``open_allowed``)."""
     limits = limits or RasterLimits()
-    report = ValidationReport(path=str(src), valid=False, file_bytes=_file_size(src))
+    report = ValidationReport(path=str(src), valid=False, file_bytes=file_size(src))
     with gdal_env(gdal_config):
         try:
             ds = open_allowed(src, head)
@@ -70,7 +70,7 @@ def validated(
         except SourceUnavailable:
             raise  # transient: the caller retries, it is not a verdict on the file
         except GeoOpsError as err:
-            report.errors.append(_issue(type(err), err.reason))
+            report.errors.append(issue(type(err), err.reason))
             yield report, None
             return
         with ds:
@@ -79,7 +79,7 @@ def validated(
             except SourceUnavailable:
                 raise
             except GeoOpsError as err:
-                report.errors.append(_issue(type(err), err.reason))
+                report.errors.append(issue(type(err), err.reason))
             report.valid = not report.errors
             yield report, (ds if report.valid else None)
 
@@ -111,14 +111,14 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
         problem = read_error(ds.name, "reading the overview/decimated mask failed", err)
         if isinstance(problem, SourceUnavailable):
             raise problem from err
-        report.errors.append(_issue(UnreadableRaster, problem.reason))
+        report.errors.append(issue(UnreadableRaster, problem.reason))
         return
     if fraction is None:  # large and without overviews: the sampled blocks speak for it
         fraction = sample.valid_pixels / max(sample.pixels, 1)
     report.valid_fraction = fraction
     report.is_empty = fraction == 0.0
     if report.is_empty:
-        report.warnings.append(_issue("EmptyRaster", "every sampled pixel is nodata/masked"))
+        report.warnings.append(issue("EmptyRaster", "every sampled pixel is nodata/masked"))
 
 
 def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReader:
@@ -129,7 +129,7 @@ def preflight(src: PathLike, limits: RasterLimits | None = None) -> DatasetReade
     limits = limits or RasterLimits()
     ds = open_raster(src)
     errors: list[Issue] = []
-    for check in (check_size(ds, limits, _file_size(src)), check_dtypes(ds, limits),
+    for check in (check_size(ds, limits, file_size(src)), check_dtypes(ds, limits),
                   check_georeferencing(ds), check_nodata(ds)):
         errors.extend(check[0])
     if errors:

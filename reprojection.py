@@ -17,8 +17,8 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 
-from grid_footprint import _edge_pixels
-from raster_crs import _pixels_to_lonlat, _to_lonlat, crs_epsg
+from grid_footprint import edge_pixels
+from raster_crs import pixels_to_lonlat, to_lonlat, crs_epsg
 from raster_errors import InvalidOption
 
 
@@ -62,11 +62,11 @@ def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[fl
         return None
     wkt = ds.crs.to_wkt()
     src = pyproj.CRS.from_wkt(wkt)
-    lons, lats = _pixels_to_lonlat(wkt, ds.transform, *_edge_pixels(ds.width, ds.height, 41))
+    lons, lats = pixels_to_lonlat(wkt, ds.transform, *edge_pixels(ds.width, ds.height, 41))
     if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
         return None
     lons = np.rad2deg(np.unwrap(np.deg2rad(lons)))
-    west, south, east, north = _to_lonlat(wkt).transform_bounds(*ds.bounds, densify_pts=41)
+    west, south, east, north = to_lonlat(wkt).transform_bounds(*ds.bounds, densify_pts=41)
     pole = "North" if north >= 90 else "South" if south <= -90 else None
     if pole and ds.crs.is_geographic:
         return None  # a lon/lat grid reaching a pole is clipped to the target's area of use

@@ -17,7 +17,7 @@ from rasterio.io import DatasetReader, MemoryFile
 from output_staging import staged_output
 from raster_env import PathLike, gdal_env
 from raster_errors import InvalidOption
-from raster_facts import _has_colormap
+from raster_facts import has_colormap
 from raster_models import ThumbnailResult
 from raster_open import open_raster
 from raster_stats import STATISTICS_SIZE, band_statistics, read_decimated
@@ -60,13 +60,13 @@ def _thumbnail(ds: DatasetReader, dst: str, max_size: int,
                rescale: Sequence[tuple[float, float]] | None) -> ThumbnailResult:
     if max(ds.width, ds.height) > 4 * max_size and not ds.overviews(1):
         raise InvalidOption(ds.name, "has no overviews: a thumbnail would read every pixel")
-    indexes = [1] if _has_colormap(ds) else preview_bands([c.name for c in ds.colorinterp])
-    if rescale is None and not _has_colormap(ds) and ds.dtypes[indexes[0] - 1] != "uint8":
+    indexes = [1] if has_colormap(ds) else preview_bands([c.name for c in ds.colorinterp])
+    if rescale is None and not has_colormap(ds) and ds.dtypes[indexes[0] - 1] != "uint8":
         stats = [band_statistics(b) for b in read_decimated(ds, max_size=STATISTICS_SIZE, indexes=indexes)]
         rescale = None if any(s.minimum is None for s in stats) else [(s.minimum, s.maximum) for s in stats]
     data = read_decimated(ds, max_size=max_size, indexes=indexes)
     alpha = np.where(np.ma.getmaskarray(data).all(axis=0), 0, 255).astype("uint8")  # as GDAL's dataset mask
-    if _has_colormap(ds):
+    if has_colormap(ds):
         palette = np.zeros((256, 4), dtype="uint8")
         for value, colour in ds.colormap(1).items():
             palette[value] = colour

@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from cog_write import check_codec, cog_options, verify_cog
 from output_staging import staged_output
-from raster_crs import _crs_text, crs_epsg, parse_crs
+from raster_crs import crs_compact_text, crs_epsg, parse_crs
 from raster_env import GDAL_ERRORS, PathLike, env_options, gdal_env, parse_resampling, read_error
 from raster_errors import InvalidOption
 from raster_models import RasterLimits, Tile, TilePlan, TileResult, TileWindow
@@ -97,7 +97,7 @@ def plan_tiles(
     if size < 1:
         raise InvalidOption(str(size), "tile size must be positive")
     parse_resampling(resampling)
-    crs_text = _crs_text(crs) if dst_crs is not None else None
+    crs_text = crs_compact_text(crs) if dst_crs is not None else None
     tiles = [_plan_tile(i, r, c, w, transform, output_prefix, crs_text, resampling)
              for i, (r, c, w) in enumerate(tile_windows(width, height, size))]
     return TilePlan(source=str(src), warped=dst_crs is not None, crs_wkt=crs.to_wkt(),

@@ -63,7 +63,7 @@ def _band_meta_xml(meta: BandMeta | None) -> str:
     return "".join(parts)
 
 
-def _band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
+def band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
               sources: list[tuple[str, int | str, Window, Window]], meta: BandMeta | None = None) -> str:
     gdal_type = _GDAL_TYPES[dtype]
     parts = [f'<VRTRasterBand dataType="{gdal_type}" band="{bidx}">', _band_meta_xml(meta)]
@@ -98,7 +98,7 @@ def _metadata_xml(tags: Mapping[str, str]) -> str:
     return f"<Metadata>{items}</Metadata>" if items else ""
 
 
-def _vrt_xml(width: int, height: int, crs: CRS, transform: Affine, bands: list[str],
+def vrt_xml(width: int, height: int, crs: CRS, transform: Affine, bands: list[str],
              mask: str | None, tags: Mapping[str, str] | None = None) -> str:
     gt = ",".join(repr(v) for v in transform.to_gdal())
     head = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
@@ -108,7 +108,7 @@ def _vrt_xml(width: int, height: int, crs: CRS, transform: Affine, bands: list[s
     return head + "".join(bands) + mask_xml + "</VRTDataset>"
 
 
-def _has_dataset_mask(ds: DatasetReader) -> bool:
+def has_dataset_mask(ds: DatasetReader) -> bool:
     flags = ds.mask_flag_enums[0]
     return MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags
 
@@ -120,10 +120,10 @@ def window_vrt(ds: DatasetReader, window: Window, nodata: float | None = None) -
     dst_win = Window(0, 0, width, height)
     nodata = ds.nodata if nodata is None else nodata
     meta = band_meta(ds)
-    bands = [_band_xml(b, ds.dtypes[b - 1], nodata, ds.colorinterp[b - 1],
+    bands = [band_xml(b, ds.dtypes[b - 1], nodata, ds.colorinterp[b - 1],
                        [(ds.name, b, window, dst_win)], meta[b - 1]) for b in ds.indexes]
     mask = None
-    if _has_dataset_mask(ds):
-        mask = _band_xml(1, "uint8", None, ColorInterp.undefined,
+    if has_dataset_mask(ds):
+        mask = band_xml(1, "uint8", None, ColorInterp.undefined,
                          [(ds.name, "mask,1", window, dst_win)])
-    return _vrt_xml(width, height, ds.crs, ds.window_transform(window), bands, mask, ds.tags())
+    return vrt_xml(width, height, ds.crs, ds.window_transform(window), bands, mask, ds.tags())

@@ -122,7 +122,7 @@ def no_gdal_open(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("rasterio.open was called")
 
-    monkeypatch.setattr(geo_ops.rasterio, "open", forbidden)
+    monkeypatch.setattr(rasterio, "open", forbidden)
     monkeypatch.setattr(raster_open, "DatasetReader", forbidden)
 
 

@@ -13,7 +13,7 @@ import pytest
 from psycopg import errors as pg_errors
 
 import catalogs
-import geo_ops
+import grid_footprint
 import stac_ops
 
 pytestmark = pytest.mark.services
@@ -45,7 +45,7 @@ def variant(template: dict, collection_id: str, n: int, *, when: str | None = No
     item["properties"][stac_ops.SOURCE_ETAG] = etag
     if lon is not None:
         item["bbox"] = [lon, 10.0, lon + 1.0, 11.0]
-        item["geometry"] = geo_ops._box(lon, 10.0, lon + 1.0, 11.0)[0]
+        item["geometry"] = grid_footprint._box(lon, 10.0, lon + 1.0, 11.0)[0]
     return item
 
 
