@@ -28,7 +28,9 @@ import tenacity
 
 import catalogs
 import geo_ops
+import stac_collections
 import stac_ops
+import stac_validation
 from models import (
     PLAN_NAMES_SHOWN,
     BlobDescription,
@@ -127,7 +129,7 @@ def _catalog_for(config_json: str):
     config = Settings.model_validate_json(config_json)
     # Every item and collection is validated before it is written: core schemas (bundled in
     # pystac) and the extension schemas shipped in stac_schemas/ (plus RMH_STAC_SCHEMA_DIR's).
-    validator = stac_ops.StacValidator(config.stac_schema_dir)
+    validator = stac_validation.StacValidator(config.stac_schema_dir)
     if config.catalog_backend is CatalogBackend.pgstac:
         token = _aad_token_provider() if config.pgstac_use_managed_identity else None
         pool = catalogs.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
@@ -428,7 +430,7 @@ def _ensure_collection(cat, spec: CollectionSpec) -> str:
     collection_id = stac_ops.resolve_collection_id(spec.container, spec.collection)
     existing = cat.get_collection(collection_id)
     if existing is None:
-        cat.upsert_collection(stac_ops.collection_for_container(
+        cat.upsert_collection(stac_collections.collection_for_container(
             spec.container, collection_id=collection_id, kind=spec.holds, source=spec.source,
             target_crs=spec.target_crs, title=spec.title, description=spec.description))
     elif (spec.title or existing.title) != existing.title or (spec.description or existing.description) != existing.description:

@@ -40,10 +40,11 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 from pypgstac.hydration import dehydrate, hydrate_py
 
+import stac_collections
 import stac_ops
-from stac_ops import (SOURCE_ETAG, STAC_VERSION, CollectionValidationError, InvalidItemId, ItemSummary,
-                      ItemValidationError, StacValidator, apply_summary, check_id, item_span, parse_iso,
-                      summarize_items)
+from stac_collections import ItemSummary, apply_summary, item_span, parse_iso, summarize_items
+from stac_ops import SOURCE_ETAG, CollectionValidationError, InvalidItemId, ItemValidationError, check_id
+from stac_validation import STAC_VERSION, StacValidator
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ FROM r GROUP BY r.key, r.shape
 """
 
 
-def _asset_summaries(conn: psycopg.Connection, collection_id: str) -> list[stac_ops.AssetSummary]:
+def _asset_summaries(conn: psycopg.Connection, collection_id: str) -> list[stac_collections.AssetSummary]:
     """Items per asset key, type, title and roles. Grouped in SQL on the stored (dehydrated) assets
     and hydrated here once per group against its base item, the way pgSTAC hydrates an item: what
     the item left out comes from the base item, a do-not-merge marker drops the field. (Hydrating
@@ -302,12 +303,12 @@ def _asset_summaries(conn: psycopg.Connection, collection_id: str) -> list[stac_
                            {f: v for f, v in stored.items() if v is not None})
         fields = orjson.dumps({f: asset.get(f) for f in _ASSET_FIELDS}).decode()
         counts[(key, fields)] = counts.get((key, fields), 0) + items
-    return [stac_ops.AssetSummary(key=key, items=items, **orjson.loads(fields))
+    return [stac_collections.AssetSummary(key=key, items=items, **orjson.loads(fields))
             for (key, fields), items in sorted(counts.items())]
 
 
-def _render_summaries(rows: Iterable[tuple]) -> list[stac_ops.RenderSummary]:
-    return [stac_ops.RenderSummary(key=key, shape=shape, items=items, rescale=rescale)
+def _render_summaries(rows: Iterable[tuple]) -> list[stac_collections.RenderSummary]:
+    return [stac_collections.RenderSummary(key=key, shape=shape, items=items, rescale=rescale)
             for key, shape, items, rescale in rows]
 
 

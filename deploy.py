@@ -173,6 +173,7 @@ def first_run(config, *, admin_user: str | None = None, app_role: str | None = N
     dsn = admin_dsn(config.pgstac_dsn.get_secret_value(), admin_user)
     import catalogs
     import stac_ops
+    import stac_validation
 
     try:  # sign in first: a refused token fails here at once, not after pypgstac's retries
         conn = catalogs.connect(dsn, password_provider=password_provider, autocommit=True)
@@ -182,7 +183,7 @@ def first_run(config, *, admin_user: str | None = None, app_role: str | None = N
         report.add("pgstac migrate", migrate_pgstac(dsn, password_provider), out)
         if app_role:
             report.add(f"role {app_role}", grant_app_role(conn, app_role, app_object_id), out)
-        catalog = catalogs.PgStacCatalog(conn, validator=stac_ops.StacValidator(config.stac_schema_dir))
+        catalog = catalogs.PgStacCatalog(conn, validator=stac_validation.StacValidator(config.stac_schema_dir))
         for container in _collection_containers(config):
             collection_id = stac_ops.default_collection_id(container)
             report.add(f"collection {collection_id}", _ensure_collection(catalog, container), out)
@@ -214,9 +215,9 @@ def _ensure_container(store, container: str) -> str:
 
 
 def _ensure_collection(catalog, container: str) -> str:
-    import stac_ops
+    import stac_collections
 
-    collection = stac_ops.collection_for_container(container)
+    collection = stac_collections.collection_for_container(container)
     if catalog.get_collection(collection.id) is not None:
         return "exists"
     catalog.upsert_collection(collection)

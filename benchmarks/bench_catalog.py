@@ -33,7 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
 import catalogs  # noqa: E402
+import stac_collections  # noqa: E402
 import stac_ops  # noqa: E402
+import stac_validation  # noqa: E402
 
 log = logging.getLogger("bench_catalog")
 CRSES = ["EPSG:32618", "EPSG:3857", "EPSG:4326", "EPSG:32633"]
@@ -87,7 +89,7 @@ def with_collection(items: list[dict], collection_id: str) -> list[dict]:
 def fresh_collection(dsn: str, collection_id: str) -> None:
     with psycopg.connect(dsn) as conn:
         catalog = catalogs.PgStacCatalog(conn)
-        catalog.upsert_collection(stac_ops.build_collection(collection_id), partition_trunc="month")
+        catalog.upsert_collection(stac_collections.build_collection(collection_id), partition_trunc="month")
 
 
 def count_items(dsn: str, collection_id: str) -> int:
@@ -95,7 +97,7 @@ def count_items(dsn: str, collection_id: str) -> int:
         return conn.execute("SELECT count(*) FROM pgstac.items WHERE collection = %s", (collection_id,)).fetchone()[0]
 
 
-def time_ours(dsn: str, items: list[dict], *, validator: stac_ops.StacValidator | None = None) -> float:
+def time_ours(dsn: str, items: list[dict], *, validator: stac_validation.StacValidator | None = None) -> float:
     with psycopg.connect(dsn) as conn:
         catalog = catalogs.PgStacCatalog(conn, validator=validator)
         start = time.perf_counter()
@@ -126,7 +128,7 @@ def time_pypgstac_inprocess(dsn: str, items: list[dict]) -> float:
         return time.perf_counter() - start
 
 
-def measure_writes(dsn: str, items: list[dict], validator: stac_ops.StacValidator, workdir: Path,
+def measure_writes(dsn: str, items: list[dict], validator: stac_validation.StacValidator, workdir: Path,
                    collections: dict[str, str]) -> tuple[dict[str, float], float]:
     """Items/s of each write path, each into its own fresh collection; then an unchanged re-run."""
     figures: dict[str, float] = {}
@@ -165,7 +167,7 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
     run_id = f"bench-{os.getpid()}"
     items, build_s = build_items(cogs, args.items, f"{run_id}-ours")
     log.info("built %d items in %.2fs (%.0f items/s)", len(items), build_s, len(items) / build_s)
-    validator = stac_ops.StacValidator()  # core schemas and the extension schemas the app ships
+    validator = stac_validation.StacValidator()  # core schemas and the extension schemas the app ships
     start = time.perf_counter()
     for item in items[:500]:
         validator.validate_item(item)

@@ -13,6 +13,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 import catalogs
+import stac_collections
 import stac_ops
 from consumers import TITILER_ENV, opaque_fraction, read_png, titiler_azure_env
 from raster_factory import write_raster
@@ -49,7 +50,7 @@ def blob_items(pgstac_dsn, azurite_connection_string, tmp_path_factory):
         items.append(item)
     with psycopg.connect(pgstac_dsn, autocommit=True) as conn:
         catalog = catalogs.PgStacCatalog(conn)
-        catalog.upsert_collection(stac_ops.collection_for_container("rasters", collection_id=COLLECTION))
+        catalog.upsert_collection(stac_collections.collection_for_container("rasters", collection_id=COLLECTION))
         catalog.upsert_items(items)
     return {name: item.id for name, item in zip(hrefs, items)}
 

@@ -9,6 +9,7 @@ import pystac
 import pytest
 
 import catalogs
+import stac_collections
 import stac_ops
 from activities import BlobCatalogStore
 from storage import AzureBlobStore
@@ -25,7 +26,7 @@ def make_item(item_id: str, day: int, etag: str) -> pystac.Item:
 def catalog(azurite_connection_string):
     store = AzureBlobStore(connection_string=azurite_connection_string)
     cat = catalogs.StaticCatalog(BlobCatalogStore(store, "stac-static"))
-    cat.upsert_collection(stac_ops.build_collection("blobcat", description="blob-backed"))
+    cat.upsert_collection(stac_collections.build_collection("blobcat", description="blob-backed"))
     return store, cat
 
 

@@ -14,6 +14,7 @@ from psycopg import errors as pg_errors
 
 import catalogs
 import grid_footprint
+import stac_collections
 import stac_ops
 
 pytestmark = pytest.mark.services
@@ -51,7 +52,7 @@ def variant(template: dict, collection_id: str, n: int, *, when: str | None = No
 
 @pytest.fixture
 def collection(catalog, collection_id) -> str:
-    catalog.upsert_collection(stac_ops.build_collection(collection_id, license="CC-BY-4.0"), partition_trunc="month")
+    catalog.upsert_collection(stac_collections.build_collection(collection_id, license="CC-BY-4.0"), partition_trunc="month")
     return collection_id
 
 
@@ -290,7 +291,7 @@ def test_unsafe_ids_are_refused(catalog, collection, template):
 @pytest.fixture
 def pg_catalog(pg_pool, validator, collection_id):
     catalog = catalogs.PgStacCatalog(pg_pool, validator=validator, retry_delay=0.01)
-    catalog.upsert_collection(stac_ops.build_collection(collection_id), partition_trunc="year")
+    catalog.upsert_collection(stac_collections.build_collection(collection_id), partition_trunc="year")
     return catalog
 
 
@@ -386,7 +387,7 @@ def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collect
     pool = catalogs.connection_pool(pgstac_dsn, min_size=1, max_size=1)
     try:
         catalog = catalogs.PgStacCatalog(pool, validator=validator, retry_delay=0.01)
-        catalog.upsert_collection(stac_ops.build_collection(collection_id))
+        catalog.upsert_collection(stac_collections.build_collection(collection_id))
         with pool.connection() as conn:
             pid = conn.info.backend_pid
         with psycopg.connect(pgstac_dsn, autocommit=True) as admin:
@@ -447,7 +448,7 @@ def _process_writer(root: str, collection_id: str, items: list[dict]) -> None:
 def test_static_catalog_with_concurrent_processes_and_finalize(tmp_path, template, validator):
     root = tmp_path / "static"
     catalog = catalogs.StaticCatalog(root, validator=validator)
-    catalog.upsert_collection(stac_ops.build_collection("procs"))
+    catalog.upsert_collection(stac_collections.build_collection("procs"))
     context = multiprocessing.get_context("spawn")
     chunks = [[variant(template, "procs", w * 100 + n) for n in range(100)] for w in range(4)]
     processes = [context.Process(target=_process_writer, args=(str(root), "procs", chunk)) for chunk in chunks]
