@@ -28,9 +28,11 @@ import tenacity
 
 import catalogs
 import geo_ops
+import pgstac_catalog
 import stac_collections
 import stac_ops
 import stac_validation
+import static_catalog
 from models import (
     PLAN_NAMES_SHOWN,
     BlobDescription,
@@ -132,19 +134,19 @@ def _catalog_for(config_json: str):
     validator = stac_validation.StacValidator(config.stac_schema_dir)
     if config.catalog_backend is CatalogBackend.pgstac:
         token = _aad_token_provider() if config.pgstac_use_managed_identity else None
-        pool = catalogs.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
+        pool = pgstac_catalog.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
                                         max_size=4)
-        return catalogs.PgStacCatalog(pool, validator=validator)
+        return pgstac_catalog.PgStacCatalog(pool, validator=validator)
     store = (BlobCatalogStore(_store_for(config_json), config.static_catalog_container)
              if config.static_catalog_container else config.static_catalog_dir)
     # Hrefs into the local storage directory are written relative to each item file, so the
     # catalog and the storage directory can be moved together.
     storage_root = config.storage_local_dir if config.storage_backend is StorageBackend.local else None
-    return catalogs.StaticCatalog(store, validator=validator, storage_root=storage_root)
+    return static_catalog.StaticCatalog(store, validator=validator, storage_root=storage_root)
 
 
 class BlobCatalogStore:
-    """catalogs' ``CatalogStore`` on a blob container, so a static catalog can live next to the
+    """static_catalog's ``CatalogStore`` on a blob container, so a static catalog can live next to the
     data on Azure (a blob upload replaces the blob whole: writes are atomic)."""
 
     def __init__(self, store: BlobStore, container: str):

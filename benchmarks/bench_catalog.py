@@ -1,5 +1,5 @@
 """Benchmark of the STAC catalog path: item building from COG headers, and writing 5,000 items to
-pgSTAC through ``catalogs.PgStacCatalog`` vs ``pypgstac load items --method upsert`` (same items,
+pgSTAC through ``pgstac_catalog.PgStacCatalog`` vs ``pypgstac load items --method upsert`` (same items,
 same run, each into a fresh collection).
 
     python benchmarks/bench_catalog.py [--items 5000] [--cogs 200] [--runs 3]
@@ -32,7 +32,7 @@ from rio_cogeo.profiles import cog_profiles
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
-import catalogs  # noqa: E402
+import pgstac_catalog  # noqa: E402
 import stac_collections  # noqa: E402
 import stac_ops  # noqa: E402
 import stac_validation  # noqa: E402
@@ -88,7 +88,7 @@ def with_collection(items: list[dict], collection_id: str) -> list[dict]:
 
 def fresh_collection(dsn: str, collection_id: str) -> None:
     with psycopg.connect(dsn) as conn:
-        catalog = catalogs.PgStacCatalog(conn)
+        catalog = pgstac_catalog.PgStacCatalog(conn)
         catalog.upsert_collection(stac_collections.build_collection(collection_id), partition_trunc="month")
 
 
@@ -99,7 +99,7 @@ def count_items(dsn: str, collection_id: str) -> int:
 
 def time_ours(dsn: str, items: list[dict], *, validator: stac_validation.StacValidator | None = None) -> float:
     with psycopg.connect(dsn) as conn:
-        catalog = catalogs.PgStacCatalog(conn, validator=validator)
+        catalog = pgstac_catalog.PgStacCatalog(conn, validator=validator)
         start = time.perf_counter()
         result = catalog.upsert_items(items)
         elapsed = time.perf_counter() - start
@@ -149,7 +149,7 @@ def measure_writes(dsn: str, items: list[dict], validator: stac_validation.StacV
 
     with psycopg.connect(dsn) as conn:
         start = time.perf_counter()
-        rerun = catalogs.PgStacCatalog(conn).upsert_items(with_collection(items, collections["ours"]))
+        rerun = pgstac_catalog.PgStacCatalog(conn).upsert_items(with_collection(items, collections["ours"]))
         rerun_rate = len(items) / (time.perf_counter() - start)
     assert rerun.unchanged == len(items)
     return figures, rerun_rate
@@ -192,7 +192,7 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> dict:
         "build_items_per_s": round(len(items) / build_s, 1),
         "validate_items_per_s": round(validate_rate, 1),
         "validation_schemas": "core+shipped extensions",
-        "batch_size": catalogs.DEFAULT_BATCH_SIZE,
+        "batch_size": pgstac_catalog.DEFAULT_BATCH_SIZE,
         "write_ours_items_per_s": round(figures["ours"], 1),
         "write_pypgstac_cli_items_per_s": round(figures["pypgstac_cli"], 1),
         "write_pypgstac_inprocess_items_per_s": round(figures["pypgstac_inprocess"], 1),

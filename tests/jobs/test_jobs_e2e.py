@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-import catalogs
+import pgstac_catalog
 import stac_ops
 from raster_factory import write_raster
 
@@ -19,7 +19,7 @@ def pg_catalog(pgstac_dsn):
     import psycopg
 
     conn = psycopg.connect(pgstac_dsn, autocommit=True)
-    yield catalogs.PgStacCatalog(conn)
+    yield pgstac_catalog.PgStacCatalog(conn)
     conn.close()
 
 
