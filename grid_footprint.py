@@ -5,13 +5,16 @@ the antimeridian, the poles and grids whose edge leaves the globe (a geostationa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
+import antimeridian
 import numpy as np
 import pyproj
+import shapely
+import shapely.affinity
 from affine import Affine
 from rasterio.crs import CRS
+from shapely.geometry import MultiPolygon, Polygon
 
 from raster_crs import pixels_to_lonlat, to_lonlat
 
@@ -39,140 +42,113 @@ def _contains_pole(wkt: str, transform: Affine, width: int, height: int) -> int:
     return 0
 
 
-def _unwrap(lons: Sequence[float]) -> list[float]:
-    """Longitudes made continuous (no jump over 180 degrees between neighbours)."""
-    out = [float(lons[0])]
-    for lon in lons[1:]:
-        out.append(float(lon) + 360.0 * round((out[-1] - lon) / 360.0))
-    return out
+def _box(west: float, south: float, east: float, north: float) -> tuple[dict[str, Any], list[float]]:
+    """A lon/lat box as a GeoJSON polygon (counter-clockwise) and its bbox."""
+    return _geojson(shapely.box(west, south, east, north)), _bbox(west, south, east, north)
 
 
-def _clip_ring(ring: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
-    """Sutherland-Hodgman clip of a closed ring to ``lo <= lon <= hi``."""
-    for edge, keep in ((lo, lambda x: x >= lo), (hi, lambda x: x <= hi)):
-        out: list[tuple[float, float]] = []
-        for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1]):
-            if keep(x2):
-                if not keep(x1):
-                    out.append((edge, y1 + (y2 - y1) * (edge - x1) / (x2 - x1)))
-                out.append((x2, y2))
-            elif keep(x1):
-                out.append((edge, y1 + (y2 - y1) * (edge - x1) / (x2 - x1)))
-        ring = out
-        if not ring:
-            return []
-    return ring
-
-
-def _simplify(points: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
-    """Douglas-Peucker: drop vertices closer than ``tolerance`` degrees to the simplified line."""
-    if len(points) < 3:
-        return points
-    (x1, y1), (x2, y2) = points[0], points[-1]
-    length = math.hypot(x2 - x1, y2 - y1)
-    distances = [abs((x2 - x1) * (y1 - y) - (x1 - x) * (y2 - y1)) / length if length
-                 else math.hypot(x - x1, y - y1) for x, y in points[1:-1]]
-    index = max(range(len(distances)), key=distances.__getitem__)
-    if distances[index] <= tolerance:
-        return [points[0], points[-1]]
-    left = _simplify(points[: index + 2], tolerance)
-    return left[:-1] + _simplify(points[index + 1:], tolerance)
-
-
-def _drop_collinear(pts: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
-    """Drop ring vertices (cyclic) within ``tolerance`` of the line through their neighbours."""
-    out = list(pts)
-    i = 0
-    while len(out) > 3 and i < len(out):
-        (x0, y0), (x, y), (x1, y1) = out[i - 1], out[i], out[(i + 1) % len(out)]
-        length = math.hypot(x1 - x0, y1 - y0)
-        if length and abs((x1 - x0) * (y0 - y) - (x0 - x) * (y1 - y0)) / length <= tolerance:
-            out.pop(i)
-        else:
-            i += 1
-    return out
-
-
-def _ccw_ring(ring: list[tuple[float, float]], tolerance: float = 1e-6) -> list[list[float]]:
-    """A closed GeoJSON exterior ring, counter-clockwise (RFC 7946), rounded to 1e-9 degrees and
-    simplified to ``tolerance`` degrees (straight densified edges collapse to their corners)."""
-    pts = [(round(x, 9), round(y, 9)) for x, y in ring]
-    pts = [p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1]]
-    if pts[0] == pts[-1]:
-        pts = pts[:-1]
-    if len(pts) > 4:
-        half = len(pts) // 2
-        pts = _simplify(pts[: half + 1], tolerance)[:-1] + _simplify(pts[half:] + pts[:1], tolerance)[:-1]
-        pts = _drop_collinear(pts, tolerance)
-    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]))
-    if area < 0:
-        pts.reverse()
-    return [list(p) for p in pts + pts[:1]]
-
-
-def _clamped_bbox(west: float, south: float, east: float, north: float) -> list[float]:
+def _bbox(west: float, south: float, east: float, north: float) -> list[float]:
+    """``[west, south, east, north]`` clamped to the globe, to 1e-9 degrees."""
     return [round(min(180.0, max(-180.0, west)), 9), round(min(90.0, max(-90.0, south)), 9),
             round(min(180.0, max(-180.0, east)), 9), round(min(90.0, max(-90.0, north)), 9)]
 
 
-def _box(west: float, south: float, east: float, north: float) -> tuple[dict[str, Any], list[float]]:
-    ring = [(west, south), (east, south), (east, north), (west, north)]
-    return {"type": "Polygon", "coordinates": [_ccw_ring(ring)]}, _clamped_bbox(west, south, east, north)
+def _geojson(geometry: Polygon | MultiPolygon) -> dict[str, Any]:
+    """GeoJSON of a lon/lat geometry: exterior rings counter-clockwise (RFC 7946), coordinates
+    to 1e-9 degrees, as lists (what JSON gives back, so a stored copy compares equal)."""
+    geometry = shapely.transform(shapely.orient_polygons(geometry), lambda xy: np.round(xy, 9))
+    if isinstance(geometry, Polygon):
+        return {"type": "Polygon", "coordinates": _rings(geometry)}
+    return {"type": "MultiPolygon", "coordinates": [_rings(part) for part in geometry.geoms]}
 
 
-def _ring_footprint(lons: list[float], lats: list[float], tolerance: float
-                    ) -> tuple[dict[str, Any], list[float]]:
-    """Geometry and bbox of a lon/lat edge ring, split at the antimeridian when it crosses."""
-    ulons = _unwrap(lons)
-    south, north = min(lats), max(lats)
-    if max(ulons) - min(ulons) >= 360.0 - 1e-9:
-        return _box(-180.0, south, 180.0, north)
-    shift = -360.0 * math.floor((min(ulons) + 180.0) / 360.0)
-    ring = [(x + shift, y) for x, y in zip(ulons, lats)]
-    west, east = min(ulons) + shift, max(ulons) + shift
+def _rings(polygon: Polygon) -> list[list[list[float]]]:
+    return [np.asarray(ring.coords).tolist() for ring in (polygon.exterior, *polygon.interiors)]
+
+
+def _lon_lat_footprint(polygon: Polygon, lons: np.ndarray, lats: np.ndarray) -> tuple[dict[str, Any], list[float]]:
+    """Geometry and bbox of ``polygon``, whose longitudes are continuous (they may pass ±180
+    but span less than 360 degrees), and of the points ``lons``/``lats`` it was made from (the
+    bbox holds every point, not just the polygon's simplified vertices). Split at the antimeridian
+    by the ``antimeridian`` package when it crosses: a MultiPolygon with ``west > east``."""
+    shift = -360.0 * math.floor((float(lons.min()) + 180.0) / 360.0)
+    west, east = float(lons.min()) + shift, float(lons.max()) + shift
+    south, north = float(lats.min()), float(lats.max())
+    polygon = shapely.affinity.translate(polygon, xoff=shift) if shift else polygon
     if east <= 180.0:
-        return ({"type": "Polygon", "coordinates": [_ccw_ring(ring, tolerance)]},
-                _clamped_bbox(west, south, east, north))
-    clipped = [[(x - offset, y) for x, y in _clip_ring(ring, lo, lo + 360.0)]
-               for lo, offset in ((-180.0, 0.0), (180.0, 360.0))]
-    parts = [_ccw_ring(part, tolerance) for part in clipped if len(set(part)) >= 3]
-    return ({"type": "MultiPolygon", "coordinates": [[p] for p in parts]},
-            _clamped_bbox(west, south, east - 360.0, north))
+        return _geojson(polygon), _bbox(west, south, east, north)
+    split = antimeridian.fix_polygon(polygon, fix_winding=True, great_circle=False)
+    return _geojson(split), _bbox(west, south, east - 360.0, north)
 
 
-def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Monotone-chain convex hull (counter-clockwise)."""
-    pts = sorted(set(points))
-    if len(pts) < 3:
-        return pts
-
-    def half(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        hull: list[tuple[float, float]] = []
-        for p in seq:
-            while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1])
-                                      - (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])) <= 0:
-                hull.pop()
-            hull.append(p)
-        return hull[:-1]
-
-    return half(pts) + half(pts[::-1])
+def _ring_footprint(lons: np.ndarray, lats: np.ndarray, tolerance: float) -> tuple[dict[str, Any], list[float]]:
+    """Footprint of a grid whose whole edge maps to the globe: its edge ring (longitudes made
+    continuous), simplified to ``tolerance`` degrees (half a pixel), split at the antimeridian."""
+    if lons.max() - lons.min() >= 360.0 - 1e-9:
+        return _box(-180.0, float(lats.min()), 180.0, float(lats.max()))
+    ring = Polygon(np.column_stack([lons, lats])).simplify(tolerance, preserve_topology=True)
+    return _lon_lat_footprint(ring, lons, lats)
 
 
-def _sampled_footprint(wkt: str, transform: Affine, width: int, height: int, densify: int
+def _valid_outline(wkt: str, transform: Affine, width: int, height: int, lines: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Lon/lat of the outline of the part of a grid that maps to the globe (a geostationary
+    disk): along ``lines`` + 1 rows and as many columns of pixel space, each position where the
+    line goes on or off the globe, found by bisection to a quarter of a pixel on the side that
+    maps, and every point of the grid's edge that maps. Bounded work: a few hundred points per
+    bisection step, whatever the grid's size."""
+    fixed, lows, highs, along_rows = _crossings(wkt, transform, width, height, lines)
+    steps = max(1, math.ceil(math.log2(max(width, height) / lines / 0.25)))
+    for _ in range(steps):
+        middle = (lows + highs) / 2
+        lon, lat = _on_lines(wkt, transform, middle, fixed, along_rows)
+        maps = np.isfinite(lon) & np.isfinite(lat)
+        lows, highs = np.where(maps, middle, lows), np.where(maps, highs, middle)
+    lon, lat = _on_lines(wkt, transform, lows, fixed, along_rows)
+    edge_lon, edge_lat = pixels_to_lonlat(wkt, transform, *edge_pixels(width, height, lines))
+    lon, lat = np.concatenate([lon, edge_lon]), np.concatenate([lat, edge_lat])
+    keep = np.isfinite(lon) & np.isfinite(lat)
+    return lon[keep], lat[keep]
+
+
+def _on_lines(wkt: str, transform: Affine, moving: np.ndarray, fixed: np.ndarray, along_rows: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Lon/lat of positions on sampled lines: ``moving`` along a row (col) or a column (row)."""
+    return pixels_to_lonlat(wkt, transform, np.where(along_rows, moving, fixed), np.where(along_rows, fixed, moving))
+
+
+def _crossings(wkt: str, transform: Affine, width: int, height: int, lines: int) -> tuple[np.ndarray, ...]:
+    """Where the sampled rows and columns of a grid go on or off the globe: per step between two
+    samples of a line, the line's fixed coordinate, the moving coordinate at the sample that maps
+    (``lows``) and at the one that does not (``highs``), and whether the line is a row."""
+    fractions = np.linspace(0.0, 1.0, lines + 1)
+    cols, rows = np.meshgrid(fractions * width, fractions * height)
+    lon, lat = pixels_to_lonlat(wkt, transform, cols.ravel(), rows.ravel())
+    maps = (np.isfinite(lon) & np.isfinite(lat)).reshape(cols.shape)
+    parts = []
+    for along_rows, grid_maps, moving, fixed in ((True, maps, cols, rows), (False, maps.T, rows.T, cols.T)):
+        i, j = np.nonzero(grid_maps[:, :-1] != grid_maps[:, 1:])
+        first = grid_maps[i, j]
+        parts.append((fixed[i, j], np.where(first, moving[i, j], moving[i, j + 1]),
+                      np.where(first, moving[i, j + 1], moving[i, j]), np.full(i.size, along_rows)))
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def _outline_footprint(wkt: str, transform: Affine, width: int, height: int, lines: int
                        ) -> tuple[dict[str, Any], list[float]] | tuple[None, None]:
-    """Convex hull of a grid of sample points that map to the globe (a geostationary disk)."""
-    n = densify * 2
-    cols, rows = np.meshgrid(np.linspace(0, width, n + 1), np.linspace(0, height, n + 1))
-    lons, lats = pixels_to_lonlat(wkt, transform, cols.ravel(), rows.ravel())
-    ok = np.isfinite(lons) & np.isfinite(lats)
-    if ok.sum() < 3:
+    """Footprint of a grid whose edge leaves the globe: the convex hull of its valid outline
+    (``_valid_outline``), longitudes made continuous around the central meridian of the points."""
+    lons, lats = _valid_outline(wkt, transform, width, height, lines)
+    if lons.size < 3:
         return None, None
-    points = list(zip(lons[ok].tolist(), lats[ok].tolist()))
-    west, east, south, north = lons[ok].min(), lons[ok].max(), lats[ok].min(), lats[ok].max()
-    if east - west > 180.0:
-        return _box(-180.0, south, 180.0, north)
-    hull = _convex_hull(points)
-    return {"type": "Polygon", "coordinates": [_ccw_ring(hull)]}, _clamped_bbox(west, south, east, north)
+    centre = math.degrees(math.atan2(np.sin(np.radians(lons)).mean(), np.cos(np.radians(lons)).mean()))
+    lons = centre + (lons - centre + 180.0) % 360.0 - 180.0
+    if lons.max() - lons.min() >= 360.0 - 1e-9:
+        return _box(-180.0, float(lats.min()), 180.0, float(lats.max()))
+    hull = shapely.MultiPoint(np.column_stack([lons, lats])).convex_hull
+    if not isinstance(hull, Polygon):
+        return None, None
+    return _lon_lat_footprint(hull, lons, lats)
 
 
 def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, densify: int = 21
@@ -183,8 +159,9 @@ def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, de
     grids are exact, and simplified to half a pixel. A footprint that crosses the antimeridian is
     a MultiPolygon with ``west > east``; one that holds a pole reaches +/-90 over all longitudes;
     when the edge leaves the projection's valid area (a geostationary full disk) it is the convex
-    hull of a grid of sample points that do map to the globe. ``(None, None)`` without a CRS or
-    when no part of the grid maps to the globe.
+    hull of the outline of the part that maps to the globe, found to a quarter of a pixel, so it
+    holds every pixel that maps. ``(None, None)`` without a CRS or when no part of the grid maps
+    to the globe.
     """
     if crs is None:
         return None, None
@@ -192,12 +169,15 @@ def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, de
     pole = 0 if crs.is_geographic else _contains_pole(wkt, transform, width, height)
     lons, lats = pixels_to_lonlat(wkt, transform, *edge_pixels(width, height, densify))
     finite = np.isfinite(lons) & np.isfinite(lats)
-    if pole and finite.any():
-        south, north = (float(lats[finite].min()), 90.0) if pole > 0 else (-90.0, float(lats[finite].max()))
+    if pole:
+        if not finite.all():
+            lons, lats = _valid_outline(wkt, transform, width, height, 4 * densify)
+        if lats.size == 0:
+            return None, None
+        south, north = (float(lats.min()), 90.0) if pole > 0 else (-90.0, float(lats.max()))
         return _box(-180.0, south, 180.0, north)
     if finite.all():
-        span_lat = (lats.max() - lats.min()) / height
-        ulons = _unwrap(lons.tolist())
-        tolerance = max(1e-9, 0.5 * min(span_lat, (max(ulons) - min(ulons)) / width))
-        return _ring_footprint(lons.tolist(), lats.tolist(), tolerance)
-    return _sampled_footprint(wkt, transform, width, height, densify)
+        lons = np.unwrap(lons, period=360.0)
+        tolerance = max(1e-9, 0.5 * min((lats.max() - lats.min()) / height, (lons.max() - lons.min()) / width))
+        return _ring_footprint(lons, lats, tolerance)
+    return _outline_footprint(wkt, transform, width, height, 4 * densify)
