@@ -2,6 +2,7 @@
 checked: COGs pass strict validation, items are in pgSTAC and validate offline."""
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 
@@ -176,6 +177,24 @@ def test_process_tiled_raster_builds_a_mosaic(host, rasters, store):
         env, tile = open_blob(store, "tiled", blob.name)
         with env, tile:
             assert cog_validate(tile.name, strict=True)[0], blob.name
+
+
+def test_a_mosaic_of_a_blob_named_with_xml_characters_references_its_tiles_relatively(host, rasters, store,
+                                                                                    tmp_path):
+    """Azure allows '&', '<' and '>' in blob names: the mosaic's sources are still written relative
+    to the VRT (a VRT that names its tiles by absolute path opens only where it was written)."""
+    write_raster(tmp_path / "rd.tif", width=1100, height=600, count=1, crs="EPSG:32633", nodata=0)
+    store.upload_from_path("rasters", "synthetic/R&D <draft>.tif", tmp_path / "rd.tif")
+    status = host.run("process_tiled_raster", {"blob": "synthetic/R&D <draft>.tif", "tile_size": 512,
+                                               "output_container": "tiled", "catalog": False})
+    assert status["runtimeStatus"] == "Completed", status
+    vrt = "rasters/synthetic/R&D <draft>/mosaic.vrt"
+    sources = re.findall(r'<SourceFilename relativeToVRT="(\d)">([^<]*)</SourceFilename>',
+                         store.download_bytes("tiled", vrt).decode())
+    assert len(sources) == 6 and all(flag == "1" and text.startswith("tiles/") for flag, text in sources), sources
+    env, mosaic = open_blob(store, "tiled", vrt)
+    with env, mosaic, rasterio.open(tmp_path / "rd.tif") as src:
+        assert np.array_equal(mosaic.read(), src.read())
 
 
 def test_list_container_writes_an_inventory(host, rasters, store):
