@@ -830,20 +830,12 @@ def build_tile_mosaic(payload: dict) -> dict:
         local_vrt = Path(tmp) / PurePosixPath(vrt_name).name
         paths = [store.gdal_read_path(container, t) for t in tiles]
         config = gdal_config(paths[0].config if paths else None)
-        mosaic = geo_ops.build_mosaic([p.path for p in paths], local_vrt, gdal_config=config)
-        _relativize_vrt(local_vrt, container, vrt_name, [p.path for p in paths])
+        # Tiles named relative to the VRT, so it opens wherever the container is mounted.
+        relative = [PurePosixPath(t).relative_to(PurePosixPath(vrt_name).parent).as_posix() for t in tiles]
+        mosaic = geo_ops.build_mosaic([p.path for p in paths], local_vrt, relative_paths=relative,
+                                      gdal_config=config)
         store.upload_from_path(container, vrt_name, local_vrt, content_type="application/xml")
     return MosaicSummary(**{**mosaic.model_dump(), "path": f"{container}/{vrt_name}"}).model_dump(mode="json")
-
-
-def _relativize_vrt(vrt: Path, container: str, vrt_name: str, tile_paths: list[str]) -> None:
-    """Make tile references relative to the VRT, so it opens wherever the container is mounted."""
-    text = vrt.read_text()
-    base = PurePosixPath(vrt_name).parent
-    for path in tile_paths:
-        rel = PurePosixPath(path.split(f"{container}/", 1)[1]).relative_to(base).as_posix()
-        text = text.replace(f'relativeToVRT="0">{path}<', f'relativeToVRT="1">{rel}<')
-    vrt.write_text(text)
 
 
 @bp.activity_trigger(input_name="payload")

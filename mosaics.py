@@ -28,20 +28,25 @@ def build_mosaic(
     tile_paths: Sequence[PathLike],
     dst_vrt: PathLike,
     *,
+    relative_paths: Sequence[str] | None = None,
     gdal_config: Mapping[str, str] | None = None,
 ) -> MosaicResult:
     """Write a VRT over tile COGs that share CRS, resolution, bands and dtype.
 
-    Source paths are absolute (or the virtual paths given), so the VRT can be opened from
-    anywhere the tiles can. Returns the mosaic grid and its footprint in EPSG:4326.
+    The tiles are read from ``tile_paths``. The VRT names them by those paths (absolute, or the
+    virtual paths given), so it opens from anywhere the tiles can; or, with ``relative_paths``
+    (one per tile), by their paths relative to the VRT's own directory, so it opens wherever the
+    folder of VRT and tiles is mounted. Returns the mosaic grid and its footprint in EPSG:4326.
     """
     if not tile_paths:
         raise InvalidOption(str(dst_vrt), "no tiles to mosaic")
+    if relative_paths is not None and len(relative_paths) != len(tile_paths):
+        raise InvalidOption(str(dst_vrt), f"{len(relative_paths)} relative paths for {len(tile_paths)} tiles")
     with gdal_env(gdal_config):
         tiles = [_tile_facts(p) for p in tile_paths]
         grid = _mosaic_grid(tiles)
         with staged_output(dst_vrt) as tmp:
-            Path(tmp).write_text(_mosaic_xml(tiles, grid), encoding="utf-8")
+            Path(tmp).write_text(_mosaic_xml(tiles, grid, relative_paths), encoding="utf-8")
         geometry, bbox = footprint(grid.crs, grid.transform, grid.width, grid.height)
     first = tiles[0]
     return MosaicResult(path=str(dst_vrt), tile_count=len(tiles), width=grid.width,
@@ -105,19 +110,20 @@ def _mosaic_grid(tiles: list[_TileFacts]) -> _MosaicGrid:
                        (left, bottom, right, top))
 
 
-def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid) -> str:
+def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid, relative_paths: Sequence[str] | None) -> str:
     inverse = ~grid.transform
+    names = list(relative_paths) if relative_paths is not None else [t.path for t in tiles]
     placed = []
-    for t in tiles:
+    for name, t in zip(names, tiles):
         col, row = inverse @ (t.transform.c, t.transform.f)
-        placed.append((t.path, Window(0, 0, t.width, t.height),
+        placed.append((name, Window(0, 0, t.width, t.height),
                        Window(round(col), round(row), t.width, t.height)))
-    first = tiles[0]
+    first, relative = tiles[0], relative_paths is not None
     bands = [band_xml(b, first.dtypes[b - 1], first.nodata, first.colorinterp[b - 1],
-                       [(path, b, sw, dw) for path, sw, dw in placed], first.bands[b - 1])
+                      [(name, b, sw, dw) for name, sw, dw in placed], first.bands[b - 1], relative=relative)
              for b in range(1, first.count + 1)]
     mask = None
     if first.mask:
         mask = band_xml(1, "uint8", None, ColorInterp.undefined,
-                         [(path, "mask,1", sw, dw) for path, sw, dw in placed])
+                        [(name, "mask,1", sw, dw) for name, sw, dw in placed], relative=relative)
     return vrt_xml(grid.width, grid.height, grid.crs, grid.transform, bands, mask, dict(first.tags))

@@ -64,7 +64,10 @@ def _band_meta_xml(meta: BandMeta | None) -> str:
 
 
 def band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
-              sources: list[tuple[str, int | str, Window, Window]], meta: BandMeta | None = None) -> str:
+             sources: list[tuple[str, int | str, Window, Window]], meta: BandMeta | None = None, *,
+             relative: bool = False) -> str:
+    """A ``VRTRasterBand`` of simple sources ``(path, band, source window, destination window)``;
+    with ``relative`` the paths are relative to the VRT's own directory."""
     gdal_type = _GDAL_TYPES[dtype]
     parts = [f'<VRTRasterBand dataType="{gdal_type}" band="{bidx}">', _band_meta_xml(meta)]
     if nodata is not None:
@@ -72,7 +75,7 @@ def band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
     parts.append(f"<ColorInterp>{color.name.capitalize()}</ColorInterp>")
     for path, source_band, src_win, dst_win in sources:
         parts.append(
-            f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
+            f'<SimpleSource><SourceFilename relativeToVRT="{int(relative)}">{escape(path)}</SourceFilename>'
             f"<SourceBand>{source_band}</SourceBand>{_rect('SrcRect', src_win)}"
             f"{_rect('DstRect', dst_win)}</SimpleSource>")
     parts.append("</VRTRasterBand>")
@@ -121,9 +124,9 @@ def window_vrt(ds: DatasetReader, window: Window, nodata: float | None = None) -
     nodata = ds.nodata if nodata is None else nodata
     meta = band_meta(ds)
     bands = [band_xml(b, ds.dtypes[b - 1], nodata, ds.colorinterp[b - 1],
-                       [(ds.name, b, window, dst_win)], meta[b - 1]) for b in ds.indexes]
+                      [(ds.name, b, window, dst_win)], meta[b - 1]) for b in ds.indexes]
     mask = None
     if has_dataset_mask(ds):
         mask = band_xml(1, "uint8", None, ColorInterp.undefined,
-                         [(ds.name, "mask,1", window, dst_win)])
+                        [(ds.name, "mask,1", window, dst_win)])
     return vrt_xml(width, height, ds.crs, ds.window_transform(window), bands, mask, ds.tags())
