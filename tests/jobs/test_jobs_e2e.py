@@ -68,6 +68,16 @@ def test_catalog_file_puts_a_valid_item_in_pgstac(host, rasters, pg_catalog, val
     assert item.properties["proj:code"] == "EPSG:32618"
 
 
+def test_the_datetime_a_catalog_file_request_gives_is_the_items(host, rasters, pg_catalog):
+    """The blob has a last-modified time (every blob has one): the request's datetime still wins."""
+    status = host.run("catalog_file", {"blob": "real/shade.tif", "collection": "dated",
+                                       "datetime": "2001-02-03T04:05:06Z"})
+    assert status["runtimeStatus"] == "Completed" and status["output"]["done"] == 1, status["output"]
+    item = pg_catalog.get_item("dated", stac_ops.item_id_for_blob("rasters", "real/shade.tif"))
+    assert item.properties["datetime"] == "2001-02-03T04:05:06Z"
+    assert item.properties[stac_ops.DATETIME_SOURCE] == "request"
+
+
 def test_cog_conversion_converts_catalogs_and_tiles_the_large_one(host, rasters, store, pg_catalog, validator):
     status = host.run("cog_conversion", {"blobs": ["real/RGB.byte.tif", "synthetic/big.tif", "real/float.tif",
                                                    "real/missing.tif"], "collection": "converted"})
