@@ -26,7 +26,7 @@ class FootprintError(StacOpsError):
 
 
 class MissingDatetime(StacOpsError):
-    """Neither the file, the blob nor the request gave the item a datetime."""
+    """Neither the request, the file nor the blob gave the item a datetime."""
 
 
 class InvalidItemId(StacOpsError):

@@ -37,9 +37,9 @@ tile adds ``~<tile name>``; a conversion into an output container other than the
 adds ``~~<output container>`` (``~~`` never occurs in the other ids), so two conversions of one
 source into two containers are two items.
 
-Datetime order (``get_datetime``): the file's own metadata (``geo_ops.file_datetime``), else the
-source blob's last-modified time, else the request's ``datetime_override``; with none of them
-``MissingDatetime`` is raised.
+Datetime order (``get_datetime``): the request's ``datetime_override`` (what the user gives
+wins), else the file's own metadata (``geo_ops.file_datetime``), else the source blob's
+last-modified time; with none of them ``MissingDatetime`` is raised.
 
 This module never reads the environment and never imports ``azure.*``; callers pass schema
 directories, hrefs and storage roots in.
@@ -294,13 +294,14 @@ def get_raster_bands(facts: geo_ops.RasterHeader) -> list[dict[str, Any]]:
 
 def get_datetime(facts: geo_ops.RasterHeader, *, last_modified: dt.datetime | None = None,
                  override: dt.datetime | None = None) -> tuple[dt.datetime, str]:
-    """The item datetime and which rule chose it: file metadata, blob last-modified, request."""
+    """The item datetime and which rule chose it: what the request gives, else the file's own
+    metadata, else the blob's last-modified time (every blob has one, so it comes last)."""
+    if override is not None:
+        return as_utc(override), "request"
     if facts.datetime is not None:
         return facts.datetime, "file-metadata"
     if last_modified is not None:
         return as_utc(last_modified), "blob-last-modified"
-    if override is not None:
-        return as_utc(override), "request"
     raise MissingDatetime(f"raster {facts.path!r}: no datetime in file, blob or request")
 
 
