@@ -16,17 +16,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import MultiPolygon, Polygon
 
-from raster_crs import pixels_to_lonlat, to_lonlat
-
-
-def edge_pixels(width: int, height: int, per_edge: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates around the outer edge, clockwise from the top-left corner, closed."""
-    steps = np.arange(per_edge) / per_edge
-    cols = np.concatenate([width * steps, np.full(per_edge, width), width * (1 - steps),
-                           np.zeros(per_edge), [0.0]])
-    rows = np.concatenate([np.zeros(per_edge), height * steps, np.full(per_edge, height),
-                           height * (1 - steps), [0.0]])
-    return cols, rows
+from raster_crs import edge_pixels, pixels_to_lonlat, to_lonlat
 
 
 def _contains_pole(wkt: str, transform: Affine, width: int, height: int) -> int:

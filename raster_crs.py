@@ -1,6 +1,6 @@
 """Coordinate reference systems: parsing text a client may send without touching a file or the
 network, the facts of a CRS (EPSG code, AUTHORITY:CODE, WKT2, PROJJSON; cached per CRS), and
-points and pixels of a grid as longitude/latitude.
+points and pixels of a grid (its edge among them) as longitude/latitude.
 """
 from __future__ import annotations
 
@@ -129,3 +129,13 @@ def crs_code(crs: CRS | None) -> str | None:
     """``AUTHORITY:CODE`` of a CRS when it has one (EPSG, ESRI, OGC...), else None."""
     authority = crs.to_authority() if crs is not None else None
     return f"{authority[0]}:{authority[1]}" if authority else None
+
+
+def edge_pixels(width: int, height: int, per_edge: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates around the outer edge, clockwise from the top-left corner, closed."""
+    steps = np.arange(per_edge) / per_edge
+    cols = np.concatenate([width * steps, np.full(per_edge, width), width * (1 - steps),
+                           np.zeros(per_edge), [0.0]])
+    rows = np.concatenate([np.zeros(per_edge), height * steps, np.full(per_edge, height),
+                           height * (1 - steps), [0.0]])
+    return cols, rows

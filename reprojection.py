@@ -17,8 +17,7 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 
-from grid_footprint import edge_pixels
-from raster_crs import pixels_to_lonlat, to_lonlat, crs_epsg
+from raster_crs import crs_epsg, edge_pixels, pixels_to_lonlat, to_lonlat
 from raster_errors import InvalidOption
 
 
