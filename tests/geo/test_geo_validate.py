@@ -106,24 +106,26 @@ def test_jpeg_photo_refused_for_georeferencing(shared_rasters):
 # -- refusals without reading pixels ---------------------------------------------------------
 
 
+def forbid(monkeypatch, message, *targets):
+    """Make each ``(object, attribute)`` of ``targets`` fail the test with ``message`` when called."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError(message)
+
+    for owner, name in targets:
+        monkeypatch.setattr(owner, name, forbidden)
+
+
 @pytest.fixture
 def no_pixel_reads(monkeypatch):
     """Fail the test if any dataset read happens."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("pixels were read")
-
-    monkeypatch.setattr(DatasetReader, "read", forbidden)
-    monkeypatch.setattr(DatasetReader, "dataset_mask", forbidden)
+    forbid(monkeypatch, "pixels were read", (DatasetReader, "read"), (DatasetReader, "dataset_mask"))
 
 
 @pytest.fixture
 def no_gdal_open(monkeypatch):
-    """Fail the test if the file is handed to GDAL to open as a dataset."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("rasterio.open was called")
-
-    monkeypatch.setattr(rasterio, "open", forbidden)
-    monkeypatch.setattr(raster_open, "DatasetReader", forbidden)
+    """Fail the test if the file is handed to GDAL to open as a dataset (raster_open opens with
+    ``DatasetReader`` directly)."""
+    forbid(monkeypatch, "rasterio.open was called", (rasterio, "open"), (raster_open, "DatasetReader"))
 
 
 def test_vrt_pointing_at_local_file_refused(tmp_path, shared_rasters, no_gdal_open):
