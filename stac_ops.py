@@ -69,7 +69,7 @@ import geo_ops
 from stac_errors import (CollectionValidationError, FootprintError, InvalidItemId,  # noqa: F401
                          ItemValidationError, MissingDatetime, NotGeoreferenced, RasterOpenError,
                          RasterReadError, SchemaUnavailable, StacOpsError)
-from stac_validation import StacValidator
+from stac_validation import STAC_VERSION, StacValidator  # noqa: F401  (STAC_VERSION: the version items are written in)
 
 PROJECTION_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 #: raster v1.1.0, for ``raster:bands`` (v2.0.0 moves its fields into ``bands`` and forbids
@@ -308,6 +308,9 @@ def get_datetime(facts: geo_ops.RasterHeader, *, last_modified: dt.datetime | No
 def as_utc(value: dt.datetime) -> dt.datetime:
     """``value`` in UTC; a naive value is read as UTC."""
     return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+_utc = as_utc  # its name before stac_collections needed it (main's cubes.py calls stac_ops._utc)
 
 
 def get_media_type(facts: geo_ops.RasterHeader) -> tuple[str | None, str]:
