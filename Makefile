@@ -21,7 +21,7 @@ CHROMIUM := /usr/bin/chromium
 # Containers whose blob changes `make serve` delivers to the app's Event Grid functions.
 WATCH ?=
 
-.PHONY: setup test test-matrix package check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale gdal-bin \
+.PHONY: setup test test-matrix package lock check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale bench-multidim gdal-bin \
 	consumers chromium stac-browser
 
 setup: system-deps $(VENV)/.installed node_modules/.installed tools consumers
@@ -41,7 +41,7 @@ system-deps:
 
 # $(PYTHON) is looked up through pyenv when pyenv has it but does not put it on PATH
 # (python3.12 / python3.13 beside a python3.11 default), else on PATH.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-lock.txt requirements-dev.txt
 	@[ -x $(PY) ] || { \
 	  exe=$$(v=$$(pyenv whence $(PYTHON) 2>/dev/null | tail -1); \
 	         [ -n "$$v" ] && PYENV_VERSION=$$v pyenv which $(PYTHON) 2>/dev/null || command -v $(PYTHON)); \
@@ -95,9 +95,16 @@ test-matrix: system-deps node_modules/.installed
 	done; \
 	exit $$status
 
-# The zip that is deployed: the root with .funcignore applied (requirements.txt for the remote build).
+# The zip that is deployed: the root with .funcignore applied (requirements.txt and its lock for the
+# remote build), plus the dashboard's npm files. azd deploys the same files (its prepackage hook).
 package: $(VENV)/.installed
 	$(PY) deploy.py package
+
+# requirements-lock.txt: every package requirements.txt installs, pinned per Python (3.11-3.13, found
+# on PATH or through pyenv), kept where the current pins still fit; LOCK_ARGS=--upgrade for the newest.
+LOCK_ARGS ?=
+lock: $(VENV)/.installed
+	$(PY) deploy.py lock $(LOCK_ARGS)
 
 # Bicep parse, checkov against infra/checkov-suppressions.toml, docs and settings against the Bicep.
 check-infra: $(VENV)/.installed
@@ -127,6 +134,12 @@ bench-raster: $(VENV)/.installed gdal-bin
 # cog_conversion of 100 files on the embedded runtime vs `xargs -P <cores> gdal_translate -of COG`.
 bench-convert: $(VENV)/.installed gdal-bin
 	$(PY) benchmarks/bench_convert.py $(BENCH_ARGS)
+
+# cubes.py on a NetCDF-4 of 365 daily 1440x720 grids and a GRIB2 of 4 variables x 8 steps, slice groups in a
+# process pool (one worker per core), vs gdal_translate -of COG of each slice (shell loop and xargs -P);
+# BENCH_ARGS="--days 30" for a quick run.
+bench-multidim: $(VENV)/.installed gdal-bin
+	$(PY) benchmarks/bench_multidim.py $(BENCH_ARGS)
 
 bench-catalog: setup
 	$(PY) benchmarks/bench_catalog.py

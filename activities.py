@@ -63,6 +63,7 @@ from models import (
     TilePlanResult,
     TileTask,
 )
+from raster_names import is_raster_name  # the one list of raster suffixes (sync, prefixes, blob events)
 from settings import CatalogBackend, Settings, StorageBackend, get_settings
 from storage import BlobNotFound, BlobStore, ContainerNotFound, LocalDirStore, StorageUnavailable, store_from_settings
 
@@ -70,9 +71,6 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 T = TypeVar("T")
 
-# Files a sync or a prefix conversion treats as rasters (others are counted as ignored).
-RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".gtif", ".geotiff", ".cog", ".jp2", ".img", ".jpg",
-                             ".jpeg", ".png", ".webp", ".nc", ".hdf", ".h5", ".grd", ".asc", ".dem"})
 # Conditions that describe the file, not the service: a per-item failure, never retried.
 ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, catalogs.CatalogError,
                                             BlobNotFound)
@@ -345,10 +343,6 @@ def judged(store: BlobStore, container: str, name: str, attempt: Callable[[], T]
         store.get_properties(container, name)
         logger.info("%s/%s: %s; storage answers, trying once more", container, name, type(err).__name__)
     return attempt()
-
-
-def is_raster_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in RASTER_SUFFIXES
 
 
 # -- hello_world --------------------------------------------------------------------------------

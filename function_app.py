@@ -26,6 +26,7 @@ import dashboard
 import entities
 import footprints
 import orchestrators
+import raster_names
 import stac_ops
 import storage
 from entities import METRICS_ENTITY
@@ -633,7 +634,7 @@ def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
         return None
     container, blob = match.group(1), urllib.parse.unquote(match.group(2))
     config = get_settings()
-    if container not in config.watched_containers or not activities.is_raster_name(blob):
+    if container not in config.watched_containers or not raster_names.is_raster_name(blob):
         return None
     data = event.get_json() or {}
     version = storage.normalize_etag(data.get("eTag")) if kind == "created" else str(data.get("sequencer", ""))

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     max_raster_pixels: int = Field(50_000 * 50_000, ge=1)
     max_raster_bands: int = Field(64, ge=1)
 
+    # Multidimensional inputs (cubes.py): a NetCDF/HDF5/GRIB file or Zarr store is copied to the
+    # worker's local disk (work_dir) once per host and version, up to this many bytes; a file may
+    # produce at most max_cube_slices 2-D slices (one COG each); one activity converts at most
+    # cube_slices_per_task slices (and at most max_pixels_per_task pixels of them).
+    max_cube_bytes: int = Field(4 * 1024**3, ge=1024 * 1024)
+    max_cube_slices: int = Field(10_000, ge=1)
+    cube_slices_per_task: int = Field(64, ge=1, le=10_000)
+
     # Local working files: every staging directory lives under this one directory (default: the
     # system's temporary directory + /rmhgeoapi); stale ones are removed when a worker starts.
     temp_dir: Path | None = None

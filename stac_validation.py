@@ -3,6 +3,7 @@ schemas shipped in ``stac_schemas/`` (and optionally a directory of more); never
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -44,6 +45,25 @@ def load_extension_schemas(schema_dir: str | os.PathLike) -> dict[str, dict[str,
     return schemas
 
 
+#: PROJJSON schema versions the extension schemas refer to (datacube v2.2.0: v0.4, projection
+#: v2.0.0: v0.7); each is answered offline with the newest PROJJSON schema PROJ ships (pyproj's
+#: data directory), which validates the PROJJSON that older versions describe.
+PROJJSON_VERSIONS = ("0.4", "0.5", "0.6", "0.7")
+
+
+@functools.lru_cache(maxsize=1)
+def projjson_schemas() -> dict[str, dict[str, Any]]:
+    """The PROJJSON schema under each URL in ``PROJJSON_VERSIONS`` (empty when PROJ has none)."""
+    import pyproj.datadir
+
+    path = Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json"
+    try:
+        schema = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {f"https://proj.org/schemas/v{v}/projjson.schema.json": schema for v in PROJJSON_VERSIONS}
+
+
 class StacValidator:
     """Offline JSON-schema validation of STAC items, collections and catalogs.
 
@@ -72,6 +92,8 @@ class StacValidator:
         self._schemas = get_local_schema_cache()
         for directory in ([BUNDLED_SCHEMA_DIR] if bundled else []) + ([self.schema_dir] if self.schema_dir else []):
             self._schemas.update(load_extension_schemas(directory))
+        for uri, schema in projjson_schemas().items():  # what projection and datacube refer to
+            self._schemas.setdefault(uri, schema)
         self._validators: dict[str, Any] = {}
         self._fast: dict[str, Callable[[Any], Any] | None] = {}
 

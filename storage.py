@@ -62,6 +62,11 @@ class StorageUnavailable(StorageError):
     """The storage service could not be reached or failed; transient, worth a retry."""
 
 
+class StorageAccessDenied(StorageUnavailable):
+    """The storage service refused the credential (HTTP 401/403): a role that is missing, or newly
+    assigned and not yet in effect (assignments take minutes to propagate)."""
+
+
 class SigningUnsupported(StorageError):
     """This store has no signed URLs (a local directory is served, not signed)."""
 
@@ -510,6 +515,9 @@ class AzureBlobStore(BlobStore):
             raise BlobNotFound(f"blob {container}/{name} does not exist") from None
         except AzureError as err:
             where = f"{container}/{name}" if name else container
+            if getattr(err, "status_code", None) in (401, 403):
+                code = getattr(err, "error_code", None) or f"HTTP {err.status_code}"
+                raise StorageAccessDenied(f"blob storage refused access to {where}: {code}") from None
             raise StorageUnavailable(
                 f"blob storage failed on {where}: {type(err).__name__}: {redact(str(err))[:300]}"
             ) from None

@@ -31,9 +31,12 @@ param pythonVersion string = '3.12'
 @description('Memory of one Flex Consumption instance in MB (GDAL working sets; see docs/deploy.md).')
 param instanceMemoryMB int = 4096
 
+// Flex Consumption's documented bounds: the lowest maximum is 1 (it was 40 during the preview), the
+// highest 1000. The preprovision hook checks the bounds the platform reports for the region
+// (az functionapp list-flexconsumption-runtimes: lowest/highestMaximumInstanceCount).
 @minValue(1)
 @maxValue(1000)
-@description('Upper bound of Flex Consumption instances the app scales out to.')
+@description('Upper bound of Flex Consumption instances the app scales out to (1 to 1000; the region may narrow it).')
 param maximumInstanceCount int = 40
 
 @description('Durable task hub name (RMH_TASK_HUB_NAME).')
@@ -71,11 +74,12 @@ param postgresTier string = 'Burstable'
 @description('PostgreSQL storage in GB.')
 param postgresStorageGB int = 32
 
-@description('Create the Event Grid subscription to the blob_events function (needs the code deployed first).')
-param blobEventsEnabled bool = false
-
 @description('Public IP address allowed through the PostgreSQL firewall for the first-run step (empty: none).')
 param clientIpAddress string = ''
+
+@allowed(['azureServices', 'privateEndpoint'])
+@description('How the app reaches PostgreSQL: the firewall rule for all Azure addresses, or a virtual network with a private endpoint (docs/deploy.md: the trade-off).')
+param postgresAccess string = 'azureServices'
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -89,6 +93,7 @@ var syncContainerList = empty(trim(syncContainers)) ? [] : split(replace(syncCon
 var dataContainers = union([inputContainer, outputContainer, systemContainer], syncContainerList)
 // Containers whose blob events reach the app: the input container and every synced one.
 var eventContainers = union([inputContainer], syncContainerList)
+var privateNetwork = postgresAccess == 'privateEndpoint'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -120,6 +125,16 @@ module storage 'app/storage.bicep' = {
   }
 }
 
+module network 'app/network.bicep' = if (privateNetwork) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'vnet-rmh-${resourceToken}'
+  }
+}
+
 module postgres 'app/postgres.bicep' = {
   name: 'postgres'
   scope: rg
@@ -135,6 +150,8 @@ module postgres 'app/postgres.bicep' = {
     adminPrincipalName: principalName
     adminPrincipalType: principalType
     clientIpAddress: clientIpAddress
+    privateEndpointSubnetId: privateNetwork ? network.outputs.endpointSubnetId : ''
+    privateDnsZoneId: privateNetwork ? network.outputs.postgresDnsZoneId : ''
   }
 }
 
@@ -178,6 +195,7 @@ module functionApp 'app/function-app.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    virtualNetworkSubnetId: privateNetwork ? network.outputs.appSubnetId : ''
     appSettings: rmhSettings
   }
 }
@@ -202,11 +220,6 @@ module events 'app/event-grid.bicep' = {
     tags: tags
     name: 'evgt-rmh-${resourceToken}'
     storageAccountName: storage.outputs.name
-    functionAppName: functionApp.outputs.name
-    functionName: 'blob_events'
-    containers: eventContainers
-    deadLetterContainer: deadLetterContainer
-    subscriptionEnabled: blobEventsEnabled
   }
 }
 
@@ -220,6 +233,7 @@ output AZURE_FUNCTION_PRINCIPAL_ID string = functionApp.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_POSTGRES_SERVER_NAME string = postgres.outputs.name
 output AZURE_EVENTGRID_SYSTEM_TOPIC string = events.outputs.systemTopicName
+output AZURE_EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainer
 output RMH_TASK_HUB_NAME string = rmhSettings.RMH_TASK_HUB_NAME
 output RMH_STORAGE_BACKEND string = rmhSettings.RMH_STORAGE_BACKEND
 output RMH_STORAGE_ACCOUNT_URL string = rmhSettings.RMH_STORAGE_ACCOUNT_URL
@@ -230,3 +244,4 @@ output RMH_CATALOG_BACKEND string = rmhSettings.RMH_CATALOG_BACKEND
 output RMH_PGSTAC_DSN string = rmhSettings.RMH_PGSTAC_DSN
 output RMH_PGSTAC_USE_MANAGED_IDENTITY string = rmhSettings.RMH_PGSTAC_USE_MANAGED_IDENTITY
 output RMH_SYNC_CONTAINERS string = rmhSettings.RMH_SYNC_CONTAINERS
+output RMH_EVENT_CONTAINERS string = rmhSettings.RMH_EVENT_CONTAINERS

@@ -88,10 +88,16 @@ def test_modules_get_exactly_the_parameters_they_declare(parsed, main_bicep):
         path = f"infra/{module['detail']['path']}"
         assert path in parsed["bicep"], f"module {name}: {path} does not exist"
         declared = parsed["bicep"][path]["parameters"]
-        given = set(module["config"]["params"])
+        given = set(_module_config(module)["params"])
         required = {p for p, spec in declared.items() if spec.get("default") is None}
         assert given <= set(declared), f"module {name} passes undeclared {sorted(given - set(declared))}"
         assert required <= given, f"module {name} misses required {sorted(required - given)}"
+
+
+def _module_config(module: dict) -> dict:
+    """A module's body, also when it is deployed on a condition (``module x '...' = if (c) {...}``)."""
+    config = module["config"]
+    return config["config"] if "condition" in config else config
 
 
 def test_main_parameters_file_names_only_declared_parameters(main_bicep):
@@ -101,16 +107,86 @@ def test_main_parameters_file_names_only_declared_parameters(main_bicep):
     assert required <= set(values), f"azd cannot fill {sorted(required - set(values))}"
 
 
-def test_azure_yaml_deploys_the_root_as_a_python_function_app(parsed):
+def test_azure_yaml_deploys_the_built_package_as_a_python_function_app(parsed):
+    """The api service is the repository as a Python Function App whose deployed directory is the
+    package the prepackage hook builds (tests/test_package.py builds and checks it azd's way)."""
     spec = parsed["azure_yaml"]
     assert spec["infra"]["path"] == "infra" and spec["infra"]["module"] == "main"
-    assert spec["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
-    for hook in spec["hooks"].values():
+    api = spec["services"]["api"]
+    assert {k: api[k] for k in ("project", "language", "host", "dist")} == {
+        "project": ".", "language": "python", "host": "function", "dist": "dist/app"}
+    assert api["hooks"]["prepackage"]["run"] == "infra/hooks/prepackage.sh"
+    assert "deploy.py package --dir dist/app" in (REPO_ROOT / api["hooks"]["prepackage"]["run"]).read_text()
+    hooks = [*spec["hooks"].values(), *api["hooks"].values()]
+    assert {"preprovision", "postprovision", "postdeploy"} <= set(spec["hooks"])
+    for hook in hooks:
         script = REPO_ROOT / hook["run"]
         assert script.is_file() and script.stat().st_mode & 0o111, script
         assert subprocess.run(["sh", "-n", str(script)]).returncode == 0, script
+    assert subprocess.run(["sh", "-n", str(INFRA / "hooks" / "python.sh")]).returncode == 0
     site = parsed["bicep"]["infra/app/function-app.bicep"]["resources"]["site"]["config"]
     assert site["tags"]["function"]["parameters"]["arg_2"] == {"'azd-service-name'": "api"}
+
+
+def _decorators(spec: dict) -> dict:
+    return {d["type"]: d.get("argument") for d in spec.get("decorators", [])}
+
+
+def test_maximum_instance_count_is_bounded_as_flex_consumption_bounds_it(parsed, main_bicep):
+    """Flex Consumption refuses a maximum instance count outside 1 to 1,000 (its documented bounds;
+    the lowest was 40 during the preview): the Bicep refuses it first, in main.bicep and in the
+    module; azd fills it from MAXIMUM_INSTANCE_COUNT, and preprovision checks the bounds the
+    platform reports for the region (tests/test_azd_hooks.py)."""
+    for spec in (main_bicep["parameters"]["maximumInstanceCount"],
+                 parsed["bicep"]["infra/app/function-app.bicep"]["parameters"]["maximumInstanceCount"]):
+        bounds = _decorators(spec)
+        assert (bounds.get("min_value"), bounds.get("max_value")) == (1, 1000)
+    assert main_bicep["parameters"]["maximumInstanceCount"]["default"] == 40
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["maximumInstanceCount"]["value"] == "${MAXIMUM_INSTANCE_COUNT=40}"
+
+
+def _condition(resource: dict):
+    return resource["config"].get("condition") if "condition" in resource["config"] else None
+
+
+def test_postgres_access_is_the_azure_rule_or_a_private_endpoint_never_both(parsed, main_bicep):
+    """'azureServices' (default): the 0.0.0.0 rule and no network. 'privateEndpoint': a network
+    whose app subnet the Function App integrates with, a private endpoint and DNS zone for the
+    server, and no rule for all Azure addresses; the client's own rule stays in both."""
+    assert _decorators(main_bicep["parameters"]["postgresAccess"])["allowed"] == ["azureServices", "privateEndpoint"]
+    assert main_bicep["parameters"]["postgresAccess"]["default"] == "azureServices"
+    assert main_bicep["modules"]["network"]["config"]["condition"] == "privateNetwork"
+    assert main_bicep["variables"]["privateNetwork"]["value"]["operator"]["type"] == "equals"
+    site_params = _module_config(main_bicep["modules"]["functionApp"])["params"]
+    assert site_params["virtualNetworkSubnetId"]["operator"]["operands"]["condition"] == "privateNetwork"
+    postgres = parsed["bicep"]["infra/app/postgres.bicep"]["resources"]
+    assert _condition(postgres["allowAzure"]) == {"operator": {"type": "not", "operands": {"bool_value": "privateAccess"}}}
+    assert _condition(postgres["privateEndpoint"]) == "privateAccess"
+    assert _condition(postgres["privateDns"]) == "privateAccess"
+    endpoint = postgres["privateEndpoint"]["config"]["config"]["properties"]
+    assert endpoint["privateLinkServiceConnections"][0]["properties"]["groupIds"] == ["postgresqlServer"]
+    network = parsed["bicep"]["infra/app/network.bicep"]["resources"]
+    subnets = network["vnet"]["config"]["properties"]["subnets"]
+    assert subnets[0]["properties"]["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
+    assert network["dnsZone"]["config"]["name"] == "privatelink.postgres.database.azure.com"
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["postgresAccess"]["value"] == "${POSTGRES_ACCESS=azureServices}"
+
+
+def test_blob_event_subscriptions_are_left_to_the_postdeploy_hook(parsed, main_bicep):
+    """The topic, its identity and dead-letter role are Bicep's; the subscriptions are the hook's
+    (they need the deployed function and the app's list of name endings): Bicep declares none, so
+    provisioning again never rewrites the hook's filter."""
+    assert "Microsoft.EventGrid/systemTopics/eventSubscriptions" not in _resource_types(parsed)
+    assert {"AZURE_EVENTGRID_SYSTEM_TOPIC", "AZURE_EVENTGRID_DEADLETTER_CONTAINER", "RMH_EVENT_CONTAINERS",
+            "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_FUNCTION_APP_NAME", "AZURE_RESOURCE_GROUP"} <= set(main_bicep["outputs"])
+    import azd_hooks
+
+    hook = (REPO_ROOT / "azd_hooks.py").read_text()
+    for output in ("AZURE_EVENTGRID_SYSTEM_TOPIC", "AZURE_EVENTGRID_DEADLETTER_CONTAINER", "RMH_EVENT_CONTAINERS"):
+        assert f'"{output}"' in hook
+    assert azd_hooks.EVENT_FUNCTION == "blob_events"
 
 
 # ------------------------------------------------------------------------------------ checkov
@@ -227,7 +303,7 @@ def _app_settings(parsed) -> dict[str, Any]:
     """Every app setting the Function App gets: the host's and the app's RMH_* ones (unevaluated)."""
     main = parsed["bicep"]["infra/main.bicep"]
     host = parsed["bicep"]["infra/app/function-app.bicep"]["variables"]["hostSettings"]["value"]
-    assert main["modules"]["functionApp"]["config"]["params"]["appSettings"] == "rmhSettings"
+    assert _module_config(main["modules"]["functionApp"])["params"]["appSettings"] == "rmhSettings"
     return {**host, **main["variables"]["rmhSettings"]["value"]}
 
 
@@ -308,3 +384,33 @@ def test_deploy_doc_names_every_resource_role_parameter_and_setting(parsed):
         for value in sorted(values):
             assert f"`{value}`" in doc, f"docs/deploy.md does not name the {kind} `{value}`"
     assert "docs/deploy.md" in (REPO_ROOT / "README.md").read_text()
+
+
+def _doc_commands(doc: str) -> list[str]:
+    """Each command of the page's ``sh`` blocks (continuation lines joined, comments dropped)."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", doc, re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def test_every_command_of_the_deploy_doc_is_tested_or_needs_azure():
+    """The walk-through table names each command of docs/deploy.md: it is run by named tests that
+    exist, or it is marked as needing Azure."""
+    doc = DEPLOY_DOC.read_text()
+    walk = doc[doc.index("## Walked through, command by command"):]
+    rows = re.findall(r"^\| `([^`]+)`[^|]*\| (.+) \|$", walk, re.MULTILINE)
+    assert len(rows) >= 15
+    for command, checked in rows:
+        references = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", checked)
+        assert references or "needs Azure" in checked, f"{command}: neither tested nor marked as needing Azure"
+        for path, name in references:
+            source = (REPO_ROOT / path).read_text()
+            assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{command}: {path}::{name} does not exist"
+    commands = _doc_commands(doc)
+    assert len(commands) >= 12
+    for line in commands:
+        assert any(line.startswith(command) for command, _ in rows), f"docs/deploy.md runs `{line}`, not in the walk table"

@@ -1,4 +1,5 @@
-"""The deployment package (`make package`): what it holds, and that it loads on its own.
+"""The deployment package (`make package`): what it holds, that it loads on its own, and that azd
+deploys exactly it.
 
 The package is unpacked into an empty directory and given a fresh venv with ``requirements.txt``
 only (what the remote build installs); there, without the local runtime, the tests, ``cli.py`` or
@@ -6,6 +7,11 @@ only (what the remote build installs); there, without the local runtime, the tes
 worker's own runtime library, ``azure-functions-runtime``). Which files of the tree are deployed
 comes from ``.funcignore`` alone; besides them the zip carries the dashboard's npm files, copied
 from ``node_modules`` (which ``.funcignore`` leaves out) with their licences.
+
+azd builds its own zip: it runs the service's ``prepackage`` hook from ``azure.yaml``, then zips
+the service's directory (``project``, or ``dist`` under it) the way its Function App target does
+(``azd_deployable_zip`` below follows azd's ``createDeployableZip``). That zip, built from a copy of
+the source tree, must hold the same files as ``make package``'s, and serve every file the page names.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 import dashboard
 import deploy
@@ -168,6 +175,122 @@ def test_the_unpacked_package_serves_every_file_the_page_loads(fresh_app):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sizes = json.loads(proc.stdout)
     assert all(size > 0 for size in sizes.values()), sizes
+
+
+# ----------------------------------------------------------------------- the package azd deploys
+
+def azd_deployable_zip(service_dir: Path, out: Path, *, ignore_file: str = ".funcignore") -> list[str]:
+    """The zip azd uploads for a Python Function App service whose files are in ``service_dir``
+    (azd: pkg/project/project_utils.go, createDeployableZip, with pkg/rzip): every file below it,
+    symbolic links followed; left out are ``.azure/``, the ignore file itself and
+    ``local.settings.json``, then what the ignore file read from ``service_dir`` matches (gitignore
+    syntax), or without one the Python defaults (a directory holding ``pyvenv.cfg``, ``__pycache__``)."""
+    import pathspec
+
+    ignore = service_dir / ignore_file
+    spec = pathspec.GitIgnoreSpec.from_lines(ignore.read_text().splitlines()) if ignore.is_file() else None
+    names = []
+
+    def keep(path: Path, rel: str, is_dir: bool) -> bool:
+        if (is_dir and path.name == ".azure") or (not is_dir and path.name in (ignore_file, "local.settings.json")):
+            return False
+        if spec is not None:
+            return not spec.match_file(f"{rel}/" if is_dir else rel)
+        return not (is_dir and ((path / "pyvenv.cfg").exists() or path.name.lower() == "__pycache__"))
+
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        def add(directory: Path, prefix: str) -> None:
+            for path in sorted(directory.iterdir()):
+                rel, is_dir = f"{prefix}{path.name}", path.is_dir()  # is_dir follows a link, as azd does
+                if not keep(path, rel, is_dir):
+                    continue
+                if is_dir:
+                    add(path, f"{rel}/")
+                else:
+                    archive.writestr(rel, path.read_bytes())
+                    names.append(rel)
+
+        add(service_dir, "")
+    return names
+
+
+def _source_tree_copy(dest: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked and new files, not ignored ones),
+    with node_modules (installed by `make setup`) linked in."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO_ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = REPO_ROOT / rel
+        if source.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
+    (dest / "node_modules").symlink_to((REPO_ROOT / "node_modules").resolve())
+    return dest
+
+
+@pytest.fixture(scope="module")
+def azd_package(tmp_path_factory, run_report) -> dict:
+    """`azd package` of the api service on a copy of the tree: its prepackage hook, then azd's zip
+    of the service directory, unpacked into an empty directory."""
+    work = tmp_path_factory.mktemp("azd")
+    project = _source_tree_copy(work / "project")
+    service = yaml.safe_load((project / "azure.yaml").read_text())["services"]["api"]
+    service_dir = project / service["project"]
+    started = time.monotonic()
+    hooks = service.get("hooks", {}).get("prepackage") or []
+    for hook in hooks if isinstance(hooks, list) else [hooks]:  # azd accepts one hook or a list
+        proc = subprocess.run([hook.get("shell", "sh"), hook["run"]], cwd=service_dir, capture_output=True,
+                              text=True, timeout=600,
+                              env={"PATH": os.environ["PATH"], "HOME": str(work), "DEPLOY_VENV": sys.prefix})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    source = service_dir / service["dist"] if service.get("dist") else service_dir
+    names = azd_deployable_zip(source, work / "azd.zip")
+    unpacked = work / "unpacked"
+    with zipfile.ZipFile(work / "azd.zip") as archive:
+        archive.extractall(unpacked)
+    run_report.append(f"azd package: {len(names)} files from {source.relative_to(project)} "
+                      f"({(work / 'azd.zip').stat().st_size / 1024:.1f} KiB zipped) in {time.monotonic() - started:.1f}s")
+    return {"names": names, "dir": unpacked, "zip": work / "azd.zip"}
+
+
+def test_azd_deploys_exactly_what_make_package_builds(azd_package, package):
+    """The same entries with the same bytes: the dashboard's npm files included, nothing else."""
+    assert sorted(azd_package["names"]) == package.files
+    with zipfile.ZipFile(package.path) as made:
+        for name in package.files:
+            assert (azd_package["dir"] / name).read_bytes() == made.read(name), name
+    assert {f"dashboard/vendor/{p}" for p in dashboard.VENDOR_FILES} <= set(azd_package["names"])
+
+
+def _page_urls() -> list[str]:
+    """Every static file the page names: the URLs in index.html and dashboard.js, and dashboard.py's
+    own lists (its files and the npm files, whose CSS names the images by relative URL)."""
+    page_dir = REPO_ROOT / "dashboard"
+    text = (page_dir / "index.html").read_text() + (page_dir / "dashboard.js").read_text()
+    named = set(re.findall(r"dashboard/static/([A-Za-z0-9_./-]+)", text))
+    return sorted(named | set(dashboard.OWN_FILES) | {f"vendor/{p}" for p in dashboard.VENDOR_FILES})
+
+
+def test_the_package_azd_deploys_serves_every_file_the_page_names(azd_package, fresh_app):
+    """Unpacked alone, without node_modules (as on Azure), the deployed dashboard serves each file
+    index.html, dashboard.js and dashboard.py name, with the bytes of the npm package."""
+    urls = _page_urls()
+    assert {"dashboard.js", "vendor/leaflet/dist/leaflet.js", "vendor/world-atlas/countries-110m.json"} <= set(urls)
+    assert not (azd_package["dir"] / "node_modules").exists()
+    check = ("import json, sys\n"
+             "sys.path.insert(0, sys.argv[1])\n"
+             "import dashboard\n"
+             "print(json.dumps({u: dashboard.static_file(u)[0].hex() for u in json.loads(sys.argv[2])}))")
+    proc = subprocess.run([str(fresh_app["venv"] / "bin" / "python"), "-I", "-c", check,
+                           str(azd_package["dir"]), json.dumps(urls)], cwd=azd_package["dir"],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(azd_package["dir"].parent)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = {url: bytes.fromhex(content) for url, content in json.loads(proc.stdout).items()}
+    for url in urls:
+        source = REPO_ROOT / "node_modules" / url.removeprefix("vendor/") if url.startswith("vendor/") \
+            else REPO_ROOT / "dashboard" / url
+        assert served[url] == source.read_bytes(), url
 
 
 def test_package_bytes_are_reproducible(package, tmp_path):

@@ -1,23 +1,15 @@
-// Blob events to the app: an Event Grid system topic on the storage account and, once the code
-// is deployed (the endpoint must exist), a subscription delivering BlobCreated / BlobDeleted of
-// the watched containers to the blob_events function (endpoint type AzureFunction: no key in the
-// subscription). Undeliverable events are dead-lettered to a container with the topic's identity.
+// Blob events to the app: an Event Grid system topic on the storage account, with a
+// system-assigned identity that dead-letters undeliverable events to a container. The
+// subscription(s) delivering BlobCreated / BlobDeleted to the blob_events function are created by
+// the postdeploy hook (azd_hooks.py subscribe-events): the function must exist first, and the
+// subject filter's name endings come from the app's own list (raster_names.py), which Bicep cannot read.
 param location string
 param tags object
 param name string
 param storageAccountName string
-param functionAppName string
-param functionName string
-param containers array
-param deadLetterContainer string
-param subscriptionEnabled bool
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
-}
-
-resource site 'Microsoft.Web/sites@2024-04-01' existing = {
-  name: functionAppName
 }
 
 resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
@@ -42,60 +34,6 @@ resource deadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     principalId: topic.identity.principalId
     principalType: 'ServicePrincipal'
   }
-}
-
-resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (subscriptionEnabled) {
-  parent: topic
-  name: 'blobevents'
-  properties: {
-    destination: {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${site.id}/functions/${functionName}'
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
-    eventDeliverySchema: 'EventGridSchema'
-    filter: {
-      includedEventTypes: [
-        'Microsoft.Storage.BlobCreated'
-        'Microsoft.Storage.BlobDeleted'
-      ]
-      advancedFilters: [
-        {
-          operatorType: 'StringBeginsWith'
-          key: 'subject'
-          values: [for container in containers: '/blobServices/default/containers/${container}/']
-        }
-        {
-          operatorType: 'StringEndsWith'
-          key: 'subject'
-          values: [
-            '.tif'
-            '.tiff'
-            '.TIF'
-            '.TIFF'
-          ]
-        }
-      ]
-    }
-    retryPolicy: {
-      maxDeliveryAttempts: 30
-      eventTimeToLiveInMinutes: 1440
-    }
-    deadLetterWithResourceIdentity: {
-      identity: { type: 'SystemAssigned' }
-      deadLetterDestination: {
-        endpointType: 'StorageBlob'
-        properties: {
-          resourceId: storage.id
-          blobContainerName: deadLetterContainer
-        }
-      }
-    }
-  }
-  dependsOn: [deadLetterWriter]
 }
 
 output systemTopicName string = topic.name

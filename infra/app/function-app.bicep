@@ -10,7 +10,11 @@ param deploymentContainer string
 param applicationInsightsName string
 param pythonVersion string
 param instanceMemoryMB int
+@minValue(1)
+@maxValue(1000)
 param maximumInstanceCount int
+@description('Subnet the app integrates with (postgresAccess privateEndpoint); empty: none.')
+param virtualNetworkSubnetId string = ''
 @description('The app\'s RMH_* settings (name: value).')
 param appSettings object
 
@@ -53,6 +57,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   identity: { type: 'SystemAssigned' }
   properties: {
     serverFarmId: plan.id
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     httpsOnly: true
     clientCertEnabled: false
     functionAppConfig: {

@@ -14,6 +14,12 @@ param adminPrincipalId string
 param adminPrincipalName string
 param adminPrincipalType string
 param clientIpAddress string = ''
+@description('Subnet of the server\'s private endpoint (postgresAccess privateEndpoint); empty: the "Azure services" firewall rule instead.')
+param privateEndpointSubnetId string = ''
+@description('Private DNS zone privatelink.postgres.database.azure.com, with privateEndpointSubnetId.')
+param privateDnsZoneId string = ''
+
+var privateAccess = !empty(privateEndpointSubnetId)
 
 resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
   name: name
@@ -75,9 +81,10 @@ resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-0
   dependsOn: [administrator]
 }
 
-// Flex Consumption apps without a virtual network have no fixed outbound addresses: allow
-// connections from Azure (still Entra-authenticated and TLS-only).
-resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2024-08-01' = {
+// postgresAccess 'azureServices': a Flex Consumption app without a virtual network has no fixed
+// outbound addresses, so connections from any Azure address are let through (every tenant's; still
+// Entra-authenticated and TLS-only). With 'privateEndpoint' the app comes through the endpoint below.
+resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2024-08-01' = if (!privateAccess) {
   parent: server
   name: 'AllowAllAzureServicesAndResourcesWithinAzureIps'
   properties: {
@@ -94,7 +101,41 @@ resource allowClient 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@20
     startIpAddress: clientIpAddress
     endIpAddress: clientIpAddress
   }
-  dependsOn: [allowAzure]
+  dependsOn: [allowAzure, database]
+}
+
+// postgresAccess 'privateEndpoint': the app reaches the server on a private address in the virtual
+// network; the public endpoint lets through only clientIpAddress (the first-run step).
+resource privateEndpoint 'Microsoft.Network/privateEndpoints@2024-05-01' = if (privateAccess) {
+  name: 'pe-${name}'
+  location: location
+  tags: tags
+  properties: {
+    subnet: { id: privateEndpointSubnetId }
+    privateLinkServiceConnections: [
+      {
+        name: 'postgres'
+        properties: {
+          privateLinkServiceId: server.id
+          groupIds: ['postgresqlServer']
+        }
+      }
+    ]
+  }
+  dependsOn: [database]
+}
+
+resource privateDns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-05-01' = if (privateAccess) {
+  parent: privateEndpoint
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'postgres'
+        properties: { privateDnsZoneId: privateDnsZoneId }
+      }
+    ]
+  }
 }
 
 output name string = server.name

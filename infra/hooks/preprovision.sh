@@ -1,14 +1,9 @@
 #!/bin/sh
-# azd preprovision: record who deploys (the PostgreSQL Entra administrator and holder of blob
-# data access for the first-run step) unless the environment already names a principal.
+# azd preprovision: before anything is created, check what a first deployment needs and say
+# everything that is missing at once (azd_hooks.py preflight: tools, the deploying principal,
+# CLIENT_IP_ADDRESS, outbound TCP 5432, the region's Flex Consumption Python and scale bounds).
 set -eu
-if [ -z "${AZURE_PRINCIPAL_NAME:-}" ]; then
-  if name=$(az ad signed-in-user show --query userPrincipalName -o tsv 2>/dev/null) && [ -n "$name" ]; then
-    azd env set AZURE_PRINCIPAL_NAME "$name"
-    azd env set AZURE_PRINCIPAL_TYPE User
-  else
-    echo "Set AZURE_PRINCIPAL_NAME (and AZURE_PRINCIPAL_TYPE=ServicePrincipal) for a non-user deployer:" >&2
-    echo "  azd env set AZURE_PRINCIPAL_NAME <display name>; azd env set AZURE_PRINCIPAL_TYPE ServicePrincipal" >&2
-    exit 1
-  fi
-fi
+cd "$(dirname "$0")/../.."
+. infra/hooks/python.sh
+hook_python
+exec "$HOOK_PYTHON" azd_hooks.py preflight

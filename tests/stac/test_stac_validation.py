@@ -121,9 +121,18 @@ def test_unknown_extension_is_an_error_with_a_schema_dir(any_validator, item):
         any_validator.validate_item(item)
 
 
-def test_projjson_reference_is_not_fetched(any_validator, item):
+def test_projjson_reference_is_answered_offline_never_fetched(any_validator, item):
+    """The projection (v0.7) and datacube (v0.4) schemas refer to PROJJSON's schema by URL: it is
+    answered from PROJ's own copy (pyproj's data directory), so a bad PROJJSON is rejected with
+    reasons and a good one passes, with nothing fetched (the registry retrieves nothing)."""
+    import pyproj
+
+    assert set(stac_validation.projjson_schemas()) >= {"https://proj.org/schemas/v0.4/projjson.schema.json",
+                                                "https://proj.org/schemas/v0.7/projjson.schema.json"}
+    item["properties"]["proj:projjson"] = pyproj.CRS.from_epsg(4326).to_json_dict()
+    any_validator.validate_item(item)
     item["properties"]["proj:projjson"] = {"type": "GeographicCRS"}
-    with pytest.raises(stac_ops.SchemaUnavailable, match="projjson"):
+    with pytest.raises(stac_ops.ItemValidationError, match="projjson"):
         any_validator.validate_item(item)
 
 
