@@ -9,6 +9,7 @@ import pytest
 
 import cube_factory as cf
 import cubes
+import stac_ops
 import stac_validation
 
 
