@@ -28,7 +28,11 @@ import tenacity
 
 import catalogs
 import geo_ops
+import pgstac_catalog
+import stac_collections
 import stac_ops
+import stac_validation
+import static_catalog
 from models import (
     PLAN_NAMES_SHOWN,
     BlobDescription,
@@ -125,22 +129,22 @@ def _catalog_for(config_json: str):
     config = Settings.model_validate_json(config_json)
     # Every item and collection is validated before it is written: core schemas (bundled in
     # pystac) and the extension schemas shipped in stac_schemas/ (plus RMH_STAC_SCHEMA_DIR's).
-    validator = stac_ops.StacValidator(config.stac_schema_dir)
+    validator = stac_validation.StacValidator(config.stac_schema_dir)
     if config.catalog_backend is CatalogBackend.pgstac:
         token = _aad_token_provider() if config.pgstac_use_managed_identity else None
-        pool = catalogs.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
+        pool = pgstac_catalog.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
                                         max_size=4)
-        return catalogs.PgStacCatalog(pool, validator=validator)
+        return pgstac_catalog.PgStacCatalog(pool, validator=validator)
     store = (BlobCatalogStore(_store_for(config_json), config.static_catalog_container)
              if config.static_catalog_container else config.static_catalog_dir)
     # Hrefs into the local storage directory are written relative to each item file, so the
     # catalog and the storage directory can be moved together.
     storage_root = config.storage_local_dir if config.storage_backend is StorageBackend.local else None
-    return catalogs.StaticCatalog(store, validator=validator, storage_root=storage_root)
+    return static_catalog.StaticCatalog(store, validator=validator, storage_root=storage_root)
 
 
 class BlobCatalogStore:
-    """catalogs' ``CatalogStore`` on a blob container, so a static catalog can live next to the
+    """static_catalog's ``CatalogStore`` on a blob container, so a static catalog can live next to the
     data on Azure (a blob upload replaces the blob whole: writes are atomic)."""
 
     def __init__(self, store: BlobStore, container: str):
@@ -422,7 +426,7 @@ def _ensure_collection(cat, spec: CollectionSpec) -> str:
     collection_id = stac_ops.resolve_collection_id(spec.container, spec.collection)
     existing = cat.get_collection(collection_id)
     if existing is None:
-        cat.upsert_collection(stac_ops.collection_for_container(
+        cat.upsert_collection(stac_collections.collection_for_container(
             spec.container, collection_id=collection_id, kind=spec.holds, source=spec.source,
             target_crs=spec.target_crs, title=spec.title, description=spec.description))
     elif (spec.title or existing.title) != existing.title or (spec.description or existing.description) != existing.description:
@@ -820,20 +824,12 @@ def build_tile_mosaic(payload: dict) -> dict:
         local_vrt = Path(tmp) / PurePosixPath(vrt_name).name
         paths = [store.gdal_read_path(container, t) for t in tiles]
         config = gdal_config(paths[0].config if paths else None)
-        mosaic = geo_ops.build_mosaic([p.path for p in paths], local_vrt, gdal_config=config)
-        _relativize_vrt(local_vrt, container, vrt_name, [p.path for p in paths])
+        # Tiles named relative to the VRT, so it opens wherever the container is mounted.
+        relative = [PurePosixPath(t).relative_to(PurePosixPath(vrt_name).parent).as_posix() for t in tiles]
+        mosaic = geo_ops.build_mosaic([p.path for p in paths], local_vrt, relative_paths=relative,
+                                      gdal_config=config)
         store.upload_from_path(container, vrt_name, local_vrt, content_type="application/xml")
     return MosaicSummary(**{**mosaic.model_dump(), "path": f"{container}/{vrt_name}"}).model_dump(mode="json")
-
-
-def _relativize_vrt(vrt: Path, container: str, vrt_name: str, tile_paths: list[str]) -> None:
-    """Make tile references relative to the VRT, so it opens wherever the container is mounted."""
-    text = vrt.read_text()
-    base = PurePosixPath(vrt_name).parent
-    for path in tile_paths:
-        rel = PurePosixPath(path.split(f"{container}/", 1)[1]).relative_to(base).as_posix()
-        text = text.replace(f'relativeToVRT="0">{path}<', f'relativeToVRT="1">{rel}<')
-    vrt.write_text(text)
 
 
 @bp.activity_trigger(input_name="payload")

@@ -381,17 +381,19 @@ def _first_run_catalog(config, report: FirstRunReport, *, admin_user, app_role, 
         password_provider = entra_token_provider()
     dsn = admin_dsn(config.pgstac_dsn.get_secret_value(), admin_user)
     import catalogs
+    import pgstac_catalog
     import stac_ops
+    import stac_validation
 
     try:  # sign in first: a refused token fails here at once, not after pypgstac's retries
-        conn = catalogs.connect(dsn, password_provider=password_provider, autocommit=True)
+        conn = pgstac_catalog.connect(dsn, password_provider=password_provider, autocommit=True)
     except catalogs.CatalogUnavailable as err:
         raise _sign_in_failure(dsn, admin_user, err) from None
     with conn:
         report.add("pgstac migrate", migrate_pgstac(dsn, password_provider), out)
         if app_role:
             report.add(f"role {app_role}", grant_app_role(conn, app_role, app_object_id), out)
-        catalog = catalogs.PgStacCatalog(conn, validator=stac_ops.StacValidator(config.stac_schema_dir))
+        catalog = pgstac_catalog.PgStacCatalog(conn, validator=stac_validation.StacValidator(config.stac_schema_dir))
         for container in _collection_containers(config):
             collection_id = stac_ops.default_collection_id(container)
             report.add(f"collection {collection_id}", _ensure_collection(catalog, container), out)
@@ -476,9 +478,9 @@ def _ensure_container(store, container: str) -> str:
 
 
 def _ensure_collection(catalog, container: str) -> str:
-    import stac_ops
+    import stac_collections
 
-    collection = stac_ops.collection_for_container(container)
+    collection = stac_collections.collection_for_container(container)
     if catalog.get_collection(collection.id) is not None:
         return "exists"
     catalog.upsert_collection(collection)

@@ -1,6 +1,4 @@
-"""STAC items and collections for rasters: composed from geo_ops' raster facts, validated offline.
-
-Five parts, in the order data flows through them:
+"""STAC items for rasters: composed from geo_ops' raster facts, in the order data flows:
 
 * **Items from rasters** (``item_from_raster``): ``geo_ops.read_header`` reads one raster's facts
   (header, and a decimated read for statistics) and small ``get_*`` helpers turn them into the
@@ -13,15 +11,15 @@ Five parts, in the order data flows through them:
   directory relative to each item file (a relocatable catalog); http(s) URLs (Azure blobs, or
   ``storage.BlobStore.public_href`` under a configured base URL) and GDAL virtual paths are left
   as they are.
-* **Offline validation** (``StacValidator``): core schemas bundled in pystac plus the extension
-  schemas shipped in ``stac_schemas/`` (and optionally a directory of more); never the network.
-* **Collections**: ``collection_for_container`` (default id, title and description per what the
-  collection holds), extents, summaries, ``item_assets`` and ``renders`` recomputed from the items
-  (``summarize_items`` / ``apply_summary``), ``QUERYABLES`` (the JSON-schema types of our
-  properties, for pgSTAC's queryables and the static catalog's ``queryables.json``).
+* **Queryables** (``QUERYABLES``): the JSON-schema types of our item properties, for pgSTAC's
+  queryables and the static catalog's ``queryables.json``.
 * **Sync**: ``plan_sync`` for incremental sync by source ETag.
 
-The catalog backends that store all this (pgSTAC, the static catalog) are in ``catalogs.py``.
+Offline validation is ``stac_validation`` (``StacValidator``); collections, their extents and
+summaries are ``stac_collections``; the STAC layer's errors are ``stac_errors`` (reachable here
+too, as ``stac_ops.<Error>``).
+
+The catalog backends that store all this (pgSTAC, the static catalog) are behind ``catalogs.py``.
 
 Item properties of our own (prefix ``rmh:``, described by ``QUERYABLES``):
 
@@ -39,9 +37,9 @@ tile adds ``~<tile name>``; a conversion into an output container other than the
 adds ``~~<output container>`` (``~~`` never occurs in the other ids), so two conversions of one
 source into two containers are two items.
 
-Datetime order (``get_datetime``): the file's own metadata (``geo_ops.file_datetime``), else the
-source blob's last-modified time, else the request's ``datetime_override``; with none of them
-``MissingDatetime`` is raised.
+Datetime order (``get_datetime``): the request's ``datetime_override`` (what the user gives
+wins), else the file's own metadata (``geo_ops.file_datetime``), else the source blob's
+last-modified time; with none of them ``MissingDatetime`` is raised.
 
 This module never reads the environment and never imports ``azure.*``; callers pass schema
 directories, hrefs and storage roots in.
@@ -50,32 +48,29 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import hashlib
-import json
-import logging
 import math
 import os
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from enum import Enum
-from functools import cached_property
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pystac
-import rasterio
 from affine import Affine
 from pydantic import BaseModel
 from rasterio.io import DatasetReaderBase
 
 import geo_ops
+# The STAC layer's errors, also reachable here as stac_ops.<Error> (function_app's error table and
+# the activities catch stac_ops.StacOpsError).
+from stac_errors import (CollectionValidationError, FootprintError, InvalidItemId,  # noqa: F401
+                         ItemValidationError, MissingDatetime, NotGeoreferenced, RasterOpenError,
+                         RasterReadError, SchemaUnavailable, StacOpsError)
+from stac_validation import STAC_VERSION, StacValidator  # noqa: F401  (STAC_VERSION: the version items are written in)
 
-logger = logging.getLogger(__name__)
-
-STAC_VERSION = "1.1.0"
 PROJECTION_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 #: raster v1.1.0, for ``raster:bands`` (v2.0.0 moves its fields into ``bands`` and forbids
 #: ``raster:bands``, which titiler-pgstac's mosaic reader and pystac read).
@@ -96,55 +91,10 @@ HAS_DATA = "rmh:has_data"
 DATA_TYPE = "rmh:data_type"
 BAND_COUNT = "rmh:band_count"
 
-#: The extension schemas the app validates against, shipped with it (see stac_schemas/README.md).
-BUNDLED_SCHEMA_DIR = Path(__file__).resolve().parent / "stac_schemas"
 MAX_ID_LENGTH = 256
 DEFAULT_LICENSE = "other"
 #: What a single-band, non-byte render is coloured with (a perceptually uniform map any tiler knows).
 SINGLE_BAND_COLORMAP = "viridis"
-
-
-# --------------------------------------------------------------------------------------- errors
-
-
-class StacOpsError(Exception):
-    """Base class of every error raised by stac_ops."""
-
-
-class RasterOpenError(StacOpsError):
-    """The raster could not be opened (missing, unreadable or not a raster)."""
-
-
-class NotGeoreferenced(StacOpsError):
-    """The raster has no CRS or no geotransform, so it has no place on the map."""
-
-
-class RasterReadError(StacOpsError):
-    """The raster's header opened but its pixels could not be read (corrupt data)."""
-
-
-class FootprintError(StacOpsError):
-    """No point of the raster's footprint could be transformed to EPSG:4326."""
-
-
-class MissingDatetime(StacOpsError):
-    """Neither the file, the blob nor the request gave the item a datetime."""
-
-
-class InvalidItemId(StacOpsError):
-    """An item or collection id is not URL- and file-name-safe."""
-
-
-class SchemaUnavailable(StacOpsError):
-    """A JSON schema needed for validation is not available offline."""
-
-
-class ItemValidationError(StacOpsError):
-    """An item does not validate against its schemas."""
-
-
-class CollectionValidationError(StacOpsError):
-    """A collection does not validate against its schemas."""
 
 
 # ----------------------------------------------------------------------------------- models
@@ -344,18 +294,23 @@ def get_raster_bands(facts: geo_ops.RasterHeader) -> list[dict[str, Any]]:
 
 def get_datetime(facts: geo_ops.RasterHeader, *, last_modified: dt.datetime | None = None,
                  override: dt.datetime | None = None) -> tuple[dt.datetime, str]:
-    """The item datetime and which rule chose it: file metadata, blob last-modified, request."""
+    """The item datetime and which rule chose it: what the request gives, else the file's own
+    metadata, else the blob's last-modified time (every blob has one, so it comes last)."""
+    if override is not None:
+        return as_utc(override), "request"
     if facts.datetime is not None:
         return facts.datetime, "file-metadata"
     if last_modified is not None:
-        return _utc(last_modified), "blob-last-modified"
-    if override is not None:
-        return _utc(override), "request"
+        return as_utc(last_modified), "blob-last-modified"
     raise MissingDatetime(f"raster {facts.path!r}: no datetime in file, blob or request")
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` in UTC; a naive value is read as UTC."""
     return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+_utc = as_utc  # its name before stac_collections needed it (main's cubes.py calls stac_ops._utc)
 
 
 def get_media_type(facts: geo_ops.RasterHeader) -> tuple[str | None, str]:
@@ -573,401 +528,6 @@ def relative_hrefs(stac: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     return stac
 
 
-# ------------------------------------------------------------------------------- validation
-
-CORE_SCHEMAS = {
-    "Feature": f"https://schemas.stacspec.org/v{STAC_VERSION}/item-spec/json-schema/item.json",
-    "Collection": f"https://schemas.stacspec.org/v{STAC_VERSION}/collection-spec/json-schema/collection.json",
-    "Catalog": f"https://schemas.stacspec.org/v{STAC_VERSION}/catalog-spec/json-schema/catalog.json",
-}
-
-
-def load_extension_schemas(schema_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Extension schemas of ``<schema_dir>/<extension>/<version>/schema.json`` by their URL."""
-    root = Path(schema_dir)
-    if not root.is_dir():
-        raise SchemaUnavailable(f"schema directory {os.fspath(schema_dir)!r} does not exist")
-    schemas = {}
-    for path in sorted(root.glob("*/v*/schema.json")):
-        ext, version = path.parent.parent.name, path.parent.name
-        schemas[f"https://stac-extensions.github.io/{ext}/{version}/schema.json"] = json.loads(path.read_text())
-    return schemas
-
-
-#: PROJJSON schema versions the extension schemas refer to (datacube v2.2.0: v0.4, projection
-#: v2.0.0: v0.7); each is answered offline with the newest PROJJSON schema PROJ ships (pyproj's
-#: data directory), which validates the PROJJSON that older versions describe.
-PROJJSON_VERSIONS = ("0.4", "0.5", "0.6", "0.7")
-
-
-@functools.lru_cache(maxsize=1)
-def projjson_schemas() -> dict[str, dict[str, Any]]:
-    """The PROJJSON schema under each URL in ``PROJJSON_VERSIONS`` (empty when PROJ has none)."""
-    import pyproj.datadir
-
-    path = Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json"
-    try:
-        schema = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {f"https://proj.org/schemas/v{v}/projjson.schema.json": schema for v in PROJJSON_VERSIONS}
-
-
-class StacValidator:
-    """Offline JSON-schema validation of STAC items, collections and catalogs.
-
-    Core schemas come from pystac's bundled copies; extension schemas from the app's own
-    ``stac_schemas/`` (``bundled``) and from ``schema_dir`` when given (more extensions, or
-    other copies of the same URLs, which then win). An extension whose schema is in neither, or
-    any other ``$ref``, raises ``SchemaUnavailable`` instead of going to the network. Only with
-    ``bundled=False`` and no ``schema_dir`` are extensions skipped (reported at debug level) and
-    just the core schema checked. Thread-safe; compiled validators are cached.
-
-    ``jsonschema`` (the reference, as in pystac) decides. When ``jsonschema-rs`` is installed it
-    runs first as an accelerator (compiled once per schema URL; 0.06 ms per item against
-    ``jsonschema``'s 19 ms and ``fastjsonschema``'s 0.3 ms): a document it accepts is valid; one it
-    rejects goes to ``jsonschema`` for the verdict and the messages. References that are not
-    available offline compile to a schema that always fails, so the fast path can only send a
-    document on to ``jsonschema``, never wave it through.
-    """
-
-    def __init__(self, schema_dir: str | os.PathLike | None = None, *, bundled: bool = True,
-                 use_fast_path: bool = True) -> None:
-        from pystac.validation.local_validator import get_local_schema_cache
-
-        self.use_fast_path = use_fast_path
-        self.schema_dir = Path(schema_dir) if schema_dir is not None else None
-        self.checks_extensions = bundled or self.schema_dir is not None
-        self._schemas = get_local_schema_cache()
-        for directory in ([BUNDLED_SCHEMA_DIR] if bundled else []) + ([self.schema_dir] if self.schema_dir else []):
-            self._schemas.update(load_extension_schemas(directory))
-        for uri, schema in projjson_schemas().items():  # what projection and datacube refer to
-            self._schemas.setdefault(uri, schema)
-        self._validators: dict[str, Any] = {}
-        self._fast: dict[str, Callable[[Any], Any] | None] = {}
-
-    def _fast_validator(self, uri: str) -> Callable[[Any], bool] | None:
-        """jsonschema-rs' ``is_valid`` for ``uri`` (None without jsonschema-rs or the schema)."""
-        if uri not in self._fast:
-            try:
-                import jsonschema_rs
-            except ImportError:
-                jsonschema_rs = None
-            schema = self._schemas.get(uri.rstrip("#"))
-            if jsonschema_rs is None or schema is None:
-                self._fast[uri] = None
-            else:
-                def offline(ref: str) -> dict[str, Any]:
-                    return self._schemas.get(ref.split("#")[0], {"not": {}})
-
-                self._fast[uri] = jsonschema_rs.Draft7Validator(schema, retriever=offline).is_valid
-        return self._fast[uri]
-
-    def _fast_accepts(self, uris: list[str], stac: Mapping[str, Any]) -> bool:
-        checks = [self._fast_validator(uri) for uri in uris]
-        return all(check is not None for check in checks) and all(check(stac) for check in checks)
-
-    @cached_property
-    def _registry(self) -> Any:
-        from referencing import Registry, Resource
-        from referencing.exceptions import NoSuchResource
-
-        def retrieve(uri: str) -> Any:
-            raise NoSuchResource(ref=uri)
-
-        return Registry(retrieve=retrieve).with_resources(
-            (uri, Resource.from_contents(schema)) for uri, schema in self._schemas.items()
-        )
-
-    def _validator(self, uri: str) -> Any:
-        if uri not in self._validators:
-            import jsonschema
-
-            schema = self._schemas.get(uri.rstrip("#"))
-            if schema is None:
-                raise SchemaUnavailable(f"schema {uri!r} is not available offline")
-            self._validators[uri] = jsonschema.Draft7Validator(schema, registry=self._registry)
-        return self._validators[uri]
-
-    def schema_uris(self, stac: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-        """The schema URLs ``stac`` is checked against, and the extension URLs skipped."""
-        kind = stac.get("type")
-        if kind not in CORE_SCHEMAS or stac.get("stac_version") != STAC_VERSION:
-            raise SchemaUnavailable(f"no offline schema for type {kind!r} version {stac.get('stac_version')!r}")
-        uris, skipped = [CORE_SCHEMAS[kind]], []
-        for ext in stac.get("stac_extensions", []):
-            (uris if ext in self._schemas or self.checks_extensions else skipped).append(ext)
-        return uris, skipped
-
-    def errors(self, stac: Mapping[str, Any]) -> list[str]:
-        """Validation messages for ``stac`` (empty when valid)."""
-        from referencing.exceptions import Unresolvable
-
-        uris, skipped = self.schema_uris(stac)
-        if skipped:
-            logger.debug("extension schemas not checked: %s", skipped)
-        if self.use_fast_path and self._fast_accepts(uris, stac):
-            return []
-        messages = []
-        for uri in uris:
-            try:
-                found = list(self._validator(uri).iter_errors(stac))
-            except Unresolvable as err:
-                raise SchemaUnavailable(f"schema reference {err} needed by {uri} is not available offline") from err
-            messages += [f"{uri}: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in found]
-        return messages
-
-    def validate_item(self, item: pystac.Item | Mapping[str, Any]) -> None:
-        """Raise ``ItemValidationError`` unless the item validates."""
-        stac = item.to_dict(include_self_link=False, transform_hrefs=False) if isinstance(item, pystac.Item) else item
-        messages = self.errors(stac)
-        if messages:
-            raise ItemValidationError(f"item {stac.get('id')!r} is invalid: " + "; ".join(messages[:5]))
-
-    def validate_collection(self, collection: pystac.Collection | Mapping[str, Any]) -> None:
-        """Raise ``CollectionValidationError`` unless the collection validates."""
-        stac = collection.to_dict(include_self_link=False, transform_hrefs=False) if isinstance(
-            collection, pystac.Collection) else collection
-        messages = self.errors(stac)
-        if messages:
-            raise CollectionValidationError(f"collection {stac.get('id')!r} is invalid: " + "; ".join(messages[:5]))
-
-
-
-
-# ------------------------------------------------------------------------------ collections
-
-
-class CollectionKind(str, Enum):
-    """What a collection holds, which decides its default title, description and item assets."""
-
-    rasters = "rasters"  # source files cataloged in place (sync_container, catalog_file)
-    cogs = "cogs"  # Cloud Optimized GeoTIFFs converted from sources (cog_conversion)
-    tiles = "tiles"  # COG tiles cut from one source (process_tiled_raster)
-
-
-_THUMBNAIL = {"title": "Thumbnail", "type": PNG_MEDIA_TYPE, "roles": ["thumbnail"]}
-_CONVERTED = {"data": {"title": "Cloud Optimized GeoTIFF", "type": COG_MEDIA_TYPE, "roles": ["data"]},
-              "source": {"title": "Original file", "roles": ["source"]}, "thumbnail": _THUMBNAIL}
-#: ``item_assets`` of a new collection, before it has items (then they come from the items).
-DEFAULT_ITEM_ASSETS: dict[CollectionKind, dict[str, dict[str, Any]]] = {
-    CollectionKind.rasters: {"data": {"title": "Raster file", "roles": ["data"]}},
-    CollectionKind.cogs: _CONVERTED,
-    CollectionKind.tiles: _CONVERTED,
-}
-
-
-def collection_text(kind: CollectionKind | str, collection_id: str, source: str,
-                    target_crs: str | None = None) -> tuple[str, str]:
-    """Default title and description of a collection: what it holds and where from. The title
-    ends with the collection id, so no two collections share one."""
-    kind = CollectionKind(kind)
-    crs = "" if not target_crs else (f", reprojected to {target_crs}" if len(target_crs) <= 40 else ", reprojected")
-    title, description = {
-        CollectionKind.rasters: (f"Rasters in {source}",
-                                 f"Rasters cataloged in place from {source}: one item per file, whose "
-                                 "data asset is the file itself."),
-        CollectionKind.cogs: (f"Cloud Optimized GeoTIFFs converted from {source}",
-                              f"Cloud Optimized GeoTIFFs converted from the rasters of {source}{crs}: one "
-                              "item per file, with the COG, the original file and a thumbnail."),
-        CollectionKind.tiles: (f"COG tiles of {source}",
-                               f"Cloud Optimized GeoTIFF tiles cut from {source}{crs}: one item per tile, "
-                               "with the tile, the original file and a thumbnail."),
-    }[kind]
-    return f"{title} ({collection_id})", description
-
-
-def build_collection(
-    collection_id: str,
-    *,
-    description: str | None = None,
-    title: str | None = None,
-    license: str = DEFAULT_LICENSE,
-    bbox: Sequence[float] | None = None,
-    interval: Sequence[dt.datetime | None] | None = None,
-    summaries: Mapping[str, Any] | None = None,
-    keywords: Sequence[str] | None = None,
-    providers: Sequence[Mapping[str, Any]] | None = None,
-    item_assets: Mapping[str, Mapping[str, Any]] | None = None,
-) -> pystac.Collection:
-    """A collection; ``item_assets`` default to those of a collection of converted COGs."""
-    check_id(collection_id)
-    extent = pystac.Extent(
-        pystac.SpatialExtent([list(bbox or [-180.0, -90.0, 180.0, 90.0])]),
-        pystac.TemporalExtent([list(interval or [None, None])]),
-    )
-    return pystac.Collection(
-        id=collection_id, description=description or f"Rasters cataloged in {collection_id}",
-        title=title, license=license, extent=extent, keywords=list(keywords or []) or None,
-        providers=[pystac.Provider.from_dict(dict(p)) for p in providers or []] or None,
-        summaries=pystac.Summaries(dict(summaries or {})),
-        extra_fields={"item_assets": json.loads(json.dumps(item_assets or _CONVERTED))},
-    )
-
-
-def collection_for_container(container: str, *, collection_id: str | None = None,
-                             kind: CollectionKind | str = CollectionKind.rasters, source: str | None = None,
-                             target_crs: str | None = None, **kwargs: Any) -> pystac.Collection:
-    """The collection items of ``container`` go to (``collection_id`` overrides the derived id),
-    titled and described after what it holds (``kind``) and where from (``source``, default the
-    container) unless ``title`` / ``description`` say otherwise."""
-    cid = resolve_collection_id(container, collection_id)
-    kind = CollectionKind(kind)
-    title, description = collection_text(kind, cid, source or container, target_crs)
-    kwargs["title"] = kwargs.get("title") or title
-    kwargs["description"] = kwargs.get("description") or description
-    kwargs.setdefault("item_assets", DEFAULT_ITEM_ASSETS[kind])
-    return build_collection(cid, **kwargs)
-
-
-class AssetSummary(BaseModel):
-    """Items that have asset ``key`` with this type, title and roles."""
-
-    key: str
-    type: str | None = None
-    title: str | None = None
-    roles: list[str] | None = None
-    items: int
-
-
-class RenderSummary(BaseModel):
-    """Items whose render ``key`` is ``shape`` (the render without ``rescale``), and the widest
-    rescale range per band over them."""
-
-    key: str
-    shape: dict[str, Any]
-    items: int
-    rescale: list[list[float]] | None = None
-
-
-class ItemSummary(BaseModel):
-    """What a collection's extent and summaries are computed from: aggregates over its items."""
-
-    count: int = 0
-    bbox: list[float] | None = None
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-    proj_codes: list[str] = []
-    data_types: list[str] = []
-    assets: list[AssetSummary] = []
-    renders: list[RenderSummary] = []
-
-
-def item_span(stac: Mapping[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """An item dict's start and end (its datetime twice when it has no range)."""
-    props = stac["properties"]
-    start = parse_iso(props.get("start_datetime") or props.get("datetime"))
-    return start, parse_iso(props.get("end_datetime") or props.get("datetime"))
-
-
-def parse_iso(text: str | None) -> dt.datetime | None:
-    return None if text is None else _utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
-
-
-def _west_south_east_north(stac: Mapping[str, Any]) -> list[float]:
-    """The 2D bbox of an item; an antimeridian-crossing one widened to all longitudes."""
-    bbox = stac["bbox"]
-    west, south, east, north = bbox if len(bbox) == 4 else [bbox[0], bbox[1], bbox[3], bbox[4]]
-    return [-180.0, south, 180.0, north] if west > east else [west, south, east, north]
-
-
-def _render_summaries(items: Sequence[Mapping[str, Any]]) -> list[RenderSummary]:
-    groups: dict[tuple[str, str], RenderSummary] = {}
-    for item in items:
-        for key, render in (item["properties"].get("renders") or {}).items():
-            shape = {k: v for k, v in render.items() if k != "rescale"}
-            group = groups.setdefault((key, json.dumps(shape, sort_keys=True)),
-                                      RenderSummary(key=key, shape=shape, items=0))
-            group.items += 1
-            if render.get("rescale"):
-                group.rescale = [[min(a[0], b[0]), max(a[1], b[1])] for a, b in
-                                 zip(group.rescale or render["rescale"], render["rescale"])]
-    return list(groups.values())
-
-
-def summarize_items(items: Iterable[Mapping[str, Any]]) -> ItemSummary:
-    """Aggregate item dicts: count, bbox union, time span, projection codes, band data types,
-    assets (by key, type, title, roles) and renders."""
-    items = list(items)
-    if not items:
-        return ItemSummary()
-    boxes = [_west_south_east_north(item) for item in items]
-    spans = [item_span(item) for item in items]
-    assets: dict[tuple, int] = {}
-    for item in items:
-        for key, asset in item.get("assets", {}).items():
-            shape = (key, asset.get("type"), asset.get("title"), tuple(asset.get("roles") or ()) or None)
-            assets[shape] = assets.get(shape, 0) + 1
-    types = {band.get("data_type") for item in items for asset in item.get("assets", {}).values()
-             for band in asset.get("bands", [])}
-    columns = list(zip(*boxes))
-    return ItemSummary(
-        count=len(items), bbox=[min(columns[0]), min(columns[1]), max(columns[2]), max(columns[3])],
-        start=min(filter(None, (s for s, _ in spans)), default=None),
-        end=max(filter(None, (e for _, e in spans)), default=None),
-        proj_codes=sorted(filter(None, {item["properties"].get("proj:code") for item in items})),
-        data_types=sorted(filter(None, types)),
-        assets=[AssetSummary(key=k, type=t, title=ti, roles=list(r) if r else None, items=n)
-                for (k, t, ti, r), n in sorted(assets.items(), key=lambda kv: kv[0][0])],
-        renders=_render_summaries(items))
-
-
-def summary_item_assets(summary: ItemSummary) -> dict[str, dict[str, Any]]:
-    """``item_assets``: the asset keys every item has, with the fields they all agree on. Where
-    fewer than two agree (the schema asks for two), a description says that the rest differ."""
-    out: dict[str, dict[str, Any]] = {}
-    for key in dict.fromkeys(a.key for a in summary.assets):
-        rows = [a for a in summary.assets if a.key == key]
-        if sum(a.items for a in rows) != summary.count:
-            continue
-        fields = {}
-        for field in ("title", "type", "roles"):
-            values = {json.dumps(getattr(a, field)) for a in rows}
-            if len(values) == 1 and getattr(rows[0], field) is not None:
-                fields[field] = getattr(rows[0], field)
-        if len(fields) < 2:
-            fields["description"] = f"Every item has a {key!r} asset; its title or type differs between items."
-        out[key] = fields
-    return out
-
-
-def summary_renders(summary: ItemSummary) -> dict[str, dict[str, Any]]:
-    """Collection ``renders``: each render every item has in one shape, rescaled over all of them."""
-    out = {}
-    for render in summary.renders:
-        if render.items == summary.count and sum(r.key == render.key for r in summary.renders) == 1:
-            out[render.key] = {**render.shape, **({"rescale": render.rescale} if render.rescale else {})}
-    return out
-
-
-def apply_summary(collection: pystac.Collection, summary: ItemSummary) -> pystac.Collection:
-    """Set the collection's extent, summaries, ``item_assets`` and ``renders`` from its items'
-    aggregates (in place). A collection without items keeps its ``item_assets``."""
-    if summary.bbox is not None:
-        collection.extent.spatial = pystac.SpatialExtent([summary.bbox])
-    collection.extent.temporal = pystac.TemporalExtent([[summary.start, summary.end]])
-    summaries = collection.summaries.to_dict()
-    summaries.pop("proj:code", None)
-    summaries.pop("data_type", None)
-    if summary.proj_codes:
-        summaries["proj:code"] = summary.proj_codes
-    if summary.data_types:
-        summaries["data_type"] = summary.data_types
-    collection.summaries = pystac.Summaries(summaries)
-    if summary.count:
-        item_assets = summary_item_assets(summary)
-        if item_assets:
-            collection.extra_fields["item_assets"] = item_assets
-        else:
-            collection.extra_fields.pop("item_assets", None)
-    renders = summary_renders(summary) if summary.count else {}
-    extensions = [e for e in collection.stac_extensions if e != RENDER_EXT]
-    collection.extra_fields.pop("renders", None)
-    if renders:
-        collection.extra_fields["renders"] = renders
-        extensions.append(RENDER_EXT)
-    collection.stac_extensions = extensions
-    return collection
 
 
 # ------------------------------------------------------------------------------ queryables

@@ -21,13 +21,10 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from pydantic import BaseModel
-
-if TYPE_CHECKING:
-    from settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -720,11 +717,21 @@ def _parse_iso(value) -> dt.datetime | None:
         return None
 
 
-def store_from_settings(settings: "Settings") -> BlobStore:
-    """The blob store the settings describe."""
-    from settings import StorageBackend
+class StoreSettings(Protocol):
+    """What ``store_from_settings`` reads of ``settings.Settings``: named here, so that storage
+    does not import settings (which imports storage's name checks)."""
 
-    if settings.storage_backend is StorageBackend.local:
+    storage_backend: str  # settings.StorageBackend, a str enum: "local" or "azure"
+    storage_local_dir: Path
+    storage_connection_string: Any  # SecretStr | None
+    storage_account_url: str | None
+    sas_ttl_minutes: int
+    work_dir: Path
+
+
+def store_from_settings(settings: StoreSettings) -> BlobStore:
+    """The blob store the settings describe."""
+    if settings.storage_backend == "local":
         return LocalDirStore(settings.storage_local_dir, temp_dir=settings.work_dir)
     secret = settings.storage_connection_string
     return AzureBlobStore(

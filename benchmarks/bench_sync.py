@@ -75,6 +75,7 @@ def upload(store, paths: list[Path]) -> None:
 
 def baseline(store, dsn: str, collection: str, prefix: str = "") -> dict:
     """The plain script: list, read each header, build its item, then one pypgstac load."""
+    import stac_collections
     import stac_ops
     from pypgstac.db import PgstacDB
     from pypgstac.load import Loader, Methods
@@ -95,7 +96,7 @@ def baseline(store, dsn: str, collection: str, prefix: str = "") -> dict:
     load_start = time.perf_counter()
     with PgstacDB(dsn=dsn) as db:
         loader = Loader(db=db)
-        loader.load_collections(iter([stac_ops.collection_for_container(CONTAINER, collection_id=collection)
+        loader.load_collections(iter([stac_collections.collection_for_container(CONTAINER, collection_id=collection)
                                       .to_dict(include_self_link=False, transform_hrefs=False)]),
                                 insert_mode=Methods.upsert)
         loader.load_items(iter(items), insert_mode=Methods.upsert)

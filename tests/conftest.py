@@ -62,18 +62,18 @@ def shared_rasters() -> Path:
 @pytest.fixture(scope="session")
 def schema_dir() -> Path:
     """The STAC extension schemas the app ships (``stac_schemas/``) and validates against."""
-    import stac_ops
+    import stac_validation
 
-    return stac_ops.BUNDLED_SCHEMA_DIR
+    return stac_validation.BUNDLED_SCHEMA_DIR
 
 
 @pytest.fixture(scope="session")
 def validator():
     """A validator of items and collections against core and extension schemas, offline (the
     app's own: pystac's core schemas and the shipped extension schemas)."""
-    import stac_ops
+    import stac_validation
 
-    return stac_ops.StacValidator()
+    return stac_validation.StacValidator()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import activities
-import stac_ops
+import stac_collections
 from raster_factory import write_raster
 from settings import get_settings
 from storage import StorageUnavailable
@@ -27,7 +27,7 @@ def test_an_outage_after_the_cog_write_retries_only_the_catalog_write(local_app,
     store.create_container("inputs")
     source = write_raster(local_app / "src.tif", width=96, height=96, count=1, crs="EPSG:32633")
     info = store.upload_from_path("inputs", "a.tif", source)
-    activities.catalog().upsert_collection(stac_ops.collection_for_container("inputs", collection_id="c"))
+    activities.catalog().upsert_collection(stac_collections.collection_for_container("inputs", collection_id="c"))
     real, calls = activities._catalog_output, []
 
     def flaky(*args, **kwargs):

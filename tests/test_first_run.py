@@ -29,7 +29,7 @@ import psycopg
 import pystac
 import pytest
 
-import catalogs
+import pgstac_catalog
 import deploy
 import stac_ops
 from settings import load_settings
@@ -123,9 +123,9 @@ def test_second_run_changes_nothing(runs):
 
 def test_the_app_identity_can_write_the_catalog_after_first_run(runs, deployment):
     """What the Function App does with its own token: stage items, flush them, read them back."""
-    pool = catalogs.connection_pool(deployment["app_dsn"], password_provider=lambda: APP_TOKEN, max_size=2)
+    pool = pgstac_catalog.connection_pool(deployment["app_dsn"], password_provider=lambda: APP_TOKEN, max_size=2)
     try:
-        catalog = catalogs.PgStacCatalog(pool)
+        catalog = pgstac_catalog.PgStacCatalog(pool)
         assert catalog.health().ok
         item = pystac.Item("first-item", geometry={"type": "Polygon", "coordinates": [
             [[10, 50], [11, 50], [11, 51], [10, 51], [10, 50]]]}, bbox=[10, 50, 11, 51],

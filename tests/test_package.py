@@ -345,12 +345,13 @@ sys.path.insert(0, ".")
 import numpy as np, rasterio
 from rasterio.transform import from_bounds
 import stac_ops
+import stac_validation
 with rasterio.open("dem.tif", "w", driver="GTiff", width=32, height=32, count=1, dtype="float32", nodata=-1.0,
                    crs="EPSG:32633", transform=from_bounds(500000, 4980000, 500320, 4980320, 32, 32)) as dst:
     dst.write(np.arange(1024, dtype="float32").reshape(1, 32, 32))
 item = stac_ops.item_from_raster("dem.tif", container="c", blob_name="dem.tif", data_alternates={"vsiaz": "/vsiaz/c/dem.tif"},
                                  datetime_override=__import__("datetime").datetime(2024, 1, 1)).to_dict()
-validator = stac_ops.StacValidator()
+validator = stac_validation.StacValidator()
 checked, skipped = validator.schema_uris(item)
 validator.validate_item(item)
 item["properties"]["renders"]["default"]["rescale"] = [[0]]

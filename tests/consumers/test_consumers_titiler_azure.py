@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-import catalogs
+import pgstac_catalog
+import stac_collections
 import stac_ops
 from consumers import TITILER_ENV, opaque_fraction, read_png, titiler_azure_env
 from raster_factory import write_raster
@@ -48,8 +49,8 @@ def blob_items(pgstac_dsn, azurite_connection_string, tmp_path_factory):
             item.assets["data"].extra_fields["alternate"] = {"vsiaz": {"href": f"/vsiaz/consumer-cogs/{BLOB}"}}
         items.append(item)
     with psycopg.connect(pgstac_dsn, autocommit=True) as conn:
-        catalog = catalogs.PgStacCatalog(conn)
-        catalog.upsert_collection(stac_ops.collection_for_container("rasters", collection_id=COLLECTION))
+        catalog = pgstac_catalog.PgStacCatalog(conn)
+        catalog.upsert_collection(stac_collections.collection_for_container("rasters", collection_id=COLLECTION))
         catalog.upsert_items(items)
     return {name: item.id for name, item in zip(hrefs, items)}
 

@@ -10,11 +10,12 @@ import pytest
 import cube_factory as cf
 import cubes
 import stac_ops
+import stac_validation
 
 
 @pytest.fixture(scope="module")
 def validator():
-    return stac_ops.StacValidator()
+    return stac_validation.StacValidator()
 
 
 def items_of(facts, outputs, validator, **kwargs):

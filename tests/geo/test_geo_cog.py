@@ -14,6 +14,7 @@ from rasterio.io import MemoryFile
 from rasterio.warp import calculate_default_transform
 from rio_cogeo.cogeo import cog_validate
 
+import cog_write
 import geo_ops
 import raster_factory
 
@@ -210,7 +211,7 @@ def test_failed_validation_publishes_nothing(make_raster, tmp_path, monkeypatch)
     def reject(path, config):
         raise geo_ops.InvalidCog(path, "rejected for the test")
 
-    monkeypatch.setattr(geo_ops, "verify_cog", reject)
+    monkeypatch.setattr(cog_write, "verify_cog", reject)
     with pytest.raises(geo_ops.InvalidCog):
         geo_ops.to_cog(src, dst)
     assert list((tmp_path / "out").iterdir()) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,21 @@ def test_mosaic_paths_are_absolute(make_raster, tmp_path, monkeypatch):
     assert str(tmp_path / "rel_tiles") in text
     with rasterio.open(tmp_path / mosaic.path) as vrt:
         assert vrt.width == 600
+
+
+def test_mosaic_with_relative_paths_moves_with_its_tiles(make_raster, tmp_path):
+    """Tiles named relative to the VRT, in a folder whose name holds XML's special characters:
+    the VRT still opens, with the same pixels, once the folder is moved."""
+    src = make_raster(width=1100, height=600)
+    folder = tmp_path / "R&D <draft>"
+    plan = geo_ops.plan_tiles(src, output_prefix=str(folder / "tiles"), tile_size=512)
+    results = run_tiles(src, plan)
+    relative = [f"tiles/{Path(r.path).name}" for r in results]
+    geo_ops.build_mosaic([r.path for r in results], folder / "mosaic.vrt", relative_paths=relative)
+    assert str(tmp_path) not in (folder / "mosaic.vrt").read_text()
+    moved = folder.rename(tmp_path / "moved")
+    with rasterio.open(moved / "mosaic.vrt") as vrt, rasterio.open(src) as ref:
+        np.testing.assert_array_equal(vrt.read(), ref.read())
 
 
 def test_tile_is_a_self_contained_small_payload(shared_rasters, tmp_path):

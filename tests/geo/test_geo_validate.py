@@ -10,6 +10,8 @@ import rasterio
 from rasterio.io import DatasetReader, MemoryFile
 
 import geo_ops
+import raster_open
+import raster_stats
 import raster_factory
 
 
@@ -104,24 +106,26 @@ def test_jpeg_photo_refused_for_georeferencing(shared_rasters):
 # -- refusals without reading pixels ---------------------------------------------------------
 
 
+def forbid(monkeypatch, message, *targets):
+    """Make each ``(object, attribute)`` of ``targets`` fail the test with ``message`` when called."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError(message)
+
+    for owner, name in targets:
+        monkeypatch.setattr(owner, name, forbidden)
+
+
 @pytest.fixture
 def no_pixel_reads(monkeypatch):
     """Fail the test if any dataset read happens."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("pixels were read")
-
-    monkeypatch.setattr(DatasetReader, "read", forbidden)
-    monkeypatch.setattr(DatasetReader, "dataset_mask", forbidden)
+    forbid(monkeypatch, "pixels were read", (DatasetReader, "read"), (DatasetReader, "dataset_mask"))
 
 
 @pytest.fixture
 def no_gdal_open(monkeypatch):
-    """Fail the test if the file is handed to GDAL to open as a dataset."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("rasterio.open was called")
-
-    monkeypatch.setattr(geo_ops.rasterio, "open", forbidden)
-    monkeypatch.setattr(geo_ops, "DatasetReader", forbidden)
+    """Fail the test if the file is handed to GDAL to open as a dataset (raster_open opens with
+    ``DatasetReader`` directly)."""
+    forbid(monkeypatch, "rasterio.open was called", (rasterio, "open"), (raster_open, "DatasetReader"))
 
 
 def test_vrt_pointing_at_local_file_refused(tmp_path, shared_rasters, no_gdal_open):
@@ -264,7 +268,7 @@ def test_single_huge_tile_refused_before_reading(tmp_path, no_pixel_reads):
 
 
 def test_large_raster_without_overviews_is_judged_by_its_sample(make_raster, monkeypatch):
-    monkeypatch.setattr(geo_ops, "SCAN_LIMIT_PIXELS", 100 * 100)
+    monkeypatch.setattr(raster_stats, "SCAN_LIMIT_PIXELS", 100 * 100)
     empty = geo_ops.validate(make_raster(width=600, height=600, nodata=0, empty=True))
     assert empty.is_empty and empty.valid_fraction == 0.0 and empty.blocks_sampled > 0
     full = geo_ops.validate(make_raster(width=600, height=600, nodata=0))

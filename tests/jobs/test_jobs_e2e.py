@@ -2,6 +2,7 @@
 checked: COGs pass strict validation, items are in pgSTAC and validate offline."""
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 
@@ -10,7 +11,7 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-import catalogs
+import pgstac_catalog
 import stac_ops
 from raster_factory import write_raster
 
@@ -19,7 +20,7 @@ def pg_catalog(pgstac_dsn):
     import psycopg
 
     conn = psycopg.connect(pgstac_dsn, autocommit=True)
-    yield catalogs.PgStacCatalog(conn)
+    yield pgstac_catalog.PgStacCatalog(conn)
     conn.close()
 
 
@@ -65,6 +66,16 @@ def test_catalog_file_puts_a_valid_item_in_pgstac(host, rasters, pg_catalog, val
     assert item is not None
     validator.validate_item(item)
     assert item.properties["proj:code"] == "EPSG:32618"
+
+
+def test_the_datetime_a_catalog_file_request_gives_is_the_items(host, rasters, pg_catalog):
+    """The blob has a last-modified time (every blob has one): the request's datetime still wins."""
+    status = host.run("catalog_file", {"blob": "real/shade.tif", "collection": "dated",
+                                       "datetime": "2001-02-03T04:05:06Z"})
+    assert status["runtimeStatus"] == "Completed" and status["output"]["done"] == 1, status["output"]
+    item = pg_catalog.get_item("dated", stac_ops.item_id_for_blob("rasters", "real/shade.tif"))
+    assert item.properties["datetime"] == "2001-02-03T04:05:06Z"
+    assert item.properties[stac_ops.DATETIME_SOURCE] == "request"
 
 
 def test_cog_conversion_converts_catalogs_and_tiles_the_large_one(host, rasters, store, pg_catalog, validator):
@@ -176,6 +187,24 @@ def test_process_tiled_raster_builds_a_mosaic(host, rasters, store):
         env, tile = open_blob(store, "tiled", blob.name)
         with env, tile:
             assert cog_validate(tile.name, strict=True)[0], blob.name
+
+
+def test_a_mosaic_of_a_blob_named_with_xml_characters_references_its_tiles_relatively(host, rasters, store,
+                                                                                    tmp_path):
+    """Azure allows '&', '<' and '>' in blob names: the mosaic's sources are still written relative
+    to the VRT (a VRT that names its tiles by absolute path opens only where it was written)."""
+    write_raster(tmp_path / "rd.tif", width=1100, height=600, count=1, crs="EPSG:32633", nodata=0)
+    store.upload_from_path("rasters", "synthetic/R&D <draft>.tif", tmp_path / "rd.tif")
+    status = host.run("process_tiled_raster", {"blob": "synthetic/R&D <draft>.tif", "tile_size": 512,
+                                               "output_container": "tiled", "catalog": False})
+    assert status["runtimeStatus"] == "Completed", status
+    vrt = "rasters/synthetic/R&D <draft>/mosaic.vrt"
+    sources = re.findall(r'<SourceFilename relativeToVRT="(\d)">([^<]*)</SourceFilename>',
+                         store.download_bytes("tiled", vrt).decode())
+    assert len(sources) == 6 and all(flag == "1" and text.startswith("tiles/") for flag, text in sources), sources
+    env, mosaic = open_blob(store, "tiled", vrt)
+    with env, mosaic, rasterio.open(tmp_path / "rd.tif") as src:
+        assert np.array_equal(mosaic.read(), src.read())
 
 
 def test_list_container_writes_an_inventory(host, rasters, store):

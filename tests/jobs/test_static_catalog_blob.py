@@ -8,7 +8,8 @@ import json
 import pystac
 import pytest
 
-import catalogs
+import static_catalog
+import stac_collections
 import stac_ops
 from activities import BlobCatalogStore
 from storage import AzureBlobStore
@@ -24,8 +25,8 @@ def make_item(item_id: str, day: int, etag: str) -> pystac.Item:
 @pytest.fixture
 def catalog(azurite_connection_string):
     store = AzureBlobStore(connection_string=azurite_connection_string)
-    cat = catalogs.StaticCatalog(BlobCatalogStore(store, "stac-static"))
-    cat.upsert_collection(stac_ops.build_collection("blobcat", description="blob-backed"))
+    cat = static_catalog.StaticCatalog(BlobCatalogStore(store, "stac-static"))
+    cat.upsert_collection(stac_collections.build_collection("blobcat", description="blob-backed"))
     return store, cat
 
 

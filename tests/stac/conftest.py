@@ -11,7 +11,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_bounds
 
-import catalogs
+import pgstac_catalog
+import static_catalog
 import stac_ops
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def make_raster(tmp_path):
 
 @pytest.fixture(scope="module")
 def pg_pool(pgstac_dsn):
-    pool = catalogs.connection_pool(pgstac_dsn, min_size=1, max_size=10)
+    pool = pgstac_catalog.connection_pool(pgstac_dsn, min_size=1, max_size=10)
     try:
         yield pool
     finally:
@@ -56,8 +57,8 @@ def backend(request) -> str:
 def catalog(backend, request, tmp_path, validator):
     """A ``Catalog`` of either backend (pgSTAC on the module's fresh database, or a static dir)."""
     if backend == "pgstac":
-        return catalogs.PgStacCatalog(request.getfixturevalue("pg_pool"), validator=validator)
-    return catalogs.StaticCatalog(tmp_path / "catalog", validator=validator)
+        return pgstac_catalog.PgStacCatalog(request.getfixturevalue("pg_pool"), validator=validator)
+    return static_catalog.StaticCatalog(tmp_path / "catalog", validator=validator)
 
 
 @pytest.fixture

@@ -13,7 +13,10 @@ import pytest
 from psycopg import errors as pg_errors
 
 import catalogs
-import geo_ops
+import pgstac_catalog
+import static_catalog
+import grid_footprint
+import stac_collections
 import stac_ops
 
 pytestmark = pytest.mark.services
@@ -45,13 +48,13 @@ def variant(template: dict, collection_id: str, n: int, *, when: str | None = No
     item["properties"][stac_ops.SOURCE_ETAG] = etag
     if lon is not None:
         item["bbox"] = [lon, 10.0, lon + 1.0, 11.0]
-        item["geometry"] = geo_ops._box(lon, 10.0, lon + 1.0, 11.0)[0]
+        item["geometry"] = grid_footprint._box(lon, 10.0, lon + 1.0, 11.0)[0]
     return item
 
 
 @pytest.fixture
 def collection(catalog, collection_id) -> str:
-    catalog.upsert_collection(stac_ops.build_collection(collection_id, license="CC-BY-4.0"), partition_trunc="month")
+    catalog.upsert_collection(stac_collections.build_collection(collection_id, license="CC-BY-4.0"), partition_trunc="month")
     return collection_id
 
 
@@ -114,7 +117,7 @@ def test_eight_concurrent_writers_lose_nothing(catalog, collection, template, ba
         validator = catalog.validator
 
         def make_catalog():
-            return catalogs.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=25)
+            return pgstac_catalog.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=25)
     else:
         def make_catalog():
             return catalog
@@ -155,7 +158,7 @@ def test_concurrent_upserts_of_the_same_ids_with_different_datetimes_keep_one_co
         dsn, validator = request.getfixturevalue("pgstac_dsn"), catalog.validator
 
         def make_catalog():
-            return catalogs.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=10)
+            return pgstac_catalog.PgStacCatalog(psycopg.connect(dsn), validator=validator, batch_size=10)
     else:
         def make_catalog():
             return catalog
@@ -289,14 +292,14 @@ def test_unsafe_ids_are_refused(catalog, collection, template):
 
 @pytest.fixture
 def pg_catalog(pg_pool, validator, collection_id):
-    catalog = catalogs.PgStacCatalog(pg_pool, validator=validator, retry_delay=0.01)
-    catalog.upsert_collection(stac_ops.build_collection(collection_id), partition_trunc="year")
+    catalog = pgstac_catalog.PgStacCatalog(pg_pool, validator=validator, retry_delay=0.01)
+    catalog.upsert_collection(stac_collections.build_collection(collection_id), partition_trunc="year")
     return catalog
 
 
 def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, template, monkeypatch):
     calls = []
-    real = catalogs.PgStacCatalog._write_batch
+    real = pgstac_catalog.PgStacCatalog._write_batch
 
     def flaky(self, conn, cid, batch):
         calls.append(cid)
@@ -304,7 +307,7 @@ def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, temp
             raise pg_errors.DeadlockDetected("deadlock detected")
         return real(self, conn, cid, batch)
 
-    monkeypatch.setattr(catalogs.PgStacCatalog, "_write_batch", flaky)
+    monkeypatch.setattr(pgstac_catalog.PgStacCatalog, "_write_batch", flaky)
     assert pg_catalog.upsert_items([variant(template, collection_id, 1)]).written == 1
     assert len(calls) == 2
 
@@ -316,7 +319,7 @@ def test_pgstac_gives_up_after_bounded_retries(pg_catalog, collection_id, templa
         calls.append(cid)
         raise pg_errors.SerializationFailure("could not serialize access")
 
-    monkeypatch.setattr(catalogs.PgStacCatalog, "_write_batch", always)
+    monkeypatch.setattr(pgstac_catalog.PgStacCatalog, "_write_batch", always)
     with pytest.raises(catalogs.CatalogUnavailable, match="3 retries"):
         pg_catalog.upsert_items([variant(template, collection_id, 1)])
     assert len(calls) == 4
@@ -329,7 +332,7 @@ def test_pgstac_does_not_retry_other_errors(pg_catalog, collection_id, template,
         calls.append(cid)
         raise pg_errors.UndefinedTable("no such table")
 
-    monkeypatch.setattr(catalogs.PgStacCatalog, "_write_batch", broken)
+    monkeypatch.setattr(pgstac_catalog.PgStacCatalog, "_write_batch", broken)
     with pytest.raises(catalogs.CatalogQueryError, match="UndefinedTable"):
         pg_catalog.upsert_items([variant(template, collection_id, 1)])
     assert len(calls) == 1
@@ -375,7 +378,7 @@ def test_pgstac_asset_summary_hydrates_like_pgstac(pg_catalog, pg_pool, collecti
                              (collection_id,)).fetchone()[0]
         expected = sorted(conn.execute(_HYDRATED_ASSETS, (collection_id,)).fetchall(),
                           key=lambda r: json.dumps(r, default=str))
-        got = sorted(((a.key, a.type, a.title, a.roles, a.items) for a in catalogs._asset_summaries(conn, collection_id)),
+        got = sorted(((a.key, a.type, a.title, a.roles, a.items) for a in pgstac_catalog._asset_summaries(conn, collection_id)),
                      key=lambda r: json.dumps(r, default=str))
     assert bases >= 2
     assert got == expected
@@ -383,10 +386,10 @@ def test_pgstac_asset_summary_hydrates_like_pgstac(pg_catalog, pg_pool, collecti
 
 
 def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collection_id, template):
-    pool = catalogs.connection_pool(pgstac_dsn, min_size=1, max_size=1)
+    pool = pgstac_catalog.connection_pool(pgstac_dsn, min_size=1, max_size=1)
     try:
-        catalog = catalogs.PgStacCatalog(pool, validator=validator, retry_delay=0.01)
-        catalog.upsert_collection(stac_ops.build_collection(collection_id))
+        catalog = pgstac_catalog.PgStacCatalog(pool, validator=validator, retry_delay=0.01)
+        catalog.upsert_collection(stac_collections.build_collection(collection_id))
         with pool.connection() as conn:
             pid = conn.info.backend_pid
         with psycopg.connect(pgstac_dsn, autocommit=True) as admin:
@@ -397,9 +400,9 @@ def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collect
 
 
 def test_pgstac_health_when_unreachable():
-    pool = catalogs.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.5)
+    pool = pgstac_catalog.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.5)
     try:
-        health = catalogs.PgStacCatalog(pool, retry_delay=0.01).health()
+        health = pgstac_catalog.PgStacCatalog(pool, retry_delay=0.01).health()
     finally:
         pool.close()
     assert health.ok is False and health.detail
@@ -412,11 +415,11 @@ def test_connect_uses_the_password_provider(pgstac_dsn):
         calls.append(1)
         return "unused-with-trust-auth"
 
-    with catalogs.connect(pgstac_dsn, password_provider=token) as conn:
+    with pgstac_catalog.connect(pgstac_dsn, password_provider=token) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert calls == [1]
     with pytest.raises(catalogs.CatalogUnavailable):
-        catalogs.connect("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)
+        pgstac_catalog.connect("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)
 
 
 def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
@@ -426,9 +429,9 @@ def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
         calls.append(1)
         return "unused-with-trust-auth"
 
-    pool = catalogs.connection_pool(pgstac_dsn, password_provider=token, min_size=2, max_size=2)
+    pool = pgstac_catalog.connection_pool(pgstac_dsn, password_provider=token, min_size=2, max_size=2)
     try:
-        assert catalogs.PgStacCatalog(pool).health().ok
+        assert pgstac_catalog.PgStacCatalog(pool).health().ok
         pool.wait()
         assert len(calls) == 2
     finally:
@@ -439,15 +442,15 @@ def test_pool_asks_the_password_provider_for_every_new_connection(pgstac_dsn):
 
 
 def _process_writer(root: str, collection_id: str, items: list[dict]) -> None:
-    catalog = catalogs.StaticCatalog(root)
+    catalog = static_catalog.StaticCatalog(root)
     for start in range(0, len(items), 20):
         catalog.upsert_items(items[start:start + 20])
 
 
 def test_static_catalog_with_concurrent_processes_and_finalize(tmp_path, template, validator):
     root = tmp_path / "static"
-    catalog = catalogs.StaticCatalog(root, validator=validator)
-    catalog.upsert_collection(stac_ops.build_collection("procs"))
+    catalog = static_catalog.StaticCatalog(root, validator=validator)
+    catalog.upsert_collection(stac_collections.build_collection("procs"))
     context = multiprocessing.get_context("spawn")
     chunks = [[variant(template, "procs", w * 100 + n) for n in range(100)] for w in range(4)]
     processes = [context.Process(target=_process_writer, args=(str(root), "procs", chunk)) for chunk in chunks]

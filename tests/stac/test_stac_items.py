@@ -196,15 +196,21 @@ def test_geometry_is_counter_clockwise_and_closed(make_raster):
     assert area > 0
 
 
-def test_datetime_order_file_then_blob_then_request(make_raster):
+def test_datetime_order_request_then_file_then_blob(make_raster):
+    """What the user gives wins; then the file's own datetime; then the blob's last-modified time
+    (which every blob has, so as the first rule it would shadow the others)."""
     tagged = make_raster(tags={"TIFFTAG_DATETIME": "2019:07:04 08:30:00"})
     plain = make_raster()
     override = dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)
-    assert build(tagged, datetime_override=override).datetime == dt.datetime(2019, 7, 4, 8, 30, tzinfo=dt.timezone.utc)
-    item = build(plain, datetime_override=override)
-    assert item.datetime == LAST_MODIFIED and item.properties[stac_ops.DATETIME_SOURCE] == "blob-last-modified"
-    item = build(plain, source_last_modified=None, datetime_override=override)
+    item = build(tagged, datetime_override=override)
     assert item.datetime == override and item.properties[stac_ops.DATETIME_SOURCE] == "request"
+    item = build(plain, datetime_override=override)
+    assert item.datetime == override and item.properties[stac_ops.DATETIME_SOURCE] == "request"
+    item = build(tagged)
+    assert item.datetime == dt.datetime(2019, 7, 4, 8, 30, tzinfo=dt.timezone.utc)
+    assert item.properties[stac_ops.DATETIME_SOURCE] == "file-metadata"
+    item = build(plain)
+    assert item.datetime == LAST_MODIFIED and item.properties[stac_ops.DATETIME_SOURCE] == "blob-last-modified"
     with pytest.raises(stac_ops.MissingDatetime):
         build(plain, source_last_modified=None)
 

@@ -6,7 +6,9 @@ import socket
 
 import pytest
 
+import stac_collections
 import stac_ops
+import stac_validation
 
 LAST_MODIFIED = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
 
@@ -75,7 +77,7 @@ def _mutate(item: dict, path: tuple, value) -> dict:
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "jsonschema-only"])
 def any_validator(request, schema_dir):
-    return stac_ops.StacValidator(schema_dir, use_fast_path=request.param)
+    return stac_validation.StacValidator(schema_dir, use_fast_path=request.param)
 
 
 @pytest.mark.parametrize(("path", "value"), INVALID)
@@ -94,7 +96,7 @@ def test_fast_path_never_accepts_what_jsonschema_rejects(validator, item, path, 
 
 def test_fast_path_compiles_each_schema_once_and_decides_alone(schema_dir, item, monkeypatch):
     """A valid item costs one accelerator call per schema and no jsonschema validation at all."""
-    validator = stac_ops.StacValidator(schema_dir)
+    validator = stac_validation.StacValidator(schema_dir)
     uris, _ = validator.schema_uris(item)
     validator.validate_item(item)
     compiled = dict(validator._fast)
@@ -125,7 +127,7 @@ def test_projjson_reference_is_answered_offline_never_fetched(any_validator, ite
     reasons and a good one passes, with nothing fetched (the registry retrieves nothing)."""
     import pyproj
 
-    assert set(stac_ops.projjson_schemas()) >= {"https://proj.org/schemas/v0.4/projjson.schema.json",
+    assert set(stac_validation.projjson_schemas()) >= {"https://proj.org/schemas/v0.4/projjson.schema.json",
                                                 "https://proj.org/schemas/v0.7/projjson.schema.json"}
     item["properties"]["proj:projjson"] = pyproj.CRS.from_epsg(4326).to_json_dict()
     any_validator.validate_item(item)
@@ -135,7 +137,7 @@ def test_projjson_reference_is_answered_offline_never_fetched(any_validator, ite
 
 
 def test_the_shipped_schemas_are_checked_by_default(item):
-    default = stac_ops.StacValidator()
+    default = stac_validation.StacValidator()
     uris, skipped = default.schema_uris(item)
     assert skipped == [] and set(item["stac_extensions"]) <= set(uris)
     item["properties"]["renders"]["default"]["assets"] = "data"
@@ -144,9 +146,9 @@ def test_the_shipped_schemas_are_checked_by_default(item):
 
 
 def test_without_bundled_schemas_only_core_is_checked(item):
-    core_only = stac_ops.StacValidator(bundled=False)
+    core_only = stac_validation.StacValidator(bundled=False)
     uris, skipped = core_only.schema_uris(item)
-    assert uris == [stac_ops.CORE_SCHEMAS["Feature"]]
+    assert uris == [stac_validation.CORE_SCHEMAS["Feature"]]
     assert set(skipped) == set(item["stac_extensions"])
     core_only.validate_item(item)
     del item["properties"]["datetime"]
@@ -156,11 +158,11 @@ def test_without_bundled_schemas_only_core_is_checked(item):
 
 def test_missing_schema_dir_is_reported(tmp_path):
     with pytest.raises(stac_ops.SchemaUnavailable, match="does not exist"):
-        stac_ops.StacValidator(tmp_path / "nope")
+        stac_validation.StacValidator(tmp_path / "nope")
 
 
 def test_collections_validate(validator):
-    collection = stac_ops.collection_for_container("landsat-raw", license="CC-BY-4.0")
+    collection = stac_collections.collection_for_container("landsat-raw", license="CC-BY-4.0")
     validator.validate_collection(collection)
     bad = collection.to_dict()
     bad["extent"]["spatial"]["bbox"] = [[1, 2]]

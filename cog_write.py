@@ -1,0 +1,179 @@
+"""``to_cog``: a source converted to a Cloud Optimized GeoTIFF by GDAL's COG driver, pixels
+copied unchanged or streamed through a warped VRT, checked with strict COG validation before it
+is published; and the creation options a profile means for the COG driver.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
+
+from cog_profiles import COG_PROFILES, EIGHT_BIT_CODECS, LERC_CODECS
+from output_staging import staged_output
+from raster_checks import issue, nodata_problem
+from raster_crs import crs_epsg, parse_crs
+from raster_env import GDAL_ERRORS, PathLike, env_options, nodata_json, parse_resampling, read_error
+from raster_errors import InvalidCog, InvalidOption
+from raster_models import CogResult, RasterLimits
+from raster_stats import valid_fraction
+from raster_validate import preflight
+from reprojection import warp_grid, warped_vrt
+from vrt_documents import window_vrt
+
+log = logging.getLogger(__name__)
+
+
+def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_resampling: str,
+                threads: int | str, max_z_error: float | None = None) -> dict[str, str]:
+    """COG driver creation options for a named profile (or explicit options).
+
+    ``max_z_error`` (LERC profiles only) is the largest absolute error a pixel may take."""
+    if isinstance(profile, str):
+        if profile not in COG_PROFILES:
+            raise InvalidOption(profile, f"unknown COG profile (known: {', '.join(COG_PROFILES)})")
+        base = dict(COG_PROFILES[profile])
+    else:
+        base = {k.upper(): str(v) for k, v in profile.items()}
+    if max_z_error is not None:
+        if base.get("COMPRESS", "").upper() not in LERC_CODECS:
+            raise InvalidOption(str(max_z_error), "max_z_error applies only to the LERC profiles "
+                                f"(lerc, lerc_deflate), not {profile}")
+        if not math.isfinite(max_z_error) or max_z_error < 0:
+            raise InvalidOption(str(max_z_error), "max_z_error must be a finite number >= 0")
+        base["MAX_Z_ERROR"] = repr(float(max_z_error))
+    return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
+        overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
+        "OVERVIEWS": "AUTO", **base}
+
+
+def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
+    """Refuse a codec setting the data cannot take, before any pixel is written: a lossy 8-bit
+    codec for other data, a lossy LERC error bound for integers."""
+    codec = options.get("COMPRESS", "").upper()
+    if codec in EIGHT_BIT_CODECS and (set(ds.dtypes) != {"uint8"} or ds.count not in (1, 3, 4)):
+        raise InvalidOption(ds.name, f"{codec} compression needs 1, 3 or 4 uint8 bands, not "
+                            f"{ds.count} x {ds.dtypes[0]}")
+    if codec in LERC_CODECS and float(options.get("MAX_Z_ERROR", 0)) > 0 \
+            and np.dtype(ds.dtypes[0]).kind != "f":
+        raise InvalidOption(ds.name, f"max_z_error {options['MAX_Z_ERROR']} applies to "
+                            f"floating-point data, not {ds.dtypes[0]} (LERC with max_z_error 0 "
+                            "is lossless for any type)")
+
+
+def verify_cog(path: str, config: Mapping[str, str]) -> None:
+    """Strict COG validation (warnings count as errors); raises ``InvalidCog``."""
+    ok, errors, warnings = cog_validate(path, strict=True, config=dict(config), quiet=True)
+    if not ok:
+        raise InvalidCog(path, "; ".join(errors + warnings))
+
+
+def to_cog(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    profile: str | Mapping[str, str] = "deflate",
+    max_z_error: float | None = None,
+    dst_crs: str | int | CRS | None = None,
+    resolution: float | tuple[float, float] | None = None,
+    resampling: str = "nearest",
+    overview_resampling: str = "nearest",
+    nodata: float | None = None,
+    blocksize: int = 512,
+    threads: int | str = "ALL_CPUS",
+    warp_mem_limit_mb: int = 32,
+    limits: RasterLimits | None = None,
+    tmp_dir: PathLike | None = None,
+    gdal_config: Mapping[str, str] | None = None,
+) -> CogResult:
+    """Convert ``src`` to a Cloud Optimized GeoTIFF at ``dst`` with GDAL's COG driver.
+
+    ``profile`` names the compression (``COG_PROFILES``; the lossless ones choose the predictor by
+    data type), ``max_z_error`` bounds LERC's per-pixel error for floating-point data.
+    Without ``dst_crs`` pixels are copied unchanged (``nodata`` overrides the declared nodata).
+    With ``dst_crs`` the source streams through a ``WarpedVRT`` into a local tiled intermediate,
+    window by window, then into the COG; a source without nodata or alpha gains an alpha band so
+    areas outside the source stay transparent. The output is checked with strict COG validation
+    before it is published at ``dst``.
+    """
+    started = time.perf_counter()
+    config = env_options(gdal_config)
+    options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
+                          threads=threads, max_z_error=max_z_error)
+    with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
+        check_codec(ds, options)
+        try:
+            if dst_crs is None:
+                _copy_cog(ds, tmp, options, nodata)
+            else:
+                _warp_cog(ds, tmp, options, parse_crs(dst_crs), resolution,
+                          parse_resampling(resampling), nodata, warp_mem_limit_mb, threads)
+        except GDAL_ERRORS as err:
+            raise read_error(src, "conversion failed", err) from err
+        verify_cog(tmp, config)
+        result = _cog_result(tmp, str(dst), dst_crs is not None, started)
+    log.debug("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
+    return result
+
+
+def _copy_cog(ds: DatasetReader, tmp: str, options: dict[str, str], nodata: float | None) -> None:
+    if nodata is None or nodata_json(nodata) == nodata_json(ds.nodata):
+        rasterio.shutil.copy(ds, tmp, driver="COG", **options)
+        return
+    problem = nodata_problem(nodata, ds.dtypes[0])
+    if problem:
+        raise InvalidOption(ds.name, problem)
+    xml = window_vrt(ds, Window(0, 0, ds.width, ds.height), nodata)
+    with rasterio.open(xml) as vrt:
+        rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
+
+
+def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS,
+              resolution: float | tuple[float, float] | None, resampling: Resampling,
+              nodata: float | None, warp_mem_limit_mb: int, threads: int | str) -> None:
+    transform, width, height = warp_grid(ds, dst_crs, resolution)
+    intermediate = tmp + ".warped.tif"
+    try:
+        with warped_vrt(ds, dst_crs, transform, width, height, resampling=resampling,
+                        nodata=nodata, warp_mem_limit_mb=warp_mem_limit_mb,
+                        threads=threads) as vrt:
+            rasterio.shutil.copy(vrt, intermediate, driver="GTiff", TILED="YES",
+                                 BLOCKXSIZE="512", BLOCKYSIZE="512", BIGTIFF="IF_SAFER",
+                                 SPARSE_OK="TRUE")
+        with rasterio.open(intermediate, "r+") as warped:  # a warped VRT drops the source's tags
+            warped.update_tags(**ds.tags())
+        rasterio.shutil.copy(intermediate, tmp, driver="COG", **options)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(intermediate)
+
+
+def _cog_result(tmp: str, dst: str, reprojected: bool, started: float) -> CogResult:
+    with rasterio.open(tmp, driver="GTiff") as out:
+        fraction = valid_fraction(out)
+        notes = [] if fraction != 0.0 else [issue("EmptyRaster", "every pixel is nodata/masked")]
+        return CogResult(
+            path=dst, size_bytes=os.path.getsize(tmp), epsg=crs_epsg(out.crs),
+            crs_wkt=out.crs.to_wkt() if out.crs else None, bounds=list(out.bounds),
+            width=out.width, height=out.height, count=out.count, dtype=out.dtypes[0],
+            nodata=nodata_json(out.nodata), overview_count=len(out.overviews(1)),
+            compression=out.compression.name if out.compression else None,
+            predictor=_predictor(out),
+            reprojected=reprojected, valid_fraction=fraction, is_empty=fraction == 0.0,
+            cog_valid=True, warnings=notes, elapsed_s=time.perf_counter() - started)
+
+
+def _predictor(ds: DatasetReader) -> int | None:
+    value = int(ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR", 1))
+    return None if value == 1 else value

@@ -1,0 +1,163 @@
+"""Reprojection: the output grid of a warp as ``gdalwarp -t_srs [-tr]`` would choose it (and where
+GDAL's suggestion fails, across the antimeridian or around a pole, the source's own extent at its
+own resolution), and the warped VRT onto a grid.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import numpy as np
+import pyproj
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform
+
+from raster_crs import crs_epsg, edge_pixels, pixels_to_lonlat, to_lonlat
+from raster_errors import InvalidOption
+
+
+def warp_grid(ds: DatasetReader, dst_crs: CRS,
+              resolution: float | tuple[float, float] | None = None) -> tuple[Affine, int, int]:
+    """Output transform and size of a reprojection, as ``gdalwarp -t_srs [-tr]`` computes them.
+
+    GDAL suggests the grid (``GDALSuggestedWarpOutput2``); a requested resolution then keeps the
+    suggested top-left corner and rounds the size to the nearest pixel, like gdalwarp does.
+    """
+    wrapped = _wrapping_grid(ds, dst_crs, resolution)
+    if wrapped is not None:
+        return wrapped
+    if ds.transform.b == 0 and ds.transform.d == 0:
+        width, height, bounds = _within_area_of_use(ds, dst_crs)
+        transform, width, height = calculate_default_transform(ds.crs, dst_crs, width, height,
+                                                               *bounds)
+    else:
+        with WarpedVRT(ds, crs=dst_crs) as vrt:  # GDAL's suggestion from the rotated transform
+            transform, width, height = vrt.transform, vrt.width, vrt.height
+    if resolution is None:
+        return transform, width, height
+    xres, yres = (resolution, resolution) if isinstance(resolution, (int, float)) else resolution
+    extent_x, extent_y = width * transform.a, height * -transform.e
+    width, height = int(extent_x / xres + 0.5), int(extent_y / yres + 0.5)
+    return Affine(xres, 0, transform.c, 0, -yres, transform.f), max(width, 1), max(height, 1)
+
+
+def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float, float] | None
+                   ) -> tuple[Affine, int, int] | None:
+    """The output grid where GDAL's suggestion fails: a source across the antimeridian, or around
+    a pole, into a target whose x is a longitude (geographic, Mercator, Plate Carrée). GDAL then
+    suggests a globe-wide strip at a fraction of the resolution (a UTM zone 60 scene into EPSG:3857
+    came out 574 x 14 px). Here the extent is the source's outline with longitudes made continuous
+    (so it may pass ±180°: a valid, contiguous grid), at the source's own resolution. A pole in a
+    Mercator target cannot be represented: refused with the reason. None for every other case."""
+    if ds.crs is None:
+        return None
+    period = _longitude_period(dst_crs)
+    if period is None:
+        return None
+    wkt = ds.crs.to_wkt()
+    src = pyproj.CRS.from_wkt(wkt)
+    lons, lats = pixels_to_lonlat(wkt, ds.transform, *edge_pixels(ds.width, ds.height, 41))
+    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+        return None
+    lons = np.rad2deg(np.unwrap(np.deg2rad(lons)))
+    west, south, east, north = to_lonlat(wkt).transform_bounds(*ds.bounds, densify_pts=41)
+    pole = "North" if north >= 90 else "South" if south <= -90 else None
+    if pole and ds.crs.is_geographic:
+        return None  # a lon/lat grid reaching a pole is clipped to the target's area of use
+    crosses = pole is None and (lons.max() > 180 or lons.min() < -180)
+    if pole is None and not crosses:
+        return None
+    dst = pyproj.CRS.from_wkt(dst_crs.to_wkt())
+    if pole and not dst.is_geographic:
+        raise InvalidOption(ds.name, f"the raster covers the {pole} Pole, which {dst_crs.to_string()} cannot "
+                                     "represent (a Mercator grid ends short of the poles): keep its CRS or choose "
+                                     "a polar one (EPSG:3413, EPSG:3031)")
+    from_lonlat = pyproj.Transformer.from_crs("EPSG:4326", dst, always_xy=True)
+    if pole:
+        left, right = from_lonlat.transform([-180.0, 180.0], [0.0, 0.0])[0]
+        edge = from_lonlat.transform([0.0, 0.0], [south if pole == "North" else north, 90.0 if pole == "North" else -90.0])[1]
+        bottom, top = min(edge), max(edge)
+    else:
+        tx, ty = from_lonlat.transform(lons, lats, errcheck=False)
+        tx = np.unwrap(np.asarray(tx, dtype=float), period=period)
+        left, right, bottom, top = float(tx.min()), float(tx.max()), float(np.min(ty)), float(np.max(ty))
+    xres, yres = ((resolution, resolution) if isinstance(resolution, (int, float)) else resolution) \
+        if resolution is not None else (_native_resolution(ds, src, dst),) * 2
+    width, height = max(1, math.ceil((right - left) / xres)), max(1, math.ceil((top - bottom) / yres))
+    if resolution is None:  # fit the extent exactly (the pixels get a hair finer)
+        xres, yres = (right - left) / width, (top - bottom) / height
+    return Affine(xres, 0, left, 0, -yres, top), width, height
+
+
+def _longitude_period(dst_crs: CRS) -> float | None:
+    """Target x units per 360° of longitude when x is a linear function of longitude alone
+    (geographic, Mercator, equirectangular), else None."""
+    dst = pyproj.CRS.from_wkt(dst_crs.to_wkt())
+    if dst.is_geographic:
+        return 360.0
+    try:
+        forward = pyproj.Transformer.from_crs("EPSG:4326", dst, always_xy=True)
+        x, _ = forward.transform([0.0, 45.0, 90.0, 45.0], [0.0, 0.0, 0.0, 40.0], errcheck=True)
+    except pyproj.exceptions.ProjError:
+        return None
+    quarter = x[2] - x[0]
+    linear = math.isclose(x[1] - x[0], quarter / 2, rel_tol=1e-9) and math.isclose(x[3], x[1], rel_tol=1e-9)
+    return 4 * quarter if linear and quarter > 0 else None
+
+
+def _native_resolution(ds: DatasetReader, src: pyproj.CRS, dst: pyproj.CRS) -> float:
+    """The target-CRS length of one source pixel, measured halfway between the centre and the
+    bottom edge (away from a pole at the centre), the finer of its two directions."""
+    to_dst = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    col, row = ds.width / 2, ds.height * 0.75
+    pts = [ds.transform * (col, row), ds.transform * (col + 1, row), ds.transform * (col, row + 1)]
+    x, y = to_dst.transform([p[0] for p in pts], [p[1] for p in pts])
+    steps = [math.hypot(x[i] - x[0], y[i] - y[0]) for i in (1, 2)]
+    return min(step for step in steps if step > 0)
+
+
+def _within_area_of_use(ds: DatasetReader, dst_crs: CRS) -> tuple[int, int, tuple[float, ...]]:
+    """Source size and bounds, with lon/lat sources clipped to the target CRS's latitudes.
+
+    A whole-globe EPSG:4326 raster reaches +-90 degrees, where Web Mercator is infinite and the
+    suggested grid degenerates; clipping to the target's area of use (+-85.06 for EPSG:3857)
+    gives the grid ``gdalwarp -te`` over that area would. Other sources are unchanged.
+    """
+    left, bottom, right, top = ds.bounds
+    area = None
+    if ds.crs.is_geographic:
+        with contextlib.suppress(pyproj.exceptions.CRSError):
+            epsg = crs_epsg(dst_crs)
+            area = (pyproj.CRS.from_epsg(epsg) if epsg else
+                    pyproj.CRS.from_wkt(dst_crs.to_wkt(version="WKT2_2019"))).area_of_use
+    if area is None or (bottom >= area.south and top <= area.north):
+        return ds.width, ds.height, (left, bottom, right, top)
+    south, north = max(bottom, area.south), min(top, area.north)
+    height = max(1, round(ds.height * (north - south) / (top - bottom)))
+    return ds.width, height, (left, south, right, north)
+
+
+def warped_vrt(ds: DatasetReader, dst_crs: CRS, transform: Affine, width: int, height: int, *,
+               resampling: Resampling, nodata: float | None, warp_mem_limit_mb: int,
+               threads: int | str) -> WarpedVRT:
+    """A ``WarpedVRT`` onto the given grid; adds alpha when the source has no nodata or alpha."""
+    src_nodata = ds.nodata if nodata is None else nodata
+    has_alpha = ColorInterp.alpha in ds.colorinterp
+    kwargs: dict[str, Any] = {}
+    if src_nodata is not None:
+        kwargs.update(src_nodata=src_nodata, nodata=src_nodata)
+    elif not has_alpha:
+        kwargs["add_alpha"] = True
+    # A geographic source whose longitudes pass ±180° (170..190) is found by the warper only if
+    # its CRS wraps longitudes around its centre (PROJ's lon_wrap), not into [-180, 180].
+    left, _, right, _ = ds.bounds
+    if ds.crs and ds.crs.is_geographic and (right > 180 or left < -180):
+        kwargs["src_crs"] = CRS.from_proj4(f"{ds.crs.to_proj4()} +lon_wrap={(left + right) / 2:g}")
+    return WarpedVRT(ds, crs=dst_crs, transform=transform, width=width, height=height,
+                     resampling=resampling, warp_mem_limit=warp_mem_limit_mb,
+                     warp_extras={"NUM_THREADS": str(threads), "INIT_DEST": "NO_DATA"}, **kwargs)

@@ -1,0 +1,316 @@
+"""The static backend of the ``catalogs.Catalog`` interface: pystac-readable JSON files behind a
+small ``CatalogStore`` I/O seam (a local directory, or a blob container in activities), relative
+links throughout, and, when it knows the local storage root, asset hrefs relative to each item
+file (or URLs under a base URL), so the catalog and the storage directory can be moved together.
+
+Never reads the environment; callers pass stores and roots in.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import pystac
+
+import stac_ops
+from catalogs import (CatalogHealth, CollectionNotFound, InvalidPageToken, ItemPage, PartitionTrunc, UpsertResult,
+                      prepare_items, parse_datetime_interval)
+from stac_collections import apply_summary, item_span, summarize_items
+from stac_ops import SOURCE_ETAG, CollectionValidationError, InvalidItemId, check_id
+from stac_validation import STAC_VERSION, StacValidator
+
+
+_STATIC_TOKEN = re.compile(r"^next:(\d{1,9})$")
+
+
+_EPOCH = dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
+
+
+class CatalogStore(Protocol):
+    """The static catalog's file I/O seam (local directory here; blob container later).
+
+    Keys are relative POSIX paths. ``write_text`` must be atomic: a reader sees the old or the new
+    text, never a part.
+    """
+
+    def read_text(self, key: str) -> str | None: ...
+    def write_text(self, key: str, text: str) -> None: ...
+    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]: ...
+    def delete(self, key: str) -> bool: ...
+
+
+class LocalDirectoryStore:
+    """``CatalogStore`` on a local directory: atomic writes by temp file + ``os.replace``."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise InvalidItemId(f"store key {key!r} leaves the catalog directory")
+        return self.root / key
+
+    def read_text(self, key: str) -> str | None:
+        try:
+            return self._path(key).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def write_text(self, key: str, text: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]:
+        """Keys of the ``.json`` files under ``prefix``, sorted; ``max_depth`` counts key segments."""
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return
+        for directory, subdirs, files in os.walk(base):
+            rel = Path(directory).relative_to(self.root)
+            depth = len(rel.parts) + 1
+            if max_depth is not None and depth >= max_depth:
+                subdirs.clear()
+            if max_depth is not None and depth > max_depth:
+                continue
+            subdirs.sort()
+            for name in sorted(files):
+                if name.endswith(".json") and not name.startswith("."):
+                    yield (rel / name).as_posix()
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+
+def _item_matches(stac: Mapping[str, Any], bbox: Sequence[float] | None,
+                  start: dt.datetime | None, end: dt.datetime | None) -> bool:
+    if bbox is not None:
+        west, south, east, north = stac["bbox"][:4]
+        b_west, b_south, b_east, b_north = bbox[:4]
+        lon_ranges = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
+        q_ranges = [(b_west, b_east)] if b_west <= b_east else [(b_west, 180.0), (-180.0, b_east)]
+        lon_hit = any(a <= d and c <= b for a, b in lon_ranges for c, d in q_ranges)
+        if not lon_hit or south > b_north or north < b_south:
+            return False
+    item_start, item_end = item_span(stac)
+    return not ((end is not None and item_start > end) or (start is not None and item_end < start))
+
+
+_QUERYABLES_LINK = {"rel": stac_ops.QUERYABLES_REL, "href": "./queryables.json",
+                    "type": "application/schema+json", "title": "Queryables"}
+
+
+class StaticCatalog:
+    """A self-contained static STAC catalog (pystac-readable) behind a ``CatalogStore``.
+
+    Layout: ``catalog.json``, ``<collection>/collection.json``, ``<collection>/items/<id>.json``,
+    and a ``queryables.json`` beside the catalog and each collection (``stac_ops.QUERYABLES``,
+    linked with the OGC queryables relation). Every link is relative. Item writes are per-file
+    and atomic, so many threads and processes may write at once; an item file already carries
+    its relative ``root``/``parent``/``collection`` links. ``finalize()`` (run once, after the
+    writers) regenerates every ``collection.json`` (item links, extent, summaries, item assets,
+    renders) and ``catalog.json`` (child links).
+
+    Asset hrefs: with ``storage_root`` (the local storage directory) and a store that is a local
+    directory, an href that is a path inside the storage root is written relative to the item
+    file (``stac_ops.relative_href``), so copying the catalog and the storage directory together
+    keeps every href resolving. Other hrefs (http(s) URLs, ``/vsiaz/``) are kept as they are.
+    """
+
+    def __init__(self, store: CatalogStore | str | os.PathLike, *, catalog_id: str = "rmhgeoapi",
+                 description: str = "Rasters cataloged by rmhgeoapi", title: str | None = None,
+                 validator: StacValidator | None = None, storage_root: str | os.PathLike | None = None) -> None:
+        self.store = LocalDirectoryStore(store) if isinstance(store, (str, os.PathLike)) else store
+        self.catalog_id, self.description, self.title = catalog_id, description, title
+        self.validator = validator
+        self.storage_root = None if storage_root is None else Path(storage_root).resolve()
+
+    def _relative_hrefs(self, collection_id: str, stac: dict[str, Any]) -> dict[str, Any]:
+        """The item with hrefs into the storage root made relative to its file."""
+        root = getattr(self.store, "root", None)
+        if self.storage_root is None or root is None:
+            return stac
+        return stac_ops.relative_hrefs(stac, storage_root=self.storage_root,
+                                       relative_to=Path(root).resolve() / collection_id / "items")
+
+    @staticmethod
+    def _collection_key(collection_id: str) -> str:
+        return f"{check_id(collection_id)}/collection.json"
+
+    @staticmethod
+    def _item_key(collection_id: str, item_id: str) -> str:
+        return f"{check_id(collection_id)}/items/{check_id(item_id)}.json"
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        text = self.store.read_text(key)
+        return None if text is None else orjson.loads(text)
+
+    def _write(self, key: str, stac: Mapping[str, Any]) -> None:
+        self.store.write_text(key, orjson.dumps(stac, option=orjson.OPT_INDENT_2).decode())
+
+    # collections
+
+    def upsert_collection(self, collection: pystac.Collection, *, partition_trunc: PartitionTrunc | str | None = None) -> None:
+        """Write ``collection.json`` (item links are added by ``finalize``); partitioning is ignored."""
+        stac = collection.to_dict(include_self_link=False, transform_hrefs=False)
+        if self.validator is not None:
+            self.validator.validate_collection(stac)
+        own = ("root", "parent", "item", "self", stac_ops.QUERYABLES_REL)
+        stac["links"] = [link for link in stac.get("links", []) if link.get("rel") not in own]
+        stac["links"] += [{"rel": "root", "href": "../catalog.json", "type": "application/json"},
+                          {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+                          _QUERYABLES_LINK]
+        previous = self._read(self._collection_key(stac["id"]))
+        if previous is not None:
+            stac["links"] += [link for link in previous.get("links", []) if link.get("rel") == "item"]
+        self._write(f"{stac['id']}/queryables.json",
+                    stac_ops.queryables_document(f"Queryables of {stac.get('title') or stac['id']}"))
+        self._write(self._collection_key(stac["id"]), stac)
+
+    def get_collection(self, collection_id: str) -> pystac.Collection | None:
+        stac = self._read(self._collection_key(collection_id))
+        return None if stac is None else pystac.Collection.from_dict(stac, migrate=False)
+
+    def _require_collection(self, collection_id: str) -> dict[str, Any]:
+        stac = self._read(self._collection_key(collection_id))
+        if stac is None:
+            raise CollectionNotFound(f"collection {collection_id!r} does not exist; upsert it first")
+        return stac
+
+    def _iter_items(self, collection_id: str) -> Iterator[dict[str, Any]]:
+        for key in self.store.list_keys(f"{check_id(collection_id)}/items"):
+            stac = self._read(key)
+            if stac is not None:
+                yield stac
+
+    def refresh_collection(self, collection_id: str) -> pystac.Collection:
+        """Rewrite ``collection.json`` with item links, extent and summaries from its items."""
+        stac = self._require_collection(collection_id)
+        items = sorted(self._iter_items(collection_id), key=lambda s: s["id"])
+        collection = pystac.Collection.from_dict(stac, migrate=False)
+        apply_summary(collection, summarize_items(items))
+        out = collection.to_dict(include_self_link=False, transform_hrefs=False)
+        out["links"] = [link for link in stac.get("links", []) if link.get("rel") != "item"]
+        out["links"] += [{"rel": "item", "href": f"./items/{s['id']}.json", "type": "application/geo+json"}
+                         for s in items]
+        if self.validator is not None:
+            self.validator.validate_collection(out)
+        self._write(self._collection_key(collection_id), out)
+        return pystac.Collection.from_dict(out, migrate=False)
+
+    # items
+
+    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult:
+        """Write each item atomically to its own file; identical files are not rewritten."""
+        grouped = prepare_items(items, self.validator if validate else None)
+        requested = written = 0
+        for collection_id, by_id in grouped.items():
+            self._require_collection(collection_id)
+            for item_id, stac in by_id.items():
+                stac = {**self._relative_hrefs(collection_id, stac), "links": [
+                    {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+                    {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+                    {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+                ] + [link for link in stac.get("links", []) if link.get("rel") not in ("root", "parent", "collection", "self")]}
+                key = self._item_key(collection_id, item_id)
+                requested += 1
+                if self._read(key) != stac:
+                    self._write(key, stac)
+                    written += 1
+        return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
+                            unchanged=requested - written)
+
+    def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
+                    validate: bool = True) -> int:
+        """A static catalog writes each item to its own file already: staging is writing."""
+        return self.upsert_items(items, validate=validate).requested
+
+    def flush_staged(self, stage_id: str) -> UpsertResult:
+        """Nothing is ever staged here (see ``stage_items``)."""
+        return UpsertResult(collection_ids=[], requested=0, written=0, unchanged=0)
+
+    def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
+        stac = self._read(self._item_key(collection_id, item_id))
+        return None if stac is None else pystac.Item.from_dict(stac, migrate=False)
+
+    def delete_item(self, collection_id: str, item_id: str) -> bool:
+        return self.store.delete(self._item_key(collection_id, item_id))
+
+    def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int:
+        return sum(self.delete_item(collection_id, item_id) for item_id in item_ids)
+
+    def search(self, collection_id: str, *, bbox: Sequence[float] | None = None, datetime: str | None = None,
+               limit: int = 100) -> list[pystac.Item]:
+        """Items of one collection by bbox and datetime, newest first (pgSTAC's default order)."""
+        start, end = parse_datetime_interval(datetime)
+        hits = [s for s in self._iter_items(collection_id) if _item_matches(s, bbox, start, end)]
+        hits.sort(key=lambda s: (item_span(s)[0], s["id"]), reverse=True)
+        return [pystac.Item.from_dict(s, migrate=False) for s in hits[:limit]]
+
+    def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
+        return {s["id"]: s["properties"].get(SOURCE_ETAG) for s in self._iter_items(collection_id)}
+
+    def collection_ids(self) -> list[str]:
+        return self._collection_ids()
+
+    def search_page(self, collection_ids: Sequence[str] | None = None, *, bbox: Sequence[float] | None = None,
+                    limit: int = 100, token: str | None = None) -> ItemPage:
+        """A page of items of some collections (all when None) by bbox, newest first as pgSTAC
+        orders them; the token is the offset of the next page (``next:<n>``)."""
+        match = _STATIC_TOKEN.match(token or "next:0")
+        if match is None:
+            raise InvalidPageToken(f"paging token {token[:80]!r} was not handed out by this catalog")
+        offset = int(match.group(1))
+        hits = [s for cid in (collection_ids or self._collection_ids()) for s in self._iter_items(cid)
+                if _item_matches(s, bbox, None, None)]
+        hits.sort(key=lambda s: (item_span(s)[0] or _EPOCH, s["id"]), reverse=True)
+        page = [{k: v for k, v in s.items() if k != "links"} for s in hits[offset:offset + limit]]
+        more = offset + limit < len(hits)
+        return ItemPage(items=page, next_token=f"next:{offset + limit}" if more else None)
+
+    def _collection_ids(self) -> list[str]:
+        return sorted(key.split("/")[0] for key in self.store.list_keys("", max_depth=2)
+                      if key.endswith("/collection.json"))
+
+    def health(self) -> CatalogHealth:
+        try:
+            collections = self._collection_ids()
+            items = sum(1 for cid in collections for key in self.store.list_keys(f"{cid}/items"))
+        except OSError as err:
+            return CatalogHealth(backend="static", ok=False, detail=str(err))
+        return CatalogHealth(backend="static", ok=True, version=STAC_VERSION, collections=len(collections), items=items)
+
+    def finalize(self) -> None:
+        """Regenerate every ``collection.json`` and ``catalog.json`` from what is stored."""
+        collections = self._collection_ids()
+        for collection_id in collections:
+            self.refresh_collection(collection_id)
+        catalog = pystac.Catalog(id=self.catalog_id, description=self.description, title=self.title)
+        stac = catalog.to_dict(include_self_link=False, transform_hrefs=False)
+        stac["links"] = [{"rel": "root", "href": "./catalog.json", "type": "application/json"}, _QUERYABLES_LINK] + [
+            {"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json"} for cid in collections]
+        if self.validator is not None:
+            messages = self.validator.errors(stac)
+            if messages:
+                raise CollectionValidationError(f"catalog {self.catalog_id!r} is invalid: {messages[0]}")
+        self._write("queryables.json", stac_ops.queryables_document(f"Queryables of {self.title or self.catalog_id}"))
+        self._write("catalog.json", stac)

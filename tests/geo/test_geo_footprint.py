@@ -1,0 +1,122 @@
+"""The footprint of a raster contains every valid pixel: checked against a dense reference, every
+pixel's corners and centre transformed to longitude/latitude (the ones that map to the globe), for
+the grids whose footprint is not a plain ring: geostationary disks, polar grids, grids across the
+antimeridian, south-up grids."""
+from __future__ import annotations
+
+import numpy as np
+import pyproj
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.transform import from_bounds
+
+import geo_ops
+
+GEOS_EAST = "+proj=geos +lon_0=-75 +h=35786023 +x_0=0 +y_0=0 +ellps=GRS80 +units=m +no_defs"
+GEOS_PACIFIC = "+proj=geos +lon_0=140.7 +h=35785863 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
+#: Half the side of a geostationary full-disk grid (metres of the scanning angle): the disk's limb
+#: is at ~5.43e6, so the corners lie off the globe.
+DISK = 5_500_000.0
+
+
+def write_grid(path, crs, transform, width, height):
+    """A one-band byte raster on the given grid (its pixels are never read by a footprint)."""
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
+                       crs=crs, transform=transform, tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(np.ones((1, height, width), dtype="uint8"))
+    return path
+
+
+def dense_reference(crs, transform, width, height):
+    """Every pixel's corners and centre that map to the globe, as lon/lat, and per point the
+    distance in degrees that half a pixel covers there (the tolerance of the comparison)."""
+    to_lonlat = pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(crs.to_wkt()), "EPSG:4326", always_xy=True)
+    corners = np.meshgrid(np.arange(width + 1, dtype=float), np.arange(height + 1, dtype=float))
+    centres = np.meshgrid(np.arange(width, dtype=float) + 0.5, np.arange(height, dtype=float) + 0.5)
+    cols = np.concatenate([corners[0].ravel(), centres[0].ravel()])
+    rows = np.concatenate([corners[1].ravel(), centres[1].ravel()])
+
+    def lonlat(c, r):
+        a, b, xoff, d, e, yoff = transform[:6]
+        return to_lonlat.transform(a * c + b * r + xoff, d * c + e * r + yoff, errcheck=False)
+
+    lons, lats = (np.asarray(v) for v in lonlat(cols, rows))
+    lons = np.where(lons > 180.0, lons - 360.0, np.where(lons < -180.0, lons + 360.0, lons))  # lon/lat grids past ±180
+    ok = np.isfinite(lons) & np.isfinite(lats)
+    steps = []
+    for dc, dr in ((0.5, 0), (-0.5, 0), (0, 0.5), (0, -0.5)):
+        nl, nt = (np.asarray(v) for v in lonlat(cols + dc, rows + dr))
+        dlon = (nl - lons + 180.0) % 360.0 - 180.0
+        steps.append(np.where(np.isfinite(nl) & np.isfinite(nt), np.hypot(dlon, nt - lats), 0.0))
+    tolerance = np.max(steps, axis=0)
+    return lons[ok], lats[ok], tolerance[ok]
+
+
+def outside(header, lons, lats, tolerance):
+    """Reference points farther than their half pixel from the footprint, and from the bbox."""
+    geometry = shapely.geometry.shape(header.footprint)
+    far = shapely.distance(geometry, shapely.points(lons, lats)) > tolerance + 1e-9
+    west, south, east, north = header.bbox
+    in_lon = ((lons >= west - tolerance) & (lons <= east + tolerance) if west <= east
+              else (lons >= west - tolerance) | (lons <= east + tolerance))
+    off_bbox = ~in_lon | (lats < south - tolerance) | (lats > north + tolerance)
+    return int(far.sum()), int(off_bbox.sum())
+
+
+def check(path):
+    header = geo_ops.read_header(path)
+    with rasterio.open(path) as ds:
+        lons, lats, tolerance = dense_reference(ds.crs, ds.transform, ds.width, ds.height)
+    assert lons.size > 0
+    far, off_bbox = outside(header, lons, lats, tolerance)
+    assert (far, off_bbox) == (0, 0), (f"{far} of {lons.size} pixel positions outside the footprint, "
+                                       f"{off_bbox} outside the bbox {header.bbox}")
+    return header
+
+
+def test_goes_footprint_contains_the_whole_disk(shared_rasters):
+    header = check(shared_rasters / "goes.tif")
+    west, south, east, north = header.bbox
+    assert south < -80 and north > 80, header.bbox  # the limb, not a sampled grid inside it
+
+
+@pytest.mark.parametrize("crs", [GEOS_EAST, GEOS_PACIFIC], ids=["lon-75", "lon140.7-antimeridian"])
+def test_a_synthetic_full_disk_is_contained(tmp_path, crs):
+    header = check(write_grid(tmp_path / "disk.tif", crs, from_bounds(-DISK, -DISK, DISK, DISK, 300, 300), 300, 300))
+    assert header.footprint["type"] in ("Polygon", "MultiPolygon")
+
+
+@pytest.mark.parametrize(("crs", "bounds"), [
+    ("EPSG:3413", (-1_000_000.0, -1_000_000.0, 1_000_000.0, 1_000_000.0)),  # holds the North Pole
+    ("EPSG:3031", (-2_500_000.0, -500_000.0, 1_500_000.0, 500_000.0)),  # holds the South Pole, off-centre
+    ("EPSG:3413", (500_000.0, 500_000.0, 2_500_000.0, 2_500_000.0)),  # near the pole, without it
+], ids=["north-pole", "south-pole-off-centre", "polar-without-pole"])
+def test_polar_grids_are_contained(tmp_path, crs, bounds):
+    check(write_grid(tmp_path / "polar.tif", crs, from_bounds(*bounds, 300, 300), 300, 300))
+
+
+@pytest.mark.parametrize(("crs", "bounds"), [
+    ("EPSG:32660", (300_000.0, 0.0, 900_000.0, 1_000_000.0)),
+    ("EPSG:4326", (170.0, -10.0, 190.0, 10.0)),
+    ("EPSG:3832", (2_000_000.0, -2_000_000.0, 4_500_000.0, 1_000_000.0)),  # PDC Mercator, lon_0 150
+], ids=["utm60", "lonlat-170-190", "pacific-mercator"])
+def test_antimeridian_grids_are_contained(tmp_path, crs, bounds):
+    header = check(write_grid(tmp_path / "am.tif", crs, from_bounds(*bounds, 300, 300), 300, 300))
+    west, _, east, _ = header.bbox
+    assert west > east, header.bbox
+
+
+@pytest.mark.parametrize(("crs", "bounds"), [
+    ("EPSG:32633", (300_000.0, 5_000_000.0, 400_000.0, 5_100_000.0)),
+    ("EPSG:32660", (300_000.0, 0.0, 900_000.0, 1_000_000.0)),
+    ("EPSG:3031", (-500_000.0, -500_000.0, 500_000.0, 500_000.0)),
+], ids=["utm33", "utm60-antimeridian", "south-pole"])
+def test_south_up_grids_are_contained_and_counter_clockwise(tmp_path, crs, bounds):
+    west, south, east, north = bounds
+    transform = Affine((east - west) / 300, 0.0, west, 0.0, (north - south) / 300, south)  # row 0 is the south
+    header = check(write_grid(tmp_path / "south-up.tif", crs, transform, 300, 300))
+    polygons = header.footprint["coordinates"] if header.footprint["type"] == "MultiPolygon" else [header.footprint["coordinates"]]
+    for polygon in polygons:
+        assert shapely.is_ccw(shapely.LinearRing(polygon[0])), polygon[0][:4]
