@@ -139,9 +139,12 @@ def test_an_identity_based_connection_reaches_its_account_with_a_token(
     assert status["runtimeStatus"] == "Completed", status
     archive = BlobServiceClient(azurite_oauth.account_url, credential=EmulatorCredential(),
                                 connection_verify=str(azurite_oauth.ca_path))
-    blob = archive.get_blob_client("archive", "q4.txt")
-    assert blob.download_blob().readall() == b"archived: costs down"
-    assert not account.exists("archive", "q4.txt")
+    try:
+        blob = archive.get_blob_client("archive", "q4.txt")
+        assert blob.download_blob().readall() == b"archived: costs down"
+        assert not account.exists("archive", "q4.txt")
+    finally:  # the HTTPS Azurite is the session's: tests/test_first_run.py expects it empty
+        archive.delete_container("archive")
 
 
 def test_use_development_storage_is_azurite_on_its_default_port(
