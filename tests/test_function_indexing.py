@@ -61,6 +61,7 @@ PLAIN_ROUTES = {
     "dashboard_static": ("dashboard/static/{*path}", ["GET"], "ANONYMOUS"),
     "list_footprints": ("footprints", ["GET"], "FUNCTION"),
     "list_collections": ("collections", ["GET"], "FUNCTION"),
+    "preview_tile": ("previews/{collection}/{item_id}/{asset_key}/{z}/{x}/{y}", ["GET"], "FUNCTION"),
 }
 
 
