@@ -26,6 +26,7 @@ import catalogs
 import dashboard
 import entities
 import footprints
+import openapi
 import orchestrators
 import previews
 import raster_errors
@@ -900,3 +901,19 @@ async def preview_tile(req: func.HttpRequest) -> func.HttpResponse:
                                   address, activities.gdal_config())
     return func.HttpResponse(png, status_code=200, headers={
         "Content-Type": "image/png", "Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"})
+
+
+# -- the API's contract --------------------------------------------------------------------------
+
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3.1 document of this API, generated from its models (``openapi.py``)."""
+    return _json(openapi.document(), headers={"Cache-Control": "no-cache"})
+
+
+@app.route(route="docs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def api_docs(req: func.HttpRequest) -> func.HttpResponse:
+    """The document as a page: Swagger UI from npm, served by the app (no CDN)."""
+    return func.HttpResponse(dashboard.docs_page(), status_code=200, headers=dashboard.docs_headers())

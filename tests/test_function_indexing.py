@@ -62,6 +62,8 @@ PLAIN_ROUTES = {
     "list_footprints": ("footprints", ["GET"], "FUNCTION"),
     "list_collections": ("collections", ["GET"], "FUNCTION"),
     "preview_tile": ("previews/{collection}/{item_id}/{asset_key}/{z}/{x}/{y}", ["GET"], "FUNCTION"),
+    "openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
+    "api_docs": ("docs", ["GET"], "ANONYMOUS"),
 }
 
 
