@@ -21,7 +21,7 @@ CHROMIUM := /usr/bin/chromium
 # Containers whose blob changes `make serve` delivers to the app's Event Grid functions.
 WATCH ?=
 
-.PHONY: setup test test-matrix package lock check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale bench-multidim gdal-bin \
+.PHONY: setup test test-matrix package lock check-infra tools system-deps clean demo serve bench-runtime bench-raster bench-convert bench-catalog bench-sync bench-scale bench-multidim bench-tiles gdal-bin \
 	consumers chromium stac-browser
 
 setup: system-deps $(VENV)/.installed node_modules/.installed tools consumers
@@ -140,6 +140,11 @@ bench-convert: $(VENV)/.installed gdal-bin
 # BENCH_ARGS="--days 30" for a quick run.
 bench-multidim: $(VENV)/.installed gdal-bin
 	$(PY) benchmarks/bench_multidim.py $(BENCH_ARGS)
+
+# Warm 256² preview tiles of the demo DEM and 8-bit RGB imagery at three zooms: the app's route vs
+# rio-tiler's Reader.tile in the same run (BENCH_ARGS="--tiles 8 --repeats 3" for a quick run).
+bench-tiles: $(VENV)/.installed
+	$(PY) benchmarks/bench_tiles.py $(BENCH_ARGS)
 
 bench-catalog: setup
 	$(PY) benchmarks/bench_catalog.py

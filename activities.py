@@ -28,6 +28,7 @@ import tenacity
 
 import catalogs
 import geo_ops
+import mosaic_searches
 import pgstac_catalog
 import stac_collections
 import stac_ops
@@ -555,6 +556,15 @@ def finalize_catalog(payload: dict) -> dict:
     where = catalog_location(settings())
     extent = collection.extent.spatial.bboxes[0] if collection.extent.spatial.bboxes else None
     return CatalogSummary(collection=collection.id, catalog=where, bbox=extent).model_dump(mode="json")
+
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def register_mosaic(payload: dict) -> dict:
+    """Register (or find) the collection's pgSTAC mosaic search and link the collection to it."""
+    collection = CollectionRef.model_validate(payload).collection
+    return mosaic_searches.register_collection_mosaic(catalog(), collection, tiler_url=settings().tiler_url
+                                                      ).model_dump(mode="json")
 
 
 def catalog_location(config: Settings) -> str:

@@ -22,7 +22,9 @@ VENDOR_DIR = PAGE_DIR / "vendor"
 #: Where a checkout has them (``npm ci``).
 NODE_MODULES = ROOT / "node_modules"
 PAGE = "index.html"
-OWN_FILES = ("dashboard.js", "dashboard.css")
+#: The API's documentation page (``GET /api/docs``): Swagger UI over ``/api/openapi.json``.
+DOCS_PAGE = "api-docs.html"
+OWN_FILES = ("dashboard.js", "dashboard.css", "api-docs.js")
 #: The npm files the page uses, as paths inside node_modules (and inside ``dashboard/vendor/``).
 VENDOR_FILES = (
     "leaflet/dist/leaflet.js",
@@ -40,9 +42,15 @@ VENDOR_FILES = (
     "world-atlas/countries-110m.json",
     "world-atlas/LICENSE",
     "world-atlas/package.json",
+    "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger-ui-dist/swagger-ui.css",
+    "swagger-ui-dist/LICENSE",
+    "swagger-ui-dist/NOTICE",
+    "swagger-ui-dist/package.json",
 )
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-               ".json": "application/json", ".png": "image/png", "LICENSE": "text/plain; charset=utf-8"}
+               ".json": "application/json", ".png": "image/png", "LICENSE": "text/plain; charset=utf-8",
+               "NOTICE": "text/plain; charset=utf-8"}
 
 
 class DashboardError(Exception):
@@ -71,6 +79,20 @@ def page_headers(extra_image_origins: tuple[str, ...] = ()) -> dict[str, str]:
 
 def page() -> bytes:
     return (PAGE_DIR / PAGE).read_bytes()
+
+
+def docs_page() -> bytes:
+    return (PAGE_DIR / DOCS_PAGE).read_bytes()
+
+
+def docs_headers() -> dict[str, str]:
+    """Headers of the API's page: the dashboard's, with inline style attributes allowed (Swagger
+    UI sets them) and images from data: URLs (its icons); scripts from this origin only."""
+    headers = page_headers()
+    headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+    return headers
 
 
 def vendor_source(path: str, root: Path = ROOT) -> Path:

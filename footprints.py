@@ -12,7 +12,9 @@ item's geometry, bbox and properties, and says for each asset how a browser open
   (``cli.py serve``: the local store and the static catalog mirrored below their common parent,
   ``local_files.mirrored_mounts``); a relative href is resolved against its static item file.
 
-A feature's ``thumbnail`` names its thumbnail asset (key or role ``thumbnail``), if it has one.
+A feature's ``thumbnail`` names its thumbnail asset (key or role ``thumbnail``), if it has one;
+``previews`` the raster assets the preview tiles draw (``previews.previewable_keys``: ``data``
+first, then the others, e.g. time steps).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import catalogs
+import previews
 import storage
 from models import CollectionId
 from settings import CatalogBackend, Settings, StorageBackend
@@ -154,7 +157,7 @@ def feature(item: Mapping[str, Any], links: AssetLinks) -> dict[str, Any]:
         assets[key] = entry
     return {"type": "Feature", "id": item_id, "collection": collection, "geometry": item.get("geometry"),
             "bbox": item.get("bbox"), "properties": item.get("properties") or {}, "assets": assets,
-            "thumbnail": thumbnail_key(item.get("assets") or {})}
+            "thumbnail": thumbnail_key(item.get("assets") or {}), "previews": previews.previewable_keys(item)}
 
 
 def footprint_page(catalog, links: AssetLinks, query: FootprintQuery) -> dict[str, Any]:

@@ -21,11 +21,15 @@ import azure.functions as func
 from pydantic import ValidationError
 
 import activities
+import asset_locations
 import catalogs
 import dashboard
 import entities
 import footprints
+import openapi
 import orchestrators
+import previews
+import raster_errors
 import raster_names
 import stac_ops
 import storage
@@ -76,6 +80,14 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     catalogs.InvalidPageToken: 400,
     catalogs.CollectionNotFound: 404,
     dashboard.DashboardFileNotFound: 404,
+    previews.ItemNotFound: 404,
+    previews.NotPreviewable: 404,
+    previews.InvalidTile: 400,
+    previews.TileOutside: 404,
+    previews.TileTooCostly: 422,
+    previews.AssetUnreadable: 422,
+    asset_locations.AssetOutsideStorage: 409,
+    raster_errors.SourceUnavailable: 503,
     SettingsError: 500,
 }
 
@@ -865,3 +877,43 @@ async def list_collections(req: func.HttpRequest) -> func.HttpResponse:
 async def asset_href(req: func.HttpRequest) -> func.HttpResponse:
     """``{"href": ...}``: the signed, short-lived URL the asset route redirects to."""
     return _json({"href": await _asset_location(req)}, headers={"Cache-Control": "no-store"})
+
+
+# -- preview tiles of the catalog's rasters (the dashboard's map) --------------------------------
+
+@app.route(route="previews/{collection}/{item_id}/{asset_key}/{z}/{x}/{y}", methods=["GET"])
+@api
+async def preview_tile(req: func.HttpRequest) -> func.HttpResponse:
+    """A 256² PNG tile (WebMercatorQuad ``z/x/y``) of an item's raster asset, drawn with rio-tiler
+    in the item's render (nodata transparent), read through the jobs' storage access."""
+    try:
+        address = previews.TileAddress(collection=req.route_params.get("collection", ""),
+                                       item=req.route_params.get("item_id", ""),
+                                       asset=req.route_params.get("asset_key", ""),
+                                       z=req.route_params.get("z", ""), x=req.route_params.get("x", ""),
+                                       y=req.route_params.get("y", ""))
+        stac_ops.check_id(address.collection), stac_ops.check_id(address.item)
+    except ValidationError as err:
+        raise ApiError(400, "invalid tile", problems=problems_of(err.errors())) from None
+    except stac_ops.StacOpsError as err:
+        raise ApiError(400, str(err)) from None
+    png = await asyncio.to_thread(previews.tile_png, activities.catalog(), activities.blob_store(), get_settings(),
+                                  address, activities.gdal_config())
+    return func.HttpResponse(png, status_code=200, headers={
+        "Content-Type": "image/png", "Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"})
+
+
+# -- the API's contract --------------------------------------------------------------------------
+
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3.1 document of this API, generated from its models (``openapi.py``)."""
+    return _json(openapi.document(), headers={"Cache-Control": "no-cache"})
+
+
+@app.route(route="docs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def api_docs(req: func.HttpRequest) -> func.HttpResponse:
+    """The document as a page: Swagger UI from npm, served by the app (no CDN)."""
+    return func.HttpResponse(dashboard.docs_page(), status_code=200, headers=dashboard.docs_headers())

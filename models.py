@@ -16,6 +16,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationIn
                       model_validator)
 
 import geo_ops
+from mosaic_searches import MosaicRegistration
 from storage import MAX_BLOB_NAME, check_blob_name, check_container_name
 
 
@@ -500,11 +501,13 @@ class CollectionRef(BaseModel):
 
 
 class CatalogSummary(BaseModel):
-    """``finalize_catalog``'s answer: the collection, where the catalog is, its extent."""
+    """``finalize_catalog``'s answer: the collection, where the catalog is, its extent; a job's
+    output adds the collection's mosaic (``register_mosaic``)."""
 
     collection: str
     catalog: str
     bbox: list[float] | None = None
+    mosaic: MosaicRegistration | None = None
 
 
 class RemoveItemsTask(BaseModel):

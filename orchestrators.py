@@ -262,10 +262,12 @@ def _sync_container(context, result: JobResult):
 
 
 def finalize(context, collection: str):
-    """Refresh the collection's extent and summaries (and the static catalog's links)."""
-    summary = yield context.call_activity_with_retry(
-        act.finalize_catalog, RETRY, CollectionRef(collection=collection).model_dump(mode="json"))
-    return CatalogSummary.model_validate(summary).model_dump(mode="json")
+    """Refresh the collection's extent and summaries (and the static catalog's links), then
+    register its mosaic (a pgSTAC search titiler-pgstac serves; none on the static catalog)."""
+    ref = CollectionRef(collection=collection).model_dump(mode="json")
+    summary = yield context.call_activity_with_retry(act.finalize_catalog, RETRY, ref)
+    mosaic = yield context.call_activity_with_retry(act.register_mosaic, RETRY, ref)
+    return CatalogSummary.model_validate({**summary, "mosaic": mosaic}).model_dump(mode="json")
 
 
 @bp.orchestration_trigger(context_name="context", input_type=dict)

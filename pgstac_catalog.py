@@ -323,6 +323,16 @@ class PgStacCatalog:
         except psycopg.Error as err:
             raise CatalogQueryError(f"{what}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
 
+    def run_in_transaction(self, what: str, work: Callable[[psycopg.Connection], Any]) -> Any:
+        """``work(conn)`` in one transaction with this catalog's retries and error mapping, for
+        modules that keep their own SQL on pgSTAC (``mosaic_searches``)."""
+        return self._run(what, work)
+
+    @staticmethod
+    def lock_collection(conn: psycopg.Connection, collection_id: str) -> None:
+        """Take the collection's writers' advisory lock for the rest of the transaction."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
+
     def _transaction(self, work: Callable[[psycopg.Connection], Any], pipeline: bool = False) -> Any:
         """``work`` in one transaction; with ``pipeline`` its statements go out without waiting
         for each answer (one round trip for a write that reads nothing back; no COPY in it)."""

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Keys the Planetary-Computer-shaped token route accepts (Ocp-Apim-Subscription-Key), comma
     # separated; unset, the route refuses every request.
     sas_token_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Base URL of a titiler-pgstac serving the pgSTAC catalog (e.g. https://tiler.example.org):
+    # set, a job's output and each collection's links carry the mosaic's TileJSON, tiles and map
+    # viewer URLs (mosaic_searches.py) and the dashboard draws through it; unset, the search id only.
+    tiler_url: str | None = Field(None, pattern=r"^https?://[^\s?#]+$")
 
     # Containers.
     input_container: str = "rasters"
@@ -130,7 +134,7 @@ class Settings(BaseSettings):
         return Path(self.temp_dir) if self.temp_dir else Path(tempfile.gettempdir()) / "rmhgeoapi"
 
     @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn",
-                     "static_catalog_container", "temp_dir", "asset_base_url", mode="before")
+                     "static_catalog_container", "temp_dir", "asset_base_url", "tiler_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -163,7 +167,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("asset_base_url")
+    @field_validator("asset_base_url", "tiler_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value

@@ -9,9 +9,14 @@
   const SLOW_REFRESH_MS = 30000;
   const MAX_TASKS = 5000;
   const MAX_FOOTPRINTS = 2000;
+  // Zoomed in this far, with this many footprints or fewer in view, the map draws each item's
+  // raster (the app's preview tiles); a click draws the clicked one at any zoom.
+  const PREVIEW_ZOOM = 6;
+  const MAX_PREVIEWS = 40;
   const RUNNING = new Set(["Running", "Pending", "ContinuedAsNew", "Suspended"]);
   const $ = (id) => document.getElementById(id);
-  const state = { key: takeKey(), timer: null, view: null, map: null, operations: new Set() };
+  const state = { key: takeKey(), timer: null, view: null, map: null, operations: new Set(),
+    previews: new Map(), chosen: new Map() };
 
   // -- the function key: from ?code= into this tab's session storage, out of the address bar ----
   function takeKey() {
@@ -453,13 +458,19 @@
     map.attributionControl.setPrefix(false);
     map.attributionControl.addAttribution("Natural Earth (world-atlas)");
     // Thumbnails above the vector layers (one SVG for the world and the footprints), under
-    // the controls; they take no clicks, so the footprint beneath stays clickable.
+    // the rasters' preview tiles (which cover them once loaded) and the controls; they take no
+    // clicks, so the footprint beneath stays clickable.
     map.createPane("thumbnails");
-    map.getPane("thumbnails").style.zIndex = "450";
+    map.getPane("thumbnails").style.zIndex = "430";
     map.getPane("thumbnails").style.pointerEvents = "none";
+    // The rasters themselves (preview tiles) above the world outline and the footprints' fill.
+    map.createPane("previews");
+    map.getPane("previews").style.zIndex = "440";
+    map.getPane("previews").style.pointerEvents = "none";
     state.map = map;
     state.footprints = L.geoJSON(null, {
-      style: () => ({ className: "footprint", color: "#c2410c", weight: 1.5, fillColor: "#ff7f0e", fillOpacity: 0.55 }),
+      style: (feature) => ({ className: "footprint", color: "#c2410c", weight: 1.5, fillColor: "#ff7f0e",
+        fillOpacity: state.previews.has(featureKey(feature)) ? 0 : 0.55 }),
       onEachFeature: (feature, layer) => layer.on("click", () => selectItem(feature, layer)),
     }).addTo(map);
     try {
@@ -551,6 +562,7 @@
       return;
     }
     state.footprints.clearLayers();
+    showPreviews(features);
     state.footprints.addData(features);
     $("map-count").textContent = `${features.length} footprints${more ? ` (the first ${features.length}: zoom in for the rest)` : ""}`;
     if (fit && features.length) {
@@ -558,6 +570,80 @@
       // No closer than zoom 7: the 1:110m outline still gives a place its context there.
       state.map.fitBounds(state.footprints.getBounds(), { padding: [30, 30], maxZoom: 7 });
     }
+  }
+
+  // -- raster previews: the app's 256² PNG tiles of an item's asset, fetched with the key -------
+  const enc = encodeURIComponent;
+  const featureKey = (feature) => `${feature.collection}/${feature.id}`;
+
+  const PreviewLayer = L.GridLayer.extend({
+    createTile(coords, done) {
+      const tile = document.createElement("img");
+      tile.alt = "";
+      tile.className = "preview-tile";
+      const { collection, item, asset } = this.options;
+      const path = `previews/${enc(collection)}/${enc(item)}/${enc(asset)}/${coords.z}/${coords.x}/${coords.y}`;
+      const settle = (outcome) => { tile.dataset.state = outcome; done(null, tile); };
+      fetch(new URL(path, API), { headers: authHeaders() }).then(async (response) => {
+        // 404 outside the raster, 422 where it has no overview for the zoom: nothing to draw.
+        if (!response.ok) { settle("empty"); return; }
+        const url = URL.createObjectURL(await response.blob());
+        tile.onload = () => { URL.revokeObjectURL(url); settle("loaded"); };
+        tile.onerror = () => settle("empty");
+        tile.src = url;
+      }).catch(() => settle("empty"));
+      return tile;
+    },
+  });
+
+  function previewBounds(feature) {
+    const b = feature.bbox;
+    if (!b) return null;
+    const [west, south, east, north] = b.length === 6 ? [b[0], b[1], b[3], b[4]] : b;
+    return west <= east ? L.latLngBounds([[south, west], [north, east]]) : null;
+  }
+
+  // Draw the rasters of the footprints in view when zoomed in (and always the selected one).
+  function showPreviews(features) {
+    const wanted = new Map();
+    if (state.map.getZoom() >= PREVIEW_ZOOM) {
+      for (const f of features.filter((f) => (f.previews || []).length).slice(0, MAX_PREVIEWS)) wanted.set(featureKey(f), f);
+    }
+    if (state.selected && (state.selected.previews || []).length) wanted.set(featureKey(state.selected), state.selected);
+    for (const [key, entry] of state.previews) {
+      if (!wanted.has(key)) { entry.layer.remove(); state.previews.delete(key); }
+    }
+    for (const [key, feature] of wanted) drawPreview(feature, state.chosen.get(key) || feature.previews[0]);
+  }
+
+  function drawPreview(feature, asset) {
+    const key = featureKey(feature);
+    const shown = state.previews.get(key);
+    if (shown && shown.asset === asset) return;
+    if (shown) shown.layer.remove();
+    const bounds = previewBounds(feature);
+    if (!bounds) return;
+    const layer = new PreviewLayer({ collection: feature.collection, item: feature.id, asset, bounds,
+      pane: "previews", className: "preview", tileSize: 256, maxZoom: 24, updateWhenZooming: false });
+    state.previews.set(key, { layer, asset });
+    layer.addTo(state.map);
+  }
+
+  // An item with several rasters (time steps, variables): choose which one the map draws.
+  function previewChooser(feature) {
+    const keys = feature.previews || [];
+    if (keys.length < 2) return [];
+    const select = el("select", { id: "preview-asset" });
+    for (const key of keys) {
+      const title = (feature.assets[key] && feature.assets[key].title) || key;
+      select.append(el("option", { value: key, text: title === key ? key : `${key}: ${title}` }));
+    }
+    select.value = state.chosen.get(featureKey(feature)) || keys[0];
+    select.addEventListener("change", () => {
+      state.chosen.set(featureKey(feature), select.value);
+      drawPreview(feature, select.value);
+    });
+    return [el("h4", { text: "Raster shown" }), el("label", {}, "Asset ", select)];
   }
 
   // How a browser opens an asset: a public URL, a signed URL from the API, or the embedded host's
@@ -579,9 +665,12 @@
   }
 
   async function selectItem(feature, layer) {
+    state.selected = feature;
+    if ((feature.previews || []).length) drawPreview(feature, state.chosen.get(featureKey(feature)) || feature.previews[0]);
     state.footprints.resetStyle();
-    // Selected: outlined; unfilled when it has a thumbnail, which is drawn beneath at its bbox.
-    layer.setStyle({ weight: 3, color: "#1d2330", fillOpacity: feature.thumbnail ? 0 : 0.55 });
+    // Selected: outlined; unfilled when its raster or its thumbnail is drawn at its footprint.
+    layer.setStyle({ weight: 3, color: "#1d2330",
+      fillOpacity: feature.thumbnail || state.previews.has(featureKey(feature)) ? 0 : 0.55 });
     const panel = $("item");
     const props = feature.properties || {};
     const table = el("table", {}, ...Object.entries(props).map(([k, v]) =>
@@ -598,7 +687,7 @@
       if (asset.open && asset.open.kind === "signed") link.addEventListener("click", (event) => resign(event, link, asset));
     }
     panel.replaceChildren(el("h3", { text: feature.id }),
-      el("p", { class: "muted", text: `collection ${feature.collection}` }),
+      el("p", { class: "muted", text: `collection ${feature.collection}` }), ...previewChooser(feature),
       el("h4", { text: "Assets" }), assets, el("h4", { text: "Properties" }), table);
     await showThumbnail(feature);
   }

@@ -57,6 +57,9 @@ param syncContainers string = ''
 @description('Six-field NCRONTAB schedule of the sync (RMH_SYNC_SCHEDULE).')
 param syncSchedule string = '0 0 */6 * * *'
 
+@description('Base URL of a titiler-pgstac serving the catalog (RMH_TILER_URL); empty: mosaics are registered, their links left out.')
+param tilerUrl string = ''
+
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGZRS'])
 @description('Replication of the storage account (Standard_GZRS when it holds the only copy of the rasters).')
 param storageSku string = 'Standard_ZRS'
@@ -171,6 +174,7 @@ var rmhSettings = {
   RMH_SYNC_SCHEDULE: syncSchedule
   RMH_EVENT_CONTAINERS: join(eventContainers, ',')
   RMH_SYNC_CHUNK_SIZE: '100'
+  RMH_TILER_URL: tilerUrl
   RMH_MAX_PIXELS_PER_TASK: '67108864'
   RMH_TILE_SIZE: '4096'
   RMH_GDAL_OPTIONS: string({

@@ -89,6 +89,9 @@ def job(keyed, store, tmp_path_factory):
     stac = europe.to_dict(include_self_link=False, transform_hrefs=False)
     stac["assets"]["thumbnail"] = {"href": store.url("cogs", "dash/europe-thumbnail.png"), "type": "image/png",
                                    "roles": ["thumbnail"], "title": "Thumbnail"}
+    # A data asset the preview tiles do not draw (no ``data`` role): the map shows the item's
+    # thumbnail alone, which the preview tiles of a raster would otherwise cover.
+    stac["assets"]["data"]["roles"] = ["metadata"]
     catalog.upsert_items([stac])
     return {"id": started["id"], "output": output, "europe": europe.id}
 

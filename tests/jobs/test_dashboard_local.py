@@ -73,6 +73,8 @@ def items(served, store, tmp_path_factory):
     assert code == 202, body
     status = wait_for_job(json.loads(body)["statusQueryGetUri"])
     assert status["runtimeStatus"] == "Completed" and status["output"]["done"] == 2, status["output"]
+    mosaic = status["output"]["detail"]["catalog"]["mosaic"]  # no pgSTAC, no search: said so
+    assert mosaic["search_id"] is None and "static catalog" in mosaic["reason"], mosaic
     catalog = activities.catalog()
     asia = next(item for item in catalog.search(COLLECTION, limit=10) if "asia" in item.id)
     stac = asia.to_dict(include_self_link=False, transform_hrefs=False)
@@ -87,6 +89,9 @@ def items(served, store, tmp_path_factory):
     thumbnail.write_bytes(png.getvalue())
     href = data_href.rsplit("/", 1)[0] + "/" + thumbnail.name if "/" in data_href else thumbnail.name
     stac["assets"]["thumbnail"] = {"href": href, "type": "image/png", "roles": ["thumbnail"]}
+    # A data asset the preview tiles do not draw (no ``data`` role): the map shows the item's
+    # thumbnail alone, which the preview tiles of a raster would otherwise cover.
+    stac["assets"]["data"]["roles"] = ["metadata"]
     catalog.upsert_items([stac])
     catalog.finalize()
     return {"asia": asia.id, "cog": cog}
