@@ -167,11 +167,16 @@ class OutputWriteError(GeoOpsError):
     """Writing or publishing an output failed; nothing was left at the destination."""
 
 
+class CannotReproject(GeoOpsError):
+    """No grid in the target CRS can be computed for the raster: its CRS has no transformation to
+    the target (an engineering or local CRS), or none of its points fall in the target's domain."""
+
+
 ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
     cls.__name__: cls for cls in (
         RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster, MissingCRS,
         DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata, InvalidOption,
-        InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError)
+        InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError, CannotReproject)
 }
 
 
@@ -1076,10 +1081,43 @@ def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
 
 
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
-    """Strict COG validation (warnings count as errors); raises ``InvalidCog``."""
+    """Strict COG validation (warnings count as errors); raises ``InvalidCog``. A raster too thin
+    to halve (one pixel wide or tall) has no overviews to have: rio-cogeo's advice to add them is
+    not held against it."""
     ok, errors, warnings = cog_validate(path, strict=True, config=dict(config), quiet=True)
+    if not ok and not errors and all(NO_OVERVIEWS_ADVICE in w for w in warnings):
+        with rasterio.open(path) as out:
+            ok = overview_cap(out.width, out.height) == 0
     if not ok:
         raise InvalidCog(path, "; ".join(errors + warnings))
+
+
+#: rio-cogeo's warning for a raster above 512 pixels a side without overviews.
+NO_OVERVIEWS_ADVICE = "it is recommended to include internal overviews"
+
+
+def overview_cap(width: int, height: int) -> int:
+    """The most overview levels a raster of this shape can have: halvings before either side
+    falls below one pixel (0 for a raster one pixel wide or tall). GDAL keeps such a side at one
+    pixel instead, and the level is then no reduction along it: readers that take a level's
+    decimation from its width (rasterio, rio-cogeo) see 1 ("Invalid Decimation 1")."""
+    return max(min(width, height), 1).bit_length() - 1
+
+
+def shaped_cog_options(options: Mapping[str, str], width: int, height: int) -> dict[str, str]:
+    """COG creation options for an output of this shape: automatic overviews (halving until the
+    image fits one block, as ``OVERVIEWS=AUTO`` does) limited to ``overview_cap`` levels with
+    ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0. Other options are kept."""
+    options = dict(options)
+    if options.get("OVERVIEWS", "AUTO").upper() != "AUTO":
+        return options
+    block, levels, w, h = int(options.get("BLOCKSIZE", 512)), 0, width, height
+    while w > block or h > block:
+        w, h, levels = w // 2, h // 2, levels + 1
+    cap = overview_cap(width, height)
+    if cap >= levels:
+        return options
+    return {**options, "OVERVIEWS": "NONE"} if cap == 0 else {**options, "OVERVIEW_COUNT": str(cap)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1238,8 +1276,9 @@ def to_cog(
         check_codec(ds, options)
         try:
             if dst_crs is None:
-                _copy_cog(ds, tmp, options, nodata)
+                _copy_cog(ds, tmp, shaped_cog_options(options, ds.width, ds.height), nodata)
             else:
+                output_grid(ds, parse_crs(dst_crs), resolution, limits)
                 _warp_cog(ds, tmp, options, parse_crs(dst_crs), resolution,
                           parse_resampling(resampling), nodata, warp_mem_limit_mb, threads)
         except GDAL_ERRORS as err:
@@ -1295,7 +1334,7 @@ def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[fl
     came out 574 x 14 px). Here the extent is the source's outline with longitudes made continuous
     (so it may pass ±180°: a valid, contiguous grid), at the source's own resolution. A pole in a
     Mercator target cannot be represented: refused with the reason. None for every other case."""
-    if ds.crs is None:
+    if ds.crs is None or not maps_to_lonlat(ds.crs.to_wkt()):
         return None
     period = _longitude_period(dst_crs)
     if period is None:
@@ -1404,6 +1443,39 @@ def warped_vrt(ds: DatasetReader, dst_crs: CRS, transform: Affine, width: int, h
                      warp_extras={"NUM_THREADS": str(threads), "INIT_DEST": "NO_DATA"}, **kwargs)
 
 
+def check_warped_size(ds: DatasetReader, width: int, height: int, limits: RasterLimits | None) -> None:
+    """Refuse a reprojection whose output grid passes the pixel limit a source is held to:
+    pixels far longer than wide (a 1 x 100,000 strip of 10 km x 0.1 m pixels) become square
+    pixels of their finer side, gigapixels from a small file."""
+    limits = limits or RasterLimits()
+    if width * height > limits.max_pixels:
+        xres, yres = abs(ds.transform.a) or 1.0, abs(ds.transform.e) or 1.0
+        raise RasterTooLarge(ds.name, f"reprojected, its {ds.width} x {ds.height} pixels would become "
+                             f"{width} x {height} = {width * height} pixels, over the limit of "
+                             f"{limits.max_pixels} (its pixels are {max(xres, yres) / min(xres, yres):.0f} "
+                             "times longer than wide; reprojection makes them square)")
+
+
+def output_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float, float] | None = None,
+                limits: RasterLimits | None = None) -> tuple[Affine, int, int]:
+    """``warp_grid``, with what stops it named: CannotReproject when no grid can be computed
+    (GDAL's or PROJ's error as the reason), RasterTooLarge over the pixel limit."""
+    try:
+        transform, width, height = warp_grid(ds, dst_crs, resolution)
+    except (*GDAL_ERRORS, CRSError, pyproj.exceptions.ProjError) as err:
+        raise CannotReproject(ds.name, f"no grid in {dst_crs.to_string() or 'the target CRS'} for its "
+                              f"CRS and extent: {gdal_reason(err)}") from err
+    check_warped_size(ds, width, height, limits)
+    return transform, width, height
+
+
+def warped_pixels(ds: DatasetReader, dst_crs: str | int | CRS, limits: RasterLimits | None = None) -> int:
+    """Pixels of ``ds`` reprojected to ``dst_crs`` (the grid ``to_cog`` writes), refused as
+    ``output_grid`` refuses them: what decides whether a reprojection fits one task."""
+    _, width, height = output_grid(ds, parse_crs(dst_crs), limits=limits)
+    return width * height
+
+
 def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS,
               resolution: float | tuple[float, float] | None, resampling: Resampling,
               nodata: float | None, warp_mem_limit_mb: int, threads: int | str) -> None:
@@ -1418,7 +1490,7 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
                                  SPARSE_OK="TRUE")
         with rasterio.open(intermediate, "r+") as warped:  # a warped VRT drops the source's tags
             warped.update_tags(**ds.tags())
-        rasterio.shutil.copy(intermediate, tmp, driver="COG", **options)
+        rasterio.shutil.copy(intermediate, tmp, driver="COG", **shaped_cog_options(options, width, height))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(intermediate)
@@ -1509,7 +1581,7 @@ def plan_tiles(
         crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
         if dst_crs is not None:
             crs = parse_crs(dst_crs)
-            transform, width, height = warp_grid(ds, crs, resolution)
+            transform, width, height = output_grid(ds, crs, resolution, limits)
         size = tile_size or tile_size_for_budget(
             _pixel_budget(ds, max_pixels, max_tile_bytes), blocksize)
     if size < 1:
@@ -1575,8 +1647,9 @@ def process_tile(
     started = time.perf_counter()
     dst = str(dst or tile.output_path)
     config = env_options(gdal_config)
-    options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
-                          threads=threads, max_z_error=max_z_error)
+    options = shaped_cog_options(cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
+                                             threads=threads, max_z_error=max_z_error),
+                                 tile.window.width, tile.window.height)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
         check_codec(ds, options)
         try:
@@ -1729,6 +1802,17 @@ def _mosaic_xml(tiles: list[_TileFacts], grid: _MosaicGrid) -> str:
 # Raster facts for cataloging: each fact has its home here (footprint, lon/lat transformer,
 # block sampler, statistics, nodata, file datetime, COG layout, header size); stac_ops composes
 # STAC items from a ``RasterHeader`` and never reads a raster itself.
+
+
+@lru_cache(maxsize=256)
+def maps_to_lonlat(wkt: str) -> bool:
+    """Whether PROJ has a transformation from the CRS ``wkt`` to longitude/latitude: not for an
+    engineering or local CRS (``LOCAL_CS``, ``ENGCRS``), which has no place on the Earth."""
+    try:
+        _to_lonlat(wkt)
+    except pyproj.exceptions.ProjError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=64)
@@ -2132,11 +2216,12 @@ def read_header(
     """What a catalog item needs, from the header alone unless ``statistics`` (then one decimated
     read, served by the overviews, gives each band's statistics). ``src`` is a path or an open
     dataset (left open). CRS facts are cached per distinct CRS."""
-    if isinstance(src, DatasetReader):
-        with gdal_env(gdal_config):
-            return _header_of(src, densify, statistics, max_stats_size)
-    with gdal_env(gdal_config), open_raster(src) as ds:
-        return _header_of(ds, densify, statistics, max_stats_size)
+    with gdal_env(gdal_config), (contextlib.nullcontext(src) if isinstance(src, DatasetReader)
+                                 else open_raster(src)) as ds:
+        try:
+            return _header_of(ds, densify, statistics, max_stats_size)
+        except GDAL_ERRORS as err:  # a header GDAL cannot finish reading: the file's, named
+            raise read_error(ds.name, "reading its header failed", err) from err
 
 
 def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int) -> RasterHeader:
@@ -2144,7 +2229,7 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
     wkt = crs.to_wkt() if crs else None
     epsg, wkt2, projjson = _crs_facts(wkt) if wkt else (None, None, None)
     grid = (ds.transform, ds.width, ds.height)
-    georeferenced = crs is not None and not ds.transform.is_identity
+    georeferenced = crs is not None and not ds.transform.is_identity and maps_to_lonlat(wkt)
     geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
     data = read_decimated(ds, max_size=max_stats_size) if statistics else None
     is_tiff = ds.driver in ("GTiff", "COG")
@@ -2203,7 +2288,7 @@ def write_thumbnail(
     (or the band's palette) otherwise, nodata and masked pixels transparent.
 
     Pixels come from one decimated read that GDAL serves from the overviews; a raster larger
-    than four times ``max_size`` without overviews is refused rather than read in full.
+    than (4 x ``max_size``)² pixels without overviews is refused rather than read in full.
     Non-byte data (and byte data with ``rescale``) is stretched linearly from ``rescale``, one
     ``(min, max)`` per shown band, by default the bands' statistics as an item states them
     (``read_header(statistics=True)``: a decimated read of ``STATISTICS_SIZE`` pixels).
@@ -2217,7 +2302,7 @@ def write_thumbnail(
 
 def _thumbnail(ds: DatasetReader, dst: str, max_size: int,
                rescale: Sequence[tuple[float, float]] | None) -> ThumbnailResult:
-    if max(ds.width, ds.height) > 4 * max_size and not ds.overviews(1):
+    if ds.width * ds.height > (4 * max_size) ** 2 and not ds.overviews(1):  # a 1 x 100,000 strip reads cheaply
         raise InvalidOption(ds.name, "has no overviews: a thumbnail would read every pixel")
     indexes = [1] if _has_colormap(ds) else preview_bands([c.name for c in ds.colorinterp])
     if rescale is None and not _has_colormap(ds) and ds.dtypes[indexes[0] - 1] != "uint8":
