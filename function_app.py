@@ -204,9 +204,9 @@ def _check_containers(request: JobRequest) -> None:
     """No job reads from or writes to the system container (the service's own state: plans,
     inventories), and outputs never go to the input container: a 400 before anything is read or
     written, as the token and asset routes refuse the system container."""
-    own = {get_settings().system_container: "the system container"}
+    system = get_settings().system_container
     container = getattr(request, "container", None)
-    if container in own:
+    if container == system:
         raise ApiError(400, "invalid request", problems=[{
             "field": "container",
             "problem": f"{container!r} is the system container, which holds the service's own state "
@@ -214,7 +214,7 @@ def _check_containers(request: JobRequest) -> None:
     output = getattr(request, "output_container", None)
     if output is None:
         return
-    clashes = {container: "the input container", **own}
+    clashes = {container: "the input container", system: "the system container"}
     if output in clashes:
         raise ApiError(400, "invalid request", problems=[{
             "field": "output_container",
