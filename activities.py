@@ -66,7 +66,8 @@ from models import (
 )
 from raster_names import is_raster_name  # the one list of raster suffixes (sync, prefixes, blob events)
 from settings import CatalogBackend, Settings, StorageBackend, get_settings
-from storage import BlobNotFound, BlobStore, ContainerNotFound, LocalDirStore, StorageUnavailable, store_from_settings
+from storage import (MAX_BLOB_NAME, BlobNotFound, BlobStore, ContainerNotFound, GdalPathTooLong, InvalidBlobName,
+                     LocalDirStore, StorageRefused, StorageUnavailable, fit_component, store_from_settings)
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -74,7 +75,7 @@ T = TypeVar("T")
 
 # Conditions that describe the file, not the service: a per-item failure, never retried.
 ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, catalogs.CatalogError,
-                                            BlobNotFound)
+                                            BlobNotFound, InvalidBlobName, StorageRefused, GdalPathTooLong)
 # Conditions that are the service's fault (storage or catalog unreachable, a network fault while
 # reading): retried inside the activity with backoff (``rides_out_outages``), then raised so the
 # retry options at the orchestrator's call site apply. Never reported as a bad file.
@@ -640,27 +641,47 @@ def inspect_raster(payload: dict) -> dict:
     store = blob_store()
 
     def inspect():
-        with validated_source(store, task) as (_gdal, report, _dataset):
-            return report
+        with validated_source(store, task) as (_gdal, report, dataset):
+            # Reprojected, the output's grid is what one task writes (pixels far longer than
+            # wide become many square ones): it decides the tiled path, and is refused over the limit.
+            pixels = geo_ops.warped_pixels(dataset, task.options.target_crs, limits()) \
+                if task.options.target_crs else (report.width or 0) * (report.height or 0)
+            return report, pixels
 
     try:
-        report = judged(store, task.container, task.file.name, inspect)
+        report, pixels = judged(store, task.container, task.file.name, inspect)
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
         outcome = failed(task.file.name, err, started, container=task.container)
         return InspectResult(name=task.file.name, outcome=TaskOutcome.model_validate(outcome)).model_dump(mode="json")
-    pixels = (report.width or 0) * (report.height or 0)
     return InspectResult(name=task.file.name, pixels=pixels,
                          needs_tiling=pixels > settings().max_pixels_per_task,
                          warnings=[w.message for w in report.warnings]).model_dump(mode="json")
 
 
+#: Characters an output name leaves for what follows its stem: ``/tiles/tile_r0000_c0000`` and
+#: ``.thumbnail.png`` (a tile's thumbnail), ``/mosaic.vrt``.
+OUTPUT_TAIL = 40
+#: Most bytes of UTF-8 in an output name: with its container, or a local storage directory,
+#: its GDAL path stays within storage.GDAL_PATH_BYTES.
+OUTPUT_NAME_BYTES = 1400
+
+
 def cog_blob_name(container: str, blob: str, suffix: str = ".tif") -> str:
-    """Deterministic output name of a source blob: ``<container>/<path without extension>.tif``."""
+    """Deterministic output name of a source blob: ``<container>/<path without extension>.tif``.
+    Every output name made from it fits a blob name (1,024 characters), a GDAL path
+    (OUTPUT_NAME_BYTES) and a file name (its last segment within 255 bytes,
+    ``storage.fit_component``): a longer one keeps its head and a hash of the whole, so the same
+    source always gives the same name, and distinct sources distinct names."""
     path = PurePosixPath(blob)
-    stem = path.with_suffix("") if path.suffix.lower() in (".tif", ".tiff") else path
-    return f"{container}/{stem}{suffix}"
+    stem = f"{container}/{path.with_suffix('') if path.suffix.lower() in ('.tif', '.tiff') else path}"
+    if len(stem) + OUTPUT_TAIL > MAX_BLOB_NAME or len(stem.encode("utf-8")) + OUTPUT_TAIL > OUTPUT_NAME_BYTES:
+        digest = hashlib.sha256(stem.encode("utf-8")).hexdigest()[:32]
+        head = stem[:MAX_BLOB_NAME - OUTPUT_TAIL - len(digest) - 1].encode("utf-8")
+        stem = f"{head[:OUTPUT_NAME_BYTES - OUTPUT_TAIL - len(digest) - 1].decode('utf-8', 'ignore')}~{digest}"
+    parent, _, last = stem.rpartition("/")
+    return f"{parent}/{fit_component(last, suffix)}"
 
 
 def options_digest(options: dict[str, Any]) -> str:
@@ -719,8 +740,10 @@ def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) 
 
 
 def thumbnail_blob_name(cog_name: str) -> str:
-    """Where a COG's thumbnail goes: beside it, ``<name without .tif>.thumbnail.png``."""
-    return f"{cog_name.removesuffix('.tif')}.thumbnail.png"
+    """Where a COG's thumbnail goes: beside it, ``<name without .tif>.thumbnail.png`` (its last
+    segment within 255 bytes, as ``cog_blob_name`` keeps it)."""
+    parent, _, last = cog_name.removesuffix(".tif").rpartition("/")
+    return f"{parent + '/' if parent else ''}{fit_component(last, '.thumbnail.png')}"
 
 
 def _publish(store: BlobStore, container: str, name: str, local: Path, metadata: dict[str, str], *,

@@ -29,7 +29,7 @@ from raster_errors import InvalidCog, InvalidOption
 from raster_models import CogResult, RasterLimits
 from raster_stats import valid_fraction
 from raster_validate import preflight
-from reprojection import warp_grid, warped_vrt
+from reprojection import output_grid, warp_grid, warped_vrt
 from vrt_documents import window_vrt
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,43 @@ def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
 
 
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
-    """Strict COG validation (warnings count as errors); raises ``InvalidCog``."""
+    """Strict COG validation (warnings count as errors); raises ``InvalidCog``. A raster too thin
+    to halve (one pixel wide or tall) has no overviews to have: rio-cogeo's advice to add them is
+    not held against it."""
     ok, errors, warnings = cog_validate(path, strict=True, config=dict(config), quiet=True)
+    if not ok and not errors and all(NO_OVERVIEWS_ADVICE in w for w in warnings):
+        with rasterio.open(path) as out:
+            ok = overview_cap(out.width, out.height) == 0
     if not ok:
         raise InvalidCog(path, "; ".join(errors + warnings))
+
+
+#: rio-cogeo's warning for a raster above 512 pixels a side without overviews.
+NO_OVERVIEWS_ADVICE = "it is recommended to include internal overviews"
+
+
+def overview_cap(width: int, height: int) -> int:
+    """The most overview levels a raster of this shape can have: halvings before either side
+    falls below one pixel (0 for a raster one pixel wide or tall). GDAL keeps such a side at one
+    pixel instead, and the level is then no reduction along it: readers that take a level's
+    decimation from its width (rasterio, rio-cogeo) see 1 ("Invalid Decimation 1")."""
+    return max(min(width, height), 1).bit_length() - 1
+
+
+def shaped_cog_options(options: Mapping[str, str], width: int, height: int) -> dict[str, str]:
+    """COG creation options for an output of this shape: automatic overviews (halving until the
+    image fits one block, as ``OVERVIEWS=AUTO`` does) limited to ``overview_cap`` levels with
+    ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0. Other options are kept."""
+    options = dict(options)
+    if options.get("OVERVIEWS", "AUTO").upper() != "AUTO":
+        return options
+    block, levels, w, h = int(options.get("BLOCKSIZE", 512)), 0, width, height
+    while w > block or h > block:
+        w, h, levels = w // 2, h // 2, levels + 1
+    cap = overview_cap(width, height)
+    if cap >= levels:
+        return options
+    return {**options, "OVERVIEWS": "NONE"} if cap == 0 else {**options, "OVERVIEW_COUNT": str(cap)}
 
 
 def to_cog(
@@ -115,8 +148,9 @@ def to_cog(
         check_codec(ds, options)
         try:
             if dst_crs is None:
-                _copy_cog(ds, tmp, options, nodata)
+                _copy_cog(ds, tmp, shaped_cog_options(options, ds.width, ds.height), nodata)
             else:
+                output_grid(ds, parse_crs(dst_crs), resolution, limits)
                 _warp_cog(ds, tmp, options, parse_crs(dst_crs), resolution,
                           parse_resampling(resampling), nodata, warp_mem_limit_mb, threads)
         except GDAL_ERRORS as err:
@@ -153,7 +187,7 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
                                  SPARSE_OK="TRUE")
         with rasterio.open(intermediate, "r+") as warped:  # a warped VRT drops the source's tags
             warped.update_tags(**ds.tags())
-        rasterio.shutil.copy(intermediate, tmp, driver="COG", **options)
+        rasterio.shutil.copy(intermediate, tmp, driver="COG", **shaped_cog_options(options, width, height))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(intermediate)

@@ -1164,7 +1164,9 @@ def _write_slice(group: SliceGroup, variable: CubeVariable, task: SliceTask, dat
                 mem.descriptions = (variable.name,)
                 mem.update_tags(1, **variable.tags)
                 mem.update_tags(**_position_tags(group, variable, task.slice), CUBE_VARIABLE=variable.name)
-                rasterio.shutil.copy(mem, tmp, driver="COG", **options)
+                # Overviews as to_cog writes any shape: no level that is no reduction across.
+                rasterio.shutil.copy(mem, tmp, driver="COG",
+                                     **geo_ops.shaped_cog_options(options, grid.width, grid.height))
         except GDAL_ERRORS as err:
             raise geo_ops.read_error(group.source, f"{variable.name} {task.slice.index}", err) from err
         geo_ops.verify_cog(tmp, config)

@@ -467,14 +467,10 @@ def _collection_containers(config) -> list[str]:
 
 
 def _ensure_container(store, container: str) -> str:
-    from storage import ContainerNotFound
-
-    try:
-        store.list_page(container, page_size=1)
+    if store.container_exists(container):
         return "exists"
-    except ContainerNotFound:
-        store.create_container(container)
-        return "created"
+    store.create_container(container)
+    return "created"
 
 
 def _ensure_collection(catalog, container: str) -> str:

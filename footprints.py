@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 import catalogs
 import previews
 import storage
-from models import CollectionId
+from models import CollectionId, Text
 from settings import CatalogBackend, Settings, StorageBackend
 
 MAX_LIMIT = 1000
@@ -48,7 +48,7 @@ class FootprintQuery(BaseModel):
     collection: list[CollectionId] = Field(default_factory=list, max_length=100)
     bbox: tuple[float, float, float, float] | None = None
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    token: str | None = Field(None, min_length=1, max_length=1100)
+    token: Text | None = Field(None, min_length=1, max_length=1100)
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> "FootprintQuery":

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import datetime as dt
 import functools
 import hmac
 import json
 import logging
 import re
+import threading
+import time
 import urllib.parse
 from typing import Any, Awaitable, Callable
 
@@ -75,6 +78,8 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     storage.ContainerNotFound: 404,
     storage.BlobNotFound: 404,
     storage.StorageUnavailable: 503,
+    storage.StorageRefused: 502,
+    storage.GdalPathTooLong: 400,
     storage.SigningUnsupported: 404,
     catalogs.CatalogUnavailable: 503,
     catalogs.InvalidPageToken: 400,
@@ -209,12 +214,20 @@ def _with_defaults(request: JobRequest) -> JobRequest:
 
 
 def _check_containers(request: JobRequest) -> None:
-    """Outputs never go to the input or the system container: a 400 before anything is written."""
+    """No job reads from or writes to the system container (the service's own state: plans,
+    inventories), and outputs never go to the input container: a 400 before anything is read or
+    written, as the token and asset routes refuse the system container."""
+    system = get_settings().system_container
+    container = getattr(request, "container", None)
+    if container == system:
+        raise ApiError(400, "invalid request", problems=[{
+            "field": "container",
+            "problem": f"{container!r} is the system container, which holds the service's own state "
+                       "(plans, inventories), not data; name a container of rasters"}])
     output = getattr(request, "output_container", None)
     if output is None:
         return
-    config = get_settings()
-    clashes = {getattr(request, "container", None): "the input container", config.system_container: "the system container"}
+    clashes = {container: "the input container", system: "the system container"}
     if output in clashes:
         raise ApiError(400, "invalid request", problems=[{
             "field": "output_container",
@@ -226,10 +239,8 @@ async def _require_container(request: JobRequest) -> None:
     container = getattr(request, "container", None)
     if container is None:
         return
-    try:
-        await asyncio.to_thread(activities.blob_store().list_page, container, page_size=1)
-    except storage.ContainerNotFound:
-        raise ApiError(404, f"container {container!r} does not exist", field="container") from None
+    if not await asyncio.to_thread(activities.blob_store().container_exists, container):
+        raise ApiError(404, f"container {container!r} does not exist", field="container")
 
 
 def status_body(status: df.DurableOrchestrationStatus) -> dict[str, Any]:
@@ -644,7 +655,9 @@ def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
     match = _SUBJECT.match(event.subject or "")
     if kind is None or match is None:
         return None
-    container, blob = match.group(1), urllib.parse.unquote(match.group(2))
+    # The subject carries the blob's name as it is (Event Grid does not percent-encode it, and
+    # neither does the embedded emulation): a name holding "%41" is that name, not "A".
+    container, blob = match.group(1), match.group(2)
     config = get_settings()
     if container not in config.watched_containers or not raster_names.is_raster_name(blob):
         return None
@@ -738,7 +751,8 @@ async def sas_token(req: func.HttpRequest) -> func.HttpResponse:
     if req.route_params.get("account") != store.account_name:
         raise ApiError(404, f"unknown storage account {req.route_params.get('account', '')[:64]!r}")
     container = _readable_container(req.route_params.get("container", ""))
-    await asyncio.to_thread(store.list_page, container, page_size=1)  # 404 for a missing container
+    if not await asyncio.to_thread(store.container_exists, container):
+        raise ApiError(404, f"container {container!r} does not exist")
     access = await asyncio.to_thread(store.read_sas, container)
     return _json({"msft:expiry": access.expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": access.token},
                  headers={"Cache-Control": "no-store"})
@@ -786,19 +800,81 @@ def _signed_location(href: str) -> str:
     return f"{href}?{access.token}"
 
 
+#: Seconds a storage and catalog probe's answer serves anonymous health checks: probes, however
+#: many, cost storage and the catalog one cheap call each per interval.
+HEALTH_REUSE_SECONDS = 5.0
+#: Longest an anonymous health check waits for an answer before it says down (a catalog that does
+#: not answer keeps its probe waiting for the pool's retries; the next check reuses that probe).
+HEALTH_TIMEOUT_SECONDS = 10.0
+_health_lock = threading.Lock()
+_health_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmh-health")
+_health_probe: tuple[float, concurrent.futures.Future] | None = None
+
+
+def _backends_probe() -> concurrent.futures.Future:
+    """The storage and catalog probe in flight, or its answer when under HEALTH_REUSE_SECONDS old,
+    else a new one: one probe at a time, whatever the number of checks."""
+    global _health_probe
+    with _health_lock:
+        now = time.monotonic()
+        if _health_probe is None or (_health_probe[1].done() and now - _health_probe[0] > HEALTH_REUSE_SECONDS):
+            _health_probe = (now, _health_pool.submit(
+                lambda: all(_check(probe)["ok"] for probe in (_storage_health, _catalog_reachable))))
+        return _health_probe[1]
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @app.durable_client_input(client_name="client")
 @api
 async def health(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Storage, catalog and runtime reachability (anonymous; no secrets in the answer)."""
-    checks = {"storage": _check(_storage_health), "catalog": _check(_catalog_health)}
+    """Up or down, and nothing else (anonymous: what a load balancer's probe needs): 200
+    ``{"status": "up"}`` when storage, catalog and runtime answer a cheap call each within
+    HEALTH_TIMEOUT_SECONDS, else 503 ``{"status": "down"}``. What each part said (backends,
+    containers, catalog version and counts) is ``health/details``, behind the function key."""
     try:
-        await client.get_status_by(runtime_status=[RS.Running])
-        checks["runtime"] = {"ok": True}
+        backends = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_backends_probe())),
+                                          HEALTH_TIMEOUT_SECONDS)
+        runtime = (await asyncio.wait_for(_runtime_check(client), HEALTH_TIMEOUT_SECONDS))["ok"]
+    except asyncio.TimeoutError:
+        backends = runtime = False
+    up = backends and runtime
+    return _json({"status": "up" if up else "down"}, 200 if up else 503, headers={"Cache-Control": "no-store"})
+
+
+@app.route(route="health/details", methods=["GET"])
+@app.durable_client_input(client_name="client")
+@api
+async def health_details(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Storage, catalog and runtime reachability with what each said: backends, container names,
+    the catalog's version and counts (function key; no secrets in the answer)."""
+    checks = await _health_checks(client, {"storage": _storage_health, "catalog": _catalog_health})
+    up = all(c["ok"] for c in checks.values())
+    return _json({"status": "up" if up else "down", "ok": up, **checks}, 200 if up else 503,
+                 headers={"Cache-Control": "no-store"})
+
+
+async def _health_checks(client: df.DurableOrchestrationClient,
+                         probes: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each probe's answer (``ok`` and what it said), and the runtime's, each given at most
+    HEALTH_TIMEOUT_SECONDS (a part that has not answered by then is down)."""
+    async def bounded(name: str, check: Awaitable[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        try:
+            return name, await asyncio.wait_for(check, HEALTH_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            return name, {"ok": False, "error": f"no answer within {HEALTH_TIMEOUT_SECONDS:g} s"}
+
+    answers = await asyncio.gather(*(bounded(name, asyncio.to_thread(_check, probe)) for name, probe in probes.items()),
+                                   bounded("runtime", _runtime_check(client)))
+    return dict(answers)
+
+
+async def _runtime_check(client: df.DurableOrchestrationClient) -> dict[str, Any]:
+    """The runtime answers a status query of an instance id no job has (no instance is listed)."""
+    try:
+        await client.get_status("rmh-health-probe")
+        return {"ok": True}
     except Exception as err:  # noqa: BLE001 - any failure here is the runtime being unreachable
-        checks["runtime"] = {"ok": False, "error": storage.redact(f"{type(err).__name__}: {err}")[:300]}
-    ok = all(c["ok"] for c in checks.values())
-    return _json({"ok": ok, **checks}, 200 if ok else 503)
+        return {"ok": False, "error": storage.redact(f"{type(err).__name__}: {err}")[:300]}
 
 
 def _check(probe) -> dict[str, Any]:
@@ -810,14 +886,16 @@ def _check(probe) -> dict[str, Any]:
 
 def _storage_health() -> dict[str, Any]:
     config = get_settings()
-    store = activities.blob_store()
-    try:
-        store.list_page(config.input_container, page_size=1)
-        exists = True
-    except storage.ContainerNotFound:  # the service answered; the container is simply not made yet
-        exists = False
+    exists = activities.blob_store().container_exists(config.input_container)  # not made yet: still up
     return {"backend": config.storage_backend.value, "input_container": config.input_container,
-            "input_container_exists": exists}
+            "input_container_exists": exists, "output_container": config.output_container,
+            "system_container": config.system_container}
+
+
+def _catalog_reachable() -> dict[str, Any]:
+    """The catalog answers a small query (its collection ids), without counting its items."""
+    activities.catalog().collection_ids()
+    return {}
 
 
 def _catalog_health() -> dict[str, Any]:

@@ -36,8 +36,9 @@ room                its one job
 from __future__ import annotations
 
 from cog_profiles import COG_PROFILES, EIGHT_BIT_CODECS, LERC_CODECS, LOSSLESS_PROFILES  # noqa: F401
-from cog_write import check_codec, cog_options, to_cog, verify_cog  # noqa: F401
-from grid_footprint import footprint  # noqa: F401
+from cog_write import (NO_OVERVIEWS_ADVICE, check_codec, cog_options, overview_cap, shaped_cog_options,  # noqa: F401
+                       to_cog, verify_cog)
+from grid_footprint import footprint, maps_to_lonlat  # noqa: F401
 from mosaics import build_mosaic  # noqa: F401
 from output_staging import publish, staged_output  # noqa: F401
 from raster_checks import (WHOLE_READ_BYTES, BlockSample, Findings, all_valid, check_blocks,  # noqa: F401
@@ -48,7 +49,7 @@ from raster_crs import MAX_CRS_TEXT, crs_epsg, lonlat, parse_crs  # noqa: F401
 from raster_env import (DEFAULT_GDAL_CONFIG, GDAL_ERRORS, PathLike, env_options, gdal_env,  # noqa: F401
                         gdal_reason, is_transient_reason, is_virtual, nodata_json, parse_resampling,
                         read_error)
-from raster_errors import (ERRORS_BY_CODE, DegenerateTransform, EmptyFile, GeoOpsError,  # noqa: F401
+from raster_errors import (ERRORS_BY_CODE, CannotReproject, DegenerateTransform, EmptyFile, GeoOpsError,  # noqa: F401
                            IncompatibleTiles, InvalidCog, InvalidNodata, InvalidOption, MissingCRS,
                            OutputWriteError, RasterNotFound, RasterTooLarge, SourceUnavailable,
                            UnreadableRaster, UnsupportedDtype, UnsupportedFormat)
@@ -62,7 +63,7 @@ from raster_open import (ALLOWED_DRIVERS, MAGIC, REFERENCING_DRIVERS, open_allow
 from raster_stats import (SCAN_LIMIT_PIXELS, STATISTICS_SIZE, band_statistics, read_decimated,  # noqa: F401
                           sample_windows, valid_fraction)
 from raster_validate import preflight, validate, validated  # noqa: F401
-from reprojection import warp_grid, warped_vrt  # noqa: F401
+from reprojection import check_warped_size, output_grid, warp_grid, warped_pixels, warped_vrt  # noqa: F401
 from thumbnails import preview_bands, write_thumbnail  # noqa: F401
 from tiling import plan_tiles, process_tile, tile_path, tile_size_for_budget, tile_windows  # noqa: F401
 from vrt_documents import BandMeta, band_meta, window_vrt, write_band_meta  # noqa: F401

@@ -5,6 +5,7 @@ the antimeridian, the poles and grids whose edge leaves the globe (a geostationa
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import antimeridian
@@ -17,6 +18,18 @@ from rasterio.crs import CRS
 from shapely.geometry import MultiPolygon, Polygon
 
 from raster_crs import edge_pixels, pixels_to_lonlat, to_lonlat
+
+
+@lru_cache(maxsize=256)
+def maps_to_lonlat(wkt: str) -> bool:
+    """Whether PROJ has a transformation from the CRS ``wkt`` to longitude/latitude: not for an
+    engineering or local CRS (``LOCAL_CS``, ``ENGCRS``), which has no place on the Earth, so a
+    grid in it has no footprint (and no grid in another CRS)."""
+    try:
+        to_lonlat(wkt)
+    except pyproj.exceptions.ProjError:
+        return False
+    return True
 
 
 def _contains_pole(wkt: str, transform: Affine, width: int, height: int) -> int:
@@ -150,12 +163,14 @@ def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, de
     a MultiPolygon with ``west > east``; one that holds a pole reaches +/-90 over all longitudes;
     when the edge leaves the projection's valid area (a geostationary full disk) it is the convex
     hull of the outline of the part that maps to the globe, found to a quarter of a pixel, so it
-    holds every pixel that maps. ``(None, None)`` without a CRS or when no part of the grid maps
-    to the globe.
+    holds every pixel that maps. ``(None, None)`` without a CRS, for a CRS with no way to lon/lat
+    (``maps_to_lonlat``), or when no part of the grid maps to the globe.
     """
     if crs is None:
         return None, None
     wkt = crs.to_wkt()
+    if not maps_to_lonlat(wkt):
+        return None, None
     pole = 0 if crs.is_geographic else _contains_pole(wkt, transform, width, height)
     lons, lats = pixels_to_lonlat(wkt, transform, *edge_pixels(width, height, densify))
     finite = np.isfinite(lons) & np.isfinite(lats)

@@ -31,17 +31,42 @@ def _check_target_crs(value: str | None) -> str | None:
     return value.strip()
 
 
-ContainerName = Annotated[str, AfterValidator(check_container_name)]
-BlobName = Annotated[str, AfterValidator(check_blob_name)]
-CollectionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+#: Line breaks and tabs: the only control characters a multi-line text field (a description) holds.
+LINE_BREAKS = frozenset("\t\n\r")
+
+
+def refuse_control_characters(value: str, allowed: frozenset[str] = frozenset()) -> str:
+    """``value`` if it holds printable text only, else a ValueError naming the first offending
+    character and where it is: a control character (NUL and the rest of C0, DEL, C1: Unicode's
+    ``Cc``) or a lone surrogate (JSON's ``\\ud800`` escapes decode to text no UTF-8 encoder, so no
+    storage or HTTP call, can take)."""
+    for index, char in enumerate(value):
+        code = ord(char)
+        if (code < 0x20 or 0x7F <= code <= 0x9F) and char not in allowed:
+            raise ValueError(f"holds the control character U+{code:04X} at position {index}; "
+                             "this field takes printable text only")
+        if 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"holds a lone surrogate U+{code:04X} at position {index}, which is "
+                             "not Unicode text; send the character itself or its surrogate pair")
+    return value
+
+
+#: Every free-text field of a request: printable text only (checked before the field's own rules).
+Text = Annotated[str, AfterValidator(refuse_control_characters)]
+#: A multi-line text field (a description, a WKT or PROJJSON CRS): printable text, line breaks and tabs.
+MultilineText = Annotated[str, AfterValidator(lambda value: refuse_control_characters(value, LINE_BREAKS))]
+ContainerName = Annotated[Text, AfterValidator(check_container_name)]
+BlobName = Annotated[Text, AfterValidator(check_blob_name)]
+CollectionId = Annotated[Text, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 CogProfile = Literal["deflate", "zstd", "lzw", "lerc", "lerc_deflate", "webp", "jpeg", "none"]
-Prefix = Annotated[str, Field(max_length=MAX_BLOB_NAME)]
-TargetCrs = Annotated[str, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
+Prefix = Annotated[Text, Field(max_length=MAX_BLOB_NAME)]
+TargetCrs = Annotated[MultilineText, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
-CollectionTitle = Annotated[str, Field(min_length=1, max_length=200, description=(
+CollectionTitle = Annotated[Text, Field(min_length=1, max_length=200, description=(
     "title of the collection the job creates (default: what it holds and where from)"))]
-CollectionDescription = Annotated[str, Field(min_length=1, max_length=4000, description=(
-    "description of the collection the job creates (default: what it holds and where from)"))]
+CollectionDescription = Annotated[MultilineText, Field(min_length=1, max_length=4000, description=(
+    "description of the collection the job creates (default: what it holds and where from); "
+    "line breaks and tabs are its only control characters"))]
 
 
 class JobRequest(BaseModel):
@@ -60,7 +85,7 @@ class JobRequest(BaseModel):
 class HelloWorldRequest(JobRequest):
     """Proof of the pipeline: ``count`` greetings to ``name``, one activity each."""
 
-    name: str = Field("world", min_length=1, max_length=100)
+    name: Text = Field("world", min_length=1, max_length=100)
     count: int = Field(3, ge=1, le=1000)
 
 
@@ -216,7 +241,7 @@ class IngestBlobRequest(ContainerJob):
 
     blob: BlobName
     event: Literal["created", "deleted"] = "created"
-    version: str = Field("", max_length=256)
+    version: Text = Field("", max_length=256)
     convert: bool = False
     output_container: ContainerName | None = None
     collection: CollectionId | None = None

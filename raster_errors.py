@@ -73,9 +73,14 @@ class OutputWriteError(GeoOpsError):
     """Writing or publishing an output failed; nothing was left at the destination."""
 
 
+class CannotReproject(GeoOpsError):
+    """No grid in the target CRS can be computed for the raster: its CRS has no transformation to
+    the target (an engineering or local CRS), or none of its points fall in the target's domain."""
+
+
 ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
     cls.__name__: cls for cls in (
         RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster, MissingCRS,
         DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata, InvalidOption,
-        InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError)
+        InvalidCog, IncompatibleTiles, SourceUnavailable, OutputWriteError, CannotReproject)
 }

@@ -7,6 +7,7 @@ a raster itself.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -19,9 +20,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
-from grid_footprint import footprint
+from grid_footprint import footprint, maps_to_lonlat
 from raster_crs import crs_code, crs_facts, pixels_to_lonlat
-from raster_env import GDAL_ERRORS, PathLike, file_size, gdal_env, nodata_json
+from raster_env import GDAL_ERRORS, PathLike, file_size, gdal_env, nodata_json, read_error
 from raster_models import BandFacts, RasterHeader
 from raster_open import open_raster
 from raster_stats import STATISTICS_SIZE, band_statistics, read_decimated
@@ -152,11 +153,12 @@ def read_header(
     """What a catalog item needs, from the header alone unless ``statistics`` (then one decimated
     read, served by the overviews, gives each band's statistics). ``src`` is a path or an open
     dataset (left open). CRS facts are cached per distinct CRS."""
-    if isinstance(src, DatasetReader):
-        with gdal_env(gdal_config):
-            return _header_of(src, densify, statistics, max_stats_size)
-    with gdal_env(gdal_config), open_raster(src) as ds:
-        return _header_of(ds, densify, statistics, max_stats_size)
+    with gdal_env(gdal_config), (contextlib.nullcontext(src) if isinstance(src, DatasetReader)
+                                 else open_raster(src)) as ds:
+        try:
+            return _header_of(ds, densify, statistics, max_stats_size)
+        except GDAL_ERRORS as err:  # a header GDAL cannot finish reading: the file's, named
+            raise read_error(ds.name, "reading its header failed", err) from err
 
 
 def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int) -> RasterHeader:
@@ -164,7 +166,7 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
     wkt = crs.to_wkt() if crs else None
     epsg, wkt2, projjson = crs_facts(wkt) if wkt else (None, None, None)
     grid = (ds.transform, ds.width, ds.height)
-    georeferenced = crs is not None and not ds.transform.is_identity
+    georeferenced = crs is not None and not ds.transform.is_identity and maps_to_lonlat(wkt)
     geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
     data = read_decimated(ds, max_size=max_stats_size) if statistics else None
     is_tiff = ds.driver in ("GTiff", "COG")

@@ -13,12 +13,16 @@ import pyproj
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import CRSError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 
-from raster_crs import crs_epsg, edge_pixels, pixels_to_lonlat, to_lonlat
-from raster_errors import InvalidOption
+from grid_footprint import maps_to_lonlat
+from raster_crs import crs_epsg, edge_pixels, parse_crs, pixels_to_lonlat, to_lonlat
+from raster_env import GDAL_ERRORS, gdal_reason
+from raster_errors import CannotReproject, InvalidOption, RasterTooLarge
+from raster_models import RasterLimits
 
 
 def warp_grid(ds: DatasetReader, dst_crs: CRS,
@@ -46,6 +50,39 @@ def warp_grid(ds: DatasetReader, dst_crs: CRS,
     return Affine(xres, 0, transform.c, 0, -yres, transform.f), max(width, 1), max(height, 1)
 
 
+def check_warped_size(ds: DatasetReader, width: int, height: int, limits: RasterLimits | None) -> None:
+    """Refuse a reprojection whose output grid passes the pixel limit a source is held to:
+    pixels far longer than wide (a 1 x 100,000 strip of 10 km x 0.1 m pixels) become square
+    pixels of their finer side, gigapixels from a small file."""
+    limits = limits or RasterLimits()
+    if width * height > limits.max_pixels:
+        xres, yres = abs(ds.transform.a) or 1.0, abs(ds.transform.e) or 1.0
+        raise RasterTooLarge(ds.name, f"reprojected, its {ds.width} x {ds.height} pixels would become "
+                             f"{width} x {height} = {width * height} pixels, over the limit of "
+                             f"{limits.max_pixels} (its pixels are {max(xres, yres) / min(xres, yres):.0f} "
+                             "times longer than wide; reprojection makes them square)")
+
+
+def output_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float, float] | None = None,
+                limits: RasterLimits | None = None) -> tuple[Affine, int, int]:
+    """``warp_grid``, with what stops it named: CannotReproject when no grid can be computed
+    (GDAL's or PROJ's error as the reason), RasterTooLarge over the pixel limit."""
+    try:
+        transform, width, height = warp_grid(ds, dst_crs, resolution)
+    except (*GDAL_ERRORS, CRSError, pyproj.exceptions.ProjError) as err:
+        raise CannotReproject(ds.name, f"no grid in {dst_crs.to_string() or 'the target CRS'} for its "
+                              f"CRS and extent: {gdal_reason(err)}") from err
+    check_warped_size(ds, width, height, limits)
+    return transform, width, height
+
+
+def warped_pixels(ds: DatasetReader, dst_crs: str | int | CRS, limits: RasterLimits | None = None) -> int:
+    """Pixels of ``ds`` reprojected to ``dst_crs`` (the grid ``to_cog`` writes), refused as
+    ``output_grid`` refuses them: what decides whether a reprojection fits one task."""
+    _, width, height = output_grid(ds, parse_crs(dst_crs), limits=limits)
+    return width * height
+
+
 def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float, float] | None
                    ) -> tuple[Affine, int, int] | None:
     """The output grid where GDAL's suggestion fails: a source across the antimeridian, or around
@@ -54,7 +91,7 @@ def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[fl
     came out 574 x 14 px). Here the extent is the source's outline with longitudes made continuous
     (so it may pass ±180°: a valid, contiguous grid), at the source's own resolution. A pole in a
     Mercator target cannot be represented: refused with the reason. None for every other case."""
-    if ds.crs is None:
+    if ds.crs is None or not maps_to_lonlat(ds.crs.to_wkt()):
         return None
     period = _longitude_period(dst_crs)
     if period is None:

@@ -217,6 +217,13 @@ class Settings(BaseSettings):
                 )
         if self.catalog_backend is CatalogBackend.pgstac and not self.pgstac_dsn:
             raise ValueError("catalog_backend=pgstac needs RMH_PGSTAC_DSN")
+        data = {"RMH_INPUT_CONTAINER": [self.input_container], "RMH_OUTPUT_CONTAINER": [self.output_container],
+                "RMH_SYNC_CONTAINERS": self.sync_containers, "RMH_EVENT_CONTAINERS": self.event_containers,
+                "RMH_EVENT_CONVERT_CONTAINERS": self.event_convert_containers}
+        for name, containers in data.items():
+            if self.system_container in containers:
+                raise ValueError(f"{name} names the system container {self.system_container!r}, which "
+                                 "holds the service's own state (plans, inventories), not data")
         return self
 
 

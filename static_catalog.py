@@ -25,6 +25,7 @@ from catalogs import (CatalogHealth, CollectionNotFound, InvalidPageToken, ItemP
 from stac_collections import apply_summary, item_span, summarize_items
 from stac_ops import SOURCE_ETAG, CollectionValidationError, InvalidItemId, check_id
 from stac_validation import STAC_VERSION, StacValidator
+from storage import fit_component
 
 
 _STATIC_TOKEN = re.compile(r"^next:(\d{1,9})$")
@@ -66,7 +67,8 @@ class LocalDirectoryStore:
     def write_text(self, key: str, text: str) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # A short temporary name: the key's own name may already fill a file-name component.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".write-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
@@ -115,6 +117,14 @@ def _item_matches(stac: Mapping[str, Any], bbox: Sequence[float] | None,
     return not ((end is not None and item_start > end) or (start is not None and item_end < start))
 
 
+def item_file_name(item_id: str) -> str:
+    """The file of an item in a static catalog: ``<id>.json``; an id too long for that to fit one
+    file-name component (255 bytes; ids reach 256 characters) keeps its first characters, then
+    ``@`` and 32 hex of its SHA-256 (``storage.fit_component``). No id holds ``@``, so a shortened
+    name never equals another item's, and the same id always gives the same file."""
+    return fit_component(item_id, ".json", marker="@")
+
+
 _QUERYABLES_LINK = {"rel": stac_ops.QUERYABLES_REL, "href": "./queryables.json",
                     "type": "application/schema+json", "title": "Queryables"}
 
@@ -122,7 +132,8 @@ _QUERYABLES_LINK = {"rel": stac_ops.QUERYABLES_REL, "href": "./queryables.json",
 class StaticCatalog:
     """A self-contained static STAC catalog (pystac-readable) behind a ``CatalogStore``.
 
-    Layout: ``catalog.json``, ``<collection>/collection.json``, ``<collection>/items/<id>.json``,
+    Layout: ``catalog.json``, ``<collection>/collection.json``, ``<collection>/items/<id>.json``
+    (``item_file_name``: a shortened name for an id too long for one file-name component),
     and a ``queryables.json`` beside the catalog and each collection (``stac_ops.QUERYABLES``,
     linked with the OGC queryables relation). Every link is relative. Item writes are per-file
     and atomic, so many threads and processes may write at once; an item file already carries
@@ -158,7 +169,7 @@ class StaticCatalog:
 
     @staticmethod
     def _item_key(collection_id: str, item_id: str) -> str:
-        return f"{check_id(collection_id)}/items/{check_id(item_id)}.json"
+        return f"{check_id(collection_id)}/items/{item_file_name(check_id(item_id))}"
 
     def _read(self, key: str) -> dict[str, Any] | None:
         text = self.store.read_text(key)
@@ -210,7 +221,7 @@ class StaticCatalog:
         apply_summary(collection, summarize_items(items))
         out = collection.to_dict(include_self_link=False, transform_hrefs=False)
         out["links"] = [link for link in stac.get("links", []) if link.get("rel") != "item"]
-        out["links"] += [{"rel": "item", "href": f"./items/{s['id']}.json", "type": "application/geo+json"}
+        out["links"] += [{"rel": "item", "href": f"./items/{item_file_name(s['id'])}", "type": "application/geo+json"}
                          for s in items]
         if self.validator is not None:
             self.validator.validate_collection(out)

@@ -8,8 +8,10 @@ Secrets (account keys, SAS signatures) never appear in logs or error messages.
 from __future__ import annotations
 
 import abc
+import base64
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -18,15 +20,18 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BLOB_NAME = 1024
 DEFAULT_PAGE_SIZE = 1000
@@ -60,6 +65,20 @@ class BlobNotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The storage service could not be reached or failed; transient, worth a retry."""
+
+    def __init__(self, message: str, *, answer: str | None = None):
+        super().__init__(message)
+        self.answer = answer  # what storage answered (status and error code), None when it did not
+
+
+class StorageRefused(StorageError):
+    """Storage answers, but refuses this one request, the same way every time (a name the store
+    cannot hold, a server error repeated for one argument while the container answers): the
+    request's failure, not an outage; never retried as one."""
+
+
+class GdalPathTooLong(StorageError):
+    """A blob GDAL cannot address: its path passes GDAL's 2,048-byte file-name buffers."""
 
 
 class StorageAccessDenied(StorageUnavailable):
@@ -156,6 +175,65 @@ def check_blob_name(name: str) -> str:
     return name
 
 
+#: Longest name component (bytes of UTF-8) a local file system holds: ext4, XFS, btrfs, APFS, NTFS.
+MAX_COMPONENT_BYTES = 255
+
+
+def component_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def fit_component(name: str, suffix: str = "", *, marker: str = "~") -> str:
+    """``name + suffix`` as one path component of at most MAX_COMPONENT_BYTES: itself when it fits;
+    else the longest prefix of ``name`` that leaves room, ``marker``, 32 hex of SHA-256 of ``name``
+    and ``suffix``. Stable (the same name, the same component) and distinct names stay distinct:
+    two shortened ones differ in their hashes, and a caller whose own names never hold
+    ``marker`` never meets a shortened one (item ids never hold ``@``)."""
+    if component_bytes(name + suffix) <= MAX_COMPONENT_BYTES:
+        return name + suffix
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    room = MAX_COMPONENT_BYTES - component_bytes(marker + digest + suffix)
+    head = name.encode("utf-8", "surrogatepass")[:max(room, 0)].decode("utf-8", "ignore")
+    return f"{head}{marker}{digest}{suffix}"
+
+
+#: How a metadata value that an HTTP header cannot carry as it is gets stored: an RFC 2047
+#: encoded word, ``=?utf-8?b?<base64 of the UTF-8 text>?=``. Base64 rather than percent-encoding:
+#: the value of a 1,024-character name in 4-byte characters stays under Azure's 8 KB metadata limit.
+_ENCODED_WORD = re.compile(r"^=\?utf-8\?b\?([A-Za-z0-9+/]*={0,2})\?=$")
+
+
+def encode_metadata_value(value: str) -> str:
+    """A metadata value as stored: itself when it is printable ASCII without leading or trailing
+    blanks (what a header carries unchanged, and what every value written before this encoding
+    was), else its RFC 2047 encoded word. A plain value that looks like an encoded word is
+    encoded too, so ``decode_metadata_value`` returns exactly what was written."""
+    plain = value.isascii() and value.isprintable() and value == value.strip(" \t")
+    if plain and not _ENCODED_WORD.match(value):
+        return value
+    return "=?utf-8?b?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
+
+
+def decode_metadata_value(value: str) -> str:
+    """What ``encode_metadata_value`` was given; any other value (written by someone else, or
+    before the encoding) as it is."""
+    match = _ENCODED_WORD.match(value)
+    if match is None:
+        return value
+    try:
+        return base64.b64decode(match.group(1), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return value
+
+
+def encode_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    return {key: encode_metadata_value(str(value)) for key, value in (metadata or {}).items()}
+
+
+def decode_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    return {key: decode_metadata_value(value) for key, value in (metadata or {}).items()}
+
+
 def normalize_etag(etag: str | None) -> str:
     """ETags without the quotes Azure adds in some responses and not in others."""
     return (etag or "").strip().removeprefix("W/").strip('"')
@@ -197,6 +275,22 @@ class GdalPath:
         return f"GdalPath(path={self.path!r}, config=<{len(self.config)} options>)"
 
 
+#: Longest GDAL path (bytes of UTF-8) handed out: GDAL forms the names of side files (``.ovr``,
+#: ``.aux.xml``, ``.msk``) in 2,048-byte buffers, and a longer path fails when it looks for
+#: overviews ("Destination buffer too small"). Azure holds names of 1,024 characters: up to 4 KB.
+GDAL_PATH_BYTES = 2000
+
+
+def gdal_path(path: str, config: Mapping[str, str] | None = None) -> GdalPath:
+    """A GdalPath, or GdalPathTooLong when GDAL could not address it."""
+    size = len(path.encode("utf-8"))
+    if size > GDAL_PATH_BYTES:
+        raise GdalPathTooLong(f"{path.removeprefix('/vsiaz/')[:120]}...: its GDAL path is {size} bytes of "
+                              f"UTF-8; GDAL addresses files of up to {GDAL_PATH_BYTES} (its file-name buffers "
+                              "hold 2,048): give it a shorter name")
+    return GdalPath(path, config or {})
+
+
 class BlobStore(abc.ABC):
     """Blob containers: listing, transfer, properties and GDAL access.
 
@@ -208,6 +302,11 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def create_container(self, container: str) -> None:
         """Create the container if it does not exist."""
+
+    @abc.abstractmethod
+    def container_exists(self, container: str) -> bool:
+        """Whether the container exists (its blobs are not listed: a container whose listing
+        storage refuses still answers this)."""
 
     @abc.abstractmethod
     def list_page(self, container: str, prefix: str = "", *, page_size: int = DEFAULT_PAGE_SIZE,
@@ -288,7 +387,7 @@ class BlobStore(abc.ABC):
         """The blob in a temporary file, removed afterwards."""
         tmpdir = Path(tempfile.mkdtemp(prefix="rmh-blob-", dir=self._staging_dir()))
         try:
-            yield self.download_to_path(container, name, tmpdir / Path(name).name)
+            yield self.download_to_path(container, name, tmpdir / fit_component(PurePosixPath(name).name))
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -331,13 +430,22 @@ class LocalDirStore(BlobStore):
         return path
 
     def _blob_path(self, container: str, name: str) -> Path:
-        return self._container_dir(container) / check_blob_name(name)
+        return self._container_dir(container) / check_local_name(check_blob_name(name))
 
     def _meta_path(self, container: str, name: str) -> Path:
-        return self.root / ".meta" / container / (name + ".json")
+        """The blob's metadata file: ``.meta/<container>/<name>.json``; when the last segment
+        leaves no room for ``.json``, its SHA-256 with ``.long`` instead (a sidecar of another
+        name always ends in ``.json``, so the two never meet)."""
+        parent, _, last = name.rpartition("/")
+        sidecar = last + ".json" if component_bytes(last + ".json") <= MAX_COMPONENT_BYTES else \
+            hashlib.sha256(last.encode("utf-8")).hexdigest() + ".long"
+        return self.root / ".meta" / container / parent / sidecar
 
     def create_container(self, container: str) -> None:
         self._container_dir(container, must_exist=False).mkdir(parents=True, exist_ok=True)
+
+    def container_exists(self, container: str) -> bool:
+        return self._container_dir(container, must_exist=False).is_dir()
 
     def list_page(self, container, prefix="", *, page_size=DEFAULT_PAGE_SIZE, continuation=None):
         base = self._container_dir(container)
@@ -367,9 +475,10 @@ class LocalDirStore(BlobStore):
 
     def _read_meta(self, container: str, name: str) -> dict:
         try:
-            return json.loads(self._meta_path(container, name).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            meta = json.loads(self._meta_path(container, name).read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
             return {}
+        return {**meta, "metadata": decode_metadata(meta.get("metadata"))}
 
     def get_properties(self, container, name):
         path = self._blob_path(container, name)
@@ -396,13 +505,16 @@ class LocalDirStore(BlobStore):
 
     def upload_from_path(self, container, name, path, *, content_type=None, metadata=None):
         dst = self._blob_path(container, name)
-        dst.parent.mkdir(parents=True, exist_ok=True)
         meta = {"content_type": content_type or guess_content_type(name),
-                "metadata": dict(metadata or {})}
+                "metadata": encode_metadata(metadata)}
         meta_path = self._meta_path(container, name)
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(meta_path, json.dumps(meta))
-        _atomic_copy(Path(path), dst)
+        with local_refusals(container, name):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a directory of other blobs has this name", str(dst))
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(meta_path, json.dumps(meta))
+            _atomic_copy(Path(path), dst)
         return self._info(container, dst, name)
 
     def delete(self, container, name):
@@ -418,12 +530,51 @@ class LocalDirStore(BlobStore):
         return str(self._blob_path(container, name))
 
     def gdal_read_path(self, container, name):
-        return GdalPath(str(self._blob_path(container, name)))
+        return gdal_path(str(self._blob_path(container, name)))
 
     def gdal_write_path(self, container, name):
         path = self._blob_path(container, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return GdalPath(str(path))
+        access = gdal_path(str(path))
+        with local_refusals(container, name):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return access
+
+
+def check_local_name(name: str) -> str:
+    """``name`` if a local directory can hold it as a blob: each '/'-separated segment at most
+    MAX_COMPONENT_BYTES of UTF-8 (Azure holds up to 1,024 characters in one segment; a file
+    system does not), else InvalidBlobName saying which segment and by how much."""
+    for index, segment in enumerate(name.split("/")):
+        size = component_bytes(segment)
+        if size > MAX_COMPONENT_BYTES:
+            raise InvalidBlobName(
+                f"blob name {name[:120]!r}{'...' if len(name) > 120 else ''}: segment {index + 1} is "
+                f"{size} bytes of UTF-8; a local directory holds at most {MAX_COMPONENT_BYTES} per "
+                "segment (Azure Blob Storage holds more)")
+    return name
+
+
+#: Errors of a local file system that are the moment's, not the request's: retried as outages.
+_LOCAL_TRANSIENT = frozenset({errno.ENOSPC, errno.EIO, errno.EAGAIN, errno.ENOMEM, errno.EDQUOT, errno.EBUSY})
+
+
+@contextlib.contextmanager
+def local_refusals(container: str, name: str) -> Iterator[None]:
+    """A local file-system error as a storage condition: a full or failing disk is
+    StorageUnavailable (retried), anything else (a file where a directory is needed, a directory
+    where a file is, a name too long) is StorageRefused: the same request would fail again."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        what = err.strerror or type(err).__name__
+        message = f"local storage cannot write {container}/{name}: {what}"
+        if err.errno in _LOCAL_TRANSIENT:
+            raise StorageUnavailable(message) from None
+        if err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+            message += " (on Azure a blob and a prefix may share a name; a directory cannot)"
+        raise StorageRefused(message) from None
 
 
 def _umask() -> int:
@@ -461,6 +612,16 @@ def _atomic_write_text(dst: Path, text: str) -> None:
         raise
 
 
+#: HTTP statuses by which storage says the request itself is wrong (bad name, metadata too large,
+#: bad query): the same request gets the same answer, so it is refused at once, never ridden out
+#: as an outage. 408 (timeout), 429 (throttled), 403 (a role still propagating) and 409 (a
+#: container being deleted) can pass, and stay StorageUnavailable.
+REFUSING_STATUS = frozenset({400, 405, 411, 413, 414, 431})
+#: How long a request storage refused is refused at once when asked again (see ``_call``).
+REFUSAL_MEMORY_SECONDS = 600.0
+REFUSALS_KEPT = 1024
+
+
 class AzureBlobStore(BlobStore):
     """Azure Blob Storage through azure-storage-blob.
 
@@ -494,6 +655,8 @@ class AzureBlobStore(BlobStore):
                 credential = DefaultAzureCredential()
             self._client = BlobServiceClient(account_url, credential=credential, **client_options)
         self._delegation_key = None
+        self._refusals: dict[tuple[str, str], tuple[float, str]] = {}
+        self._refusals_lock = threading.Lock()
 
     @property
     def account_name(self) -> str:
@@ -504,7 +667,7 @@ class AzureBlobStore(BlobStore):
 
     @contextlib.contextmanager
     def _translate(self, container: str, name: str | None = None) -> Iterator[None]:
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
         try:
             yield
@@ -517,10 +680,65 @@ class AzureBlobStore(BlobStore):
             where = f"{container}/{name}" if name else container
             if getattr(err, "status_code", None) in (401, 403):
                 code = getattr(err, "error_code", None) or f"HTTP {err.status_code}"
-                raise StorageAccessDenied(f"blob storage refused access to {where}: {code}") from None
-            raise StorageUnavailable(
-                f"blob storage failed on {where}: {type(err).__name__}: {redact(str(err))[:300]}"
-            ) from None
+                raise StorageAccessDenied(f"blob storage refused access to {where}: {code}",
+                                          answer=f"{err.status_code} {code}") from None
+            message = f"blob storage failed on {where}: {type(err).__name__}: {redact(str(err))[:300]}"
+            status = getattr(err, "status_code", None) if isinstance(err, HttpResponseError) else None
+            if status in REFUSING_STATUS:
+                raise StorageRefused(message) from None
+            answer = f"{status} {getattr(err, 'error_code', None) or ''}".strip() if status else None
+            raise StorageUnavailable(message, answer=answer) from None
+
+    def _call(self, container: str, name: str | None, request: str, call: Callable[..., T]) -> T:
+        """``call()`` with storage's errors translated; ``request`` names what is asked (the
+        operation and its argument). A server error (5xx) is an outage, unless it is this
+        request's own: when storage answers a probe of the container, the call is made once more
+        without the SDK's retries, and the same answer again makes it StorageRefused, remembered
+        for REFUSAL_MEMORY_SECONDS, so the request's retries (an activity's, an orchestrator's)
+        are refused at once instead of riding out RMH_OUTAGE_SECONDS each."""
+        key = (container, request)
+        remembered = self._refusals.get(key)
+        if remembered is not None and remembered[0] > time.monotonic():
+            raise StorageRefused(remembered[1])
+        try:
+            with self._translate(container, name):
+                return call()
+        except StorageUnavailable as first:
+            if not (first.answer or "").startswith("5") or not self._container_answers(container):
+                raise
+            try:
+                with self._translate(container, name):
+                    return call(retry_total=0)
+            except StorageUnavailable as again:
+                if again.answer != first.answer:
+                    raise
+                message = (f"storage answers {first.answer} to this request every time while it answers "
+                           f"for container {container!r}: the request, not an outage ({first})")
+                self._remember_refusal(key, message)
+                raise StorageRefused(message) from None
+
+    def _container_answers(self, container: str) -> bool:
+        """Whether storage answers a small question about the container (once, no SDK retries)."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            self._client.get_container_client(container).get_container_properties(retry_total=0)
+        except ResourceNotFoundError:
+            return True
+        except AzureError:
+            return False
+        return True
+
+    def _remember_refusal(self, key: tuple[str, str], message: str) -> None:
+        """Keep a refusal for REFUSAL_MEMORY_SECONDS; at most REFUSALS_KEPT (the expired, then
+        the oldest, make room)."""
+        with self._refusals_lock:
+            now = time.monotonic()
+            if len(self._refusals) >= REFUSALS_KEPT:
+                self._refusals = {k: v for k, v in self._refusals.items() if v[0] > now}
+            while len(self._refusals) >= REFUSALS_KEPT:
+                self._refusals.pop(next(iter(self._refusals)))
+            self._refusals[key] = (now + REFUSAL_MEMORY_SECONDS, message)
 
     def create_container(self, container):
         from azure.core.exceptions import ResourceExistsError
@@ -528,14 +746,24 @@ class AzureBlobStore(BlobStore):
         with self._translate(container), contextlib.suppress(ResourceExistsError):
             self._client.create_container(check_container_name(container))
 
+    def container_exists(self, container):
+        client = self._client.get_container_client(check_container_name(container))
+        try:
+            self._call(container, None, "container properties", client.get_container_properties)
+        except ContainerNotFound:
+            return False
+        return True
+
     def list_page(self, container, prefix="", *, page_size=DEFAULT_PAGE_SIZE, continuation=None):
         client = self._client.get_container_client(check_container_name(container))
-        with self._translate(container):
-            pages = client.list_blobs(name_starts_with=prefix or None,
-                                      results_per_page=page_size).by_page(continuation)
-            page = next(pages)
-            blobs = [self._to_info(props) for props in page]
+
+        def page(**options) -> BlobPage:
+            pages = client.list_blobs(name_starts_with=prefix or None, results_per_page=page_size,
+                                      **options).by_page(continuation)
+            blobs = [self._to_info(props) for props in next(pages)]
             return BlobPage(blobs=blobs, continuation=pages.continuation_token or None)
+
+        return self._call(container, None, f"list {prefix!r} from {continuation!r}", page)
 
     @staticmethod
     def _to_info(props) -> BlobInfo:
@@ -544,7 +772,7 @@ class AzureBlobStore(BlobStore):
             name=props.name, size=props.size, etag=normalize_etag(props.etag),
             last_modified=props.last_modified,
             content_type=settings.content_type if settings else None,
-            metadata=dict(props.metadata or {}),
+            metadata=decode_metadata(props.metadata),
         )
 
     @staticmethod
@@ -557,8 +785,7 @@ class AzureBlobStore(BlobStore):
 
     def get_properties(self, container, name):
         blob = self._blob(container, name)
-        with self._translate(container, name):
-            props = blob.get_blob_properties()
+        props = self._call(container, name, f"properties of {name!r}", blob.get_blob_properties)
         props.name = name
         return self._to_info(props)
 
@@ -567,9 +794,14 @@ class AzureBlobStore(BlobStore):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".rmh-tmp-", dir=path.parent)
+        os.close(fd)
+
+        def download(**options) -> None:
+            with open(tmp, "wb") as handle:
+                blob.download_blob(max_concurrency=4, **options).readinto(handle)
+
         try:
-            with self._translate(container, name), os.fdopen(fd, "wb") as handle:
-                blob.download_blob(max_concurrency=4).readinto(handle)
+            self._call(container, name, f"download {name!r}", download)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -578,28 +810,31 @@ class AzureBlobStore(BlobStore):
 
     def download_bytes(self, container, name):
         blob = self._blob(container, name)
-        with self._translate(container, name):
-            return blob.download_blob().readall()
+        return self._call(container, name, f"download {name!r}", lambda **options: blob.download_blob(**options).readall())
 
     def read_head(self, container, name, length=512):
         from azure.core.exceptions import HttpResponseError
 
         blob = self._blob(container, name)
-        with self._translate(container, name):
+
+        def head(**options) -> bytes:
             try:
-                return blob.download_blob(offset=0, length=length).readall()
+                return blob.download_blob(offset=0, length=length, **options).readall()
             except HttpResponseError as err:
                 if err.status_code == 416:  # a range of an empty blob: there are no bytes
                     return b""
                 raise
+
+        return self._call(container, name, f"head of {name!r}", head)
 
     def upload_bytes(self, container, name, data, *, content_type=None, metadata=None):
         from azure.storage.blob import ContentSettings
 
         blob = self._blob(container, name)
         settings = ContentSettings(content_type=content_type or guess_content_type(name))
-        with self._translate(container, name):
-            answer = blob.upload_blob(data, overwrite=True, content_settings=settings, metadata=dict(metadata or {}))
+        stored = encode_metadata(metadata)
+        answer = self._call(container, name, f"upload {name!r}", lambda **options: blob.upload_blob(
+            data, overwrite=True, content_settings=settings, metadata=stored, **options))
         return self._uploaded(name, len(data), answer, settings, metadata)
 
     def upload_from_path(self, container, name, path, *, content_type=None, metadata=None):
@@ -607,9 +842,14 @@ class AzureBlobStore(BlobStore):
 
         blob = self._blob(container, name)
         settings = ContentSettings(content_type=content_type or guess_content_type(name))
-        with self._translate(container, name), open(path, "rb") as handle:
-            answer = blob.upload_blob(handle, overwrite=True, content_settings=settings,
-                                      metadata=dict(metadata or {}), max_concurrency=4)
+        stored = encode_metadata(metadata)
+
+        def upload(**options) -> dict[str, Any]:
+            with open(path, "rb") as handle:
+                return blob.upload_blob(handle, overwrite=True, content_settings=settings, metadata=stored,
+                                        max_concurrency=4, **options)
+
+        answer = self._call(container, name, f"upload {name!r}", upload)
         return self._uploaded(name, os.path.getsize(path), answer, settings, metadata)
 
     def delete(self, container, name):
@@ -665,7 +905,7 @@ class AzureBlobStore(BlobStore):
         return self._gdal_path(container, name, write=True)
 
     def _gdal_path(self, container: str, name: str, *, write: bool) -> GdalPath:
-        path = f"/vsiaz/{check_container_name(container)}/{check_blob_name(name)}"
+        path = gdal_path(f"/vsiaz/{check_container_name(container)}/{check_blob_name(name)}").path
         # GDAL keeps what it read of /vsiaz/ files across opens in a process-wide cache; a blob
         # rewritten since (same name, new ETag) would be read stale, so reads are not cached.
         config = {"CPL_VSIL_CURL_NON_CACHED": f"/vsiaz/{container}/", **self._gdal_config}

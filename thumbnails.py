@@ -44,7 +44,7 @@ def write_thumbnail(
     (or the band's palette) otherwise, nodata and masked pixels transparent.
 
     Pixels come from one decimated read that GDAL serves from the overviews; a raster larger
-    than four times ``max_size`` without overviews is refused rather than read in full.
+    than (4 x ``max_size``)² pixels without overviews is refused rather than read in full.
     Non-byte data (and byte data with ``rescale``) is stretched linearly from ``rescale``, one
     ``(min, max)`` per shown band, by default the bands' statistics as an item states them
     (``read_header(statistics=True)``: a decimated read of ``STATISTICS_SIZE`` pixels).
@@ -58,7 +58,7 @@ def write_thumbnail(
 
 def _thumbnail(ds: DatasetReader, dst: str, max_size: int,
                rescale: Sequence[tuple[float, float]] | None) -> ThumbnailResult:
-    if max(ds.width, ds.height) > 4 * max_size and not ds.overviews(1):
+    if ds.width * ds.height > (4 * max_size) ** 2 and not ds.overviews(1):  # a 1 x 100,000 strip reads cheaply
         raise InvalidOption(ds.name, "has no overviews: a thumbnail would read every pixel")
     indexes = [1] if has_colormap(ds) else preview_bands([c.name for c in ds.colorinterp])
     if rescale is None and not has_colormap(ds) and ds.dtypes[indexes[0] - 1] != "uint8":

@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
 
-from cog_write import check_codec, cog_options, verify_cog
+from cog_write import check_codec, cog_options, shaped_cog_options, verify_cog
 from output_staging import staged_output
 from raster_crs import crs_compact_text, crs_epsg, parse_crs
 from raster_env import GDAL_ERRORS, PathLike, env_options, gdal_env, parse_resampling, read_error
@@ -26,7 +26,7 @@ from raster_models import RasterLimits, Tile, TilePlan, TileResult, TileWindow
 from raster_open import open_raster
 from raster_stats import valid_fraction
 from raster_validate import preflight
-from reprojection import warp_grid, warped_vrt
+from reprojection import output_grid, warped_vrt
 from vrt_documents import band_meta, window_vrt, write_band_meta
 
 
@@ -91,7 +91,7 @@ def plan_tiles(
         crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
         if dst_crs is not None:
             crs = parse_crs(dst_crs)
-            transform, width, height = warp_grid(ds, crs, resolution)
+            transform, width, height = output_grid(ds, crs, resolution, limits)
         size = tile_size or tile_size_for_budget(
             _pixel_budget(ds, max_pixels, max_tile_bytes), blocksize)
     if size < 1:
@@ -151,8 +151,9 @@ def process_tile(
     started = time.perf_counter()
     dst = str(dst or tile.output_path)
     config = env_options(gdal_config)
-    options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
-                          threads=threads, max_z_error=max_z_error)
+    options = shaped_cog_options(cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
+                                             threads=threads, max_z_error=max_z_error),
+                                 tile.window.width, tile.window.height)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
         check_codec(ds, options)
         try:

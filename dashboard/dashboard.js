@@ -271,6 +271,13 @@
     return [...items.values()];
   }
 
+  // A label's name: the whole name up to 34 characters, else "…" and its last 33, counted in code
+  // points (a cut by UTF-16 units would split an emoji, or any character past U+FFFF, in two).
+  function shortName(name) {
+    const points = Array.from(name);
+    return points.length > 34 ? `…${points.slice(-33).join("")}` : name;
+  }
+
   function timeline(job, taskRecords) {
     const box = $("timeline");
     const legend = $("timeline-legend");
@@ -306,7 +313,7 @@
       const y = i * row + 2;
       if (row >= 11) {
         const name = svg("text", { x: label - 6, y: y + row - 4, "text-anchor": "end" });
-        name.textContent = task.name.length > 34 ? `…${task.name.slice(-33)}` : task.name;
+        name.textContent = shortName(task.name);
         chart.append(name);
       }
       const rect = svg("rect", { class: `task ${task.status}`, x: x(start), y, height: Math.max(2, row - 2),

@@ -65,3 +65,53 @@ def footprint_tint(image: np.ndarray, box) -> np.ndarray:
 def is_footprint_orange(tint: np.ndarray) -> bool:
     """The footprint fill (#ff7f0e at 55 % over land or ocean)."""
     return bool(tint[0] > 200 and 110 < tint[1] < 200 and tint[2] < 150)
+
+
+def shown_name(name: str) -> str:
+    """What a task's timeline label shows: the name, or "…" and its last 33 characters (code points)."""
+    points = list(name)
+    return name if len(points) <= 34 else "…" + "".join(points[-33:])
+
+
+def check_names_on_the_job_page(page, names: list[str], failed: dict[str, str]) -> None:
+    """On a job's page: one timeline label per task showing its name as it is (shortened by code
+    points, never into half a character), the tooltip of each bar naming it whole, and each
+    failed name in the failure list under its condition."""
+    page.wait({"js": f"document.querySelectorAll('#timeline rect.task').length === {len(names)}"},
+              {"js": "document.querySelectorAll('#failures code').length > 0" if failed else "true"})
+    labels = page.evaluate("[...document.querySelectorAll('#timeline svg text')].slice(0, -1).map(t => t.textContent)")
+    assert sorted(labels) == sorted(shown_name(n) for n in names), labels
+    assert all(label.encode("utf-8") for label in labels)  # a lone surrogate would not encode
+    assert page.evaluate("[...document.querySelectorAll('#timeline svg text')].every(t => t.textContent.isWellFormed())")
+    tips = []
+    for index in range(len(names)):
+        page.hover(f"#timeline rect.task[data-index='{index}']")
+        page.wait({"js": "!document.getElementById('tooltip').hidden"})
+        tips.append(page.evaluate("document.getElementById('tooltip').textContent").split("\n")[0])
+    assert sorted(tips) == sorted(names), tips
+    shown = page.evaluate("[...document.querySelectorAll('#failures .failure-group')].map(g => "
+                          "[g.querySelector('h4').textContent, [...g.querySelectorAll('code')].map(c => c.textContent)])")
+    assert {name: heading.split(" · ")[0] for heading, codes in shown for name in codes} == failed, shown
+
+
+def named_conversion(keyed, store, tmp_path) -> tuple[str, list[str], dict[str, str]]:
+    """A conversion (not cataloged) of rasters named in eight scripts, with a bidi override, a long
+    name of emoji (characters of two UTF-16 units), and a file that is not a raster named in
+    Hebrew: its id, names and failures."""
+    from names import SCRIPT_NAMES, TRICKY_NAMES
+    from raster_factory import write_raster
+
+    store.create_container("rasters")
+    good = write_raster(tmp_path / "named.tif", width=64, height=64, count=1, crs="EPSG:32633")
+    names = [f"named/{n}" for n in SCRIPT_NAMES.values()] + [
+        f"named/{TRICKY_NAMES['bidi']}", "named/earth " + "🌍" * 30 + ".tif"]  # shortened, not cut in half
+    for name in names:
+        store.upload_from_path("rasters", name, good)
+    broken = "named/מפות/לא-רסטר.tif"
+    store.upload_bytes("rasters", broken, b"not a raster\n" * 10)
+    code, body, _ = call(f"{keyed}/api/jobs/cog_conversion", key=KEY, method="POST",
+                         body={"blobs": [*names, broken], "catalog": False})
+    assert code == 202, body
+    status = wait_for_job(json.loads(body)["statusQueryGetUri"])
+    assert status["output"]["done"] == len(names) and status["output"]["failed"] == 1, status["output"]
+    return status["instanceId"], [*names, broken], {broken: "UnsupportedFormat"}

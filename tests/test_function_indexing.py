@@ -51,6 +51,7 @@ ROUTES = {  # function: (route, methods, auth level)
     "terminate_job": ("jobs/{instance_id}/terminate", ["POST"], "FUNCTION"),
     "get_metrics": ("metrics", ["GET"], "FUNCTION"),
     "health": ("health", ["GET"], "ANONYMOUS"),
+    "health_details": ("health/details", ["GET"], "FUNCTION"),
 }
 # HTTP functions without the durable client binding.
 PLAIN_ROUTES = {

@@ -270,3 +270,112 @@ def test_gdal_sees_a_rewritten_blob(store, container, tmp_path):
     gdal = store.gdal_read_path(container, "same.tif")
     with rasterio.Env(**gdal.config), rasterio.open(gdal.path) as src:
         assert (src.width, src.height) == (40, 30)
+
+
+NAMES_IN_SCRIPTS = ["données/café é.tif", "地図/東京.tif", "🌍/earth 👩‍🚀.tif", "خرائط/القاهرة.tif", "מפות/ירושלים.tif",
+                    "मानचित्र/दिल्ली.tif", " leading and trailing blanks ", "=?utf-8?b?bG9vaw==?=", "100% done"]
+
+
+def test_metadata_in_any_script_reads_back_exactly(store, container):
+    """Metadata values go out as HTTP headers (ASCII only): what is not printable ASCII is stored as
+    an RFC 2047 encoded word and decoded on read, so names in any script come back exactly; plain
+    ASCII values (and every value written before) are stored as they are."""
+    metadata = {f"k{i}": value for i, value in enumerate(NAMES_IN_SCRIPTS)} | {"plain": "rasters/a.tif"}
+    for name in ("a.tif", "地図/東京.tif"):
+        info = store.upload_bytes(container, name, b"x", metadata=metadata)
+        assert info.metadata == metadata
+        assert store.get_properties(container, name).metadata == metadata
+    if isinstance(store, AzureBlobStore):
+        raw = store._client.get_blob_client(container, "a.tif").get_blob_properties().metadata
+        assert raw["plain"] == "rasters/a.tif" and raw["k1"].startswith("=?utf-8?b?") and raw["k1"].isascii()
+
+
+def test_metadata_encoding_is_reversible_and_leaves_ascii_alone():
+    from storage import decode_metadata_value, encode_metadata_value
+
+    for value in [*NAMES_IN_SCRIPTS, "", "a", "x" * 5000, "🌍" * 1024, "tab\tinside", "=?utf-8?b?!!?="]:
+        stored = encode_metadata_value(value)
+        assert stored.isascii() and decode_metadata_value(stored) == value, value
+    assert encode_metadata_value("rasters/dir/a b.tif") == "rasters/dir/a b.tif"
+    assert len(encode_metadata_value("🌍" * 1024)) < 8000  # Azure's metadata limit is 8 KB
+    assert decode_metadata_value("=?utf-8?b?not base64?=") == "=?utf-8?b?not base64?="
+
+
+def test_a_local_directory_refuses_what_it_cannot_hold_by_name(tmp_path):
+    """A blob and a prefix of the same name (Azure holds both, a directory cannot), a segment over
+    255 bytes: named conditions, never a raw OSError; metadata of a name whose last segment leaves
+    no room for ``.json`` is kept."""
+    from storage import StorageRefused
+
+    store = LocalDirStore(tmp_path / "blobs")
+    store.create_container("c-local")
+    store.upload_bytes("c-local", "a.tif", b"x")
+    with pytest.raises(StorageRefused, match="a directory cannot"):
+        store.upload_bytes("c-local", "a.tif/b.tif", b"x")
+    store.upload_bytes("c-local", "d/e.tif", b"x")
+    with pytest.raises(StorageRefused, match="a directory cannot"):
+        store.upload_bytes("c-local", "d", b"x")
+    with pytest.raises(InvalidBlobName, match="segment 2 is 300 bytes"):
+        store.upload_bytes("c-local", "dir/" + "é" * 150, b"x")
+    name = "dir/" + "y" * 250 + ".tif"  # 254 bytes: the file fits, "<name>.json" would not
+    store.upload_bytes("c-local", name, b"x", metadata={"rmh_source": "c-local/" + name})
+    assert store.get_properties("c-local", name).metadata == {"rmh_source": "c-local/" + name}
+    assert [b.name for b in store.iter_blobs("c-local", "dir/")] == [name]
+    assert store.container_exists("c-local") and not store.container_exists("c-never")
+
+
+def test_a_server_error_repeated_for_one_request_is_refused_not_an_outage(azurite_connection_string):
+    """Azurite answers a listing with a NUL in its prefix with a 500, every time, while it answers
+    every other request: StorageRefused after one more call (not StorageUnavailable, which
+    activities ride out for RMH_OUTAGE_SECONDS), and at once when asked again."""
+    import time
+
+    from storage import StorageRefused
+
+    fast = {"retry_total": 1, "initial_backoff": 0, "increment_base": 0, "random_jitter_range": 0}
+    store = AzureBlobStore(connection_string=azurite_connection_string, **fast)
+    store.create_container("refusals")
+    store.upload_bytes("refusals", "a.tif", b"x")
+    with pytest.raises(StorageRefused, match="500") as refused:
+        store.list_page("refusals", "a\x00")
+    assert "refusals" in str(refused.value)
+    started = time.monotonic()
+    with pytest.raises(StorageRefused):
+        store.list_page("refusals", "a\x00")
+    assert time.monotonic() - started < 0.05, "a refused request is refused at once when asked again"
+    assert [b.name for b in store.list_page("refusals", "a").blobs] == ["a.tif"]  # other requests answer
+
+
+def test_storage_that_does_not_answer_is_an_outage_not_a_refusal():
+    """With Azurite stopped, the same calls are StorageUnavailable (transient: ridden out), never
+    StorageRefused: a refusal needs storage to answer."""
+    from services import Azurite
+    from storage import StorageRefused
+
+    azurite = Azurite().start()
+    try:
+        store = AzureBlobStore(connection_string=azurite.connection_string, retry_total=0)
+        store.create_container("outage")
+        azurite.pause()
+        for call in (lambda: store.list_page("outage", "a\x00"), lambda: store.list_page("outage"),
+                     lambda: store.get_properties("outage", "a.tif"), lambda: store.container_exists("outage")):
+            with pytest.raises(StorageUnavailable) as info:
+                call()
+            assert not isinstance(info.value, StorageRefused)
+    finally:
+        azurite.stop()
+
+
+@pytest.mark.parametrize("backend", ["local", "azure"])
+def test_a_path_gdal_cannot_address_is_named(backend, tmp_path):
+    from storage import GDAL_PATH_BYTES, GdalPathTooLong
+
+    name = "/".join(["地" * 80] * 9) + ".tif"  # 728 characters, 2,168 bytes: each segment 240 bytes
+    conn = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0a2V5;"
+            "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")
+    store = LocalDirStore(tmp_path / "blobs") if backend == "local" else AzureBlobStore(connection_string=conn)
+    if backend == "local":
+        store.create_container("long")
+    with pytest.raises(GdalPathTooLong, match=str(GDAL_PATH_BYTES)):
+        store.gdal_read_path("long", name)
+    assert store.gdal_read_path("long", name[-400:].lstrip("/")).path

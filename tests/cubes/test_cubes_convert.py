@@ -12,6 +12,7 @@ from rio_cogeo.cogeo import cog_validate
 
 import cube_factory as cf
 import cubes
+import geo_ops
 
 
 def read(output: cubes.SliceOutput):
@@ -321,3 +322,21 @@ def test_a_second_missing_value_is_reported_not_hidden(tmp_path):
     facts = cubes.open_cube(path)
     assert facts.variables[0].nodata == cf.FILL_INT16
     assert [w.code for w in facts.warnings] == ["SecondMissingValue"]
+
+
+@pytest.mark.parametrize("width, height", [(2, 3000), (3000, 2), (3, 7000)], ids=["2x3000", "3000x2", "3x7000"])
+def test_a_narrow_grid_has_only_the_overviews_its_shorter_side_allows(tmp_path, convert, width, height):
+    """A transect two or three cells wide: the COG driver's automatic overviews halved it three
+    or four times, each level still one pixel across (decimations [2, 2, 2]: no reduction along
+    it). Slices are written as to_cog writes any shape (geo_ops.shaped_cog_options): at most the
+    halvings the shorter side allows, each a real reduction, and still strictly valid."""
+    lon, lat = cf.lonlat_axes(width, height, west=10, north=80, step=0.01)
+    path = cf.write_netcdf(tmp_path / "transect.nc", lon=lon, lat=lat, steps=1)
+    _, outputs = convert(path)
+    assert_valid_cogs(outputs)
+    for out in outputs:
+        with rasterio.open(out.path) as ds:
+            assert (ds.width, ds.height) == (width, height)
+            levels = ds.overviews(1)
+            assert len(levels) == geo_ops.overview_cap(width, height) == 1, levels
+            assert levels == sorted(set(levels)) and all(level > 1 for level in levels), levels

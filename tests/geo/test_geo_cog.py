@@ -240,3 +240,83 @@ def test_jpeg_profile_refused_for_float_data(make_raster, tmp_path):
     with pytest.raises(geo_ops.InvalidOption, match="JPEG compression needs"):
         geo_ops.to_cog(src, tmp_path / "x.tif", profile="jpeg")
     assert list(tmp_path.glob("x.tif")) == []
+
+
+#: Shapes GDAL holds whose automatic overviews were one pixel wide (decimation 1 across: strict
+#: validation refused them as "Invalid Decimation 1 for overview level 0"), with the overview
+#: levels each can have: halvings before either side falls below one pixel.
+DEGENERATE = {(1, 100_000): 0, (100_000, 1): 0, (1, 1): 0, (1, 600): 0, (2, 100_000): 1, (100_000, 2): 1,
+              (3, 7000): 1, (5, 40_000): 2}
+
+
+@pytest.mark.parametrize("width, height", sorted(DEGENERATE), ids=[f"{w}x{h}" for w, h in sorted(DEGENERATE)])
+def test_any_shape_gdal_holds_makes_a_valid_cog(make_raster, tmp_path, width, height):
+    src = make_raster(width=width, height=height, count=1, crs="EPSG:32633",
+                      bounds=(500000, 4980000, 500000 + 10 * width, 4980000 + 10 * height))
+    result = geo_ops.to_cog(src, tmp_path / "cog.tif")
+    ok, errors, warnings = cog_validate(result.path, strict=True, quiet=True)
+    if max(width, height) > 512 and DEGENERATE[(width, height)] == 0:
+        assert errors == [] and [w for w in warnings if geo_ops.NO_OVERVIEWS_ADVICE not in w] == [], warnings
+    else:
+        assert ok, errors + warnings
+    assert_same_pixels(src, result.path)
+    with rasterio.open(result.path) as out:
+        assert len(out.overviews(1)) == result.overview_count == DEGENERATE[(width, height)]
+        assert all(factor > 1 for factor in out.overviews(1))
+    thumbnail = geo_ops.write_thumbnail(result.path, tmp_path / "t.png")
+    assert thumbnail.width >= 1 and thumbnail.height >= 1
+
+
+def test_overview_levels_are_capped_by_the_shorter_side():
+    options = {"BLOCKSIZE": "512", "OVERVIEWS": "AUTO"}
+    assert geo_ops.shaped_cog_options(options, 4096, 4096) == options  # what AUTO makes: 3 levels
+    assert geo_ops.shaped_cog_options(options, 1, 100_000)["OVERVIEWS"] == "NONE"
+    assert geo_ops.shaped_cog_options(options, 3, 100_000)["OVERVIEW_COUNT"] == "1"
+    assert geo_ops.shaped_cog_options({**options, "OVERVIEWS": "NONE"}, 1, 9) == {**options, "OVERVIEWS": "NONE"}
+
+
+def test_a_degenerate_shape_tiles_into_valid_cogs(make_raster, tmp_path):
+    src = make_raster(width=1, height=3000, count=1, crs="EPSG:32633", bounds=(500000, 4980000, 500010, 5010000))
+    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "tiles"), tile_size=1024, max_pixels=1 << 20)
+    assert plan.cols == 1 and plan.rows == 3
+    for tile in plan.tiles:
+        result = geo_ops.process_tile(src, tile)
+        ok, errors, warnings = cog_validate(result.path, strict=True, quiet=True)
+        assert errors == [] and all(geo_ops.NO_OVERVIEWS_ADVICE in w for w in warnings), errors + warnings
+
+
+def test_pixels_far_longer_than_wide_are_refused_before_reprojecting(make_raster, tmp_path):
+    """A 1 x 100,000 strip of 10 km x 0.1 m pixels reprojects to square pixels of 0.1 m: 4.7
+    billion of them from a 100 kB file. Refused by the pixel limit a source is held to, with the
+    shapes in the reason, before anything is warped (and so is its tile plan)."""
+    src = make_raster(width=1, height=100_000, count=1, crs="EPSG:32633")  # 10 km x 10 km
+    for attempt in (lambda: geo_ops.to_cog(src, tmp_path / "out.tif", dst_crs="EPSG:4326"),
+                    lambda: geo_ops.plan_tiles(src, output_prefix="t", dst_crs="EPSG:4326", max_pixels=1 << 20)):
+        with pytest.raises(geo_ops.RasterTooLarge, match="100000 times longer than wide"):
+            attempt()
+    assert not (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.parametrize("crs, bounds", [
+    ('LOCAL_CS["bogus",UNIT["metre",1]]', (0, 0, 100, 100)),
+    ('ENGCRS["bogus",EDATUM["x"],CS[Cartesian,2],AXIS["x",east],AXIS["y",north],LENGTHUNIT["metre",1]]',
+     (0, 0, 10, 10)),
+    ("EPSG:4326", (1000, 500, 2000, 600)),
+], ids=["local-cs", "engineering-crs", "lonlat-out-of-range"])
+def test_a_crs_with_no_way_to_the_target_is_a_named_condition(tmp_path, crs, bounds):
+    """Reprojecting a raster whose CRS has no place on the Earth, or whose extent is out of range:
+    CannotReproject (PROJ's ProjError and GDAL's CPLE_AppDefinedError used to escape raw); its
+    header still reads, without a footprint (cataloging it is then stac_ops' FootprintError)."""
+    from rasterio.transform import from_bounds
+
+    path = tmp_path / "bogus.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8",
+                       crs=CRS.from_user_input(crs), transform=from_bounds(*bounds, 64, 64)) as dst:
+        dst.write(np.ones((1, 64, 64), dtype="uint8"))
+    for attempt in (lambda: geo_ops.to_cog(path, tmp_path / "out.tif", dst_crs="EPSG:3857"),
+                    lambda: geo_ops.plan_tiles(path, output_prefix="t", dst_crs="EPSG:3857", max_pixels=1 << 20)):
+        with pytest.raises(geo_ops.CannotReproject, match="EPSG:3857"):
+            attempt()
+    header = geo_ops.read_header(path)
+    if crs != "EPSG:4326":
+        assert header.footprint is None and header.bbox is None and header.gsd is None

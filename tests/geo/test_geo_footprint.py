@@ -120,3 +120,16 @@ def test_south_up_grids_are_contained_and_counter_clockwise(tmp_path, crs, bound
     polygons = header.footprint["coordinates"] if header.footprint["type"] == "MultiPolygon" else [header.footprint["coordinates"]]
     for polygon in polygons:
         assert shapely.is_ccw(shapely.LinearRing(polygon[0])), polygon[0][:4]
+
+
+@pytest.mark.parametrize("wkt", [
+    'LOCAL_CS["bogus",UNIT["metre",1]]',
+    'ENGCRS["bogus",EDATUM["x"],CS[Cartesian,2],AXIS["x",east],AXIS["y",north],LENGTHUNIT["metre",1]]',
+], ids=["local-cs", "engineering-crs"])
+def test_a_crs_with_no_place_on_the_earth_has_no_footprint(wkt):
+    """PROJ has no way from an engineering or local CRS to lon/lat: the footprint of any grid in
+    it is (None, None) (cataloging it is FootprintError), not PROJ's ProjError escaping raw to
+    the callers that ask footprint() directly (mosaics, cube items)."""
+    crs = rasterio.crs.CRS.from_wkt(wkt)
+    assert not geo_ops.maps_to_lonlat(crs.to_wkt()) and geo_ops.maps_to_lonlat(rasterio.crs.CRS.from_epsg(32633).to_wkt())
+    assert geo_ops.footprint(crs, from_bounds(0, 0, 100, 100, 64, 64), 64, 64) == (None, None)

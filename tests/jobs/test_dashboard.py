@@ -22,8 +22,9 @@ import pytest
 from PIL import Image
 
 from consumers import Browser, artifacts_root, crop, dominant_colours
-from dashboard_checks import (DONE, FAILED, KEY, LAND, OCEAN, THUMBNAIL_RGB, call, footprint_boxes,
-                              footprint_tint, has_colour, is_footprint_orange, wait_for_job)
+from dashboard_checks import (DONE, FAILED, KEY, LAND, OCEAN, THUMBNAIL_RGB, call, check_names_on_the_job_page,
+                              footprint_boxes, footprint_tint, has_colour, is_footprint_orange, named_conversion,
+                              wait_for_job)
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
 
@@ -385,3 +386,12 @@ def test_footprints_refuse_bad_input_with_4xx(keyed, job):
         assert code == 404, (path, code, body[:200])
     code, body, _ = call(f"{keyed}/api/items/dash/{job['europe']}/assets/data/href", key=KEY)
     assert code == 200 and "sig=" in json.loads(body)["href"]
+
+
+def test_names_in_any_script_show_as_they_are(keyed, store, browser, shots, tmp_path):
+    job_id, names, failed = named_conversion(keyed, store, tmp_path)
+    with browser.page(f"{keyed}/api/dashboard?code={KEY}#/jobs/{urllib.parse.quote(job_id)}",
+                      wait=[{"selector": "#timeline rect.task"}]) as page:
+        check_names_on_the_job_page(page, names, failed)
+        page.screenshot(shots / "names.png")
+        assert not page.log()["errors"], page.log()["errors"]

@@ -16,8 +16,8 @@ from PIL import Image
 
 import cli
 from consumers import Browser, artifacts_root, crop, dominant_colours
-from dashboard_checks import (KEY, LAND, THUMBNAIL_RGB, call, footprint_boxes, footprint_tint, has_colour,
-                              is_footprint_orange, wait_for_job)
+from dashboard_checks import (KEY, LAND, THUMBNAIL_RGB, call, check_names_on_the_job_page, footprint_boxes,
+                              footprint_tint, has_colour, is_footprint_orange, named_conversion, wait_for_job)
 from local_runtime import LocalRuntime
 from raster_factory import write_raster
 
@@ -190,5 +190,20 @@ def test_the_map_on_embedded_defaults_draws_footprints_thumbnail_and_file_links(
             page.screenshot(shots / "map-zoomed.png")
             assert not page.log()["errors"], page.log()["errors"]
             assert not page.log()["blocked"], "nothing is loaded from outside this machine"
+    finally:
+        driver.stop()
+
+
+def test_names_in_any_script_show_as_they_are(served, store, tmp_path):
+    shots = artifacts_root() / "dashboard-local-names"
+    shutil.rmtree(shots, ignore_errors=True)
+    job_id, names, failed = named_conversion(served, store, tmp_path)
+    driver = Browser(log_dir=shots).start()
+    try:
+        with driver.page(f"{served}/api/dashboard?code={KEY}#/jobs/{urllib.parse.quote(job_id)}",
+                         wait=[{"selector": "#timeline rect.task"}]) as page:
+            check_names_on_the_job_page(page, names, failed)
+            page.screenshot(shots / "names.png")
+            assert not page.log()["errors"], page.log()["errors"]
     finally:
         driver.stop()

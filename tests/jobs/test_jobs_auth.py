@@ -37,5 +37,20 @@ def test_job_routes_need_the_function_key(keyed):
     assert call("GET", f"{keyed}/api/jobs?code=s3cret") == 200
 
 
-def test_health_is_anonymous(keyed):
-    assert call("GET", f"{keyed}/api/health") == 200
+def body_of(url, headers=None):
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_health_is_anonymous_and_says_up_or_down_only(keyed):
+    code, body = body_of(f"{keyed}/api/health")
+    assert code == 200 and body == {"status": "up"}, body  # no backend, container, version or count
+    assert call("GET", f"{keyed}/api/health/details") == 401
+    assert call("GET", f"{keyed}/api/health/details", {"x-functions-key": "wrong"}) == 401
+    code, body = body_of(f"{keyed}/api/health/details", {"x-functions-key": "s3cret"})
+    assert code == 200 and body["status"] == "up", body
+    assert body["storage"]["input_container"] == "rasters" and body["catalog"]["items"] >= 0, body

@@ -122,8 +122,12 @@ def test_bad_query_parameters_are_400(host):
 
 def test_health_reports_every_part(host):
     code, body = host.get("/api/health")
+    assert code == 200 and body == {"status": "up"}, body
+    code, body = host.get("/api/health/details")
     assert code == 200, body
-    assert body["storage"]["ok"] and body["catalog"]["ok"] and body["runtime"]["ok"]
+    assert body["status"] == "up" and body["storage"]["ok"] and body["catalog"]["ok"] and body["runtime"]["ok"]
+    assert body["storage"]["backend"] == "azure" and body["storage"]["system_container"] == "rmh-system"
+    assert body["catalog"]["backend"] == "pgstac" and body["catalog"]["version"]
     assert "AccountKey" not in str(body)
 
 

@@ -185,3 +185,85 @@ def test_fuzz_every_route_finds_no_500_and_no_empty_error(host):
         if code >= 400:
             assert body.strip(), (method, path, code)
     assert len(seen) < 40, seen
+
+
+#: A control character (NUL, the rest of C0, DEL, C1) or a lone surrogate in every free-text field
+#: of every request model: (operation, the other fields it needs, the field, its bad value).
+CONTROL_CASES = [
+    ("list_container", {}, "prefix", "a\x00"),
+    ("list_container", {}, "prefix", "\x01"),
+    ("sync_container", {}, "prefix", "dir/\x1f"),
+    ("sync_container", {}, "collection", "ok\x00"),
+    ("sync_container", {}, "collection_title", "A title\x00"),
+    ("sync_container", {}, "collection_description", "Line\x00"),
+    ("sync_container", {}, "container", "rast\x00ers"),
+    ("catalog_file", {}, "blob", "a\x7f.tif"),
+    ("catalog_file", {"blob": "a.tif"}, "collection_title", "t\x1b[31m"),
+    ("validate_raster", {}, "blob", "a\x85.tif"),
+    ("cog_conversion", {}, "blobs", ["good.tif", "b\x00.tif"]),
+    ("cog_conversion", {}, "prefix", "\ud800"),
+    ("cog_conversion", {"prefix": ""}, "output_container", "out\x00put"),
+    ("cog_conversion", {"prefix": ""}, "collection_description", "\x00"),
+    ("cog_conversion", {"prefix": ""}, "target_crs", "EPSG:3857\x00"),
+    ("process_tiled_raster", {}, "blob", "t\x0b.tif"),
+    ("process_tiled_raster", {"blob": "a.tif"}, "collection_title", "\x9b"),
+    ("ingest_blob", {}, "blob", "\x00.tif"),
+    ("ingest_blob", {"blob": "a.tif"}, "version", "v\x00"),
+    ("hello_world", {}, "name", "Ada\x00"),
+]
+
+
+@pytest.mark.parametrize("operation, body, field, value", CONTROL_CASES,
+                         ids=[f"{op}-{field}-{i}" for i, (op, _, field, _) in enumerate(CONTROL_CASES)])
+def test_control_characters_are_400_naming_the_field(host, operation, body, field, value):
+    """Refused at submission, before any storage or catalog call: a NUL in a prefix used to reach
+    Azure's listing, which answered 500, ridden out as an outage for minutes per attempt."""
+    code, reply = answer("POST", f"{host.url}/api/jobs/{operation}",
+                         json.dumps({**body, field: value}).encode())
+    assert code == 400, (operation, field, code, reply)
+    fields = [p["field"].split(".")[0] for p in reply["problems"]]
+    assert fields == [field], reply
+    assert "control character" in reply["problems"][0]["problem"] or "surrogate" in reply["problems"][0]["problem"]
+
+
+def test_line_breaks_are_text_in_a_description_and_a_crs(host, store):
+    """A description and a WKT CRS may span lines: tabs and line breaks are their only control
+    characters (a dry-run sync and a conversion of a named blob are accepted)."""
+    store.create_container("multiline")
+    code, reply = answer("POST", f"{host.url}/api/jobs/sync_container", json.dumps(
+        {"container": "multiline", "dry_run": True, "collection_description": "Line one.\n\n\tLine two."}).encode())
+    assert code == 202, reply
+    wkt = 'GEOGCRS["WGS 84",\n  DATUM["World Geodetic System 1984",\n    ELLIPSOID["WGS 84",6378137,298.257223563]],\n' \
+          '  CS[ellipsoidal,2],\n  AXIS["lat",north],\n  AXIS["lon",east],\n  ANGLEUNIT["degree",0.0174532925199433]]'
+    code, reply = answer("POST", f"{host.url}/api/jobs/cog_conversion", json.dumps(
+        {"container": "multiline", "blobs": ["a.tif"], "output_container": "multiline-out", "target_crs": wkt}).encode())
+    assert code == 202, reply
+    for title in ("Title\nwith a break", "Title\twith a tab"):
+        code, reply = answer("POST", f"{host.url}/api/jobs/sync_container", json.dumps(
+            {"container": "multiline", "dry_run": True, "collection_title": title}).encode())
+        assert code == 400 and reply["problems"][0]["field"] == "collection_title", reply
+
+
+@pytest.mark.parametrize("operation, body", [
+    ("sync_container", {}), ("list_container", {}), ("catalog_file", {"blob": "plans/x.json"}),
+    ("validate_raster", {"blob": "a.tif"}), ("cog_conversion", {"prefix": "", "output_container": "elsewhere"}),
+    ("process_tiled_raster", {"blob": "a.tif", "output_container": "elsewhere"}), ("ingest_blob", {"blob": "a.tif"}),
+])
+def test_no_job_reads_the_system_container(host, store, operation, body):
+    """The system container holds the service's own state (chunk plans, inventories): as the token,
+    asset and output routes refuse it, every operation that takes a container refuses it (400)."""
+    store.create_container("rmh-system")
+    code, reply = answer("POST", f"{host.url}/api/jobs/{operation}",
+                         json.dumps({**body, "container": "rmh-system"}).encode())
+    assert code == 400, (operation, code, reply)
+    assert reply["problems"][0]["field"] == "container" and "system container" in reply["problems"][0]["problem"]
+
+
+def test_settings_refuse_the_system_container_as_a_data_container(monkeypatch):
+    from settings import SettingsError, load_settings
+
+    for key in ("RMH_INPUT_CONTAINER", "RMH_SYNC_CONTAINERS", "RMH_EVENT_CONTAINERS"):
+        with monkeypatch.context() as patch:
+            patch.setenv(key, "rmh-system")
+            with pytest.raises(SettingsError, match=f"{key} names the system container"):
+                load_settings()

@@ -524,3 +524,31 @@ def test_item_assets_and_renders_come_from_what_every_item_has(catalog, collecti
     assert "renders" not in again and stac_ops.RENDER_EXT not in again.get("stac_extensions", [])
     stored = catalog.get_item(collection, plain["id"]).to_dict()
     assert "source" not in stored["assets"] and stored["assets"]["data"]["type"] == stac_ops.GEOTIFF_MEDIA_TYPE
+
+
+def test_static_catalog_items_of_any_id_length_have_a_file(tmp_path, template, validator):
+    """Ids reach 256 characters; ``<id>.json`` does not fit a file name from 251 on (``OSError:
+    [Errno 36] File name too long``, the conversion's COG left without an item). Such an item's
+    file keeps its id's head and a hash (stable, distinct), the collection links it, pystac reads
+    it back, and get, search and delete find it by its id."""
+    root = tmp_path / "static"
+    catalog = static_catalog.StaticCatalog(root, validator=validator)
+    catalog.upsert_collection(stac_collections.build_collection("long-ids"))
+    ids = [stac_ops.item_id_for_blob("c", "/".join(["d" * 199] * 5) + ".tif"), "a" * 250, "a" * 251, "b" * 256,
+           "b" * 255 + "c"]
+    items = []
+    for n, item_id in enumerate(ids):
+        item = variant(template, "long-ids", n)
+        item["id"] = item_id
+        items.append(item)
+    catalog.upsert_items(items)
+    files = sorted(p.name for p in (root / "long-ids" / "items").iterdir())
+    assert len(files) == 5 and all(len(name.encode()) <= 255 for name in files), files
+    assert "a" * 250 + ".json" in files and sum("@" in name for name in files) == 4, files
+    catalog.finalize()
+    read_back = pystac.Catalog.from_file(str(root / "catalog.json"))
+    assert sorted(i.id for i in read_back.get_items(recursive=True)) == sorted(ids)
+    for item_id in ids:
+        assert catalog.get_item("long-ids", item_id).id == item_id
+    assert len(catalog.search("long-ids", limit=10)) == 5
+    assert catalog.delete_items("long-ids", ids[:2]) == 2 and catalog.get_item("long-ids", ids[0]) is None
