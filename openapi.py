@@ -123,9 +123,16 @@ class Metrics(BaseModel):
     operations: dict[str, OperationReport]
 
 
+class HealthStatus(BaseModel):
+    """Up or down, and nothing else (the anonymous answer a load balancer's probe needs)."""
+
+    status: Literal["up", "down"]
+
+
 class Health(BaseModel):
     """Each check: ``ok`` and what it found, or the error (no secrets)."""
 
+    status: Literal["up", "down"]
     ok: bool
     storage: dict[str, Any]
     catalog: dict[str, Any]
@@ -242,7 +249,12 @@ ROUTES: tuple[Route, ...] = (
                    (409, _error("the job is not running")))),
     Route("GET", "metrics", "get_metrics", "Per-operation job metrics", "function",
           answers=((200, Answer("counts by outcome, task and job duration percentiles", Metrics)),)),
-    Route("GET", "health", "health", "Storage, catalog and runtime reachability", "anonymous", tag="service",
+    Route("GET", "health", "health", "Up or down: storage, catalog and runtime answer", "anonymous", tag="service",
+          answers=((200, Answer("all reachable", HealthStatus)),
+                   (503, Answer("something is not reachable", HealthStatus)))),
+    Route("GET", "health/details", "health_details",
+          "Storage, catalog and runtime reachability with what each said (backends, containers, catalog "
+          "version and counts)", "function", tag="service",
           answers=((200, Answer("all reachable", Health)), (503, Answer("something is not reachable", Health)))),
     Route("GET", "sas/v1/token/{account}/{container}", "sas_token",
           "A short-lived read-only SAS for a container (Planetary Computer's token API shape)", "token",
