@@ -96,8 +96,9 @@ Location = Union[BlobLocation, UrlLocation]
 
 
 def location_from_text(text: str) -> Location:
-    """A location written by ``str()``: a URL, or ``container/blob``."""
-    if "://" in text:
+    """A location written by ``str()``: an http(s) URL, or ``container/blob`` (a container name
+    holds no ':', so the two never mix)."""
+    if re.match(r"^https?://", text, re.IGNORECASE):
         return UrlLocation(text)
     container, _, name = text.partition("/")
     return BlobLocation(container, name)
