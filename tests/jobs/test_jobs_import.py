@@ -69,6 +69,8 @@ def test_a_pystac_catalog_is_imported_its_geotiffs_converted(host, store, pg, va
     output = status["output"]
     assert status["runtimeStatus"] == "Completed" and output["done"] == 2 and output["failed"] == 0, output["failures"]
     assert output["detail"]["plan"]["collections"] == ["vendor-scenes"]
+    progress = status["customStatus"]
+    assert (progress["stage"], progress["total"], progress["done"], progress["percent"]) == ("completed", 2, 2, 100.0)
     collection = pg.get_collection("vendor-scenes")  # made from the source's collection.json
     assert collection.title == "Vendor scenes" and collection.license == "CC-BY-4.0"
     assert collection.providers[0].name == "Elsewhere Inc."
@@ -117,6 +119,7 @@ def test_exports_with_absolute_hrefs_and_failures_named(host, store, pg, validat
     url = {key: store.url("exports", name) for key, name in names.items()}
     vsiaz = {key: f"/vsiaz/exports/{name}" for key, name in other.items()}
     items = item_dicts({"by-url": url, "by-vsiaz": vsiaz,
+                        "mislabelled": {"elevation": f"../{names['data']}"},  # typed a COG, striped in fact
                         "escapes": {"data": "../../../../../x.tif"},
                         "garbage": {"data": "../files/a/garbage.tif"},
                         "missing": {"data": "../files/a/gone.tif"}})
@@ -127,12 +130,12 @@ def test_exports_with_absolute_hrefs_and_failures_named(host, store, pg, validat
                                       "output_container": "exported-cogs", "profile": "zstd"})
     output = status["output"]
     assert status["runtimeStatus"] == "Completed" and output["completed_with_errors"], output
-    assert output["done"] == 2, output
+    assert output["done"] == 3, output
     failures = failures_by_name(status)
     assert {n: f["error"] for n, f in failures.items()} == {
         "escapes": "HrefOutsideContainer", "garbage": "UnsupportedFormat", "missing": "BlobNotFound",
-        "no-datetime": "ItemValidationError", "exports/exports/items.ndjson, line 7": "NotStac"}, failures
-    assert failures["garbage"]["reason"].startswith("exports/exports/items.ndjson, line 4: raster asset 'data'")
+        "no-datetime": "ItemValidationError", "exports/exports/items.ndjson, line 8": "NotStac"}, failures
+    assert failures["garbage"]["reason"].startswith("exports/exports/items.ndjson, line 5: raster asset 'data'")
     assert "not a raster file" in failures["garbage"]["reason"]
     for item_id, where in (("by-url", names), ("by-vsiaz", other)):
         stac = pg.get_item("exported", item_id).to_dict(include_self_link=False, transform_hrefs=False)
@@ -140,6 +143,9 @@ def test_exports_with_absolute_hrefs_and_failures_named(host, store, pg, validat
         assert stac["assets"]["data"]["href"] == store.url("exported-cogs", f"exports/{where['data']}")
         assert stac["assets"]["data"]["alternate"]["source"]["href"] == store.url("exports", where["data"])
         assert stac["assets"]["elevation"]["href"] == store.url("exports", where["elevation"])
+    # an asset typed as a COG that is not one is converted like any other (the same COG as by-url's data)
+    mislabelled = pg.get_item("exported", "mislabelled").to_dict(include_self_link=False, transform_hrefs=False)
+    assert mislabelled["assets"]["elevation"]["href"] == store.url("exported-cogs", f"exports/{names['data']}")
     with rasterio.Env(**store.gdal_read_path("exported-cogs", "x").config):
         with rasterio.open(store.gdal_read_path("exported-cogs", f"exports/{names['data']}").path) as cog:
             assert cog.profile["compress"] == "zstd"  # the request's profile
