@@ -251,6 +251,49 @@ class DatabaseHealthRequest(JobRequest):
     """pgSTAC (or the static catalog) reachable, version, counts."""
 
 
+#: Items per import chunk unless a request says otherwise: an item may convert several assets,
+#: so a chunk holds fewer items than a sync chunk holds files.
+IMPORT_CHUNK_SIZE = 50
+
+
+class ImportStacRequest(ContainerJob):
+    """Bring in STAC made elsewhere from a container: the items of one document (``blob``: NDJSON,
+    an ItemCollection, an item, or a static catalog's ``catalog.json`` / ``collection.json`` and
+    the ``child`` / ``item`` links under it) or of every NDJSON and STAC JSON blob under
+    ``prefix`` (links not followed). Each item is validated, its raster assets that are not valid
+    COGs are converted to COGs in ``output_container`` (the original kept as the asset's
+    ``source`` alternate), and it is upserted into ``collection``, else its own collection (made
+    from the source's collection.json when there is one), else the container's."""
+
+    blob: BlobName | None = None
+    prefix: Prefix | None = None
+    collection: CollectionId | None = Field(
+        None, description="the collection every item goes to (default: each item's own collection, "
+                          "else the container's)")
+    output_container: ContainerName | None = None
+    profile: CogProfile = Field("deflate", description="compression of converted assets (see cog_conversion)")
+    max_z_error: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                      description="LERC only: the largest absolute error a pixel may take")
+    resampling: ResamplingName = Field(
+        "bilinear", description="overviews of converted assets: nearest for nearest and mode, average otherwise")
+    chunk_size: int | None = Field(None, ge=1, le=1000, description=f"items per sub-orchestration "
+                                                                    f"(default {IMPORT_CHUNK_SIZE})")
+    chunks_in_flight: ChunksInFlight | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ImportStacRequest":
+        if (self.blob is None) == (self.prefix is None):
+            raise ValueError("give exactly one of 'blob' (an NDJSON, ItemCollection, item, catalog.json "
+                             "or collection.json blob) or 'prefix'")
+        if self.max_z_error is not None and self.profile not in ("lerc", "lerc_deflate"):
+            raise ValueError(f"max_z_error applies only to the lerc and lerc_deflate profiles, not {self.profile!r}")
+        return self
+
+    def cog_options(self) -> "CogOptions":
+        """How the raster assets are converted (never reprojected: the items describe their grids)."""
+        return CogOptions(profile=self.profile, max_z_error=self.max_z_error, resampling=self.resampling)
+
+
 OPERATIONS: dict[str, type[JobRequest]] = {
     "hello_world": HelloWorldRequest,
     "list_container": ListContainerRequest,
@@ -261,6 +304,7 @@ OPERATIONS: dict[str, type[JobRequest]] = {
     "validate_raster": ValidateRasterRequest,
     "database_health": DatabaseHealthRequest,
     "ingest_blob": IngestBlobRequest,
+    "import_stac": ImportStacRequest,
 }
 
 
@@ -638,6 +682,93 @@ class BlobValidation(geo_ops.ValidationReport):
     size: int | None = None
 
 
+# -- import_stac ----------------------------------------------------------------------------------
+
+class ImportPlanRequest(BaseModel):
+    """Input of ``plan_import``: the source and where its items go."""
+
+    container: str
+    blob: str | None = None
+    prefix: str | None = None
+    collection: str | None = None
+    chunk_size: int = IMPORT_CHUNK_SIZE
+    plan_id: str
+
+
+class ImportPlan(BaseModel):
+    """``plan_import``'s answer: the items as chunk blobs, the collections they go to (created
+    when missing), the documents and links that could not be read (failures, by name)."""
+
+    chunks: list[ChunkRef]
+    items: int
+    documents: int
+    collections: list[str]
+    failures: list[TaskOutcome] = []
+    unlisted_failures: dict[str, int] = {}  # condition -> count of failures beyond the listed ones
+    ignored: int = 0
+    ignored_names: list[str] = []
+
+
+class ImportEntry(BaseModel):
+    """One item of an import chunk blob: its name (id, or where it was read), where it was read,
+    the base its relative hrefs resolve against, its target collection, the source item, and
+    the condition that blocks it when its collection could not be made."""
+
+    name: str
+    location: str
+    base: str
+    collection: str
+    item: dict[str, Any]
+    error: str | None = None
+    reason: str | None = None
+
+
+class ImportChunkTask(BaseModel):
+    """Input of an ``import_chunk`` sub-orchestration."""
+
+    chunk: ChunkRef
+    output_container: str
+    options: CogOptions = CogOptions()
+
+
+class ImportItemTask(BaseModel):
+    """Input of the per-item import activities: the item is ``index`` of the chunk blob."""
+
+    chunk: ChunkRef
+    index: int = Field(0, ge=0)
+    output_container: str
+    options: CogOptions = CogOptions()
+    stage: str
+
+
+class AssetConversion(BaseModel):
+    """A raster asset to convert: its key and its blob (a fetched one staged in the system container)."""
+
+    key: str
+    container: str
+    file: FileRef
+
+
+class ImportPrepared(TaskOutcome):
+    """``prepare_import_item``'s answer: ``failed`` or ``skipped`` (unchanged since its last
+    import) end the item; ``done`` means ready, with the assets to convert, those kept as
+    validated COGs and those fetched from an allow-listed host (key -> staged blob)."""
+
+    location: str = ""
+    digest: str | None = None
+    conversions: list[AssetConversion] = []
+    cogs: list[str] = []
+    fetched: dict[str, str] = {}
+
+
+class ImportWriteTask(BaseModel):
+    """Input of ``write_import_item``: the item, what preparing it found, each converted asset's COG."""
+
+    task: ImportItemTask
+    prepared: ImportPrepared
+    outputs: dict[str, str] = {}  # asset key -> "container/blob" of its COG
+
+
 FAILURES_SHOWN = 1000
 
 
@@ -748,6 +879,14 @@ class JobResult(BaseModel):
                 self.done += 1
         self.completed_with_errors = self.failed > 0
 
+    def add_counted(self, reasons: dict[str, int]) -> None:
+        """Failures known by their count per condition only (beyond what a list carries)."""
+        for reason, count in reasons.items():
+            self.total += count
+            self.failed += count
+            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + count
+        self.completed_with_errors = self.failed > 0
+
     def merge(self, other: "JobResult") -> None:
         """Fold a chunk's result into this one (counts, reasons, failures, durations)."""
         self.total += other.total
@@ -763,7 +902,8 @@ class JobResult(BaseModel):
 
 # -- a job's tasks, read from the orchestration histories ----------------------------------------
 
-ITEM_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "inspect_raster", "validate_blob"})
+ITEM_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "inspect_raster", "validate_blob",
+                             "prepare_import_item", "write_import_item"})
 
 
 class TaskRecord(BaseModel):

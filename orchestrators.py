@@ -46,6 +46,14 @@ from models import (
     GreetingTask,
     HelloWorldRequest,
     HelloWorldResult,
+    IMPORT_CHUNK_SIZE,
+    ImportChunkTask,
+    ImportItemTask,
+    ImportPlan,
+    ImportPlanRequest,
+    ImportPrepared,
+    ImportStacRequest,
+    ImportWriteTask,
     IngestBlobRequest,
     InspectResult,
     JobEnded,
@@ -581,3 +589,95 @@ def _ingest_blob(context, result: JobResult):
         result.add([TaskOutcome.model_validate(outcome)])
     result.detail["catalog"] = yield from finalize(context, collection)
     return result
+
+
+# -- import_stac ---------------------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def import_stac(context: df.DurableOrchestrationContext):
+    """STAC made elsewhere: read the source into chunk blobs, one sub-orchestration per chunk,
+    then refresh each collection the items went to."""
+    return (yield from run_job(context, "import_stac", _import_stac))
+
+
+def _import_stac(context, result: JobResult):
+    request = ImportStacRequest.model_validate(context.get_input())
+    report(context, "reading", result, 0)
+    # The plan id is new per run: the item activities cache chunk blobs by name.
+    plan = ImportPlan.model_validate((yield context.call_activity_with_retry(act.plan_import, RETRY, ImportPlanRequest(
+        container=request.container, blob=request.blob, prefix=request.prefix, collection=request.collection,
+        chunk_size=request.chunk_size or IMPORT_CHUNK_SIZE,
+        plan_id=f"{context.instance_id.replace(':', '-')}-{context.new_uuid()[:8]}").model_dump(mode="json"))))
+    result.add(plan.failures)  # documents, links and items that could not be read, by name
+    result.add_counted(plan.unlisted_failures)
+    result.detail["plan"] = plan.model_dump(mode="json", include={"items", "documents", "collections", "ignored",
+                                                                  "ignored_names"})
+    total = result.total + plan.items
+    starts = [functools.partial(context.call_sub_orchestrator, import_chunk, ImportChunkTask(
+        chunk=c, output_container=request.output_container, options=request.cog_options()).model_dump(mode="json"),
+        chunk_id(context, "chunk", i), expected_type=dict) for i, c in enumerate(plan.chunks)]
+    result = yield from gather(context, starts, result, stage="importing", total=total, names=list(plan.chunks),
+                               in_flight=request.chunks_in_flight)
+    result.detail["catalog"] = []
+    for collection in plan.collections:
+        result.detail["catalog"].append((yield from finalize(context, collection)))
+    return result
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def import_chunk(context: df.DurableOrchestrationContext):
+    """One chunk of an import: prepare each item (validate, resolve, judge its rasters), convert
+    the rasters that are not COGs through ``convert_blob`` (each blob once), write each item
+    that is ready, flush the chunk's items in one batch."""
+    chunk = ImportChunkTask.model_validate(context.get_input())
+    result = JobResult(operation="import_chunk", started=context.current_utc_datetime)
+    stage = f"{context.instance_id}/{context.new_uuid()}"
+    task = ImportItemTask(chunk=chunk.chunk, output_container=chunk.output_container, options=chunk.options,
+                          stage=stage)
+    base = task.model_dump(mode="json")
+    report(context, "preparing", result, chunk.chunk.count)
+    prepared = yield from settle(context, [context.call_activity_with_retry(
+        act.prepare_import_item, RETRY, {**base, "index": i}) for i in range(chunk.chunk.count)])
+    ready: list[tuple[int, ImportPrepared]] = []
+    for index, raw in enumerate(prepared):
+        item = (ImportPrepared.model_validate(raw) if not isinstance(raw, Exception)
+                else outcome_of(f"item {index + 1} of {chunk.chunk.blob}", raw))
+        if isinstance(item, ImportPrepared) and item.status == "done":
+            ready.append((index, item))
+        else:
+            result.add([TaskOutcome.model_validate(item.model_dump(include=set(TaskOutcome.model_fields)))])
+    outputs = yield from convert_assets(context, chunk, [p for _, p in ready], result)
+    report(context, "writing", result, chunk.chunk.count)
+    writes, names = [], []
+    for index, item in ready:
+        failed = [(c.key, outputs[(c.container, c.file.name)]) for c in item.conversions
+                  if outputs[(c.container, c.file.name)].status == "failed"]
+        if failed:  # the item is not written with an asset that has no COG
+            key, failure = failed[0]
+            result.add([TaskOutcome(name=item.name, status="failed", error=failure.error, item_id=item.item_id,
+                                    reason=f"{item.location}: raster asset {key!r} was not converted: {failure.reason}")])
+            continue
+        write = ImportWriteTask(task=task.model_copy(update={"index": index}), prepared=item, outputs={
+            c.key: outputs[(c.container, c.file.name)].output for c in item.conversions})
+        writes.append(context.call_activity_with_retry(act.write_import_item, RETRY, write.model_dump(mode="json")))
+        names.append(item.name)
+    written = yield from settle(context, writes)
+    outcomes = [outcome_of(name, raw) for name, raw in zip(names, written)]
+    if any(o.status == "done" for o in outcomes):
+        flushed = yield context.call_activity_with_retry(act.flush_items, RETRY, StageRef(stage=stage).model_dump(mode="json"))
+        UpsertResult.model_validate(flushed)
+    result.add(outcomes)
+    report(context, "importing", result)
+    return result.model_dump(mode="json")
+
+
+def convert_assets(context, chunk: ImportChunkTask, items: list[ImportPrepared], result: JobResult):
+    """Each distinct blob the chunk's items convert, through ``convert_blob`` (not cataloged: the
+    item is the source's); its outcome by (container, blob)."""
+    blobs = {(c.container, c.file.name): c for item in items for c in item.conversions}
+    report(context, "converting", result, chunk.chunk.count)
+    tasks = [ConvertTask(container=c.container, file=c.file, output_container=chunk.output_container,
+                         options=chunk.options, catalog=False) for c in blobs.values()]
+    converted = yield from settle(context, [context.call_activity_with_retry(
+        act.convert_blob, RETRY, t.model_dump(mode="json")) for t in tasks])
+    return {key: outcome_of(c.file.name, raw) for (key, c), raw in zip(blobs.items(), converted)}

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
+from href_policy import host_entry
 from storage import check_container_name
 
 ENV_PREFIX = "RMH_"
@@ -89,6 +90,12 @@ class Settings(BaseSettings):
     # converted to COGs in the output container first.
     event_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     event_convert_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # import_stac: hosts whose URLs an import may fetch (``host`` or ``host:port``, comma
+    # separated; empty: none, only this service's own storage is read), and the most bytes one
+    # fetched file may have.
+    import_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    import_max_fetch_bytes: int = Field(2 * 1024**3, ge=1024)
 
     # Processing limits.
     max_pixels_per_task: int = Field(64 * 1024 * 1024, ge=256 * 256)
@@ -160,7 +167,7 @@ class Settings(BaseSettings):
         return None if value is None else check_container_name(value)
 
     @field_validator("sync_containers", "sas_token_keys", "event_containers",
-                     "event_convert_containers", mode="before")
+                     "event_convert_containers", "import_allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -183,6 +190,11 @@ class Settings(BaseSettings):
     @classmethod
     def _sync_container_names(cls, value: list[str]) -> list[str]:
         return [cls._container_name(name) for name in value]
+
+    @field_validator("import_allowed_hosts")
+    @classmethod
+    def _host_entries(cls, value: list[str]) -> list[str]:
+        return [host_entry(entry) for entry in value]
 
     @field_validator("sync_schedule")
     @classmethod

@@ -31,6 +31,9 @@ Item properties of our own (prefix ``rmh:``, described by ``QUERYABLES``):
   ``valid_percent: 0``).
 * ``rmh:data_type`` / ``rmh:band_count``: the bands' data type (``other`` when they differ) and
   how many there are, copied from the data asset so a catalog can filter on them.
+* ``rmh:imported_from`` / ``rmh:import_digest``: an item brought in by ``import_stac``: where it
+  was read (``container/blob``, with the NDJSON line or ItemCollection feature) and the digest of
+  what it was made from (``stac_import.import_digest``; a rerun skips it while that is unchanged).
 
 Item ids (``item_id_for_blob``): ``<container>~<blob path, '/' as '~'>`` of the source blob; a
 tile adds ``~<tile name>``; a conversion into an output container other than the configured one
@@ -90,6 +93,8 @@ DATETIME_SOURCE = "rmh:datetime_source"
 HAS_DATA = "rmh:has_data"
 DATA_TYPE = "rmh:data_type"
 BAND_COUNT = "rmh:band_count"
+IMPORTED_FROM = "rmh:imported_from"  # import_stac: where the item was read (container/blob, line or feature)
+IMPORT_DIGEST = "rmh:import_digest"  # import_stac: digest of the source item, asset versions and options
 
 MAX_ID_LENGTH = 256
 DEFAULT_LICENSE = "other"
@@ -546,6 +551,7 @@ QUERYABLES: dict[str, dict[str, Any]] = {
     DATA_TYPE: {"title": "Data type of the bands", "type": "string",
                 "enum": sorted(set(_DATA_TYPES.values()) | {"other"})},
     BAND_COUNT: {"title": "Number of bands", "type": "integer", "minimum": 1},
+    IMPORTED_FROM: {"title": "Imported from (STAC made elsewhere)", "type": "string"},
 }
 #: The link relation of a queryables document (OGC API - Features - Part 3).
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"

@@ -1,0 +1,88 @@
+"""import_stac on the embedded defaults (a local storage directory and a static catalog): a pystac
+catalog and an export with /vsiaz/ hrefs come in, the static catalog's imported items validate and
+their hrefs resolve to the COGs made and the files kept; hostile STAC reaches nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pystac
+import pytest
+from rio_cogeo.cogeo import cog_validate
+
+import stac_ops
+from imports import (assert_hostile_refused, check_hostile_import, failures_by_name, upload_export,
+                     upload_scene_files, upload_vendor_catalog)
+from services import applied_local_env
+from stac_sources import item_dicts
+
+
+@pytest.fixture(scope="module")
+def service_env(tmp_path_factory):
+    """Local directory storage and a static catalog instead of Azurite and pgSTAC."""
+    root = tmp_path_factory.mktemp("local-import")
+    env = {"RMH_STORAGE_BACKEND": "local", "RMH_STORAGE_LOCAL_DIR": str(root / "storage"),
+           "RMH_CATALOG_BACKEND": "static", "RMH_STATIC_CATALOG_DIR": str(root / "catalog"),
+           "RMH_TEMP_DIR": str(root / "work"), "RMH_INPUT_CONTAINER": "rasters"}
+    yield from applied_local_env(env)
+
+
+def _catalog_item(service_env, collection: str, item_id: str) -> pystac.Item:
+    path = Path(service_env["RMH_STATIC_CATALOG_DIR"]) / collection / "items" / f"{item_id}.json"
+    return pystac.Item.from_file(str(path))
+
+
+def test_a_pystac_catalog_comes_into_the_static_catalog(host, store, service_env, validator, tmp_path):
+    upload_vendor_catalog(store, tmp_path)
+    status = host.run("import_stac", {"container": "vendor", "blob": "stac/catalog.json"})
+    output = status["output"]
+    assert output["done"] == 2 and output["failed"] == 0, output["failures"]
+    storage = Path(service_env["RMH_STORAGE_LOCAL_DIR"])
+    catalog = pystac.Catalog.from_file(str(Path(service_env["RMH_STATIC_CATALOG_DIR"]) / "catalog.json"))
+    collection = catalog.get_child("vendor-scenes")
+    assert collection.title == "Vendor scenes" and collection.license == "CC-BY-4.0"
+    assert sorted(item.id for item in collection.get_items()) == ["scene-0", "scene-1"]
+    for index in range(2):
+        item = _catalog_item(service_env, "vendor-scenes", f"scene-{index}")
+        validator.validate_item(item)
+        folder = f"stac/vendor-scenes/scene-{index}"
+        data = item.assets["data"]
+        assert not data.href.startswith("/")  # relative to the item file: the catalog moves with storage
+        assert Path(data.get_absolute_href()).resolve() == storage / "cogs" / "vendor" / folder / "striped.tif"
+        assert cog_validate(data.get_absolute_href(), strict=True, quiet=True)[0]
+        assert data.media_type == stac_ops.COG_MEDIA_TYPE
+        source = item.to_dict()["assets"]["data"]["alternate"]["source"]["href"]  # relative too
+        assert (Path(item.get_self_href()).parent / source).resolve() == storage / "vendor" / folder / "striped.tif"
+        assert Path(item.assets["elevation"].get_absolute_href()).resolve() == storage / "vendor" / folder / "cog.tif"
+        assert Path(item.assets["thumbnail"].get_absolute_href()).resolve() == storage / "vendor" / folder / "thumb.png"
+    again = host.run("import_stac", {"container": "vendor", "blob": "stac/catalog.json", "rerun": True})
+    assert again["output"]["skipped"] == 2, again["output"]
+
+
+def test_an_export_with_vsiaz_hrefs_and_a_bad_item(host, store, service_env, validator, tmp_path):
+    names = upload_scene_files(store, tmp_path, "exports", "files/", 3)
+    items = item_dicts({"by-vsiaz": {key: f"/vsiaz/exports/{name}" for key, name in names.items()},
+                        "elsewhere": {"data": "/vsiaz/rmh-system/plans/x.tif"}})
+    upload_export(store, "exports", "items.json", items)
+    status = host.run("import_stac", {"container": "exports", "blob": "items.json", "collection": "exported",
+                                      "output_container": "exported-cogs"})
+    assert status["output"]["done"] == 1, status["output"]
+    failure = failures_by_name(status)["elsewhere"]
+    assert failure["error"] == "ProtectedContainer" and failure["reason"].startswith("exports/items.json, feature 1")
+    item = _catalog_item(service_env, "exported", "by-vsiaz")
+    validator.validate_item(item)
+    assert cog_validate(item.assets["data"].get_absolute_href(), strict=True, quiet=True)[0]
+    assert item.properties["rmh:imported_from"] == "exports/items.json, feature 0"
+
+
+def test_hostile_hrefs_and_links_reach_nothing_on_the_local_store(host, store, tmp_path):
+    assert_hostile_refused(check_hostile_import(host, store, tmp_path))
+
+
+def test_an_export_of_many_bad_lines_is_counted_in_full(host, store):
+    store.create_container("bad-export")
+    store.upload_bytes("bad-export", "junk.ndjson", b"{not json\n" * 1010)
+    status = host.run("import_stac", {"container": "bad-export", "blob": "junk.ndjson"})
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed" and output["failed"] == output["total"] == 1010, output["total"]
+    assert output["failure_reasons"] == {"NotStac": 1010} and len(output["failures"]) == 1000
+    assert output["failures"][-1]["name"] == "bad-export/junk.ndjson, line 1000"
