@@ -807,20 +807,26 @@ HEALTH_REUSE_SECONDS = 5.0
 #: not answer keeps its probe waiting for the pool's retries; the next check reuses that probe).
 HEALTH_TIMEOUT_SECONDS = 10.0
 _health_lock = threading.Lock()
-_health_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmh-health")
-_health_probe: tuple[float, concurrent.futures.Future] | None = None
+#: The settings probed, their one-thread probe pool, when the last probe started and its answer.
+_health_probe: tuple[object, concurrent.futures.ThreadPoolExecutor, float, concurrent.futures.Future] | None = None
 
 
 def _backends_probe() -> concurrent.futures.Future:
     """The storage and catalog probe in flight, or its answer when under HEALTH_REUSE_SECONDS old,
-    else a new one: one probe at a time, whatever the number of checks."""
+    else a new one: one probe at a time, whatever the number of checks. An answer serves only
+    the settings it probed (a host whose settings were rebuilt, as tests do, probes again)."""
     global _health_probe
     with _health_lock:
-        now = time.monotonic()
-        if _health_probe is None or (_health_probe[1].done() and now - _health_probe[0] > HEALTH_REUSE_SECONDS):
-            _health_probe = (now, _health_pool.submit(
+        now, current = time.monotonic(), get_settings()
+        if _health_probe is not None and _health_probe[0] is not current:
+            _health_probe[1].shutdown(wait=False)  # a probe of the old settings is not waited behind
+            _health_probe = None
+        if _health_probe is None or (_health_probe[3].done() and now - _health_probe[2] > HEALTH_REUSE_SECONDS):
+            pool = (_health_probe[1] if _health_probe else
+                    concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmh-health"))
+            _health_probe = (current, pool, now, pool.submit(
                 lambda: all(_check(probe)["ok"] for probe in (_storage_health, _catalog_reachable))))
-        return _health_probe[1]
+        return _health_probe[3]
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
