@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
                       model_validator)
+from pydantic.json_schema import SkipJsonSchema
 
 import geo_ops
 from storage import MAX_BLOB_NAME, check_blob_name, check_container_name
@@ -275,8 +276,9 @@ class VisibilityRequest(JobRequest):
     collection: CollectionId
     items: list[ItemId] | None = Field(None, min_length=1, max_length=10000)
     reason: Reason
-    requested_by: str | None = Field(None, max_length=200, description=(
-        "set by the service: the name (or fingerprint) of the function key the request came with"))
+    # Set by the service (the name or fingerprint of the function key the request came with): a
+    # client sending it gets a 400, so it is left out of the schema clients read.
+    requested_by: SkipJsonSchema[str | None] = Field(None, max_length=200)
 
     #: A transition is an act, not a result to reuse: the same request later runs again.
     repeatable: ClassVar[bool] = True

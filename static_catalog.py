@@ -305,7 +305,7 @@ class StaticCatalog:
         """Write (or, with ``text`` None, delete) one item file with its event journalled; how
         many events that was (0 without an event source)."""
         event = item_event(change, stac, source=self.event_source) if self.event_source else None
-        with self.journal.change(collection_id, key, text, event):
+        with self.journal.change(collection_id, key, text, event) if event else contextlib.nullcontext():
             if text is None:
                 self.store.delete(key)
             else:
