@@ -31,7 +31,6 @@ from typing import Any, Callable, Protocol
 
 import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 logger = logging.getLogger(__name__)
@@ -75,8 +74,6 @@ CREATE TABLE IF NOT EXISTS public.rmh_outbox (
 )
 """
 
-_APPEND = "INSERT INTO public.rmh_outbox (event_id, event) VALUES (%s, %s)"
-
 _CLAIM = """
 SELECT seq, event, attempts FROM public.rmh_outbox
 WHERE next_attempt <= now()
@@ -94,10 +91,12 @@ def ensure_table(conn: psycopg.Connection, lock: Callable[[psycopg.Connection], 
 
 
 def append(conn: psycopg.Connection, events: Sequence[dict[str, Any]]) -> None:
-    """Add events to the outbox in the caller's transaction (they commit or roll back with it)."""
+    """Add events to the outbox in the caller's transaction (they commit or roll back with it),
+    with one COPY."""
     if events:
-        with conn.cursor() as cur:
-            cur.executemany(_APPEND, [(event["id"], Jsonb(event)) for event in events])
+        with conn.cursor() as cur, cur.copy("COPY public.rmh_outbox (event_id, event) FROM STDIN") as copy:
+            for event in events:
+                copy.write_row((event["id"], orjson.dumps(event).decode()))
 
 
 class PgBatch:
