@@ -292,7 +292,8 @@ def embedded_runtime(state: str, *, port: int = 0, run_timers: bool = False, **o
 
     config = get_settings()
     Path(state).mkdir(parents=True, exist_ok=True)
-    schedule = {"RMH_SYNC_SCHEDULE": config.sync_schedule}  # the settings' default when unset
+    schedule = {"RMH_SYNC_SCHEDULE": config.sync_schedule,  # the settings' defaults when unset
+                "RMH_EVENT_DRAIN_SCHEDULE": config.event_drain_schedule}
     return LocalRuntime("function_app:app", db_path=Path(state) / "durable.sqlite", port=port,
                         task_hub=config.task_hub_name, run_timers=run_timers, activity_pool="process",
                         activity_threads=PROCESS_THREADS,

@@ -10,10 +10,11 @@ import bisect
 import datetime as dt
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
                       model_validator)
+from pydantic.json_schema import SkipJsonSchema
 
 import geo_ops
 from mosaic_searches import MosaicRegistration
@@ -67,6 +68,11 @@ CollectionTitle = Annotated[Text, Field(min_length=1, max_length=200, descriptio
 CollectionDescription = Annotated[MultilineText, Field(min_length=1, max_length=4000, description=(
     "description of the collection the job creates (default: what it holds and where from); "
     "line breaks and tabs are its only control characters"))]
+ItemId = Annotated[Text, Field(pattern=r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,255}$")]
+Reason = Annotated[MultilineText, Field(min_length=1, max_length=1000, description="why: kept with the transition")]
+DraftOutput = Annotated[bool, Field(description=(
+    "write the items as drafts: invisible to searches and mosaics until `publish` (a new "
+    "collection is created as a draft)"))]
 
 
 class JobRequest(BaseModel):
@@ -145,6 +151,7 @@ class SyncContainerRequest(ContainerJob):
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=5000)
     chunks_in_flight: ChunksInFlight | None = None
+    draft: DraftOutput = False
 
 
 class CatalogFileRequest(ContainerJob):
@@ -155,6 +162,7 @@ class CatalogFileRequest(ContainerJob):
     collection_title: CollectionTitle | None = None
     collection_description: CollectionDescription | None = None
     datetime: dt.datetime | None = None
+    draft: DraftOutput = False
 
 
 class ValidateRasterRequest(ContainerJob):
@@ -206,6 +214,7 @@ class CogConversionRequest(ContainerJob, CogOptions):
     catalog: bool = True
     chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
     chunks_in_flight: ChunksInFlight | None = None
+    draft: DraftOutput = False
 
     @model_validator(mode="after")
     def _one_selection(self) -> "CogConversionRequest":
@@ -230,6 +239,7 @@ class ProcessTiledRasterRequest(ContainerJob, CogOptions):
     collection_title: CollectionTitle | None = None
     collection_description: CollectionDescription | None = None
     catalog: bool = True
+    draft: DraftOutput = False
 
 
 class IngestBlobRequest(ContainerJob):
@@ -294,6 +304,63 @@ class ImportStacRequest(ContainerJob):
         return CogOptions(profile=self.profile, max_z_error=self.max_z_error, resampling=self.resampling)
 
 
+class UnpublishRequest(ContainerJob):
+    """Remove what the service published for source ``blobs`` or a source ``prefix`` in
+    ``container``, for ``items`` of ``collection``, or for the ``entire_collection``: items (tile
+    items too), COGs, tiles, thumbnails, mosaic VRTs, and the registered searches of a collection
+    it empties; only outputs whose metadata says the service wrote them, never a source blob.
+    ``collection`` narrows a source selection to one collection. ``dry_run`` returns the plan."""
+
+    blobs: list[BlobName] | None = Field(None, min_length=1, max_length=10000)
+    prefix: Prefix | None = None
+    items: list[ItemId] | None = Field(None, min_length=1, max_length=10000)
+    entire_collection: bool = False
+    collection: CollectionId | None = None
+    output_container: ContainerName | None = None
+    dry_run: bool = False
+    chunk_size: int | None = Field(None, ge=1, le=1000, description="output groups per sub-orchestration")
+    chunks_in_flight: ChunksInFlight | None = None
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> "UnpublishRequest":
+        chosen = [name for name, given in (("blobs", self.blobs is not None), ("prefix", self.prefix is not None),
+                                           ("items", self.items is not None),
+                                           ("entire_collection", self.entire_collection)) if given]
+        if len(chosen) != 1:
+            raise ValueError("give exactly one of 'blobs' (source blob names), 'prefix' (a source prefix), "
+                             "'items' (item ids) or 'entire_collection': true")
+        if chosen[0] in ("items", "entire_collection") and self.collection is None:
+            raise ValueError(f"'{chosen[0]}' needs 'collection'")
+        return self
+
+    @field_validator("blobs", "items")
+    @classmethod
+    def _distinct(cls, names: list[str] | None) -> list[str] | None:
+        return None if names is None else list(dict.fromkeys(names))
+
+
+class VisibilityRequest(JobRequest):
+    """Publish or revoke a collection's items (all of them, or ``items``), saying why."""
+
+    collection: CollectionId
+    items: list[ItemId] | None = Field(None, min_length=1, max_length=10000)
+    reason: Reason
+    # Set by the service (the name or fingerprint of the function key the request came with): a
+    # client sending it gets a 400, so it is left out of the schema clients read.
+    requested_by: SkipJsonSchema[str | None] = Field(None, max_length=200)
+
+    #: A transition is an act, not a result to reuse: the same request later runs again.
+    repeatable: ClassVar[bool] = True
+
+
+class PublishRequest(VisibilityRequest):
+    """Make a draft collection's items (or the named drafts) visible to searches and mosaics."""
+
+
+class RevokeRequest(VisibilityRequest):
+    """Hide a collection's items (or the named ones) from searches and mosaics again, as drafts."""
+
+
 OPERATIONS: dict[str, type[JobRequest]] = {
     "hello_world": HelloWorldRequest,
     "list_container": ListContainerRequest,
@@ -305,6 +372,9 @@ OPERATIONS: dict[str, type[JobRequest]] = {
     "database_health": DatabaseHealthRequest,
     "ingest_blob": IngestBlobRequest,
     "import_stac": ImportStacRequest,
+    "unpublish": UnpublishRequest,
+    "publish": PublishRequest,
+    "revoke": RevokeRequest,
 }
 
 
@@ -394,7 +464,7 @@ CHUNKS_NAMED = 64
 
 #: The tasks that finish one file or one tile of a job (its progress counts them; an
 #: ``inspect_raster`` or ``describe_blob`` is only a step towards one).
-PROGRESS_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile"})
+PROGRESS_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "remove_outputs"})
 #: Sub-orchestrations that finish one file (a large raster tiled within a conversion).
 PROGRESS_ORCHESTRATIONS = frozenset({"process_tiled_raster"})
 
@@ -467,6 +537,8 @@ class CollectionSpec(BaseModel):
     holds: Literal["rasters", "cogs", "tiles"] = "rasters"
     source: str | None = None  # "container/prefix" or "container/blob"; default the container
     target_crs: str | None = None
+    draft: bool = False  # a collection created by this job is created as a draft
+    job: str | None = None  # the job, recorded with that transition
 
 
 class SyncPlanRequest(BaseModel):
@@ -479,6 +551,8 @@ class SyncPlanRequest(BaseModel):
     dry_run: bool = False
     chunk_size: int = SYNC_CHUNK_SIZE
     plan_id: str
+    draft: bool = False  # a collection this sync creates is created as a draft
+    job: str | None = None
 
 
 PLAN_NAMES_SHOWN = 1000
@@ -498,6 +572,7 @@ class SyncJobPlan(BaseModel):
     ignored: list[str]
     truncated: bool = False
     removed_ids: list[str] = []
+    removed_sources: list[str] = []  # sources gone from the container: their whole output is unpublished
     chunks: list[ChunkRef] = []
 
     @classmethod
@@ -525,6 +600,7 @@ class ConvertTask(BaseModel):
     catalog: bool = True
     tile_size: int | None = None
     stage: str | None = None  # stage the item for a chunk-level batch write instead of writing it
+    draft: bool = False  # the items are written as drafts
 
 
 class InspectResult(BaseModel):
@@ -593,6 +669,46 @@ class StageRef(BaseModel):
     """The stage a chunk's activities park their items under until the chunk flushes them."""
 
     stage: str
+    draft: bool = False  # flushed as drafts
+
+
+class UnpublishPlanRequest(BaseModel):
+    """Input of ``plan_unpublish``: the request, and the id its chunk blobs are written under."""
+
+    request: UnpublishRequest
+    plan_id: str
+
+
+class UnpublishPlan(BaseModel):
+    """What an unpublish removes: output groups (one task each) as chunk blobs, counts, the first
+    PLAN_NAMES_SHOWN names of each kind, and the collections it touches."""
+
+    dry_run: bool
+    groups: int
+    counts: dict[str, int]
+    items: list[str]
+    blobs: list[str]
+    collections: list[str]
+    truncated: bool = False
+    chunks: list[ChunkRef] = []
+
+
+class SettleCollectionsTask(BaseModel):
+    """After an unpublish: the collections it touched, and the one it removes entirely."""
+
+    collections: list[str]
+    remove: str | None = None
+
+
+class VisibilityTask(BaseModel):
+    """Input of ``set_visibility``: publish or revoke, what, by whom, why, from which job."""
+
+    action: Literal["publish", "revoke"]
+    collection: str
+    items: list[str] | None = None
+    by: str
+    reason: str
+    job: str
 
 
 class ConversionPlanRequest(BaseModel):
@@ -617,6 +733,7 @@ class CatalogChunkTask(BaseModel):
     chunk: ChunkRef
     container: str
     collection: str
+    draft: bool = False
 
 
 class ConvertChunkTask(BaseModel):
@@ -645,6 +762,8 @@ class MosaicTask(BaseModel):
     output_container: str
     tiles: list[str]
     mosaic: str
+    source: str | None = None  # "container/blob" of the tiled source (the mosaic's rmh_source)
+    source_etag: str | None = None
 
 
 class MosaicSummary(geo_ops.MosaicResult):
@@ -903,7 +1022,7 @@ class JobResult(BaseModel):
 # -- a job's tasks, read from the orchestration histories ----------------------------------------
 
 ITEM_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "inspect_raster", "validate_blob",
-                             "prepare_import_item", "write_import_item"})
+                             "prepare_import_item", "write_import_item", "remove_outputs"})
 
 
 class TaskRecord(BaseModel):
@@ -1003,5 +1122,5 @@ def _input_name(event: dict[str, Any]) -> str:
         tile = data.get("tile") or {}
         if tile:
             return f"tile {tile.get('row')},{tile.get('col')}"
-        return file.get("name") or data.get("blob") or ""
+        return file.get("name") or data.get("blob") or data.get("name") or ""
     return ""

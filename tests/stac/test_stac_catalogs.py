@@ -301,11 +301,11 @@ def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, temp
     calls = []
     real = pgstac_catalog.PgStacCatalog._write_batch
 
-    def flaky(self, conn, cid, batch):
+    def flaky(self, conn, cid, batch, *args, **kwargs):
         calls.append(cid)
         if len(calls) == 1:
             raise pg_errors.DeadlockDetected("deadlock detected")
-        return real(self, conn, cid, batch)
+        return real(self, conn, cid, batch, *args, **kwargs)
 
     monkeypatch.setattr(pgstac_catalog.PgStacCatalog, "_write_batch", flaky)
     assert pg_catalog.upsert_items([variant(template, collection_id, 1)]).written == 1
@@ -315,7 +315,7 @@ def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, temp
 def test_pgstac_gives_up_after_bounded_retries(pg_catalog, collection_id, template, monkeypatch):
     calls = []
 
-    def always(self, conn, cid, batch):
+    def always(self, conn, cid, batch, *args, **kwargs):
         calls.append(cid)
         raise pg_errors.SerializationFailure("could not serialize access")
 
@@ -328,7 +328,7 @@ def test_pgstac_gives_up_after_bounded_retries(pg_catalog, collection_id, templa
 def test_pgstac_does_not_retry_other_errors(pg_catalog, collection_id, template, monkeypatch):
     calls = []
 
-    def broken(self, conn, cid, batch):
+    def broken(self, conn, cid, batch, *args, **kwargs):
         calls.append(cid)
         raise pg_errors.UndefinedTable("no such table")
 
