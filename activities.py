@@ -1278,6 +1278,40 @@ def _fetch_asset(store: BlobStore, item_id: str, key: str, url: str) -> tuple[hr
     return href_policy.BlobLocation(config.system_container, name), fetched.sha256
 
 
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def write_import_item(payload: dict) -> dict:
+    """The item rewritten for this catalog (converted assets pointing at their COGs) and staged
+    for the chunk's batch write; fetched copies removed once converted."""
+    started = time.monotonic()
+    write = ImportWriteTask.model_validate(payload)
+    task, prepared = write.task, write.prepared
+    entry = _import_chunk(task.chunk.container, task.chunk.blob)[task.index]
+    store = blob_store()
+    try:
+        item = _imported_item(write, entry)
+        catalog().stage_items(task.stage, [item])
+    except TRANSIENT_ERRORS:
+        raise
+    except IMPORT_ITEM_ERRORS as err:
+        return _import_failure(entry, err, started)
+    for staged in prepared.fetched.values():
+        store.delete(settings().system_container, staged)
+    return TaskOutcome(name=entry.name, status="done", item_id=item["id"],
+                       seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
+
+
+def _imported_item(write: ImportWriteTask, entry: ImportEntry) -> dict[str, Any]:
+    policy = import_policy()
+    item = stac_import.source_item(entry.item)
+    base = href_policy.location_from_text(entry.base)
+    plans = stac_import.plan_assets(item, base, policy)
+    converted = {key: href_policy.location_from_text(output) for key, output in write.outputs.items()}
+    return stac_import.imported_item(item, plans=plans, base=base, policy=policy, collection=entry.collection,
+                                     public=_public_href, converted=converted, cogs=write.prepared.cogs,
+                                     provenance=entry.location, digest=write.prepared.digest or "")
+
+
 # -- unpublish (unpublish.py) ---------------------------------------------------------------------
 
 @bp.activity_trigger(input_name="payload")
@@ -1314,38 +1348,6 @@ def plan_unpublish(payload: dict) -> dict:
 
 @bp.activity_trigger(input_name="payload")
 @rides_out_outages
-def write_import_item(payload: dict) -> dict:
-    """The item rewritten for this catalog (converted assets pointing at their COGs) and staged
-    for the chunk's batch write; fetched copies removed once converted."""
-    started = time.monotonic()
-    write = ImportWriteTask.model_validate(payload)
-    task, prepared = write.task, write.prepared
-    entry = _import_chunk(task.chunk.container, task.chunk.blob)[task.index]
-    store = blob_store()
-    try:
-        item = _imported_item(write, entry)
-        catalog().stage_items(task.stage, [item])
-    except TRANSIENT_ERRORS:
-        raise
-    except IMPORT_ITEM_ERRORS as err:
-        return _import_failure(entry, err, started)
-    for staged in prepared.fetched.values():
-        store.delete(settings().system_container, staged)
-    return TaskOutcome(name=entry.name, status="done", item_id=item["id"],
-                       seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
-
-
-def _imported_item(write: ImportWriteTask, entry: ImportEntry) -> dict[str, Any]:
-    policy = import_policy()
-    item = stac_import.source_item(entry.item)
-    base = href_policy.location_from_text(entry.base)
-    plans = stac_import.plan_assets(item, base, policy)
-    converted = {key: href_policy.location_from_text(output) for key, output in write.outputs.items()}
-    return stac_import.imported_item(item, plans=plans, base=base, policy=policy, collection=entry.collection,
-                                     public=_public_href, converted=converted, cogs=write.prepared.cogs,
-                                     provenance=entry.location, digest=write.prepared.digest or "")
-
-
 def remove_outputs(payload: dict) -> dict:
     """One output group: its blobs, then its items. A blob that cannot be deleted fails the group,
     naming it; its items stay, so a rerun plans the group again."""
