@@ -55,7 +55,13 @@ def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_re
         base["MAX_Z_ERROR"] = repr(float(max_z_error))
     return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
         overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
-        "OVERVIEWS": "AUTO", **base}
+        "OVERVIEWS": FRESH_OVERVIEWS, **base}
+
+
+#: The COG driver's overview mode: levels always computed from the full resolution, never the
+#: source's own overviews copied (``AUTO`` copies them when a source has some: decimation 1 or
+#: unsorted levels then make an output strict validation refuses).
+FRESH_OVERVIEWS = "IGNORE_EXISTING"
 
 
 def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
@@ -97,11 +103,12 @@ def overview_cap(width: int, height: int) -> int:
 
 
 def shaped_cog_options(options: Mapping[str, str], width: int, height: int) -> dict[str, str]:
-    """COG creation options for an output of this shape: automatic overviews (halving until the
-    image fits one block, as ``OVERVIEWS=AUTO`` does) limited to ``overview_cap`` levels with
-    ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0. Other options are kept."""
+    """COG creation options for an output of this shape: generated overviews (halving until the
+    image fits one block, as ``OVERVIEWS=AUTO`` and ``IGNORE_EXISTING`` do) limited to
+    ``overview_cap`` levels with ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0. Other
+    options are kept."""
     options = dict(options)
-    if options.get("OVERVIEWS", "AUTO").upper() != "AUTO":
+    if options.get("OVERVIEWS", "AUTO").upper() not in ("AUTO", FRESH_OVERVIEWS):
         return options
     block, levels, w, h = int(options.get("BLOCKSIZE", 512)), 0, width, height
     while w > block or h > block:
