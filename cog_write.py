@@ -24,7 +24,7 @@ from cog_profiles import COG_PROFILES, EIGHT_BIT_CODECS, LERC_CODECS
 from output_staging import staged_output
 from raster_checks import issue, nodata_problem
 from raster_crs import crs_epsg, parse_crs
-from raster_env import GDAL_ERRORS, PathLike, env_options, nodata_json, parse_resampling, read_error
+from raster_env import GDAL_ERRORS, PathLike, env_options, nodata_json, numpy_dtype, parse_resampling, read_error
 from raster_errors import InvalidCog, InvalidOption
 from raster_models import CogResult, RasterLimits
 from raster_stats import valid_fraction
@@ -64,18 +64,27 @@ def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_re
 FRESH_OVERVIEWS = "IGNORE_EXISTING"
 
 
-def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
-    """Refuse a codec setting the data cannot take, before any pixel is written: a lossy 8-bit
-    codec for other data, a lossy LERC error bound for integers."""
+def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> dict[str, str]:
+    """The creation options for this data: a codec setting the data cannot take is refused before
+    any pixel is written (a lossy 8-bit codec for other data, a lossy LERC error bound for
+    integers, LERC for complex data, which it cannot store), and complex data is written without
+    a predictor (TIFF's predictors take integers and real floats only)."""
     codec = options.get("COMPRESS", "").upper()
+    if any(numpy_dtype(t).kind == "c" for t in ds.dtypes):
+        if codec in LERC_CODECS:
+            raise InvalidOption(ds.name, f"{codec} cannot store complex data ({ds.dtypes[0]}): choose "
+                                "deflate, zstd, lzw or none")
+        if options.get("PREDICTOR", "NO").upper() not in ("NO", "1", "NONE"):
+            options = {**options, "PREDICTOR": "NO"}
     if codec in EIGHT_BIT_CODECS and (set(ds.dtypes) != {"uint8"} or ds.count not in (1, 3, 4)):
         raise InvalidOption(ds.name, f"{codec} compression needs 1, 3 or 4 uint8 bands, not "
                             f"{ds.count} x {ds.dtypes[0]}")
     if codec in LERC_CODECS and float(options.get("MAX_Z_ERROR", 0)) > 0 \
-            and np.dtype(ds.dtypes[0]).kind != "f":
+            and numpy_dtype(ds.dtypes[0]).kind != "f":
         raise InvalidOption(ds.name, f"max_z_error {options['MAX_Z_ERROR']} applies to "
                             f"floating-point data, not {ds.dtypes[0]} (LERC with max_z_error 0 "
                             "is lossless for any type)")
+    return dict(options)
 
 
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
@@ -152,7 +161,7 @@ def to_cog(
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads, max_z_error=max_z_error)
     with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
-        check_codec(ds, options)
+        options = check_codec(ds, options)
         try:
             if dst_crs is None:
                 _copy_cog(ds, tmp, shaped_cog_options(options, ds.width, ds.height), nodata)

@@ -52,6 +52,8 @@ TMS = morecantile.tms.get("WebMercatorQuad")
 #: Asset media types a preview can draw (GeoTIFF and COG, JPEG 2000); an asset without a type
 #: is drawn when its role is ``data``.
 RASTER_TYPES = ("image/tiff", "image/vnd.stac.geotiff", "image/jp2")
+#: STAC data types of complex bands: cataloged, but not drawn (rio-tiler reads real values only).
+COMPLEX_DATA_TYPES = frozenset({"cint16", "cint32", "cfloat32", "cfloat64"})
 
 
 class PreviewError(Exception):
@@ -120,10 +122,14 @@ class TileAddress(BaseModel):
 # -- which assets, drawn how ---------------------------------------------------------------------
 
 def is_previewable(key: str, asset: Mapping[str, Any]) -> bool:
-    """A raster asset a tile can draw: a GeoTIFF / COG / JPEG 2000, or untyped with role data."""
+    """A raster asset a tile can draw: a GeoTIFF / COG / JPEG 2000, or untyped with role data;
+    not one of complex data (SAR: ``cint16``, ``cfloat32``...), which tilers do not read."""
     media = str(asset.get("type") or "").split(";")[0].strip().lower()
     roles = asset.get("roles") or []
     if "thumbnail" in roles or "overview" in roles or key == "thumbnail":
+        return False
+    bands = asset.get("raster:bands") or asset.get("bands") or []
+    if any(str(b.get("data_type", "")) in COMPLEX_DATA_TYPES for b in bands if isinstance(b, Mapping)):
         return False
     if media:
         return media in RASTER_TYPES and ("data" in roles or not roles)

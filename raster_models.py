@@ -33,7 +33,7 @@ class RasterLimits(BaseModel):
     max_block_bytes: int = 256 * 1024**2  # one strip/tile (all bands) decoded at once
     allowed_dtypes: tuple[str, ...] = (
         "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
-        "float32", "float64")
+        "float32", "float64", "complex_int16", "complex64", "complex128")
     warn_compression_ratio: float = 1000.0
 
 

@@ -180,6 +180,8 @@ _DATA_TYPES = {
     "float16": "float16", "float32": "float32", "float64": "float64",
     "complex_int16": "cint16", "complex64": "cfloat32", "complex128": "cfloat64",
 }
+#: Complex data types (SAR): written and cataloged, statistics of the amplitude, no render.
+_COMPLEX_TYPES = frozenset({"complex_int16", "complex64", "complex128"})
 _COMMON_NAMES = {"red": "red", "green": "green", "blue": "blue"}
 #: Media type and asset title of a data file, by GDAL driver (a GeoTIFF is a COG only when its
 #: layout passes the COG rules: ``RasterHeader.is_cog``).
@@ -374,11 +376,14 @@ def get_renders(facts: geo_ops.RasterHeader) -> dict[str, dict[str, Any]]:
     A palette band as it is; red/green/blue bands (1, 2, 3, alpha aside) as true colour, byte
     data as it is and other data stretched band by band from the statistics; one band of byte
     data as grey, of other data stretched from its statistics and coloured with
-    ``SINGLE_BAND_COLORMAP``. Nothing for other band layouts or when every pixel is nodata.
+    ``SINGLE_BAND_COLORMAP``. Nothing for other band layouts, complex data (tilers draw real
+    values only) or when every pixel is nodata.
     """
     shown = [b for b in facts.bands if b.colorinterp != "alpha"]
     if not shown or any(b.statistics is None or b.statistics.minimum is None for b in shown):
         return {}
+    if any(b.dtype in _COMPLEX_TYPES for b in shown):
+        return {}  # tilers draw real values only: a complex band has no render
     render: dict[str, Any] = {"assets": ["data"]}
     if facts.has_colormap:
         render["title"] = "Palette"

@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 
-import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
@@ -20,7 +19,7 @@ from rasterio.windows import Window
 from cog_write import check_codec, cog_options, shaped_cog_options, verify_cog
 from output_staging import staged_output
 from raster_crs import crs_compact_text, crs_epsg, parse_crs
-from raster_env import GDAL_ERRORS, PathLike, env_options, gdal_env, parse_resampling, read_error
+from raster_env import GDAL_ERRORS, PathLike, env_options, gdal_env, numpy_dtype, parse_resampling, read_error
 from raster_errors import InvalidOption
 from raster_models import RasterLimits, Tile, TilePlan, TileResult, TileWindow
 from raster_open import open_raster
@@ -109,7 +108,7 @@ def plan_tiles(
 def _pixel_budget(ds: DatasetReader, max_pixels: int, max_tile_bytes: int | None) -> int:
     if max_tile_bytes is None:
         return max_pixels
-    bytes_per_pixel = sum(np.dtype(dt).itemsize for dt in ds.dtypes)
+    bytes_per_pixel = sum(numpy_dtype(dt).itemsize for dt in ds.dtypes)
     return min(max_pixels, max_tile_bytes // bytes_per_pixel)
 
 
@@ -155,7 +154,7 @@ def process_tile(
                                              threads=threads, max_z_error=max_z_error),
                                  tile.window.width, tile.window.height)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
-        check_codec(ds, options)
+        options = check_codec(ds, options)
         try:
             if tile.dst_crs:
                 _warped_tile_cog(ds, tile, tmp, options, warp_mem_limit_mb, threads)

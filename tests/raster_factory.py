@@ -213,3 +213,17 @@ def write_imagery_from_terrain(dem: str | Path, path: str | Path, *, noise: floa
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.clip(np.rint(rgb), 0, 255).astype("uint8"))
     return path
+
+
+def write_complex(path: str | Path, *, dtype: str = "complex_int16", width: int = 600, height: int = 520,
+                  crs: str | None = "EPSG:32633", nodata: float | None = None, tiled: bool = True) -> Path:
+    """A complex raster (SAR single-look complex: ``complex_int16`` is GDAL's CInt16): the real part
+    the factory's gradient, the imaginary part its mirror image, so the amplitude varies."""
+    real = pattern(0, height, width, height, 0, dtype="int16", seed=7).astype("float32")
+    values = (real + 1j * real[:, ::-1]).astype("complex64")
+    profile = _profile(width, height, 1, dtype, crs, default_bounds(crs, width, height), nodata, tiled,
+                       256, None, "pixel")
+    path = Path(path)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(values[np.newaxis].astype("complex128" if dtype == "complex128" else "complex64"))
+    return path

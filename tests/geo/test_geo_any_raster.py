@@ -67,3 +67,85 @@ def test_external_overviews_are_never_read(tmp_path):
     assert header.overview_count == 0 and header.bands[0].statistics.valid_percent == 100.0
     with rasterio.open(result.path) as out:
         assert out.overviews(1) == [2, 4]
+
+
+# ------------------------------------------------------------------------ complex data (SAR SLC)
+
+
+COMPLEX_TYPES = {"complex_int16": "cint16", "complex64": "cfloat32", "complex128": "cfloat64"}
+
+
+@pytest.mark.parametrize("dtype", sorted(COMPLEX_TYPES))
+@pytest.mark.parametrize("profile", ["deflate", "zstd", "lzw", "none"])
+def test_complex_rasters_become_lossless_cogs(tmp_path, dtype, profile):
+    """Complex data (SAR single-look complex) is validated, written with its own type (no
+    predictor: TIFF's take real values only) and read back identical."""
+    src = raster_factory.write_complex(tmp_path / "slc.tif", dtype=dtype)
+    report = geo_ops.validate(src)
+    assert report.valid, report.errors
+    result = geo_ops.to_cog(src, tmp_path / "cog.tif", profile=profile)
+    assert_strict_cog(result.path)
+    with rasterio.open(result.path) as out, rasterio.open(src) as ds:
+        assert out.dtypes == ds.dtypes == (dtype,)
+        np.testing.assert_array_equal(out.read(), ds.read())
+        assert out.overviews(1) == [2]
+
+
+def test_complex_rasters_refuse_lerc_by_name(tmp_path):
+    src = raster_factory.write_complex(tmp_path / "slc.tif", dtype="complex64")
+    with pytest.raises(geo_ops.InvalidOption, match="LERC_ZSTD cannot store complex data"):
+        geo_ops.to_cog(src, tmp_path / "cog.tif", profile="lerc")
+    assert not (tmp_path / "cog.tif").exists()
+
+
+@pytest.mark.parametrize("dtype", sorted(COMPLEX_TYPES))
+def test_complex_rasters_are_cataloged_by_their_amplitude(tmp_path, dtype):
+    import stac_ops
+    import stac_validation
+
+    src = raster_factory.write_complex(tmp_path / "slc.tif", dtype=dtype, nodata=0)
+    item = stac_ops.item_from_raster(src, container="c", blob_name="slc.tif",
+                                     source_last_modified=dt_now(), validator=stac_validation.StacValidator())
+    band = item.assets["data"].extra_fields["raster:bands"][0]
+    assert band["data_type"] == COMPLEX_TYPES[dtype] == item.properties["rmh:data_type"]
+    with rasterio.open(src) as ds:
+        amplitude = np.abs(ds.read(1))
+    stats = band["statistics"]
+    assert stats["minimum"] == pytest.approx(amplitude[amplitude > 0].min(), rel=1e-6)
+    assert stats["maximum"] == pytest.approx(amplitude.max(), rel=1e-6)
+    assert "renders" not in item.properties  # tilers draw real values only
+    thumb = geo_ops.write_thumbnail(src, tmp_path / "thumb.png")
+    with rasterio.open(thumb.path) as png:
+        grey = png.read(1)
+        assert grey.min() < 30 and grey.max() > 225  # stretched over the amplitude
+
+
+def test_complex_rasters_reproject_and_tile(tmp_path):
+    src = raster_factory.write_complex(tmp_path / "slc.tif", dtype="complex_int16", width=900, height=700)
+    result = geo_ops.to_cog(src, tmp_path / "warped.tif", dst_crs="EPSG:4326")
+    assert_strict_cog(result.path)
+    with rasterio.open(result.path) as out:
+        assert out.dtypes[0] == "complex_int16" and np.abs(out.read(1)).max() > 0
+    plan = geo_ops.plan_tiles(src, output_prefix=str(tmp_path / "tiles"), tile_size=512)
+    for tile in plan.tiles:
+        assert_strict_cog(geo_ops.process_tile(src, tile).path)
+
+
+def dt_now():
+    import datetime as dt
+
+    return dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def test_complex_assets_are_not_offered_for_preview(tmp_path):
+    """The dashboard's preview tiles are drawn by rio-tiler, which reads real values only: a
+    complex asset is not previewable (NotPreviewable, never rio-tiler's KeyError)."""
+    import previews
+    import stac_ops
+
+    src = raster_factory.write_complex(tmp_path / "slc.tif", dtype="complex_int16")
+    item = stac_ops.item_from_raster(src, container="c", blob_name="slc.tif", source_last_modified=dt_now())
+    assert previews.previewable_keys(item.to_dict()) == []
+    real = raster_factory.write_raster(tmp_path / "real.tif")
+    assert previews.previewable_keys(stac_ops.item_from_raster(
+        real, container="c", blob_name="real.tif", source_last_modified=dt_now()).to_dict()) == ["data"]
