@@ -58,6 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pystac
 from affine import Affine
 from pydantic import BaseModel
@@ -432,6 +433,21 @@ def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any
     return extensions
 
 
+def plain_json(value: Any) -> Any:
+    """``value`` with only JSON's own types: numpy scalars become Python numbers (a numpy float
+    is a ``float`` subclass the standard library writes but orjson, the catalogs' writer, refuses),
+    tuples and arrays lists; dict keys stay as they are."""
+    if isinstance(value, Mapping):
+        return {key: plain_json(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(inner) for inner in value]
+    if isinstance(value, np.ndarray):
+        return plain_json(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def item_from_raster(
     raster: str | os.PathLike | Any,
     *,
@@ -486,8 +502,11 @@ def item_from_raster(
     if renders:
         props["renders"] = renders
     props.update(properties or {})
-    item = pystac.Item(id=item_id or item_id_for_blob(container, blob_name), geometry=geometry, bbox=bbox,
-                       datetime=when, properties=props, stac_extensions=get_extensions(assets, renders),
+    for asset in assets.values():
+        asset.extra_fields = plain_json(asset.extra_fields)
+    item = pystac.Item(id=item_id or item_id_for_blob(container, blob_name), geometry=plain_json(geometry),
+                       bbox=plain_json(bbox), datetime=when, properties=plain_json(props),
+                       stac_extensions=get_extensions(assets, renders),
                        collection=collection_id or default_collection_id(container))
     item.add_link(pystac.Link(rel="collection", target="../collection.json", media_type="application/json"))
     for key, asset in assets.items():

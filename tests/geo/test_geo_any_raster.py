@@ -149,3 +149,82 @@ def test_complex_assets_are_not_offered_for_preview(tmp_path):
     real = raster_factory.write_raster(tmp_path / "real.tif")
     assert previews.previewable_keys(stac_ops.item_from_raster(
         real, container="c", blob_name="real.tif", source_last_modified=dt_now()).to_dict()) == ["data"]
+
+
+# ------------------------------------------------------------------- items hold plain JSON only
+
+GRIDS = {  # name: (crs, transform, width, height)
+    "utm": ("EPSG:32633", (10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0), 300, 200),
+    "lonlat": ("EPSG:4326", (0.001, 0.0, 10.0, 0.0, -0.001, 46.0), 300, 200),
+    "geostationary-disk": ("+proj=geos +lon_0=-75 +h=35786023 +ellps=GRS80 +units=m +no_defs",
+                           (36_666.67, 0.0, -5_500_000.0, 0.0, -36_666.67, 5_500_000.0), 300, 300),
+    "geostationary-pacific": ("+proj=geos +lon_0=140.7 +h=35785863 +ellps=WGS84 +units=m +no_defs",
+                              (100_011.1, 0.0, -4_500_500.0, 0.0, -100_000.0, 5_500_000.0), 90, 110),
+    "north-pole": ("EPSG:3413", (6_666.67, 0.0, -1_000_000.0, 0.0, -6_666.67, 1_000_000.0), 300, 300),
+    "antimeridian": ("EPSG:32660", (2_000.0, 0.0, 300_000.0, 0.0, -2_000.0, 1_000_000.0), 300, 300),
+    "south-up": ("EPSG:32633", (10.0, 0.0, 500_000.0, 0.0, 10.0, 5_000_000.0), 300, 200),
+    "rotated": ("EPSG:32633", (8.66, -5.0, 500_000.0, -5.0, -8.66, 5_000_000.0), 300, 200),
+    "custom-tmerc": (raster_factory.CUSTOM_CRS, (10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0), 300, 200),
+}
+DTYPES = {"uint8": 0, "int16": -9999, "uint32": None, "float32": float("nan"), "float64": -1e30,
+          "complex64": None}
+
+
+def write_on_grid(path, crs, transform, width, height, dtype, nodata):
+    from affine import Affine
+
+    values = raster_factory.pattern(0, height, width, height, 0, dtype="float32", seed=3)
+    if nodata is not None:
+        values[:20, :20] = nodata
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype=dtype,
+                       crs=rasterio.crs.CRS.from_user_input(crs), transform=Affine(*transform),
+                       nodata=nodata, tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(values.astype(dtype)[np.newaxis])
+    return path
+
+
+def assert_plain_json(value, where="item"):
+    """Only JSON's own types (a numpy float is a float subclass that orjson, pgSTAC's writer and
+    the static catalog's, refuses: "Type is not JSON serializable: numpy.float64")."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            assert type(key) is str, f"{where}: key {key!r}"
+            assert_plain_json(inner, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            assert_plain_json(inner, f"{where}[{i}]")
+    else:
+        assert type(value) in (str, int, float, bool, type(None)), f"{where}: {type(value).__name__} {value!r}"
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_items_hold_plain_json_for_every_crs_and_dtype(tmp_path, grid):
+    import orjson
+
+    import stac_ops
+    import stac_validation
+
+    validator = stac_validation.StacValidator()
+    for dtype, nodata in DTYPES.items():
+        src = write_on_grid(tmp_path / f"{dtype}.tif", *GRIDS[grid], dtype, nodata)
+        item = stac_ops.item_from_raster(src, container="c", blob_name=f"{grid}/{dtype}.tif",
+                                         source_last_modified=dt_now(), validator=validator)
+        stac = item.to_dict()
+        assert_plain_json(stac, f"{grid}/{dtype}")
+        assert orjson.loads(orjson.dumps(stac)) == stac
+
+
+def test_numpy_values_given_to_an_item_become_plain_json(tmp_path):
+    """Values a caller passes in (extra properties from a library that computed them with
+    numpy) are made plain before the item is built, so no writer meets a numpy scalar."""
+    import orjson
+
+    import stac_ops
+
+    src = raster_factory.write_raster(tmp_path / "a.tif")
+    item = stac_ops.item_from_raster(src, container="c", blob_name="a.tif", source_last_modified=dt_now(),
+                                     properties={"x:value": np.float64(1.5), "x:list": [np.int32(2), (np.float32(0.25),)]})
+    stac = item.to_dict()
+    assert_plain_json(stac)
+    assert stac["properties"]["x:value"] == 1.5 and stac["properties"]["x:list"] == [2, [0.25]]
+    orjson.dumps(stac)
