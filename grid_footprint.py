@@ -22,9 +22,10 @@ from raster_crs import edge_pixels, pixels_to_lonlat, to_lonlat
 
 @lru_cache(maxsize=256)
 def maps_to_lonlat(wkt: str) -> bool:
-    """Whether PROJ has a transformation from the CRS ``wkt`` to longitude/latitude: not for an
-    engineering or local CRS (``LOCAL_CS``, ``ENGCRS``), which has no place on the Earth, so a
-    grid in it has no footprint (and no grid in another CRS)."""
+    """Whether PROJ has a transformation from the CRS ``wkt`` to longitude/latitude (of the Earth,
+    or of the body a planetary CRS is on): not for an engineering or local CRS (``LOCAL_CS``,
+    ``ENGCRS``), which has no place on any globe, so a grid in it has no footprint (and no grid
+    in another CRS)."""
     try:
         to_lonlat(wkt)
     except pyproj.exceptions.ProjError:

@@ -136,8 +136,19 @@ def is_previewable(key: str, asset: Mapping[str, Any]) -> bool:
     return "data" in roles
 
 
+def body_of(item: Mapping[str, Any]) -> str | None:
+    """The body of the solar system other than the Earth an item is on (the solar-system
+    extension's ``ssys:targets``), None for the Earth."""
+    targets = (item.get("properties") or {}).get("ssys:targets") or []
+    others = [t for t in targets if isinstance(t, str) and t.lower() != "earth"]
+    return ", ".join(others) or None
+
+
 def previewable_keys(item: Mapping[str, Any]) -> list[str]:
-    """The item's previewable assets, ``data`` first, then in the item's order."""
+    """The item's previewable assets, ``data`` first, then in the item's order; none for an item
+    of another body (the preview tiles are the Earth's WebMercatorQuad)."""
+    if body_of(item):
+        return []
     keys = [k for k, a in (item.get("assets") or {}).items() if isinstance(a, Mapping) and is_previewable(k, a)]
     return sorted(keys, key=lambda k: k != "data")
 

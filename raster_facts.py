@@ -15,13 +15,12 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
-import pyproj
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
 from grid_footprint import footprint, maps_to_lonlat
-from raster_crs import crs_code, crs_facts, pixels_to_lonlat
+from raster_crs import body_class, body_geod, celestial_body, crs_code, crs_facts, pixels_to_lonlat
 from raster_env import GDAL_ERRORS, PathLike, file_size, gdal_env, nodata_json, read_error
 from raster_models import BandFacts, RasterHeader
 from raster_open import open_raster
@@ -30,21 +29,21 @@ from raster_stats import STATISTICS_SIZE, band_statistics, read_decimated
 log = logging.getLogger(__name__)
 
 
-_GEOD = pyproj.Geod(ellps="WGS84")
-
-
 def ground_sample_distance(crs: CRS | None, transform: Affine, width: int, height: int) -> float | None:
     """Metres on the ground of one pixel at the grid's centre (square root of its two sides,
-    measured geodesically), for any CRS; None when the centre is off the globe."""
+    measured geodesically on the WGS 84 ellipsoid, or on the body's own for a CRS of another
+    body), for any CRS; None when the centre is off the globe."""
     if crs is None:
         return None
     cols = np.array([width / 2, width / 2 + 1, width / 2])
     rows = np.array([height / 2, height / 2, height / 2 + 1])
-    lons, lats = pixels_to_lonlat(crs.to_wkt(), transform, cols, rows)
+    wkt = crs.to_wkt()
+    lons, lats = pixels_to_lonlat(wkt, transform, cols, rows)
     if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
         return None
-    _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
-    _, _, down = _GEOD.inv(lons[0], lats[0], lons[2], lats[2])
+    geod = body_geod(wkt)
+    _, _, across = geod.inv(lons[0], lats[0], lons[1], lats[1])
+    _, _, down = geod.inv(lons[0], lats[0], lons[2], lats[2])
     gsd = math.sqrt(abs(across * down))
     return round(gsd, 3) if gsd > 0 else None
 
@@ -167,6 +166,7 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
     epsg, wkt2, projjson = crs_facts(wkt) if wkt else (None, None, None)
     grid = (ds.transform, ds.width, ds.height)
     georeferenced = crs is not None and not ds.transform.is_identity and maps_to_lonlat(wkt)
+    body = celestial_body(wkt) if wkt else None
     geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
     data = read_decimated(ds, max_size=max_stats_size) if statistics else None
     is_tiff = ds.driver in ("GTiff", "COG")
@@ -180,7 +180,8 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
         compression=ds.compression.name if ds.compression else None,
         colorinterp=[c.name for c in ds.colorinterp], has_colormap=has_colormap(ds),
         is_cog=is_tiff and not cog_layout_errors(ds), header_bytes=header_size(ds),
-        size_bytes=file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data))
+        size_bytes=file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data),
+        body=body, body_class=body_class(body))
 
 
 def has_colormap(ds: DatasetReader) -> bool:

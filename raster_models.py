@@ -122,6 +122,10 @@ class RasterHeader(BaseModel):
     size_bytes: int | None = None  # local files only
     datetime: dt.datetime | None = None  # the file's own (TIFFTAG_DATETIME, IMAGERY domain)
     bands: list[BandFacts] = Field(default_factory=list)
+    #: The body of the solar system the CRS is on, None for the Earth: then ``bbox`` and
+    #: ``footprint`` are the body's planetocentric longitude/latitude, ``gsd`` its metres.
+    body: str | None = None
+    body_class: str | None = None  # the solar-system extension's target class ("planet", "satellite"...)
 
 
 class CogResult(BaseModel):

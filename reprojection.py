@@ -19,7 +19,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 
 from grid_footprint import maps_to_lonlat
-from raster_crs import crs_epsg, edge_pixels, parse_crs, pixels_to_lonlat, to_lonlat
+from raster_crs import celestial_body, crs_epsg, edge_pixels, parse_crs, pixels_to_lonlat, to_lonlat
 from raster_env import GDAL_ERRORS, gdal_reason
 from raster_errors import CannotReproject, InvalidOption, RasterTooLarge
 from raster_models import RasterLimits
@@ -91,8 +91,8 @@ def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[fl
     came out 574 x 14 px). Here the extent is the source's outline with longitudes made continuous
     (so it may pass ±180°: a valid, contiguous grid), at the source's own resolution. A pole in a
     Mercator target cannot be represented: refused with the reason. None for every other case."""
-    if ds.crs is None or not maps_to_lonlat(ds.crs.to_wkt()):
-        return None
+    if ds.crs is None or not maps_to_lonlat(ds.crs.to_wkt()) or celestial_body(ds.crs.to_wkt()) is not None:
+        return None  # a CRS of another body: GDAL's own suggestion, within that body
     period = _longitude_period(dst_crs)
     if period is None:
         return None

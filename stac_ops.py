@@ -80,6 +80,8 @@ FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 EO_EXT = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
 RENDER_EXT = "https://stac-extensions.github.io/render/v2.0.0/schema.json"
 ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
+#: The solar-system extension: ``ssys:targets`` / ``ssys:target_class`` of a raster of another body.
+SSYS_EXT = "https://stac-extensions.github.io/ssys/v1.1.0/schema.json"
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff"
 PNG_MEDIA_TYPE = "image/png"
@@ -412,11 +414,25 @@ def get_properties(facts: geo_ops.RasterHeader, source: SourceBlob) -> dict[str,
                   HAS_DATA: any((b.statistics.valid_percent if b.statistics else 0) > 0 for b in facts.bands)})
     if source.etag is not None:
         props[SOURCE_ETAG] = source.etag
+    props.update(get_solar_system(facts))
     return props
 
 
-def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any]) -> list[str]:
-    """The extension schemas an item with these assets and renders declares."""
+def get_solar_system(facts: geo_ops.RasterHeader) -> dict[str, Any]:
+    """Solar-system extension fields of a raster of another body (its CRS is on Mars, the Moon,
+    Europa...): ``ssys:targets`` and, for a known body, ``ssys:target_class``. Its geometry and
+    bbox are that body's planetocentric longitude/latitude, not the Earth's. Nothing for the Earth."""
+    if facts.body is None:
+        return {}
+    fields: dict[str, Any] = {"ssys:targets": [facts.body]}
+    if facts.body_class:
+        fields["ssys:target_class"] = facts.body_class
+    return fields
+
+
+def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any],
+                   properties: Mapping[str, Any] | None = None) -> list[str]:
+    """The extension schemas an item with these assets, renders and properties declares."""
     fields = [set(asset.extra_fields) for asset in assets.values()]
     band_fields = {k for asset in assets.values() for band in asset.extra_fields.get("bands", []) for k in band}
     extensions = [PROJECTION_EXT]
@@ -430,6 +446,8 @@ def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any
         extensions.append(RENDER_EXT)
     if any("alternate" in f for f in fields):
         extensions.append(ALTERNATE_EXT)
+    if properties and any(k.startswith("ssys:") for k in properties):
+        extensions.append(SSYS_EXT)
     return extensions
 
 
@@ -506,7 +524,7 @@ def item_from_raster(
         asset.extra_fields = plain_json(asset.extra_fields)
     item = pystac.Item(id=item_id or item_id_for_blob(container, blob_name), geometry=plain_json(geometry),
                        bbox=plain_json(bbox), datetime=when, properties=plain_json(props),
-                       stac_extensions=get_extensions(assets, renders),
+                       stac_extensions=get_extensions(assets, renders, props),
                        collection=collection_id or default_collection_id(container))
     item.add_link(pystac.Link(rel="collection", target="../collection.json", media_type="application/json"))
     for key, asset in assets.items():
@@ -570,6 +588,8 @@ QUERYABLES: dict[str, dict[str, Any]] = {
     DATA_TYPE: {"title": "Data type of the bands", "type": "string",
                 "enum": sorted(set(_DATA_TYPES.values()) | {"other"})},
     BAND_COUNT: {"title": "Number of bands", "type": "integer", "minimum": 1},
+    "ssys:targets": {"title": "Bodies of the solar system other than the Earth (absent: the Earth)",
+                     "type": "array", "items": {"type": "string"}},
 }
 #: The link relation of a queryables document (OGC API - Features - Part 3).
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"

@@ -228,3 +228,75 @@ def test_numpy_values_given_to_an_item_become_plain_json(tmp_path):
     assert_plain_json(stac)
     assert stac["properties"]["x:value"] == 1.5 and stac["properties"]["x:list"] == [2, [0.25]]
     orjson.dumps(stac)
+
+
+# ----------------------------------------------------------------------------- other bodies
+
+
+def write_body_raster(path, crs, bounds=(-300_000.0, -300_000.0, 300_000.0, 300_000.0), size=200):
+    from rasterio.transform import from_bounds
+
+    values = raster_factory.pattern(0, size, size, size, 0, dtype="float32", seed=5)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=1, dtype="float32",
+                       crs=rasterio.crs.CRS.from_user_input(crs), transform=from_bounds(*bounds, size, size),
+                       nodata=-9999.0, tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(values[np.newaxis])
+    return path
+
+
+@pytest.mark.parametrize(("crs", "body", "target_class"), [
+    ("IAU_2015:49910", "Mars", "planet"), ("IAU_2015:30110", "Moon", "satellite"),
+    ("IAU_2015:50210", "Europa", "satellite"),
+], ids=["mars", "moon", "europa"])
+def test_rasters_of_other_bodies_are_cataloged_with_the_solar_system_extension(tmp_path, crs, body, target_class):
+    """Issue 23: Mars and Europa rasters raised PROJ's ProjError (no transformation to WGS 84).
+    They are cataloged in their body's planetocentric lon/lat with ssys:targets, proj:* as any
+    raster, gsd in the body's metres, and validated against the shipped ssys schema."""
+    import orjson
+
+    import stac_ops
+    import stac_validation
+
+    src = write_body_raster(tmp_path / "body.tif", crs)
+    assert geo_ops.validate(src).valid
+    item = stac_ops.item_from_raster(src, container="c", blob_name="body.tif", source_last_modified=dt_now(),
+                                     validator=stac_validation.StacValidator())
+    props = item.properties
+    assert props["ssys:targets"] == [body] and props["ssys:target_class"] == target_class
+    assert stac_ops.SSYS_EXT in item.stac_extensions
+    assert props["proj:code"] == crs and props["proj:shape"] == [200, 200]
+    assert props["gsd"] == pytest.approx(3000.0, rel=0.01)  # 3 km pixels on the body
+    west, south, east, north = item.bbox
+    assert -180 <= west < east <= 180 and -90 <= south < north <= 90
+    orjson.dumps(item.to_dict())
+    earth = stac_ops.item_from_raster(raster_factory.write_raster(tmp_path / "earth.tif"), container="c",
+                                      blob_name="earth.tif", source_last_modified=dt_now())
+    assert not any(k.startswith("ssys:") for k in earth.properties) and stac_ops.SSYS_EXT not in earth.stac_extensions
+
+
+def test_rasters_of_other_bodies_convert_and_reproject_within_their_body(tmp_path):
+    src = write_body_raster(tmp_path / "mars.tif", "IAU_2015:49910")
+    copied = geo_ops.to_cog(src, tmp_path / "cog.tif")
+    assert_strict_cog(copied.path)
+    with rasterio.open(copied.path) as out, rasterio.open(src) as ds:
+        np.testing.assert_array_equal(out.read(), ds.read())
+        assert out.crs == ds.crs
+    warped = geo_ops.to_cog(src, tmp_path / "lonlat.tif", dst_crs="IAU_2015:49900")  # Mars lon/lat
+    assert_strict_cog(warped.path)
+    header = geo_ops.read_header(warped.path)
+    assert header.body == "Mars" and header.crs_code == "IAU_2015:49900"
+    with pytest.raises(geo_ops.CannotReproject, match="EPSG:3857"):
+        geo_ops.to_cog(src, tmp_path / "earth.tif", dst_crs="EPSG:3857")  # no way from Mars to the Earth
+    assert not (tmp_path / "earth.tif").exists()
+
+
+def test_items_of_other_bodies_are_not_drawn_on_the_earth(tmp_path):
+    import footprints
+    import previews
+    import stac_ops
+
+    item = stac_ops.item_from_raster(write_body_raster(tmp_path / "mars.tif", "IAU_2015:49910"), container="c",
+                                     blob_name="mars.tif", source_last_modified=dt_now()).to_dict()
+    assert previews.body_of(item) == "Mars" and previews.previewable_keys(item) == []
+    links = type("Links", (), {"open": lambda self, *a: None})()
+    assert footprints.feature(item, links)["body"] == "Mars"

@@ -29,10 +29,27 @@ def write_grid(path, crs, transform, width, height):
     return path
 
 
-def dense_reference(crs, transform, width, height):
-    """Every pixel's corners and centre that map to the globe, as lon/lat, and per point the
-    distance in degrees that half a pixel covers there (the tolerance of the comparison)."""
-    to_lonlat = pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(crs.to_wkt()), "EPSG:4326", always_xy=True)
+def reference_transformer(crs, lonlat_crs):
+    """``(x, y) -> (lon, lat)`` from a projected CRS to a geographic one, axis order handled here
+    (PROJ's always_xy does not reorder the IAU's planetocentric CRSs)."""
+    source = pyproj.CRS.from_wkt(crs.to_wkt())
+    if lonlat_crs is None:
+        return pyproj.Transformer.from_crs(source, "EPSG:4326", always_xy=True).transform
+    target = pyproj.CRS.from_user_input(lonlat_crs)
+    transformer = pyproj.Transformer.from_crs(source, target)
+    lat_first = target.axis_info[0].direction.lower() == "north"
+
+    def transform(x, y, errcheck=False):
+        a, b = transformer.transform(x, y, errcheck=errcheck)
+        return (b, a) if lat_first else (a, b)
+    return transform
+
+
+def dense_reference(crs, transform, width, height, lonlat_crs=None):
+    """Every pixel's corners and centre that map to the globe, as lon/lat (EPSG:4326, or
+    ``lonlat_crs`` for a grid of another body), and per point the distance in degrees that half a
+    pixel covers there (the tolerance of the comparison)."""
+    to_lonlat = type("T", (), {"transform": staticmethod(reference_transformer(crs, lonlat_crs))})
     corners = np.meshgrid(np.arange(width + 1, dtype=float), np.arange(height + 1, dtype=float))
     centres = np.meshgrid(np.arange(width, dtype=float) + 0.5, np.arange(height, dtype=float) + 0.5)
     cols = np.concatenate([corners[0].ravel(), centres[0].ravel()])
@@ -65,10 +82,10 @@ def outside(header, lons, lats, tolerance):
     return int(far.sum()), int(off_bbox.sum())
 
 
-def check(path):
+def check(path, lonlat_crs=None):
     header = geo_ops.read_header(path)
     with rasterio.open(path) as ds:
-        lons, lats, tolerance = dense_reference(ds.crs, ds.transform, ds.width, ds.height)
+        lons, lats, tolerance = dense_reference(ds.crs, ds.transform, ds.width, ds.height, lonlat_crs)
     assert lons.size > 0
     far, off_bbox = outside(header, lons, lats, tolerance)
     assert (far, off_bbox) == (0, 0), (f"{far} of {lons.size} pixel positions outside the footprint, "
@@ -133,3 +150,27 @@ def test_a_crs_with_no_place_on_the_earth_has_no_footprint(wkt):
     crs = rasterio.crs.CRS.from_wkt(wkt)
     assert not geo_ops.maps_to_lonlat(crs.to_wkt()) and geo_ops.maps_to_lonlat(rasterio.crs.CRS.from_epsg(32633).to_wkt())
     assert geo_ops.footprint(crs, from_bounds(0, 0, 100, 100, 64, 64), 64, 64) == (None, None)
+
+
+EUROPA_ESRI = ('PROJCS["Equirectangular EUROPA",GEOGCS["GCS_EUROPA",DATUM["D_EUROPA",SPHEROID["EUROPA_localRadius",'
+               '1560800,0]],PRIMEM["Reference_Meridian",0],UNIT["degree",0.0174532925199433]],'
+               'PROJECTION["Equirectangular"],PARAMETER["standard_parallel_1",0],PARAMETER["central_meridian",180],'
+               'PARAMETER["false_easting",0],PARAMETER["false_northing",0],UNIT["metre",1]]')
+
+
+@pytest.mark.parametrize(("crs", "bounds", "reference", "body"), [
+    ("IAU_2015:49910", (-300_000.0, 1_000_000.0, 300_000.0, 1_600_000.0), "IAU_2015:49900", "Mars"),
+    ("IAU_2015:49915", (-300_000.0, -300_000.0, 300_000.0, 300_000.0), "IAU_2015:49900", "Mars"),  # across 180
+    ("IAU_2015:49911", (-3_000_000.0, 2_000_000.0, 3_000_000.0, 3_300_000.0), "IAU_2015:49902", "Mars"),  # ellipsoid
+    ("IAU_2015:49930", (-500_000.0, -500_000.0, 500_000.0, 500_000.0), "IAU_2015:49900", "Mars"),  # North Pole
+    ("IAU_2015:30165", (-1_800_000.0, -1_800_000.0, 1_800_000.0, 1_800_000.0), "IAU_2015:30100", "Moon"),  # full disk
+    (EUROPA_ESRI, (-1_379_262.0, 380_982.0, -1_119_540.0, 630_270.0), "IAU_2015:50200", "Europa"),
+], ids=["mars-equirect", "mars-antimeridian", "mars-ellipsoid-planetocentric", "mars-north-pole",
+        "moon-orthographic-disk", "europa-esri-wkt"])
+def test_grids_of_other_bodies_are_contained_in_their_lonlat(tmp_path, crs, bounds, reference, body):
+    """A raster of Mars, the Moon or Europa has a footprint in that body's planetocentric
+    longitude/latitude (PROJ has no way to the Earth's): checked against the IAU's own
+    planetocentric CRS of the body, every pixel's corners and centre."""
+    crs = rasterio.crs.CRS.from_user_input(crs) if ":" in crs and not crs.startswith("PROJCS") else rasterio.crs.CRS.from_wkt(crs)
+    header = check(write_grid(tmp_path / "body.tif", crs, from_bounds(*bounds, 200, 200), 200, 200), reference)
+    assert header.body == body and header.gsd is not None
