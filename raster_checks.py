@@ -15,6 +15,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
+from georeferencing import georeferencing, resolved_gcp_transform, rpc_height
+from raster_crs import crs_compact_text
 from raster_env import GDAL_ERRORS, PathLike, component_dtype, nodata_json, numpy_dtype, read_error
 from raster_errors import (DegenerateTransform, GeoOpsError, InvalidNodata, MissingCRS, RasterTooLarge,
                            SourceUnavailable, UnreadableRaster, UnsupportedDtype)
@@ -30,11 +32,26 @@ def issue(cls: type[GeoOpsError] | str, message: str) -> Issue:
 
 
 def check_georeferencing(ds: DatasetReader) -> Findings:
-    """CRS present, transform usable; rotation and south-up layouts are warnings."""
+    """CRS present, transform usable; rotation and south-up layouts are warnings. A raster placed
+    by GCPs (with their CRS) or by RPCs, without a geotransform, is georeferenced too: a warning
+    says it is warped when converted (``georeferencing``)."""
     errors, warnings = [], []
     t = ds.transform
+    placed = georeferencing(ds)
+    if placed == "gcps":
+        count, crs = len(ds.gcps[0]), ds.gcps[1]
+        if count < 3:
+            errors.append(issue(DegenerateTransform, f"only {count} GCPs: placing a raster by GCPs takes at least 3"))
+        else:
+            warnings.append(issue("GcpGeoreferenced", f"placed by {count} GCPs in {crs_compact_text(crs)[:80]}: "
+                                  f"converted by warping ({resolved_gcp_transform(count)} unless asked otherwise)"))
+        return errors, warnings
+    if placed == "rpcs":
+        warnings.append(issue("RpcGeoreferenced", "placed by RPCs: converted by warping with the RPC model at "
+                              f"{rpc_height(ds):g} m (the RPCs' HEIGHT_OFF) unless a DEM is configured"))
+        return errors, warnings
     if ds.crs is None:
-        how = " (only GCPs)" if ds.gcps[0] else (" (only RPCs)" if ds.rpcs else "")
+        how = " (GCPs without a coordinate reference system)" if ds.gcps[0] else ""
         errors.append(issue(MissingCRS, f"no coordinate reference system{how}"))
     if t == Affine.identity() and ds.crs is None:
         errors.append(issue(DegenerateTransform, "no geotransform (identity pixel grid)"))

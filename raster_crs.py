@@ -207,8 +207,12 @@ def lonlat(wkt: str, xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarr
     return np.asarray(lons, dtype="float64"), np.asarray(lats, dtype="float64")
 
 
-def pixels_to_lonlat(wkt: str, transform: Affine, cols: np.ndarray, rows: np.ndarray
+def pixels_to_lonlat(wkt: str, transform: Any, cols: np.ndarray, rows: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel positions as lon/lat, through an ``Affine`` geotransform or a pixel mapping of a
+    raster placed by GCPs or RPCs (``georeferencing.PixelMapping``: ``forward(cols, rows)``)."""
+    if not isinstance(transform, Affine):
+        return lonlat(wkt, *transform.forward(cols, rows))
     a, b, c, d, e, f = transform[:6]
     return lonlat(wkt, a * cols + b * rows + c, d * cols + e * rows + f)
 

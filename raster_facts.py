@@ -19,8 +19,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
+from georeferencing import TAG_GEOREFERENCING, PixelMapping, georeferencing, provenance_tags
 from grid_footprint import footprint, maps_to_lonlat
-from raster_crs import body_class, body_geod, celestial_body, crs_code, crs_facts, pixels_to_lonlat
+from raster_crs import body_class, body_geod, celestial_body, crs_code, crs_facts, edge_pixels, pixels_to_lonlat
 from raster_env import GDAL_ERRORS, PathLike, file_size, gdal_env, nodata_json, read_error
 from raster_models import BandFacts, RasterHeader
 from raster_open import open_raster
@@ -161,11 +162,13 @@ def read_header(
 
 
 def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int) -> RasterHeader:
-    crs = ds.crs
+    placed = georeferencing(ds) in ("gcps", "rpcs")
+    mapping = PixelMapping(ds) if placed else None
+    crs = mapping.crs if mapping else ds.crs
     wkt = crs.to_wkt() if crs else None
     epsg, wkt2, projjson = crs_facts(wkt) if wkt else (None, None, None)
-    grid = (ds.transform, ds.width, ds.height)
-    georeferenced = crs is not None and not ds.transform.is_identity and maps_to_lonlat(wkt)
+    grid = (mapping or ds.transform, ds.width, ds.height)
+    georeferenced = crs is not None and (placed or not ds.transform.is_identity) and maps_to_lonlat(wkt)
     body = celestial_body(wkt) if wkt else None
     geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
     data = read_decimated(ds, max_size=max_stats_size) if statistics else None
@@ -173,7 +176,8 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
     return RasterHeader(
         path=ds.name, driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
         dtypes=list(ds.dtypes), nodata=nodata_json(ds.nodata), epsg=epsg, crs_code=crs_code(crs),
-        crs_wkt2=wkt2, crs_projjson=projjson, transform=list(ds.transform)[:6], bounds=list(ds.bounds),
+        crs_wkt2=wkt2, crs_projjson=projjson, transform=list(ds.transform)[:6],
+        bounds=_placed_bounds(mapping, ds.width, ds.height) if mapping else list(ds.bounds),
         bbox=bbox, footprint=geometry, resolution=list(ds.res),
         gsd=ground_sample_distance(crs, *grid) if georeferenced else None,
         block_shape=list(ds.block_shapes[0]), overview_count=len(ds.overviews(1)),
@@ -181,7 +185,23 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
         colorinterp=[c.name for c in ds.colorinterp], has_colormap=has_colormap(ds),
         is_cog=is_tiff and not cog_layout_errors(ds), header_bytes=header_size(ds),
         size_bytes=file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data),
-        body=body, body_class=body_class(body))
+        body=body, body_class=body_class(body), georeferencing=georeferencing(ds) or "geotransform",
+        placement=placement_facts(ds))
+
+
+def _placed_bounds(mapping: PixelMapping, width: int, height: int) -> list[float]:
+    """Bounds in the GCPs' (RPCs') CRS of a raster placed by them: of its densified edge."""
+    xs, ys = mapping.forward(*edge_pixels(width, height, 21))
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+
+
+def placement_facts(ds: DatasetReader) -> dict[str, str]:
+    """How the source of ``ds`` was placed when not by a geotransform: a warped output's ``RMH_*``
+    tags (``georeferencing.provenance_tags``), else the raster's own GCPs or RPCs."""
+    tags = ds.tags()
+    if TAG_GEOREFERENCING in tags:
+        return {k: v for k, v in tags.items() if k.startswith("RMH_")}
+    return provenance_tags(ds) if georeferencing(ds) in ("gcps", "rpcs") else {}
 
 
 def has_colormap(ds: DatasetReader) -> bool:

@@ -126,6 +126,12 @@ class RasterHeader(BaseModel):
     #: ``footprint`` are the body's planetocentric longitude/latitude, ``gsd`` its metres.
     body: str | None = None
     body_class: str | None = None  # the solar-system extension's target class ("planet", "satellite"...)
+    #: How the raster itself is placed: by its geotransform, or (without one) by GCPs or RPCs, when
+    #: the CRS, bounds, footprint and gsd are those of the GCPs' (RPCs') transformation.
+    georeferencing: str = "geotransform"
+    #: How the source of what was written was placed, when not by a geotransform (``RMH_*`` tags
+    #: of a warped output, or the raster's own GCPs/RPCs): what an item says of it.
+    placement: dict[str, str] = Field(default_factory=dict)
 
 
 class CogResult(BaseModel):
@@ -177,6 +183,9 @@ class Tile(BaseModel):
     output_path: str
     dst_crs: str | None = None
     resampling: str = "nearest"
+    #: A source placed by GCPs or RPCs: GDAL's transformer options for it, and the tags that say so.
+    warp_options: dict[str, str] = Field(default_factory=dict)
+    georeferencing: dict[str, str] = Field(default_factory=dict)
 
 
 class TilePlan(BaseModel):

@@ -93,6 +93,7 @@ DATETIME_SOURCE = "rmh:datetime_source"
 HAS_DATA = "rmh:has_data"
 DATA_TYPE = "rmh:data_type"
 BAND_COUNT = "rmh:band_count"
+GEOREFERENCING = "rmh:georeferencing"
 
 MAX_ID_LENGTH = 256
 DEFAULT_LICENSE = "other"
@@ -226,7 +227,7 @@ def read_facts(raster: str | os.PathLike | DatasetReaderBase, *, max_stats_size:
 
 def get_geometry(facts: geo_ops.RasterHeader) -> tuple[dict[str, Any], list[float]]:
     """The item's GeoJSON geometry and bbox (geo_ops' footprint: antimeridian and poles handled)."""
-    if facts.crs_wkt2 is None or Affine(*facts.transform).is_identity:
+    if facts.crs_wkt2 is None or (Affine(*facts.transform).is_identity and facts.georeferencing == "geotransform"):
         raise NotGeoreferenced(f"raster {facts.path!r} has no CRS or geotransform "
                                f"(crs={facts.crs_code or facts.crs_wkt2}, transform={facts.transform})")
     if facts.footprint is None or facts.bbox is None:
@@ -235,10 +236,16 @@ def get_geometry(facts: geo_ops.RasterHeader) -> tuple[dict[str, Any], list[floa
 
 
 def get_projection(facts: geo_ops.RasterHeader) -> dict[str, Any]:
-    """Projection extension v2.0.0 fields: code (or null plus WKT2), bbox, shape, transform."""
+    """Projection extension v2.0.0 fields: code (or null plus WKT2), bbox, shape, transform. A
+    raster placed by GCPs or RPCs (cataloged as it lies) has no transform: its code is the
+    GCPs' CRS (EPSG:4326 for RPCs) and its bbox that of its edge there."""
     info: dict[str, Any] = {"proj:code": facts.crs_code}
     if facts.crs_code is None:
         info["proj:wkt2"] = facts.crs_wkt2
+    if facts.georeferencing != "geotransform":
+        info["proj:bbox"] = list(facts.bounds)
+        info["proj:shape"] = [facts.height, facts.width]
+        return info
     t = Affine(*facts.transform)
     corners = [t @ (c, r) for c, r in ((0, 0), (facts.width, 0), (facts.width, facts.height), (0, facts.height))]
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
@@ -415,7 +422,28 @@ def get_properties(facts: geo_ops.RasterHeader, source: SourceBlob) -> dict[str,
     if source.etag is not None:
         props[SOURCE_ETAG] = source.etag
     props.update(get_solar_system(facts))
+    props.update(get_placement(facts))
     return props
+
+
+def get_placement(facts: geo_ops.RasterHeader) -> dict[str, Any]:
+    """How the raster (or the source it was warped from) is placed when not by a geotransform:
+    ``rmh:georeferencing`` (``gcps`` or ``rpcs``), and the GCP count and transformation
+    (``polynomial-2``, ``tps``) or the height the RPC model was evaluated at (metres) or the DEM
+    it took heights from. Nothing for a raster placed by its geotransform."""
+    tags = facts.placement
+    if not tags.get(geo_ops.TAG_GEOREFERENCING):
+        return {}
+    fields: dict[str, Any] = {GEOREFERENCING: tags[geo_ops.TAG_GEOREFERENCING]}
+    if geo_ops.TAG_GCP_COUNT in tags:
+        fields["rmh:gcp_count"] = int(tags[geo_ops.TAG_GCP_COUNT])
+    if geo_ops.TAG_GCP_TRANSFORM in tags:
+        fields["rmh:gcp_transform"] = tags[geo_ops.TAG_GCP_TRANSFORM]
+    if geo_ops.TAG_RPC_HEIGHT in tags:
+        fields["rmh:rpc_height"] = float(tags[geo_ops.TAG_RPC_HEIGHT])
+    if geo_ops.TAG_RPC_DEM in tags:
+        fields["rmh:rpc_dem"] = tags[geo_ops.TAG_RPC_DEM]
+    return fields
 
 
 def get_solar_system(facts: geo_ops.RasterHeader) -> dict[str, Any]:
@@ -588,6 +616,13 @@ QUERYABLES: dict[str, dict[str, Any]] = {
     DATA_TYPE: {"title": "Data type of the bands", "type": "string",
                 "enum": sorted(set(_DATA_TYPES.values()) | {"other"})},
     BAND_COUNT: {"title": "Number of bands", "type": "integer", "minimum": 1},
+    GEOREFERENCING: {"title": "Placed by ground control points or RPCs (absent: a geotransform)",
+                     "type": "string", "enum": ["gcps", "rpcs"]},
+    "rmh:gcp_count": {"title": "Ground control points", "type": "integer", "minimum": 1},
+    "rmh:gcp_transform": {"title": "Transformation fitted to the GCPs", "type": "string",
+                          "enum": ["polynomial-1", "polynomial-2", "polynomial-3", "tps"]},
+    "rmh:rpc_height": {"title": "Height the RPC model was evaluated at (metres)", "type": "number"},
+    "rmh:rpc_dem": {"title": "DEM the RPC model took heights from", "type": "string"},
     "ssys:targets": {"title": "Bodies of the solar system other than the Earth (absent: the Earth)",
                      "type": "array", "items": {"type": "string"}},
 }

@@ -174,3 +174,37 @@ def test_grids_of_other_bodies_are_contained_in_their_lonlat(tmp_path, crs, boun
     crs = rasterio.crs.CRS.from_user_input(crs) if ":" in crs and not crs.startswith("PROJCS") else rasterio.crs.CRS.from_wkt(crs)
     header = check(write_grid(tmp_path / "body.tif", crs, from_bounds(*bounds, 200, 200), 200, 200), reference)
     assert header.body == body and header.gsd is not None
+
+
+@pytest.mark.parametrize(("crs", "transform"), [
+    ("EPSG:32633", Affine(8.660254, -5.0, 500_000.0, -5.0, -8.660254, 5_000_000.0)),  # rotated 30 degrees
+    ("EPSG:32633", Affine(10.0, 4.0, 500_000.0, 0.0, -10.0, 5_000_000.0)),  # sheared
+    ("EPSG:4326", Affine(0.01, 0.004, 170.0, 0.003, -0.01, 10.0)),  # rotated lon/lat across the antimeridian
+    ("EPSG:3413", Affine(5_000.0, 2_000.0, -600_000.0, 2_000.0, -5_000.0, 600_000.0)),  # rotated around the pole
+], ids=["rotated-utm", "sheared-utm", "rotated-lonlat-antimeridian", "rotated-polar"])
+def test_rotated_and_sheared_grids_are_contained(tmp_path, crs, transform):
+    check(write_grid(tmp_path / "rotated.tif", crs, transform, 250, 200))
+
+
+def test_a_gcp_raster_as_it_lies_is_contained(tmp_path):
+    """A raster placed by GCPs (cataloged in place, not warped) has the footprint of its GCPs'
+    transformation: every pixel's corners and centre, mapped by GDAL's GCP transformer (the
+    polynomial gdalwarp would fit), lie in it."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    import raster_factory
+    from rasterio.transform import GCPTransformer
+
+    path = raster_factory.write_gcp_raster(tmp_path / "gcp.tif", width=240, height=180, grid=5, curve=0.3)
+    header = geo_ops.read_header(path)
+    with rasterio.open(path) as ds:
+        transformer = GCPTransformer(ds.gcps[0])
+    corners = np.meshgrid(np.arange(241, dtype=float), np.arange(181, dtype=float))
+    centres = np.meshgrid(np.arange(240, dtype=float) + 0.5, np.arange(180, dtype=float) + 0.5)
+    cols = np.concatenate([corners[0].ravel(), centres[0].ravel()])
+    rows = np.concatenate([corners[1].ravel(), centres[1].ravel()])
+    lons, lats = (np.asarray(v) for v in transformer.xy(rows, cols, offset="ul"))
+    tolerance = np.full(lons.shape, 0.5 * 0.8 / 240)  # half a pixel, in degrees
+    assert header.georeferencing == "gcps" and header.placement["RMH_GCP_TRANSFORM"] == "polynomial-2"
+    assert outside(header, lons, lats, tolerance) == (0, 0)
