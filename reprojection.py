@@ -19,7 +19,7 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 
-from georeferencing import is_sensor_placed, source_crs, warp_grid as sensor_warp_grid
+from georeferencing import is_sensor_placed, source_crs, transformer_options, warp_grid as sensor_warp_grid
 from grid_footprint import maps_to_lonlat
 from raster_crs import celestial_body, crs_epsg, edge_pixels, parse_crs, pixels_to_lonlat, to_lonlat
 from raster_env import GDAL_ERRORS, gdal_reason
@@ -84,14 +84,17 @@ def output_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float
 
 
 def warped_pixels(ds: DatasetReader, dst_crs: str | int | CRS | None, limits: RasterLimits | None = None,
-                  warp_options: Mapping[str, str] | None = None) -> int:
-    """Pixels of ``ds`` reprojected to ``dst_crs`` (the grid ``to_cog`` writes; a raster placed by
-    GCPs or RPCs is warped even without one, into its GCPs' CRS or EPSG:4326), refused as
-    ``output_grid`` refuses them: what decides whether a reprojection fits one task."""
-    crs = parse_crs(dst_crs) if dst_crs is not None else source_crs(ds) if is_sensor_placed(ds) else None
+                  *, gcp_transform: str = "polynomial", rpc_dem: str | None = None) -> int:
+    """Pixels of what ``to_cog`` writes of ``ds``: reprojected to ``dst_crs``, or (a raster placed
+    by GCPs or RPCs, warped even without one) into its GCPs' CRS or EPSG:4326 by ``to_cog``'s
+    ``gcp_transform`` / ``rpc_dem``, else its own; refused as ``output_grid`` refuses them: what
+    decides whether a conversion fits one task."""
+    placed = is_sensor_placed(ds)
+    crs = parse_crs(dst_crs) if dst_crs is not None else source_crs(ds) if placed else None
     if crs is None:
         return ds.width * ds.height
-    _, width, height = output_grid(ds, crs, limits=limits, warp_options=warp_options)
+    options = transformer_options(ds, gcp_transform, rpc_dem) if placed else None
+    _, width, height = output_grid(ds, crs, limits=limits, warp_options=options)
     return width * height
 
 
