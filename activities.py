@@ -752,6 +752,7 @@ def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) 
         metadata = {"rmh_source_etag": task.file.etag, "rmh_options": digest,
                     "rmh_source": f"{task.container}/{task.file.name}"}
         item = None
+        store.create_container(task.output_container)  # hrefs are of blobs in it (nothing is in it yet)
         if task.catalog:
             png = local.with_suffix(".thumbnail.png")
             geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())

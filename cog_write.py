@@ -116,14 +116,17 @@ def overview_cap(width: int, height: int) -> int:
 def shaped_cog_options(options: Mapping[str, str], width: int, height: int) -> dict[str, str]:
     """COG creation options for an output of this shape: generated overviews (halving until the
     image fits one block, as ``OVERVIEWS=AUTO`` and ``IGNORE_EXISTING`` do) limited to
-    ``overview_cap`` levels with ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0. Other
-    options are kept."""
+    ``overview_cap`` levels with ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0 or the
+    image fits one block (``NONE`` then: with nothing to build, GDAL 3.10's COG driver copies a
+    source's own overviews even under ``IGNORE_EXISTING``). Other options are kept."""
     options = dict(options)
     if options.get("OVERVIEWS", "AUTO").upper() not in ("AUTO", FRESH_OVERVIEWS):
         return options
     block, levels, w, h = int(options.get("BLOCKSIZE", 512)), 0, width, height
     while w > block or h > block:
         w, h, levels = w // 2, h // 2, levels + 1
+    if levels == 0:  # one block holds it: no level to build (and the driver would copy the source's)
+        return {**options, "OVERVIEWS": "NONE"}
     cap = overview_cap(width, height)
     if cap >= levels:
         return options
