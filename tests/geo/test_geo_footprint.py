@@ -208,3 +208,13 @@ def test_a_gcp_raster_as_it_lies_is_contained(tmp_path):
     tolerance = np.full(lons.shape, 0.5 * 0.8 / 240)  # half a pixel, in degrees
     assert header.georeferencing == "gcps" and header.placement["RMH_GCP_TRANSFORM"] == "polynomial-2"
     assert outside(header, lons, lats, tolerance) == (0, 0)
+
+
+def test_a_geostationary_image_across_the_antimeridian_is_contained(tmp_path):
+    """rio-cogeo's image_geos.tif's grid (900 x 1100 pixels of 10 km at 140.7 E): across the
+    antimeridian, its corners off the globe; near the limb one pixel spans degrees of longitude,
+    and the footprint holds every pixel position to half of its own pixel."""
+    transform = Affine(10_001.11, 0.0, -4_500_500.0, 0.0, -10_000.0, 5_500_000.0)
+    header = check(write_grid(tmp_path / "geos.tif", GEOS_PACIFIC, transform, 900, 1100))
+    west, _, east, _ = header.bbox
+    assert west > east, header.bbox
