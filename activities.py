@@ -51,6 +51,7 @@ from models import (
     CatalogSummary,
     CatalogTilesResult,
     CatalogTilesTask,
+    DiscardTilesTask,
     ChunkRef,
     CollectionRef,
     CollectionSpec,
@@ -719,10 +720,11 @@ def inspect_raster(payload: dict) -> dict:
 
     def inspect():
         with validated_source(store, task) as (_gdal, report, dataset):
-            # Reprojected, the output's grid is what one task writes (pixels far longer than
-            # wide become many square ones): it decides the tiled path, and is refused over the limit.
-            pixels = geo_ops.warped_pixels(dataset, task.options.target_crs, limits()) \
-                if task.options.target_crs else (report.width or 0) * (report.height or 0)
+            # Reprojected (or placed by GCPs/RPCs, always warped), the output's grid is what one
+            # task writes (pixels far longer than wide become many square ones): it decides the
+            # tiled path, and is refused over the limit.
+            pixels = geo_ops.warped_pixels(dataset, task.options.target_crs, limits(),
+                                           gcp_transform=task.options.gcp_transform, rpc_dem=settings().rpc_dem)
             return report, pixels
 
     try:
@@ -743,7 +745,13 @@ def cog_blob_name(container: str, blob: str, suffix: str = ".tif") -> str:
     return output_names.cog_name(container, blob, suffix)
 
 
+#: Conversion options added after outputs existed, at the value that changes nothing for those
+#: outputs: left out of the digest at that value, so outputs made before stay current.
+LATER_OPTIONS = {"gcp_transform": "polynomial"}
+
+
 def options_digest(options: dict[str, Any]) -> str:
+    options = {k: v for k, v in options.items() if LATER_OPTIONS.get(k, object()) != v}
     return _digest(json.dumps(options, sort_keys=True))
 
 
@@ -759,9 +767,11 @@ def convert_blob(payload: dict) -> dict:
     try:
         status = "skipped" if _output_current(store, task, out_name, digest) else "done"
         if status == "done":
-            judged(store, task.container, task.file.name, lambda: _write_cog(store, task, out_name, digest))
-        item_id = ride_out("convert_blob (catalog)", judged, store, task.output_container, out_name,
-                           lambda: _catalog_output(store, task, out_name)) if task.catalog else None
+            item_id = judged(store, task.container, task.file.name,
+                             lambda: _write_cog(store, task, out_name, digest))
+        else:
+            item_id = ride_out("convert_blob (catalog)", judged, store, task.output_container, out_name,
+                               lambda: _catalog_output(store, task, out_name)) if task.catalog else None
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
@@ -784,18 +794,59 @@ def _is_current(store: BlobStore, container: str, name: str, source_etag: str, d
     return meta.get("rmh_source_etag") == source_etag and meta.get("rmh_options") == digest
 
 
-def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) -> None:
+def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) -> str | None:
+    """Convert, then publish last: the COG, its thumbnail and (when cataloged) its item are made
+    and the item validated from the local files before anything is uploaded; then the
+    thumbnail and the COG are uploaded and the item written. If a step after the first upload
+    fails, what this run uploaded is deleted before the failure goes on: a file reported failed
+    leaves no output behind. Returns the item's id (None when not cataloged)."""
     src = store.gdal_read_path(task.container, task.file.name)
     opts = task.options
     with staging_dir("cog") as tmp:
         local = Path(tmp) / "out.tif"
         geo_ops.to_cog(src.path, local, profile=opts.profile, max_z_error=opts.max_z_error,
-                       dst_crs=opts.target_crs,
+                       dst_crs=opts.target_crs, gcp_transform=opts.gcp_transform, rpc_dem=settings().rpc_dem,
                        resampling=opts.resampling, overview_resampling=_overview_resampling(opts.resampling),
                        limits=limits(), tmp_dir=tmp, gdal_config=gdal_config(src.config))
         metadata = {"rmh_source_etag": task.file.etag, "rmh_options": digest,
                     "rmh_source": f"{task.container}/{task.file.name}"}
-        _publish(store, task.output_container, out_name, local, metadata, thumbnail=task.catalog)
+        item = None
+        store.create_container(task.output_container)  # hrefs are of blobs in it (nothing is in it yet)
+        if task.catalog:
+            png = local.with_suffix(".thumbnail.png")
+            geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())
+            item = _item(task, raster=str(local), access={}, data=(task.output_container, out_name),
+                         data_size=local.stat().st_size,
+                         thumbnail=(task.output_container, thumbnail_blob_name(out_name)))
+        with discarded_on_failure(store, task.output_container) as published:
+            _publish(store, task.output_container, out_name, local, metadata, thumbnail=task.catalog,
+                     published=published)
+            if item is not None:
+                ride_out("convert_blob (catalog)", catalog().upsert_items, [item])
+    return item.id if item is not None else None
+
+
+@contextlib.contextmanager
+def discarded_on_failure(store: BlobStore, container: str) -> Iterator[list[str]]:
+    """A list to record the blobs a step publishes in ``container``; if the step fails they are
+    deleted (best effort: a deletion that fails is logged) and the failure goes on."""
+    published: list[str] = []
+    try:
+        yield published
+    except BaseException:
+        discard_blobs(store, container, published)
+        raise
+
+
+def discard_blobs(store: BlobStore, container: str, names: list[str]) -> int:
+    """Delete blobs this service published for a file that failed; how many were there."""
+    removed = 0
+    for name in names:
+        try:
+            removed += bool(store.delete(container, name))
+        except (*TRANSIENT_ERRORS, *ITEM_ERRORS, ContainerNotFound) as err:
+            logger.warning("could not remove %s/%s of a failed file: %s", container, name, type(err).__name__)
+    return removed
 
 
 def thumbnail_blob_name(cog_name: str) -> str:
@@ -804,15 +855,22 @@ def thumbnail_blob_name(cog_name: str) -> str:
 
 
 def _publish(store: BlobStore, container: str, name: str, local: Path, metadata: dict[str, str], *,
-             thumbnail: bool) -> None:
+             thumbnail: bool, published: list[str] | None = None) -> None:
     """Upload a COG and, first, when it is to be cataloged, its PNG thumbnail (so a cataloged
-    COG that is current has one)."""
+    COG that is current has one; written beside ``local`` unless already there). Each blob
+    uploaded is added to ``published``; without that list, a failure removes what was uploaded."""
+    if published is None:
+        with discarded_on_failure(store, container) as published:
+            return _publish(store, container, name, local, metadata, thumbnail=thumbnail, published=published)
     store.create_container(container)
     if thumbnail:
         png = local.with_suffix(".thumbnail.png")
-        geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())
+        if not png.exists():
+            geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())
+        published.append(thumbnail_blob_name(name))
         store.upload_from_path(container, thumbnail_blob_name(name), png, content_type="image/png",
                                metadata=metadata)
+    published.append(name)
     store.upload_from_path(container, name, local,
                            content_type=stac_ops.COG_MEDIA_TYPE,
                            metadata=metadata)
@@ -852,7 +910,8 @@ def plan_raster_tiles(payload: dict) -> dict:
         plan = judged(store, task.container, task.file.name, lambda: geo_ops.plan_tiles(
             src.path, output_prefix=f"{prefix}/tiles", tile_size=task.tile_size or None,
             max_pixels=config.max_pixels_per_task, dst_crs=task.options.target_crs,
-            resampling=task.options.resampling, limits=limits(), gdal_config=gdal_config(src.config)))
+            resampling=task.options.resampling, limits=limits(), gdal_config=gdal_config(src.config),
+            gcp_transform=task.options.gcp_transform, rpc_dem=config.rpc_dem))
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:  # the raster cannot be tiled as asked: a per-file failure, with why
@@ -940,6 +999,22 @@ def catalog_tiles(payload: dict) -> dict:
                            title=f"{task.file.name}, {stem}", thumbnail=_thumbnail(store, task.output_container, name)))
     result = catalog().upsert_items(items, draft=task.draft)
     return CatalogTilesResult(items=len(items), written=result.written).model_dump(mode="json")
+
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def discard_tiles(payload: dict) -> int:
+    """Remove what a tiled conversion that failed had published: its tiles, their thumbnails,
+    their items and its mosaic (what is already gone is skipped); how many blobs were removed."""
+    request = DiscardTilesTask.model_validate(payload)
+    task, store = request.task, blob_store()
+    names = [n for tile in request.tiles for n in (tile, thumbnail_blob_name(tile))]
+    removed = discard_blobs(store, task.output_container, names + ([request.mosaic] if request.mosaic else []))
+    if task.catalog and request.tiles:
+        ids = [item_id(task.container, f"{task.file.name}/{PurePosixPath(t).stem}", task.output_container)
+               for t in request.tiles]
+        catalog().delete_items(task.collection, ids)
+    return removed
 
 
 # -- database_health ----------------------------------------------------------------------------

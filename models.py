@@ -63,6 +63,9 @@ CogProfile = Literal["deflate", "zstd", "lzw", "lerc", "lerc_deflate", "webp", "
 Prefix = Annotated[Text, Field(max_length=MAX_BLOB_NAME)]
 TargetCrs = Annotated[MultilineText, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
+#: How a raster placed by GCPs is warped (georeferencing.GCP_TRANSFORMS; named here so request
+#: models load without GDAL).
+GcpTransform = Literal["polynomial", "polynomial-1", "polynomial-2", "polynomial-3", "tps"]
 CollectionTitle = Annotated[Text, Field(min_length=1, max_length=200, description=(
     "title of the collection the job creates (default: what it holds and where from)"))]
 CollectionDescription = Annotated[MultilineText, Field(min_length=1, max_length=4000, description=(
@@ -187,6 +190,11 @@ class CogOptions(BaseModel):
         None, description="EPSG code ('EPSG:3857', 3857), AUTHORITY:CODE, WKT, PROJJSON or a PROJ "
                           "string; never a file name or URL")
     resampling: ResamplingName = "bilinear"
+    gcp_transform: GcpTransform = Field(
+        "polynomial", description="rasters placed by ground control points (no geotransform) are warped "
+                                  "as gdalwarp warps them: 'polynomial' fits the order gdalwarp picks by the "
+                                  "GCP count (1 below 6 GCPs, else 2), 'polynomial-1'..'polynomial-3' an "
+                                  "order, 'tps' a thin-plate spline through every GCP")
 
     @field_validator("max_z_error")
     @classmethod
@@ -775,6 +783,13 @@ class MosaicSummary(geo_ops.MosaicResult):
 class CatalogTilesTask(BaseModel):
     task: ConvertTask
     tiles: list[str]
+
+
+class DiscardTilesTask(CatalogTilesTask):
+    """What a tiled conversion that failed had published: its tiles (with their thumbnails and
+    items) and its mosaic, removed so a failed file leaves nothing behind."""
+
+    mosaic: str | None = None
 
 
 class CatalogTilesResult(BaseModel):

@@ -31,6 +31,7 @@ from models import (
     CatalogSummary,
     CatalogTilesResult,
     CatalogTilesTask,
+    DiscardTilesTask,
     ChunkRef,
     CollectionRef,
     ConversionPlan,
@@ -543,19 +544,26 @@ def _process_tiled_raster(context, result: JobResult):
     outcomes = [outcome_of(f"tile {t.row},{t.col}", r) for t, r in zip(plan.tiles, results)]
     result.add(outcomes)
     written = [o.output.split("/", 1)[1] for o in outcomes if o.status != "failed"]
+    mosaic_name = act.cog_blob_name(request.container, request.blob, suffix="") + "/mosaic.vrt"
     if result.failed == 0 and written:
-        report(context, "mosaicking", result)
-        mosaic_name = act.cog_blob_name(request.container, request.blob, suffix="") + "/mosaic.vrt"
-        mosaic = yield context.call_activity_with_retry(act.build_tile_mosaic, RETRY, MosaicTask(
-            output_container=request.output_container, tiles=written, mosaic=mosaic_name,
-            source=f"{request.container}/{request.blob}", source_etag=file.etag).model_dump(mode="json"))
-        result.detail["mosaic"] = MosaicSummary.model_validate(mosaic).model_dump(mode="json")
-        if request.catalog:
-            items = yield context.call_activity_with_retry(act.catalog_tiles, RETRY, CatalogTilesTask(
-                task=task, tiles=written).model_dump(mode="json"))
-            result.detail["items"] = CatalogTilesResult.model_validate(items).model_dump(mode="json")
-            if not context.parent_instance_id:
-                result.detail["catalog"] = yield from finalize(context, collection)
+        try:
+            report(context, "mosaicking", result)
+            mosaic = yield context.call_activity_with_retry(act.build_tile_mosaic, RETRY, MosaicTask(
+                output_container=request.output_container, tiles=written, mosaic=mosaic_name,
+                source=f"{request.container}/{request.blob}", source_etag=file.etag).model_dump(mode="json"))
+            result.detail["mosaic"] = MosaicSummary.model_validate(mosaic).model_dump(mode="json")
+            if request.catalog:
+                items = yield context.call_activity_with_retry(act.catalog_tiles, RETRY, CatalogTilesTask(
+                    task=task, tiles=written).model_dump(mode="json"))
+                result.detail["items"] = CatalogTilesResult.model_validate(items).model_dump(mode="json")
+        except Exception as err:  # the mosaic or the tiles' items failed beyond their retries: the file failed
+            result.add([outcome_of(request.blob, err)])
+            result.detail.pop("mosaic", None)
+    if result.failed and written:  # a failed file leaves nothing behind: its tiles, mosaic, items
+        result.detail["discarded"] = yield context.call_activity_with_retry(act.discard_tiles, RETRY, DiscardTilesTask(
+            task=task, tiles=written, mosaic=mosaic_name).model_dump(mode="json"))
+    elif request.catalog and written and not context.parent_instance_id:
+        result.detail["catalog"] = yield from finalize(context, collection)
     result.detail["tiles"] = {"count": len(outcomes), "rows": plan.rows, "cols": plan.cols,
                               "tile_size": plan.tile_size}
     return result

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     tile_size: int = Field(4096, ge=256, le=32768)
     max_raster_pixels: int = Field(50_000 * 50_000, ge=1)
     max_raster_bands: int = Field(64, ge=1)
+    # A DEM the RPC model of a raster placed by RPCs takes its heights from when it is warped (a
+    # GDAL path the workers read: a local file, or /vsi... with its own access); unset, the
+    # RPCs' HEIGHT_OFF is the height of the whole scene. Items say which.
+    rpc_dem: str | None = Field(None, max_length=2048)
 
     # Multidimensional inputs (cubes.py): a NetCDF/HDF5/GRIB file or Zarr store is copied to the
     # worker's local disk (work_dir) once per host and version, up to this many bytes; a file may
@@ -158,7 +162,8 @@ class Settings(BaseSettings):
         return Path(self.temp_dir) if self.temp_dir else Path(tempfile.gettempdir()) / "rmhgeoapi"
 
     @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn",
-                     "static_catalog_container", "temp_dir", "asset_base_url", "tiler_url", "event_grid_endpoint", mode="before")
+                     "static_catalog_container", "temp_dir", "asset_base_url", "tiler_url", "event_grid_endpoint",
+                     "rpc_dem", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -570,10 +570,15 @@
       return;
     }
     state.footprints.clearLayers();
-    showPreviews(features);
-    state.footprints.addData(features);
-    $("map-count").textContent = `${features.length} footprints${more ? ` (the first ${features.length}: zoom in for the rest)` : ""}`;
-    if (fit && features.length) {
+    // Items of another body (Mars, the Moon...) have that body's lon/lat: not drawn on the Earth.
+    const elsewhere = features.filter((f) => f.body);
+    const earth = features.filter((f) => !f.body);
+    showPreviews(earth);
+    state.footprints.addData(earth);
+    const bodies = [...new Set(elsewhere.map((f) => f.body))].sort().join(", ");
+    $("map-count").textContent = `${earth.length} footprints${more ? ` (the first ${features.length}: zoom in for the rest)` : ""}` +
+      (elsewhere.length ? `; ${elsewhere.length} on ${bodies} not drawn on the Earth` : "");
+    if (fit && earth.length) {
       state.fitted = true;
       // No closer than zoom 7: the 1:110m outline still gives a place its context there.
       state.map.fitBounds(state.footprints.getBounds(), { padding: [30, 30], maxZoom: 7 });

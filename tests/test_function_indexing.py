@@ -42,7 +42,7 @@ ORCHESTRATORS = ["hello_world", "list_container", "sync_container", "catalog_chu
 ACTIVITIES = ["say_hello", "write_inventory", "plan_sync", "read_chunk", "catalog_blob", "prepare_collection",
               "flush_items", "remove_items", "finalize_catalog", "validate_blob", "describe_blob", "plan_conversion",
               "inspect_raster", "convert_blob", "plan_raster_tiles", "convert_tile", "build_tile_mosaic",
-              "catalog_tiles", "catalog_health", "forget_blob", "register_mosaic", "plan_import",
+              "catalog_tiles", "discard_tiles", "catalog_health", "forget_blob", "register_mosaic", "plan_import",
               "prepare_import_item", "write_import_item", "plan_unpublish", "remove_outputs", "settle_collections",
               "set_visibility"]
 ROUTES = {  # function: (route, methods, auth level)
