@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Mapping
 
-import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
