@@ -39,7 +39,8 @@ import stac_ops
 import storage
 from entities import METRICS_ENTITY
 from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, UnpublishRequest,
-                    VisibilityRequest, instance_id_for, job_tasks, history_progress, chunk_instance_id, problems_of)
+                    VisibilityRequest, instance_id_for, chunk_instance_id, problems_of)
+from job_reads import history_progress, job_tasks
 from settings import SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ get_settings()  # a bad or missing setting fails the app at start-up, naming the
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orchestrators.bp)
-app.register_functions(activities.bp)
+for blueprint in activities.BLUEPRINTS:
+    app.register_functions(blueprint)
 app.register_functions(entities.bp)
 
 RS = df.OrchestrationRuntimeStatus

@@ -30,6 +30,9 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+import iso_times
+from faults import Transient
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -63,8 +66,9 @@ class BlobNotFound(StorageError):
     """The blob does not exist."""
 
 
-class StorageUnavailable(StorageError):
-    """The storage service could not be reached or failed; transient, worth a retry."""
+class StorageUnavailable(Transient):
+    """The storage service could not be reached or failed: a transient fault
+    (``faults.Transient``), never a ``StorageError`` of the blob asked for."""
 
     def __init__(self, message: str, *, answer: str | None = None):
         super().__init__(message)
@@ -949,12 +953,7 @@ class AzureBlobStore(BlobStore):
 
 
 def _parse_iso(value) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return iso_times.iso_or_none(value)
 
 
 class StoreSettings(Protocol):

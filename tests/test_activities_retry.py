@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import activities
+import conversion_activities
 import stac_collections
 from raster_factory import write_raster
 from settings import get_settings
@@ -28,7 +29,7 @@ def test_an_outage_after_the_cog_write_retries_only_the_catalog_write(local_app,
     source = write_raster(local_app / "src.tif", width=96, height=96, count=1, crs="EPSG:32633")
     info = store.upload_from_path("inputs", "a.tif", source)
     activities.catalog().upsert_collection(stac_collections.collection_for_container("inputs", collection_id="c"))
-    real, calls = activities._catalog_output, []
+    real, calls = conversion_activities._catalog_output, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -36,7 +37,7 @@ def test_an_outage_after_the_cog_write_retries_only_the_catalog_write(local_app,
             raise StorageUnavailable("storage went away after the COG was written")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(activities, "_catalog_output", flaky)
+    monkeypatch.setattr(conversion_activities, "_catalog_output", flaky)
     outcome = activities.convert_blob({
         "container": "inputs", "collection": "c", "output_container": get_settings().output_container,
         "file": {"name": "a.tif", "etag": info.etag, "size": info.size,
