@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
+import cachetools
 from pydantic import BaseModel
 
 import iso_times
@@ -659,7 +660,9 @@ class AzureBlobStore(BlobStore):
                 credential = DefaultAzureCredential()
             self._client = BlobServiceClient(account_url, credential=credential, **client_options)
         self._delegation_key = None
-        self._refusals: dict[tuple[str, str], tuple[float, str]] = {}
+        # Refusals remembered for REFUSAL_MEMORY_SECONDS, at most REFUSALS_KEPT (the oldest make room).
+        self._refusals: cachetools.TTLCache = cachetools.TTLCache(maxsize=REFUSALS_KEPT, ttl=REFUSAL_MEMORY_SECONDS,
+                                                                   timer=time.monotonic)
         self._refusals_lock = threading.Lock()
 
     @property
@@ -701,9 +704,10 @@ class AzureBlobStore(BlobStore):
         for REFUSAL_MEMORY_SECONDS, so the request's retries (an activity's, an orchestrator's)
         are refused at once instead of riding out RMH_OUTAGE_SECONDS each."""
         key = (container, request)
-        remembered = self._refusals.get(key)
-        if remembered is not None and remembered[0] > time.monotonic():
-            raise StorageRefused(remembered[1])
+        with self._refusals_lock:
+            remembered = self._refusals.get(key)
+        if remembered is not None:
+            raise StorageRefused(remembered)
         try:
             with self._translate(container, name):
                 return call()
@@ -734,15 +738,9 @@ class AzureBlobStore(BlobStore):
         return True
 
     def _remember_refusal(self, key: tuple[str, str], message: str) -> None:
-        """Keep a refusal for REFUSAL_MEMORY_SECONDS; at most REFUSALS_KEPT (the expired, then
-        the oldest, make room)."""
+        """Keep a refusal for REFUSAL_MEMORY_SECONDS (at most REFUSALS_KEPT: the oldest make room)."""
         with self._refusals_lock:
-            now = time.monotonic()
-            if len(self._refusals) >= REFUSALS_KEPT:
-                self._refusals = {k: v for k, v in self._refusals.items() if v[0] > now}
-            while len(self._refusals) >= REFUSALS_KEPT:
-                self._refusals.pop(next(iter(self._refusals)))
-            self._refusals[key] = (now + REFUSAL_MEMORY_SECONDS, message)
+            self._refusals[key] = message
 
     def create_container(self, container):
         from azure.core.exceptions import ResourceExistsError
