@@ -17,12 +17,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from croniter import croniter
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from faults import BUDGET, RetryBudget
 from href_policy import host_entry
+from output_names import CHUNK_SIZE
 from storage import check_container_name
 
 ENV_PREFIX = "RMH_"
@@ -36,7 +38,6 @@ GDAL_DEFAULTS: dict[str, str] = {
     "GDAL_CACHEMAX": "128",
     "GDAL_INGESTED_BYTES_AT_OPEN": "262144",
 }
-_NCRONTAB_FIELD = re.compile(r"^[\d*/,\-A-Za-z]+$")
 
 
 class SettingsError(ValueError):
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
     # Scheduled sync.
     sync_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sync_schedule: str = "0 0 */6 * * *"
-    sync_chunk_size: int = Field(100, ge=1, le=5000)
+    sync_chunk_size: int = Field(CHUNK_SIZE, ge=1, le=5000)  # output_names.CHUNK_SIZE: its one home
 
     # Event-driven ingest (blob events): containers whose BlobCreated/BlobDeleted events catalog or
     # uncatalog the blob (empty: the input container), and those among them whose rasters are
@@ -263,8 +264,7 @@ class Settings(BaseSettings):
     @field_validator("sync_schedule", "event_drain_schedule")
     @classmethod
     def _ncrontab(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        if len(value.split()) != 6 or not croniter.is_valid(value, second_at_beginning=True):
             raise ValueError(
                 f"{value!r} is not a six-field NCRONTAB expression "
                 "('{second} {minute} {hour} {day} {month} {day-of-week}', e.g. '0 0 */6 * * *')"
