@@ -301,7 +301,7 @@ def process_tiled_raster(context, request, result: JobResult):
                                stage="tiling", result=result)
     result.add(done)
     written = [o.output.split("/", 1)[1] for o in done if o.status != "failed"]
-    mosaic = f"{output_names.tiled_folder(request.container, request.blob)}/mosaic.vrt"
+    mosaic = output_names.tiled_mosaic_name(request.container, request.blob)
     if result.failed == 0 and written:
         try:
             report(context, "mosaicking", result)

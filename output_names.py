@@ -80,6 +80,11 @@ def tiled_folder(container: str, blob: str) -> str:
     return cog_name(container, blob, suffix="")
 
 
+def tiled_mosaic_name(container: str, blob: str) -> str:
+    """The mosaic VRT a tiled conversion writes, in its folder beside ``tiles/``."""
+    return f"{tiled_folder(container, blob)}/mosaic.vrt"
+
+
 def provenance(source: str, source_etag: str, options: str | None = None) -> dict[str, str]:
     """The metadata of an output: its source (``container/blob``), the source's ETag and the digest
     of the options it was made with (what ``is_current`` compares)."""
