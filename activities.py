@@ -117,8 +117,8 @@ def rides_out_outages(activity: Callable[[dict], Any]) -> Callable[[dict], Any]:
     return run
 
 
-def ride_out(name: str, step: Callable[..., T], *args: Any) -> T:
-    """``step(*args)``, run again on a transient fault as ``rides_out_outages`` does: for a step
+def ride_out(name: str, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``step(*args, **kwargs)``, run again on a transient fault as ``rides_out_outages`` does: for a step
     after one that must not be judged again (a conversion's catalog write after its COG write:
     rerunning the whole activity would find its own COG current and call the file skipped)."""
     retrying = tenacity.Retrying(
@@ -126,7 +126,7 @@ def ride_out(name: str, step: Callable[..., T], *args: Any) -> T:
         wait=tenacity.wait_exponential_jitter(multiplier=1, max=15),
         stop=tenacity.stop_after_delay(settings().outage_seconds),
         before_sleep=_log_retry(name), reraise=True)
-    return retrying(step, *args)
+    return retrying(step, *args, **kwargs)
 
 
 def _log_retry(name: str) -> Callable[[tenacity.RetryCallState], None]:
@@ -822,7 +822,7 @@ def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) 
             _publish(store, task.output_container, out_name, local, metadata, thumbnail=task.catalog,
                      published=published)
             if item is not None:
-                ride_out("convert_blob (catalog)", catalog().upsert_items, [item])
+                ride_out("convert_blob (catalog)", catalog().upsert_items, [item], draft=task.draft)
     return item.id if item is not None else None
 
 
