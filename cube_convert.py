@@ -15,7 +15,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 
-from cube_describe import CUBE_GDAL_CONFIG, _open, _zarr_arrays
+from cube_describe import CUBE_GDAL_CONFIG, open_dataset, zarr_arrays
 from cube_errors import SliceTooLarge, TooManySlices, UnreadableCube
 from cube_grids import to_output
 from cube_models import CubeFacts, CubeSlice, CubeVariable, SliceGroup, SliceGroupResult, SliceOutput, SliceTask
@@ -116,7 +116,7 @@ def _slice_reader(group: SliceGroup) -> Iterator[Callable[[CubeVariable, CubeSli
     opened: dict[str, Any] = {}
     try:
         if group.format == "zarr":
-            arrays, _ = _zarr_arrays(group.source)
+            arrays, _ = zarr_arrays(group.source)
 
             def read(variable: CubeVariable, s: CubeSlice) -> np.ndarray:
                 key = tuple(s.index[d] for d in variable.dims)
@@ -128,7 +128,7 @@ def _slice_reader(group: SliceGroup) -> Iterator[Callable[[CubeVariable, CubeSli
             def read(variable: CubeVariable, s: CubeSlice) -> np.ndarray:
                 name = variable.subdataset or str(Path(group.source).resolve())
                 if name not in opened:
-                    opened[name] = _open(group.source, name, group.format)
+                    opened[name] = open_dataset(group.source, name, group.format)
                 try:
                     return opened[name].read(s.band)
                 except GDAL_ERRORS as err:

@@ -44,7 +44,9 @@ def open_cube(path: PathLike, *, gdal_config: Mapping[str, Any] | None = None) -
         return describe_gdal(path, fmt)
 
 
-def _open(path: PathLike, name: str, fmt: str) -> DatasetReader:
+def open_dataset(path: PathLike, name: str, fmt: str) -> DatasetReader:
+    """``name`` (the staged file, or a subdataset built here from a checked name) opened with the
+    format's GDAL driver only; GDAL's refusal is ``UnreadableCube``."""
     try:
         with catch_warnings():
             simplefilter("ignore", NotGeoreferencedWarning)
@@ -65,7 +67,7 @@ def _subdataset_name(path: PathLike, fmt: str, variable: str) -> str:
 def describe_gdal(path: PathLike, fmt: str) -> CubeFacts:
     """The cube as GDAL's netCDF or GRIB driver sees it."""
     try:
-        opened = _open(path, str(Path(path).resolve()), fmt)
+        opened = open_dataset(path, str(Path(path).resolve()), fmt)
     except UnreadableCube as err:
         if "not recognized as being in a supported file format" in err.reason and fmt != "grib":
             raise NoGriddedVariable(path, "GDAL's netCDF driver finds no raster in it (no variable of "
@@ -123,7 +125,7 @@ def _number(text: str) -> float | str:
 def _add_netcdf_variable(path: PathLike, fmt: str, name: str, facts: CubeFacts) -> None:
     subdataset = _subdataset_name(path, fmt, name)
     try:
-        opened = _open(path, subdataset, fmt)
+        opened = open_dataset(path, subdataset, fmt)
     except UnreadableCube as err:
         facts.skipped.append(Issue(code="NotGridded", message=f"{name}: GDAL does not read it as a raster "
                                    f"({err.reason})"))
@@ -177,7 +179,7 @@ def _check_spacing(path: PathLike, fmt: str, name: str, tags: Mapping[str, str],
             if coordinate == name or not SAFE_NAME.match(coordinate):
                 continue
             try:
-                with _open(path, _subdataset_name(path, fmt, coordinate), fmt) as ds:
+                with open_dataset(path, _subdataset_name(path, fmt, coordinate), fmt) as ds:
                     if ds.height != 1 or ds.width != size:
                         continue
                     values = ds.read(1)[0].astype("float64")
@@ -247,7 +249,7 @@ def _add_time_bounds(path: PathLike, fmt: str, facts: CubeFacts, tags: Mapping[s
     if not bounds_name or time_dim.bounds is not None:
         return
     try:
-        with _open(path, _subdataset_name(path, fmt, bounds_name), fmt) as ds:
+        with open_dataset(path, _subdataset_name(path, fmt, bounds_name), fmt) as ds:
             raw = ds.read(1).astype("float64")
     except (CubeError, *GDAL_ERRORS):
         return
@@ -345,7 +347,7 @@ def describe_zarr(root: PathLike) -> CubeFacts:
     """The store's gridded arrays as zarr-python reads them (v2 and v3), georeferenced from CF
     coordinates: 1-D x/y arrays named as the array's last two dimensions, a ``grid_mapping``
     (through ``pyproj.CRS.from_cf``) or degrees east/north for longitude/latitude."""
-    arrays, attrs = _zarr_arrays(root)
+    arrays, attrs = zarr_arrays(root)
     facts = CubeFacts(path=str(root), format="zarr", variables=[], dimensions={},
                       attrs={k: str(v) for k, v in attrs.items() if isinstance(v, (str, int, float))})
     for name, array in arrays.items():
@@ -366,7 +368,9 @@ def describe_zarr(root: PathLike) -> CubeFacts:
     return facts
 
 
-def _zarr_arrays(root: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+def zarr_arrays(root: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arrays the store's directory holds (never its consolidated listing), by checked name,
+    and the root group's attributes."""
     import zarr
 
     try:
