@@ -52,9 +52,20 @@ class UnreadableCube(CubeError):
     """The file is in a cube format but its structure or pixels cannot be read."""
 
 
+class LossyOption(CubeError):
+    """The conversion options would change a cube's values (a lossy profile, a LERC error
+    bound, a reprojection): cubes are converted with their stored values unchanged."""
+
+
+class SourceChanged(CubeError):
+    """The source (a file, or a Zarr store's blobs) changed between its listing and its
+    conversion; the change's own event or the next sync converts the new version."""
+
+
 ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
     **geo_ops.ERRORS_BY_CODE,
     **{cls.__name__: cls for cls in (
         CubeError, UnsafeReference, UnsafeName, SourceTooLarge, TooManySlices, SliceTooLarge,
-        NoGriddedVariable, CurvilinearGrid, IrregularGrid, UndecodableTime, UnreadableCube)},
+        NoGriddedVariable, CurvilinearGrid, IrregularGrid, UndecodableTime, UnreadableCube, LossyOption,
+        SourceChanged)},
 }

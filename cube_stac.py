@@ -3,7 +3,7 @@ itself, per-slice COG assets."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyproj
@@ -103,18 +103,25 @@ def source_asset(facts: CubeFacts, href: str, *, size: int | None = None,
 
 
 def _asset_key(variable: str, index: Mapping[str, int], dims: Sequence[str], time_dim: str | None) -> str:
+    """``<variable>[:<dim><i>...]``: ``:`` is in no variable name (``SAFE_NAME``) and is one of the
+    characters the app's asset and preview routes take in a key (letters, digits, ``_ . : -``)."""
     parts = [variable.replace("/", "_")] + [f"{d}{index[d]}" for d in dims if d != time_dim and d in index]
-    return "~".join(parts)
+    return ":".join(parts)
 
 
 def slice_item(facts: CubeFacts, step: int | None, outputs: Sequence[SliceOutput], *, item_id: str,
                collection_id: str, source_href: str, href_for: Callable[[str], str],
                source_size: int | None = None, fallback_datetime: dt.datetime | None = None,
                properties: Mapping[str, Any] | None = None, gdal_config: Mapping[str, Any] | None = None,
+               source_alternates: Mapping[str, str] | None = None,
+               alternates_for: Callable[[str], Mapping[str, str]] | None = None,
+               thumbnail: tuple[str, Mapping[str, str] | None] | None = None,
                validator: Any = None) -> dict[str, Any]:
     """The STAC item of one time step: a COG asset per variable (and level), keyed
-    ``<variable>[~<dim><i>]``, with statistics, raster bands (scale, offset, nodata, unit) read
-    from the COGs; the source asset; the datacube fields of that step; a render per variable."""
+    ``<variable>[:<dim><i>]``, with statistics, raster bands (scale, offset, nodata, unit) read
+    from the COGs; the source asset; the datacube fields of that step; a render per variable.
+    ``href_for(path)`` / ``alternates_for(path)``: a COG's public href and alternate hrefs;
+    ``thumbnail``: (href, alternates) of a PNG preview of the step."""
     import stac_ops
 
     time_name = facts.time_dimension.name if facts.time_dimension else None
@@ -126,7 +133,8 @@ def slice_item(facts: CubeFacts, step: int | None, outputs: Sequence[SliceOutput
         header = stac_ops.read_facts(out.path, gdal_config=gdal_config)
         first = first or header
         key = _asset_key(out.variable, out.index, dims_of[out.variable], time_name)
-        asset = stac_ops.get_data_asset(header, href=href_for(out.path), size=out.size_bytes).to_dict()
+        asset = stac_ops.get_data_asset(header, href=href_for(out.path), size=out.size_bytes,
+                                        alternates=alternates_for(out.path) if alternates_for else None).to_dict()
         asset["title"] = f"{out.variable} " + " ".join(f"{d}={facts.dimensions[d].values[i]}"
                                                         for d, i in out.index.items() if d != time_name)
         asset["title"] = asset["title"].strip()
@@ -137,7 +145,9 @@ def slice_item(facts: CubeFacts, step: int | None, outputs: Sequence[SliceOutput
     if first is None:
         raise NoGriddedVariable(facts.path, f"time step {step}: no slice was written")
     geometry, bbox = stac_ops.get_geometry(first)
-    assets["source"] = source_asset(facts, source_href, size=source_size)
+    assets["source"] = source_asset(facts, source_href, size=source_size, alternates=source_alternates)
+    if thumbnail is not None:
+        assets["thumbnail"] = stac_ops.get_thumbnail_asset(thumbnail[0], alternates=thumbnail[1]).to_dict()
     props: dict[str, Any] = {**stac_ops.get_projection(first), **step_times(facts, step),
                              "cube:dimensions": cube_dimensions(facts, step=step),
                              "cube:variables": cube_variables(facts)}
@@ -175,7 +185,8 @@ def _extensions(assets: Mapping[str, Any], renders: Mapping[str, Any]) -> list[s
 
 def cube_item(facts: CubeFacts, *, item_id: str, collection_id: str, source_href: str,
               source_size: int | None = None, fallback_datetime: dt.datetime | None = None,
-              properties: Mapping[str, Any] | None = None, validator: Any = None) -> dict[str, Any]:
+              properties: Mapping[str, Any] | None = None, source_alternates: Mapping[str, str] | None = None,
+              validator: Any = None) -> dict[str, Any]:
     """The STAC item of the whole file: its footprint, its time range, the full datacube
     description and the source asset (what a user opens with xarray or GDAL)."""
     import stac_ops
@@ -193,7 +204,7 @@ def cube_item(facts: CubeFacts, *, item_id: str, collection_id: str, source_href
     else:
         raise stac_ops.MissingDatetime(f"{facts.path}: no time dimension and no fallback datetime")
     props.update(properties or {})
-    assets = {"source": source_asset(facts, source_href, size=source_size)}
+    assets = {"source": source_asset(facts, source_href, size=source_size, alternates=source_alternates)}
     item = {"type": "Feature", "stac_version": stac_ops.STAC_VERSION, "id": item_id, "collection": collection_id,
             "geometry": geometry, "bbox": bbox, "properties": props, "assets": assets,
             "links": [{"rel": "collection", "href": "../collection.json", "type": "application/json"}],
@@ -228,3 +239,33 @@ def _merge_dimension(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
     if "values" in new and "values" in old:
         merged["values"] = sorted(set(old["values"]) | set(new["values"]), key=lambda v: (isinstance(v, str), v))
     return merged
+
+
+def merge_item_fields(items: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The datacube fields a collection takes from its cube items' properties: variables
+    joined; a non-spatial dimension's values joined and a temporal one's extent widened (its
+    values, one per item, are left to the items). Spatial dimensions are the collection's own
+    (``collection_cube_fields``). Empty when no item is a cube."""
+    dims: dict[str, Any] = {}
+    variables: dict[str, Any] = {}
+    for props in items:
+        for name, dim in (props.get("cube:dimensions") or {}).items():
+            if dim.get("type") == "spatial":
+                continue
+            if dim.get("type") == "temporal":
+                dim = {k: v for k, v in dim.items() if k != "values"}
+            dims[name] = _merge_dimension(dims.get(name), dim)
+        variables.update(props.get("cube:variables") or {})
+    return {"cube:dimensions": dims, "cube:variables": variables} if variables else {}
+
+
+def collection_cube_fields(merged: Mapping[str, Any], bbox: Sequence[float] | None) -> dict[str, Any]:
+    """``cube:dimensions`` and ``cube:variables`` of a collection: ``merged`` (from
+    ``merge_item_fields``) with x and y as the collection's WGS 84 ``bbox`` (its items may lie
+    in different CRSs, so their grids' extents are not merged)."""
+    if not merged:
+        return {}
+    west, south, east, north = bbox if bbox is not None else (-180.0, -90.0, 180.0, 90.0)
+    spatial = {"x": {"type": "spatial", "axis": "x", "extent": [west, east], "reference_system": 4326},
+               "y": {"type": "spatial", "axis": "y", "extent": [south, north], "reference_system": 4326}}
+    return {"cube:dimensions": {**spatial, **merged["cube:dimensions"]}, "cube:variables": dict(merged["cube:variables"])}

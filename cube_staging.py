@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cube_checks import ZARR_MARKERS
-from cube_errors import SourceTooLarge, UnsafeReference
+from cube_errors import SourceTooLarge, UnreadableCube, UnsafeReference
 from geo_ops import PathLike
 
 
@@ -82,6 +82,7 @@ def stage_store(cache_dir: PathLike, key: str, members: Sequence[tuple[str, int 
     one. Names that could leave the directory are refused before anything is written.
     """
     names = [check_member_name(key, name) for name, _ in members]
+    _check_stageable(key, names)
     _check_size(key, sum(size or 0 for _, size in members), max_bytes)
     directory = Path(cache_dir) / f"rmh-cube-{key}"
     root = directory / "store"
@@ -103,6 +104,18 @@ def stage_store(cache_dir: PathLike, key: str, members: Sequence[tuple[str, int 
             (directory / ".complete").touch()
         os.utime(directory)
     return root
+
+
+def _check_stageable(key: str, names: Sequence[str]) -> None:
+    """Refuse member names a local directory cannot hold as they are: a blob that is also a
+    folder of other blobs (blob storage allows both), a name segment over 255 bytes."""
+    folders = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
+    both = sorted(set(names) & folders)
+    if both:
+        raise UnreadableCube(key, f"store member {both[0][:200]!r} is both a blob and a folder of blobs")
+    long = next((n for n in names if any(len(p.encode()) > 255 for p in n.split("/"))), None)
+    if long is not None:
+        raise UnreadableCube(key, f"store member {long[:200]!r} has a name segment over 255 bytes")
 
 
 def zarr_store_roots(names: Sequence[str]) -> list[str]:

@@ -46,8 +46,8 @@ from cube_checks import (GRIB_MAGIC, HDF5_MAGIC, HDF5_OFFSETS, MAX_NAME, NETCDF_
                          SAFE_NAME, ZARR_MARKERS, check_hdf5, check_name, check_zarr_store, sniff_cube)
 from cube_convert import convert_slices, plan_slices, slice_name  # noqa: F401
 from cube_describe import CUBE_DRIVERS, CUBE_GDAL_CONFIG, describe_gdal, describe_zarr, open_cube  # noqa: F401
-from cube_errors import (ERRORS_BY_CODE, CubeError, CurvilinearGrid, IrregularGrid,  # noqa: F401
-                         NoGriddedVariable, SliceTooLarge, SourceTooLarge, TooManySlices, UndecodableTime,
+from cube_errors import (ERRORS_BY_CODE, CubeError, CurvilinearGrid, IrregularGrid, LossyOption,  # noqa: F401
+                         NoGriddedVariable, SourceChanged, SliceTooLarge, SourceTooLarge, TooManySlices, UndecodableTime,
                          UnreadableCube, UnsafeName, UnsafeReference)
 from cube_grids import (REGULAR_TOLERANCE, decode_times, grid_from_coordinates, is_time_units,  # noqa: F401
                         normalize_grid, to_output)

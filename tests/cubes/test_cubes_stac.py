@@ -42,12 +42,12 @@ def test_slice_items_carry_the_datacube_extension_and_validate(tmp_path, convert
     assert dims["plev"] == {"type": "plev", "values": [85000.0, 50000.0], "unit": "Pa"}
     assert props["cube:variables"]["tas"] == {"dimensions": ["time", "plev", "y", "x"], "type": "data",
                                               "unit": "K", "description": "tas long name"}
-    assert set(item["assets"]) == {"tas~plev0", "tas~plev1", "source"}
-    band = item["assets"]["tas~plev1"]["raster:bands"][0]
+    assert set(item["assets"]) == {"tas:plev0", "tas:plev1", "source"}
+    band = item["assets"]["tas:plev1"]["raster:bands"][0]
     assert (band["scale"], band["offset"], band["nodata"], band["unit"]) == (0.01, 273.15, cf.FILL_INT16, "K")
-    assert item["assets"]["tas~plev1"]["type"] == stac_ops.COG_MEDIA_TYPE
+    assert item["assets"]["tas:plev1"]["type"] == stac_ops.COG_MEDIA_TYPE
     assert item["assets"]["source"]["type"] == "application/netcdf" and "source" in item["assets"]["source"]["roles"]
-    assert props["renders"]["tas~plev0"]["assets"] == ["tas~plev0"]
+    assert props["renders"]["tas:plev0"]["assets"] == ["tas:plev0"]
     assert item["bbox"] == pytest.approx([-180, -90, 180, 90])
 
 
