@@ -17,12 +17,13 @@ settings or the environment.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -208,6 +209,19 @@ def release(cache_dir: Path, container: str, file: FileRef) -> None:
     shutil.rmtree(cache_dir / f"rmh-cube-{cubes.source_key(container, file.name, file.etag)}", ignore_errors=True)
 
 
+@contextlib.contextmanager
+def named_as(local: Path, where: str) -> Iterator[None]:
+    """Errors of the cube engine about the staged copy ``local`` name the source (``where``,
+    ``container/blob``) instead: the staged path is the worker's, not the user's."""
+    try:
+        yield
+    except geo_ops.GeoOpsError as err:
+        for path in {str(local), str(local.resolve())}:
+            err.reason = err.reason.replace(f"{path}/", "").replace(path, where)
+        err.path = where
+        raise
+
+
 # -- ids, names, options ------------------------------------------------------------------------
 
 def output_prefix(container: str, name: str) -> str:
@@ -265,7 +279,8 @@ def catalog_in_place(services: Services, task: ConvertTask) -> dict[str, Any]:
     file, container = task.file, task.container
     with services.staging_dir() as tmp:
         local = stage_source(services.store, container, file, Path(tmp), services.max_bytes)
-        facts = cubes.open_cube(local, gdal_config=services.gdal_config(None))
+        with named_as(local, f"{container}/{file.name}"):
+            facts = cubes.open_cube(local, gdal_config=services.gdal_config(None))
     href, alternates = services.hrefs(container, file.name)
     dated = facts.time_dimension is not None
     props = _properties(container, file, "request" if task.datetime else "file-metadata" if dated
@@ -326,10 +341,11 @@ def inspect(services: Services, request: CubeTask) -> CubePlan:
         return CubePlan(outcome=TaskOutcome(name=file.name, status="skipped", item_id=(done.get("items") or [None])[0],
                                             output=f"{task.output_container}/{output_prefix(task.container, file.name)}/"))
     local = stage_source(services.store, task.container, file, services.cache_dir, services.max_bytes)
-    facts = cubes.open_cube(local, gdal_config=services.gdal_config(None))
-    groups = cubes.plan_slices(facts, output_prefix(task.container, file.name), max_slices=services.max_slices,
-                               max_pixels_per_task=services.max_pixels_per_task,
-                               max_slices_per_task=services.slices_per_task)
+    with named_as(local, f"{task.container}/{file.name}"):
+        facts = cubes.open_cube(local, gdal_config=services.gdal_config(None))
+        groups = cubes.plan_slices(facts, output_prefix(task.container, file.name), max_slices=services.max_slices,
+                                   max_pixels_per_task=services.max_pixels_per_task,
+                                   max_slices_per_task=services.slices_per_task)
     cube_id = services.item_id(task.container, file.name, task.output_container)
     steps = sorted({s for g in groups for s in g.steps}, key=lambda s: (s is not None, s or 0))
     plan = {"facts": _without_slices(facts).model_dump(mode="json"),
@@ -391,9 +407,10 @@ def convert_group(services: Services, request: CubeGroupTask) -> TaskOutcome:
         blob_of = {v: k for k, v in local_of.items()}
         local = _relocated(group, source).model_copy(update={"tasks": [
             t.model_copy(update={"output_path": local_of[t.output_path]}) for t in group.tasks]})
-        written = cubes.convert_slices(local, profile=task.options.profile, tmp_dir=tmp,
-                                       gdal_config=services.gdal_config(None),
-                                       skip_existing=lambda path: _is_current(services, task, blob_of[path]))
+        with named_as(source, f"{task.container}/{task.file.name}"):
+            written = cubes.convert_slices(local, profile=task.options.profile, tmp_dir=tmp,
+                                           gdal_config=services.gdal_config(None),
+                                           skip_existing=lambda path: _is_current(services, task, blob_of[path]))
         fresh = [o for o in written.outputs if o.size_bytes is not None]
         store.create_container(task.output_container)
         for out in fresh:

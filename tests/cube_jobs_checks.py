@@ -153,6 +153,8 @@ def check_conversion(host, store, tmp: Path, validator) -> dict[str, Any]:
         url_name = f"conv/hostile/http:/127.0.0.1:{server.port}/dods#mode=dap4.nc"
         upload(store, CONTAINER, url_name, cf.write_netcdf(tmp / "plain.nc", steps=1))
         upload(store, CONTAINER, "conv/broken/broken.nc", write_corrupt(tmp))
+        (tmp / "junk.grib2").write_bytes(b"GRIB" + bytes(200))  # GRIB by its bytes, and nothing more
+        upload(store, CONTAINER, "conv/broken/junk.grib2", tmp / "junk.grib2")
         watch.count()
         opened = watch.events
         status = host.run("cog_conversion", {"container": CONTAINER, "prefix": "conv/", "collection": "cube-cogs"},
@@ -169,9 +171,11 @@ def check_conversion(host, store, tmp: Path, validator) -> dict[str, Any]:
     assert failures["conv/hostile/opendap.nc"]["error"] == "UnsafeName", failures
     assert failures["conv/broken/broken.nc"]["error"] == "UnreadableCube", failures
     assert "slice groups failed" in failures["conv/broken/broken.nc"]["reason"]
-    assert len(failures) == 3 and all("/vsi" not in f["reason"] and "rmh-cube" not in f["reason"]
-                                      for f in failures.values()), failures
-    for bad in ("hostile/link.nc", "hostile/opendap.nc", "broken/broken.nc"):
+    junk = failures["conv/broken/junk.grib2"]  # GDAL's reason names the file: as the user knows it
+    assert junk["error"] == "UnreadableCube" and f"'{CONTAINER}/conv/broken/junk.grib2'" in junk["reason"], junk
+    assert len(failures) == 4 and all("/vsi" not in f["reason"] and "rmh-cube" not in f["reason"]
+                                      and "<temp>" not in f["reason"] for f in failures.values()), failures
+    for bad in ("hostile/link.nc", "hostile/opendap.nc", "broken/broken.nc", "broken/junk.grib2"):
         assert outputs_under(store, "cogs", f"{CONTAINER}/conv/{bad}/") == [], bad
     items = items_of("cube-cogs")
     for name, (steps, slices) in GOOD.items():
@@ -204,7 +208,7 @@ def check_rerun_skips(host, store) -> None:
     rerun = host.run("cog_conversion", {"container": CONTAINER, "prefix": "conv/", "collection": "cube-cogs",
                                         "rerun": True}, timeout=600)
     output = rerun["output"]
-    assert output["skipped"] == len(GOOD) + 1 and output["failed"] == 3, output
+    assert output["skipped"] == len(GOOD) + 1 and output["failed"] == 4, output
     after = {n: store.get_properties("cogs", n).etag for n in outputs_under(store, "cogs", f"{CONTAINER}/conv/")}
     assert after == before
 
