@@ -497,6 +497,7 @@ def finish(services: Services, request: CubeFinishTask) -> CubeFinished:
     cube_id = services.item_id(task.container, task.file.name, task.output_container)
     expected = set(plan["outputs"]) if request.keep else set()
     expected |= {f"{n.removesuffix('.tif')}.thumbnail.png" for n in expected}
+    expected |= {f"{prefix}/{MARKER}"} if request.keep else set()  # rewritten below, not removed
     stale = [n for n in _outputs_of(services, task.output_container, prefix) if n not in expected]
     ids = set(plan["items"]) if request.keep else set()
     stale_items = [i for i in _items_of(services, task.collection, cube_id) if i not in ids]
