@@ -22,6 +22,7 @@ from untrusted import CountingServer, OpenWatch
 
 CONTAINER = "cubes"
 EVENTS = "cube-events"  # watched, and converted (RMH_EVENT_CONVERT_CONTAINERS)
+IN_PLACE = "cube-inplace"  # watched, cataloged in place
 SLICES_PER_TASK = "2"  # RMH_CUBE_SLICES_PER_TASK of these modules: files of several groups
 
 #: The good inputs: blob name (a store's prefix for Zarr) -> (time steps, slices).
@@ -31,7 +32,7 @@ GOOD = {"nc4/air.nc": (3, 6), "classic/air.nc": (2, 2), "hdf5/precip.h5": (2, 2)
 
 def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The settings these modules add to their backend's."""
-    return {"RMH_CUBE_SLICES_PER_TASK": SLICES_PER_TASK, "RMH_EVENT_CONTAINERS": EVENTS,
+    return {"RMH_CUBE_SLICES_PER_TASK": SLICES_PER_TASK, "RMH_EVENT_CONTAINERS": f"{EVENTS},{IN_PLACE}",
             "RMH_EVENT_CONVERT_CONTAINERS": EVENTS, **(extra or {})}
 
 
@@ -42,8 +43,9 @@ def watching(store, tmp_path_factory):
     from local_runtime import LocalRuntime
 
     store.create_container(EVENTS)
+    store.create_container(IN_PLACE)
     db = tmp_path_factory.mktemp("cubes-hub") / "hub.sqlite"
-    with LocalRuntime(function_app.app, db_path=db, port=0, event_grid_containers=[EVENTS],
+    with LocalRuntime(function_app.app, db_path=db, port=0, event_grid_containers=[EVENTS, IN_PLACE],
                       event_grid_poll_interval=0.5, blob_store=store) as runtime:
         yield runtime
 
@@ -267,8 +269,33 @@ def _url_variable(path: Path, server: CountingServer) -> Path:
     return path
 
 
+def check_new_version_replaces_the_old(host, store, tmp: Path) -> None:
+    """A file overwritten with fewer time steps: converted again (its marker is stale), and what
+    the old version wrote beyond the new one (COGs, thumbnails, step items) is removed; what
+    stays is the new version's."""
+    name = "conv/nc4/air.nc"
+    upload(store, CONTAINER, name, cf.write_netcdf(tmp / "air-v2.nc", steps=1, levels=(85000.0, 50000.0)))
+    etag = store.get_properties(CONTAINER, name).etag
+    status = host.run("cog_conversion", {"container": CONTAINER, "blobs": [name], "collection": "cube-cogs"})
+    assert status["output"]["done"] == 1, status["output"]
+    cube_id = stac_ops.item_id_for_blob(CONTAINER, name)
+    steps = {i: it for i, it in items_of("cube-cogs").items() if cube_jobs.is_slice_item_of(cube_id, i)}
+    assert list(steps) == [cube_jobs.slice_item_id(cube_id, 0)], sorted(steps)
+    assert next(iter(steps.values())).properties["rmh:source_etag"] == etag
+    left = outputs_under(store, "cogs", f"{CONTAINER}/{name}/")
+    assert [n.rsplit("/", 1)[1] for n in left] == [cube_jobs.MARKER, "tas_time00000_plev00000.thumbnail.png",
+                                                   "tas_time00000_plev00000.tif", "tas_time00000_plev00001.tif"], left
+    assert all(store.get_properties("cogs", n).metadata["rmh_source_etag"] == etag for n in left), left
+    code, cube = host.get(f"/api/jobs/{status['instanceId']}:chunk-00000:cube-00000")
+    assert code == 200, cube
+    finished = cube["output"]["detail"]["finished"]  # as it reports: 4 COGs, 2 thumbnails, 2 items
+    assert (finished["kept"], finished["outputs"], finished["items"]) == (True, 2, 1), finished
+    assert (finished["removed_outputs"], finished["removed_items"]) == (6, 2), finished
+
+
 def check_progress_and_tasks(host, status: dict) -> None:
-    """The job's tasks list each cube's plan and slice groups by name, like tiles."""
+    """The job's tasks list each cube's plan and slice groups by name, like tiles; a cube's
+    sub-orchestration counts its groups as a tiled raster counts its tiles."""
     code, body = host.get(f"/api/jobs/{status['instanceId']}/tasks?top=5000")
     assert code == 200, body
     tasks = body["tasks"]
@@ -276,36 +303,60 @@ def check_progress_and_tasks(host, status: dict) -> None:
     assert {t["name"] for t in groups} >= {f"conv/nc4/air.nc step {s}" for s in range(3)} | {
         "conv/zarr/sst-v2.zarr steps 0-1", "conv/zarr/sst-v2.zarr step 2"}, groups
     assert any(t["activity"] == "inspect_cube" and t["name"] == "conv/nc4/air.nc" for t in tasks)
+    progress, count = {}, len(GOOD) + 5  # the good files, 2 hostile, 1 named like a URL, 2 broken
+    for index in range(count + 1):  # every file of the one chunk is a cube: a sub-orchestration each
+        code, cube = host.get(f"/api/jobs/{status['instanceId']}:chunk-00000:cube-{index:05d}")
+        if index == count:
+            assert code == 404, cube  # and no more
+            break
+        assert code == 200 and cube["operation"] == "convert_cube" and cube["runtimeStatus"] == "Completed", cube
+        output = cube["output"]
+        name = (output["detail"]["output"].removeprefix(f"cogs/{CONTAINER}/").rstrip("/")
+                if "output" in output["detail"] else output["failures"][0]["name"])
+        progress[name] = {k: cube["customStatus"][k] for k in ("stage", "total", "done", "failed")}
+    assert len(progress) == count and {f"conv/{n}" for n in GOOD} | {
+        "conv/hostile/link.nc", "conv/hostile/opendap.nc", "conv/broken/broken.nc",
+        "conv/broken/junk.grib2"} <= set(progress), progress
+    assert progress["conv/nc4/air.nc"] == {"stage": "converting", "total": 3, "done": 3, "failed": 0}, progress
+    assert progress["conv/zarr/sst-v2.zarr"] == {"stage": "converting", "total": 2, "done": 2, "failed": 0}, progress
+    assert progress["conv/broken/broken.nc"] == {"stage": "converting", "total": 2, "done": 1, "failed": 1}, progress
     failed = [t for t in groups if t["status"] == "failed"]
     assert failed and all(t["error"] == "UnreadableCube" and t["name"].startswith("conv/broken/broken.nc")
                           for t in failed), failed
 
 
 def check_events(watching, store, tmp: Path) -> None:
-    """A NetCDF file and a Zarr v3 store landing in a converting container become COGs and step
-    items by their events alone (the store by its root marker's event); deleting them removes
-    both."""
-    collection = stac_ops.resolve_collection_id(EVENTS)
-    upload(store, EVENTS, "drop/air.nc", cf.write_netcdf(tmp / "ev.nc", steps=2))
-    upload(store, EVENTS, "drop/sst.zarr", cf.write_zarr(tmp / "ev.zarr", zarr_format=3))
-    ids = {cube_jobs.slice_item_id(stac_ops.item_id_for_blob(EVENTS, n), s) for n, steps in
-           (("drop/air.nc", 2), ("drop/sst.zarr", 3)) for s in range(steps)}
+    """Every format landing in a converting container becomes COGs and step items by its events
+    alone (a store by its root marker's event), and in a watched container an item in place;
+    deleting them removes what they produced."""
+    good = write_good(tmp)
+    for name, path in good.items():
+        upload(store, EVENTS, f"drop/{name}", path)
+    for name in ("nc4/air.nc", "zarr/sst-v2.zarr"):
+        upload(store, IN_PLACE, f"drop/{name}", good[name])
+    converted, in_place = stac_ops.resolve_collection_id(EVENTS), stac_ops.resolve_collection_id(IN_PLACE)
+    ids = {cube_jobs.slice_item_id(stac_ops.item_id_for_blob(EVENTS, f"drop/{n}"), s)
+           for n, (steps, _) in GOOD.items() for s in range(steps)}
+    whole = {stac_ops.item_id_for_blob(IN_PLACE, f"drop/{n}") for n in ("nc4/air.nc", "zarr/sst-v2.zarr")}
 
-    def cataloged() -> bool:
+    def ids_of(collection: str) -> set[str]:
         cat = activities.catalog()
-        return cat.get_collection(collection) is not None and ids <= set(cat.list_item_etags(collection))
+        return set(cat.list_item_etags(collection)) if cat.get_collection(collection) is not None else set()
 
-    wait_until(cataloged, timeout=240, what="the event-ingested cubes' step items")
-    assert len(outputs_under(store, "cogs", f"{EVENTS}/drop/air.nc/")) >= 2
-    assert len([n for n in outputs_under(store, "cogs", f"{EVENTS}/drop/sst.zarr/") if n.endswith(".tif")]) == 3
-    store.delete(EVENTS, "drop/air.nc")
-    for blob in list(store.iter_blobs(EVENTS, "drop/sst.zarr/")):
-        store.delete(EVENTS, blob.name)
+    wait_until(lambda: ids <= ids_of(converted) and whole <= ids_of(in_place), timeout=300,
+               what="the event-ingested cubes' items")
+    for name, (_, slices) in GOOD.items():
+        cogs = [n for n in outputs_under(store, "cogs", f"{EVENTS}/drop/{name}/") if n.endswith(".tif")]
+        assert len(cogs) == slices, (name, cogs)
+    assert outputs_under(store, "cogs", f"{IN_PLACE}/") == []  # nothing written for in-place items
+    item = activities.catalog().get_item(in_place, stac_ops.item_id_for_blob(IN_PLACE, "drop/zarr/sst-v2.zarr"))
+    assert list(item.assets) == ["source"] and "cube:variables" in item.properties
+    for container in (EVENTS, IN_PLACE):
+        for listed in list(store.iter_blobs(container, "drop/")):
+            store.delete(container, listed.name)
 
-    def forgotten() -> bool:
-        return not ids & set(activities.catalog().list_item_etags(collection))
-
-    wait_until(forgotten, timeout=240, what="the deleted cubes' step items removed")
+    wait_until(lambda: not ids & ids_of(converted) and not whole & ids_of(in_place), timeout=300,
+               what="the deleted cubes' items removed")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and outputs_under(store, "cogs", f"{EVENTS}/drop/"):
         time.sleep(0.2)

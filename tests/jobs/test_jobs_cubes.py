@@ -32,6 +32,7 @@ def test_conversion_writes_slices_and_step_items_and_refuses_by_name(host, store
     status = checks.check_conversion(host, store, tmp_path, validator)
     checks.check_progress_and_tasks(host, status)
     checks.check_rerun_skips(host, store)
+    checks.check_new_version_replaces_the_old(host, store, tmp_path)
 
 
 def test_events_convert_and_forget_files_and_stores(watching, store, tmp_path):
