@@ -29,6 +29,7 @@ import pystac
 import tenacity
 
 import catalogs
+import cube_jobs
 import drafts
 import event_delivery
 import geo_ops
@@ -85,7 +86,6 @@ from models import (
     UnpublishPlanRequest,
     VisibilityTask,
 )
-from raster_names import is_raster_name  # the one list of raster suffixes (sync, prefixes, blob events)
 from settings import CatalogBackend, Settings, StorageBackend, get_settings
 from storage import (BlobNotFound, BlobStore, ContainerNotFound, GdalPathTooLong, InvalidBlobName,
                      LocalDirStore, StorageRefused, StorageUnavailable, store_from_settings)
@@ -456,15 +456,13 @@ def plan_sync(payload: dict) -> dict:
                                                description=request.collection_description, source=source,
                                                draft=request.draft, job=request.job))
     known = cat.list_item_etags(collection_id) if exists and request.mode == "incremental" else {}
-    listed, ignored = [], []
-    for blob in store.iter_blobs(request.container, request.prefix):
-        if not is_raster_name(blob.name):
-            ignored.append(blob.name)
-            continue
-        listed.append(stac_ops.SourceBlob(container=request.container, blob_name=blob.name, etag=blob.etag,
-                                          size=blob.size, last_modified=blob.last_modified))
+    # rasters, cube files and Zarr stores (one source per store, not one per blob)
+    sources, ignored = cube_jobs.listed_sources(store.iter_blobs(request.container, request.prefix))
+    forms = {f.name: f.form for f in sources}
+    listed = [stac_ops.SourceBlob(container=request.container, blob_name=f.name, etag=f.etag, size=f.size,
+                                  last_modified=f.last_modified) for f in sources]
     diff = stac_ops.plan_sync(listed, known)
-    work = [_file_ref(b, "added") for b in diff.to_add] + [_file_ref(b, "changed") for b in diff.to_update]
+    work = [_file_ref(b, "added", forms) for b in diff.to_add] + [_file_ref(b, "changed", forms) for b in diff.to_update]
     names = {stac_ops.item_id_for_blob(b.container, b.blob_name): b.blob_name for b in listed}
     unchanged = [names[item_id] for item_id in diff.unchanged]
     removed, gone = _gone_sources(cat, collection_id, request, {b.blob_name for b in listed} | set(ignored)) \
@@ -490,9 +488,9 @@ def _gone_sources(cat, collection_id: str, request: SyncPlanRequest, present: se
     return sorted(removed), sorted(gone)
 
 
-def _file_ref(blob: stac_ops.SourceBlob, kind: str) -> FileRef:
+def _file_ref(blob: stac_ops.SourceBlob, kind: str, forms: dict[str, str]) -> FileRef:
     return FileRef(name=blob.blob_name, etag=blob.etag or "", size=blob.size,
-                   last_modified=blob.last_modified, kind=kind)
+                   last_modified=blob.last_modified, kind=kind, form=forms[blob.blob_name])
 
 
 def _ensure_collection(cat, spec: CollectionSpec) -> str:
@@ -686,9 +684,14 @@ def describe_blob(payload: dict) -> dict:
     try:
         props = blob_store().get_properties(ref.container, ref.blob)
     except BlobNotFound as err:
+        store = cube_jobs.describe_store(blob_store(), ref.container, ref.blob)  # a Zarr store's prefix
+        if store is not None:
+            return BlobDescription(found=True, file=store).model_dump(mode="json")
         return BlobDescription(found=False, reason=str(err)).model_dump(mode="json")
+    form = "cube" if cube_jobs.form_of_name(props.name) == "cube" else "raster"
     return BlobDescription(found=True, file=FileRef(name=props.name, etag=props.etag, size=props.size,
-                                                    last_modified=props.last_modified)).model_dump(mode="json")
+                                                    last_modified=props.last_modified, form=form)
+                           ).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
@@ -697,12 +700,8 @@ def plan_conversion(payload: dict) -> dict:
     """The raster blobs under a prefix, written as chunk blobs; the files that are not rasters."""
     request = ConversionPlanRequest.model_validate(payload)
     store, config = blob_store(), settings()
-    files, ignored = [], []
-    for blob in store.iter_blobs(request.container, request.prefix):
-        if is_raster_name(blob.name):
-            files.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size, last_modified=blob.last_modified))
-        else:
-            ignored.append(blob.name)
+    # rasters, cube files and Zarr stores (one source per store, not one per blob)
+    files, ignored = cube_jobs.listed_sources(store.iter_blobs(request.container, request.prefix))
     chunks = _write_chunks(store, config.system_container, request.plan_id, request.chunk_size, files)
     return ConversionPlan(chunks=chunks, files=len(files), ignored=len(ignored),
                           ignored_names=ignored[:PLAN_NAMES_SHOWN]).model_dump(mode="json")

@@ -472,9 +472,10 @@ CHUNKS_NAMED = 64
 
 #: The tasks that finish one file or one tile of a job (its progress counts them; an
 #: ``inspect_raster`` or ``describe_blob`` is only a step towards one).
-PROGRESS_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "remove_outputs"})
-#: Sub-orchestrations that finish one file (a large raster tiled within a conversion).
-PROGRESS_ORCHESTRATIONS = frozenset({"process_tiled_raster"})
+PROGRESS_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "remove_outputs", "catalog_cube",
+                                 "convert_cube_group"})
+#: Sub-orchestrations that finish one file (a large raster tiled, a cube, within a conversion).
+PROGRESS_ORCHESTRATIONS = frozenset({"process_tiled_raster", "convert_cube"})
 
 
 def history_progress(events: list[dict[str, Any]]) -> tuple[int, int]:
@@ -523,6 +524,9 @@ class FileRef(BaseModel):
     size: int | None = None
     last_modified: dt.datetime | None = None
     kind: Literal["added", "changed", "listed"] = "listed"
+    # A single-file raster, a multidimensional file, or a Zarr store (a prefix of blobs: name
+    # its prefix, ETag a digest of its blobs' ETags, size their sum): see cube_jobs.py.
+    form: Literal["raster", "cube", "zarr"] = "raster"
 
 
 class ChunkRef(BaseModel):
@@ -1037,7 +1041,8 @@ class JobResult(BaseModel):
 # -- a job's tasks, read from the orchestration histories ----------------------------------------
 
 ITEM_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "inspect_raster", "validate_blob",
-                             "prepare_import_item", "write_import_item", "remove_outputs"})
+                             "prepare_import_item", "write_import_item", "remove_outputs", "catalog_cube",
+                             "inspect_cube", "convert_cube_group"})
 
 
 class TaskRecord(BaseModel):
@@ -1137,5 +1142,9 @@ def _input_name(event: dict[str, Any]) -> str:
         tile = data.get("tile") or {}
         if tile:
             return f"tile {tile.get('row')},{tile.get('col')}"
+        if isinstance(data.get("label"), str):  # a cube's slice group
+            return data["label"]
+        if isinstance(data.get("task"), dict):  # a cube's plan
+            return (data["task"].get("file") or {}).get("name") or ""
         return file.get("name") or data.get("blob") or data.get("name") or ""
     return ""

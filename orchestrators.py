@@ -18,6 +18,8 @@ from typing import Any, Callable, Generator
 import azure.durable_functions as df
 
 import activities as act
+import cube_activities as cube_act
+from cube_jobs import CubeFinished, CubeFinishTask, CubeGroupTask, CubePlan, CubeTask
 from entities import METRICS_ENTITY
 from models import (
     CHUNKS_IN_FLIGHT,
@@ -299,7 +301,8 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     # model is dumped per file here.
     base = ConvertTask(container=chunk.container, file=FileRef(name=""), collection=chunk.collection,
                        stage=stage, draft=chunk.draft).model_dump(mode="json")
-    tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {**base, "file": f}) for f in listed]
+    tasks = [context.call_activity_with_retry(catalog_activity(f.get("form")), RETRY, {**base, "file": f})
+             for f in listed]
     report(context, "cataloging", result, len(files), live=True)
     results = yield from settle(context, tasks)
     outcomes = [outcome_of(f.name, r) for f, r in zip(files, results)]
@@ -310,6 +313,11 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     result.add(outcomes)
     report(context, "cataloging", result)
     return result.model_dump(mode="json")
+
+
+def catalog_activity(form: str | None):
+    """The activity that catalogs a source in place: a raster's, or a cube file's or store's."""
+    return act.catalog_blob if form in (None, "raster") else cube_act.catalog_cube
 
 
 # -- catalog_file, validate_raster, database_health ---------------------------------------------
@@ -327,7 +335,7 @@ def _catalog_file(context, result: JobResult):
     if source is None:
         return result
     file, collection = source
-    outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
+    outcome = yield context.call_activity_with_retry(catalog_activity(file.form), RETRY, ConvertTask(
         container=request.container, file=file, collection=collection,
         datetime=request.datetime, draft=request.draft).model_dump(mode="json"))
     result.add([TaskOutcome.model_validate(outcome)])
@@ -467,9 +475,11 @@ def convert_chunk(context: df.DurableOrchestrationContext):
     files = yield from chunk_files(context, chunk, result)
     total = len(files) + result.total  # with the named blobs found missing
     tasks = [base.model_copy(update={"file": file}) for file in files]
+    cube_tasks = [t for t in tasks if t.file.form != "raster"]  # a sub-orchestration each, below
+    tasks = [t for t in tasks if t.file.form == "raster"]
     inspected = yield from settle(context, [context.call_activity_with_retry(
         act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])
-    work, names, tiled_indices = [], [], set()
+    work, names, tiled_indices, cube_indices = [], [], set(), set()
     for task, raw in zip(tasks, inspected):
         if isinstance(raw, Exception):
             result.add([outcome_of(task.file.name, raw)])
@@ -489,11 +499,18 @@ def convert_chunk(context: df.DurableOrchestrationContext):
         else:
             work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))
             names.append(task.file.name)
+    for task in cube_tasks:
+        cube_indices.add(len(work))
+        work.append(context.call_sub_orchestrator(convert_cube, task.model_dump(mode="json"),
+                                                  chunk_id(context, "cube", len(work)), expected_type=dict))
+        names.append(task.file.name)
     report(context, "converting", result, total, live=True)
     outcomes = yield from settle(context, work)
     for index, (name, outcome) in enumerate(zip(names, outcomes)):
         if isinstance(outcome, Exception):
             result.add([outcome_of(name, outcome)])
+        elif index in cube_indices:  # a cube's sub-orchestration's JobResult
+            result.add([cube_outcome(name, JobResult.model_validate(outcome))])
         elif index in tiled_indices:  # a tiled sub-orchestration's JobResult
             tiled = JobResult.model_validate(outcome)
             status = "failed" if tiled.failed else "done"
@@ -505,6 +522,55 @@ def convert_chunk(context: df.DurableOrchestrationContext):
             result.add([TaskOutcome.model_validate(outcome)])
     report(context, "converting", result)
     return result.model_dump(mode="json")
+
+
+# -- convert_cube (a multidimensional file or a Zarr store) -------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def convert_cube(context: df.DurableOrchestrationContext):
+    """One cube: plan its slice groups → one activity per group (progress ``live``) → keep its
+    outputs, or remove them all when a group failed (a failed file leaves nothing behind)."""
+    task = ConvertTask.model_validate(context.get_input())
+    result = JobResult(operation="convert_cube", started=context.current_utc_datetime)
+    report(context, "planning", result, 0)
+    plan = CubePlan.model_validate((yield context.call_activity_with_retry(cube_act.inspect_cube, RETRY, CubeTask(
+        task=task, plan_id=context.instance_id.replace(":", "-")).model_dump(mode="json"))))
+    if plan.outcome is not None:  # refused by name, or current: the file's own outcome
+        result.add([plan.outcome])
+        return ended(context, result)
+    groups = [context.call_activity_with_retry(cube_act.convert_cube_group, RETRY, CubeGroupTask(
+        task=task, plan=plan.plan, group=g.index, label=g.label).model_dump(mode="json")) for g in plan.groups]
+    report(context, "converting", result, len(groups), live=True)
+    outcomes = yield from settle(context, groups)
+    result.add([outcome_of(g.label, o) for g, o in zip(plan.groups, outcomes)])
+    finished = CubeFinished.model_validate((yield context.call_activity_with_retry(
+        cube_act.finish_cube, RETRY, CubeFinishTask(task=task, plan=plan.plan, keep=result.failed == 0
+                                                    ).model_dump(mode="json"))))
+    result.detail = {"cube": plan.model_dump(mode="json", include={"variables", "slices", "steps",
+                                                                   "skipped_variables", "warnings"}),
+                     "finished": finished.model_dump(mode="json"),
+                     "output": f"{task.output_container}/{task.container}/{task.file.name}/"}
+    report(context, "converting", result)
+    return ended(context, result)
+
+
+def ended(context, result: JobResult) -> dict:
+    """A sub-orchestration's result with its end and duration (a job's come from ``run_job``)."""
+    result.finished = context.current_utc_datetime
+    result.seconds = (result.finished - result.started).total_seconds()
+    return result.model_dump(mode="json")
+
+
+def cube_outcome(name: str, cube: JobResult) -> TaskOutcome:
+    """A cube's outcome in its chunk: failed with the first named condition (its plan's, or a
+    slice group's), skipped when every group (or the whole file) was current, else done."""
+    if cube.failed:
+        first = cube.failures[0]
+        reason = first.reason if first.name == name else (
+            f"{cube.failed} of {cube.total} slice groups failed (nothing of the file was kept): {first.reason}")
+        return TaskOutcome(name=name, status="failed", error=first.error, reason=reason, seconds=cube.seconds or 0.0)
+    return TaskOutcome(name=name, status="skipped" if cube.skipped == cube.total else "done",
+                       output=cube.detail.get("output"), seconds=cube.seconds or 0.0)
 
 
 # -- process_tiled_raster ------------------------------------------------------------------------
@@ -599,7 +665,7 @@ def _ingest_blob(context, result: JobResult):
             chunk_id(context, "chunk", 0), expected_type=dict)
         result.merge(JobResult.model_validate(chunk))
     else:
-        outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
+        outcome = yield context.call_activity_with_retry(catalog_activity(found.file.form), RETRY, ConvertTask(
             container=request.container, file=found.file, collection=collection).model_dump(mode="json"))
         result.add([TaskOutcome.model_validate(outcome)])
     result.detail["catalog"] = yield from finalize(context, collection)
