@@ -9,6 +9,7 @@ live in ``clients.py`` and ``work_files.py``.
 from __future__ import annotations
 
 import conversion_activities
+import cube_activities
 import import_activities
 import lifecycle_activities
 import sync_activities
@@ -18,6 +19,7 @@ from catalog_items import item_id  # noqa: F401
 from clients import BlobCatalogStore, blob_store, catalog, deliver_events, event_delivery_for, settings  # noqa: F401
 from conversion_activities import (convert_blob, inspect_raster, options_digest,  # noqa: F401
                                    plan_conversion)
+from cube_activities import catalog_cube, convert_cube_group, finish_cube, inspect_cube  # noqa: F401
 from import_activities import plan_import, prepare_import_item, write_import_item  # noqa: F401
 from lifecycle_activities import plan_unpublish, remove_outputs, set_visibility, settle_collections  # noqa: F401
 from output_names import cog_name as cog_blob_name, thumbnail_name as thumbnail_blob_name  # noqa: F401
@@ -30,4 +32,4 @@ from work_files import _stale_removed, function_timeout, staging_dir, work_dir  
 
 #: The activities' blueprints, one per concern, in the order function_app registers them.
 BLUEPRINTS = [sync_activities.bp, conversion_activities.bp, tile_activities.bp, import_activities.bp,
-              lifecycle_activities.bp]
+              lifecycle_activities.bp, cube_activities.bp]

@@ -92,8 +92,8 @@ def activity(bp, model: type[M] | None = None, *, item: Callable[[M], Item] | No
     return register
 
 
-def ride_out(name: str, step: Callable[..., T], *args: Any) -> T:
-    """``step(*args)``, run again on a transient fault with exponential backoff and jitter (the
+def ride_out(name: str, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``step(*args, **kwargs)``, run again on a transient fault with exponential backoff and jitter (the
     retry budget: 1 s doubling to 15 s, for up to RMH_OUTAGE_SECONDS), then the fault goes on.
     Also for a step after one that must not be judged again (a conversion's catalog write after
     its COG write: rerunning the whole activity would find its own COG current and call the
@@ -104,7 +104,7 @@ def ride_out(name: str, step: Callable[..., T], *args: Any) -> T:
         wait=tenacity.wait_exponential_jitter(initial=budget.first_wait, max=budget.max_wait),
         stop=tenacity.stop_after_delay(budget.outage_seconds),
         before_sleep=_log_retry(name), reraise=True)
-    return retrying(step, *args)
+    return retrying(step, *args, **kwargs)
 
 
 def _log_retry(name: str) -> Callable[[tenacity.RetryCallState], None]:

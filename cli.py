@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
+from raster_names import RASTER_SUFFIXES
+
 DEFAULT_URL = "http://127.0.0.1:7071"
 TERMINAL_STATES = {"Completed", "Failed", "Terminated", "Canceled"}
 #: Activities each worker process of the embedded host runs at once (`make bench-sync --threads`).
@@ -240,8 +242,9 @@ def nothing_matched(params: dict[str, Any], output: Any) -> str | None:
         return None
     ignored = counts.get("ignored") or len((output.get("detail") or {}).get("ignored") or [])
     where = f"container {params['container']!r}" if params.get("container") else "the input container"
-    return (f"nothing matched: no .tif/.tiff raster under prefix {params['prefix']!r} in {where}"
-            + (f" ({ignored} other files ignored)" if ignored else ""))
+    return (f"nothing matched: no raster under prefix {params['prefix']!r} in {where}"
+            + (f" ({ignored} other files ignored)" if ignored else "")
+            + f"; rasters are files named {', '.join(sorted(RASTER_SUFFIXES))} and Zarr stores (*.zarr/)")
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:

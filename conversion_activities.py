@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import azure.durable_functions as df
 
+import cube_jobs
 import geo_ops
 import output_names
 import plan_chunks
@@ -19,9 +20,8 @@ from activity_frame import (ITEM_ERRORS, activity, gdal_config, judged, limits, 
 from catalog_items import item_for
 from clients import blob_store, catalog, settings
 from faults import Transient
-from models import (PLAN_NAMES_SHOWN, ConversionPlan, ConversionPlanRequest, ConvertTask, FileRef, InspectResult,
+from models import (PLAN_NAMES_SHOWN, ConversionPlan, ConversionPlanRequest, ConvertTask, InspectResult,
                     TaskOutcome)
-from raster_names import is_raster_name
 from storage import BlobNotFound, BlobStore, ContainerNotFound
 from work_files import staging_dir
 
@@ -33,12 +33,8 @@ bp = df.Blueprint()
 def plan_conversion(request: ConversionPlanRequest) -> ConversionPlan:
     """The raster blobs under a prefix, written as chunk blobs; the files that are not rasters."""
     store, config = blob_store(), settings()
-    files, ignored = [], []
-    for blob in store.iter_blobs(request.container, request.prefix):
-        if is_raster_name(blob.name):
-            files.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size, last_modified=blob.last_modified))
-        else:
-            ignored.append(blob.name)
+    # rasters, cube files and Zarr stores (one source per store, not one per blob)
+    files, ignored = cube_jobs.listed_sources(store.iter_blobs(request.container, request.prefix))
     chunks = plan_chunks.write_chunks(store, config.system_container, request.plan_id, request.chunk_size, files)
     return ConversionPlan(chunks=chunks, files=len(files), ignored=len(ignored),
                           ignored_names=ignored[:PLAN_NAMES_SHOWN])
@@ -126,7 +122,7 @@ def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) 
             publish(store, task.output_container, out_name, local, metadata, thumbnail=task.catalog,
                     published=published)
             if item is not None:
-                ride_out("convert_blob (catalog)", catalog().upsert_items, [item])
+                ride_out("convert_blob (catalog)", catalog().upsert_items, [item], draft=task.draft)
     return item.id if item is not None else None
 
 

@@ -33,8 +33,8 @@ from clients import blob_store, catalog
 from dashboard_api import dashboard_page, dashboard_static, get_lifecycle, preview_tile  # noqa: F401
 from http_edge import (ERROR_STATUS, JOB_ID, MAX_BODY_BYTES, MAX_JSON_DEPTH, ApiError, api,  # noqa: F401
                        error_response, json_response, read_json_body)
-from jobs_api import (blob_events, get_job, get_job_tasks, get_metrics, list_jobs, retry_job,  # noqa: F401
-                      scheduled_sync, submit_job, terminate_job)
+from jobs_api import (blob_events, get_job, get_job_tasks, get_metrics, ingest_request,  # noqa: F401
+                      list_jobs, retry_job, scheduled_sync, submit_job, terminate_job)
 from settings import get_settings
 
 logger = logging.getLogger(__name__)

@@ -114,6 +114,10 @@ def _input_name(event: dict[str, Any]) -> str:
         tile = data.get("tile") or {}
         if tile:
             return f"tile {tile.get('row')},{tile.get('col')}"
+        if isinstance(data.get("label"), str):  # a cube's slice group
+            return data["label"]
+        if isinstance(data.get("task"), dict):  # a cube's plan
+            return (data["task"].get("file") or {}).get("name") or ""
         return file.get("name") or data.get("blob") or data.get("name") or ""
     return ""
 

@@ -27,14 +27,16 @@ RUNNING_STATES = {RS.Running, RS.Pending, RS.Suspended, RS.ContinuedAsNew}
 
 #: The tasks that finish one file or one tile of a job (its progress counts them; an
 #: ``inspect_raster`` or ``describe_blob`` is only a step towards one), the sub-orchestrations
-#: that finish one file (a large raster tiled within a conversion), and the item tasks /tasks lists.
+#: that finish one file (a large raster tiled, a cube, within a conversion), and the item tasks
+#: /tasks lists.
 TASK_NAMES = TaskNames(
     progress_activities=frozenset(map(name_of, (act.catalog_blob, act.convert_blob, act.convert_tile,
-                                                act.remove_outputs))),
-    progress_orchestrations=frozenset({name_of(orchestrators.process_tiled_raster)}),
+                                                act.remove_outputs, act.catalog_cube, act.convert_cube_group))),
+    progress_orchestrations=frozenset(map(name_of, (orchestrators.process_tiled_raster, orchestrators.convert_cube))),
     item_activities=frozenset(map(name_of, (act.catalog_blob, act.convert_blob, act.convert_tile, act.inspect_raster,
                                             act.validate_blob, act.prepare_import_item, act.write_import_item,
-                                            act.remove_outputs))),
+                                            act.remove_outputs, act.catalog_cube, act.inspect_cube,
+                                            act.convert_cube_group))),
     describe=name_of(act.describe_blob))
 
 

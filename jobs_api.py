@@ -380,7 +380,9 @@ _SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
 
 def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
     """The ingest job of a blob event, or None for an event that is not ours to act on (another
-    event type, a container that is not watched, a file that is not a raster)."""
+    event type, a container that is not watched, a file that is not a raster). The event of a
+    Zarr store's root marker (``raster_names.zarr_store_of``) is the store's: its blob is the
+    store's prefix."""
     kind = BLOB_EVENTS.get(event.event_type)
     match = _SUBJECT.match(event.subject or "")
     if kind is None or match is None:
@@ -389,8 +391,11 @@ def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
     # neither does the embedded emulation): a name holding "%41" is that name, not "A".
     container, blob = match.group(1), match.group(2)
     config = get_settings()
-    if container not in config.watched_containers or not raster_names.is_raster_name(blob):
+    # A Zarr store's root marker stands for the store (its other blobs' events are not ours).
+    store = raster_names.zarr_store_of(blob)
+    if container not in config.watched_containers or not (store or raster_names.is_raster_name(blob)):
         return None
+    blob = store or blob
     data = event.get_json() or {}
     version = storage.normalize_etag(data.get("eTag")) if kind == "created" else str(data.get("sequencer", ""))
     try:

@@ -93,8 +93,11 @@ def outcomes(context: Context, function: Any, requests: Iterable[BaseModel | dic
              stage: str | None = None, result: JobResult | None = None) -> Generator[Any, Any, list[TaskOutcome]]:
     """The fan-out of per-item activities: one task per request, settled, each item's outcome
     (a task that failed beyond its retries counts its item failed, named ``names[i]``). With
-    ``stage`` and ``result``, progress is published as ``live`` while the tasks run."""
-    tasks = [schedule(context, function, r) for r in requests]
+    ``stage`` and ``result``, progress is published as ``live`` while the tasks run. ``function``
+    is the activity, or a list of one activity per request (items of different kinds)."""
+    requests = list(requests)
+    functions = function if isinstance(function, list) else [function] * len(requests)
+    tasks = [schedule(context, f, r) for f, r in zip(functions, requests)]
     if stage is not None and result is not None:
         report(context, stage, result, result.total + len(tasks), live=True)
     results = yield from settle(context, tasks)

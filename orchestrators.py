@@ -24,6 +24,7 @@ from models import (IMPORT_CHUNK_SIZE, SYNC_CHUNK_SIZE, BlobDescription, BlobRef
                     MosaicRegistration, MosaicSummary, MosaicTask, ProcessTiledRasterRequest, StageRef, SyncJobPlan,
                     SettleCollectionsTask, SyncPlanRequest, TaskOutcome, TilePlanResult, TileTask, UnpublishPlan, UnpublishPlanRequest,
                     UnpublishRequest, VisibilityTask)
+from cube_jobs import CubeFinished, CubeFinishTask, CubeGroupTask, CubePlan, CubeTask
 from orchestration import (call, chunk, chunk_id, each, gather, job, outcome_of, outcomes, report, schedule,  # noqa: F401
                            settle, starts)
 
@@ -97,12 +98,18 @@ def catalog_chunk(context, chunk: CatalogChunkTask, result: JobResult):
     # validates the task): every replay rebuilds them, so no model is dumped per file here.
     base = ConvertTask(container=chunk.container, file=FileRef(name=""), collection=chunk.collection,
                        stage=stage, draft=chunk.draft).model_dump(mode="json")
-    done = yield from outcomes(context, act.catalog_blob, [{**base, "file": f} for f in listed],
-                               [f["name"] for f in listed], stage="cataloging", result=result)
+    done = yield from outcomes(context, [catalog_activity(f.get("form")) for f in listed],
+                               [{**base, "file": f} for f in listed], [f["name"] for f in listed],
+                               stage="cataloging", result=result)
     yield from flush(context, StageRef(stage=stage, draft=chunk.draft), done)
     result.add(done)
     report(context, "cataloging", result)
     return result
+
+
+def catalog_activity(form: str | None):
+    """The activity that catalogs a source in place: a raster's, or a cube file's or store's."""
+    return act.catalog_blob if form in (None, "raster") else act.catalog_cube
 
 
 def flush(context, stage: StageRef, done: list[TaskOutcome]):
@@ -121,7 +128,7 @@ def catalog_file(context, request, result: JobResult):
     if source is None:
         return result
     file, collection = source
-    outcome = yield from call(context, act.catalog_blob, ConvertTask(
+    outcome = yield from call(context, catalog_activity(file.form), ConvertTask(
         container=request.container, file=file, collection=collection, datetime=request.datetime,
         draft=request.draft), TaskOutcome)
     result.add([outcome])
@@ -231,20 +238,22 @@ def chunk_files(context, chunk: ConvertChunkTask, result: JobResult):
 
 @chunk(bp, ConvertChunkTask)
 def convert_chunk(context, chunk: ConvertChunkTask, result: JobResult):
-    """One chunk of a conversion: inspect each file, convert the small ones in one activity each,
-    send the large ones down the tiled path as sub-orchestrations."""
+    """One chunk of a conversion: inspect each raster, convert the small ones in one activity each,
+    send the large ones down the tiled path and each cube to ``convert_cube``, as sub-orchestrations."""
     files = yield from chunk_files(context, chunk, result)
     total = len(files) + result.total  # with the named blobs found missing
     tasks = [chunk.task.model_copy(update={"file": file}) for file in files]
+    cubes = [t for t in tasks if t.file.form != "raster"]  # a sub-orchestration each, below
+    tasks = [t for t in tasks if t.file.form == "raster"]
     inspected = yield from each(context, act.inspect_raster, tasks, InspectResult)
-    work, names, tiled = [], [], set()
+    work, names, whole = [], [], {}  # whole: the index of a sub-orchestration -> its file's outcome
     for task, inspection in zip(tasks, inspected):
         if isinstance(inspection, Exception):
             result.add([outcome_of(task.file.name, inspection)])
         elif inspection.outcome is not None:
             result.add([inspection.outcome])
         elif inspection.needs_tiling:
-            tiled.add(len(work))
+            whole[len(work)] = tiled_outcome
             work.append(schedule(context, process_tiled_raster, ProcessTiledRasterRequest(
                 container=task.container, blob=task.file.name, output_container=task.output_container,
                 collection=task.collection, catalog=task.catalog, draft=task.draft, **task.options.model_dump()),
@@ -253,9 +262,13 @@ def convert_chunk(context, chunk: ConvertChunkTask, result: JobResult):
         else:
             work.append(schedule(context, act.convert_blob, task))
             names.append(task.file.name)
+    for task in cubes:
+        whole[len(work)] = cube_outcome
+        work.append(schedule(context, convert_cube, task, instance_id=chunk_id(context, "cube", len(work))))
+        names.append(task.file.name)
     report(context, "converting", result, total, live=True)
     for index, (name, outcome) in enumerate(zip(names, (yield from settle(context, work)))):
-        result.add([tiled_outcome(name, outcome) if index in tiled and not isinstance(outcome, Exception)
+        result.add([whole[index](name, outcome) if index in whole and not isinstance(outcome, Exception)
                     else outcome_of(name, outcome)])
     report(context, "converting", result)
     return result
@@ -269,6 +282,51 @@ def tiled_outcome(name: str, answer: dict) -> TaskOutcome:
                        error="TileFailed" if tiled.failed else None,
                        reason=f"{tiled.failed} of {tiled.total} tiles failed" if tiled.failed else None,
                        seconds=tiled.seconds or 0.0)
+
+
+# -- convert_cube (a multidimensional file or a Zarr store) -------------------------------------
+
+@chunk(bp, ConvertTask)
+def convert_cube(context, task: ConvertTask, result: JobResult):
+    """One cube: plan its slice groups → one activity per group (progress ``live``) → keep its
+    outputs, or remove them all when a group failed (a failed file leaves nothing behind)."""
+    report(context, "planning", result, 0)
+    plan = yield from call(context, act.inspect_cube, CubeTask(task=task, plan_id=context.instance_id.replace(":", "-")),
+                           CubePlan)
+    if plan.outcome is not None:  # refused by name, or current: the file's own outcome
+        result.add([plan.outcome])
+        return ended(context, result)
+    groups = [CubeGroupTask(task=task, plan=plan.plan, group=g.index, label=g.label) for g in plan.groups]
+    result.add((yield from outcomes(context, act.convert_cube_group, groups, [g.label for g in plan.groups],
+                                    stage="converting", result=result)))
+    finished = yield from call(context, act.finish_cube, CubeFinishTask(task=task, plan=plan.plan,
+                                                                        keep=result.failed == 0), CubeFinished)
+    result.detail = {"cube": plan.model_dump(mode="json", include={"variables", "slices", "steps",
+                                                                   "skipped_variables", "warnings"}),
+                     "finished": finished.model_dump(mode="json"),
+                     "output": f"{task.output_container}/{task.container}/{task.file.name}/"}
+    report(context, "converting", result)
+    return ended(context, result)
+
+
+def ended(context, result: JobResult) -> JobResult:
+    """A sub-orchestration's result with its end and duration (a job's come from ``run_job``)."""
+    result.finished = context.current_utc_datetime
+    result.seconds = (result.finished - result.started).total_seconds()
+    return result
+
+
+def cube_outcome(name: str, answer: dict) -> TaskOutcome:
+    """A cube's outcome in its chunk: failed with the first named condition (its plan's, or a
+    slice group's), skipped when every group (or the whole file) was current, else done."""
+    cube = JobResult.model_validate(answer)
+    if cube.failed:
+        first = cube.failures[0]
+        reason = first.reason if first.name == name else (
+            f"{cube.failed} of {cube.total} slice groups failed (nothing of the file was kept): {first.reason}")
+        return TaskOutcome(name=name, status="failed", error=first.error, reason=reason, seconds=cube.seconds or 0.0)
+    return TaskOutcome(name=name, status="skipped" if cube.skipped == cube.total else "done",
+                       output=cube.detail.get("output"), seconds=cube.seconds or 0.0)
 
 
 # -- process_tiled_raster ------------------------------------------------------------------------
@@ -348,7 +406,7 @@ def ingest_blob(context, request, result: JobResult):
         result.merge((yield from call(context, convert_chunk, ConvertChunkTask(task=task, blobs=[request.blob]),
                                       JobResult, instance_id=chunk_id(context, "chunk", 0))))
     else:
-        result.add([(yield from call(context, act.catalog_blob, ConvertTask(
+        result.add([(yield from call(context, catalog_activity(found.file.form), ConvertTask(
             container=request.container, file=found.file, collection=collection), TaskOutcome))])
     result.detail["catalog"] = yield from finalize(context, collection)
     return result

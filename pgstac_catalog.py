@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pypgstac.hydration import dehydrate, hydrate_py
 
+import cube_stac
 import drafts
 import outbox
 import stac_collections
@@ -228,6 +229,30 @@ SELECT r.key, r.shape, count(*),
        (SELECT jsonb_agg(jsonb_build_array(lo, hi) ORDER BY n) FROM bands b WHERE b.key = r.key AND b.shape = r.shape)
 FROM r GROUP BY r.key, r.shape
 """
+
+
+# The datacube fields of a collection's cube items: each variable and non-spatial, non-temporal
+# dimension as stored (distinct), each temporal dimension's widest extent (RFC 3339 text in UTC
+# sorts as time). ``cube_stac.merge_item_fields`` merges them as it merges items' properties.
+_CUBE_FIELD = """CASE WHEN jsonb_typeof(i.content->'properties'->'{0}') = 'object'
+                      THEN i.content->'properties'->'{0}' ELSE '{{}}'::jsonb END"""
+_SUMMARY_CUBE = f"""
+SELECT 'cube:variables', v.key, v.value FROM pgstac.items i, jsonb_each({_CUBE_FIELD.format('cube:variables')}) v
+WHERE i.collection = %s GROUP BY 1, 2, 3
+UNION ALL
+SELECT 'cube:dimensions', d.key, d.value FROM pgstac.items i, jsonb_each({_CUBE_FIELD.format('cube:dimensions')}) d
+WHERE i.collection = %s AND d.value->>'type' NOT IN ('spatial', 'temporal') GROUP BY 1, 2, 3
+UNION ALL
+SELECT 'cube:dimensions', d.key, jsonb_build_object('type', 'temporal', 'extent',
+       jsonb_build_array(min(d.value->'extent'->>0), max(d.value->'extent'->>1)))
+FROM pgstac.items i, jsonb_each({_CUBE_FIELD.format('cube:dimensions')}) d
+WHERE i.collection = %s AND d.value->>'type' = 'temporal' GROUP BY 1, 2
+"""
+
+
+def _cube_summary(conn: psycopg.Connection, collection_id: str) -> dict[str, Any]:
+    rows = conn.execute(_SUMMARY_CUBE, (collection_id,) * 3).fetchall()
+    return cube_stac.merge_item_fields({field: {key: value}} for field, key, value in rows)
 
 
 def _asset_summaries(conn: psycopg.Connection, collection_id: str) -> list[stac_collections.AssetSummary]:
@@ -473,7 +498,7 @@ class PgStacCatalog:
         return ItemSummary(count=row[0], bbox=bbox, start=row[5], end=row[6], proj_codes=sorted(row[7] or []),
                            data_types=sorted(t for (t,) in types),
                            assets=assets,
-                           renders=_render_summaries(renders))
+                           renders=_render_summaries(renders), cube=_cube_summary(conn, collection_id))
 
     # items
 

@@ -9,6 +9,7 @@ from pathlib import PurePosixPath
 
 import azure.durable_functions as df
 
+import cube_jobs
 import geo_ops
 import mosaic_searches
 import output_names
@@ -21,7 +22,6 @@ from clients import blob_store, catalog, catalog_location, settings
 from models import (BlobDescription, BlobRef, BlobValidation, CatalogSummary, ChunkRef, CollectionRef, CollectionSpec,
                     ConvertTask, FileRef, ForgetBlobTask, GreetingTask, InventorySummary, ListContainerRequest,
                     RemoveItemsTask, StageRef, SyncJobPlan, SyncPlanRequest, TaskOutcome)
-from raster_names import is_raster_name  # the one list of raster suffixes (sync, prefixes, blob events)
 from storage import BlobNotFound
 
 bp = df.Blueprint()
@@ -68,15 +68,14 @@ def plan_sync(request: SyncPlanRequest) -> SyncJobPlan:
                                               description=request.collection_description, source=source,
                                               draft=request.draft, job=request.job))
     known = cat.list_item_etags(collection_id) if exists and request.mode == "incremental" else {}
-    listed, ignored = [], []
-    for blob in store.iter_blobs(request.container, request.prefix):
-        if not is_raster_name(blob.name):
-            ignored.append(blob.name)
-            continue
-        listed.append(stac_ops.SourceBlob(container=request.container, blob_name=blob.name, etag=blob.etag,
-                                          size=blob.size, last_modified=blob.last_modified))
+    # rasters, cube files and Zarr stores (one source per store, not one per blob)
+    sources, ignored = cube_jobs.listed_sources(store.iter_blobs(request.container, request.prefix))
+    forms = {f.name: f.form for f in sources}
+    listed = [stac_ops.SourceBlob(container=request.container, blob_name=f.name, etag=f.etag, size=f.size,
+                                  last_modified=f.last_modified) for f in sources]
     diff = stac_ops.plan_sync(listed, known)
-    work = [_file_ref(b, "added") for b in diff.to_add] + [_file_ref(b, "changed") for b in diff.to_update]
+    work = ([_file_ref(b, "added", forms) for b in diff.to_add] +
+            [_file_ref(b, "changed", forms) for b in diff.to_update])
     names = {stac_ops.item_id_for_blob(b.container, b.blob_name): b.blob_name for b in listed}
     unchanged = [names[item_id] for item_id in diff.unchanged]
     removed, gone = _gone_sources(cat, collection_id, request, {b.blob_name for b in listed} | set(ignored)) \
@@ -102,9 +101,9 @@ def _gone_sources(cat, collection_id: str, request: SyncPlanRequest, present: se
     return sorted(removed), sorted(gone)
 
 
-def _file_ref(blob: stac_ops.SourceBlob, kind: str) -> FileRef:
+def _file_ref(blob: stac_ops.SourceBlob, kind: str, forms: dict[str, str]) -> FileRef:
     return FileRef(name=blob.blob_name, etag=blob.etag or "", size=blob.size,
-                   last_modified=blob.last_modified, kind=kind)
+                   last_modified=blob.last_modified, kind=kind, form=forms[blob.blob_name])
 
 
 @activity(bp, ChunkRef)
@@ -191,9 +190,13 @@ def describe_blob(ref: BlobRef) -> BlobDescription:
     try:
         props = blob_store().get_properties(ref.container, ref.blob)
     except BlobNotFound as err:
+        store = cube_jobs.describe_store(blob_store(), ref.container, ref.blob)  # a Zarr store's prefix
+        if store is not None:
+            return BlobDescription(found=True, file=store)
         return BlobDescription(found=False, reason=str(err))
+    form = "cube" if cube_jobs.form_of_name(props.name) == "cube" else "raster"
     return BlobDescription(found=True, file=FileRef(name=props.name, etag=props.etag, size=props.size,
-                                                    last_modified=props.last_modified))
+                                                    last_modified=props.last_modified, form=form))
 
 
 @activity(bp, rides_out=False)

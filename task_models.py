@@ -55,6 +55,9 @@ class FileRef(BaseModel):
     size: int | None = None
     last_modified: dt.datetime | None = None
     kind: Literal["added", "changed", "listed"] = "listed"
+    # A single-file raster, a multidimensional file, or a Zarr store (a prefix of blobs: name
+    # its prefix, ETag a digest of its blobs' ETags, size their sum): see cube_jobs.py.
+    form: Literal["raster", "cube", "zarr"] = "raster"
 
 
 class ChunkRef(BaseModel):

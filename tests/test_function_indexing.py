@@ -38,13 +38,13 @@ def _binding(functions, name, btype):
 ORCHESTRATORS = ["hello_world", "list_container", "sync_container", "catalog_chunk", "catalog_file",
                  "validate_raster", "database_health", "cog_conversion", "convert_chunk", "process_tiled_raster",
                  "ingest_blob", "import_stac", "import_chunk", "unpublish", "unpublish_chunk", "publish",
-                 "revoke"]
+                 "revoke", "convert_cube"]
 ACTIVITIES = ["say_hello", "write_inventory", "plan_sync", "read_chunk", "catalog_blob", "prepare_collection",
               "flush_items", "remove_items", "finalize_catalog", "validate_blob", "describe_blob", "plan_conversion",
               "inspect_raster", "convert_blob", "plan_raster_tiles", "convert_tile", "build_tile_mosaic",
               "catalog_tiles", "discard_tiles", "catalog_health", "forget_blob", "register_mosaic", "plan_import",
               "prepare_import_item", "write_import_item", "plan_unpublish", "remove_outputs", "settle_collections",
-              "set_visibility"]
+              "set_visibility", "catalog_cube", "inspect_cube", "convert_cube_group", "finish_cube"]
 ROUTES = {  # function: (route, methods, auth level)
     "submit_job": ("jobs/{operation}", ["POST"], "FUNCTION"),
     "get_job": ("jobs/{instance_id}", ["GET"], "FUNCTION"),

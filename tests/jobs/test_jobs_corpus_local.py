@@ -28,7 +28,10 @@ pytestmark = pytest.mark.skipif(not CORPUS or not Path(CORPUS).is_dir(), reason=
 #: Refusals by design (README "Refusals by design"): a file that is not a georeferenced raster
 #: GDAL reads safely.
 BY_DESIGN = {"MissingCRS", "DegenerateTransform", "EmptyFile", "UnsupportedFormat", "UnreadableRaster",
-             "NotGeoreferenced", "RasterTooLarge"}
+             "NotGeoreferenced", "RasterTooLarge",
+             # multidimensional inputs (README "Multidimensional inputs")
+             "NoGriddedVariable", "CurvilinearGrid", "IrregularGrid", "UndecodableTime", "UnsafeReference",
+             "UnsafeName", "UnreadableCube", "SourceTooLarge", "TooManySlices", "SliceTooLarge"}
 
 
 @pytest.fixture(scope="module")
