@@ -15,7 +15,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 
-from cube_describe import CUBE_GDAL_CONFIG, open_dataset, zarr_arrays
+from cube_describe import CUBE_GDAL_CONFIG, DRIVER_LOCK, open_dataset, zarr_arrays
 from cube_errors import SliceTooLarge, TooManySlices, UnreadableCube
 from cube_grids import to_output
 from cube_models import CubeFacts, CubeSlice, CubeVariable, SliceGroup, SliceGroupResult, SliceOutput, SliceTask
@@ -127,17 +127,19 @@ def _slice_reader(group: SliceGroup) -> Iterator[Callable[[CubeVariable, CubeSli
         else:
             def read(variable: CubeVariable, s: CubeSlice) -> np.ndarray:
                 name = variable.subdataset or str(Path(group.source).resolve())
-                if name not in opened:
-                    opened[name] = open_dataset(group.source, name, group.format)
-                try:
-                    return opened[name].read(s.band)
-                except GDAL_ERRORS as err:
-                    raise UnreadableCube(group.source, f"{variable.name} band {s.band}: "
-                                         f"{geo_ops.gdal_reason(err)}") from err
+                with DRIVER_LOCK:  # only one thread in the netCDF / GRIB driver (see DRIVER_LOCK)
+                    if name not in opened:
+                        opened[name] = open_dataset(group.source, name, group.format)
+                    try:
+                        return opened[name].read(s.band)
+                    except GDAL_ERRORS as err:
+                        raise UnreadableCube(group.source, f"{variable.name} band {s.band}: "
+                                             f"{geo_ops.gdal_reason(err)}") from err
         yield read
     finally:
-        for ds in opened.values():
-            ds.close()
+        with DRIVER_LOCK:
+            for ds in opened.values():
+                ds.close()
 
 
 def _position_tags(group: SliceGroup, variable: CubeVariable, s: CubeSlice) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,15 @@ from geo_ops import GDAL_ERRORS, Issue, Nodata, PathLike, nodata_json
 
 #: The GDAL drivers cube files are opened with (never identified by GDAL).
 CUBE_DRIVERS = {"netcdf": ["netCDF"], "hdf5": ["netCDF"], "grib": ["GRIB"]}
+
+#: Held around every call into GDAL's netCDF and GRIB drivers (open, read, close). Each driver
+#: serialises itself with a global mutex of its own, and rasterio calls some of them (closing a
+#: dataset) holding the GIL while its error handler needs the GIL to report a message raised
+#: under that mutex: two threads of one worker (a Functions host runs activities in threads)
+#: deadlock, one holding the driver's mutex waiting for the GIL, the other holding the GIL
+#: waiting for the mutex. Waiting for this lock releases the GIL, so only one thread is ever
+#: inside those drivers. Zarr (zarr-python) and the COG writes need no such lock.
+DRIVER_LOCK = threading.RLock()
 #: GDAL options for reading cubes: the stored values, not GDAL's unit conversions, and extra
 #: dimension values listed even where GDAL would skip them. (``GDAL_NETCDF_BOTTOMUP`` stays
 #: unset: setting it overrides the row order the driver detects from the y coordinate.)
@@ -40,7 +50,7 @@ def open_cube(path: PathLike, *, gdal_config: Mapping[str, Any] | None = None) -
     if fmt == "zarr":
         check_zarr_store(path)
         return describe_zarr(path)
-    with geo_ops.gdal_env(gdal_config, **CUBE_GDAL_CONFIG):
+    with DRIVER_LOCK, geo_ops.gdal_env(gdal_config, **CUBE_GDAL_CONFIG):
         return describe_gdal(path, fmt)
 
 

@@ -201,7 +201,8 @@ def summarize_items(items: Iterable[Mapping[str, Any]]) -> ItemSummary:
 
 def summary_item_assets(summary: ItemSummary) -> dict[str, dict[str, Any]]:
     """``item_assets``: the asset keys every item has, with the fields they all agree on. Where
-    fewer than two agree (the schema asks for two), a description says that the rest differ."""
+    one agrees (the schema asks for two), a description says that the rest differ; where none
+    does, the key is left out (a description alone is not an entry the schema takes)."""
     out: dict[str, dict[str, Any]] = {}
     for key in dict.fromkeys(a.key for a in summary.assets):
         rows = [a for a in summary.assets if a.key == key]
@@ -212,6 +213,8 @@ def summary_item_assets(summary: ItemSummary) -> dict[str, dict[str, Any]]:
             values = {json.dumps(getattr(a, field)) for a in rows}
             if len(values) == 1 and getattr(rows[0], field) is not None:
                 fields[field] = getattr(rows[0], field)
+        if not fields:  # nothing they agree on: an entry would hold a description only (invalid)
+            continue
         if len(fields) < 2:
             fields["description"] = f"Every item has a {key!r} asset; its title or type differs between items."
         out[key] = fields

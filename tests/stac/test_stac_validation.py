@@ -168,3 +168,28 @@ def test_collections_validate(validator):
     bad["extent"]["spatial"]["bbox"] = [[1, 2]]
     with pytest.raises(stac_ops.CollectionValidationError, match="landsat-raw"):
         validator.validate_collection(bad)
+
+
+def test_a_collection_whose_items_share_an_asset_key_but_no_field_of_it_stays_valid(validator):
+    """A collection of a NetCDF's and a GRIB's items (their ``source`` assets differ in title,
+    type and roles) and a raster's: ``item_assets`` keeps a key only with what it can say about
+    it (two fields, or one and a description); the collection validates (it failed every
+    finalize_catalog of such a job, and so the job)."""
+    summary = stac_collections.ItemSummary(count=3, bbox=[0.0, 0.0, 1.0, 1.0], assets=[
+        stac_collections.AssetSummary(key="source", type="application/netcdf", title="Original NetCDF",
+                                      roles=["source", "data"], items=1),
+        stac_collections.AssetSummary(key="source", type="application/wmo-GRIB2", title="Original GRIB2",
+                                      roles=["source", "data"], items=1),
+        stac_collections.AssetSummary(key="source", type="image/tiff", title="Original raster",
+                                      roles=["source"], items=1),
+        stac_collections.AssetSummary(key="thumbnail", type="image/png", title="Thumbnail", roles=["thumbnail"],
+                                      items=3),
+        stac_collections.AssetSummary(key="data", type="image/tiff", title="A", roles=["data"], items=2),
+        stac_collections.AssetSummary(key="data", type="image/tiff", title="B", roles=["data"], items=1)])
+    item_assets = stac_collections.summary_item_assets(summary)
+    assert "source" not in item_assets, item_assets  # nothing the three agree on
+    assert item_assets["thumbnail"] == {"title": "Thumbnail", "type": "image/png", "roles": ["thumbnail"]}
+    assert item_assets["data"]["type"] == "image/tiff" and item_assets["data"]["roles"] == ["data"]
+    collection = stac_collections.apply_summary(
+        stac_collections.collection_for_container("mixed", collection_id="mixed"), summary)
+    validator.validate_collection(collection)
