@@ -22,6 +22,7 @@ from drafts import Lifecycle, Transition, VisibilityResult
 from outbox import Outbox
 from stac_collections import parse_iso
 from stac_ops import ItemValidationError, check_id
+from faults import Transient
 from stac_validation import StacValidator
 
 
@@ -36,8 +37,9 @@ class CollectionNotFound(CatalogError):
     """The collection does not exist in the catalog."""
 
 
-class CatalogUnavailable(CatalogError):
-    """The catalog's database or store cannot be reached (after bounded retries)."""
+class CatalogUnavailable(Transient):
+    """The catalog's database or store cannot be reached (after bounded retries): a transient
+    fault (``faults.Transient``), not a ``CatalogError`` of the item being written."""
 
 
 class PgStacVersionMismatch(CatalogError):

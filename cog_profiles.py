@@ -21,6 +21,8 @@ COG_PROFILES: dict[str, dict[str, str]] = {
 
 #: Codecs that take ``MAX_Z_ERROR``.
 LERC_CODECS = frozenset({"LERC", "LERC_ZSTD", "LERC_DEFLATE"})
+#: Profiles that take ``max_z_error`` (their codec is LERC).
+LERC_PROFILES = frozenset(name for name, options in COG_PROFILES.items() if options["COMPRESS"] in LERC_CODECS)
 
 
 #: Profiles whose output decodes to exactly the source's pixels (LERC ones at max_z_error 0, which

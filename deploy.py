@@ -581,13 +581,14 @@ def cmd_lock(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_first_run(args: argparse.Namespace, out: TextIO) -> int:
     import catalogs
+    import faults
     import storage
     from settings import load_settings
 
     try:
         first_run(load_settings(), admin_user=args.admin_user, app_role=args.app_role,
                   app_object_id=args.app_object_id, out=out, storage_wait_seconds=args.storage_wait_seconds)
-    except (storage.StorageError, catalogs.CatalogError) as err:
+    except (storage.StorageError, catalogs.CatalogError, faults.Transient) as err:
         raise DeployError(f"{type(err).__name__}: {err}") from None
     return 0
 

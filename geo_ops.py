@@ -49,7 +49,7 @@ from raster_checks import (WHOLE_READ_BYTES, BlockSample, Findings, all_valid, c
                            decompressed_bytes, nodata_problem)
 from raster_checks import issue as _issue  # noqa: F401  (cubes.py on the multidim branch calls geo_ops._issue)
 from raster_crs import MAX_CRS_TEXT, celestial_body, crs_epsg, lonlat, parse_crs  # noqa: F401
-from raster_env import (DEFAULT_GDAL_CONFIG, GDAL_ERRORS, PathLike, env_options, gdal_env,  # noqa: F401
+from raster_env import (GUARDS, GDAL_ERRORS, PathLike, env_options, gdal_env,  # noqa: F401
                         gdal_reason, is_transient_reason, is_virtual, nodata_json, parse_resampling,
                         read_error)
 from raster_errors import (ERRORS_BY_CODE, CannotReproject, DegenerateTransform, EmptyFile, GeoOpsError,  # noqa: F401

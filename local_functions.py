@@ -26,11 +26,12 @@ import threading
 import typing
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import azure.functions as func
+from croniter import CroniterError, croniter
 
 from local_load_checks import function_problem, module_problems
 
@@ -408,10 +409,6 @@ def _build_index(functions: list[Any]) -> FunctionIndex:
 
 
 # -- NCRONTAB ------------------------------------------------------------------------------------
-_MONTHS = {m: i for i, m in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
-_DAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
-_FIELDS = ((0, 59, {}), (0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS), (0, 6, _DAYS))
 
 
 def resolve_setting(schedule: str, settings: Mapping[str, str] | None = None) -> str:
@@ -428,68 +425,28 @@ def resolve_setting(schedule: str, settings: Mapping[str, str] | None = None) ->
     return value
 
 
-def _parse_field(text: str, low: int, high: int, names: Mapping[str, int]) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.lower().split(","):
-        step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            step = int(step_text)
-        if part in ("*", "?"):
-            start, end = low, high
-        elif "-" in part:
-            a, b = part.split("-", 1)
-            start, end = int(names.get(a, a)), int(names.get(b, b))
-        else:
-            start = int(names.get(part, part))
-            end = high if step > 1 else start
-        if start < low or end > high + (1 if high == 6 else 0) or step < 1:
-            raise InvalidSchedule(f"cron field {text!r} out of range {low}-{high}")
-        values.update(v % 7 if high == 6 else v for v in range(start, end + 1, step))
-    return frozenset(values)
-
-
 @dataclass(frozen=True)
 class CronSchedule:
-    """A parsed six-field NCRONTAB expression: second minute hour day month day-of-week."""
+    """A six-field NCRONTAB expression (second minute hour day month day-of-week), parsed and
+    stepped by croniter (seconds first; day and weekday both hold, as in NCRONTAB)."""
 
-    seconds: frozenset[int]
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]
+    expression: str
 
     @classmethod
     def parse(cls, expression: str) -> "CronSchedule":
-        parts = expression.split()
-        if len(parts) != 6:
+        if len(expression.split()) != 6:
             raise InvalidSchedule(f"NCRONTAB needs six fields, got {expression!r}")
         try:
-            return cls(*(_parse_field(p, lo, hi, names)
-                         for p, (lo, hi, names) in zip(parts, _FIELDS)))
-        except ValueError as err:
+            croniter(expression, second_at_beginning=True, day_or=False)
+        except (CroniterError, ValueError) as err:
             raise InvalidSchedule(f"bad NCRONTAB {expression!r}: {err}") from err
+        return cls(expression)
 
     def next_after(self, moment: datetime) -> datetime:
         """The first matching second strictly after ``moment``."""
-        t = moment.replace(microsecond=0) + timedelta(seconds=1)
-        for _ in range(366 * 5):
-            if (t.month in self.months and t.day in self.days
-                    and (t.weekday() + 1) % 7 in self.weekdays):
-                found = self._within_day(t)
-                if found is not None:
-                    return found
-            t = (t + timedelta(days=1)).replace(hour=0, minute=0, second=0)
-        raise InvalidSchedule("schedule never fires within five years")
-
-    def _within_day(self, t: datetime) -> datetime | None:
-        for hour in sorted(h for h in self.hours if h >= t.hour):
-            for minute in sorted(self.minutes):
-                if hour == t.hour and minute < t.minute:
-                    continue
-                for second in sorted(self.seconds):
-                    candidate = t.replace(hour=hour, minute=minute, second=second)
-                    if candidate >= t:
-                        return candidate
-        return None
+        start = moment.replace(microsecond=0)
+        found = croniter(self.expression, start, second_at_beginning=True, day_or=False, max_years_between_matches=5)
+        try:
+            return found.get_next(datetime)
+        except CroniterError as err:
+            raise InvalidSchedule("schedule never fires within five years") from err

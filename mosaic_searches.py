@@ -34,6 +34,8 @@ import pystac
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
+from task_models import MosaicLinks, MosaicRegistration  # noqa: F401  (what registering answers)
+
 logger = logging.getLogger(__name__)
 
 #: The tile matrix set of the zooms in a search's metadata (titiler-pgstac's ``Metadata``).
@@ -76,29 +78,6 @@ class MosaicError(Exception):
 
 class CollectionMissing(MosaicError):
     """The collection to register a mosaic for is not in the catalog."""
-
-
-class MosaicLinks(BaseModel):
-    """titiler-pgstac's URLs of a registered search, with the collection's default render."""
-
-    tilejson: str
-    tiles: str
-    viewer: str
-
-
-class MosaicRegistration(BaseModel):
-    """What registering a collection's mosaic did: the search id (None on the static catalog,
-    with the ``reason``), whether the row was new, the earlier searches of the collection it
-    replaced, its zooms, and the tiler URLs when a tiler base URL is configured."""
-
-    collection: str
-    search_id: str | None = None
-    registered: bool = False
-    replaced: list[str] = []
-    minzoom: int | None = None
-    maxzoom: int | None = None
-    links: MosaicLinks | None = None
-    reason: str | None = None
 
 
 def search_body(collection_id: str) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import cachetools
 import morecantile
 import rasterio.warp
 from pydantic import BaseModel, Field
@@ -200,17 +200,17 @@ def preview_info(item: Mapping[str, Any]) -> PreviewInfo:
 
 # -- the catalog's items, remembered briefly -------------------------------------------------------
 
-_ITEMS: "OrderedDict[tuple[int, str, str], tuple[float, dict]]" = OrderedDict()
+_ITEMS: cachetools.TTLCache = cachetools.TTLCache(maxsize=ITEMS_KEPT, ttl=ITEM_TTL, timer=time.monotonic)
 _ITEMS_LOCK = threading.Lock()
 
 
 def item_of(catalog: Any, collection: str, item_id: str) -> dict[str, Any]:
     """The item as a dict, from the catalog or from the last ``ITEM_TTL`` seconds."""
-    key, now = (id(catalog), collection, item_id), time.monotonic()
+    key = (id(catalog), collection, item_id)
     with _ITEMS_LOCK:
         cached = _ITEMS.get(key)
-        if cached is not None and now - cached[0] < ITEM_TTL:
-            return cached[1]
+    if cached is not None:
+        return cached
     try:
         stac_ops.check_id(collection), stac_ops.check_id(item_id)
     except stac_ops.StacOpsError as err:
@@ -220,10 +220,7 @@ def item_of(catalog: Any, collection: str, item_id: str) -> dict[str, Any]:
         raise ItemNotFound(f"no item {item_id!r} in collection {collection!r}")
     item = found.to_dict(include_self_link=False, transform_hrefs=False)
     with _ITEMS_LOCK:
-        _ITEMS[key] = (now, item)
-        _ITEMS.move_to_end(key)
-        while len(_ITEMS) > ITEMS_KEPT:
-            _ITEMS.popitem(last=False)
+        _ITEMS[key] = item
     return item
 
 

@@ -17,10 +17,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from raster_errors import InvalidOption
-
-
-#: Longest CRS text accepted (a WKT2 with a long history fits in a few KB).
-MAX_CRS_TEXT = 16 * 1024
+from raster_models import MAX_CRS_TEXT  # noqa: F401  (geo_ops re-exports it)
 
 
 _AUTHORITY_CODE = re.compile(r"^([A-Za-z][A-Za-z0-9_]{0,31}):([A-Za-z0-9_]{1,32})$")
@@ -98,6 +95,12 @@ def crs_facts(wkt: str) -> tuple[int | None, str, dict[str, Any] | None]:
 def crs_epsg(crs: CRS | None) -> int | None:
     """The EPSG code of ``crs`` when it is exactly an EPSG CRS, else None."""
     return crs_facts(crs.to_wkt())[0] if crs else None
+
+
+def canonical_crs(value: str | int) -> str:
+    """CRS text a client sent, parsed once (``parse_crs``: no file, no network) into the compact,
+    lossless text that travels from the HTTP edge to the workers."""
+    return crs_compact_text(parse_crs(value))
 
 
 def crs_compact_text(crs: CRS) -> str:

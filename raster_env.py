@@ -24,15 +24,14 @@ from raster_models import Nodata
 PathLike = Union[str, os.PathLike]
 
 
-#: GDAL configuration applied under every operation unless the caller overrides a key.
-DEFAULT_GDAL_CONFIG: dict[str, str] = {
+#: GDAL options every operation runs under, whatever the caller's ``gdal_config`` says: guards for
+#: untrusted files (https://gdal.org/user/security.html: no Python pixel functions, no raw-file
+#: bands, no .aux.xml side files read or written, no sibling listing) and how outputs are written.
+#: Tunable options (block cache, HTTP retries, first read size) are the caller's: the app's come
+#: from settings (settings.GDAL_DEFAULTS), the one home of their defaults.
+GUARDS: dict[str, str] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_CACHEMAX": "32",  # MB: enough for one warp chunk or tile; peak RSS stays ~200 MB
     "CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    # Guards for untrusted files (https://gdal.org/user/security.html): no Python pixel
-    # functions, no raw-file bands, no .aux.xml side files read or written, no sibling listing.
     "GDAL_VRT_ENABLE_PYTHON": "NO",
     "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",
     "GDAL_PAM_ENABLED": "NO",
@@ -40,12 +39,12 @@ DEFAULT_GDAL_CONFIG: dict[str, str] = {
 
 
 def env_options(gdal_config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """Engine defaults, then ``extra``, then the caller's ``gdal_config`` (which wins).
+    """``extra``, then the caller's ``gdal_config``, then the guards (which no caller turns off).
 
     ``GDAL_CACHEMAX`` follows GDAL's convention (below 100000 it means megabytes) and is handed
     to ``rasterio.Env`` as bytes, since rasterio takes an int there as a byte count.
     """
-    options = {**DEFAULT_GDAL_CONFIG, **extra, **(gdal_config or {})}
+    options = {**extra, **(gdal_config or {}), **GUARDS}
     if "GDAL_CACHEMAX" in options:
         value = str(options["GDAL_CACHEMAX"]).strip()
         if not value.isdigit():
@@ -56,7 +55,7 @@ def env_options(gdal_config: Mapping[str, Any] | None = None, **extra: Any) -> d
 
 def gdal_env(gdal_config: Mapping[str, Any] | None = None, **extra: Any
              ) -> rasterio.Env | contextlib.nullcontext:
-    """``rasterio.Env`` with the engine defaults, overridden by ``gdal_config``; nothing to enter
+    """``rasterio.Env`` with ``gdal_config`` and the guards; nothing to enter
     when the active environment already sets every one of those options to the same value (a
     dataset read inside the environment that opened it: entering and leaving an environment
     costs ~0.14 ms, three times a file)."""

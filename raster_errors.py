@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from faults import Transient
+
 
 class GeoOpsError(Exception):
     """Base class of the raster engine's errors; carries the offending path and the reason."""
@@ -65,8 +67,14 @@ class IncompatibleTiles(GeoOpsError):
     """Tiles given to a mosaic do not share CRS, resolution, bands or data type."""
 
 
-class SourceUnavailable(GeoOpsError):
-    """The source could not be reached (network or HTTP error): transient, worth a retry."""
+class SourceUnavailable(Transient):
+    """The source could not be reached (network or HTTP error): a transient fault, not the file's
+    (``faults.Transient``, never a ``GeoOpsError``); carries the path and the reason as they do."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 class OutputWriteError(GeoOpsError):
@@ -78,7 +86,7 @@ class CannotReproject(GeoOpsError):
     the target (an engineering or local CRS), or none of its points fall in the target's domain."""
 
 
-ERRORS_BY_CODE: dict[str, type[GeoOpsError]] = {
+ERRORS_BY_CODE: dict[str, type[GeoOpsError] | type[SourceUnavailable]] = {
     cls.__name__: cls for cls in (
         RasterNotFound, EmptyFile, UnsupportedFormat, UnreadableRaster, MissingCRS,
         DegenerateTransform, RasterTooLarge, UnsupportedDtype, InvalidNodata, InvalidOption,

@@ -19,6 +19,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
+from iso_times import parse_iso
 from georeferencing import TAG_GEOREFERENCING, PixelMapping, georeferencing, provenance_tags
 from grid_footprint import footprint, maps_to_lonlat
 from raster_crs import body_class, body_geod, celestial_body, crs_code, crs_facts, edge_pixels, pixels_to_lonlat
@@ -69,10 +70,9 @@ def parse_file_datetime(text: str) -> dt.datetime | None:
     try:
         if match:
             return dt.datetime(*map(int, match.groups()), tzinfo=dt.timezone.utc)
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_iso(text, utc=True)
     except ValueError:
         return None
-    return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def file_datetime(ds: DatasetReader) -> dt.datetime | None:

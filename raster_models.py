@@ -14,6 +14,9 @@ from pydantic import BaseModel, Field
 from raster_errors import ERRORS_BY_CODE, GeoOpsError
 
 
+#: Longest CRS text accepted (a WKT2 or PROJJSON of a projected CRS is a few KB).
+MAX_CRS_TEXT = 16 * 1024
+
 Nodata = Union[float, str, None]  # NaN and infinities travel as "nan" / "inf" / "-inf" in JSON
 
 

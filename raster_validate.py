@@ -67,8 +67,6 @@ def validated(
         try:
             ds = open_allowed(src, head)
             report.driver = ds.driver
-        except SourceUnavailable:
-            raise  # transient: the caller retries, it is not a verdict on the file
         except GeoOpsError as err:
             report.errors.append(issue(type(err), err.reason))
             yield report, None
@@ -76,8 +74,6 @@ def validated(
         with ds:
             try:
                 _validate_dataset(ds, report, limits, sample_blocks)
-            except SourceUnavailable:
-                raise
             except GeoOpsError as err:
                 report.errors.append(issue(type(err), err.reason))
             report.valid = not report.errors

@@ -8,6 +8,7 @@ to be configured to run on one machine. A bad or missing value fails at start-up
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -16,15 +17,27 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from croniter import croniter
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
+from faults import BUDGET, RetryBudget
 from href_policy import host_entry
+from output_names import CHUNK_SIZE
 from storage import check_container_name
 
 ENV_PREFIX = "RMH_"
-_NCRONTAB_FIELD = re.compile(r"^[\d*/,\-A-Za-z]+$")
+#: The GDAL options raster work runs under unless RMH_GDAL_OPTIONS says otherwise (their one home:
+#: the raster modules take a ``gdal_config`` and never read the environment; raster_env adds only
+#: its guards for untrusted files). The block cache is per process: 128 MB. The first read of a
+#: remote file takes 256 KB: a COG's header and, for a small file, all of it, in one request
+#: (GDAL's default, 16 KB, costs a small COG three reads).
+GDAL_DEFAULTS: dict[str, str] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # also one of the engine's guards, which it enforces
+    "GDAL_CACHEMAX": "128",
+    "GDAL_INGESTED_BYTES_AT_OPEN": "262144",
+}
 
 
 class SettingsError(ValueError):
@@ -83,7 +96,7 @@ class Settings(BaseSettings):
     # Scheduled sync.
     sync_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sync_schedule: str = "0 0 */6 * * *"
-    sync_chunk_size: int = Field(100, ge=1, le=5000)
+    sync_chunk_size: int = Field(CHUNK_SIZE, ge=1, le=5000)  # output_names.CHUNK_SIZE: its one home
 
     # Event-driven ingest (blob events): containers whose BlobCreated/BlobDeleted events catalog or
     # uncatalog the blob (empty: the input container), and those among them whose rasters are
@@ -111,7 +124,9 @@ class Settings(BaseSettings):
 
     # Processing limits.
     max_pixels_per_task: int = Field(64 * 1024 * 1024, ge=256 * 256)
-    tile_size: int = Field(4096, ge=256, le=32768)
+    # The largest tile edge of a tiled conversion whose request names none (the budget's edge by
+    # default: 8192² = max_pixels_per_task); a request's tile_size wins.
+    tile_size: int = Field(8192, ge=256, le=32768)
     max_raster_pixels: int = Field(50_000 * 50_000, ge=1)
     max_raster_bands: int = Field(64, ge=1)
     # A DEM the RPC model of a raster placed by RPCs takes its heights from when it is warped (a
@@ -130,19 +145,25 @@ class Settings(BaseSettings):
     # Local working files: every staging directory lives under this one directory (default: the
     # system's temporary directory + /rmhgeoapi); stale ones are removed when a worker starts.
     temp_dir: Path | None = None
-    # How long an activity keeps retrying a transient fault (storage or catalog unreachable)
-    # with exponential backoff before it gives up and the orchestration's retry takes over.
+
+    # Faults: the one retry budget (faults.RetryBudget; README "Faults"). How long a task retries a
+    # transient fault (storage or catalog unreachable, a network fault while reading) in place,
+    # with exponential backoff, before it raises and the orchestrator's attempts take over.
     outage_seconds: float = Field(90.0, ge=0, le=3600)
 
-    # GDAL configuration options applied around every raster operation (JSON object).
-    gdal_options: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=lambda: {
-            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-            "GDAL_HTTP_MAX_RETRY": "5",
-            "GDAL_HTTP_RETRY_DELAY": "1",
-            "GDAL_CACHEMAX": "128",
-        }
-    )
+    # GDAL configuration options of raster work (JSON object), over GDAL_DEFAULTS key by key.
+    gdal_options: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: dict(GDAL_DEFAULTS))
+
+    @property
+    def retry_budget(self) -> RetryBudget:
+        """Every retry of the service: the fixed parts of faults.BUDGET with this outage budget."""
+        return dataclasses.replace(BUDGET, outage_seconds=self.outage_seconds)
+
+    @property
+    def gdal_config(self) -> dict[str, str]:
+        """The GDAL options of every raster operation: GDAL_DEFAULTS, GDAL's request retries of
+        the retry budget, then RMH_GDAL_OPTIONS (which wins)."""
+        return {**GDAL_DEFAULTS, **self.retry_budget.gdal_options(), **self.gdal_options}
 
     @property
     def watched_containers(self) -> list[str]:
@@ -243,8 +264,7 @@ class Settings(BaseSettings):
     @field_validator("sync_schedule", "event_drain_schedule")
     @classmethod
     def _ncrontab(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        if len(value.split()) != 6 or not croniter.is_valid(value, second_at_beginning=True):
             raise ValueError(
                 f"{value!r} is not a six-field NCRONTAB expression "
                 "('{second} {minute} {hour} {day} {month} {day-of-week}', e.g. '0 0 */6 * * *')"

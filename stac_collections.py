@@ -13,6 +13,7 @@ from typing import Any
 import pystac
 from pydantic import BaseModel
 
+import iso_times
 from cube_stac import DATACUBE_EXT, collection_cube_fields, merge_item_fields
 from stac_ops import (COG_MEDIA_TYPE, DEFAULT_LICENSE, PNG_MEDIA_TYPE, RENDER_EXT, as_utc, check_id,
                       resolve_collection_id)
@@ -146,7 +147,8 @@ def item_span(stac: Mapping[str, Any]) -> tuple[dt.datetime | None, dt.datetime 
 
 
 def parse_iso(text: str | None) -> dt.datetime | None:
-    return None if text is None else as_utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+    """A STAC datetime in UTC, None for none (ValueError when it is not one: iso_times)."""
+    return None if text is None else iso_times.parse_iso(text, utc=True)
 
 
 def _west_south_east_north(stac: Mapping[str, Any]) -> list[float]:

@@ -68,6 +68,7 @@ from pydantic import BaseModel
 from rasterio.io import DatasetReaderBase
 
 import geo_ops
+from iso_times import as_utc  # noqa: F401  (stac_collections and cubes read it here)
 # The STAC layer's errors, also reachable here as stac_ops.<Error> (function_app's error table and
 # the activities catch stac_ops.StacOpsError).
 from stac_errors import (CollectionValidationError, FootprintError, InvalidItemId,  # noqa: F401
@@ -207,8 +208,6 @@ def _open_raster(raster: str | os.PathLike | DatasetReaderBase) -> Iterator[Any]
         return
     try:
         dataset = geo_ops.open_raster(raster)
-    except geo_ops.SourceUnavailable:
-        raise
     except geo_ops.GeoOpsError as err:
         raise RasterOpenError(f"cannot open raster {os.fspath(raster)!r}: {err.reason}") from err
     with dataset:
@@ -224,8 +223,6 @@ def read_facts(raster: str | os.PathLike | DatasetReaderBase, *, max_stats_size:
         try:
             return geo_ops.read_header(dataset, statistics=True, max_stats_size=max_stats_size,
                                        gdal_config=gdal_config)
-        except geo_ops.SourceUnavailable:
-            raise
         except geo_ops.GeoOpsError as err:
             raise RasterReadError(f"cannot read pixels of {dataset.name!r}: {err.reason}") from err
 
@@ -320,11 +317,6 @@ def get_datetime(facts: geo_ops.RasterHeader, *, last_modified: dt.datetime | No
     if last_modified is not None:
         return as_utc(last_modified), "blob-last-modified"
     raise MissingDatetime(f"raster {facts.path!r}: no datetime in file, blob or request")
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """``value`` in UTC; a naive value is read as UTC."""
-    return value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 _utc = as_utc  # its name before stac_collections needed it (main's cubes.py calls stac_ops._utc)

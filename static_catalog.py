@@ -13,7 +13,6 @@ import fcntl
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +30,7 @@ from drafts import Lifecycle, Transition, VisibilityResult
 from stac_collections import apply_summary, item_span, summarize_items
 from stac_ops import SOURCE_ETAG, CollectionValidationError, InvalidItemId, check_id
 from stac_validation import STAC_VERSION, StacValidator
+from dir_store import atomic_write_text
 from storage import fit_component
 
 
@@ -56,7 +56,8 @@ class CatalogStore(Protocol):
 
 
 class LocalDirectoryStore:
-    """``CatalogStore`` on a local directory: atomic writes by temp file + ``os.replace``."""
+    """``CatalogStore`` on a local directory: its keys are files under ``root``, written with the
+    blob store's atomic write (``dir_store.atomic_write_text``)."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -75,16 +76,7 @@ class LocalDirectoryStore:
     def write_text(self, key: str, text: str) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # A short temporary name: the key's own name may already fill a file-name component.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".write-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, text)  # the local store's one atomic write
 
     def list_keys(self, prefix: str, *, max_depth: int | None = None) -> Iterator[str]:
         """Keys of the ``.json`` files under ``prefix``, sorted; ``max_depth`` counts key segments."""

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 import output_names
 from catalogs import Catalog, ItemFacts
-from storage import BlobStore, ContainerNotFound, StorageError, StorageUnavailable
+from storage import BlobStore, ContainerNotFound, StorageError
 
 
 class UnpublishError(Exception):
@@ -123,8 +123,6 @@ def _metadata(store: BlobStore, container: str, blob, name: str) -> dict[str, st
         return blob.metadata
     try:
         return store.get_properties(container, name).metadata
-    except StorageUnavailable:
-        raise
     except StorageError:  # not found, no such container, a name no blob can have
         return None
 
@@ -287,8 +285,6 @@ def remove_group(catalog: Catalog, store: BlobStore, group: OutputGroup) -> Grou
     for blob in group.blobs:
         try:
             blobs += store.delete(blob.container, blob.blob)
-        except StorageUnavailable:
-            raise
         except (StorageError, OSError) as err:
             raise OutputNotRemoved(f"{blob.path} could not be deleted: {type(err).__name__}: {err}") from None
     items = 0

@@ -62,11 +62,19 @@ TARGETS = {"wall_ratio": 1.05, "cog_peak_ratio": 1.2, "warp_peak_mb": 300.0,
 # Child side: one measured operation per process
 
 
+def app_gdal_config() -> dict:
+    """The GDAL options the app runs the engine under (settings' defaults and the retry budget's:
+    what ``activity_frame.gdal_config`` passes), so the engine is measured as the app runs it."""
+    from settings import Settings
+
+    return Settings().gdal_config
+
+
 def child_to_cog(src: str, dst: str) -> dict:
     import geo_ops
 
     started = time.perf_counter()
-    geo_ops.to_cog(src, dst, profile="deflate", overview_resampling=OVERVIEW_RESAMPLING)
+    geo_ops.to_cog(src, dst, profile="deflate", overview_resampling=OVERVIEW_RESAMPLING, gdal_config=app_gdal_config())
     return {"wall_s": time.perf_counter() - started}
 
 
@@ -85,7 +93,7 @@ def child_to_cog_warp(src: str, dst: str) -> dict:
 
     started = time.perf_counter()
     result = geo_ops.to_cog(src, dst, dst_crs="EPSG:3857", resampling="nearest",
-                            overview_resampling=OVERVIEW_RESAMPLING)
+                            overview_resampling=OVERVIEW_RESAMPLING, gdal_config=app_gdal_config())
     return {"wall_s": time.perf_counter() - started, "shape": [result.width, result.height],
             "bounds": result.bounds}
 
@@ -105,8 +113,9 @@ def child_tiles(src: str, dst: str) -> dict:
     import geo_ops
 
     started = time.perf_counter()
-    plan = geo_ops.plan_tiles(src, output_prefix=dst, tile_size=TILE_SIZE)
-    results = [geo_ops.process_tile(src, tile, overview_resampling=OVERVIEW_RESAMPLING)
+    config = app_gdal_config()
+    plan = geo_ops.plan_tiles(src, output_prefix=dst, tile_size=TILE_SIZE, gdal_config=config)
+    results = [geo_ops.process_tile(src, tile, overview_resampling=OVERVIEW_RESAMPLING, gdal_config=config)
                for tile in plan.tiles]
     return {"wall_s": time.perf_counter() - started, "tiles": len(results)}
 
@@ -143,10 +152,10 @@ def child_headers(src_dir: str, _dst: str) -> dict:
     import geo_ops
 
     files = sorted(str(p) for p in Path(src_dir).glob("*.tif"))
-    passes = []
+    passes, config = [], app_gdal_config()
     for _ in range(3):
         started = time.perf_counter()
-        headers = [geo_ops.read_header(f) for f in files]
+        headers = [geo_ops.read_header(f, gdal_config=config) for f in files]
         passes.append(time.perf_counter() - started)
     assert all(h.bbox and h.footprint and h.epsg for h in headers)
     return {"wall_s": statistics.median(passes), "first_pass_s": passes[0], "files": len(files)}

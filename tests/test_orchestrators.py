@@ -88,7 +88,7 @@ def test_settle_waits_for_every_task_when_one_fails_and_keeps_its_place():
 
 
 def test_history_progress_counts_finished_files_and_tiles_only():
-    from models import history_progress
+    from job_reads import history_progress
 
     events = [
         {"EventType": "TaskCompleted", "FunctionName": "catalog_blob", "Result": {"name": "a.tif", "status": "done"}},

@@ -28,7 +28,7 @@ def test_tasks_list_every_file_with_its_name_and_the_orchestrators_failures(host
 
 
 def test_task_names_come_from_the_result_when_the_history_event_has_no_input():
-    from models import job_tasks
+    from job_reads import job_tasks
 
     history = [  # the extension's status format: a completion without the scheduled input
         {"EventType": "TaskCompleted", "FunctionName": "inspect_raster", "Timestamp": "2026-01-01T00:00:01Z",

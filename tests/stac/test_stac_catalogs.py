@@ -14,6 +14,7 @@ from psycopg import errors as pg_errors
 
 import catalogs
 import pgstac_catalog
+import pgstac_summaries
 import static_catalog
 import grid_footprint
 import stac_collections
@@ -398,7 +399,7 @@ def test_pgstac_asset_summary_hydrates_like_pgstac(pg_catalog, pg_pool, collecti
                              (collection_id,)).fetchone()[0]
         expected = sorted(conn.execute(_HYDRATED_ASSETS, (collection_id,)).fetchall(),
                           key=lambda r: json.dumps(r, default=str))
-        got = sorted(((a.key, a.type, a.title, a.roles, a.items) for a in pgstac_catalog._asset_summaries(conn, collection_id)),
+        got = sorted(((a.key, a.type, a.title, a.roles, a.items) for a in pgstac_summaries.asset_summaries(conn, collection_id)),
                      key=lambda r: json.dumps(r, default=str))
     assert bases >= 2
     assert got == expected
