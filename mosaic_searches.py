@@ -32,7 +32,6 @@ import morecantile
 import psycopg
 import pystac
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel
 
 from task_models import MosaicLinks, MosaicRegistration  # noqa: F401  (what registering answers)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import iso_times
 from cube_stac import DATACUBE_EXT, collection_cube_fields, merge_item_fields
-from stac_ops import (COG_MEDIA_TYPE, DEFAULT_LICENSE, PNG_MEDIA_TYPE, RENDER_EXT, as_utc, check_id,
+from stac_ops import (COG_MEDIA_TYPE, DEFAULT_LICENSE, PNG_MEDIA_TYPE, RENDER_EXT, check_id,
                       resolve_collection_id)
 
 

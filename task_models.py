@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from raster_models import MosaicResult, Tile, TilePlan, ValidationReport
 from request_models import IMPORT_CHUNK_SIZE, SYNC_CHUNK_SIZE, CogOptions, UnpublishRequest
