@@ -132,6 +132,15 @@ SYNC_CHUNK_SIZE = 100
 #: 8 chunks of 100 keep 800 tasks queued: far more than one host's workers run at once.
 CHUNKS_IN_FLIGHT = 8
 ChunksInFlight = Annotated[int, Field(ge=1, le=1000, description=f"chunks run at once (default {CHUNKS_IN_FLIGHT})")]
+#: A job of more chunks than this gathers them in segments of this many: one sub-orchestration per
+#: segment runs its chunks (``orchestrators.chunk_segment``), the job runs its segments one after
+#: another. Every episode of an orchestration replays its whole history, and a job's history holds
+#: one entry per chunk it gathers, so a job gathering all its chunks itself costs O(chunks²) over
+#: its run (20,000 files: a 30 ms replay per finished chunk; 100,000: ~150 ms). With segments no
+#: history holds more than this many chunks, and the cost per file stays that of 10,000 files.
+SEGMENT_CHUNKS = 100
+SegmentChunks = Annotated[int, Field(ge=2, le=10_000, description=f"chunks per segment of a large job (default "
+                                                                  f"{SEGMENT_CHUNKS})")]
 
 
 class SyncContainerRequest(ContainerJob):
@@ -145,6 +154,7 @@ class SyncContainerRequest(ContainerJob):
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=5000)
     chunks_in_flight: ChunksInFlight | None = None
+    segment_chunks: SegmentChunks | None = None
 
 
 class CatalogFileRequest(ContainerJob):
@@ -206,6 +216,7 @@ class CogConversionRequest(ContainerJob, CogOptions):
     catalog: bool = True
     chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
     chunks_in_flight: ChunksInFlight | None = None
+    segment_chunks: SegmentChunks | None = None
 
     @model_validator(mode="after")
     def _one_selection(self) -> "CogConversionRequest":
@@ -279,6 +290,7 @@ class ImportStacRequest(ContainerJob):
     chunk_size: int | None = Field(None, ge=1, le=1000, description=f"items per sub-orchestration "
                                                                     f"(default {IMPORT_CHUNK_SIZE})")
     chunks_in_flight: ChunksInFlight | None = None
+    segment_chunks: SegmentChunks | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "ImportStacRequest":
@@ -340,7 +352,8 @@ class Progress(BaseModel):
     reads the status, from the instance's history (``history_progress``), so an orchestration
     pays nothing per finished task for its progress. ``chunks``: the numbers of the chunks a job
     had running (started, not merged) as of this status, so a reader finds the ones it has not
-    counted without listing every chunk of the job.
+    counted without listing every chunk of the job; ``segments``: the same for a job that gathers
+    its chunks in segments (``SEGMENT_CHUNKS``), each of which reports its own chunks so.
     """
 
     stage: str
@@ -353,11 +366,12 @@ class Progress(BaseModel):
     eta: dt.datetime | None = None
     live: bool = False
     chunks: list[int] | None = None
+    segments: list[int] | None = None
 
     @classmethod
     def at(cls, stage: str, *, total: int, done: int, failed: int = 0,
            started: dt.datetime, now: dt.datetime, live: bool = False,
-           chunks: list[int] | None = None) -> "Progress":
+           chunks: list[int] | None = None, segments: list[int] | None = None) -> "Progress":
         """Progress with percent and an estimated completion extrapolated from the rate so far."""
         finished = done + failed
         percent = round(100.0 * finished / total, 1) if total else (100.0 if stage == "completed" else 0.0)
@@ -365,7 +379,7 @@ class Progress(BaseModel):
         if 0 < finished < total and now > started:
             eta = now + (now - started) * ((total - finished) / finished)
         return cls(stage=stage, total=total, done=done, failed=failed, percent=percent,
-                   started=started, updated=now, eta=eta, live=live, chunks=chunks)
+                   started=started, updated=now, eta=eta, live=live, chunks=chunks, segments=segments)
 
     @classmethod
     def combined(cls, job: dict[str, Any], parts: list[tuple[int, int]], now: dt.datetime) -> dict[str, Any]:
@@ -381,7 +395,7 @@ class Progress(BaseModel):
         done = min(mine.total, mine.done + sum(d for d, _ in parts))
         failed = min(mine.total - done, mine.failed + sum(f for _, f in parts))
         return cls.at(mine.stage, total=mine.total, done=done, failed=failed, started=mine.started,
-                      now=max(now, mine.updated or mine.started)).model_dump(mode="json", exclude={"live", "chunks"})
+                      now=max(now, mine.updated or mine.started)).model_dump(mode="json", exclude={"live", "chunks", "segments"})
 
 
 def chunk_instance_id(job_id: str, kind: str, index: int) -> str:
@@ -617,6 +631,19 @@ class CatalogChunkTask(BaseModel):
     chunk: ChunkRef
     container: str
     collection: str
+
+
+class SegmentTask(BaseModel):
+    """Input of a ``chunk_segment`` sub-orchestration: the chunk sub-orchestrations it runs (their
+    orchestrator and inputs, at most ``in_flight`` at once), the names each counts as failed if it
+    fails outright (``orchestrators.gather``), and what its progress counts."""
+
+    orchestrator: Literal["catalog_chunk", "convert_chunk", "import_chunk"]
+    chunks: list[dict[str, Any]]
+    names: list[list[str] | ChunkRef]
+    in_flight: int | None = None
+    stage: str
+    total: int
 
 
 class ConvertChunkTask(BaseModel):

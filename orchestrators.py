@@ -55,6 +55,8 @@ from models import (
     ImportStacRequest,
     ImportWriteTask,
     IngestBlobRequest,
+    SEGMENT_CHUNKS,
+    SegmentTask,
     InspectResult,
     JobEnded,
     JobResult,
@@ -114,24 +116,28 @@ def run_job(context: df.DurableOrchestrationContext, operation: str, body: Body)
 
 
 def report(context: df.DurableOrchestrationContext, stage: str, result: JobResult,
-           total: int | None = None, *, chunks: list[int] | None = None, live: bool = False) -> None:
-    """Publish progress as the custom status (small JSON, deterministic). ``chunks``: the
-    numbers of the chunks running and not merged yet; ``live``: a fan-out whose finished tasks
-    the job API counts from this instance's history, on top of what ``result`` counted."""
+           total: int | None = None, *, chunks: list[int] | None = None, live: bool = False,
+           segments: list[int] | None = None) -> None:
+    """Publish progress as the custom status (small JSON, deterministic). ``chunks`` (or
+    ``segments``): the numbers of the chunks (segments) running and not merged yet; ``live``: a
+    fan-out whose finished tasks the job API counts from this instance's history, on top of what
+    ``result`` counted."""
+    named = (lambda numbers: numbers if numbers is not None and len(numbers) <= CHUNKS_NAMED else None)
     progress = Progress.at(stage, total=result.total if total is None else total,
                            done=result.done + result.skipped, failed=result.failed,
                            started=result.started, now=context.current_utc_datetime, live=live,
-                           chunks=chunks if chunks is not None and len(chunks) <= CHUNKS_NAMED else None)
-    context.set_custom_status(progress.model_dump(mode="json"))
+                           chunks=named(chunks), segments=named(segments))
+    context.set_custom_status(progress.model_dump(mode="json", exclude=None if segments is not None else {"segments"}))
 
 
 def gather(context: df.DurableOrchestrationContext, starts: list[Callable[[], Any]], result: JobResult, *,
-           stage: str, total: int, names: list[list[str] | ChunkRef], in_flight: int | None = None):
+           stage: str, total: int, names: list, in_flight: int | None = None, segments: bool = False):
     """Run the chunk sub-orchestrations that ``starts`` schedule, at most ``in_flight`` at once
     (the next starts as one finishes), merging each JobResult into ``result`` and updating
     progress. A chunk that failed outright (a fault beyond its retries) counts each of its files
     as failed with the chunk's reason, under the file's real blob name (``names[i]``: the names,
-    or the chunk blob they are read from), so a retry of the job redoes exactly them."""
+    or the chunk blob they are read from), so a retry of the job redoes exactly them. With
+    ``segments`` the starts are segments (``chunk_segment``) and ``names[i]`` their chunks' names."""
     window = in_flight or CHUNKS_IN_FLIGHT
     running: list[tuple[Any, int]] = []
     started = 0
@@ -141,7 +147,9 @@ def gather(context: df.DurableOrchestrationContext, starts: list[Callable[[], An
         while started < len(starts) and len(running) < window:
             running.append((starts[started](), started))
             started += 1
-        report(context, stage, result, total, chunks=[i for _, i in running])
+        numbers = [i for _, i in running]
+        report(context, stage, result, total, chunks=None if segments else numbers,
+               segments=numbers if segments else None)
 
     start_more()
     while running:
@@ -149,18 +157,61 @@ def gather(context: df.DurableOrchestrationContext, starts: list[Callable[[], An
         index = next(i for task, i in running if task is winner)
         running = [(task, i) for task, i in running if task is not winner]
         if isinstance(winner.result, Exception):
-            chunk_names = names[index]
-            if isinstance(chunk_names, ChunkRef):  # a chunk blob: read its file names once, now
-                files = yield context.call_activity_with_retry(
-                    act.read_chunk, RETRY, chunk_names.model_dump(mode="json"))
-                chunk_names = [FileRef.model_validate(f).name for f in files]
             reason = _first_line(winner.result)
-            result.add([TaskOutcome(name=name, status="failed", error="ChunkFailed", reason=reason)
-                        for name in chunk_names])
+            for chunk_names in (names[index] if segments else [names[index]]):
+                if isinstance(chunk_names, ChunkRef):  # a chunk blob: read its file names once, now
+                    files = yield context.call_activity_with_retry(
+                        act.read_chunk, RETRY, chunk_names.model_dump(mode="json"))
+                    chunk_names = [FileRef.model_validate(f).name for f in files]
+                result.add([TaskOutcome(name=name, status="failed", error="ChunkFailed", reason=reason)
+                            for name in chunk_names])
         else:
             result.merge(JobResult.model_validate(winner.result))
         start_more()
     return result
+
+
+def gather_chunks(context: df.DurableOrchestrationContext, orchestrator: Any, chunks: list[dict], result: JobResult,
+                  *, stage: str, total: int, names: list, in_flight: int | None = None,
+                  segment_chunks: int | None = None):
+    """A job's chunks: one ``orchestrator`` sub-orchestration per input of ``chunks``, run by
+    ``gather``. A job of more than ``segment_chunks`` (SEGMENT_CHUNKS) chunks runs them in
+    segments of that many (``chunk_segment``, one after another, each running ``in_flight`` chunks
+    at once), so its own history grows by one entry per segment and no history by more than one
+    segment's chunks. The size comes from the job's request, never from the environment."""
+    size = segment_chunks or SEGMENT_CHUNKS
+    if len(chunks) <= size:
+        starts = [functools.partial(context.call_sub_orchestrator, orchestrator, chunk, chunk_id(context, "chunk", i),
+                                    expected_type=dict) for i, chunk in enumerate(chunks)]
+        return (yield from gather(context, starts, result, stage=stage, total=total, names=names,
+                                  in_flight=in_flight))
+    name = next(key for key, value in CHUNK_ORCHESTRATORS.items() if value is orchestrator)
+    segments = [SegmentTask(orchestrator=name, chunks=chunks[i:i + size], names=names[i:i + size],
+                            in_flight=in_flight, stage=stage, total=_files(names[i:i + size]))
+                for i in range(0, len(chunks), size)]
+    starts = [functools.partial(context.call_sub_orchestrator, chunk_segment, segment.model_dump(mode="json"),
+                                chunk_id(context, "segment", s), expected_type=dict)
+              for s, segment in enumerate(segments)]
+    return (yield from gather(context, starts, result, stage=stage, total=total, in_flight=1, segments=True,
+                              names=[segment.names for segment in segments]))
+
+
+def _files(names: list[list[str] | ChunkRef]) -> int:
+    return sum(entry.count if isinstance(entry, ChunkRef) else len(entry) for entry in names)
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def chunk_segment(context: df.DurableOrchestrationContext):
+    """A segment of a large job's chunks (``gather_chunks``): runs them as the job would, at most
+    ``in_flight`` at once, and returns their results merged."""
+    segment = SegmentTask.model_validate(context.get_input())
+    result = JobResult(operation="chunk_segment", started=context.current_utc_datetime)
+    orchestrator = CHUNK_ORCHESTRATORS[segment.orchestrator]
+    starts = [functools.partial(context.call_sub_orchestrator, orchestrator, chunk, chunk_id(context, "chunk", i),
+                                expected_type=dict) for i, chunk in enumerate(segment.chunks)]
+    result = yield from gather(context, starts, result, stage=segment.stage, total=segment.total,
+                               names=segment.names, in_flight=segment.in_flight)
+    return result.model_dump(mode="json")
 
 
 def settle(context: df.DurableOrchestrationContext, tasks: list):
@@ -259,12 +310,11 @@ def _sync_container(context, result: JobResult):
             collection=plan.collection, item_ids=plan.removed_ids).model_dump(mode="json"))
         result.detail["removed"] = removed
     total = result.total + sum(chunk.count for chunk in plan.chunks)
-    starts = [functools.partial(context.call_sub_orchestrator, catalog_chunk, CatalogChunkTask(
-        chunk=c, container=request.container, collection=plan.collection,
-    ).model_dump(mode="json"), chunk_id(context, "chunk", i), expected_type=dict)
-        for i, c in enumerate(plan.chunks)]
-    result = yield from gather(context, starts, result, stage="cataloging", total=total, names=list(plan.chunks),
-                               in_flight=request.chunks_in_flight)
+    chunks = [CatalogChunkTask(chunk=c, container=request.container, collection=plan.collection).model_dump(mode="json")
+              for c in plan.chunks]
+    result = yield from gather_chunks(context, catalog_chunk, chunks, result, stage="cataloging", total=total,
+                                      names=list(plan.chunks), in_flight=request.chunks_in_flight,
+                                      segment_chunks=request.segment_chunks)
     result.detail["catalog"] = yield from finalize(context, plan.collection)
     return result
 
@@ -426,10 +476,9 @@ def _cog_conversion(context, result: JobResult):
         total = len(request.blobs)
         names = [request.blobs[i:i + size] for i in range(0, total, size)]
         chunks = [ConvertChunkTask(task=base, blobs=part) for part in names]
-    starts = [functools.partial(context.call_sub_orchestrator, convert_chunk, chunk.model_dump(mode="json"),
-                                chunk_id(context, "chunk", i), expected_type=dict) for i, chunk in enumerate(chunks)]
-    result = yield from gather(context, starts, result, stage="converting", total=total, names=names,
-                               in_flight=request.chunks_in_flight)
+    result = yield from gather_chunks(context, convert_chunk, [chunk.model_dump(mode="json") for chunk in chunks], result,
+                                      stage="converting", total=total, names=names, in_flight=request.chunks_in_flight,
+                                      segment_chunks=request.segment_chunks)
     if request.catalog:
         result.detail["catalog"] = yield from finalize(context, collection)
     return result
@@ -613,11 +662,11 @@ def _import_stac(context, result: JobResult):
     result.detail["plan"] = plan.model_dump(mode="json", include={"items", "documents", "collections", "ignored",
                                                                   "ignored_names"})
     total = result.total + plan.items
-    starts = [functools.partial(context.call_sub_orchestrator, import_chunk, ImportChunkTask(
-        chunk=c, output_container=request.output_container, options=request.cog_options()).model_dump(mode="json"),
-        chunk_id(context, "chunk", i), expected_type=dict) for i, c in enumerate(plan.chunks)]
-    result = yield from gather(context, starts, result, stage="importing", total=total, names=list(plan.chunks),
-                               in_flight=request.chunks_in_flight)
+    chunks = [ImportChunkTask(chunk=c, output_container=request.output_container,
+                              options=request.cog_options()).model_dump(mode="json") for c in plan.chunks]
+    result = yield from gather_chunks(context, import_chunk, chunks, result, stage="importing", total=total,
+                                      names=list(plan.chunks), in_flight=request.chunks_in_flight,
+                                      segment_chunks=request.segment_chunks)
     result.detail["catalog"] = []
     for collection in plan.collections:
         result.detail["catalog"].append((yield from finalize(context, collection)))
@@ -681,3 +730,7 @@ def convert_assets(context, chunk: ImportChunkTask, items: list[ImportPrepared],
     converted = yield from settle(context, [context.call_activity_with_retry(
         act.convert_blob, RETRY, t.model_dump(mode="json")) for t in tasks])
     return {key: outcome_of(c.file.name, raw) for (key, c), raw in zip(blobs.items(), converted)}
+
+
+#: The chunk orchestrators a segment may run (``SegmentTask.orchestrator`` names one).
+CHUNK_ORCHESTRATORS = {"catalog_chunk": catalog_chunk, "convert_chunk": convert_chunk, "import_chunk": import_chunk}
