@@ -25,6 +25,7 @@ from catalogs import (CatalogHealth, CollectionNotFound, InvalidPageToken, ItemP
 from stac_collections import apply_summary, item_span, summarize_items
 from stac_ops import SOURCE_ETAG, CollectionValidationError, InvalidItemId, check_id
 from stac_validation import STAC_VERSION, StacValidator
+from static_index import FootprintIndex, IndexUnavailable
 from storage import fit_component
 
 
@@ -154,6 +155,17 @@ class StaticCatalog:
         self.catalog_id, self.description, self.title = catalog_id, description, title
         self.validator = validator
         self.storage_root = None if storage_root is None else Path(storage_root).resolve()
+        # On a local directory: the R*Tree sidecar that pages search_page (static_index.py).
+        self.index = FootprintIndex(self.store.root) if isinstance(self.store, LocalDirectoryStore) else None
+
+    @contextlib.contextmanager
+    def _index_writing(self):
+        """The index's write transaction (None without an index): an item's file and row change together."""
+        if self.index is None:
+            yield None
+            return
+        with self.index.writing() as writer:
+            yield writer
 
     def _relative_hrefs(self, collection_id: str, stac: dict[str, Any]) -> dict[str, Any]:
         """The item with hrefs into the storage root made relative to its file."""
@@ -236,19 +248,28 @@ class StaticCatalog:
         requested = written = 0
         for collection_id, by_id in grouped.items():
             self._require_collection(collection_id)
-            for item_id, stac in by_id.items():
-                stac = {**self._relative_hrefs(collection_id, stac), "links": [
-                    {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
-                    {"rel": "parent", "href": "../collection.json", "type": "application/json"},
-                    {"rel": "collection", "href": "../collection.json", "type": "application/json"},
-                ] + [link for link in stac.get("links", []) if link.get("rel") not in ("root", "parent", "collection", "self")]}
-                key = self._item_key(collection_id, item_id)
-                requested += 1
-                if self._read(key) != stac:
-                    self._write(key, stac)
-                    written += 1
+            with self._index_writing() as index:
+                written += self._write_items(collection_id, by_id, index)
+            requested += len(by_id)
         return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
                             unchanged=requested - written)
+
+    def _write_items(self, collection_id: str, by_id: Mapping[str, dict[str, Any]], index) -> int:
+        """Write a collection's items (and their index rows); how many files changed."""
+        written = 0
+        for item_id, stac in by_id.items():
+            stac = {**self._relative_hrefs(collection_id, stac), "links": [
+                {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+                {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+                {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+            ] + [link for link in stac.get("links", []) if link.get("rel") not in ("root", "parent", "collection", "self")]}
+            key = self._item_key(collection_id, item_id)
+            if self._read(key) != stac:
+                self._write(key, stac)
+                written += 1
+            if index is not None:
+                index.put(collection_id, key.rsplit("/", 1)[1], stac)
+        return written
 
     def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
                     validate: bool = True) -> int:
@@ -264,7 +285,11 @@ class StaticCatalog:
         return None if stac is None else pystac.Item.from_dict(stac, migrate=False)
 
     def delete_item(self, collection_id: str, item_id: str) -> bool:
-        return self.store.delete(self._item_key(collection_id, item_id))
+        key = self._item_key(collection_id, item_id)
+        with self._index_writing() as index:
+            if index is not None:
+                index.forget(collection_id, key.rsplit("/", 1)[1])
+            return self.store.delete(key)
 
     def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int:
         return sum(self.delete_item(collection_id, item_id) for item_id in item_ids)
@@ -291,12 +316,29 @@ class StaticCatalog:
         if match is None:
             raise InvalidPageToken(f"paging token {token[:80]!r} was not handed out by this catalog")
         offset = int(match.group(1))
+        if self.index is not None:
+            with contextlib.suppress(IndexUnavailable):  # unwritable: read the files, as before
+                return self._indexed_page(collection_ids or self._collection_ids(), bbox, offset, limit)
         hits = [s for cid in (collection_ids or self._collection_ids()) for s in self._iter_items(cid)
                 if _item_matches(s, bbox, None, None)]
         hits.sort(key=lambda s: (item_span(s)[0] or _EPOCH, s["id"]), reverse=True)
         page = [{k: v for k, v in s.items() if k != "links"} for s in hits[offset:offset + limit]]
         more = offset + limit < len(hits)
         return ItemPage(items=page, next_token=f"next:{offset + limit}" if more else None)
+
+    def _indexed_page(self, collection_ids: Sequence[str], bbox: Sequence[float] | None, offset: int,
+                      limit: int) -> ItemPage:
+        """``search_page`` through the index: only the page's item files are read."""
+        for cid in collection_ids:
+            items_dir = self.store.root / check_id(cid) / "items"
+            self.index.reconcile(cid, items_dir, lambda name, cid=cid: self._read(f"{cid}/items/{name}"))
+        found = self.index.page(collection_ids, bbox, offset, limit + 1)
+        page = []
+        for cid, name in found[:limit]:
+            stac = self._read(f"{cid}/items/{name}")
+            if stac is not None:  # removed since the query: the page is one shorter
+                page.append({k: v for k, v in stac.items() if k != "links"})
+        return ItemPage(items=page, next_token=f"next:{offset + limit}" if len(found) > limit else None)
 
     def _collection_ids(self) -> list[str]:
         return sorted(key.split("/")[0] for key in self.store.list_keys("", max_depth=2)
