@@ -39,6 +39,7 @@ import stac_import
 import stac_ops
 import stac_validation
 import static_catalog
+import sync_planner
 from models import (
     PLAN_NAMES_SHOWN,
     BlobDescription,
@@ -70,7 +71,6 @@ from models import (
     MosaicTask,
     RemoveItemsTask,
     StageRef,
-    SyncJobPlan,
     SyncPlanRequest,
     TaskOutcome,
     TilePlanResult,
@@ -411,27 +411,22 @@ def plan_sync(payload: dict) -> dict:
                                                title=request.collection_title,
                                                description=request.collection_description, source=source))
     known = cat.list_item_etags(collection_id) if exists and request.mode == "incremental" else {}
-    listed, ignored = [], []
-    for blob in store.iter_blobs(request.container, request.prefix):
-        if not is_raster_name(blob.name):
-            ignored.append(blob.name)
-            continue
-        listed.append(stac_ops.SourceBlob(container=request.container, blob_name=blob.name, etag=blob.etag,
-                                          size=blob.size, last_modified=blob.last_modified))
-    diff = stac_ops.plan_sync(listed, known)
-    work = [_file_ref(b, "added") for b in diff.to_add] + [_file_ref(b, "changed") for b in diff.to_update]
-    names = {stac_ops.item_id_for_blob(b.container, b.blob_name): b.blob_name for b in listed}
-    unchanged = [names[item_id] for item_id in diff.unchanged]
-    removed = diff.to_delete if request.mode == "incremental" else []
-    plan = SyncJobPlan.build(request, collection_id, work, unchanged, ignored, removed)
+    write = None
     if not request.dry_run:
-        plan.chunks = _write_chunks(store, config.system_container, request.plan_id, request.chunk_size, work)
+        store.create_container(config.system_container)
+        write = functools.partial(_write_chunk, store, config.system_container, request.plan_id)
+    # listed, compared and written chunk by chunk: memory bounded at any container size
+    plan = sync_planner.plan_container(request, collection_id, store.iter_blobs(request.container, request.prefix),
+                                       known, write)
     return plan.model_dump(mode="json")
 
 
-def _file_ref(blob: stac_ops.SourceBlob, kind: str) -> FileRef:
-    return FileRef(name=blob.blob_name, etag=blob.etag or "", size=blob.size,
-                   last_modified=blob.last_modified, kind=kind)
+def _write_chunk(store: BlobStore, system: str, plan_id: str, index: int, files: list[FileRef]) -> ChunkRef:
+    """One chunk of a plan as a JSON blob in the system container (``plans/<plan id>/chunk-NNNNN.json``)."""
+    name = f"plans/{plan_id}/chunk-{index:05d}.json"
+    body = json.dumps([f.model_dump(mode="json") for f in files]).encode()
+    store.upload_bytes(system, name, body, content_type="application/json")
+    return ChunkRef(container=system, blob=name, count=len(files))
 
 
 def _ensure_collection(cat, spec: CollectionSpec) -> str:
