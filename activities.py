@@ -29,9 +29,13 @@ import pystac
 import tenacity
 
 import catalogs
+import cube_jobs
+import drafts
+import event_delivery
 import geo_ops
 import href_policy
 import mosaic_searches
+import output_names
 import pgstac_catalog
 import remote_fetch
 import stac_collections
@@ -40,6 +44,7 @@ import stac_ops
 import stac_validation
 import static_catalog
 import sync_planner
+import unpublish
 from models import (
     PLAN_NAMES_SHOWN,
     BlobDescription,
@@ -48,6 +53,7 @@ from models import (
     CatalogSummary,
     CatalogTilesResult,
     CatalogTilesTask,
+    DiscardTilesTask,
     ChunkRef,
     CollectionRef,
     CollectionSpec,
@@ -70,16 +76,19 @@ from models import (
     MosaicSummary,
     MosaicTask,
     RemoveItemsTask,
+    SettleCollectionsTask,
     StageRef,
     SyncPlanRequest,
     TaskOutcome,
     TilePlanResult,
     TileTask,
+    UnpublishPlan,
+    UnpublishPlanRequest,
+    VisibilityTask,
 )
-from raster_names import is_raster_name  # the one list of raster suffixes (sync, prefixes, blob events)
 from settings import CatalogBackend, Settings, StorageBackend, get_settings
-from storage import (MAX_BLOB_NAME, BlobNotFound, BlobStore, ContainerNotFound, GdalPathTooLong, InvalidBlobName,
-                     LocalDirStore, StorageRefused, StorageUnavailable, fit_component, store_from_settings)
+from storage import (BlobNotFound, BlobStore, ContainerNotFound, GdalPathTooLong, InvalidBlobName,
+                     LocalDirStore, StorageRefused, StorageUnavailable, store_from_settings)
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -87,7 +96,8 @@ T = TypeVar("T")
 
 # Conditions that describe the file, not the service: a per-item failure, never retried.
 ITEM_ERRORS: tuple[type[Exception], ...] = (geo_ops.GeoOpsError, stac_ops.StacOpsError, catalogs.CatalogError,
-                                            BlobNotFound, InvalidBlobName, StorageRefused, GdalPathTooLong)
+                                            BlobNotFound, InvalidBlobName, StorageRefused, GdalPathTooLong,
+                                            unpublish.UnpublishError)
 # Conditions that are the service's fault (storage or catalog unreachable, a network fault while
 # reading): retried inside the activity with backoff (``rides_out_outages``), then raised so the
 # retry options at the orchestrator's call site apply. Never reported as a bad file.
@@ -107,8 +117,8 @@ def rides_out_outages(activity: Callable[[dict], Any]) -> Callable[[dict], Any]:
     return run
 
 
-def ride_out(name: str, step: Callable[..., T], *args: Any) -> T:
-    """``step(*args)``, run again on a transient fault as ``rides_out_outages`` does: for a step
+def ride_out(name: str, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``step(*args, **kwargs)``, run again on a transient fault as ``rides_out_outages`` does: for a step
     after one that must not be judged again (a conversion's catalog write after its COG write:
     rerunning the whole activity would find its own COG current and call the file skipped)."""
     retrying = tenacity.Retrying(
@@ -116,7 +126,7 @@ def ride_out(name: str, step: Callable[..., T], *args: Any) -> T:
         wait=tenacity.wait_exponential_jitter(multiplier=1, max=15),
         stop=tenacity.stop_after_delay(settings().outage_seconds),
         before_sleep=_log_retry(name), reraise=True)
-    return retrying(step, *args)
+    return retrying(step, *args, **kwargs)
 
 
 def _log_retry(name: str) -> Callable[[tenacity.RetryCallState], None]:
@@ -144,17 +154,51 @@ def _catalog_for(config_json: str):
     # Every item and collection is validated before it is written: core schemas (bundled in
     # pystac) and the extension schemas shipped in stac_schemas/ (plus RMH_STAC_SCHEMA_DIR's).
     validator = stac_validation.StacValidator(config.stac_schema_dir)
+    # Change events are recorded with each write when some target is configured, and a delivery
+    # is attempted as soon as the write commits (event_delivery.Delivery.deliver_soon).
+    events = {"event_source": config.event_source, "on_events": _deliver_after_write} if config.events_enabled else {}
     if config.catalog_backend is CatalogBackend.pgstac:
         token = _aad_token_provider() if config.pgstac_use_managed_identity else None
         pool = pgstac_catalog.connection_pool(config.pgstac_dsn.get_secret_value(), password_provider=token,
                                         max_size=4)
-        return pgstac_catalog.PgStacCatalog(pool, validator=validator)
+        return pgstac_catalog.PgStacCatalog(pool, validator=validator, **events)
     store = (BlobCatalogStore(_store_for(config_json), config.static_catalog_container)
              if config.static_catalog_container else config.static_catalog_dir)
     # Hrefs into the local storage directory are written relative to each item file, so the
     # catalog and the storage directory can be moved together.
     storage_root = config.storage_local_dir if config.storage_backend is StorageBackend.local else None
-    return static_catalog.StaticCatalog(store, validator=validator, storage_root=storage_root)
+    return static_catalog.StaticCatalog(store, validator=validator, storage_root=storage_root, **events)
+
+
+def _deliver_after_write(count: int) -> None:
+    delivery = event_delivery_for()
+    if delivery is not None:
+        delivery.deliver_soon()
+
+
+@functools.lru_cache(maxsize=4)
+def _delivery_for(config_json: str) -> event_delivery.Delivery | None:
+    config = Settings.model_validate_json(config_json)
+    senders: list[event_delivery.Sender] = []
+    if config.event_grid_endpoint:
+        senders.append(event_delivery.EventGridSender(config.event_grid_endpoint))
+    if config.event_webhooks:
+        senders.append(event_delivery.WebhookSender(config.event_webhooks))
+    if not senders:
+        return None
+    return event_delivery.Delivery(_catalog_for(config_json).event_outbox(), event_delivery.Senders(senders))
+
+
+def event_delivery_for() -> event_delivery.Delivery | None:
+    """The catalog's event delivery (None when no target is configured)."""
+    with _CLIENTS:
+        return _delivery_for(_config_json(settings()))
+
+
+def deliver_events(seconds: float = 50.0) -> event_delivery.DrainReport:
+    """Deliver every due change event (the ``deliver_events`` timer), for up to ``seconds``."""
+    delivery = event_delivery_for()
+    return delivery.deliver_all(seconds) if delivery is not None else event_delivery.DrainReport()
 
 
 class BlobCatalogStore:
@@ -409,15 +453,21 @@ def plan_sync(payload: dict) -> dict:
         source = f"{request.container}/{request.prefix}" if request.prefix else request.container
         _ensure_collection(cat, CollectionSpec(container=request.container, collection=request.collection,
                                                title=request.collection_title,
-                                               description=request.collection_description, source=source))
+                                               description=request.collection_description, source=source,
+                                               draft=request.draft, job=request.job))
     known = cat.list_item_etags(collection_id) if exists and request.mode == "incremental" else {}
+    track = exists and request.mode == "incremental"
     write = None
     if not request.dry_run:
         store.create_container(config.system_container)
         write = functools.partial(_write_chunk, store, config.system_container, request.plan_id)
-    # listed, compared and written chunk by chunk: memory bounded at any container size
-    plan = sync_planner.plan_container(request, collection_id, store.iter_blobs(request.container, request.prefix),
-                                       known, write)
+    # rasters, cube files and Zarr stores (one source per store, not one per blob), listed,
+    # compared and written chunk by chunk: memory bounded at any container size
+    planner = sync_planner.SyncPlanner(request, collection_id, known, write, track_present=track)
+    sync_planner.plan_listing(planner, lambda: store.iter_blobs(request.container, request.prefix))
+    removed, gone = _gone_sources(cat, collection_id, request, planner.present) if track else ([], [])
+    plan = planner.finish(removed)
+    plan.removed_sources = gone
     return plan.model_dump(mode="json")
 
 
@@ -429,6 +479,20 @@ def _write_chunk(store: BlobStore, system: str, plan_id: str, index: int, files:
     return ChunkRef(container=system, blob=name, count=len(files))
 
 
+def _gone_sources(cat, collection_id: str, request: SyncPlanRequest, present: set[str]) -> tuple[list[str], list[str]]:
+    """The collection's items whose source blob (in the synced container, under its prefix) is
+    gone, and those sources: a source's every item goes, its tiles' included, and only items
+    of this container's sources (a collection may hold other containers' items)."""
+    removed, gone = [], set()
+    for item in cat.find_items(collection=collection_id, source_container=request.container,
+                               source_prefix=request.prefix or None):
+        source = unpublish.source_of(item)
+        if source is not None and source.startswith(request.prefix) and source not in present:
+            removed.append(item.id)
+            gone.add(source)
+    return sorted(removed), sorted(gone)
+
+
 def _ensure_collection(cat, spec: CollectionSpec) -> str:
     """The collection's id; created when missing, retitled when the request names a new title or
     description."""
@@ -438,6 +502,10 @@ def _ensure_collection(cat, spec: CollectionSpec) -> str:
         cat.upsert_collection(stac_collections.collection_for_container(
             spec.container, collection_id=collection_id, kind=spec.holds, source=spec.source,
             target_crs=spec.target_crs, title=spec.title, description=spec.description))
+        if spec.draft:  # a new collection written as a draft: all of it waits for publish
+            cat.mark_draft(collection_id, drafts.Transition(
+                collection=collection_id, action="draft", items=0, by=f"job {spec.job or '(unknown)'}",
+                reason="created as a draft by the job that writes it", job=spec.job))
     elif (spec.title or existing.title) != existing.title or (spec.description or existing.description) != existing.description:
         existing.title, existing.description = spec.title or existing.title, spec.description or existing.description
         cat.upsert_collection(existing)
@@ -483,9 +551,9 @@ def catalog_blob(payload: dict) -> dict:
     try:
         item = judged(store, task.container, task.file.name, build)
         if task.stage:
-            catalog().stage_items(task.stage, [item])
+            catalog().stage_items(task.stage, [item], draft=task.draft)
         else:
-            catalog().upsert_items([item])
+            catalog().upsert_items([item], draft=task.draft)
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
@@ -543,7 +611,8 @@ def prepare_collection(payload: dict) -> str:
 @rides_out_outages
 def flush_items(payload: dict) -> dict:
     """Write the items a chunk's activities staged, in one batch."""
-    return catalog().flush_staged(StageRef.model_validate(payload).stage).model_dump(mode="json")
+    ref = StageRef.model_validate(payload)
+    return catalog().flush_staged(ref.stage, draft=ref.draft).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
@@ -615,9 +684,14 @@ def describe_blob(payload: dict) -> dict:
     try:
         props = blob_store().get_properties(ref.container, ref.blob)
     except BlobNotFound as err:
+        store = cube_jobs.describe_store(blob_store(), ref.container, ref.blob)  # a Zarr store's prefix
+        if store is not None:
+            return BlobDescription(found=True, file=store).model_dump(mode="json")
         return BlobDescription(found=False, reason=str(err)).model_dump(mode="json")
+    form = "cube" if cube_jobs.form_of_name(props.name) == "cube" else "raster"
     return BlobDescription(found=True, file=FileRef(name=props.name, etag=props.etag, size=props.size,
-                                                    last_modified=props.last_modified)).model_dump(mode="json")
+                                                    last_modified=props.last_modified, form=form)
+                           ).model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload")
@@ -626,12 +700,8 @@ def plan_conversion(payload: dict) -> dict:
     """The raster blobs under a prefix, written as chunk blobs; the files that are not rasters."""
     request = ConversionPlanRequest.model_validate(payload)
     store, config = blob_store(), settings()
-    files, ignored = [], []
-    for blob in store.iter_blobs(request.container, request.prefix):
-        if is_raster_name(blob.name):
-            files.append(FileRef(name=blob.name, etag=blob.etag, size=blob.size, last_modified=blob.last_modified))
-        else:
-            ignored.append(blob.name)
+    # rasters, cube files and Zarr stores (one source per store, not one per blob)
+    files, ignored = cube_jobs.listed_sources(store.iter_blobs(request.container, request.prefix))
     chunks = _write_chunks(store, config.system_container, request.plan_id, request.chunk_size, files)
     return ConversionPlan(chunks=chunks, files=len(files), ignored=len(ignored),
                           ignored_names=ignored[:PLAN_NAMES_SHOWN]).model_dump(mode="json")
@@ -649,10 +719,11 @@ def inspect_raster(payload: dict) -> dict:
 
     def inspect():
         with validated_source(store, task) as (_gdal, report, dataset):
-            # Reprojected, the output's grid is what one task writes (pixels far longer than
-            # wide become many square ones): it decides the tiled path, and is refused over the limit.
-            pixels = geo_ops.warped_pixels(dataset, task.options.target_crs, limits()) \
-                if task.options.target_crs else (report.width or 0) * (report.height or 0)
+            # Reprojected (or placed by GCPs/RPCs, always warped), the output's grid is what one
+            # task writes (pixels far longer than wide become many square ones): it decides the
+            # tiled path, and is refused over the limit.
+            pixels = geo_ops.warped_pixels(dataset, task.options.target_crs, limits(),
+                                           gcp_transform=task.options.gcp_transform, rpc_dem=settings().rpc_dem)
             return report, pixels
 
     try:
@@ -667,31 +738,19 @@ def inspect_raster(payload: dict) -> dict:
                          warnings=[w.message for w in report.warnings]).model_dump(mode="json")
 
 
-#: Characters an output name leaves for what follows its stem: ``/tiles/tile_r0000_c0000`` and
-#: ``.thumbnail.png`` (a tile's thumbnail), ``/mosaic.vrt``.
-OUTPUT_TAIL = 40
-#: Most bytes of UTF-8 in an output name: with its container, or a local storage directory,
-#: its GDAL path stays within storage.GDAL_PATH_BYTES.
-OUTPUT_NAME_BYTES = 1400
-
-
 def cog_blob_name(container: str, blob: str, suffix: str = ".tif") -> str:
-    """Deterministic output name of a source blob: ``<container>/<path without extension>.tif``.
-    Every output name made from it fits a blob name (1,024 characters), a GDAL path
-    (OUTPUT_NAME_BYTES) and a file name (its last segment within 255 bytes,
-    ``storage.fit_component``): a longer one keeps its head and a hash of the whole, so the same
-    source always gives the same name, and distinct sources distinct names."""
-    path = PurePosixPath(blob)
-    stem = f"{container}/{path.with_suffix('') if path.suffix.lower() in ('.tif', '.tiff') else path}"
-    if len(stem) + OUTPUT_TAIL > MAX_BLOB_NAME or len(stem.encode("utf-8")) + OUTPUT_TAIL > OUTPUT_NAME_BYTES:
-        digest = hashlib.sha256(stem.encode("utf-8")).hexdigest()[:32]
-        head = stem[:MAX_BLOB_NAME - OUTPUT_TAIL - len(digest) - 1].encode("utf-8")
-        stem = f"{head[:OUTPUT_NAME_BYTES - OUTPUT_TAIL - len(digest) - 1].decode('utf-8', 'ignore')}~{digest}"
-    parent, _, last = stem.rpartition("/")
-    return f"{parent}/{fit_component(last, suffix)}"
+    """Deterministic output name of a source blob: ``<container>/<path without extension>.tif``
+    (``output_names.py``: the rule unpublish finds outputs by)."""
+    return output_names.cog_name(container, blob, suffix)
+
+
+#: Conversion options added after outputs existed, at the value that changes nothing for those
+#: outputs: left out of the digest at that value, so outputs made before stay current.
+LATER_OPTIONS = {"gcp_transform": "polynomial"}
 
 
 def options_digest(options: dict[str, Any]) -> str:
+    options = {k: v for k, v in options.items() if LATER_OPTIONS.get(k, object()) != v}
     return _digest(json.dumps(options, sort_keys=True))
 
 
@@ -707,9 +766,11 @@ def convert_blob(payload: dict) -> dict:
     try:
         status = "skipped" if _output_current(store, task, out_name, digest) else "done"
         if status == "done":
-            judged(store, task.container, task.file.name, lambda: _write_cog(store, task, out_name, digest))
-        item_id = ride_out("convert_blob (catalog)", judged, store, task.output_container, out_name,
-                           lambda: _catalog_output(store, task, out_name)) if task.catalog else None
+            item_id = judged(store, task.container, task.file.name,
+                             lambda: _write_cog(store, task, out_name, digest))
+        else:
+            item_id = ride_out("convert_blob (catalog)", judged, store, task.output_container, out_name,
+                               lambda: _catalog_output(store, task, out_name)) if task.catalog else None
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:
@@ -732,37 +793,83 @@ def _is_current(store: BlobStore, container: str, name: str, source_etag: str, d
     return meta.get("rmh_source_etag") == source_etag and meta.get("rmh_options") == digest
 
 
-def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) -> None:
+def _write_cog(store: BlobStore, task: ConvertTask, out_name: str, digest: str) -> str | None:
+    """Convert, then publish last: the COG, its thumbnail and (when cataloged) its item are made
+    and the item validated from the local files before anything is uploaded; then the
+    thumbnail and the COG are uploaded and the item written. If a step after the first upload
+    fails, what this run uploaded is deleted before the failure goes on: a file reported failed
+    leaves no output behind. Returns the item's id (None when not cataloged)."""
     src = store.gdal_read_path(task.container, task.file.name)
     opts = task.options
     with staging_dir("cog") as tmp:
         local = Path(tmp) / "out.tif"
         geo_ops.to_cog(src.path, local, profile=opts.profile, max_z_error=opts.max_z_error,
-                       dst_crs=opts.target_crs,
+                       dst_crs=opts.target_crs, gcp_transform=opts.gcp_transform, rpc_dem=settings().rpc_dem,
                        resampling=opts.resampling, overview_resampling=_overview_resampling(opts.resampling),
                        limits=limits(), tmp_dir=tmp, gdal_config=gdal_config(src.config))
         metadata = {"rmh_source_etag": task.file.etag, "rmh_options": digest,
                     "rmh_source": f"{task.container}/{task.file.name}"}
-        _publish(store, task.output_container, out_name, local, metadata, thumbnail=task.catalog)
+        item = None
+        store.create_container(task.output_container)  # hrefs are of blobs in it (nothing is in it yet)
+        if task.catalog:
+            png = local.with_suffix(".thumbnail.png")
+            geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())
+            item = _item(task, raster=str(local), access={}, data=(task.output_container, out_name),
+                         data_size=local.stat().st_size,
+                         thumbnail=(task.output_container, thumbnail_blob_name(out_name)))
+        with discarded_on_failure(store, task.output_container) as published:
+            _publish(store, task.output_container, out_name, local, metadata, thumbnail=task.catalog,
+                     published=published)
+            if item is not None:
+                ride_out("convert_blob (catalog)", catalog().upsert_items, [item], draft=task.draft)
+    return item.id if item is not None else None
+
+
+@contextlib.contextmanager
+def discarded_on_failure(store: BlobStore, container: str) -> Iterator[list[str]]:
+    """A list to record the blobs a step publishes in ``container``; if the step fails they are
+    deleted (best effort: a deletion that fails is logged) and the failure goes on."""
+    published: list[str] = []
+    try:
+        yield published
+    except BaseException:
+        discard_blobs(store, container, published)
+        raise
+
+
+def discard_blobs(store: BlobStore, container: str, names: list[str]) -> int:
+    """Delete blobs this service published for a file that failed; how many were there."""
+    removed = 0
+    for name in names:
+        try:
+            removed += bool(store.delete(container, name))
+        except (*TRANSIENT_ERRORS, *ITEM_ERRORS, ContainerNotFound) as err:
+            logger.warning("could not remove %s/%s of a failed file: %s", container, name, type(err).__name__)
+    return removed
 
 
 def thumbnail_blob_name(cog_name: str) -> str:
-    """Where a COG's thumbnail goes: beside it, ``<name without .tif>.thumbnail.png`` (its last
-    segment within 255 bytes, as ``cog_blob_name`` keeps it)."""
-    parent, _, last = cog_name.removesuffix(".tif").rpartition("/")
-    return f"{parent + '/' if parent else ''}{fit_component(last, '.thumbnail.png')}"
+    """Where a COG's thumbnail goes: beside it, ``<name without .tif>.thumbnail.png``."""
+    return output_names.thumbnail_name(cog_name)
 
 
 def _publish(store: BlobStore, container: str, name: str, local: Path, metadata: dict[str, str], *,
-             thumbnail: bool) -> None:
+             thumbnail: bool, published: list[str] | None = None) -> None:
     """Upload a COG and, first, when it is to be cataloged, its PNG thumbnail (so a cataloged
-    COG that is current has one)."""
+    COG that is current has one; written beside ``local`` unless already there). Each blob
+    uploaded is added to ``published``; without that list, a failure removes what was uploaded."""
+    if published is None:
+        with discarded_on_failure(store, container) as published:
+            return _publish(store, container, name, local, metadata, thumbnail=thumbnail, published=published)
     store.create_container(container)
     if thumbnail:
         png = local.with_suffix(".thumbnail.png")
-        geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())
+        if not png.exists():
+            geo_ops.write_thumbnail(local, png, gdal_config=gdal_config())
+        published.append(thumbnail_blob_name(name))
         store.upload_from_path(container, thumbnail_blob_name(name), png, content_type="image/png",
                                metadata=metadata)
+    published.append(name)
     store.upload_from_path(container, name, local,
                            content_type=stac_ops.COG_MEDIA_TYPE,
                            metadata=metadata)
@@ -783,7 +890,7 @@ def _catalog_output(store: BlobStore, task: ConvertTask, out_name: str) -> str:
     size = store.get_properties(task.output_container, out_name).size
     item = _item(task, raster=out.path, access=out.config, data=(task.output_container, out_name), data_size=size,
                  thumbnail=_thumbnail(store, task.output_container, out_name))
-    catalog().upsert_items([item])
+    catalog().upsert_items([item], draft=task.draft)
     return item.id
 
 
@@ -802,7 +909,8 @@ def plan_raster_tiles(payload: dict) -> dict:
         plan = judged(store, task.container, task.file.name, lambda: geo_ops.plan_tiles(
             src.path, output_prefix=f"{prefix}/tiles", tile_size=task.tile_size or None,
             max_pixels=config.max_pixels_per_task, dst_crs=task.options.target_crs,
-            resampling=task.options.resampling, limits=limits(), gdal_config=gdal_config(src.config)))
+            resampling=task.options.resampling, limits=limits(), gdal_config=gdal_config(src.config),
+            gcp_transform=task.options.gcp_transform, rpc_dem=config.rpc_dem))
     except TRANSIENT_ERRORS:
         raise
     except ITEM_ERRORS as err:  # the raster cannot be tiled as asked: a per-file failure, with why
@@ -868,7 +976,9 @@ def build_tile_mosaic(payload: dict) -> dict:
         relative = [PurePosixPath(t).relative_to(PurePosixPath(vrt_name).parent).as_posix() for t in tiles]
         mosaic = geo_ops.build_mosaic([p.path for p in paths], local_vrt, relative_paths=relative,
                                       gdal_config=config)
-        store.upload_from_path(container, vrt_name, local_vrt, content_type="application/xml")
+        provenance = ({"rmh_source": request.source, "rmh_source_etag": request.source_etag or ""}
+                      if request.source else None)  # what unpublish finds the mosaic by
+        store.upload_from_path(container, vrt_name, local_vrt, content_type="application/xml", metadata=provenance)
     return MosaicSummary(**{**mosaic.model_dump(), "path": f"{container}/{vrt_name}"}).model_dump(mode="json")
 
 
@@ -886,8 +996,24 @@ def catalog_tiles(payload: dict) -> dict:
         items.append(_item(task, raster=gdal.path, access=gdal.config, data=(task.output_container, name),
                            data_size=None, item_blob_name=f"{task.file.name}/{stem}",
                            title=f"{task.file.name}, {stem}", thumbnail=_thumbnail(store, task.output_container, name)))
-    result = catalog().upsert_items(items)
+    result = catalog().upsert_items(items, draft=task.draft)
     return CatalogTilesResult(items=len(items), written=result.written).model_dump(mode="json")
+
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def discard_tiles(payload: dict) -> int:
+    """Remove what a tiled conversion that failed had published: its tiles, their thumbnails,
+    their items and its mosaic (what is already gone is skipped); how many blobs were removed."""
+    request = DiscardTilesTask.model_validate(payload)
+    task, store = request.task, blob_store()
+    names = [n for tile in request.tiles for n in (tile, thumbnail_blob_name(tile))]
+    removed = discard_blobs(store, task.output_container, names + ([request.mosaic] if request.mosaic else []))
+    if task.catalog and request.tiles:
+        ids = [item_id(task.container, f"{task.file.name}/{PurePosixPath(t).stem}", task.output_container)
+               for t in request.tiles]
+        catalog().delete_items(task.collection, ids)
+    return removed
 
 
 # -- database_health ----------------------------------------------------------------------------
@@ -1258,3 +1384,93 @@ def _imported_item(write: ImportWriteTask, entry: ImportEntry) -> dict[str, Any]
     return stac_import.imported_item(item, plans=plans, base=base, policy=policy, collection=entry.collection,
                                      public=_public_href, converted=converted, cogs=write.prepared.cogs,
                                      provenance=entry.location, digest=write.prepared.digest or "")
+
+
+# -- unpublish (unpublish.py) ---------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def plan_unpublish(payload: dict) -> dict:
+    """The output groups of an unpublish, written as chunk blobs (none for a dry run), with counts
+    and the first names of the items and blobs it removes."""
+    plan_request = UnpublishPlanRequest.model_validate(payload)
+    request, config, store = plan_request.request, settings(), blob_store()
+    selection = unpublish.Selection(container=request.container, collection=request.collection,
+                                    items=request.items, blobs=request.blobs, prefix=request.prefix,
+                                    entire_collection=request.entire_collection)
+    outputs = [config.output_container, *([request.output_container] if request.output_container else [])]
+    groups = unpublish.plan_groups(catalog(), store, selection, outputs)
+    items = [f"{i.collection}/{i.id}" for g in groups for i in g.items]
+    blobs = [b.path for g in groups for b in g.blobs]
+    collections = sorted({i.collection for g in groups for i in g.items} | (
+        {request.collection} if request.entire_collection else set()))
+    plan = UnpublishPlan(dry_run=request.dry_run, groups=len(groups),
+                         counts={"groups": len(groups), "items": len(items), "blobs": len(blobs)},
+                         items=items[:PLAN_NAMES_SHOWN], blobs=blobs[:PLAN_NAMES_SHOWN], collections=collections,
+                         truncated=max(len(items), len(blobs)) > PLAN_NAMES_SHOWN)
+    if not request.dry_run and groups:
+        store.create_container(config.system_container)
+        size = request.chunk_size or 100
+        for index in range(0, len(groups), size):
+            part = groups[index:index + size]
+            name = f"plans/{plan_request.plan_id}/unpublish-{index // size:05d}.json"
+            store.upload_bytes(config.system_container, name, json.dumps(
+                [g.model_dump(mode="json") for g in part]).encode(), content_type="application/json")
+            plan.chunks.append(ChunkRef(container=config.system_container, blob=name, count=len(part)))
+    return plan.model_dump(mode="json")
+
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def remove_outputs(payload: dict) -> dict:
+    """One output group: its blobs, then its items. A blob that cannot be deleted fails the group,
+    naming it; its items stay, so a rerun plans the group again."""
+    started = time.monotonic()
+    group = unpublish.OutputGroup.model_validate(payload)
+    try:
+        removed = unpublish.remove_group(catalog(), blob_store(), group)
+    except TRANSIENT_ERRORS:
+        raise
+    except ITEM_ERRORS as err:
+        return failed(group.name, err, started)
+    status = "done" if removed.items or removed.blobs else "skipped"  # already gone: a rerun
+    return TaskOutcome(name=group.name, status=status, output=f"{removed.items} items, {removed.blobs} blobs",
+                       seconds=round(time.monotonic() - started, 4)).model_dump(mode="json")
+
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def settle_collections(payload: dict) -> dict:
+    """After an unpublish: the collection removed entirely (when asked, and empty), the searches
+    registered for each collection it emptied, the extent of the others recomputed."""
+    task = SettleCollectionsTask.model_validate(payload)
+    cat, report = catalog(), {"removed": [], "emptied": [], "searches_removed": 0, "kept": []}
+    for collection in task.collections:
+        if cat.get_collection(collection) is None:
+            continue
+        if cat.count_items(collection):
+            cat.refresh_collection(collection)
+            report["kept"].append(collection)
+            continue
+        report["searches_removed"] += cat.remove_searches(collection)
+        if collection == task.remove:
+            cat.delete_collection(collection)
+            report["removed"].append(collection)
+        else:
+            cat.refresh_collection(collection)
+            report["emptied"].append(collection)
+    cat.finalize()
+    return report
+
+
+# -- publish, revoke (drafts.py) --------------------------------------------------------------
+
+@bp.activity_trigger(input_name="payload")
+@rides_out_outages
+def set_visibility(payload: dict) -> dict:
+    """Publish a collection's drafts or revoke its items, in one catalog transaction, with the
+    transition recorded."""
+    task = VisibilityTask.model_validate(payload)
+    transition = drafts.Transition(collection=task.collection, action=task.action, items=0, by=task.by,
+                                   reason=task.reason, job=task.job)
+    return catalog().set_visibility(task.action, task.collection, task.items, transition).model_dump(mode="json")

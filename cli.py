@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
+from raster_names import RASTER_SUFFIXES
+
 DEFAULT_URL = "http://127.0.0.1:7071"
 TERMINAL_STATES = {"Completed", "Failed", "Terminated", "Canceled"}
 #: Activities each worker process of the embedded host runs at once (`make bench-sync --threads`).
@@ -240,8 +242,9 @@ def nothing_matched(params: dict[str, Any], output: Any) -> str | None:
         return None
     ignored = counts.get("ignored") or len((output.get("detail") or {}).get("ignored") or [])
     where = f"container {params['container']!r}" if params.get("container") else "the input container"
-    return (f"nothing matched: no .tif/.tiff raster under prefix {params['prefix']!r} in {where}"
-            + (f" ({ignored} other files ignored)" if ignored else ""))
+    return (f"nothing matched: no raster under prefix {params['prefix']!r} in {where}"
+            + (f" ({ignored} other files ignored)" if ignored else "")
+            + f"; rasters are files named {', '.join(sorted(RASTER_SUFFIXES))} and Zarr stores (*.zarr/)")
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
@@ -292,7 +295,8 @@ def embedded_runtime(state: str, *, port: int = 0, run_timers: bool = False, **o
 
     config = get_settings()
     Path(state).mkdir(parents=True, exist_ok=True)
-    schedule = {"RMH_SYNC_SCHEDULE": config.sync_schedule}  # the settings' default when unset
+    schedule = {"RMH_SYNC_SCHEDULE": config.sync_schedule,  # the settings' defaults when unset
+                "RMH_EVENT_DRAIN_SCHEDULE": config.event_drain_schedule}
     return LocalRuntime("function_app:app", db_path=Path(state) / "durable.sqlite", port=port,
                         task_hub=config.task_hub_name, run_timers=run_timers, activity_pool="process",
                         activity_threads=PROCESS_THREADS,

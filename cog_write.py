@@ -11,11 +11,11 @@ import os
 import time
 from collections.abc import Mapping
 
-import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from affine import Affine
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
@@ -24,13 +24,14 @@ from cog_profiles import COG_PROFILES, EIGHT_BIT_CODECS, LERC_CODECS
 from output_staging import staged_output
 from raster_checks import issue, nodata_problem
 from raster_crs import crs_epsg, parse_crs
-from raster_env import GDAL_ERRORS, PathLike, env_options, nodata_json, parse_resampling, read_error
+from raster_env import GDAL_ERRORS, PathLike, env_options, nodata_json, numpy_dtype, parse_resampling, read_error
 from raster_errors import InvalidCog, InvalidOption
 from raster_models import CogResult, RasterLimits
 from raster_stats import valid_fraction
 from raster_validate import preflight
+from georeferencing import is_sensor_placed, provenance_tags, source_crs, transformer_options, warp_into
 from reprojection import output_grid, warp_grid, warped_vrt
-from vrt_documents import window_vrt
+from vrt_documents import band_meta, window_vrt, write_band_meta
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,36 @@ def cog_options(profile: str | Mapping[str, str], *, blocksize: int, overview_re
         base["MAX_Z_ERROR"] = repr(float(max_z_error))
     return {"BLOCKSIZE": str(blocksize), "OVERVIEW_RESAMPLING": parse_resampling(
         overview_resampling).name.upper(), "NUM_THREADS": str(threads), "BIGTIFF": "IF_SAFER",
-        "OVERVIEWS": "AUTO", **base}
+        "OVERVIEWS": FRESH_OVERVIEWS, **base}
 
 
-def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> None:
-    """Refuse a codec setting the data cannot take, before any pixel is written: a lossy 8-bit
-    codec for other data, a lossy LERC error bound for integers."""
+#: The COG driver's overview mode: levels always computed from the full resolution, never the
+#: source's own overviews copied (``AUTO`` copies them when a source has some: decimation 1 or
+#: unsorted levels then make an output strict validation refuses).
+FRESH_OVERVIEWS = "IGNORE_EXISTING"
+
+
+def check_codec(ds: DatasetReader, options: Mapping[str, str]) -> dict[str, str]:
+    """The creation options for this data: a codec setting the data cannot take is refused before
+    any pixel is written (a lossy 8-bit codec for other data, a lossy LERC error bound for
+    integers, LERC for complex data, which it cannot store), and complex data is written without
+    a predictor (TIFF's predictors take integers and real floats only)."""
     codec = options.get("COMPRESS", "").upper()
+    if any(numpy_dtype(t).kind == "c" for t in ds.dtypes):
+        if codec in LERC_CODECS:
+            raise InvalidOption(ds.name, f"{codec} cannot store complex data ({ds.dtypes[0]}): choose "
+                                "deflate, zstd, lzw or none")
+        if options.get("PREDICTOR", "NO").upper() not in ("NO", "1", "NONE"):
+            options = {**options, "PREDICTOR": "NO"}
     if codec in EIGHT_BIT_CODECS and (set(ds.dtypes) != {"uint8"} or ds.count not in (1, 3, 4)):
         raise InvalidOption(ds.name, f"{codec} compression needs 1, 3 or 4 uint8 bands, not "
                             f"{ds.count} x {ds.dtypes[0]}")
     if codec in LERC_CODECS and float(options.get("MAX_Z_ERROR", 0)) > 0 \
-            and np.dtype(ds.dtypes[0]).kind != "f":
+            and numpy_dtype(ds.dtypes[0]).kind != "f":
         raise InvalidOption(ds.name, f"max_z_error {options['MAX_Z_ERROR']} applies to "
                             f"floating-point data, not {ds.dtypes[0]} (LERC with max_z_error 0 "
                             "is lossless for any type)")
+    return dict(options)
 
 
 def verify_cog(path: str, config: Mapping[str, str]) -> None:
@@ -97,15 +113,19 @@ def overview_cap(width: int, height: int) -> int:
 
 
 def shaped_cog_options(options: Mapping[str, str], width: int, height: int) -> dict[str, str]:
-    """COG creation options for an output of this shape: automatic overviews (halving until the
-    image fits one block, as ``OVERVIEWS=AUTO`` does) limited to ``overview_cap`` levels with
-    ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0. Other options are kept."""
+    """COG creation options for an output of this shape: generated overviews (halving until the
+    image fits one block, as ``OVERVIEWS=AUTO`` and ``IGNORE_EXISTING`` do) limited to
+    ``overview_cap`` levels with ``OVERVIEW_COUNT`` (GDAL >= 3.6), none when the cap is 0 or the
+    image fits one block (``NONE`` then: with nothing to build, GDAL 3.10's COG driver copies a
+    source's own overviews even under ``IGNORE_EXISTING``). Other options are kept."""
     options = dict(options)
-    if options.get("OVERVIEWS", "AUTO").upper() != "AUTO":
+    if options.get("OVERVIEWS", "AUTO").upper() not in ("AUTO", FRESH_OVERVIEWS):
         return options
     block, levels, w, h = int(options.get("BLOCKSIZE", 512)), 0, width, height
     while w > block or h > block:
         w, h, levels = w // 2, h // 2, levels + 1
+    if levels == 0:  # one block holds it: no level to build (and the driver would copy the source's)
+        return {**options, "OVERVIEWS": "NONE"}
     cap = overview_cap(width, height)
     if cap >= levels:
         return options
@@ -129,6 +149,8 @@ def to_cog(
     limits: RasterLimits | None = None,
     tmp_dir: PathLike | None = None,
     gdal_config: Mapping[str, str] | None = None,
+    gcp_transform: str = "polynomial",
+    rpc_dem: str | None = None,
 ) -> CogResult:
     """Convert ``src`` to a Cloud Optimized GeoTIFF at ``dst`` with GDAL's COG driver.
 
@@ -137,17 +159,29 @@ def to_cog(
     Without ``dst_crs`` pixels are copied unchanged (``nodata`` overrides the declared nodata).
     With ``dst_crs`` the source streams through a ``WarpedVRT`` into a local tiled intermediate,
     window by window, then into the COG; a source without nodata or alpha gains an alpha band so
-    areas outside the source stay transparent. The output is checked with strict COG validation
-    before it is published at ``dst``.
+    areas outside the source stay transparent. A source placed by GCPs or RPCs
+    (``georeferencing``) is always warped, as gdalwarp warps it: into ``dst_crs``, else its GCPs'
+    CRS or EPSG:4326, by ``gcp_transform`` (polynomial by GCP count, an order, or ``tps``) or the
+    RPC model at the RPCs' height offset (``rpc_dem``: heights from that DEM), and the output's
+    tags say which. The output is checked with strict COG validation before it is published at
+    ``dst``.
     """
     started = time.perf_counter()
     config = env_options(gdal_config)
     options = cog_options(profile, blocksize=blocksize, overview_resampling=overview_resampling,
                           threads=threads, max_z_error=max_z_error)
     with rasterio.Env(**config), preflight(src, limits) as ds, staged_output(dst, tmp_dir) as tmp:
-        check_codec(ds, options)
+        options = check_codec(ds, options)
+        placed = is_sensor_placed(ds)
         try:
-            if dst_crs is None:
+            if placed:
+                crs = parse_crs(dst_crs) if dst_crs is not None else source_crs(ds)
+                warp_options = transformer_options(ds, gcp_transform, rpc_dem)
+                grid = output_grid(ds, crs, resolution, limits, warp_options)
+                _warp_placed_cog(ds, tmp, options, crs, grid, parse_resampling(resampling), nodata,
+                                 warp_mem_limit_mb, threads, warp_options,
+                                 provenance_tags(ds, gcp_transform, rpc_dem))
+            elif dst_crs is None:
                 _copy_cog(ds, tmp, shaped_cog_options(options, ds.width, ds.height), nodata)
             else:
                 output_grid(ds, parse_crs(dst_crs), resolution, limits)
@@ -156,7 +190,7 @@ def to_cog(
         except GDAL_ERRORS as err:
             raise read_error(src, "conversion failed", err) from err
         verify_cog(tmp, config)
-        result = _cog_result(tmp, str(dst), dst_crs is not None, started)
+        result = _cog_result(tmp, str(dst), dst_crs is not None or placed, started)
     log.debug("wrote COG %s from %s in %.2fs", dst, src, result.elapsed_s)
     return result
 
@@ -187,6 +221,37 @@ def _warp_cog(ds: DatasetReader, tmp: str, options: dict[str, str], dst_crs: CRS
                                  SPARSE_OK="TRUE")
         with rasterio.open(intermediate, "r+") as warped:  # a warped VRT drops the source's tags
             warped.update_tags(**ds.tags())
+        rasterio.shutil.copy(intermediate, tmp, driver="COG", **shaped_cog_options(options, width, height))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(intermediate)
+
+
+def _warp_placed_cog(ds: DatasetReader, tmp: str, options: dict[str, str], crs: CRS,
+                     grid: tuple[Affine, int, int], resampling: Resampling, nodata: float | None,
+                     warp_mem_limit_mb: int, threads: int | str, warp_options: Mapping[str, str],
+                     tags: Mapping[str, str]) -> None:
+    """A raster placed by GCPs or RPCs warped by GDAL's transformer for them into a local tiled
+    intermediate (chunked within ``warp_mem_limit_mb``), then into the COG. Without nodata or an
+    alpha band the output gains an alpha band, so what the source does not cover stays
+    transparent, as on the reprojection path."""
+    transform, width, height = grid
+    nodata = ds.nodata if nodata is None else nodata
+    src_alpha = ColorInterp.alpha in ds.colorinterp
+    bands = [i for i, c in zip(ds.indexes, ds.colorinterp) if c != ColorInterp.alpha]
+    alpha = len(bands) + 1 if (src_alpha or nodata is None) else 0
+    intermediate = tmp + ".warped.tif"
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": len(bands) + (1 if alpha else 0),
+               "dtype": ds.dtypes[0], "crs": crs, "transform": transform, "nodata": None if alpha else nodata,
+               "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER", "SPARSE_OK": "TRUE"}
+    try:
+        with rasterio.open(intermediate, "w", **profile) as warped:
+            warped.colorinterp = [ds.colorinterp[i - 1] for i in bands] + ([ColorInterp.alpha] if alpha else [])
+            warp_into(ds, rasterio.band(warped, list(range(1, len(bands) + 1))), dst_crs=crs,
+                      dst_transform=transform, resampling=resampling, nodata=None if alpha else nodata,
+                      alpha=alpha, options=warp_options, warp_mem_limit_mb=warp_mem_limit_mb, threads=threads)
+            warped.update_tags(**ds.tags(), **tags)
+            write_band_meta(warped, [band_meta(ds)[i - 1] for i in bands])
         rasterio.shutil.copy(intermediate, tmp, driver="COG", **shaped_cog_options(options, width, height))
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -12,7 +12,9 @@ item's geometry, bbox and properties, and says for each asset how a browser open
   (``cli.py serve``: the local store and the static catalog mirrored below their common parent,
   ``local_files.mirrored_mounts``); a relative href is resolved against its static item file.
 
-A feature's ``thumbnail`` names its thumbnail asset (key or role ``thumbnail``), if it has one;
+A feature's ``body`` names the body of the solar system an item of another one is on (its
+``ssys:targets``: its geometry is that body's lon/lat, which the map does not draw on the Earth),
+null for the Earth. A feature's ``thumbnail`` names its thumbnail asset (key or role ``thumbnail``), if it has one;
 ``previews`` the raster assets the preview tiles draw (``previews.previewable_keys``: ``data``
 first, then the others, e.g. time steps).
 """
@@ -157,7 +159,8 @@ def feature(item: Mapping[str, Any], links: AssetLinks) -> dict[str, Any]:
         assets[key] = entry
     return {"type": "Feature", "id": item_id, "collection": collection, "geometry": item.get("geometry"),
             "bbox": item.get("bbox"), "properties": item.get("properties") or {}, "assets": assets,
-            "thumbnail": thumbnail_key(item.get("assets") or {}), "previews": previews.previewable_keys(item)}
+            "thumbnail": thumbnail_key(item.get("assets") or {}), "previews": previews.previewable_keys(item),
+            "body": previews.body_of(item)}
 
 
 def footprint_page(catalog, links: AssetLinks, query: FootprintQuery) -> dict[str, Any]:

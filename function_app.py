@@ -25,7 +25,9 @@ from pydantic import ValidationError
 
 import activities
 import asset_locations
+import callers
 import catalogs
+import cube_activities
 import dashboard
 import entities
 import footprints
@@ -38,8 +40,8 @@ import raster_names
 import stac_ops
 import storage
 from entities import METRICS_ENTITY
-from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, instance_id_for, job_tasks,
-                    history_progress, chunk_instance_id, problems_of)
+from models import (OPERATIONS, IngestBlobRequest, JobRequest, Progress, SyncContainerRequest, UnpublishRequest,
+                    VisibilityRequest, instance_id_for, job_tasks, history_progress, chunk_instance_id, problems_of)
 from settings import SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ get_settings()  # a bad or missing setting fails the app at start-up, naming the
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orchestrators.bp)
 app.register_functions(activities.bp)
+app.register_functions(cube_activities.bp)
 app.register_functions(entities.bp)
 
 RS = df.OrchestrationRuntimeStatus
@@ -195,6 +198,10 @@ def parse_job_request(operation: str, body: bytes) -> tuple[JobRequest, bool]:
     rerun = payload.pop("rerun", False)
     if not isinstance(rerun, bool):
         raise ApiError(400, "invalid request", problems=[{"field": "rerun", "problem": "must be true or false"}])
+    if "requested_by" in model.model_fields and "requested_by" in payload:
+        raise ApiError(400, "invalid request", problems=[{
+            "field": "requested_by", "problem": "set by the service from the key you call with; remove it"}])
+    rerun = rerun or getattr(model, "repeatable", False)
     try:
         request = model.model_validate(payload)
     except ValidationError as err:
@@ -238,7 +245,7 @@ def _check_containers(request: JobRequest) -> None:
 async def _require_container(request: JobRequest) -> None:
     """A job over a container that does not exist is a 404 at submission, not a failed job."""
     container = getattr(request, "container", None)
-    if container is None:
+    if container is None or isinstance(request, UnpublishRequest):  # its sources may be long gone
         return
     if not await asyncio.to_thread(activities.blob_store().container_exists, container):
         raise ApiError(404, f"container {container!r} does not exist", field="container")
@@ -320,7 +327,20 @@ async def submit_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
     """Start a job: 202 with status URLs; 409 if the same job runs; 200 if it already finished."""
     request, rerun = parse_job_request(req.route_params.get("operation", ""), req.get_body())
     await _require_container(request)
+    await _require_collection(request)
+    if isinstance(request, VisibilityRequest):  # the record says who: the key's name or fingerprint
+        request = request.model_copy(update={"requested_by": callers.caller(
+            req.headers, req.params, get_settings().key_names)})
     return await start_job(client, req, req.route_params["operation"], request, rerun)
+
+
+async def _require_collection(request: JobRequest) -> None:
+    """Publishing, revoking or unpublishing a collection that does not exist is a 404 at submission."""
+    needed = isinstance(request, VisibilityRequest) or (
+        isinstance(request, UnpublishRequest) and (request.items is not None or request.entire_collection))
+    collection = getattr(request, "collection", None)
+    if needed and collection and await asyncio.to_thread(activities.catalog().get_collection, collection) is None:
+        raise ApiError(404, f"collection {collection!r} does not exist", field="collection")
 
 
 async def _require(client: df.DurableOrchestrationClient, instance_id: str,
@@ -680,7 +700,9 @@ _SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
 
 def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
     """The ingest job of a blob event, or None for an event that is not ours to act on (another
-    event type, a container that is not watched, a file that is not a raster)."""
+    event type, a container that is not watched, a file that is not a raster). The event of a
+    Zarr store's root marker (``raster_names.zarr_store_of``) is the store's: its blob is the
+    store's prefix."""
     kind = BLOB_EVENTS.get(event.event_type)
     match = _SUBJECT.match(event.subject or "")
     if kind is None or match is None:
@@ -689,8 +711,11 @@ def ingest_request(event: func.EventGridEvent) -> IngestBlobRequest | None:
     # neither does the embedded emulation): a name holding "%41" is that name, not "A".
     container, blob = match.group(1), match.group(2)
     config = get_settings()
-    if container not in config.watched_containers or not raster_names.is_raster_name(blob):
+    # A Zarr store's root marker stands for the store (its other blobs' events are not ours).
+    store = raster_names.zarr_store_of(blob)
+    if container not in config.watched_containers or not (store or raster_names.is_raster_name(blob)):
         return None
+    blob = store or blob
     data = event.get_json() or {}
     version = storage.normalize_etag(data.get("eTag")) if kind == "created" else str(data.get("sequencer", ""))
     try:
@@ -715,6 +740,31 @@ async def blob_events(event: func.EventGridEvent, client: df.DurableOrchestratio
     logger.info("blob event %s (%s %s/%s): %s", event.id, request.event, request.container,
                 request.blob, {202: "job started", 409: "job already running", 200: "already done"}.get(
                     response.status_code, response.status_code))
+
+
+@app.timer_trigger(schedule="%RMH_EVENT_DRAIN_SCHEDULE%", arg_name="timer", run_on_startup=True)
+async def deliver_events(timer: func.TimerRequest) -> None:
+    """Deliver the change events still in the outbox (writers deliver theirs right after they
+    commit; this catches up after an outage or a crash, and at start-up)."""
+    report = await asyncio.to_thread(activities.deliver_events)
+    if report.delivered or report.failed:
+        logger.info("change events: %d delivered, %d waiting to be retried", report.delivered, report.failed)
+
+
+@app.route(route="lifecycle", methods=["GET"])
+@api
+async def get_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    """The drafts (collections with items waiting for ``publish``) and the transitions (draft,
+    publish, revoke: when, by whom, why), newest first; ``collection`` and ``limit`` narrow it."""
+    collection = req.params.get("collection")
+    if collection is not None:
+        try:
+            stac_ops.check_id(collection)
+        except stac_ops.StacOpsError as err:
+            raise ApiError(400, str(err)) from None
+    limit = _number_param(req, "limit", 100, 1, 1000)
+    state = await asyncio.to_thread(activities.catalog().lifecycle, collection, limit)
+    return _json(state.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
 @app.route(route="metrics", methods=["GET"])

@@ -28,6 +28,7 @@ room                its one job
 ``cog_write``       ``to_cog`` and the COG driver's creation options
 ``tiling``          ``plan_tiles`` and ``process_tile``
 ``mosaics``         ``build_mosaic``: a VRT over tile COGs
+``georeferencing``  rasters placed by GCPs or RPCs: gdalwarp's transformer, grid and warp
 ``grid_footprint``  the lon/lat footprint and bbox of a pixel grid
 ``raster_facts``    ``read_header``: what a catalog item needs from a raster
 ``thumbnails``      ``write_thumbnail``: a PNG preview
@@ -38,6 +39,8 @@ from __future__ import annotations
 from cog_profiles import COG_PROFILES, EIGHT_BIT_CODECS, LERC_CODECS, LOSSLESS_PROFILES  # noqa: F401
 from cog_write import (NO_OVERVIEWS_ADVICE, check_codec, cog_options, overview_cap, shaped_cog_options,  # noqa: F401
                        to_cog, verify_cog)
+from georeferencing import (GCP_TRANSFORMS, TAG_GCP_COUNT, TAG_GCP_TRANSFORM, TAG_GEOREFERENCING,  # noqa: F401
+                            TAG_RPC_DEM, TAG_RPC_HEIGHT, georeferencing, is_sensor_placed, polynomial_order)
 from grid_footprint import footprint, maps_to_lonlat  # noqa: F401
 from mosaics import build_mosaic  # noqa: F401
 from output_staging import publish, staged_output  # noqa: F401
@@ -45,7 +48,7 @@ from raster_checks import (WHOLE_READ_BYTES, BlockSample, Findings, all_valid, c
                            check_cog_layout, check_dtypes, check_georeferencing, check_nodata, check_size,
                            decompressed_bytes, nodata_problem)
 from raster_checks import issue as _issue  # noqa: F401  (cubes.py on the multidim branch calls geo_ops._issue)
-from raster_crs import MAX_CRS_TEXT, crs_epsg, lonlat, parse_crs  # noqa: F401
+from raster_crs import MAX_CRS_TEXT, celestial_body, crs_epsg, lonlat, parse_crs  # noqa: F401
 from raster_env import (DEFAULT_GDAL_CONFIG, GDAL_ERRORS, PathLike, env_options, gdal_env,  # noqa: F401
                         gdal_reason, is_transient_reason, is_virtual, nodata_json, parse_resampling,
                         read_error)

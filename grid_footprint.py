@@ -22,9 +22,10 @@ from raster_crs import edge_pixels, pixels_to_lonlat, to_lonlat
 
 @lru_cache(maxsize=256)
 def maps_to_lonlat(wkt: str) -> bool:
-    """Whether PROJ has a transformation from the CRS ``wkt`` to longitude/latitude: not for an
-    engineering or local CRS (``LOCAL_CS``, ``ENGCRS``), which has no place on the Earth, so a
-    grid in it has no footprint (and no grid in another CRS)."""
+    """Whether PROJ has a transformation from the CRS ``wkt`` to longitude/latitude (of the Earth,
+    or of the body a planetary CRS is on): not for an engineering or local CRS (``LOCAL_CS``,
+    ``ENGCRS``), which has no place on any globe, so a grid in it has no footprint (and no grid
+    in another CRS)."""
     try:
         to_lonlat(wkt)
     except pyproj.exceptions.ProjError:
@@ -39,7 +40,7 @@ def _contains_pole(wkt: str, transform: Affine, width: int, height: int) -> int:
                                          errcheck=False)
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
-        col, row = ~transform @ (x, y)
+        col, row = (~transform @ (x, y)) if isinstance(transform, Affine) else transform.inverse(x, y)
         if -1e-6 <= col <= width + 1e-6 and -1e-6 <= row <= height + 1e-6:
             return sign
     return 0
@@ -154,7 +155,7 @@ def _outline_footprint(wkt: str, transform: Affine, width: int, height: int, lin
     return _lon_lat_footprint(hull, lons, lats)
 
 
-def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, densify: int = 21
+def footprint(crs: CRS | None, transform: Any, width: int, height: int, *, densify: int = 21
               ) -> tuple[dict[str, Any], list[float]] | tuple[None, None]:
     """GeoJSON geometry and bbox ``[west, south, east, north]`` in EPSG:4326 of a pixel grid.
 
@@ -163,7 +164,8 @@ def footprint(crs: CRS | None, transform: Affine, width: int, height: int, *, de
     a MultiPolygon with ``west > east``; one that holds a pole reaches +/-90 over all longitudes;
     when the edge leaves the projection's valid area (a geostationary full disk) it is the convex
     hull of the outline of the part that maps to the globe, found to a quarter of a pixel, so it
-    holds every pixel that maps. ``(None, None)`` without a CRS, for a CRS with no way to lon/lat
+    holds every pixel that maps. ``transform`` is the grid's ``Affine``, or for a raster placed
+    by GCPs or RPCs its ``georeferencing.PixelMapping`` (``crs`` then the mapping's). ``(None, None)`` without a CRS, for a CRS with no way to lon/lat
     (``maps_to_lonlat``), or when no part of the grid maps to the globe.
     """
     if crs is None:

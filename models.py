@@ -10,10 +10,11 @@ import bisect
 import datetime as dt
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
                       model_validator)
+from pydantic.json_schema import SkipJsonSchema
 
 import geo_ops
 from mosaic_searches import MosaicRegistration
@@ -62,11 +63,19 @@ CogProfile = Literal["deflate", "zstd", "lzw", "lerc", "lerc_deflate", "webp", "
 Prefix = Annotated[Text, Field(max_length=MAX_BLOB_NAME)]
 TargetCrs = Annotated[MultilineText, Field(min_length=1, max_length=geo_ops.MAX_CRS_TEXT), AfterValidator(_check_target_crs)]
 ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
+#: How a raster placed by GCPs is warped (georeferencing.GCP_TRANSFORMS; named here so request
+#: models load without GDAL).
+GcpTransform = Literal["polynomial", "polynomial-1", "polynomial-2", "polynomial-3", "tps"]
 CollectionTitle = Annotated[Text, Field(min_length=1, max_length=200, description=(
     "title of the collection the job creates (default: what it holds and where from)"))]
 CollectionDescription = Annotated[MultilineText, Field(min_length=1, max_length=4000, description=(
     "description of the collection the job creates (default: what it holds and where from); "
     "line breaks and tabs are its only control characters"))]
+ItemId = Annotated[Text, Field(pattern=r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,255}$")]
+Reason = Annotated[MultilineText, Field(min_length=1, max_length=1000, description="why: kept with the transition")]
+DraftOutput = Annotated[bool, Field(description=(
+    "write the items as drafts: invisible to searches and mosaics until `publish` (a new "
+    "collection is created as a draft)"))]
 
 
 class JobRequest(BaseModel):
@@ -155,6 +164,7 @@ class SyncContainerRequest(ContainerJob):
     chunk_size: int | None = Field(None, ge=1, le=5000)
     chunks_in_flight: ChunksInFlight | None = None
     segment_chunks: SegmentChunks | None = None
+    draft: DraftOutput = False
 
 
 class CatalogFileRequest(ContainerJob):
@@ -165,6 +175,7 @@ class CatalogFileRequest(ContainerJob):
     collection_title: CollectionTitle | None = None
     collection_description: CollectionDescription | None = None
     datetime: dt.datetime | None = None
+    draft: DraftOutput = False
 
 
 class ValidateRasterRequest(ContainerJob):
@@ -189,6 +200,11 @@ class CogOptions(BaseModel):
         None, description="EPSG code ('EPSG:3857', 3857), AUTHORITY:CODE, WKT, PROJJSON or a PROJ "
                           "string; never a file name or URL")
     resampling: ResamplingName = "bilinear"
+    gcp_transform: GcpTransform = Field(
+        "polynomial", description="rasters placed by ground control points (no geotransform) are warped "
+                                  "as gdalwarp warps them: 'polynomial' fits the order gdalwarp picks by the "
+                                  "GCP count (1 below 6 GCPs, else 2), 'polynomial-1'..'polynomial-3' an "
+                                  "order, 'tps' a thin-plate spline through every GCP")
 
     @field_validator("max_z_error")
     @classmethod
@@ -217,6 +233,7 @@ class CogConversionRequest(ContainerJob, CogOptions):
     chunk_size: int | None = Field(None, ge=1, le=1000, description="files per sub-orchestration")
     chunks_in_flight: ChunksInFlight | None = None
     segment_chunks: SegmentChunks | None = None
+    draft: DraftOutput = False
 
     @model_validator(mode="after")
     def _one_selection(self) -> "CogConversionRequest":
@@ -241,6 +258,7 @@ class ProcessTiledRasterRequest(ContainerJob, CogOptions):
     collection_title: CollectionTitle | None = None
     collection_description: CollectionDescription | None = None
     catalog: bool = True
+    draft: DraftOutput = False
 
 
 class IngestBlobRequest(ContainerJob):
@@ -306,6 +324,63 @@ class ImportStacRequest(ContainerJob):
         return CogOptions(profile=self.profile, max_z_error=self.max_z_error, resampling=self.resampling)
 
 
+class UnpublishRequest(ContainerJob):
+    """Remove what the service published for source ``blobs`` or a source ``prefix`` in
+    ``container``, for ``items`` of ``collection``, or for the ``entire_collection``: items (tile
+    items too), COGs, tiles, thumbnails, mosaic VRTs, and the registered searches of a collection
+    it empties; only outputs whose metadata says the service wrote them, never a source blob.
+    ``collection`` narrows a source selection to one collection. ``dry_run`` returns the plan."""
+
+    blobs: list[BlobName] | None = Field(None, min_length=1, max_length=10000)
+    prefix: Prefix | None = None
+    items: list[ItemId] | None = Field(None, min_length=1, max_length=10000)
+    entire_collection: bool = False
+    collection: CollectionId | None = None
+    output_container: ContainerName | None = None
+    dry_run: bool = False
+    chunk_size: int | None = Field(None, ge=1, le=1000, description="output groups per sub-orchestration")
+    chunks_in_flight: ChunksInFlight | None = None
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> "UnpublishRequest":
+        chosen = [name for name, given in (("blobs", self.blobs is not None), ("prefix", self.prefix is not None),
+                                           ("items", self.items is not None),
+                                           ("entire_collection", self.entire_collection)) if given]
+        if len(chosen) != 1:
+            raise ValueError("give exactly one of 'blobs' (source blob names), 'prefix' (a source prefix), "
+                             "'items' (item ids) or 'entire_collection': true")
+        if chosen[0] in ("items", "entire_collection") and self.collection is None:
+            raise ValueError(f"'{chosen[0]}' needs 'collection'")
+        return self
+
+    @field_validator("blobs", "items")
+    @classmethod
+    def _distinct(cls, names: list[str] | None) -> list[str] | None:
+        return None if names is None else list(dict.fromkeys(names))
+
+
+class VisibilityRequest(JobRequest):
+    """Publish or revoke a collection's items (all of them, or ``items``), saying why."""
+
+    collection: CollectionId
+    items: list[ItemId] | None = Field(None, min_length=1, max_length=10000)
+    reason: Reason
+    # Set by the service (the name or fingerprint of the function key the request came with): a
+    # client sending it gets a 400, so it is left out of the schema clients read.
+    requested_by: SkipJsonSchema[str | None] = Field(None, max_length=200)
+
+    #: A transition is an act, not a result to reuse: the same request later runs again.
+    repeatable: ClassVar[bool] = True
+
+
+class PublishRequest(VisibilityRequest):
+    """Make a draft collection's items (or the named drafts) visible to searches and mosaics."""
+
+
+class RevokeRequest(VisibilityRequest):
+    """Hide a collection's items (or the named ones) from searches and mosaics again, as drafts."""
+
+
 OPERATIONS: dict[str, type[JobRequest]] = {
     "hello_world": HelloWorldRequest,
     "list_container": ListContainerRequest,
@@ -317,6 +392,9 @@ OPERATIONS: dict[str, type[JobRequest]] = {
     "database_health": DatabaseHealthRequest,
     "ingest_blob": IngestBlobRequest,
     "import_stac": ImportStacRequest,
+    "unpublish": UnpublishRequest,
+    "publish": PublishRequest,
+    "revoke": RevokeRequest,
 }
 
 
@@ -408,9 +486,10 @@ CHUNKS_NAMED = 64
 
 #: The tasks that finish one file or one tile of a job (its progress counts them; an
 #: ``inspect_raster`` or ``describe_blob`` is only a step towards one).
-PROGRESS_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile"})
-#: Sub-orchestrations that finish one file (a large raster tiled within a conversion).
-PROGRESS_ORCHESTRATIONS = frozenset({"process_tiled_raster"})
+PROGRESS_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "remove_outputs", "catalog_cube",
+                                 "convert_cube_group"})
+#: Sub-orchestrations that finish one file (a large raster tiled, a cube, within a conversion).
+PROGRESS_ORCHESTRATIONS = frozenset({"process_tiled_raster", "convert_cube"})
 
 
 def history_progress(events: list[dict[str, Any]]) -> tuple[int, int]:
@@ -459,6 +538,9 @@ class FileRef(BaseModel):
     size: int | None = None
     last_modified: dt.datetime | None = None
     kind: Literal["added", "changed", "listed"] = "listed"
+    # A single-file raster, a multidimensional file, or a Zarr store (a prefix of blobs: name
+    # its prefix, ETag a digest of its blobs' ETags, size their sum): see cube_jobs.py.
+    form: Literal["raster", "cube", "zarr"] = "raster"
 
 
 class ChunkRef(BaseModel):
@@ -481,6 +563,8 @@ class CollectionSpec(BaseModel):
     holds: Literal["rasters", "cogs", "tiles"] = "rasters"
     source: str | None = None  # "container/prefix" or "container/blob"; default the container
     target_crs: str | None = None
+    draft: bool = False  # a collection created by this job is created as a draft
+    job: str | None = None  # the job, recorded with that transition
 
 
 class SyncPlanRequest(BaseModel):
@@ -493,6 +577,8 @@ class SyncPlanRequest(BaseModel):
     dry_run: bool = False
     chunk_size: int = SYNC_CHUNK_SIZE
     plan_id: str
+    draft: bool = False  # a collection this sync creates is created as a draft
+    job: str | None = None
 
 
 PLAN_NAMES_SHOWN = 1000
@@ -512,6 +598,7 @@ class SyncJobPlan(BaseModel):
     ignored: list[str]
     truncated: bool = False
     removed_ids: list[str] = []
+    removed_sources: list[str] = []  # sources gone from the container: their whole output is unpublished
     chunks: list[ChunkRef] = []
 
     @classmethod
@@ -539,6 +626,7 @@ class ConvertTask(BaseModel):
     catalog: bool = True
     tile_size: int | None = None
     stage: str | None = None  # stage the item for a chunk-level batch write instead of writing it
+    draft: bool = False  # the items are written as drafts
 
 
 class InspectResult(BaseModel):
@@ -607,6 +695,46 @@ class StageRef(BaseModel):
     """The stage a chunk's activities park their items under until the chunk flushes them."""
 
     stage: str
+    draft: bool = False  # flushed as drafts
+
+
+class UnpublishPlanRequest(BaseModel):
+    """Input of ``plan_unpublish``: the request, and the id its chunk blobs are written under."""
+
+    request: UnpublishRequest
+    plan_id: str
+
+
+class UnpublishPlan(BaseModel):
+    """What an unpublish removes: output groups (one task each) as chunk blobs, counts, the first
+    PLAN_NAMES_SHOWN names of each kind, and the collections it touches."""
+
+    dry_run: bool
+    groups: int
+    counts: dict[str, int]
+    items: list[str]
+    blobs: list[str]
+    collections: list[str]
+    truncated: bool = False
+    chunks: list[ChunkRef] = []
+
+
+class SettleCollectionsTask(BaseModel):
+    """After an unpublish: the collections it touched, and the one it removes entirely."""
+
+    collections: list[str]
+    remove: str | None = None
+
+
+class VisibilityTask(BaseModel):
+    """Input of ``set_visibility``: publish or revoke, what, by whom, why, from which job."""
+
+    action: Literal["publish", "revoke"]
+    collection: str
+    items: list[str] | None = None
+    by: str
+    reason: str
+    job: str
 
 
 class ConversionPlanRequest(BaseModel):
@@ -631,6 +759,7 @@ class CatalogChunkTask(BaseModel):
     chunk: ChunkRef
     container: str
     collection: str
+    draft: bool = False
 
 
 class SegmentTask(BaseModel):
@@ -672,6 +801,8 @@ class MosaicTask(BaseModel):
     output_container: str
     tiles: list[str]
     mosaic: str
+    source: str | None = None  # "container/blob" of the tiled source (the mosaic's rmh_source)
+    source_etag: str | None = None
 
 
 class MosaicSummary(geo_ops.MosaicResult):
@@ -683,6 +814,13 @@ class MosaicSummary(geo_ops.MosaicResult):
 class CatalogTilesTask(BaseModel):
     task: ConvertTask
     tiles: list[str]
+
+
+class DiscardTilesTask(CatalogTilesTask):
+    """What a tiled conversion that failed had published: its tiles (with their thumbnails and
+    items) and its mosaic, removed so a failed file leaves nothing behind."""
+
+    mosaic: str | None = None
 
 
 class CatalogTilesResult(BaseModel):
@@ -930,7 +1068,8 @@ class JobResult(BaseModel):
 # -- a job's tasks, read from the orchestration histories ----------------------------------------
 
 ITEM_ACTIVITIES = frozenset({"catalog_blob", "convert_blob", "convert_tile", "inspect_raster", "validate_blob",
-                             "prepare_import_item", "write_import_item"})
+                             "prepare_import_item", "write_import_item", "remove_outputs", "catalog_cube",
+                             "inspect_cube", "convert_cube_group"})
 
 
 class TaskRecord(BaseModel):
@@ -1030,5 +1169,9 @@ def _input_name(event: dict[str, Any]) -> str:
         tile = data.get("tile") or {}
         if tile:
             return f"tile {tile.get('row')},{tile.get('col')}"
-        return file.get("name") or data.get("blob") or ""
+        if isinstance(data.get("label"), str):  # a cube's slice group
+            return data["label"]
+        if isinstance(data.get("task"), dict):  # a cube's plan
+            return (data["task"].get("file") or {}).get("name") or ""
+        return file.get("name") or data.get("blob") or data.get("name") or ""
     return ""

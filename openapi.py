@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from drafts import Lifecycle
 from models import OPERATIONS, HelloWorldResult, JobResult, Progress, TaskRecord
 
 TITLE = "rmhgeoapi"
@@ -258,6 +259,13 @@ ROUTES: tuple[Route, ...] = (
           params=(JOB_ID, Param("reason", "query", {"type": "string", "maxLength": 500})),
           answers=((202, Answer("terminating", Terminated)), BAD_ID, NOT_FOUND_JOB,
                    (409, _error("the job is not running")))),
+    Route("GET", "lifecycle", "get_lifecycle",
+          "The drafts and the transitions (draft, publish, revoke: when, by whom, why), newest first",
+          "function", tag="catalog", params=(
+              Param("collection", "query", {"type": "string", "pattern": ITEM_ID_PATTERN}, "one collection's only"),
+              Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    "transitions listed")),
+          answers=((200, Answer("drafts and transitions", Lifecycle)), (400, _error("a bad collection id or limit")))),
     Route("GET", "metrics", "get_metrics", "Per-operation job metrics", "function",
           answers=((200, Answer("counts by outcome, task and job duration percentiles", Metrics)),)),
     Route("GET", "health", "health", "Up or down: storage, catalog and runtime answer", "anonymous", tag="service",

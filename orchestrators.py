@@ -18,6 +18,8 @@ from typing import Any, Callable, Generator
 import azure.durable_functions as df
 
 import activities as act
+import cube_activities as cube_act
+from cube_jobs import CubeFinished, CubeFinishTask, CubeGroupTask, CubePlan, CubeTask
 from entities import METRICS_ENTITY
 from models import (
     CHUNKS_IN_FLIGHT,
@@ -31,18 +33,17 @@ from models import (
     CatalogSummary,
     CatalogTilesResult,
     CatalogTilesTask,
+    DiscardTilesTask,
     ChunkRef,
     CollectionRef,
     ConversionPlan,
     ConversionPlanRequest,
     ConvertChunkTask,
     CogConversionRequest,
-    CogOptions,
     CollectionSpec,
     ConvertTask,
     DatabaseHealthRequest,
     FileRef,
-    ForgetBlobTask,
     GreetingTask,
     HelloWorldRequest,
     HelloWorldResult,
@@ -66,7 +67,9 @@ from models import (
     MosaicTask,
     ProcessTiledRasterRequest,
     Progress,
-    RemoveItemsTask,
+    PublishRequest,
+    RevokeRequest,
+    SettleCollectionsTask,
     StageRef,
     SyncContainerRequest,
     SyncJobPlan,
@@ -74,10 +77,15 @@ from models import (
     TaskOutcome,
     TilePlanResult,
     TileTask,
+    UnpublishPlan,
+    UnpublishPlanRequest,
+    UnpublishRequest,
     ValidateRasterRequest,
+    VisibilityTask,
     chunk_instance_id,
 )
 from catalogs import CatalogHealth, UpsertResult
+from drafts import VisibilityResult
 
 bp = df.Blueprint()
 
@@ -297,21 +305,21 @@ def _sync_container(context, result: JobResult):
                                    collection=request.collection, collection_title=request.collection_title,
                                    collection_description=request.collection_description, mode=request.mode,
                                    dry_run=request.dry_run, chunk_size=request.chunk_size or SYNC_CHUNK_SIZE,
-                                   plan_id=context.instance_id.replace(":", "-"))
+                                   plan_id=context.instance_id.replace(":", "-"), draft=request.draft,
+                                   job=context.instance_id)
     plan = SyncJobPlan.model_validate((yield context.call_activity_with_retry(
         act.plan_sync, RETRY, plan_request.model_dump(mode="json"))))
-    result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks", "removed_ids"})}
+    result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks", "removed_ids", "removed_sources"})}
     if request.dry_run:
         return result
     # A file already cataloged for its ETag is skipped: counted (total, skipped), not scheduled.
     result.total = result.skipped = plan.counts.get("unchanged", 0)
-    if plan.removed_ids:
-        removed = yield context.call_activity_with_retry(act.remove_items, RETRY, RemoveItemsTask(
-            collection=plan.collection, item_ids=plan.removed_ids).model_dump(mode="json"))
-        result.detail["removed"] = removed
+    if plan.removed_sources:  # a source gone: its whole output goes, through unpublish
+        result.detail["removed"] = yield from unpublish_sources(
+            context, result, UnpublishRequest(container=request.container, blobs=plan.removed_sources))
     total = result.total + sum(chunk.count for chunk in plan.chunks)
-    chunks = [CatalogChunkTask(chunk=c, container=request.container, collection=plan.collection).model_dump(mode="json")
-              for c in plan.chunks]
+    chunks = [CatalogChunkTask(chunk=c, container=request.container, collection=plan.collection,
+                               draft=request.draft).model_dump(mode="json") for c in plan.chunks]
     result = yield from gather_chunks(context, catalog_chunk, chunks, result, stage="cataloging", total=total,
                                       names=list(plan.chunks), in_flight=request.chunks_in_flight,
                                       segment_chunks=request.segment_chunks)
@@ -342,17 +350,24 @@ def catalog_chunk(context: df.DurableOrchestrationContext):
     # activity validates the task again); every replay of the chunk rebuilds them, so no
     # model is dumped per file here.
     base = ConvertTask(container=chunk.container, file=FileRef(name=""), collection=chunk.collection,
-                       stage=stage).model_dump(mode="json")
-    tasks = [context.call_activity_with_retry(act.catalog_blob, RETRY, {**base, "file": f}) for f in listed]
+                       stage=stage, draft=chunk.draft).model_dump(mode="json")
+    tasks = [context.call_activity_with_retry(catalog_activity(f.get("form")), RETRY, {**base, "file": f})
+             for f in listed]
     report(context, "cataloging", result, len(files), live=True)
     results = yield from settle(context, tasks)
     outcomes = [outcome_of(f.name, r) for f, r in zip(files, results)]
     if any(o.status == "done" for o in outcomes):
-        flushed = yield context.call_activity_with_retry(act.flush_items, RETRY, StageRef(stage=stage).model_dump(mode="json"))
+        flushed = yield context.call_activity_with_retry(act.flush_items, RETRY, StageRef(
+            stage=stage, draft=chunk.draft).model_dump(mode="json"))
         UpsertResult.model_validate(flushed)
     result.add(outcomes)
     report(context, "cataloging", result)
     return result.model_dump(mode="json")
+
+
+def catalog_activity(form: str | None):
+    """The activity that catalogs a source in place: a raster's, or a cube file's or store's."""
+    return act.catalog_blob if form in (None, "raster") else cube_act.catalog_cube
 
 
 # -- catalog_file, validate_raster, database_health ---------------------------------------------
@@ -370,9 +385,9 @@ def _catalog_file(context, result: JobResult):
     if source is None:
         return result
     file, collection = source
-    outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
+    outcome = yield context.call_activity_with_retry(catalog_activity(file.form), RETRY, ConvertTask(
         container=request.container, file=file, collection=collection,
-        datetime=request.datetime).model_dump(mode="json"))
+        datetime=request.datetime, draft=request.draft).model_dump(mode="json"))
     result.add([TaskOutcome.model_validate(outcome)])
     result.detail["catalog"] = yield from finalize(context, collection)
     return result
@@ -385,16 +400,17 @@ def source_and_collection(context, request, result: JobResult, *, holds: str, so
     if file is None:
         return None
     collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, collection_spec(
-        request, holds=holds, source=source))
+        request, holds=holds, source=source, job=context.instance_id))
     return file, collection
 
 
-def collection_spec(request, *, holds: str, source: str) -> dict:
-    """What ``prepare_collection`` needs of a request: its collection, title, description."""
+def collection_spec(request, *, holds: str, source: str, job: str | None = None) -> dict:
+    """What ``prepare_collection`` needs of a request: its collection, title, description, and
+    whether a new one is a draft."""
     return CollectionSpec(container=request.container, collection=request.collection,
                           title=request.collection_title, description=request.collection_description,
-                          holds=holds, source=source, target_crs=getattr(request, "target_crs", None)
-                          ).model_dump(mode="json")
+                          holds=holds, source=source, target_crs=getattr(request, "target_crs", None),
+                          draft=getattr(request, "draft", False), job=job).model_dump(mode="json")
 
 
 def describe(context, container: str, blob: str, result: JobResult):
@@ -459,10 +475,10 @@ def _cog_conversion(context, result: JobResult):
     selected = (f"{request.container}/{request.prefix}" if request.prefix is not None else
                 f"{request.container}/{request.blobs[0]}" if len(request.blobs) == 1 else request.container)
     collection = yield context.call_activity_with_retry(
-        act.prepare_collection, RETRY, collection_spec(request, holds="cogs", source=selected))
+        act.prepare_collection, RETRY, collection_spec(request, holds="cogs", source=selected, job=context.instance_id))
     base = ConvertTask(container=request.container, file=FileRef(name=""), collection=collection,
                        output_container=request.output_container, catalog=request.catalog,
-                       options=request.cog_options())
+                       options=request.cog_options(), draft=request.draft)
     size = request.chunk_size or 100
     if request.prefix is not None:  # listed and chunked by an activity: never through history
         plan = ConversionPlan.model_validate((yield context.call_activity_with_retry(
@@ -508,9 +524,11 @@ def convert_chunk(context: df.DurableOrchestrationContext):
     files = yield from chunk_files(context, chunk, result)
     total = len(files) + result.total  # with the named blobs found missing
     tasks = [base.model_copy(update={"file": file}) for file in files]
+    cube_tasks = [t for t in tasks if t.file.form != "raster"]  # a sub-orchestration each, below
+    tasks = [t for t in tasks if t.file.form == "raster"]
     inspected = yield from settle(context, [context.call_activity_with_retry(
         act.inspect_raster, RETRY, t.model_dump(mode="json")) for t in tasks])
-    work, names, tiled_indices = [], [], set()
+    work, names, tiled_indices, cube_indices = [], [], set(), set()
     for task, raw in zip(tasks, inspected):
         if isinstance(raw, Exception):
             result.add([outcome_of(task.file.name, raw)])
@@ -522,7 +540,7 @@ def convert_chunk(context: df.DurableOrchestrationContext):
             tiled = ProcessTiledRasterRequest(container=task.container, blob=task.file.name,
                                               output_container=task.output_container,
                                               collection=task.collection, catalog=task.catalog,
-                                              **task.options.model_dump())
+                                              draft=task.draft, **task.options.model_dump())
             tiled_indices.add(len(work))
             work.append(context.call_sub_orchestrator(process_tiled_raster, tiled.model_dump(mode="json"),
                                                       chunk_id(context, "tiled", len(work)), expected_type=dict))
@@ -530,11 +548,18 @@ def convert_chunk(context: df.DurableOrchestrationContext):
         else:
             work.append(context.call_activity_with_retry(act.convert_blob, RETRY, task.model_dump(mode="json")))
             names.append(task.file.name)
+    for task in cube_tasks:
+        cube_indices.add(len(work))
+        work.append(context.call_sub_orchestrator(convert_cube, task.model_dump(mode="json"),
+                                                  chunk_id(context, "cube", len(work)), expected_type=dict))
+        names.append(task.file.name)
     report(context, "converting", result, total, live=True)
     outcomes = yield from settle(context, work)
     for index, (name, outcome) in enumerate(zip(names, outcomes)):
         if isinstance(outcome, Exception):
             result.add([outcome_of(name, outcome)])
+        elif index in cube_indices:  # a cube's sub-orchestration's JobResult
+            result.add([cube_outcome(name, JobResult.model_validate(outcome))])
         elif index in tiled_indices:  # a tiled sub-orchestration's JobResult
             tiled = JobResult.model_validate(outcome)
             status = "failed" if tiled.failed else "done"
@@ -546,6 +571,55 @@ def convert_chunk(context: df.DurableOrchestrationContext):
             result.add([TaskOutcome.model_validate(outcome)])
     report(context, "converting", result)
     return result.model_dump(mode="json")
+
+
+# -- convert_cube (a multidimensional file or a Zarr store) -------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def convert_cube(context: df.DurableOrchestrationContext):
+    """One cube: plan its slice groups → one activity per group (progress ``live``) → keep its
+    outputs, or remove them all when a group failed (a failed file leaves nothing behind)."""
+    task = ConvertTask.model_validate(context.get_input())
+    result = JobResult(operation="convert_cube", started=context.current_utc_datetime)
+    report(context, "planning", result, 0)
+    plan = CubePlan.model_validate((yield context.call_activity_with_retry(cube_act.inspect_cube, RETRY, CubeTask(
+        task=task, plan_id=context.instance_id.replace(":", "-")).model_dump(mode="json"))))
+    if plan.outcome is not None:  # refused by name, or current: the file's own outcome
+        result.add([plan.outcome])
+        return ended(context, result)
+    groups = [context.call_activity_with_retry(cube_act.convert_cube_group, RETRY, CubeGroupTask(
+        task=task, plan=plan.plan, group=g.index, label=g.label).model_dump(mode="json")) for g in plan.groups]
+    report(context, "converting", result, len(groups), live=True)
+    outcomes = yield from settle(context, groups)
+    result.add([outcome_of(g.label, o) for g, o in zip(plan.groups, outcomes)])
+    finished = CubeFinished.model_validate((yield context.call_activity_with_retry(
+        cube_act.finish_cube, RETRY, CubeFinishTask(task=task, plan=plan.plan, keep=result.failed == 0
+                                                    ).model_dump(mode="json"))))
+    result.detail = {"cube": plan.model_dump(mode="json", include={"variables", "slices", "steps",
+                                                                   "skipped_variables", "warnings"}),
+                     "finished": finished.model_dump(mode="json"),
+                     "output": f"{task.output_container}/{task.container}/{task.file.name}/"}
+    report(context, "converting", result)
+    return ended(context, result)
+
+
+def ended(context, result: JobResult) -> dict:
+    """A sub-orchestration's result with its end and duration (a job's come from ``run_job``)."""
+    result.finished = context.current_utc_datetime
+    result.seconds = (result.finished - result.started).total_seconds()
+    return result.model_dump(mode="json")
+
+
+def cube_outcome(name: str, cube: JobResult) -> TaskOutcome:
+    """A cube's outcome in its chunk: failed with the first named condition (its plan's, or a
+    slice group's), skipped when every group (or the whole file) was current, else done."""
+    if cube.failed:
+        first = cube.failures[0]
+        reason = first.reason if first.name == name else (
+            f"{cube.failed} of {cube.total} slice groups failed (nothing of the file was kept): {first.reason}")
+        return TaskOutcome(name=name, status="failed", error=first.error, reason=reason, seconds=cube.seconds or 0.0)
+    return TaskOutcome(name=name, status="skipped" if cube.skipped == cube.total else "done",
+                       output=cube.detail.get("output"), seconds=cube.seconds or 0.0)
 
 
 # -- process_tiled_raster ------------------------------------------------------------------------
@@ -567,7 +641,7 @@ def _process_tiled_raster(context, result: JobResult):
     options = request.cog_options()
     task = ConvertTask(container=request.container, file=file, collection=collection,
                        output_container=request.output_container, options=options,
-                       catalog=request.catalog, tile_size=request.tile_size)
+                       catalog=request.catalog, tile_size=request.tile_size, draft=request.draft)
     planned = TilePlanResult.model_validate((yield context.call_activity_with_retry(
         act.plan_raster_tiles, RETRY, task.model_dump(mode="json"))))
     if planned.outcome is not None:  # the source cannot be tiled as asked (unreadable, CRS it cannot map to)
@@ -585,18 +659,26 @@ def _process_tiled_raster(context, result: JobResult):
     outcomes = [outcome_of(f"tile {t.row},{t.col}", r) for t, r in zip(plan.tiles, results)]
     result.add(outcomes)
     written = [o.output.split("/", 1)[1] for o in outcomes if o.status != "failed"]
+    mosaic_name = act.cog_blob_name(request.container, request.blob, suffix="") + "/mosaic.vrt"
     if result.failed == 0 and written:
-        report(context, "mosaicking", result)
-        mosaic_name = act.cog_blob_name(request.container, request.blob, suffix="") + "/mosaic.vrt"
-        mosaic = yield context.call_activity_with_retry(act.build_tile_mosaic, RETRY, MosaicTask(
-            output_container=request.output_container, tiles=written, mosaic=mosaic_name).model_dump(mode="json"))
-        result.detail["mosaic"] = MosaicSummary.model_validate(mosaic).model_dump(mode="json")
-        if request.catalog:
-            items = yield context.call_activity_with_retry(act.catalog_tiles, RETRY, CatalogTilesTask(
-                task=task, tiles=written).model_dump(mode="json"))
-            result.detail["items"] = CatalogTilesResult.model_validate(items).model_dump(mode="json")
-            if not context.parent_instance_id:
-                result.detail["catalog"] = yield from finalize(context, collection)
+        try:
+            report(context, "mosaicking", result)
+            mosaic = yield context.call_activity_with_retry(act.build_tile_mosaic, RETRY, MosaicTask(
+                output_container=request.output_container, tiles=written, mosaic=mosaic_name,
+                source=f"{request.container}/{request.blob}", source_etag=file.etag).model_dump(mode="json"))
+            result.detail["mosaic"] = MosaicSummary.model_validate(mosaic).model_dump(mode="json")
+            if request.catalog:
+                items = yield context.call_activity_with_retry(act.catalog_tiles, RETRY, CatalogTilesTask(
+                    task=task, tiles=written).model_dump(mode="json"))
+                result.detail["items"] = CatalogTilesResult.model_validate(items).model_dump(mode="json")
+        except Exception as err:  # the mosaic or the tiles' items failed beyond their retries: the file failed
+            result.add([outcome_of(request.blob, err)])
+            result.detail.pop("mosaic", None)
+    if result.failed and written:  # a failed file leaves nothing behind: its tiles, mosaic, items
+        result.detail["discarded"] = yield context.call_activity_with_retry(act.discard_tiles, RETRY, DiscardTilesTask(
+            task=task, tiles=written, mosaic=mosaic_name).model_dump(mode="json"))
+    elif request.catalog and written and not context.parent_instance_id:
+        result.detail["catalog"] = yield from finalize(context, collection)
     result.detail["tiles"] = {"count": len(outcomes), "rows": plan.rows, "cols": plan.cols,
                               "tile_size": plan.tile_size}
     return result
@@ -619,10 +701,9 @@ def _ingest_blob(context, result: JobResult):
     collection = yield context.call_activity_with_retry(act.prepare_collection, RETRY, CollectionSpec(
         container=request.container, collection=request.collection, holds="cogs" if request.convert else "rasters",
         source=request.container).model_dump(mode="json"))
-    if not found.found:
-        removed = yield context.call_activity_with_retry(act.forget_blob, RETRY, ForgetBlobTask(
-            container=request.container, blob=request.blob, collection=collection,
-            output_container=request.output_container if request.convert else None).model_dump(mode="json"))
+    if not found.found:  # the blob is gone: its whole output goes, through unpublish
+        removed = yield from unpublish_sources(context, result, UnpublishRequest(
+            container=request.container, blobs=[request.blob], output_container=request.output_container))
         result.add([TaskOutcome(name=request.blob, status="done" if removed else "skipped")])
         result.detail["removed"] = removed
     elif request.convert:
@@ -633,7 +714,7 @@ def _ingest_blob(context, result: JobResult):
             chunk_id(context, "chunk", 0), expected_type=dict)
         result.merge(JobResult.model_validate(chunk))
     else:
-        outcome = yield context.call_activity_with_retry(act.catalog_blob, RETRY, ConvertTask(
+        outcome = yield context.call_activity_with_retry(catalog_activity(found.file.form), RETRY, ConvertTask(
             container=request.container, file=found.file, collection=collection).model_dump(mode="json"))
         result.add([TaskOutcome.model_validate(outcome)])
     result.detail["catalog"] = yield from finalize(context, collection)
@@ -730,6 +811,91 @@ def convert_assets(context, chunk: ImportChunkTask, items: list[ImportPrepared],
     converted = yield from settle(context, [context.call_activity_with_retry(
         act.convert_blob, RETRY, t.model_dump(mode="json")) for t in tasks])
     return {key: outcome_of(c.file.name, raw) for (key, c), raw in zip(blobs.items(), converted)}
+
+
+# -- unpublish -----------------------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def unpublish(context: df.DurableOrchestrationContext):
+    """Plan the output groups → one sub-orchestration per chunk of groups, one activity per group
+    → settle the collections touched (extent, searches of the emptied, the removed collection)."""
+    return (yield from run_job(context, "unpublish", _unpublish))
+
+
+def _unpublish(context, result: JobResult):
+    request = UnpublishRequest.model_validate(context.get_input())
+    report(context, "planning", result, 0)
+    plan = UnpublishPlan.model_validate((yield context.call_activity_with_retry(
+        act.plan_unpublish, RETRY, UnpublishPlanRequest(
+            request=request, plan_id=context.instance_id.replace(":", "-")).model_dump(mode="json"))))
+    result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks"})}
+    if request.dry_run:
+        return result
+    starts = [functools.partial(context.call_sub_orchestrator, unpublish_chunk, chunk.model_dump(mode="json"),
+                                chunk_id(context, "chunk", i), expected_type=dict) for i, chunk in enumerate(plan.chunks)]
+    result = yield from gather(context, starts, result, stage="removing", total=plan.groups,
+                               names=list(plan.chunks), in_flight=request.chunks_in_flight)
+    if plan.collections:
+        result.detail["collections"] = yield context.call_activity_with_retry(
+            act.settle_collections, RETRY, SettleCollectionsTask(
+                collections=plan.collections,
+                remove=request.collection if request.entire_collection else None).model_dump(mode="json"))
+    if not result.failed:
+        result.detail["removed"] = {"items": plan.counts["items"], "blobs": plan.counts["blobs"]}
+    return result
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def unpublish_chunk(context: df.DurableOrchestrationContext):
+    """One chunk of an unpublish: read its output groups, remove each in one activity (``live``)."""
+    chunk = ChunkRef.model_validate(context.get_input())
+    result = JobResult(operation="unpublish_chunk", started=context.current_utc_datetime)
+    groups = yield context.call_activity_with_retry(act.read_chunk, RETRY, chunk.model_dump(mode="json"))
+    tasks = [context.call_activity_with_retry(act.remove_outputs, RETRY, group) for group in groups]
+    report(context, "removing", result, len(groups), live=True)
+    results = yield from settle(context, tasks)
+    result.add([outcome_of(group["name"], r) for group, r in zip(groups, results)])
+    report(context, "removing", result)
+    return result.model_dump(mode="json")
+
+
+def unpublish_sources(context, result: JobResult, request: UnpublishRequest):
+    """A job's gone sources unpublished by a sub-orchestration (their whole output: items, tiles'
+    items, COGs, tiles, thumbnails, mosaics); its failures become the job's. The number of items
+    removed (None when some group failed)."""
+    done = JobResult.model_validate((yield context.call_sub_orchestrator(
+        unpublish, request.model_dump(mode="json"), chunk_id(context, "unpublish", 0), expected_type=dict)))
+    if done.failed:
+        result.add(done.failures)
+        return None
+    return done.detail.get("removed", {}).get("items", 0)
+
+
+# -- publish, revoke -----------------------------------------------------------------------------
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def publish(context: df.DurableOrchestrationContext):
+    """Move a collection's drafts into the public catalog, recorded; refresh its extent."""
+    return (yield from run_job(context, "publish", functools.partial(_visibility, PublishRequest, "publish")))
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def revoke(context: df.DurableOrchestrationContext):
+    """Move a collection's items back to the drafts, recorded; refresh its extent."""
+    return (yield from run_job(context, "revoke", functools.partial(_visibility, RevokeRequest, "revoke")))
+
+
+def _visibility(model, action: str, context, result: JobResult):
+    request = model.model_validate(context.get_input())
+    report(context, action, result, 1)
+    moved = VisibilityResult.model_validate((yield context.call_activity_with_retry(
+        act.set_visibility, RETRY, VisibilityTask(
+            action=action, collection=request.collection, items=request.items, by=request.requested_by or "anonymous",
+            reason=request.reason, job=context.instance_id).model_dump(mode="json"))))
+    result.add([TaskOutcome(name=request.collection, status="done" if moved.items else "skipped")])
+    result.detail["transition"] = moved.model_dump(mode="json")
+    result.detail["catalog"] = yield from finalize(context, request.collection)
+    return result
 
 
 #: The chunk orchestrators a segment may run (``SegmentTask.orchestrator`` names one).

@@ -26,10 +26,15 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pypgstac.hydration import dehydrate, hydrate_py
 
+import cube_stac
+import drafts
+import outbox
 import stac_collections
 import stac_ops
 from catalogs import (CatalogHealth, CatalogQueryError, CatalogUnavailable, CollectionNotFound, InvalidPageToken,
-                      ItemPage, PartitionTrunc, PgStacVersionMismatch, UpsertResult, prepare_items)
+                      ItemFacts, ItemPage, PartitionTrunc, PgStacVersionMismatch, UpsertResult, prepare_items)
+from change_events import ItemChange, item_event
+from drafts import Lifecycle, Transition, VisibilityResult
 from stac_collections import ItemSummary, apply_summary
 from stac_ops import SOURCE_ETAG, ItemValidationError, check_id
 from stac_validation import StacValidator
@@ -113,6 +118,7 @@ WITH changed AS (
     FOR UPDATE OF o
 )
 DELETE FROM pgstac.items i USING changed c WHERE i.collection = %(collection)s AND i.id = c.id
+RETURNING i.id
 """
 
 
@@ -120,7 +126,63 @@ _INSERT = """
 INSERT INTO pgstac.items (id, geometry, collection, datetime, end_datetime, content)
 SELECT id, ST_GeomFromGeoJSON(geojson), collection, datetime, end_datetime, content FROM rmh_items_in
 ON CONFLICT DO NOTHING
+RETURNING id
 """
+
+
+# A deleted item as its event describes it: bbox, datetimes and asset hrefs as stored (hrefs are
+# never dehydrated: no two items share one).
+_DELETE_ITEMS = """
+DELETE FROM pgstac.items WHERE collection = %s AND id = ANY(%s)
+RETURNING id, collection, content->'bbox', content->'properties', content->'assets',
+          ARRAY[ST_XMin(geometry), ST_YMin(geometry), ST_XMax(geometry), ST_YMax(geometry)]
+"""
+
+
+def _deleted_item(item_id: str, collection: str, bbox: Any, properties: Any, assets: Any,
+                  envelope: list[float]) -> dict[str, Any]:
+    props = properties if isinstance(properties, dict) else {}
+    return {"id": item_id, "collection": collection, "bbox": bbox if isinstance(bbox, list) else envelope,
+            "properties": {k: props.get(k) for k in ("datetime", "start_datetime", "end_datetime")},
+            "assets": assets if isinstance(assets, dict) else {}}
+
+
+def _creator_lock(conn: psycopg.Connection) -> None:
+    """One creator of our own tables at a time (the stage, the outbox, drafts, transitions)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_NAMESPACE,))
+
+
+# Items (published and draft) by collection, ids and source, for unpublish: where the source is
+# (rmh:source_container, rmh:source_blob) and each asset's href.
+_FACTS = ("SELECT collection, id, {draft}, content->'properties'->>'rmh:source_container', "
+          "content->'properties'->>'rmh:source_blob', content->'assets' FROM {table} WHERE {where}")
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _facts_filter(collection: str | None, ids: Sequence[str] | None, container: str | None,
+                  blobs: Sequence[str] | None, prefix: str | None) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (fixed fragments) and parameters of a ``find_items`` query."""
+    where, params = ["true"], {}
+    if collection is not None:
+        where.append("collection = %(collection)s")
+        params["collection"] = collection
+    if ids is not None:
+        where.append("id = ANY(%(ids)s)")
+        params["ids"] = list(ids)
+    if container is not None:
+        where.append("content->'properties'->>'rmh:source_container' = %(container)s")
+        params["container"] = container
+    if blobs is not None:  # the blob itself, or a tile of it (rmh:source_blob '<blob>/<tile>')
+        where.append("(content->'properties'->>'rmh:source_blob' = ANY(%(blobs)s) "
+                     "OR content->'properties'->>'rmh:source_blob' LIKE ANY(%(children)s))")
+        params.update(blobs=list(blobs), children=[_like_prefix(b + "/") for b in blobs])
+    if prefix:
+        where.append("content->'properties'->>'rmh:source_blob' LIKE %(prefix)s")
+        params["prefix"] = _like_prefix(prefix)
+    return " AND ".join(where), params
 
 
 _COLLECTION_META = """
@@ -167,6 +229,30 @@ SELECT r.key, r.shape, count(*),
        (SELECT jsonb_agg(jsonb_build_array(lo, hi) ORDER BY n) FROM bands b WHERE b.key = r.key AND b.shape = r.shape)
 FROM r GROUP BY r.key, r.shape
 """
+
+
+# The datacube fields of a collection's cube items: each variable and non-spatial, non-temporal
+# dimension as stored (distinct), each temporal dimension's widest extent (RFC 3339 text in UTC
+# sorts as time). ``cube_stac.merge_item_fields`` merges them as it merges items' properties.
+_CUBE_FIELD = """CASE WHEN jsonb_typeof(i.content->'properties'->'{0}') = 'object'
+                      THEN i.content->'properties'->'{0}' ELSE '{{}}'::jsonb END"""
+_SUMMARY_CUBE = f"""
+SELECT 'cube:variables', v.key, v.value FROM pgstac.items i, jsonb_each({_CUBE_FIELD.format('cube:variables')}) v
+WHERE i.collection = %s GROUP BY 1, 2, 3
+UNION ALL
+SELECT 'cube:dimensions', d.key, d.value FROM pgstac.items i, jsonb_each({_CUBE_FIELD.format('cube:dimensions')}) d
+WHERE i.collection = %s AND d.value->>'type' NOT IN ('spatial', 'temporal') GROUP BY 1, 2, 3
+UNION ALL
+SELECT 'cube:dimensions', d.key, jsonb_build_object('type', 'temporal', 'extent',
+       jsonb_build_array(min(d.value->'extent'->>0), max(d.value->'extent'->>1)))
+FROM pgstac.items i, jsonb_each({_CUBE_FIELD.format('cube:dimensions')}) d
+WHERE i.collection = %s AND d.value->>'type' = 'temporal' GROUP BY 1, 2
+"""
+
+
+def _cube_summary(conn: psycopg.Connection, collection_id: str) -> dict[str, Any]:
+    rows = conn.execute(_SUMMARY_CUBE, (collection_id,) * 3).fetchall()
+    return cube_stac.merge_item_fields({field: {key: value}} for field, key, value in rows)
 
 
 def _asset_summaries(conn: psycopg.Connection, collection_id: str) -> list[stac_collections.AssetSummary]:
@@ -284,14 +370,20 @@ class PgStacCatalog:
     """
 
     def __init__(self, source: psycopg.Connection | ConnectionPool, *, validator: StacValidator | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, retries: int = 3, retry_delay: float = 0.05) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, retries: int = 3, retry_delay: float = 0.05,
+                 event_source: str | None = None, on_events: Callable[[int], None] | None = None) -> None:
         self._source = source
         self.validator = validator
         self.batch_size = batch_size
         self.retries = retries
         self.retry_delay = retry_delay
+        # Change events (change_events.py) go to the outbox in each write's transaction when an
+        # event source is given; ``on_events(n)`` runs after a transaction that added n commits.
+        self.event_source = event_source
+        self.on_events = on_events
         self._version_checked = False
         self._stage_ready = False
+        self._lifecycle_ready = False
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -406,15 +498,17 @@ class PgStacCatalog:
         return ItemSummary(count=row[0], bbox=bbox, start=row[5], end=row[6], proj_codes=sorted(row[7] or []),
                            data_types=sorted(t for (t,) in types),
                            assets=assets,
-                           renders=_render_summaries(renders))
+                           renders=_render_summaries(renders), cube=_cube_summary(conn, collection_id))
 
     # items
 
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult:
+    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True,
+                     draft: bool = False) -> UpsertResult:
         """Insert new items, replace changed ones (even across partitions), skip identical ones.
 
         Items are validated with the catalog's validator unless ``validate=False`` (for items that
-        ``item_from_raster(..., validator=...)`` already validated where they were built).
+        ``item_from_raster(..., validator=...)`` already validated where they were built). With
+        ``draft``, or into a draft collection, they are kept as drafts (``drafts.py``) instead.
         """
         grouped = prepare_items(items, self.validator if validate else None)
         self._check_version()
@@ -423,8 +517,9 @@ class PgStacCatalog:
             batch = list(by_id.values())
             for start in range(0, len(batch), self.batch_size):
                 chunk = batch[start:start + self.batch_size]
-                written += self._run(f"upsert {len(chunk)} items into {collection_id}",
-                                     lambda conn, c=chunk, cid=collection_id: self._write_batch(conn, cid, c))
+                written += self._run_changes(
+                    f"upsert {len(chunk)} items into {collection_id}",
+                    lambda conn, events, c=chunk, cid=collection_id: self._write_batch(conn, cid, c, events, draft=draft))
                 requested += len(chunk)
         return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
                             unchanged=requested - written)
@@ -432,8 +527,9 @@ class PgStacCatalog:
     # staging: per-file activities park items, the chunk writes them in one batch
 
     def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
-                    validate: bool = True) -> int:
-        """Park validated items durably under ``stage_id``; ``flush_staged(stage_id)`` writes them.
+                    validate: bool = True, draft: bool = False) -> int:
+        """Park validated items durably under ``stage_id``; ``flush_staged(stage_id)`` writes them
+        (as drafts when the flush says so: ``draft`` is the flush's to decide here).
 
         A fan-out of one activity per file then costs pgSTAC one batched write per chunk instead
         of one per file; a staged item survives any crash until its flush commits.
@@ -451,12 +547,13 @@ class PgStacCatalog:
         self._stage_ready = True  # only once a transaction that created the table committed
         return staged
 
-    def flush_staged(self, stage_id: str) -> UpsertResult:
+    def flush_staged(self, stage_id: str, *, draft: bool = False) -> UpsertResult:
         """Write the items staged under ``stage_id`` and drop them from the stage, atomically
-        (a retried flush after a failure writes them again; after a success it finds nothing)."""
+        (a retried flush after a failure writes them again; after a success it finds nothing);
+        as drafts with ``draft``."""
         self._check_version()
 
-        def work(conn: psycopg.Connection) -> UpsertResult:
+        def work(conn: psycopg.Connection, events: list[dict[str, Any]]) -> UpsertResult:
             self._ensure_stage(conn)
             rows = conn.execute(_STAGE_TAKE, (stage_id,)).fetchall()
             grouped: dict[str, list[dict]] = {}
@@ -466,18 +563,19 @@ class PgStacCatalog:
             for collection_id in sorted(grouped):  # lock collections in one order: no deadlock
                 batch = grouped[collection_id]
                 for start in range(0, len(batch), self.batch_size):
-                    written += self._write_batch(conn, collection_id, batch[start:start + self.batch_size])
+                    written += self._write_batch(conn, collection_id, batch[start:start + self.batch_size], events,
+                                                 draft=draft)
             conn.execute(_STAGE_EXPIRE)
             return UpsertResult(collection_ids=sorted(grouped), requested=len(rows), written=written,
                                 unchanged=len(rows) - written)
 
-        result = self._run(f"flush staged items of {stage_id}", work)
+        result = self._run_changes(f"flush staged items of {stage_id}", work)
         self._stage_ready = True
         return result
 
     def _ensure_stage(self, conn: psycopg.Connection) -> None:
         if not self._stage_ready:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_NAMESPACE,))  # one creator
+            _creator_lock(conn)  # one creator
             conn.execute(_STAGE_DDL)
 
     def _check_version(self) -> None:
@@ -491,11 +589,18 @@ class PgStacCatalog:
             raise PgStacVersionMismatch(f"database pgSTAC {version} does not match pypgstac {pypgstac_version}")
         self._version_checked = True
 
-    def _write_batch(self, conn: psycopg.Connection, collection_id: str, batch: list[dict]) -> int:
+    def _write_batch(self, conn: psycopg.Connection, collection_id: str, batch: list[dict],
+                     events: list[dict[str, Any]] | None = None, *, draft: bool = False,
+                     publishing: bool = False) -> int:
+        """Write one batch of a collection's items: to ``pgstac.items`` (the events of what it
+        created or changed added to ``events``), or to the drafts when ``draft`` or the collection
+        is a draft. ``publishing``: the batch is drafts being published (one ``published`` event each)."""
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
         meta = conn.execute(_COLLECTION_META, (collection_id,)).fetchone()
         if meta is None:
             raise CollectionNotFound(f"collection {collection_id!r} does not exist; upsert it first")
+        if not publishing and (draft or drafts.is_draft(conn, collection_id)):
+            return drafts.put(conn, collection_id, batch)
         base_item, _key, trunc, base_item_id = meta
         rows = [_dehydrated_row(stac, base_item, base_item_id) for stac in batch]
         conn.execute(_STAGE_TABLE)
@@ -507,10 +612,55 @@ class PgStacCatalog:
             params = {"collection": collection_id, "trunc": trunc}
             cur.execute(_CHECK_PARTITIONS, params)
             cur.execute(_DELETE_CHANGED, params)
+            replaced = {row[0] for row in cur.fetchall()}
             cur.execute(_INSERT)
-            inserted = cur.rowcount
-        logger.debug("collection %s: %d of %d items written", collection_id, inserted, len(rows))
-        return inserted
+            inserted = [row[0] for row in cur.fetchall()]
+        if not publishing:  # a pending draft of an item written for all to see is superseded
+            drafts.discard(conn, collection_id, [stac["id"] for stac in batch])
+        if events is not None and self.event_source is not None:
+            if publishing:
+                events += [item_event(ItemChange.published, stac, source=self.event_source) for stac in batch]
+            else:
+                by_id = {stac["id"]: stac for stac in batch}
+                events += [item_event(ItemChange.updated if item_id in replaced else ItemChange.created,
+                                      by_id[item_id], source=self.event_source) for item_id in inserted]
+        logger.debug("collection %s: %d of %d items written", collection_id, len(inserted), len(rows))
+        return len(inserted)
+
+    # changes: the lifecycle tables and the outbox, written in the change's transaction
+
+    def _ensure_lifecycle(self, conn: psycopg.Connection) -> None:
+        if not self._lifecycle_ready:
+            outbox.ensure_table(conn, _creator_lock)
+            drafts.ensure_tables(conn, _creator_lock)
+
+    def _run_changes(self, what: str, work: Callable[[psycopg.Connection, list[dict[str, Any]]], Any]) -> Any:
+        """``work(conn, events)`` in one transaction (``_run``: retried as a whole), the change
+        events it collects appended to the outbox in that same transaction; ``on_events`` runs
+        once it committed (a delivery attempt right after the write)."""
+        events: list[dict[str, Any]] = []
+
+        def transaction(conn: psycopg.Connection) -> Any:
+            events.clear()  # a retried transaction starts again
+            self._ensure_lifecycle(conn)
+            result = work(conn, events)
+            if self.event_source is not None:
+                outbox.append(conn, events)
+            return result
+
+        result = self._run(what, transaction)
+        self._lifecycle_ready = True
+        if events and self.event_source is not None and self.on_events is not None:
+            try:
+                self.on_events(len(events))
+            except Exception as err:  # noqa: BLE001 - delivery is retried by the drainer; the write stands
+                logger.warning("%s: delivering its %d events failed (the drainer retries): %s",
+                               what, len(events), err)
+        return result
+
+    def event_outbox(self) -> outbox.PgOutbox:
+        """The outbox this catalog's writes fill (``event_delivery.drain`` empties it)."""
+        return outbox.PgOutbox(self._source)
 
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
         row = self._run(f"get item {item_id}", lambda conn: conn.execute(
@@ -521,9 +671,18 @@ class PgStacCatalog:
         return self.delete_items(collection_id, [item_id]) == 1
 
     def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int:
+        """Delete items (one ``deleted`` event each) and any draft of them; how many public
+        items and drafts went."""
         ids = list(item_ids)
-        return self._run(f"delete {len(ids)} items from {collection_id}", lambda conn: conn.execute(
-            "DELETE FROM pgstac.items WHERE collection = %s AND id = ANY(%s)", (collection_id, ids)).rowcount)
+
+        def work(conn: psycopg.Connection, events: list[dict[str, Any]]) -> int:
+            rows = conn.execute(_DELETE_ITEMS, (collection_id, ids)).fetchall()
+            if self.event_source is not None:
+                events += [item_event(ItemChange.deleted, _deleted_item(*row), source=self.event_source)
+                           for row in rows]
+            return len(rows) + drafts.discard(conn, collection_id, ids)
+
+        return self._run_changes(f"delete {len(ids)} items from {collection_id}", work)
 
     def search(self, collection_id: str, *, bbox: Sequence[float] | None = None, datetime: str | None = None,
                limit: int = 100) -> list[pystac.Item]:
@@ -567,11 +726,124 @@ class PgStacCatalog:
         return ItemPage(items=result.get("features", []), next_token=following[0] if following else None)
 
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
-        """Item id -> ``rmh:source_etag`` for every item of the collection (incremental sync)."""
-        rows = self._run(f"list etags of {collection_id}", lambda conn: conn.execute(
-            "SELECT id, content->'properties'->>%s FROM pgstac.items WHERE collection = %s",
-            (SOURCE_ETAG, collection_id)).fetchall())
-        return dict(rows)
+        """Item id -> ``rmh:source_etag`` for every item of the collection, drafts included (a
+        draft's wins: it is the newer), for incremental sync."""
+        def work(conn: psycopg.Connection, _events: list) -> dict[str, str | None]:
+            rows = dict(conn.execute("SELECT id, content->'properties'->>%s FROM pgstac.items WHERE collection = %s",
+                                     (SOURCE_ETAG, collection_id)).fetchall())
+            return {**rows, **drafts.etags(conn, collection_id, SOURCE_ETAG)}
+
+        return self._run_changes(f"list etags of {collection_id}", work)
+
+    # unpublish: items by source, collections emptied or removed
+
+    def find_items(self, *, collection: str | None = None, ids: Sequence[str] | None = None,
+                   source_container: str | None = None, source_blobs: Sequence[str] | None = None,
+                   source_prefix: str | None = None) -> list[ItemFacts]:
+        """Items, published and draft, by collection, ids and source (a source blob also finds
+        its tiles' items), with where their source is and their assets' hrefs."""
+        where, params = _facts_filter(collection, ids, source_container, source_blobs, source_prefix)
+
+        def work(conn: psycopg.Connection, _events: list) -> list[tuple]:
+            public = conn.execute(_FACTS.format(draft="false", table="pgstac.items", where=where), params).fetchall()
+            drafted = conn.execute(_FACTS.format(draft="true", table="public.rmh_draft_items", where=where),
+                                   params).fetchall()
+            return public + drafted
+
+        rows = self._run_changes("find items", work)
+        return [ItemFacts(collection=c, id=i, draft=d, source_container=sc, source_blob=sb,
+                          assets={k: a["href"] for k, a in (assets or {}).items()
+                                  if isinstance(a, dict) and isinstance(a.get("href"), str)})
+                for c, i, d, sc, sb, assets in rows]
+
+    def count_items(self, collection_id: str) -> int:
+        """Items of the collection, published and draft."""
+        return self._run_changes(f"count items of {collection_id}", lambda conn, _events: conn.execute(
+            "SELECT count(*) FROM pgstac.items WHERE collection = %s", (collection_id,)).fetchone()[0]
+            + drafts.count(conn, collection_id))
+
+    def remove_searches(self, collection_id: str) -> int:
+        """Forget the searches registered for the collection (titiler-pgstac's mosaics): those
+        whose metadata names it (``rmh:collection`` or ``collection``) or that search it alone."""
+        return self._run(f"remove searches of {collection_id}", lambda conn: conn.execute(
+            "DELETE FROM pgstac.searches WHERE metadata->>'rmh:collection' = %(c)s "
+            "OR metadata->>'collection' = %(c)s OR search->'collections' = jsonb_build_array(%(c)s::text)",
+            {"c": collection_id}).rowcount)
+
+    def delete_collection(self, collection_id: str) -> bool:
+        """Remove an emptied collection, with its drafts' state and registered searches (its
+        items are deleted first, each with its event); False when it did not exist."""
+        def work(conn: psycopg.Connection, _events: list) -> bool:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
+            if conn.execute("SELECT 1 FROM pgstac.collections WHERE id = %s", (collection_id,)).fetchone() is None:
+                return False
+            drafts.unmark(conn, collection_id)
+            conn.execute("DELETE FROM public.rmh_draft_items WHERE collection = %s", (collection_id,))
+            conn.execute("SELECT pgstac.delete_collection(%s)", (collection_id,))
+            return True
+
+        self.remove_searches(collection_id)
+        return self._run_changes(f"delete collection {collection_id}", work)
+
+    # drafts: publish and revoke move items between pgstac.items and the drafts, in one transaction
+
+    def mark_draft(self, collection_id: str, transition: Transition) -> bool:
+        """Make the collection a draft (a new one, written as a draft); records the transition
+        when it was not one already."""
+        def work(conn: psycopg.Connection, _events: list) -> bool:
+            if not drafts.mark(conn, collection_id):
+                return False
+            drafts.record(conn, transition)
+            return True
+
+        return self._run_changes(f"mark {collection_id} a draft", work)
+
+    def set_visibility(self, action: str, collection_id: str, item_ids: Sequence[str] | None,
+                       transition: Transition) -> VisibilityResult:
+        """``publish``: move the collection's drafts (all, or ``item_ids``) into ``pgstac.items``
+        (a ``published`` event each); ``revoke``: move its items back to the drafts (a ``revoked``
+        event each). All of it in one transaction, with the transition it records. Without
+        ``item_ids`` the collection itself stops (publish) or starts (revoke) being a draft."""
+        self._check_version()
+
+        def work(conn: psycopg.Connection, events: list[dict[str, Any]]) -> VisibilityResult:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
+            if conn.execute("SELECT 1 FROM pgstac.collections WHERE id = %s", (collection_id,)).fetchone() is None:
+                raise CollectionNotFound(f"collection {collection_id!r} does not exist")
+            if action == "publish":
+                moved = drafts.take(conn, collection_id, item_ids)
+                for start in range(0, len(moved), self.batch_size):
+                    self._write_batch(conn, collection_id, moved[start:start + self.batch_size], events,
+                                      publishing=True)
+                if item_ids is None:
+                    drafts.unmark(conn, collection_id)
+            else:
+                moved = self._take_public(conn, collection_id, item_ids)
+                drafts.put(conn, collection_id, moved, keep_existing=True)  # a newer draft stays
+                if self.event_source is not None:
+                    events += [item_event(ItemChange.revoked, stac, source=self.event_source) for stac in moved]
+                if item_ids is None:
+                    drafts.mark(conn, collection_id)
+            recorded = drafts.record(conn, transition.model_copy(update={"items": len(moved)}))
+            return VisibilityResult(collection=collection_id, action=action, items=len(moved), transition=recorded)
+
+        return self._run_changes(f"{action} {collection_id}", work)
+
+    @staticmethod
+    def _take_public(conn: psycopg.Connection, collection_id: str, item_ids: Sequence[str] | None) -> list[dict]:
+        """Remove and return the collection's items (all, or ``item_ids``), hydrated by pgSTAC."""
+        only = "" if item_ids is None else " AND i.id = ANY(%(ids)s)"
+        rows = conn.execute("SELECT pgstac.content_hydrate(i) FROM pgstac.items i WHERE i.collection = %(c)s"
+                            + only + " ORDER BY i.id", {"c": collection_id, "ids": list(item_ids or [])}
+                            ).fetchall()
+        items = [row[0] for row in rows]
+        conn.execute("DELETE FROM pgstac.items WHERE collection = %s AND id = ANY(%s)",
+                     (collection_id, [item["id"] for item in items]))
+        return items
+
+    def lifecycle(self, collection_id: str | None = None, limit: int = drafts.TRANSITIONS_LISTED) -> Lifecycle:
+        """The drafts (collections and counts) and the transitions, newest first."""
+        return self._run_changes("lifecycle", lambda conn, _events: drafts.lifecycle(conn, collection_id, limit))
 
     def health(self) -> CatalogHealth:
         """pgSTAC version and counts; ``ok=False`` with the reason when unreachable."""

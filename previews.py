@@ -52,6 +52,8 @@ TMS = morecantile.tms.get("WebMercatorQuad")
 #: Asset media types a preview can draw (GeoTIFF and COG, JPEG 2000); an asset without a type
 #: is drawn when its role is ``data``.
 RASTER_TYPES = ("image/tiff", "image/vnd.stac.geotiff", "image/jp2")
+#: STAC data types of complex bands: cataloged, but not drawn (rio-tiler reads real values only).
+COMPLEX_DATA_TYPES = frozenset({"cint16", "cint32", "cfloat32", "cfloat64"})
 
 
 class PreviewError(Exception):
@@ -120,18 +122,33 @@ class TileAddress(BaseModel):
 # -- which assets, drawn how ---------------------------------------------------------------------
 
 def is_previewable(key: str, asset: Mapping[str, Any]) -> bool:
-    """A raster asset a tile can draw: a GeoTIFF / COG / JPEG 2000, or untyped with role data."""
+    """A raster asset a tile can draw: a GeoTIFF / COG / JPEG 2000, or untyped with role data;
+    not one of complex data (SAR: ``cint16``, ``cfloat32``...), which tilers do not read."""
     media = str(asset.get("type") or "").split(";")[0].strip().lower()
     roles = asset.get("roles") or []
     if "thumbnail" in roles or "overview" in roles or key == "thumbnail":
+        return False
+    bands = asset.get("raster:bands") or asset.get("bands") or []
+    if any(str(b.get("data_type", "")) in COMPLEX_DATA_TYPES for b in bands if isinstance(b, Mapping)):
         return False
     if media:
         return media in RASTER_TYPES and ("data" in roles or not roles)
     return "data" in roles
 
 
+def body_of(item: Mapping[str, Any]) -> str | None:
+    """The body of the solar system other than the Earth an item is on (the solar-system
+    extension's ``ssys:targets``), None for the Earth."""
+    targets = (item.get("properties") or {}).get("ssys:targets") or []
+    others = [t for t in targets if isinstance(t, str) and t.lower() != "earth"]
+    return ", ".join(others) or None
+
+
 def previewable_keys(item: Mapping[str, Any]) -> list[str]:
-    """The item's previewable assets, ``data`` first, then in the item's order."""
+    """The item's previewable assets, ``data`` first, then in the item's order; none for an item
+    of another body (the preview tiles are the Earth's WebMercatorQuad)."""
+    if body_of(item):
+        return []
     keys = [k for k, a in (item.get("assets") or {}).items() if isinstance(a, Mapping) and is_previewable(k, a)]
     return sorted(keys, key=lambda k: k != "data")
 

@@ -15,7 +15,9 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
-from raster_env import GDAL_ERRORS, PathLike, nodata_json, read_error
+from georeferencing import georeferencing, resolved_gcp_transform, rpc_height
+from raster_crs import crs_compact_text
+from raster_env import GDAL_ERRORS, PathLike, component_dtype, nodata_json, numpy_dtype, read_error
 from raster_errors import (DegenerateTransform, GeoOpsError, InvalidNodata, MissingCRS, RasterTooLarge,
                            SourceUnavailable, UnreadableRaster, UnsupportedDtype)
 from raster_models import Issue, RasterLimits
@@ -30,11 +32,26 @@ def issue(cls: type[GeoOpsError] | str, message: str) -> Issue:
 
 
 def check_georeferencing(ds: DatasetReader) -> Findings:
-    """CRS present, transform usable; rotation and south-up layouts are warnings."""
+    """CRS present, transform usable; rotation and south-up layouts are warnings. A raster placed
+    by GCPs (with their CRS) or by RPCs, without a geotransform, is georeferenced too: a warning
+    says it is warped when converted (``georeferencing``)."""
     errors, warnings = [], []
     t = ds.transform
+    placed = georeferencing(ds)
+    if placed == "gcps":
+        count, crs = len(ds.gcps[0]), ds.gcps[1]
+        if count < 3:
+            errors.append(issue(DegenerateTransform, f"only {count} GCPs: placing a raster by GCPs takes at least 3"))
+        else:
+            warnings.append(issue("GcpGeoreferenced", f"placed by {count} GCPs in {crs_compact_text(crs)[:80]}: "
+                                  f"converted by warping ({resolved_gcp_transform(count)} unless asked otherwise)"))
+        return errors, warnings
+    if placed == "rpcs":
+        warnings.append(issue("RpcGeoreferenced", "placed by RPCs: converted by warping with the RPC model at "
+                              f"{rpc_height(ds):g} m (the RPCs' HEIGHT_OFF) unless a DEM is configured"))
+        return errors, warnings
     if ds.crs is None:
-        how = " (only GCPs)" if ds.gcps[0] else (" (only RPCs)" if ds.rpcs else "")
+        how = " (GCPs without a coordinate reference system)" if ds.gcps[0] else ""
         errors.append(issue(MissingCRS, f"no coordinate reference system{how}"))
     if t == Affine.identity() and ds.crs is None:
         errors.append(issue(DegenerateTransform, "no geotransform (identity pixel grid)"))
@@ -52,7 +69,7 @@ def check_georeferencing(ds: DatasetReader) -> Findings:
 
 def decompressed_bytes(ds: DatasetReader) -> int:
     """Bytes the full-resolution pixels take once decompressed, from the header alone."""
-    itemsize = sum(np.dtype(dt).itemsize for dt in ds.dtypes)
+    itemsize = sum(numpy_dtype(dt).itemsize for dt in ds.dtypes)
     return ds.width * ds.height * itemsize
 
 
@@ -90,8 +107,9 @@ def check_dtypes(ds: DatasetReader, limits: RasterLimits) -> Findings:
 
 
 def nodata_problem(value: float, dtype: str) -> str | None:
-    """Why ``value`` cannot be a nodata of ``dtype``, or None when it can."""
-    dt = np.dtype(dtype)
+    """Why ``value`` cannot be a nodata of ``dtype``, or None when it can (for complex data, of
+    the real part's type: GDAL's nodata of a complex band is its real part)."""
+    dt = component_dtype(dtype)
     if dt.kind == "f":
         finite_max = np.finfo(dt).max
         if math.isfinite(value) and abs(value) > finite_max:
@@ -150,7 +168,7 @@ def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
     the header says some pixel can be invalid (nodata, a mask or alpha)."""
     windows = sample_windows(ds, limit)
     block_h, block_w = ds.block_shapes[0]
-    size = ds.count * ds.width * ds.height * max(np.dtype(t).itemsize for t in ds.dtypes)
+    size = ds.count * ds.width * ds.height * max(numpy_dtype(t).itemsize for t in ds.dtypes)
     if (len(windows) == math.ceil(ds.height / block_h) * math.ceil(ds.width / block_w)
             and size <= WHOLE_READ_BYTES):
         sample = _decode(ds, [Window(0, 0, ds.width, ds.height)], whole=True)
@@ -179,7 +197,7 @@ def _decode(ds: DatasetReader, windows: list[Window], whole: bool) -> BlockSampl
         sample.blocks += 1
         sample.pixels += data[0].size
         sample.valid_pixels += valid
-        if data.dtype.kind == "f" and not sample.warnings and np.isnan(data).any():
+        if data.dtype.kind in "fc" and not sample.warnings and np.isnan(data).any():
             if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
                 sample.warnings.append(issue("UndeclaredNaN", "float pixels contain NaN but "
                                               "the nodata value is not NaN; NaN pixels are not "

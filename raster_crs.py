@@ -106,10 +106,98 @@ def crs_compact_text(crs: CRS) -> str:
     return f"EPSG:{epsg}" if epsg else crs.to_wkt(version="WKT2_2019")
 
 
+#: Semi-major axes (metres) of the Earth's ellipsoids and spheres, as PROJ tells the Earth from
+#: other bodies; a CRS on any other ellipsoid is of another body of the solar system.
+EARTH_SEMI_MAJOR = (6_300_000.0, 6_400_000.0)
+
+#: Bodies of the solar system a planetary CRS names (in its datum, ellipsoid or name, e.g.
+#: "D_MARS", "Mars (2015)", "EUROPA_localRadius"), with the solar-system extension's
+#: ``ssys:target_class`` (the IVOA EPN-TAP target classes).
+BODIES: dict[str, str] = {
+    **dict.fromkeys(("Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune"), "planet"),
+    **dict.fromkeys(("Ceres", "Pluto", "Eris", "Haumea", "Makemake"), "dwarf_planet"),
+    **dict.fromkeys(("Moon", "Phobos", "Deimos", "Io", "Europa", "Ganymede", "Callisto", "Amalthea",
+                     "Mimas", "Enceladus", "Tethys", "Dione", "Rhea", "Titan", "Hyperion", "Iapetus",
+                     "Phoebe", "Miranda", "Ariel", "Umbriel", "Titania", "Oberon", "Triton", "Charon"),
+                    "satellite"),
+    **dict.fromkeys(("Vesta", "Eros", "Gaspra", "Ida", "Itokawa", "Lutetia", "Bennu", "Ryugu", "Psyche",
+                     "Steins", "Mathilde"), "asteroid"),
+    **dict.fromkeys(("Churyumov-Gerasimenko", "Tempel", "Wild", "Hartley"), "comet"),
+}
+_BODY_NAMES = {name.lower(): name for name in BODIES}
+_LUNAR = {"lunar": "Moon", "luna": "Moon", "selene": "Moon"}
+
+
+@lru_cache(maxsize=256)
+def celestial_body(wkt: str) -> str | None:
+    """The body of the solar system a CRS is on, None for the Earth (or a CRS on no ellipsoid):
+    the name its datum, ellipsoid or own name gives ("Mars"), else the datum's name."""
+    crs = pyproj.CRS.from_wkt(wkt)
+    ellipsoid = crs.ellipsoid
+    if ellipsoid is None or EARTH_SEMI_MAJOR[0] <= ellipsoid.semi_major_metre <= EARTH_SEMI_MAJOR[1]:
+        return None
+    datum = crs.datum.name if crs.datum is not None else ""
+    for text in (datum, ellipsoid.name, crs.name):
+        for word in re.split(r"[^A-Za-z-]+", text or ""):
+            name = _BODY_NAMES.get(word.lower()) or _LUNAR.get(word.lower())
+            if name:
+                return name
+    cleaned = re.sub(r"^D_", "", datum or ellipsoid.name or "").replace("_", " ").strip()
+    return cleaned or "unknown body"
+
+
+def body_class(body: str | None) -> str | None:
+    """The solar-system extension's ``ssys:target_class`` of a body, when it is a known one."""
+    return BODIES.get(body) if body else None
+
+
+def _lon_first(crs: pyproj.CRS) -> pyproj.CRS:
+    """``crs`` with its axes in the order a GeoTIFF's coordinates have (x = longitude or easting):
+    PROJ's ``always_xy`` does not reorder the planetary CRSs here, so the order is made explicit."""
+    axes = crs.axis_info
+    if len(axes) < 2 or axes[0].direction.lower() not in ("north", "south"):
+        return crs
+    data = crs.to_json_dict()
+    system = data.get("coordinate_system")
+    if not system or len(system.get("axis", [])) != len(axes):
+        return crs
+    system["axis"] = [system["axis"][1], system["axis"][0], *system["axis"][2:]]
+    return pyproj.CRS.from_json_dict(data)
+
+
+def planetocentric_crs(crs: pyproj.CRS) -> pyproj.CRS:
+    """Longitude (east) and planetocentric latitude on the datum of a CRS of another body: the
+    lon/lat a footprint of that body is written in (on a sphere the same as its geographic
+    CRS; on an ellipsoid the latitude measured at the body's centre, as the IAU's "ocentric"
+    CRSs do), longitude first."""
+    geodetic = crs.geodetic_crs or crs
+    degree = 'ANGLEUNIT["degree",0.0174532925199433]'
+    return pyproj.CRS.from_wkt(
+        f'GEODCRS["{geodetic.datum.name} / planetocentric",{geodetic.datum.to_wkt("WKT2_2019")},'
+        f'{geodetic.prime_meridian.to_wkt("WKT2_2019")},CS[spherical,2],'
+        f'AXIS["planetocentric longitude (V)",east,ORDER[1],{degree}],'
+        f'AXIS["planetocentric latitude (U)",north,ORDER[2],{degree}]]')
+
+
 @lru_cache(maxsize=64)
 def to_lonlat(wkt: str) -> pyproj.Transformer:
-    """A cached transformer from the CRS ``wkt`` to longitude/latitude (EPSG:4326, x = lon)."""
-    return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
+    """A cached transformer from the CRS ``wkt`` to longitude/latitude, x = lon: EPSG:4326 for a
+    CRS of the Earth, the body's planetocentric lon/lat (``planetocentric_crs``) for a CRS of
+    another body (Mars, the Moon, Europa...), between which PROJ has no transformation."""
+    crs = pyproj.CRS.from_wkt(wkt)
+    if celestial_body(wkt) is None:
+        return pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return pyproj.Transformer.from_crs(_lon_first(crs), planetocentric_crs(crs))
+
+
+@lru_cache(maxsize=64)
+def body_geod(wkt: str) -> pyproj.Geod:
+    """Geodesics on the ellipsoid distances are measured on: WGS 84 for the Earth, the body's
+    own for a CRS of another body (a Mars pixel measured in Mars metres)."""
+    ellipsoid = pyproj.CRS.from_wkt(wkt).ellipsoid
+    if celestial_body(wkt) is None or ellipsoid is None:
+        return pyproj.Geod(ellps="WGS84")
+    return pyproj.Geod(a=ellipsoid.semi_major_metre, b=ellipsoid.semi_minor_metre)
 
 
 def lonlat(wkt: str, xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +207,12 @@ def lonlat(wkt: str, xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarr
     return np.asarray(lons, dtype="float64"), np.asarray(lats, dtype="float64")
 
 
-def pixels_to_lonlat(wkt: str, transform: Affine, cols: np.ndarray, rows: np.ndarray
+def pixels_to_lonlat(wkt: str, transform: Any, cols: np.ndarray, rows: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel positions as lon/lat, through an ``Affine`` geotransform or a pixel mapping of a
+    raster placed by GCPs or RPCs (``georeferencing.PixelMapping``: ``forward(cols, rows)``)."""
+    if not isinstance(transform, Affine):
+        return lonlat(wkt, *transform.forward(cols, rows))
     a, b, c, d, e, f = transform[:6]
     return lonlat(wkt, a * cols + b * rows + c, d * cols + e * rows + f)
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Union
 
+import numpy as np
 import rasterio
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
@@ -78,6 +79,25 @@ def gdal_reason(err: BaseException) -> str:
         err = err.__cause__ or err.__context__
     specific = [m for m in messages if "See previous exception" not in m]
     return specific[-1] if specific else messages[0]
+
+
+#: Complex data types GDAL holds that numpy has no name for, and the type rasterio reads them as.
+_READ_AS = {"complex_int16": "complex64"}
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy type a band of data type ``name`` (as rasterio names it) is read into: the name
+    itself, but GDAL's CInt16 (``complex_int16``) is read as ``complex64``."""
+    return np.dtype(_READ_AS.get(name, name))
+
+
+def component_dtype(name: str) -> np.dtype:
+    """The type of one part of a complex value (``complex_int16`` -> int16, ``complex64`` ->
+    float32), or the type itself for real data: what a nodata value must fit."""
+    if name == "complex_int16":
+        return np.dtype("int16")
+    dtype = np.dtype(name)
+    return np.dtype(f"f{dtype.itemsize // 2}") if dtype.kind == "c" else dtype
 
 
 def is_virtual(path: PathLike) -> bool:

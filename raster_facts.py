@@ -15,13 +15,13 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
-import pyproj
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
+from georeferencing import TAG_GEOREFERENCING, PixelMapping, georeferencing, provenance_tags
 from grid_footprint import footprint, maps_to_lonlat
-from raster_crs import crs_code, crs_facts, pixels_to_lonlat
+from raster_crs import body_class, body_geod, celestial_body, crs_code, crs_facts, edge_pixels, pixels_to_lonlat
 from raster_env import GDAL_ERRORS, PathLike, file_size, gdal_env, nodata_json, read_error
 from raster_models import BandFacts, RasterHeader
 from raster_open import open_raster
@@ -30,21 +30,21 @@ from raster_stats import STATISTICS_SIZE, band_statistics, read_decimated
 log = logging.getLogger(__name__)
 
 
-_GEOD = pyproj.Geod(ellps="WGS84")
-
-
 def ground_sample_distance(crs: CRS | None, transform: Affine, width: int, height: int) -> float | None:
     """Metres on the ground of one pixel at the grid's centre (square root of its two sides,
-    measured geodesically), for any CRS; None when the centre is off the globe."""
+    measured geodesically on the WGS 84 ellipsoid, or on the body's own for a CRS of another
+    body), for any CRS; None when the centre is off the globe."""
     if crs is None:
         return None
     cols = np.array([width / 2, width / 2 + 1, width / 2])
     rows = np.array([height / 2, height / 2, height / 2 + 1])
-    lons, lats = pixels_to_lonlat(crs.to_wkt(), transform, cols, rows)
+    wkt = crs.to_wkt()
+    lons, lats = pixels_to_lonlat(wkt, transform, cols, rows)
     if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
         return None
-    _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
-    _, _, down = _GEOD.inv(lons[0], lats[0], lons[2], lats[2])
+    geod = body_geod(wkt)
+    _, _, across = geod.inv(lons[0], lats[0], lons[1], lats[1])
+    _, _, down = geod.inv(lons[0], lats[0], lons[2], lats[2])
     gsd = math.sqrt(abs(across * down))
     return round(gsd, 3) if gsd > 0 else None
 
@@ -162,25 +162,46 @@ def read_header(
 
 
 def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int) -> RasterHeader:
-    crs = ds.crs
+    placed = georeferencing(ds) in ("gcps", "rpcs")
+    mapping = PixelMapping(ds) if placed else None
+    crs = mapping.crs if mapping else ds.crs
     wkt = crs.to_wkt() if crs else None
     epsg, wkt2, projjson = crs_facts(wkt) if wkt else (None, None, None)
-    grid = (ds.transform, ds.width, ds.height)
-    georeferenced = crs is not None and not ds.transform.is_identity and maps_to_lonlat(wkt)
+    grid = (mapping or ds.transform, ds.width, ds.height)
+    georeferenced = crs is not None and (placed or not ds.transform.is_identity) and maps_to_lonlat(wkt)
+    body = celestial_body(wkt) if wkt else None
     geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
     data = read_decimated(ds, max_size=max_stats_size) if statistics else None
     is_tiff = ds.driver in ("GTiff", "COG")
     return RasterHeader(
         path=ds.name, driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
         dtypes=list(ds.dtypes), nodata=nodata_json(ds.nodata), epsg=epsg, crs_code=crs_code(crs),
-        crs_wkt2=wkt2, crs_projjson=projjson, transform=list(ds.transform)[:6], bounds=list(ds.bounds),
+        crs_wkt2=wkt2, crs_projjson=projjson, transform=list(ds.transform)[:6],
+        bounds=_placed_bounds(mapping, ds.width, ds.height) if mapping else list(ds.bounds),
         bbox=bbox, footprint=geometry, resolution=list(ds.res),
         gsd=ground_sample_distance(crs, *grid) if georeferenced else None,
         block_shape=list(ds.block_shapes[0]), overview_count=len(ds.overviews(1)),
         compression=ds.compression.name if ds.compression else None,
         colorinterp=[c.name for c in ds.colorinterp], has_colormap=has_colormap(ds),
         is_cog=is_tiff and not cog_layout_errors(ds), header_bytes=header_size(ds),
-        size_bytes=file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data))
+        size_bytes=file_size(ds.name), datetime=file_datetime(ds), bands=band_facts(ds, data),
+        body=body, body_class=body_class(body), georeferencing=georeferencing(ds) or "geotransform",
+        placement=placement_facts(ds))
+
+
+def _placed_bounds(mapping: PixelMapping, width: int, height: int) -> list[float]:
+    """Bounds in the GCPs' (RPCs') CRS of a raster placed by them: of its densified edge."""
+    xs, ys = mapping.forward(*edge_pixels(width, height, 21))
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+
+
+def placement_facts(ds: DatasetReader) -> dict[str, str]:
+    """How the source of ``ds`` was placed when not by a geotransform: a warped output's ``RMH_*``
+    tags (``georeferencing.provenance_tags``), else the raster's own GCPs or RPCs."""
+    tags = ds.tags()
+    if TAG_GEOREFERENCING in tags:
+        return {k: v for k, v in tags.items() if k.startswith("RMH_")}
+    return provenance_tags(ds) if georeferencing(ds) in ("gcps", "rpcs") else {}
 
 
 def has_colormap(ds: DatasetReader) -> bool:

@@ -33,7 +33,7 @@ class RasterLimits(BaseModel):
     max_block_bytes: int = 256 * 1024**2  # one strip/tile (all bands) decoded at once
     allowed_dtypes: tuple[str, ...] = (
         "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
-        "float32", "float64")
+        "float32", "float64", "complex_int16", "complex64", "complex128")
     warn_compression_ratio: float = 1000.0
 
 
@@ -122,6 +122,16 @@ class RasterHeader(BaseModel):
     size_bytes: int | None = None  # local files only
     datetime: dt.datetime | None = None  # the file's own (TIFFTAG_DATETIME, IMAGERY domain)
     bands: list[BandFacts] = Field(default_factory=list)
+    #: The body of the solar system the CRS is on, None for the Earth: then ``bbox`` and
+    #: ``footprint`` are the body's planetocentric longitude/latitude, ``gsd`` its metres.
+    body: str | None = None
+    body_class: str | None = None  # the solar-system extension's target class ("planet", "satellite"...)
+    #: How the raster itself is placed: by its geotransform, or (without one) by GCPs or RPCs, when
+    #: the CRS, bounds, footprint and gsd are those of the GCPs' (RPCs') transformation.
+    georeferencing: str = "geotransform"
+    #: How the source of what was written was placed, when not by a geotransform (``RMH_*`` tags
+    #: of a warped output, or the raster's own GCPs/RPCs): what an item says of it.
+    placement: dict[str, str] = Field(default_factory=dict)
 
 
 class CogResult(BaseModel):
@@ -173,6 +183,9 @@ class Tile(BaseModel):
     output_path: str
     dst_crs: str | None = None
     resampling: str = "nearest"
+    #: A source placed by GCPs or RPCs: GDAL's transformer options for it, and the tags that say so.
+    warp_options: dict[str, str] = Field(default_factory=dict)
+    georeferencing: dict[str, str] = Field(default_factory=dict)
 
 
 class TilePlan(BaseModel):

@@ -20,11 +20,12 @@ RASTER_SUFFIXES = frozenset({
     ".tif", ".tiff", ".gtif", ".geotiff", ".cog",  # GeoTIFF and COG
     ".jp2", ".img", ".jpg", ".jpeg", ".png", ".webp",  # JPEG 2000, ERDAS Imagine, images with world files
     ".hdf", ".grd", ".asc", ".dem",  # HDF4, grids (Surfer / GMT), ASCII grid, USGS DEM
-    # Multidimensional files (NetCDF classic and NetCDF-4, HDF5, GRIB 1 and 2): listed now so the
-    # Event Grid filter sends their events; the multidimensional readers of this round make them
-    # convert and catalog per variable and step (until then they fail per file, by name).
+    # Multidimensional files (CUBE_SUFFIXES): cataloged and converted per variable and step.
     ".nc", ".nc4", ".h5", ".hdf5", ".he5", ".grib", ".grib2", ".grb", ".grb2",
 })
+#: Suffixes of multidimensional files (NetCDF classic and NetCDF-4, HDF5, GRIB 1 and 2): the jobs
+#: send them to the cube path (cubes.py), which judges the format by the bytes.
+CUBE_SUFFIXES = frozenset({".nc", ".nc4", ".h5", ".hdf5", ".he5", ".grib", ".grib2", ".grb", ".grb2"})
 #: What a Zarr store's prefix ends with.
 ZARR_STORE_SUFFIX = ".zarr"
 #: The blob at a store's root whose event stands for the store (see the module's docstring).
@@ -34,6 +35,16 @@ ZARR_STORE_MARKERS = (".zmetadata", "zarr.json")
 def is_raster_name(name: str) -> bool:
     """A single-file raster by its suffix (any case)."""
     return PurePosixPath(name).suffix.lower() in RASTER_SUFFIXES
+
+
+def is_cube_name(name: str) -> bool:
+    """A multidimensional file by its suffix (any case)."""
+    return PurePosixPath(name).suffix.lower() in CUBE_SUFFIXES
+
+
+def is_zarr_store_name(name: str) -> bool:
+    """A Zarr store's prefix as its events name it (``a/b.zarr``, any case)."""
+    return name.lower().endswith(ZARR_STORE_SUFFIX) and not name.endswith("/")
 
 
 def zarr_store_of(name: str) -> str | None:

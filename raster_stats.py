@@ -83,8 +83,11 @@ def band_statistics(band: np.ma.MaskedArray) -> BandStatistics:
     """Minimum, maximum, mean, standard deviation and valid percentage of one masked band.
 
     Integers of up to 16 bits are counted into a histogram first (one pass over the pixels; the
-    moments then come from at most 65,536 distinct values), others are summed in float64."""
+    moments then come from at most 65,536 distinct values), others are summed in float64.
+    Complex values (SAR) are described by their amplitude, ``|z|``."""
     valid = band.compressed()
+    if valid.dtype.kind == "c":
+        valid = np.abs(valid)
     if valid.size == 0:
         return BandStatistics(valid_percent=0.0)
     if valid.dtype.kind in "ui" and valid.dtype.itemsize <= 2:

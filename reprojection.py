@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,9 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 
+from georeferencing import is_sensor_placed, source_crs, transformer_options, warp_grid as sensor_warp_grid
 from grid_footprint import maps_to_lonlat
-from raster_crs import crs_epsg, edge_pixels, parse_crs, pixels_to_lonlat, to_lonlat
+from raster_crs import celestial_body, crs_epsg, edge_pixels, parse_crs, pixels_to_lonlat, to_lonlat
 from raster_env import GDAL_ERRORS, gdal_reason
 from raster_errors import CannotReproject, InvalidOption, RasterTooLarge
 from raster_models import RasterLimits
@@ -64,11 +66,16 @@ def check_warped_size(ds: DatasetReader, width: int, height: int, limits: Raster
 
 
 def output_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float, float] | None = None,
-                limits: RasterLimits | None = None) -> tuple[Affine, int, int]:
-    """``warp_grid``, with what stops it named: CannotReproject when no grid can be computed
-    (GDAL's or PROJ's error as the reason), RasterTooLarge over the pixel limit."""
+                limits: RasterLimits | None = None, warp_options: Mapping[str, str] | None = None
+                ) -> tuple[Affine, int, int]:
+    """``warp_grid`` (for a raster placed by GCPs or RPCs, ``georeferencing.warp_grid`` with
+    ``warp_options``, its transformer's), with what stops it named: CannotReproject when no grid
+    can be computed (GDAL's or PROJ's error as the reason), RasterTooLarge over the pixel limit."""
     try:
-        transform, width, height = warp_grid(ds, dst_crs, resolution)
+        if is_sensor_placed(ds):
+            transform, width, height = sensor_warp_grid(ds, dst_crs, resolution, warp_options)
+        else:
+            transform, width, height = warp_grid(ds, dst_crs, resolution)
     except (*GDAL_ERRORS, CRSError, pyproj.exceptions.ProjError) as err:
         raise CannotReproject(ds.name, f"no grid in {dst_crs.to_string() or 'the target CRS'} for its "
                               f"CRS and extent: {gdal_reason(err)}") from err
@@ -76,10 +83,18 @@ def output_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[float
     return transform, width, height
 
 
-def warped_pixels(ds: DatasetReader, dst_crs: str | int | CRS, limits: RasterLimits | None = None) -> int:
-    """Pixels of ``ds`` reprojected to ``dst_crs`` (the grid ``to_cog`` writes), refused as
-    ``output_grid`` refuses them: what decides whether a reprojection fits one task."""
-    _, width, height = output_grid(ds, parse_crs(dst_crs), limits=limits)
+def warped_pixels(ds: DatasetReader, dst_crs: str | int | CRS | None, limits: RasterLimits | None = None,
+                  *, gcp_transform: str = "polynomial", rpc_dem: str | None = None) -> int:
+    """Pixels of what ``to_cog`` writes of ``ds``: reprojected to ``dst_crs``, or (a raster placed
+    by GCPs or RPCs, warped even without one) into its GCPs' CRS or EPSG:4326 by ``to_cog``'s
+    ``gcp_transform`` / ``rpc_dem``, else its own; refused as ``output_grid`` refuses them: what
+    decides whether a conversion fits one task."""
+    placed = is_sensor_placed(ds)
+    crs = parse_crs(dst_crs) if dst_crs is not None else source_crs(ds) if placed else None
+    if crs is None:
+        return ds.width * ds.height
+    options = transformer_options(ds, gcp_transform, rpc_dem) if placed else None
+    _, width, height = output_grid(ds, crs, limits=limits, warp_options=options)
     return width * height
 
 
@@ -91,8 +106,8 @@ def _wrapping_grid(ds: DatasetReader, dst_crs: CRS, resolution: float | tuple[fl
     came out 574 x 14 px). Here the extent is the source's outline with longitudes made continuous
     (so it may pass ±180°: a valid, contiguous grid), at the source's own resolution. A pole in a
     Mercator target cannot be represented: refused with the reason. None for every other case."""
-    if ds.crs is None or not maps_to_lonlat(ds.crs.to_wkt()):
-        return None
+    if ds.crs is None or not maps_to_lonlat(ds.crs.to_wkt()) or celestial_body(ds.crs.to_wkt()) is not None:
+        return None  # a CRS of another body: GDAL's own suggestion, within that body
     period = _longitude_period(dst_crs)
     if period is None:
         return None

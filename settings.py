@@ -97,11 +97,27 @@ class Settings(BaseSettings):
     import_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     import_max_fetch_bytes: int = Field(2 * 1024**3, ge=1024)
 
+    # Change events (change_events.py): one CloudEvent per item created, updated, deleted,
+    # published or revoked, delivered to an Event Grid custom topic (its endpoint; the app's
+    # managed identity signs) and/or to webhook URLs; with neither, no events are recorded.
+    event_grid_endpoint: str | None = Field(None, pattern=r"^https://[^\s?#]+$")
+    event_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    event_source: str = Field("/rmhgeoapi", min_length=1, max_length=500, pattern=r"^\S+$")
+    event_drain_schedule: str = "0 * * * * *"
+
+    # Names of function keys for the lifecycle record (who published or revoked): the first 16
+    # hex digits of a key's SHA-256 → its name ("name=fingerprint,..."; the key itself never).
+    key_names: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
     # Processing limits.
     max_pixels_per_task: int = Field(64 * 1024 * 1024, ge=256 * 256)
     tile_size: int = Field(4096, ge=256, le=32768)
     max_raster_pixels: int = Field(50_000 * 50_000, ge=1)
     max_raster_bands: int = Field(64, ge=1)
+    # A DEM the RPC model of a raster placed by RPCs takes its heights from when it is warped (a
+    # GDAL path the workers read: a local file, or /vsi... with its own access); unset, the
+    # RPCs' HEIGHT_OFF is the height of the whole scene. Items say which.
+    rpc_dem: str | None = Field(None, max_length=2048)
 
     # Multidimensional inputs (cubes.py): a NetCDF/HDF5/GRIB file or Zarr store is copied to the
     # worker's local disk (work_dir) once per host and version, up to this many bytes; a file may
@@ -136,12 +152,18 @@ class Settings(BaseSettings):
         return list(dict.fromkeys([*watched, *self.event_convert_containers]))
 
     @property
+    def events_enabled(self) -> bool:
+        """Whether catalog changes are recorded as events (some target is configured)."""
+        return bool(self.event_grid_endpoint or self.event_webhooks)
+
+    @property
     def work_dir(self) -> Path:
         """Where staging directories go (``temp_dir``, or the system temp + /rmhgeoapi)."""
         return Path(self.temp_dir) if self.temp_dir else Path(tempfile.gettempdir()) / "rmhgeoapi"
 
     @field_validator("storage_connection_string", "storage_account_url", "pgstac_dsn",
-                     "static_catalog_container", "temp_dir", "asset_base_url", "tiler_url", mode="before")
+                     "static_catalog_container", "temp_dir", "asset_base_url", "tiler_url", "event_grid_endpoint",
+                     "rpc_dem", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -167,12 +189,34 @@ class Settings(BaseSettings):
         return None if value is None else check_container_name(value)
 
     @field_validator("sync_containers", "sas_token_keys", "event_containers",
-                     "event_convert_containers", "import_allowed_hosts", mode="before")
+                     "event_convert_containers", "import_allowed_hosts", "event_webhooks", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("event_webhooks")
+    @classmethod
+    def _webhook_urls(cls, value: list[str]) -> list[str]:
+        bad = [url for url in value if not re.match(r"^https?://[^\s/?#]+[^\s#]*$", url)]
+        if bad:
+            raise ValueError(f"{bad[0][:80]!r} is not an http(s) URL")
+        return value
+
+    @field_validator("key_names", mode="before")
+    @classmethod
+    def _key_names(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, fingerprint = part.partition("=")
+            fingerprint = fingerprint.strip().lower()
+            if not sep or not name.strip() or not re.fullmatch(r"[0-9a-f]{16}", fingerprint):
+                raise ValueError(f"{part[:80]!r} is not name=<16 hex digits of the key's SHA-256>")
+            names[fingerprint] = name.strip()
+        return names
 
     @field_validator("asset_base_url", "tiler_url")
     @classmethod
@@ -196,7 +240,7 @@ class Settings(BaseSettings):
     def _host_entries(cls, value: list[str]) -> list[str]:
         return [host_entry(entry) for entry in value]
 
-    @field_validator("sync_schedule")
+    @field_validator("sync_schedule", "event_drain_schedule")
     @classmethod
     def _ncrontab(cls, value: str) -> str:
         fields = value.split()

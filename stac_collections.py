@@ -13,6 +13,7 @@ from typing import Any
 import pystac
 from pydantic import BaseModel
 
+from cube_stac import DATACUBE_EXT, collection_cube_fields, merge_item_fields
 from stac_ops import (COG_MEDIA_TYPE, DEFAULT_LICENSE, PNG_MEDIA_TYPE, RENDER_EXT, as_utc, check_id,
                       resolve_collection_id)
 
@@ -134,6 +135,7 @@ class ItemSummary(BaseModel):
     data_types: list[str] = []
     assets: list[AssetSummary] = []
     renders: list[RenderSummary] = []
+    cube: dict[str, Any] = {}  # the cube items' datacube fields merged (cube_stac.merge_item_fields)
 
 
 def item_span(stac: Mapping[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -192,7 +194,7 @@ def summarize_items(items: Iterable[Mapping[str, Any]]) -> ItemSummary:
         data_types=sorted(filter(None, types)),
         assets=[AssetSummary(key=k, type=t, title=ti, roles=list(r) if r else None, items=n)
                 for (k, t, ti, r), n in sorted(assets.items(), key=lambda kv: kv[0][0])],
-        renders=_render_summaries(items))
+        renders=_render_summaries(items), cube=merge_item_fields(item["properties"] for item in items))
 
 
 def summary_item_assets(summary: ItemSummary) -> dict[str, dict[str, Any]]:
@@ -236,6 +238,13 @@ def apply_summary(collection: pystac.Collection, summary: ItemSummary) -> pystac
         summaries["proj:code"] = summary.proj_codes
     if summary.data_types:
         summaries["data_type"] = summary.data_types
+    cube = collection_cube_fields(summary.cube, summary.bbox)
+    summaries.pop("cube:variables", None)
+    for key in ("cube:dimensions", "cube:variables"):
+        collection.extra_fields.pop(key, None)
+    if cube:  # a collection of cubes: their variables and dimensions (datacube extension)
+        collection.extra_fields.update(cube)
+        summaries["cube:variables"] = sorted(cube["cube:variables"])
     collection.summaries = pystac.Summaries(summaries)
     if summary.count:
         item_assets = summary_item_assets(summary)
@@ -244,7 +253,9 @@ def apply_summary(collection: pystac.Collection, summary: ItemSummary) -> pystac
         else:
             collection.extra_fields.pop("item_assets", None)
     renders = summary_renders(summary) if summary.count else {}
-    extensions = [e for e in collection.stac_extensions if e != RENDER_EXT]
+    extensions = [e for e in collection.stac_extensions if e not in (RENDER_EXT, DATACUBE_EXT)]
+    if cube:
+        extensions.append(DATACUBE_EXT)
     collection.extra_fields.pop("renders", None)
     if renders:
         collection.extra_fields["renders"] = renders

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from pystac import STACError
 
 from href_policy import (BlobLocation, HostNotAllowed, HrefError, HrefPolicy, HrefSchemeRefused, Location,
-                         UrlLocation, location_from_text)
+                         UrlLocation)
 from stac_ops import (ALTERNATE_EXT, COG_MEDIA_TYPE, IMPORT_DIGEST, IMPORTED_FROM, STAC_VERSION, InvalidItemId,
                       check_id)
 

@@ -61,6 +61,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pystac
 from affine import Affine
 from pydantic import BaseModel
@@ -82,6 +83,8 @@ FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 EO_EXT = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
 RENDER_EXT = "https://stac-extensions.github.io/render/v2.0.0/schema.json"
 ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
+#: The solar-system extension: ``ssys:targets`` / ``ssys:target_class`` of a raster of another body.
+SSYS_EXT = "https://stac-extensions.github.io/ssys/v1.1.0/schema.json"
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff"
 PNG_MEDIA_TYPE = "image/png"
@@ -95,6 +98,7 @@ DATA_TYPE = "rmh:data_type"
 BAND_COUNT = "rmh:band_count"
 IMPORTED_FROM = "rmh:imported_from"  # import_stac: where the item was read (container/blob, line or feature)
 IMPORT_DIGEST = "rmh:import_digest"  # import_stac: digest of the source item, asset versions and options
+GEOREFERENCING = "rmh:georeferencing"
 
 MAX_ID_LENGTH = 256
 DEFAULT_LICENSE = "other"
@@ -185,6 +189,8 @@ _DATA_TYPES = {
     "float16": "float16", "float32": "float32", "float64": "float64",
     "complex_int16": "cint16", "complex64": "cfloat32", "complex128": "cfloat64",
 }
+#: Complex data types (SAR): written and cataloged, statistics of the amplitude, no render.
+_COMPLEX_TYPES = frozenset({"complex_int16", "complex64", "complex128"})
 _COMMON_NAMES = {"red": "red", "green": "green", "blue": "blue"}
 #: Media type and asset title of a data file, by GDAL driver (a GeoTIFF is a COG only when its
 #: layout passes the COG rules: ``RasterHeader.is_cog``).
@@ -226,7 +232,7 @@ def read_facts(raster: str | os.PathLike | DatasetReaderBase, *, max_stats_size:
 
 def get_geometry(facts: geo_ops.RasterHeader) -> tuple[dict[str, Any], list[float]]:
     """The item's GeoJSON geometry and bbox (geo_ops' footprint: antimeridian and poles handled)."""
-    if facts.crs_wkt2 is None or Affine(*facts.transform).is_identity:
+    if facts.crs_wkt2 is None or (Affine(*facts.transform).is_identity and facts.georeferencing == "geotransform"):
         raise NotGeoreferenced(f"raster {facts.path!r} has no CRS or geotransform "
                                f"(crs={facts.crs_code or facts.crs_wkt2}, transform={facts.transform})")
     if facts.footprint is None or facts.bbox is None:
@@ -235,10 +241,16 @@ def get_geometry(facts: geo_ops.RasterHeader) -> tuple[dict[str, Any], list[floa
 
 
 def get_projection(facts: geo_ops.RasterHeader) -> dict[str, Any]:
-    """Projection extension v2.0.0 fields: code (or null plus WKT2), bbox, shape, transform."""
+    """Projection extension v2.0.0 fields: code (or null plus WKT2), bbox, shape, transform. A
+    raster placed by GCPs or RPCs (cataloged as it lies) has no transform: its code is the
+    GCPs' CRS (EPSG:4326 for RPCs) and its bbox that of its edge there."""
     info: dict[str, Any] = {"proj:code": facts.crs_code}
     if facts.crs_code is None:
         info["proj:wkt2"] = facts.crs_wkt2
+    if facts.georeferencing != "geotransform":
+        info["proj:bbox"] = list(facts.bounds)
+        info["proj:shape"] = [facts.height, facts.width]
+        return info
     t = Affine(*facts.transform)
     corners = [t @ (c, r) for c, r in ((0, 0), (facts.width, 0), (facts.width, facts.height), (0, facts.height))]
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
@@ -379,11 +391,14 @@ def get_renders(facts: geo_ops.RasterHeader) -> dict[str, dict[str, Any]]:
     A palette band as it is; red/green/blue bands (1, 2, 3, alpha aside) as true colour, byte
     data as it is and other data stretched band by band from the statistics; one band of byte
     data as grey, of other data stretched from its statistics and coloured with
-    ``SINGLE_BAND_COLORMAP``. Nothing for other band layouts or when every pixel is nodata.
+    ``SINGLE_BAND_COLORMAP``. Nothing for other band layouts, complex data (tilers draw real
+    values only) or when every pixel is nodata.
     """
     shown = [b for b in facts.bands if b.colorinterp != "alpha"]
     if not shown or any(b.statistics is None or b.statistics.minimum is None for b in shown):
         return {}
+    if any(b.dtype in _COMPLEX_TYPES for b in shown):
+        return {}  # tilers draw real values only: a complex band has no render
     render: dict[str, Any] = {"assets": ["data"]}
     if facts.has_colormap:
         render["title"] = "Palette"
@@ -411,11 +426,46 @@ def get_properties(facts: geo_ops.RasterHeader, source: SourceBlob) -> dict[str,
                   HAS_DATA: any((b.statistics.valid_percent if b.statistics else 0) > 0 for b in facts.bands)})
     if source.etag is not None:
         props[SOURCE_ETAG] = source.etag
+    props.update(get_solar_system(facts))
+    props.update(get_placement(facts))
     return props
 
 
-def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any]) -> list[str]:
-    """The extension schemas an item with these assets and renders declares."""
+def get_placement(facts: geo_ops.RasterHeader) -> dict[str, Any]:
+    """How the raster (or the source it was warped from) is placed when not by a geotransform:
+    ``rmh:georeferencing`` (``gcps`` or ``rpcs``), and the GCP count and transformation
+    (``polynomial-2``, ``tps``) or the height the RPC model was evaluated at (metres) or the DEM
+    it took heights from. Nothing for a raster placed by its geotransform."""
+    tags = facts.placement
+    if not tags.get(geo_ops.TAG_GEOREFERENCING):
+        return {}
+    fields: dict[str, Any] = {GEOREFERENCING: tags[geo_ops.TAG_GEOREFERENCING]}
+    if geo_ops.TAG_GCP_COUNT in tags:
+        fields["rmh:gcp_count"] = int(tags[geo_ops.TAG_GCP_COUNT])
+    if geo_ops.TAG_GCP_TRANSFORM in tags:
+        fields["rmh:gcp_transform"] = tags[geo_ops.TAG_GCP_TRANSFORM]
+    if geo_ops.TAG_RPC_HEIGHT in tags:
+        fields["rmh:rpc_height"] = float(tags[geo_ops.TAG_RPC_HEIGHT])
+    if geo_ops.TAG_RPC_DEM in tags:
+        fields["rmh:rpc_dem"] = tags[geo_ops.TAG_RPC_DEM]
+    return fields
+
+
+def get_solar_system(facts: geo_ops.RasterHeader) -> dict[str, Any]:
+    """Solar-system extension fields of a raster of another body (its CRS is on Mars, the Moon,
+    Europa...): ``ssys:targets`` and, for a known body, ``ssys:target_class``. Its geometry and
+    bbox are that body's planetocentric longitude/latitude, not the Earth's. Nothing for the Earth."""
+    if facts.body is None:
+        return {}
+    fields: dict[str, Any] = {"ssys:targets": [facts.body]}
+    if facts.body_class:
+        fields["ssys:target_class"] = facts.body_class
+    return fields
+
+
+def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any],
+                   properties: Mapping[str, Any] | None = None) -> list[str]:
+    """The extension schemas an item with these assets, renders and properties declares."""
     fields = [set(asset.extra_fields) for asset in assets.values()]
     band_fields = {k for asset in assets.values() for band in asset.extra_fields.get("bands", []) for k in band}
     extensions = [PROJECTION_EXT]
@@ -429,7 +479,24 @@ def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any
         extensions.append(RENDER_EXT)
     if any("alternate" in f for f in fields):
         extensions.append(ALTERNATE_EXT)
+    if properties and any(k.startswith("ssys:") for k in properties):
+        extensions.append(SSYS_EXT)
     return extensions
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` with only JSON's own types: numpy scalars become Python numbers (a numpy float
+    is a ``float`` subclass the standard library writes but orjson, the catalogs' writer, refuses),
+    tuples and arrays lists; dict keys stay as they are."""
+    if isinstance(value, Mapping):
+        return {key: plain_json(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(inner) for inner in value]
+    if isinstance(value, np.ndarray):
+        return plain_json(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def item_from_raster(
@@ -486,8 +553,11 @@ def item_from_raster(
     if renders:
         props["renders"] = renders
     props.update(properties or {})
-    item = pystac.Item(id=item_id or item_id_for_blob(container, blob_name), geometry=geometry, bbox=bbox,
-                       datetime=when, properties=props, stac_extensions=get_extensions(assets, renders),
+    for asset in assets.values():
+        asset.extra_fields = plain_json(asset.extra_fields)
+    item = pystac.Item(id=item_id or item_id_for_blob(container, blob_name), geometry=plain_json(geometry),
+                       bbox=plain_json(bbox), datetime=when, properties=plain_json(props),
+                       stac_extensions=get_extensions(assets, renders, props),
                        collection=collection_id or default_collection_id(container))
     item.add_link(pystac.Link(rel="collection", target="../collection.json", media_type="application/json"))
     for key, asset in assets.items():
@@ -552,6 +622,15 @@ QUERYABLES: dict[str, dict[str, Any]] = {
                 "enum": sorted(set(_DATA_TYPES.values()) | {"other"})},
     BAND_COUNT: {"title": "Number of bands", "type": "integer", "minimum": 1},
     IMPORTED_FROM: {"title": "Imported from (STAC made elsewhere)", "type": "string"},
+    GEOREFERENCING: {"title": "Placed by ground control points or RPCs (absent: a geotransform)",
+                     "type": "string", "enum": ["gcps", "rpcs"]},
+    "rmh:gcp_count": {"title": "Ground control points", "type": "integer", "minimum": 1},
+    "rmh:gcp_transform": {"title": "Transformation fitted to the GCPs", "type": "string",
+                          "enum": ["polynomial-1", "polynomial-2", "polynomial-3", "tps"]},
+    "rmh:rpc_height": {"title": "Height the RPC model was evaluated at (metres)", "type": "number"},
+    "rmh:rpc_dem": {"title": "DEM the RPC model took heights from", "type": "string"},
+    "ssys:targets": {"title": "Bodies of the solar system other than the Earth (absent: the Earth)",
+                     "type": "array", "items": {"type": "string"}},
 }
 #: The link relation of a queryables document (OGC API - Features - Part 3).
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"

@@ -9,25 +9,33 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import pystac
 
+import drafts
+import outbox
 import stac_ops
-from catalogs import (CatalogHealth, CollectionNotFound, InvalidPageToken, ItemPage, PartitionTrunc, UpsertResult,
-                      prepare_items, parse_datetime_interval)
+from catalogs import (CatalogHealth, CollectionNotFound, InvalidPageToken, ItemFacts, ItemPage, PartitionTrunc,
+                      UpsertResult, prepare_items, parse_datetime_interval)
+from change_events import ItemChange, item_event
+from drafts import Lifecycle, Transition, VisibilityResult
 from stac_collections import apply_summary, item_span, summarize_items
 from stac_ops import SOURCE_ETAG, CollectionValidationError, InvalidItemId, check_id
 from stac_validation import STAC_VERSION, StacValidator
 from static_index import FootprintIndex, IndexUnavailable
 from storage import fit_component
 
+
+logger = logging.getLogger(__name__)
 
 _STATIC_TOKEN = re.compile(r"^next:(\d{1,9})$")
 
@@ -85,6 +93,7 @@ class LocalDirectoryStore:
         if not base.is_dir():
             return
         for directory, subdirs, files in os.walk(base):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # drafts, journal, locks: not the tree
             rel = Path(directory).relative_to(self.root)
             depth = len(rel.parts) + 1
             if max_depth is not None and depth >= max_depth:
@@ -102,6 +111,41 @@ class LocalDirectoryStore:
             return True
         except FileNotFoundError:
             return False
+
+    def _lock_file(self, name: str) -> int:
+        path = self.root / ".locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock between threads and processes on this directory (``fcntl.flock``;
+        released when the holder ends, even by ``kill -9``)."""
+        fd = self._lock_file(name)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        """``lock`` without waiting: yields whether it is held."""
+        fd = self._lock_file(name)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+
+def _text(stac: Mapping[str, Any]) -> str:
+    """The JSON text of a STAC object as the catalog stores it."""
+    return orjson.dumps(stac, option=orjson.OPT_INDENT_2).decode()
 
 
 def _item_matches(stac: Mapping[str, Any], bbox: Sequence[float] | None,
@@ -150,11 +194,17 @@ class StaticCatalog:
 
     def __init__(self, store: CatalogStore | str | os.PathLike, *, catalog_id: str = "rmhgeoapi",
                  description: str = "Rasters cataloged by rmhgeoapi", title: str | None = None,
-                 validator: StacValidator | None = None, storage_root: str | os.PathLike | None = None) -> None:
+                 validator: StacValidator | None = None, storage_root: str | os.PathLike | None = None,
+                 event_source: str | None = None, on_events: Callable[[int], None] | None = None) -> None:
         self.store = LocalDirectoryStore(store) if isinstance(store, (str, os.PathLike)) else store
         self.catalog_id, self.description, self.title = catalog_id, description, title
         self.validator = validator
         self.storage_root = None if storage_root is None else Path(storage_root).resolve()
+        # Change events are journalled with each change (outbox.Journal) when a source is given.
+        self.event_source = event_source
+        self.on_events = on_events
+        self.journal = outbox.Journal(self.store)
+        self.drafts = drafts.StaticDrafts(self.store)
         # On a local directory: the R*Tree sidecar that pages search_page (static_index.py).
         self.index = FootprintIndex(self.store.root) if isinstance(self.store, LocalDirectoryStore) else None
 
@@ -188,7 +238,7 @@ class StaticCatalog:
         return None if text is None else orjson.loads(text)
 
     def _write(self, key: str, stac: Mapping[str, Any]) -> None:
-        self.store.write_text(key, orjson.dumps(stac, option=orjson.OPT_INDENT_2).decode())
+        self.store.write_text(key, _text(stac))
 
     # collections
 
@@ -242,57 +292,92 @@ class StaticCatalog:
 
     # items
 
-    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True) -> UpsertResult:
-        """Write each item atomically to its own file; identical files are not rewritten."""
+    def upsert_items(self, items: Iterable[pystac.Item | Mapping[str, Any]], *, validate: bool = True,
+                     draft: bool = False) -> UpsertResult:
+        """Write each item atomically to its own file; identical files are not rewritten. With
+        ``draft``, or into a draft collection, items go to the draft tree (``drafts.py``). A written
+        item's event is journalled with it (``outbox.Journal``)."""
         grouped = prepare_items(items, self.validator if validate else None)
-        requested = written = 0
+        requested = written = events = 0
         for collection_id, by_id in grouped.items():
             self._require_collection(collection_id)
-            with self._index_writing() as index:
-                written += self._write_items(collection_id, by_id, index)
-            requested += len(by_id)
+            drafting = draft or self.drafts.is_draft(collection_id)
+            for item_id, stac in by_id.items():
+                stac = {**self._relative_hrefs(collection_id, stac), "links": [
+                    {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+                    {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+                    {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+                ] + [link for link in stac.get("links", []) if link.get("rel") not in ("root", "parent", "collection", "self")]}
+                requested += 1
+                if drafting:
+                    written += self.drafts.put(collection_id, item_id, _text(stac))
+                    continue
+                key = self._item_key(collection_id, item_id)
+                previous = self._read(key)
+                if previous != stac:
+                    change = ItemChange.created if previous is None else ItemChange.updated
+                    events += self._change(collection_id, key, _text(stac), change, stac)
+                    written += 1
+                self.drafts.delete(collection_id, item_id)  # a pending draft is superseded
+        self._announce(events)
         return UpsertResult(collection_ids=sorted(grouped), requested=requested, written=written,
                             unchanged=requested - written)
 
-    def _write_items(self, collection_id: str, by_id: Mapping[str, dict[str, Any]], index) -> int:
-        """Write a collection's items (and their index rows); how many files changed."""
-        written = 0
-        for item_id, stac in by_id.items():
-            stac = {**self._relative_hrefs(collection_id, stac), "links": [
-                {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
-                {"rel": "parent", "href": "../collection.json", "type": "application/json"},
-                {"rel": "collection", "href": "../collection.json", "type": "application/json"},
-            ] + [link for link in stac.get("links", []) if link.get("rel") not in ("root", "parent", "collection", "self")]}
-            key = self._item_key(collection_id, item_id)
-            if self._read(key) != stac:
-                self._write(key, stac)
-                written += 1
-            if index is not None:
-                index.put(collection_id, key.rsplit("/", 1)[1], stac)
-        return written
+    def _change(self, collection_id: str, key: str, text: str | None, change: ItemChange,
+                stac: Mapping[str, Any]) -> int:
+        """Write (or, with ``text`` None, delete) one item file with its event journalled; how
+        many events that was (0 without an event source)."""
+        event = item_event(change, stac, source=self.event_source) if self.event_source else None
+        with self._index_writing() as index:
+            with self.journal.change(collection_id, key, text, event) if event else contextlib.nullcontext():
+                if text is None:
+                    self.store.delete(key)
+                else:
+                    self.store.write_text(key, text)
+            if index is not None:  # the file's row, in the same step to other writers
+                name = key.rsplit("/", 1)[1]
+                index.forget(collection_id, name) if text is None else index.put(collection_id, name, stac)
+        return 1 if event else 0
+
+    def _announce(self, events: int) -> None:
+        if events and self.on_events is not None:
+            try:
+                self.on_events(events)
+            except Exception as err:  # noqa: BLE001 - the drainer retries; the write stands
+                logger.warning("delivering %d events failed (the drainer retries): %s", events, err)
 
     def stage_items(self, stage_id: str, items: Iterable[pystac.Item | Mapping[str, Any]], *,
-                    validate: bool = True) -> int:
+                    validate: bool = True, draft: bool = False) -> int:
         """A static catalog writes each item to its own file already: staging is writing."""
-        return self.upsert_items(items, validate=validate).requested
+        return self.upsert_items(items, validate=validate, draft=draft).requested
 
-    def flush_staged(self, stage_id: str) -> UpsertResult:
+    def flush_staged(self, stage_id: str, *, draft: bool = False) -> UpsertResult:
         """Nothing is ever staged here (see ``stage_items``)."""
         return UpsertResult(collection_ids=[], requested=0, written=0, unchanged=0)
+
+    def event_outbox(self) -> outbox.Journal:
+        """The journal this catalog's writes fill (``event_delivery.drain`` empties it)."""
+        return self.journal
 
     def get_item(self, collection_id: str, item_id: str) -> pystac.Item | None:
         stac = self._read(self._item_key(collection_id, item_id))
         return None if stac is None else pystac.Item.from_dict(stac, migrate=False)
 
     def delete_item(self, collection_id: str, item_id: str) -> bool:
-        key = self._item_key(collection_id, item_id)
-        with self._index_writing() as index:
-            if index is not None:
-                index.forget(collection_id, key.rsplit("/", 1)[1])
-            return self.store.delete(key)
+        return self.delete_items(collection_id, [item_id]) == 1
 
     def delete_items(self, collection_id: str, item_ids: Iterable[str]) -> int:
-        return sum(self.delete_item(collection_id, item_id) for item_id in item_ids)
+        """Delete items (a ``deleted`` event each) and any draft of them; how many went."""
+        removed = events = 0
+        for item_id in item_ids:
+            key = self._item_key(collection_id, item_id)
+            stac = self._read(key)
+            if stac is not None:
+                events += self._change(collection_id, key, None, ItemChange.deleted, stac)
+                removed += 1
+            removed += self.drafts.delete(collection_id, item_id)
+        self._announce(events)
+        return removed
 
     def search(self, collection_id: str, *, bbox: Sequence[float] | None = None, datetime: str | None = None,
                limit: int = 100) -> list[pystac.Item]:
@@ -303,7 +388,103 @@ class StaticCatalog:
         return [pystac.Item.from_dict(s, migrate=False) for s in hits[:limit]]
 
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
-        return {s["id"]: s["properties"].get(SOURCE_ETAG) for s in self._iter_items(collection_id)}
+        """Item id -> ``rmh:source_etag``, drafts included (a draft's wins: it is the newer)."""
+        public = {s["id"]: s["properties"].get(SOURCE_ETAG) for s in self._iter_items(collection_id)}
+        return {**public, **{s["id"]: s["properties"].get(SOURCE_ETAG) for s in self.drafts.items(collection_id)}}
+
+    # unpublish: items by source, collections emptied or removed
+
+    def find_items(self, *, collection: str | None = None, ids: Sequence[str] | None = None,
+                   source_container: str | None = None, source_blobs: Sequence[str] | None = None,
+                   source_prefix: str | None = None) -> list[ItemFacts]:
+        """Items, published and draft, by collection, ids and source (a source blob also finds its
+        tiles' items), with where their source is and their assets' hrefs (as stored)."""
+        wanted = set(ids) if ids is not None else None
+        blobs = set(source_blobs) if source_blobs is not None else None
+        found = []
+        for cid in ([collection] if collection else self._collection_ids()):
+            stored = [(s, False) for s in self._iter_items(cid)] + [(s, True) for s in self.drafts.items(cid)]
+            for stac, draft in stored:
+                props = stac.get("properties") or {}
+                container, blob = props.get(stac_ops.SOURCE_CONTAINER), props.get(stac_ops.SOURCE_BLOB) or ""
+                if (wanted is not None and stac["id"] not in wanted) or (
+                        source_container is not None and container != source_container) or (
+                        blobs is not None and blob not in blobs and not any(blob.startswith(b + "/") for b in blobs)) or (
+                        source_prefix and not blob.startswith(source_prefix)):
+                    continue
+                found.append(ItemFacts(collection=cid, id=stac["id"], draft=draft, source_container=container,
+                                       source_blob=props.get(stac_ops.SOURCE_BLOB),
+                                       assets={k: a["href"] for k, a in (stac.get("assets") or {}).items()
+                                               if isinstance(a, dict) and isinstance(a.get("href"), str)}))
+        return found
+
+    def count_items(self, collection_id: str) -> int:
+        return sum(1 for _ in self.store.list_keys(f"{check_id(collection_id)}/items")) + len(
+            self.drafts.item_ids(collection_id))
+
+    def remove_searches(self, collection_id: str) -> int:
+        """A static catalog has no registered searches."""
+        return 0
+
+    def delete_collection(self, collection_id: str) -> bool:
+        """Remove an emptied collection's files, its draft state, and its link from ``catalog.json``."""
+        stac = self._read(self._collection_key(collection_id))
+        for item_id in self.drafts.item_ids(collection_id):
+            self.drafts.delete(collection_id, item_id)
+        self.drafts.unmark(collection_id)
+        if stac is None:
+            return False
+        self.store.delete(f"{collection_id}/queryables.json")
+        self.store.delete(self._collection_key(collection_id))
+        self._write_root()
+        return True
+
+    # drafts: publish and revoke move item files between the draft tree and the public tree
+
+    def mark_draft(self, collection_id: str, transition: Transition) -> bool:
+        if not self.drafts.mark(check_id(collection_id)):
+            return False
+        self.drafts.record(transition)
+        return True
+
+    def set_visibility(self, action: str, collection_id: str, item_ids: Sequence[str] | None,
+                       transition: Transition) -> VisibilityResult:
+        """``publish``: move the collection's draft files (all, or ``item_ids``) into the public
+        tree (a ``published`` event each); ``revoke``: move its items back (a ``revoked`` event
+        each). Per item, each move journalled with its event; a rerun after a crash completes
+        it. Without ``item_ids`` the collection itself stops (publish) or starts (revoke) being a draft."""
+        self._require_collection(collection_id)
+        moved = events = 0
+        if action == "publish":
+            for item_id in (item_ids if item_ids is not None else self.drafts.item_ids(collection_id)):
+                text = self.drafts.read(collection_id, item_id)
+                if text is None:
+                    continue
+                key = self._item_key(collection_id, item_id)
+                if self.store.read_text(key) != text:  # else a crash came after the move: only the draft is left
+                    events += self._change(collection_id, key, text, ItemChange.published, orjson.loads(text))
+                self.drafts.delete(collection_id, item_id)
+                moved += 1
+            if item_ids is None:
+                self.drafts.unmark(collection_id)
+        else:
+            wanted = item_ids if item_ids is not None else [s["id"] for s in self._iter_items(collection_id)]
+            for item_id in wanted:
+                key = self._item_key(collection_id, item_id)
+                text = self.store.read_text(key)
+                if text is None:
+                    continue
+                self.drafts.put(collection_id, item_id, text, keep_existing=True)  # a newer draft stays
+                events += self._change(collection_id, key, None, ItemChange.revoked, orjson.loads(text))
+                moved += 1
+            if item_ids is None:
+                self.drafts.mark(collection_id)
+        recorded = self.drafts.record(transition.model_copy(update={"items": moved}))
+        self._announce(events)
+        return VisibilityResult(collection=collection_id, action=action, items=moved, transition=recorded)
+
+    def lifecycle(self, collection_id: str | None = None, limit: int = drafts.TRANSITIONS_LISTED) -> Lifecycle:
+        return self.drafts.lifecycle(collection_id, limit)
 
     def collection_ids(self) -> list[str]:
         return self._collection_ids()
@@ -357,6 +538,11 @@ class StaticCatalog:
         collections = self._collection_ids()
         for collection_id in collections:
             self.refresh_collection(collection_id)
+        self._write_root(collections)
+
+    def _write_root(self, collections: list[str] | None = None) -> None:
+        """``catalog.json`` (a child link per collection) and its ``queryables.json``."""
+        collections = self._collection_ids() if collections is None else collections
         catalog = pystac.Catalog(id=self.catalog_id, description=self.description, title=self.title)
         stac = catalog.to_dict(include_self_link=False, transform_hrefs=False)
         stac["links"] = [{"rel": "root", "href": "./catalog.json", "type": "application/json"}, _QUERYABLES_LINK] + [

@@ -540,10 +540,10 @@ class LocalDirStore(BlobStore):
 
     def delete(self, container, name):
         path = self._blob_path(container, name)
-        self._meta_path(container, name).unlink(missing_ok=True)
-        try:
+        try:  # a parent that is a file (blob a.tif beside a.tif/b.tif on Azure): nothing to delete
+            self._meta_path(container, name).unlink(missing_ok=True)
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
         return True
 

@@ -65,6 +65,8 @@ def _thumbnail(ds: DatasetReader, dst: str, max_size: int,
         stats = [band_statistics(b) for b in read_decimated(ds, max_size=STATISTICS_SIZE, indexes=indexes)]
         rescale = None if any(s.minimum is None for s in stats) else [(s.minimum, s.maximum) for s in stats]
     data = read_decimated(ds, max_size=max_size, indexes=indexes)
+    if data.dtype.kind == "c":  # complex (SAR): the amplitude, as the statistics describe it
+        data = np.ma.abs(data)
     alpha = np.where(np.ma.getmaskarray(data).all(axis=0), 0, 255).astype("uint8")  # as GDAL's dataset mask
     if has_colormap(ds):
         palette = np.zeros((256, 4), dtype="uint8")

@@ -14,13 +14,15 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
 
 from cog_write import check_codec, cog_options, shaped_cog_options, verify_cog
+from georeferencing import is_sensor_placed, provenance_tags, source_crs, transformer_options, warp_into
 from output_staging import staged_output
 from raster_crs import crs_compact_text, crs_epsg, parse_crs
-from raster_env import GDAL_ERRORS, PathLike, env_options, gdal_env, parse_resampling, read_error
+from raster_env import GDAL_ERRORS, PathLike, env_options, gdal_env, numpy_dtype, parse_resampling, read_error
 from raster_errors import InvalidOption
 from raster_models import RasterLimits, Tile, TilePlan, TileResult, TileWindow
 from raster_open import open_raster
@@ -79,26 +81,36 @@ def plan_tiles(
     resampling: str = "nearest",
     limits: RasterLimits | None = None,
     gdal_config: Mapping[str, str] | None = None,
+    gcp_transform: str = "polynomial",
+    rpc_dem: str | None = None,
 ) -> TilePlan:
     """Plan tiles covering the output grid exactly once, in row-major order.
 
     The output grid is the source grid, or with ``dst_crs`` the grid ``gdalwarp`` would choose.
     ``tile_size`` wins when given; otherwise the side is the largest multiple of ``blocksize``
     within the per-task budget: ``max_pixels``, and ``max_tile_bytes`` of decompressed pixels
-    (all bands) when given. Reads the header only.
+    (all bands) when given. A source placed by GCPs or RPCs is always warped (``to_cog``'s
+    ``gcp_transform`` and ``rpc_dem``; into its GCPs' CRS or EPSG:4326 without ``dst_crs``).
+    Reads the header only.
     """
+    warp_options, provenance = {}, {}
     with gdal_env(gdal_config), preflight(src, limits) as ds:
         crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
+        if is_sensor_placed(ds):
+            dst_crs = dst_crs if dst_crs is not None else source_crs(ds)
+            warp_options = transformer_options(ds, gcp_transform, rpc_dem)
+            provenance = provenance_tags(ds, gcp_transform, rpc_dem)
         if dst_crs is not None:
             crs = parse_crs(dst_crs)
-            transform, width, height = output_grid(ds, crs, resolution, limits)
+            transform, width, height = output_grid(ds, crs, resolution, limits, warp_options)
         size = tile_size or tile_size_for_budget(
             _pixel_budget(ds, max_pixels, max_tile_bytes), blocksize)
     if size < 1:
         raise InvalidOption(str(size), "tile size must be positive")
     parse_resampling(resampling)
     crs_text = crs_compact_text(crs) if dst_crs is not None else None
-    tiles = [_plan_tile(i, r, c, w, transform, output_prefix, crs_text, resampling)
+    tiles = [_plan_tile(i, r, c, w, transform, output_prefix, crs_text, resampling).model_copy(
+                 update={"warp_options": warp_options, "georeferencing": provenance})
              for i, (r, c, w) in enumerate(tile_windows(width, height, size))]
     return TilePlan(source=str(src), warped=dst_crs is not None, crs_wkt=crs.to_wkt(),
                     epsg=crs_epsg(crs), width=width, height=height,
@@ -109,7 +121,7 @@ def plan_tiles(
 def _pixel_budget(ds: DatasetReader, max_pixels: int, max_tile_bytes: int | None) -> int:
     if max_tile_bytes is None:
         return max_pixels
-    bytes_per_pixel = sum(np.dtype(dt).itemsize for dt in ds.dtypes)
+    bytes_per_pixel = sum(numpy_dtype(dt).itemsize for dt in ds.dtypes)
     return min(max_pixels, max_tile_bytes // bytes_per_pixel)
 
 
@@ -155,7 +167,7 @@ def process_tile(
                                              threads=threads, max_z_error=max_z_error),
                                  tile.window.width, tile.window.height)
     with rasterio.Env(**config), open_raster(src) as ds, staged_output(dst, tmp_dir) as tmp:
-        check_codec(ds, options)
+        options = check_codec(ds, options)
         try:
             if tile.dst_crs:
                 _warped_tile_cog(ds, tile, tmp, options, warp_mem_limit_mb, threads)
@@ -179,21 +191,43 @@ def _tile_window(tile: Tile) -> Window:
     return Window(w.col_off, w.row_off, w.width, w.height)
 
 
+def _placed_tile(ds: DatasetReader, tile: Tile, crs: CRS, transform: Affine, warp_mem_limit_mb: int,
+                 threads: int | str) -> tuple[np.ndarray, dict, list[ColorInterp]]:
+    """One tile of a source placed by GCPs or RPCs, warped by GDAL's transformer for them into
+    memory: its bands, plus an alpha band when the source has one or no nodata."""
+    bands = [i for i, c in zip(ds.indexes, ds.colorinterp) if c != ColorInterp.alpha]
+    alpha = len(bands) + 1 if (ColorInterp.alpha in ds.colorinterp or ds.nodata is None) else 0
+    nodata = None if alpha else ds.nodata
+    shape = (len(bands) + (1 if alpha else 0), tile.window.height, tile.window.width)
+    data = np.zeros(shape, dtype=numpy_dtype(ds.dtypes[0]))
+    if nodata is not None:
+        data[:] = nodata
+    warp_into(ds, data, dst_crs=crs, dst_transform=transform, resampling=parse_resampling(tile.resampling),
+              nodata=nodata, alpha=alpha, options=tile.warp_options, warp_mem_limit_mb=warp_mem_limit_mb,
+              threads=threads)
+    profile = {"driver": "GTiff", "width": shape[2], "height": shape[1], "count": shape[0],
+               "dtype": ds.dtypes[0], "crs": crs, "transform": transform, "nodata": nodata}
+    return data, profile, [ds.colorinterp[i - 1] for i in bands] + ([ColorInterp.alpha] if alpha else [])
+
+
 def _warped_tile_cog(ds: DatasetReader, tile: Tile, tmp: str, options: dict[str, str],
                      warp_mem_limit_mb: int, threads: int | str) -> None:
     crs = parse_crs(tile.dst_crs)
     transform = Affine(*tile.transform)
-    with warped_vrt(ds, crs, transform, tile.window.width, tile.window.height,
-                    resampling=parse_resampling(tile.resampling), nodata=None,
-                    warp_mem_limit_mb=warp_mem_limit_mb, threads=threads) as vrt:
-        data = vrt.read()
-        profile = {"driver": "GTiff", "width": vrt.width, "height": vrt.height,
-                   "count": vrt.count, "dtype": vrt.dtypes[0], "crs": crs,
-                   "transform": transform, "nodata": vrt.nodata}
-        colorinterp = vrt.colorinterp
+    if tile.warp_options:
+        data, profile, colorinterp = _placed_tile(ds, tile, crs, transform, warp_mem_limit_mb, threads)
+    else:
+        with warped_vrt(ds, crs, transform, tile.window.width, tile.window.height,
+                        resampling=parse_resampling(tile.resampling), nodata=None,
+                        warp_mem_limit_mb=warp_mem_limit_mb, threads=threads) as vrt:
+            data = vrt.read()
+            profile = {"driver": "GTiff", "width": vrt.width, "height": vrt.height,
+                       "count": vrt.count, "dtype": vrt.dtypes[0], "crs": crs,
+                       "transform": transform, "nodata": vrt.nodata}
+            colorinterp = vrt.colorinterp
     with MemoryFile() as mem, mem.open(**profile) as tile_ds:
         tile_ds.write(data)
         tile_ds.colorinterp = colorinterp
-        tile_ds.update_tags(**ds.tags())  # a warped VRT read into memory drops the source's tags
+        tile_ds.update_tags(**ds.tags(), **tile.georeferencing)  # a warp read into memory drops the tags
         write_band_meta(tile_ds, band_meta(ds))
         rasterio.shutil.copy(tile_ds, tmp, driver="COG", **options)

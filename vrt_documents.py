@@ -84,7 +84,8 @@ def band_xml(bidx: int, dtype: str, nodata: float | None, color: ColorInterp,
 
 _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
                "uint32": "UInt32", "int32": "Int32", "uint64": "UInt64", "int64": "Int64",
-               "float32": "Float32", "float64": "Float64"}
+               "float32": "Float32", "float64": "Float64", "complex_int16": "CInt16",
+               "complex64": "CFloat32", "complex128": "CFloat64"}
 
 
 def _nodata_text(value: float) -> str:

@@ -1,4 +1,5 @@
-// rmhgeoapi dashboard: jobs, a job's tasks, metrics and a map of the catalog, from the job API.
+// rmhgeoapi dashboard: jobs, a job's tasks, metrics, a map of the catalog and the lifecycle of its
+// drafts, from the job API.
 // Plain DOM; every value from the API is written with textContent (never as HTML).
 "use strict";
 
@@ -569,10 +570,15 @@
       return;
     }
     state.footprints.clearLayers();
-    showPreviews(features);
-    state.footprints.addData(features);
-    $("map-count").textContent = `${features.length} footprints${more ? ` (the first ${features.length}: zoom in for the rest)` : ""}`;
-    if (fit && features.length) {
+    // Items of another body (Mars, the Moon...) have that body's lon/lat: not drawn on the Earth.
+    const elsewhere = features.filter((f) => f.body);
+    const earth = features.filter((f) => !f.body);
+    showPreviews(earth);
+    state.footprints.addData(earth);
+    const bodies = [...new Set(elsewhere.map((f) => f.body))].sort().join(", ");
+    $("map-count").textContent = `${earth.length} footprints${more ? ` (the first ${features.length}: zoom in for the rest)` : ""}` +
+      (elsewhere.length ? `; ${elsewhere.length} on ${bodies} not drawn on the Earth` : "");
+    if (fit && earth.length) {
       state.fitted = true;
       // No closer than zoom 7: the 1:110m outline still gives a place its context there.
       state.map.fitBounds(state.footprints.getBounds(), { padding: [30, 30], maxZoom: 7 });
@@ -734,13 +740,38 @@
     }
   }
 
+  // -- Lifecycle: drafts and their transitions ---------------------------------------------------
+  async function showLifecycle() {
+    let body;
+    try {
+      body = await api("lifecycle");
+    } catch (err) {
+      notice(String(err.message));
+      return;
+    }
+    if (state.view !== "lifecycle") return;
+    $("drafts-rows").replaceChildren(...body.drafts.map((d) => el("tr", { "data-collection": d.collection },
+      el("td", { text: d.collection }), el("td", { text: String(d.items) }),
+      el("td", { text: d.whole ? "the whole collection" : "some items" }),
+      el("td", { text: fromNow(d.since), title: d.since || "" }))));
+    $("drafts-empty").hidden = body.drafts.length > 0;
+    $("transitions-rows").replaceChildren(...body.transitions.map((t) => el("tr", { "data-action": t.action },
+      el("td", { text: fromNow(t.at), title: t.at || "" }),
+      el("td", {}, el("span", { class: `badge action-${t.action}`, text: t.action })),
+      el("td", { text: t.collection }), el("td", { text: String(t.items) }), el("td", { class: "by", text: t.by }),
+      el("td", { class: "reason", text: t.reason }),
+      el("td", { class: "id" }, t.job ? el("a", { href: `#/jobs/${encodeURIComponent(t.job)}`, text: t.job }) : ""))));
+    $("transitions-empty").hidden = body.transitions.length > 0;
+    schedule(showLifecycle, false);
+  }
+
   // -- views -----------------------------------------------------------------------------------
   function route() {
     clearTimeout(state.timer);
     const hash = location.hash || "#/jobs";
     const job = hash.match(/^#\/jobs\/(.+)$/);
-    const view = job ? "job" : ({ "#/metrics": "metrics", "#/map": "map" }[hash] || "jobs");
-    for (const name of ["jobs", "job", "metrics", "map"]) $(`view-${name}`).hidden = name !== view;
+    const view = job ? "job" : ({ "#/metrics": "metrics", "#/map": "map", "#/lifecycle": "lifecycle" }[hash] || "jobs");
+    for (const name of ["jobs", "job", "metrics", "map", "lifecycle"]) $(`view-${name}`).hidden = name !== view;
     for (const a of document.querySelectorAll("header nav a")) {
       a.classList.toggle("active", a.dataset.view === (view === "job" ? "jobs" : view));
     }
@@ -750,7 +781,7 @@
       showJob(decodeURIComponent(job[1]));
     } else {
       state.view = view;
-      ({ jobs: showJobs, metrics: showMetrics, map: showMap })[view]();
+      ({ jobs: showJobs, metrics: showMetrics, map: showMap, lifecycle: showLifecycle })[view]();
     }
   }
 

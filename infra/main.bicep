@@ -1,6 +1,7 @@
 // rmhgeoapi on Azure: a Flex Consumption Function App with a system-assigned identity, storage
 // with shared-key access disabled, PostgreSQL Flexible Server (PostGIS, Entra ID auth), Event Grid
-// for blob events, Application Insights. docs/deploy.md describes every resource, role and setting.
+// for blob events and a custom topic for catalog change events, Application Insights.
+// docs/deploy.md describes every resource, role and setting.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -158,6 +159,16 @@ module postgres 'app/postgres.bicep' = {
   }
 }
 
+module changes 'app/change-topic.bicep' = {
+  name: 'change-topic'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'evgt-changes-rmh-${resourceToken}'
+  }
+}
+
 // The app's own settings (settings.py reads every RMH_* key; docs/deploy.md explains each).
 var rmhSettings = {
   RMH_TASK_HUB_NAME: taskHubName
@@ -175,6 +186,9 @@ var rmhSettings = {
   RMH_EVENT_CONTAINERS: join(eventContainers, ',')
   RMH_SYNC_CHUNK_SIZE: '100'
   RMH_TILER_URL: tilerUrl
+  RMH_EVENT_GRID_ENDPOINT: changes.outputs.endpoint
+  RMH_EVENT_SOURCE: '/rmhgeoapi/${functionAppName}'
+  RMH_EVENT_DRAIN_SCHEDULE: '0 * * * * *'
   RMH_MAX_PIXELS_PER_TASK: '67108864'
   RMH_TILE_SIZE: '4096'
   RMH_GDAL_OPTIONS: string({
@@ -210,6 +224,7 @@ module rbac 'app/rbac.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    changeTopicName: changes.outputs.name
     appPrincipalId: functionApp.outputs.principalId
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
@@ -238,6 +253,7 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_POSTGRES_SERVER_NAME string = postgres.outputs.name
 output AZURE_EVENTGRID_SYSTEM_TOPIC string = events.outputs.systemTopicName
 output AZURE_EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainer
+output AZURE_EVENTGRID_CHANGES_TOPIC string = changes.outputs.name
 output RMH_TASK_HUB_NAME string = rmhSettings.RMH_TASK_HUB_NAME
 output RMH_STORAGE_BACKEND string = rmhSettings.RMH_STORAGE_BACKEND
 output RMH_STORAGE_ACCOUNT_URL string = rmhSettings.RMH_STORAGE_ACCOUNT_URL
@@ -249,3 +265,4 @@ output RMH_PGSTAC_DSN string = rmhSettings.RMH_PGSTAC_DSN
 output RMH_PGSTAC_USE_MANAGED_IDENTITY string = rmhSettings.RMH_PGSTAC_USE_MANAGED_IDENTITY
 output RMH_SYNC_CONTAINERS string = rmhSettings.RMH_SYNC_CONTAINERS
 output RMH_EVENT_CONTAINERS string = rmhSettings.RMH_EVENT_CONTAINERS
+output RMH_EVENT_GRID_ENDPOINT string = rmhSettings.RMH_EVENT_GRID_ENDPOINT

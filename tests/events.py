@@ -45,7 +45,7 @@ def ingest_jobs(runtime, name: str | None = None) -> list[dict]:
     import json
 
     page = runtime.list_instances(instance_id_prefix="ingest_blob-", page_size=None).instances
-    jobs = [runtime.get_status(i["instanceId"]) for i in page]
+    jobs = [runtime.get_status(i["instanceId"]) for i in page if ":" not in i["instanceId"]]  # not their chunks
     for job in jobs:
         while isinstance(job.get("input"), str):  # the SDK client's input is JSON in a JSON string
             job["input"] = json.loads(job["input"])

@@ -213,3 +213,75 @@ def write_imagery_from_terrain(dem: str | Path, path: str | Path, *, noise: floa
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.clip(np.rint(rgb), 0, 255).astype("uint8"))
     return path
+
+
+def write_complex(path: str | Path, *, dtype: str = "complex_int16", width: int = 600, height: int = 520,
+                  crs: str | None = "EPSG:32633", nodata: float | None = None, tiled: bool = True) -> Path:
+    """A complex raster (SAR single-look complex: ``complex_int16`` is GDAL's CInt16): the real part
+    the factory's gradient, the imaginary part its mirror image, so the amplitude varies."""
+    real = pattern(0, height, width, height, 0, dtype="int16", seed=7).astype("float32")
+    values = (real + 1j * real[:, ::-1]).astype("complex64")
+    profile = _profile(width, height, 1, dtype, crs, default_bounds(crs, width, height), nodata, tiled,
+                       256, None, "pixel")
+    path = Path(path)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(values[np.newaxis].astype("complex128" if dtype == "complex128" else "complex64"))
+    return path
+
+
+def write_gcp_raster(path: str | Path, *, width: int = 400, height: int = 300, grid: int = 5,
+                     crs: str | None = "EPSG:4326", dtype: str = "uint16", nodata: float | None = None,
+                     curve: float = 0.02) -> Path:
+    """A raster placed by ground control points only (no geotransform), as SAR GRD products are:
+    ``grid`` x ``grid`` GCPs (or fewer: ``grid`` may be a count below 4, then on the diagonal)
+    from a rotated, slightly curved mapping of pixels to lon/lat near (10 E, 45 N)."""
+    from rasterio.control import GroundControlPoint
+
+    def lonlat(col: float, row: float) -> tuple[float, float]:
+        u, v = col / width, row / height
+        return 10.0 + 0.8 * u + 0.25 * v + curve * u * v, 45.0 - 0.2 * u - 0.6 * v + curve * u * u
+
+    if grid >= 2:
+        points = [(c * width / (grid - 1), r * height / (grid - 1)) for r in range(grid) for c in range(grid)]
+    else:
+        points = []
+    gcps = [GroundControlPoint(row=r, col=c, x=lonlat(c, r)[0], y=lonlat(c, r)[1], id=str(i))
+            for i, (c, r) in enumerate(points)]
+    values = pattern(0, height, width, height, 0, dtype=dtype, seed=11, nodata=nodata)
+    path = Path(path)
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype=dtype,
+                       nodata=nodata, tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(values[np.newaxis])
+        if gcps:
+            dst.gcps = (gcps, CRS.from_user_input(crs) if crs else CRS())  # CRS(): GCPs without a CRS
+    return path
+
+
+def write_rpc_raster(path: str | Path, *, width: int = 400, height: int = 300, height_off: float = 500.0,
+                     dtype: str = "uint8") -> Path:
+    """A raster placed by RPCs only (a satellite sensor model): lines follow latitude and samples
+    longitude over a 0.4 x 0.3 degree scene near (10 E, 45 N), and the sample also moves with
+    height (0.05 of the sample scale per height scale), so the height used shows in the output."""
+    from rasterio.rpc import RPC
+
+    zeros = [0.0] * 20
+    rpc = RPC(height_off=height_off, height_scale=500.0, lat_off=45.0, lat_scale=0.15, long_off=10.0,
+              long_scale=0.2, line_off=height / 2, line_scale=height / 2, samp_off=width / 2, samp_scale=width / 2,
+              line_num_coeff=[0.0, 0.0, -1.0] + zeros[3:], line_den_coeff=[1.0] + zeros[1:],
+              samp_num_coeff=[0.0, 1.0, 0.0, 0.05] + zeros[4:], samp_den_coeff=[1.0] + zeros[1:])
+    values = pattern(0, height, width, height, 0, dtype=dtype, seed=13)
+    path = Path(path)
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype=dtype,
+                       tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(values[np.newaxis])
+        dst.rpcs = rpc
+    return path
+
+
+def write_flat_dem(path: str | Path, height_m: float, bounds: tuple[float, float, float, float] = (9.5, 44.5, 10.5, 45.5)) -> Path:
+    """A constant-height DEM in EPSG:4326 (for the RPC model's heights)."""
+    path = Path(path)
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1, dtype="float32",
+                       crs=CRS.from_epsg(4326), transform=from_bounds(*bounds, 100, 100)) as dst:
+        dst.write(np.full((1, 100, 100), height_m, dtype="float32"))
+    return path

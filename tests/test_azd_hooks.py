@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import http.server
-import json
 import os
 import shutil
 import socket
@@ -277,7 +276,7 @@ def test_preflight_checks_the_scale_out_bound_against_the_region(preflight):
 ])
 def test_preflight_refuses_a_client_address_postgresql_would_never_see(preflight, given, message):
     proc = preflight(CLIENT_IP_ADDRESS=given)
-    assert proc.returncode == 1 and message in proc.stderr and f"azd env set CLIENT_IP_ADDRESS" in proc.stderr
+    assert proc.returncode == 1 and message in proc.stderr and "azd env set CLIENT_IP_ADDRESS" in proc.stderr
 
 
 def test_preflight_accepts_another_route_when_told(preflight):

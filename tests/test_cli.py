@@ -37,8 +37,9 @@ def test_help_lists_every_operation_its_fields_and_the_value_rule():
         assert done.returncode == 0, done.stderr
         for operation, model in OPERATIONS.items():
             assert f"  {operation}: " in done.stdout, (argv, operation)
-            for field in model.model_fields:
+            for field in model.model_json_schema().get("properties", {}):  # what a client may send
                 assert f"      {field}: " in done.stdout, (argv, operation, field)
+        assert "requested_by" not in done.stdout  # set by the service, never by a client
         assert "blobs=a.tif,b.tif" in done.stdout and "key=value" in done.stdout
 
 
@@ -54,8 +55,9 @@ def test_a_bad_setting_is_one_line_naming_it(tmp_path):
 
 def test_nothing_matched_names_the_prefix_and_container():
     empty = {"total": 0, "done": 0, "detail": {"ignored": ["a.txt"]}}
-    assert cli.nothing_matched({"prefix": "x/", "container": "c"}, empty) == \
-        "nothing matched: no .tif/.tiff raster under prefix 'x/' in container 'c' (1 other files ignored)"
+    assert cli.nothing_matched({"prefix": "x/", "container": "c"}, empty).startswith(
+        "nothing matched: no raster under prefix 'x/' in container 'c' (1 other files ignored); rasters are "
+        "files named .asc, .cog, .dem, ")
     unchanged = {"total": 0, "detail": {"plan": {"counts": {"unchanged": 3, "ignored": 0}}}}
     assert cli.nothing_matched({"prefix": "x/"}, unchanged) is None
     assert cli.nothing_matched({"prefix": "x/"}, {"total": 2}) is None
@@ -75,7 +77,7 @@ def test_run_says_when_a_prefix_matches_nothing_and_exits_like_demo_on_failures(
     try:
         out = io.StringIO()
         assert cli.main(["run", "cog_conversion", "prefix=nothing/", "--state", str(tmp_path / "s")], out=out) == 0
-        assert "nothing matched: no .tif/.tiff raster under prefix 'nothing/' in the input container" in out.getvalue()
+        assert "nothing matched: no raster under prefix 'nothing/' in the input container; rasters are files named" in out.getvalue()
         out = io.StringIO()
         code = cli.main(["run", "cog_conversion", "prefix=in/", "--state", str(tmp_path / "s")], out=out)
         assert code == 1 and '"completed_with_errors": true' in out.getvalue(), out.getvalue()

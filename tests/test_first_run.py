@@ -31,7 +31,6 @@ import pytest
 
 import pgstac_catalog
 import deploy
-import stac_ops
 from settings import load_settings
 
 pytestmark = pytest.mark.services

@@ -37,12 +37,14 @@ def _binding(functions, name, btype):
 
 ORCHESTRATORS = ["hello_world", "list_container", "sync_container", "catalog_chunk", "catalog_file",
                  "validate_raster", "database_health", "cog_conversion", "convert_chunk", "process_tiled_raster",
-                 "ingest_blob", "import_stac", "import_chunk", "chunk_segment"]
+                 "ingest_blob", "import_stac", "import_chunk", "unpublish", "unpublish_chunk", "publish",
+                 "revoke", "convert_cube", "chunk_segment"]
 ACTIVITIES = ["say_hello", "write_inventory", "plan_sync", "read_chunk", "catalog_blob", "prepare_collection",
               "flush_items", "remove_items", "finalize_catalog", "validate_blob", "describe_blob", "plan_conversion",
               "inspect_raster", "convert_blob", "plan_raster_tiles", "convert_tile", "build_tile_mosaic",
-              "catalog_tiles", "catalog_health", "forget_blob", "register_mosaic", "plan_import",
-              "prepare_import_item", "write_import_item"]
+              "catalog_tiles", "discard_tiles", "catalog_health", "forget_blob", "register_mosaic", "plan_import",
+              "prepare_import_item", "write_import_item", "plan_unpublish", "remove_outputs", "settle_collections",
+              "set_visibility", "catalog_cube", "inspect_cube", "convert_cube_group", "finish_cube"]
 ROUTES = {  # function: (route, methods, auth level)
     "submit_job": ("jobs/{operation}", ["POST"], "FUNCTION"),
     "get_job": ("jobs/{instance_id}", ["GET"], "FUNCTION"),
@@ -66,6 +68,7 @@ PLAIN_ROUTES = {
     "preview_tile": ("previews/{collection}/{item_id}/{asset_key}/{z}/{x}/{y}", ["GET"], "FUNCTION"),
     "openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
     "api_docs": ("docs", ["GET"], "ANONYMOUS"),
+    "get_lifecycle": ("lifecycle", ["GET"], "FUNCTION"),
 }
 
 
@@ -73,7 +76,7 @@ def test_every_function_is_indexed_with_its_trigger(indexed):
     expected = {**{name: "orchestrationTrigger" for name in ORCHESTRATORS},
                 **{name: "activityTrigger" for name in ACTIVITIES},
                 **{name: "httpTrigger" for name in {**ROUTES, **PLAIN_ROUTES}},
-                "job_metrics": "entityTrigger", "scheduled_sync": "timerTrigger",
+                "job_metrics": "entityTrigger", "scheduled_sync": "timerTrigger", "deliver_events": "timerTrigger",
                 "blob_events": "eventGridTrigger"}
     assert {name: f["trigger"] for name, f in indexed.items()} == expected
 
@@ -99,6 +102,8 @@ def test_timer_resolves_its_schedule_from_a_setting(indexed):
     timer = _binding(indexed, "scheduled_sync", "timerTrigger")
     assert timer["schedule"] == "%RMH_SYNC_SCHEDULE%" and timer.get("runOnStartup") is False
     assert _binding(indexed, "scheduled_sync", "durableClient")["direction"] == "IN"
+    drain = _binding(indexed, "deliver_events", "timerTrigger")
+    assert drain["schedule"] == "%RMH_EVENT_DRAIN_SCHEDULE%" and drain.get("runOnStartup") is True
 
 
 def test_durable_triggers_bind_their_parameters(indexed):

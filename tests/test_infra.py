@@ -47,6 +47,7 @@ DEPLOY_TIME = {
     "resourceToken": "abc123",
     "storage.outputs.blobEndpoint": "https://strmhabc123.blob.core.windows.net/",
     "postgres.outputs.fqdn": "psql-rmh-abc123.postgres.database.azure.com",
+    "changes.outputs.endpoint": "https://evgt-changes-rmh-abc123.westeurope-1.eventgrid.azure.net/api/events",
 }
 # What an identity-only deployment needs besides the settings the host resolves (%RMH_...%) and
 # the fields without a default: Azure storage through its account URL, pgSTAC through its DSN,
@@ -80,7 +81,7 @@ def test_every_bicep_file_parses(parsed):
     assert parsed["errors"] == {}
     assert {"infra/main.bicep", "infra/app/function-app.bicep", "infra/app/storage.bicep",
             "infra/app/postgres.bicep", "infra/app/event-grid.bicep", "infra/app/rbac.bicep",
-            "infra/app/monitoring.bicep"} <= set(parsed["bicep"])
+            "infra/app/monitoring.bicep", "infra/app/change-topic.bicep"} <= set(parsed["bicep"])
 
 
 def test_modules_get_exactly_the_parameters_they_declare(parsed, main_bicep):
@@ -187,6 +188,22 @@ def test_blob_event_subscriptions_are_left_to_the_postdeploy_hook(parsed, main_b
     for output in ("AZURE_EVENTGRID_SYSTEM_TOPIC", "AZURE_EVENTGRID_DEADLETTER_CONTAINER", "RMH_EVENT_CONTAINERS"):
         assert f'"{output}"' in hook
     assert azd_hooks.EVENT_FUNCTION == "blob_events"
+
+
+def test_change_events_go_to_an_identity_only_topic_the_app_may_send_to(parsed, main_bicep):
+    """The custom topic takes CloudEvents and no keys (local auth off); the app's identity holds
+    "EventGrid Data Sender" on it and gets its endpoint as RMH_EVENT_GRID_ENDPOINT."""
+    topic = parsed["bicep"]["infra/app/change-topic.bicep"]["resources"]["topic"]
+    assert topic["type"] == "Microsoft.EventGrid/topics"
+    properties = topic["config"]["properties"]
+    assert properties["inputSchema"] == "CloudEventSchemaV1_0" and properties["disableLocalAuth"] is True
+    rbac = parsed["bicep"]["infra/app/rbac.bicep"]
+    assert rbac["variables"]["roles"]["value"]["'EventGrid Data Sender'"] == "d5a91429-5739-47e2-a06b-3470a27159e7"
+    assignment = rbac["resources"]["appChangeEvents"]["config"]
+    assert assignment["scope"] == "changeTopic" and assignment["properties"]["principalId"] == "appPrincipalId"
+    settings = main_bicep["variables"]["rmhSettings"]["value"]
+    assert _evaluate(settings["RMH_EVENT_GRID_ENDPOINT"], main_bicep, {}) == DEPLOY_TIME["changes.outputs.endpoint"]
+    assert "RMH_EVENT_GRID_ENDPOINT" in main_bicep["outputs"] and "AZURE_EVENTGRID_CHANGES_TOPIC" in main_bicep["outputs"]
 
 
 # ------------------------------------------------------------------------------------ checkov
@@ -355,6 +372,8 @@ def test_bicep_app_settings_build_valid_identity_only_settings(parsed, overrides
     assert config.sync_containers == (["landing", "archive"] if overrides else [])
     assert config.task_hub_name == overrides.get("taskHubName", "rmhgeoapi")
     assert config.gdal_options["GDAL_CACHEMAX"] == "256"
+    assert config.event_grid_endpoint == DEPLOY_TIME["changes.outputs.endpoint"] and config.events_enabled
+    assert config.event_source == "/rmhgeoapi/func-rmh-abc123" and config.event_webhooks == []
     outputs = {name: _evaluate(spec["value"], main, overrides) for name, spec in main["outputs"].items()
                if name.startswith(ENV_PREFIX)}
     assert outputs and all(values[name] == value for name, value in outputs.items())
@@ -379,7 +398,7 @@ def test_deploy_doc_names_every_resource_role_parameter_and_setting(parsed):
         "parameter": set(parsed["bicep"]["infra/main.bicep"]["parameters"]),
         "output": set(parsed["bicep"]["infra/main.bicep"]["outputs"]),
     }
-    assert len(names["resource type"]) >= 12 and len(names["role"]) == 5
+    assert len(names["resource type"]) >= 13 and len(names["role"]) == 6
     for kind, values in names.items():
         for value in sorted(values):
             assert f"`{value}`" in doc, f"docs/deploy.md does not name the {kind} `{value}`"

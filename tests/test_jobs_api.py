@@ -98,8 +98,8 @@ def test_bad_compression_options_are_400_naming_the_problem(options, field, says
 
 def test_compression_options_reach_the_conversion_tasks():
     request = models.CogConversionRequest(prefix="in/", profile="lerc", max_z_error=0.01,
-                                          target_crs="EPSG:3857")
+                                          target_crs="EPSG:3857", gcp_transform="tps")
     options = request.cog_options()
     assert options.model_dump() == {"profile": "lerc", "max_z_error": 0.01,
-                                    "target_crs": "EPSG:3857", "resampling": "bilinear"}
+                                    "target_crs": "EPSG:3857", "resampling": "bilinear", "gcp_transform": "tps"}
     assert set(typing.get_args(models.CogProfile)) == set(geo_ops.COG_PROFILES)

@@ -50,6 +50,10 @@ def test_values_come_from_prefixed_environment(monkeypatch):
         ({"RMH_STORAGE_BACKEND": "s3"}, ["RMH_STORAGE_BACKEND", "local", "azure"]),
         ({"RMH_TASK_HUB_NAME": "my-hub"}, ["RMH_TASK_HUB_NAME"]),
         ({"RMH_STAC_SCHEMA_DIR": "/no/such/dir"}, ["RMH_STAC_SCHEMA_DIR", "not a directory"]),
+        ({"RMH_EVENT_GRID_ENDPOINT": "http://topic.example/api/events"}, ["RMH_EVENT_GRID_ENDPOINT"]),
+        ({"RMH_EVENT_WEBHOOKS": "https://ok.example/hook, file:///etc/passwd"}, ["RMH_EVENT_WEBHOOKS", "file:"]),
+        ({"RMH_EVENT_DRAIN_SCHEDULE": "* * * * *"}, ["RMH_EVENT_DRAIN_SCHEDULE", "six-field"]),
+        ({"RMH_KEY_NAMES": "curator=not-a-fingerprint"}, ["RMH_KEY_NAMES", "16 hex digits"]),
     ],
 )
 def test_bad_or_missing_setting_is_named(monkeypatch, env, names):
@@ -82,3 +86,13 @@ def test_sample_values_load(monkeypatch):
     settings = load_settings()
     assert settings.storage_connection_string is None
     assert settings.pgstac_dsn is None
+
+
+def test_events_are_recorded_only_with_a_target_and_key_names_map_fingerprints(monkeypatch):
+    assert not load_settings().events_enabled
+    monkeypatch.setenv("RMH_EVENT_WEBHOOKS", "http://127.0.0.1:8080/hook, https://example.org/events?t=1")
+    monkeypatch.setenv("RMH_KEY_NAMES", "curator=0123456789ABCDEF, ops=fedcba9876543210")
+    settings = load_settings()
+    assert settings.events_enabled and settings.event_webhooks == ["http://127.0.0.1:8080/hook",
+                                                                   "https://example.org/events?t=1"]
+    assert settings.key_names == {"0123456789abcdef": "curator", "fedcba9876543210": "ops"}

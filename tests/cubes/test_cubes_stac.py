@@ -42,12 +42,12 @@ def test_slice_items_carry_the_datacube_extension_and_validate(tmp_path, convert
     assert dims["plev"] == {"type": "plev", "values": [85000.0, 50000.0], "unit": "Pa"}
     assert props["cube:variables"]["tas"] == {"dimensions": ["time", "plev", "y", "x"], "type": "data",
                                               "unit": "K", "description": "tas long name"}
-    assert set(item["assets"]) == {"tas~plev0", "tas~plev1", "source"}
-    band = item["assets"]["tas~plev1"]["raster:bands"][0]
+    assert set(item["assets"]) == {"tas:plev0", "tas:plev1", "source"}
+    band = item["assets"]["tas:plev1"]["raster:bands"][0]
     assert (band["scale"], band["offset"], band["nodata"], band["unit"]) == (0.01, 273.15, cf.FILL_INT16, "K")
-    assert item["assets"]["tas~plev1"]["type"] == stac_ops.COG_MEDIA_TYPE
+    assert item["assets"]["tas:plev1"]["type"] == stac_ops.COG_MEDIA_TYPE
     assert item["assets"]["source"]["type"] == "application/netcdf" and "source" in item["assets"]["source"]["roles"]
-    assert props["renders"]["tas~plev0"]["assets"] == ["tas~plev0"]
+    assert props["renders"]["tas:plev0"]["assets"] == ["tas:plev0"]
     assert item["bbox"] == pytest.approx([-180, -90, 180, 90])
 
 
@@ -95,3 +95,24 @@ def test_the_datacube_schema_rejects_what_it_should(validator, tmp_path):
     item["properties"]["cube:dimensions"]["x"]["type"] = "temporal"  # x must be spatial
     with pytest.raises(stac_ops.ItemValidationError, match="datacube"):
         validator.validate_item(item)
+
+
+def test_a_collection_takes_its_cube_items_datacube_fields_and_drops_them_with_the_last(tmp_path, convert, validator):
+    import stac_collections
+
+    facts, outputs = convert(cf.write_netcdf(tmp_path / "x.nc", steps=2, levels=(85000.0, 50000.0)))
+    items = items_of(facts, outputs, validator)
+    collection = stac_collections.collection_for_container("rasters", collection_id="cubes")
+    stac_collections.apply_summary(collection, stac_collections.summarize_items(items))
+    stac = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    validator.validate_collection(stac)
+    assert cubes.DATACUBE_EXT in stac["stac_extensions"] and stac["summaries"]["cube:variables"] == ["tas"]
+    dims = stac["cube:dimensions"]
+    assert dims["time"] == {"type": "temporal", "extent": ["2000-01-01T00:00:00Z", "2000-01-02T00:00:00Z"]}
+    assert dims["plev"]["values"] == [50000.0, 85000.0] and dims["x"]["extent"] == [-180.0, 180.0]
+    assert stac["cube:variables"]["tas"]["unit"] == "K"
+    plain = {**items[0], "properties": {k: v for k, v in items[0]["properties"].items() if not k.startswith("cube:")}}
+    stac_collections.apply_summary(collection, stac_collections.summarize_items([plain]))
+    stac = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    assert "cube:dimensions" not in stac and "cube:variables" not in stac.get("summaries", {})
+    assert cubes.DATACUBE_EXT not in stac["stac_extensions"]

@@ -15,7 +15,6 @@ from rasterio.transform import from_bounds
 from rio_cogeo.cogeo import cog_validate
 
 import geo_ops
-import raster_factory
 
 SOURCE_TIME = "2025:05:01 12:00:00"
 SOURCE_TAGS = {"TIFFTAG_DATETIME": SOURCE_TIME, "TIFFTAG_ARTIST": "survey team", "PROJECT": "rmh-42"}

@@ -29,10 +29,27 @@ def write_grid(path, crs, transform, width, height):
     return path
 
 
-def dense_reference(crs, transform, width, height):
-    """Every pixel's corners and centre that map to the globe, as lon/lat, and per point the
-    distance in degrees that half a pixel covers there (the tolerance of the comparison)."""
-    to_lonlat = pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(crs.to_wkt()), "EPSG:4326", always_xy=True)
+def reference_transformer(crs, lonlat_crs):
+    """``(x, y) -> (lon, lat)`` from a projected CRS to a geographic one, axis order handled here
+    (PROJ's always_xy does not reorder the IAU's planetocentric CRSs)."""
+    source = pyproj.CRS.from_wkt(crs.to_wkt())
+    if lonlat_crs is None:
+        return pyproj.Transformer.from_crs(source, "EPSG:4326", always_xy=True).transform
+    target = pyproj.CRS.from_user_input(lonlat_crs)
+    transformer = pyproj.Transformer.from_crs(source, target)
+    lat_first = target.axis_info[0].direction.lower() == "north"
+
+    def transform(x, y, errcheck=False):
+        a, b = transformer.transform(x, y, errcheck=errcheck)
+        return (b, a) if lat_first else (a, b)
+    return transform
+
+
+def dense_reference(crs, transform, width, height, lonlat_crs=None):
+    """Every pixel's corners and centre that map to the globe, as lon/lat (EPSG:4326, or
+    ``lonlat_crs`` for a grid of another body), and per point the distance in degrees that half a
+    pixel covers there (the tolerance of the comparison)."""
+    to_lonlat = type("T", (), {"transform": staticmethod(reference_transformer(crs, lonlat_crs))})
     corners = np.meshgrid(np.arange(width + 1, dtype=float), np.arange(height + 1, dtype=float))
     centres = np.meshgrid(np.arange(width, dtype=float) + 0.5, np.arange(height, dtype=float) + 0.5)
     cols = np.concatenate([corners[0].ravel(), centres[0].ravel()])
@@ -65,10 +82,10 @@ def outside(header, lons, lats, tolerance):
     return int(far.sum()), int(off_bbox.sum())
 
 
-def check(path):
+def check(path, lonlat_crs=None):
     header = geo_ops.read_header(path)
     with rasterio.open(path) as ds:
-        lons, lats, tolerance = dense_reference(ds.crs, ds.transform, ds.width, ds.height)
+        lons, lats, tolerance = dense_reference(ds.crs, ds.transform, ds.width, ds.height, lonlat_crs)
     assert lons.size > 0
     far, off_bbox = outside(header, lons, lats, tolerance)
     assert (far, off_bbox) == (0, 0), (f"{far} of {lons.size} pixel positions outside the footprint, "
@@ -133,3 +150,71 @@ def test_a_crs_with_no_place_on_the_earth_has_no_footprint(wkt):
     crs = rasterio.crs.CRS.from_wkt(wkt)
     assert not geo_ops.maps_to_lonlat(crs.to_wkt()) and geo_ops.maps_to_lonlat(rasterio.crs.CRS.from_epsg(32633).to_wkt())
     assert geo_ops.footprint(crs, from_bounds(0, 0, 100, 100, 64, 64), 64, 64) == (None, None)
+
+
+EUROPA_ESRI = ('PROJCS["Equirectangular EUROPA",GEOGCS["GCS_EUROPA",DATUM["D_EUROPA",SPHEROID["EUROPA_localRadius",'
+               '1560800,0]],PRIMEM["Reference_Meridian",0],UNIT["degree",0.0174532925199433]],'
+               'PROJECTION["Equirectangular"],PARAMETER["standard_parallel_1",0],PARAMETER["central_meridian",180],'
+               'PARAMETER["false_easting",0],PARAMETER["false_northing",0],UNIT["metre",1]]')
+
+
+@pytest.mark.parametrize(("crs", "bounds", "reference", "body"), [
+    ("IAU_2015:49910", (-300_000.0, 1_000_000.0, 300_000.0, 1_600_000.0), "IAU_2015:49900", "Mars"),
+    ("IAU_2015:49915", (-300_000.0, -300_000.0, 300_000.0, 300_000.0), "IAU_2015:49900", "Mars"),  # across 180
+    ("IAU_2015:49911", (-3_000_000.0, 2_000_000.0, 3_000_000.0, 3_300_000.0), "IAU_2015:49902", "Mars"),  # ellipsoid
+    ("IAU_2015:49930", (-500_000.0, -500_000.0, 500_000.0, 500_000.0), "IAU_2015:49900", "Mars"),  # North Pole
+    ("IAU_2015:30165", (-1_800_000.0, -1_800_000.0, 1_800_000.0, 1_800_000.0), "IAU_2015:30100", "Moon"),  # full disk
+    (EUROPA_ESRI, (-1_379_262.0, 380_982.0, -1_119_540.0, 630_270.0), "IAU_2015:50200", "Europa"),
+], ids=["mars-equirect", "mars-antimeridian", "mars-ellipsoid-planetocentric", "mars-north-pole",
+        "moon-orthographic-disk", "europa-esri-wkt"])
+def test_grids_of_other_bodies_are_contained_in_their_lonlat(tmp_path, crs, bounds, reference, body):
+    """A raster of Mars, the Moon or Europa has a footprint in that body's planetocentric
+    longitude/latitude (PROJ has no way to the Earth's): checked against the IAU's own
+    planetocentric CRS of the body, every pixel's corners and centre."""
+    crs = rasterio.crs.CRS.from_user_input(crs) if ":" in crs and not crs.startswith("PROJCS") else rasterio.crs.CRS.from_wkt(crs)
+    header = check(write_grid(tmp_path / "body.tif", crs, from_bounds(*bounds, 200, 200), 200, 200), reference)
+    assert header.body == body and header.gsd is not None
+
+
+@pytest.mark.parametrize(("crs", "transform"), [
+    ("EPSG:32633", Affine(8.660254, -5.0, 500_000.0, -5.0, -8.660254, 5_000_000.0)),  # rotated 30 degrees
+    ("EPSG:32633", Affine(10.0, 4.0, 500_000.0, 0.0, -10.0, 5_000_000.0)),  # sheared
+    ("EPSG:4326", Affine(0.01, 0.004, 170.0, 0.003, -0.01, 10.0)),  # rotated lon/lat across the antimeridian
+    ("EPSG:3413", Affine(5_000.0, 2_000.0, -600_000.0, 2_000.0, -5_000.0, 600_000.0)),  # rotated around the pole
+], ids=["rotated-utm", "sheared-utm", "rotated-lonlat-antimeridian", "rotated-polar"])
+def test_rotated_and_sheared_grids_are_contained(tmp_path, crs, transform):
+    check(write_grid(tmp_path / "rotated.tif", crs, transform, 250, 200))
+
+
+def test_a_gcp_raster_as_it_lies_is_contained(tmp_path):
+    """A raster placed by GCPs (cataloged in place, not warped) has the footprint of its GCPs'
+    transformation: every pixel's corners and centre, mapped by GDAL's GCP transformer (the
+    polynomial gdalwarp would fit), lie in it."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    import raster_factory
+    from rasterio.transform import GCPTransformer
+
+    path = raster_factory.write_gcp_raster(tmp_path / "gcp.tif", width=240, height=180, grid=5, curve=0.3)
+    header = geo_ops.read_header(path)
+    with rasterio.open(path) as ds:
+        transformer = GCPTransformer(ds.gcps[0])
+    corners = np.meshgrid(np.arange(241, dtype=float), np.arange(181, dtype=float))
+    centres = np.meshgrid(np.arange(240, dtype=float) + 0.5, np.arange(180, dtype=float) + 0.5)
+    cols = np.concatenate([corners[0].ravel(), centres[0].ravel()])
+    rows = np.concatenate([corners[1].ravel(), centres[1].ravel()])
+    lons, lats = (np.asarray(v) for v in transformer.xy(rows, cols, offset="ul"))
+    tolerance = np.full(lons.shape, 0.5 * 0.8 / 240)  # half a pixel, in degrees
+    assert header.georeferencing == "gcps" and header.placement["RMH_GCP_TRANSFORM"] == "polynomial-2"
+    assert outside(header, lons, lats, tolerance) == (0, 0)
+
+
+def test_a_geostationary_image_across_the_antimeridian_is_contained(tmp_path):
+    """rio-cogeo's image_geos.tif's grid (900 x 1100 pixels of 10 km at 140.7 E): across the
+    antimeridian, its corners off the globe; near the limb one pixel spans degrees of longitude,
+    and the footprint holds every pixel position to half of its own pixel."""
+    transform = Affine(10_001.11, 0.0, -4_500_500.0, 0.0, -10_000.0, 5_500_000.0)
+    header = check(write_grid(tmp_path / "geos.tif", GEOS_PACIFIC, transform, 900, 1100))
+    west, _, east, _ = header.bbox
+    assert west > east, header.bbox

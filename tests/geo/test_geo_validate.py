@@ -280,7 +280,9 @@ def test_nodata_and_alpha_together_warns(make_raster):
     assert report.valid and "NodataAndAlpha" in codes(report.warnings)
 
 
-def test_gcp_only_georeferencing_is_named(tmp_path):
+def test_gcp_only_georeferencing_is_named_and_accepted(tmp_path):
+    """Placed by GCPs with their CRS (no geotransform): valid, with a warning that names the
+    transformation a conversion warps it by (issue 23: it used to be refused as MissingCRS)."""
     from rasterio.control import GroundControlPoint
 
     path = tmp_path / "gcps.tif"
@@ -291,8 +293,8 @@ def test_gcp_only_georeferencing_is_named(tmp_path):
         dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
         dst.write(np.ones((1, 100, 100), dtype="uint8"))
     report = geo_ops.validate(path)
-    assert codes(report.errors)[:1] == ["MissingCRS"]
-    assert "only GCPs" in report.errors[0].message
+    assert report.valid and codes(report.warnings) == ["GcpGeoreferenced"]
+    assert "4 GCPs in EPSG:4326" in report.warnings[0].message and "polynomial-1" in report.warnings[0].message
 
 
 def test_validated_keeps_the_dataset_open_for_the_caller(make_raster, shared_rasters):

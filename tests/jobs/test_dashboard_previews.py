@@ -181,3 +181,57 @@ def test_an_item_with_time_steps_offers_a_chooser_and_draws_the_chosen_step(serv
             assert not page.log()["blocked"]
     finally:
         driver.stop()
+
+
+CUBE_COLLECTION = "demo-cube"
+
+
+@pytest.fixture(scope="module")
+def cube(served, store, tmp_path_factory):
+    """A NetCDF-4 of two time steps and two pressure levels over 10–20° E, 40–50° N, converted by
+    a real ``cog_conversion``: two step items, each with a COG asset per level."""
+    import cube_factory as cf
+
+    lon, lat = 10.0 + 0.05 * (np.arange(200) + 0.5), 50.0 - 0.05 * (np.arange(200) + 0.5)
+    path = cf.write_netcdf(tmp_path_factory.mktemp("demo-cube") / "air.nc", steps=2, levels=(85000.0, 50000.0),
+                           lon=lon, lat=lat, packed=False)
+    store.create_container("rasters")
+    store.upload_from_path("rasters", "demo/air.nc", path)
+    code, body, _ = call(f"{served}/api/jobs/cog_conversion", key=KEY, method="POST",
+                         body={"blobs": ["demo/air.nc"], "collection": CUBE_COLLECTION})
+    assert code == 202, body
+    status = wait_for_job(json.loads(body)["statusQueryGetUri"])
+    assert status["runtimeStatus"] == "Completed" and status["output"]["done"] == 1, status["output"]
+
+
+def test_a_cube_time_step_offers_its_levels_and_draws_the_chosen_one(served, cube):
+    """A converted NetCDF's step item: the chooser lists its levels by asset key, the map draws the
+    first in its render (viridis), and choosing the other fetches and draws that one."""
+    shots = artifacts_root() / "dashboard-previews"
+    driver = Browser(log_dir=shots).start()
+    try:
+        with driver.page(f"{served}/api/dashboard?code={KEY}#/map", wait=[{"js": (
+                f"[...document.querySelectorAll('#map-collection option')].some(o => o.value === '{CUBE_COLLECTION}')")}]
+                         ) as page:
+            _choose_collection(page, CUBE_COLLECTION)
+            page.wait({"js": "document.querySelectorAll('#map path.footprint').length === 2"}, {"ms": 600})
+            box = footprint_boxes(page)[0]
+            page.click(at=(box[0] + box[2] / 2, box[1] + box[3] / 2))
+            page.wait({"selector": "#preview-asset"}, {"js": TILES_SETTLED}, {"idle": True}, {"ms": 400})
+            options = page.evaluate("[...document.querySelectorAll('#preview-asset option')].map(o => o.value)")
+            assert options == ["tas:plev0", "tas:plev1"], options
+            inner = (box[0] + box[2] // 4, box[1] + box[3] // 4, box[2] // 2, box[3] // 2)
+            first = page.screenshot(shots / "cube-plev0.png")
+            assert _share_near(_pixels(first, inner), _lut("viridis")) > 0.6
+            page.evaluate("(() => { const s = document.getElementById('preview-asset'); s.value = 'tas:plev1';"
+                          " s.dispatchEvent(new Event('change')); return true; })()")
+            page.wait({"js": "performance.getEntriesByType('resource').some(r => r.name.includes('/tas%3Aplev1/'))"},
+                      {"js": TILES_SETTLED}, {"idle": True}, {"ms": 600})
+            second = page.screenshot(shots / "cube-plev1.png")
+            assert _share_near(_pixels(second, inner), _lut("viridis")) > 0.6
+            log = page.log()
+            drawn = [(url, status) for url, status in log["requests"] if "/tas%3Aplev1/" in url]
+            assert drawn and all(status == 200 for _, status in drawn), drawn
+            assert not log["blocked"] and not log["errors"], (log["blocked"], log["errors"])
+    finally:
+        driver.stop()

@@ -35,6 +35,8 @@ def test_job_routes_need_the_function_key(keyed):
     assert call("GET", f"{keyed}/api/metrics", {"x-functions-key": "wrong"}) == 401
     assert call("POST", f"{keyed}/api/jobs/hello_world", {"x-functions-key": "s3cret"}, {"count": 1}) == 202
     assert call("GET", f"{keyed}/api/jobs?code=s3cret") == 200
+    assert call("GET", f"{keyed}/api/lifecycle") == 401
+    assert call("GET", f"{keyed}/api/lifecycle", {"x-functions-key": "s3cret"}) == 200
 
 
 def body_of(url, headers=None):

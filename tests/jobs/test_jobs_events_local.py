@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -83,6 +82,7 @@ def _ingest_jobs(port: int) -> list[dict]:
            "?instanceIdPrefix=ingest_blob-&showInput=true")
     with urllib.request.urlopen(url, timeout=30) as response:
         jobs = json.loads(response.read())
+    jobs = [job for job in jobs if ":" not in job["instanceId"]]  # jobs, not their sub-orchestrations
     for job in jobs:
         while isinstance(job.get("input"), str):
             job["input"] = json.loads(job["input"])

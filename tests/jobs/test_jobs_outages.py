@@ -6,7 +6,6 @@ This module runs its own Azurite and PostgreSQL, which it stops and starts again
 and data (the session's services stay untouched)."""
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg

@@ -246,6 +246,26 @@ def test_real_raster_items_are_stored_and_found_by_their_bbox(catalog, collectio
     assert {i.id for i in catalog.search(collection, bbox=[-179.9, 1.0, -179.0, 2.0])} >= {items[-1].id}
 
 
+def test_geostationary_disks_are_found_at_75_north(catalog, collection, shared_rasters, tmp_path):
+    """Issue 23: goes.tif's bbox ended 10.7 degrees (36 px) short of its data, so a search at
+    75 degrees North missed it. Its disk, and one across the antimeridian, are found there."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    pacific = tmp_path / "pacific-disk.tif"
+    with rasterio.open(pacific, "w", driver="GTiff", width=200, height=200, count=1, dtype="uint8",
+                       crs="+proj=geos +lon_0=140.7 +h=35785863 +ellps=WGS84 +units=m +no_defs",
+                       transform=from_bounds(-5_500_000, -5_500_000, 5_500_000, 5_500_000, 200, 200)) as dst:
+        dst.write(np.ones((1, 200, 200), dtype="uint8"))
+    probes = {"goes.tif": [-76.0, 74.5, -74.0, 75.5], "pacific-disk.tif": [139.7, 74.5, 141.7, 75.5]}
+    for path in (shared_rasters / "goes.tif", pacific):
+        item = stac_ops.item_from_raster(path, container="disks", blob_name=path.name, collection_id=collection,
+                                         source_last_modified=LAST_MODIFIED)
+        catalog.upsert_items([item])
+        assert item.id in {i.id for i in catalog.search(collection, bbox=probes[path.name], limit=100)}, item.bbox
+
+
 def test_invalid_items_are_rejected_before_anything_is_written(catalog, collection, template):
     good, bad = variant(template, collection, 1), variant(template, collection, 2)
     bad["properties"]["proj:shape"] = "wide"
@@ -301,11 +321,11 @@ def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, temp
     calls = []
     real = pgstac_catalog.PgStacCatalog._write_batch
 
-    def flaky(self, conn, cid, batch):
+    def flaky(self, conn, cid, batch, *args, **kwargs):
         calls.append(cid)
         if len(calls) == 1:
             raise pg_errors.DeadlockDetected("deadlock detected")
-        return real(self, conn, cid, batch)
+        return real(self, conn, cid, batch, *args, **kwargs)
 
     monkeypatch.setattr(pgstac_catalog.PgStacCatalog, "_write_batch", flaky)
     assert pg_catalog.upsert_items([variant(template, collection_id, 1)]).written == 1
@@ -315,7 +335,7 @@ def test_pgstac_retries_a_deadlock_then_succeeds(pg_catalog, collection_id, temp
 def test_pgstac_gives_up_after_bounded_retries(pg_catalog, collection_id, template, monkeypatch):
     calls = []
 
-    def always(self, conn, cid, batch):
+    def always(self, conn, cid, batch, *args, **kwargs):
         calls.append(cid)
         raise pg_errors.SerializationFailure("could not serialize access")
 
@@ -328,7 +348,7 @@ def test_pgstac_gives_up_after_bounded_retries(pg_catalog, collection_id, templa
 def test_pgstac_does_not_retry_other_errors(pg_catalog, collection_id, template, monkeypatch):
     calls = []
 
-    def broken(self, conn, cid, batch):
+    def broken(self, conn, cid, batch, *args, **kwargs):
         calls.append(cid)
         raise pg_errors.UndefinedTable("no such table")
 
