@@ -112,19 +112,23 @@ def test_the_corpus(host, store, corpus, service_env):
     sync_items = {p.name for p in (catalog / "corpus-synced" / "items").glob("*.json")}
     outputs = {b.name for b in store.iter_blobs("cogs")} if store.container_exists("cogs") else set()
     import activities
+    import cube_jobs
     import stac_ops
 
     for name, source in corpus.items():
         entry = report[name]
         cog = activities.cog_blob_name("corpus", name)
         item = stac_ops.item_id_for_blob("corpus", name) + ".json"
-        entry.setdefault("conversion", "converted" if cog in outputs or any(o.startswith(cog[:-4] + "/") for o in outputs) else "missing")
+        # a raster's outputs: its COG, thumbnail and tiles; a cube's: everything under <container>/<name>/
+        folder = cube_jobs.output_prefix("corpus", name) + "/" if cube_jobs.form_of_name(name) == "cube" \
+            else cog[:-4] + "/"
+        mine = sorted(o for o in outputs if o == cog or o.startswith(folder) or o == activities.thumbnail_blob_name(cog))
+        entry.setdefault("conversion", "converted" if mine else "missing")
         entry.setdefault("sync", "cataloged" if item in sync_items else "missing")
         failed_conversion = isinstance(entry["conversion"], dict)
-        entry["orphans"] = sorted(o for o in outputs if o == cog or o.startswith(cog[:-4] + "/")
-                                  or o == activities.thumbnail_blob_name(cog)) if failed_conversion else []
-        if failed_conversion and item in cog_items:
-            entry["orphans"].append(f"item {item}")
+        entry["orphans"] = mine if failed_conversion else []
+        if failed_conversion:
+            entry["orphans"] += [f"item {i}" for i in cog_items if i == item or i.startswith(item[:-5] + "~")]
         if cog in outputs:
             path = store.gdal_read_path("cogs", cog).path
             ok, errors, warnings = cog_validate(path, strict=True, quiet=True)
