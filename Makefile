@@ -149,12 +149,15 @@ bench-tiles: $(VENV)/.installed
 bench-catalog: setup
 	$(PY) benchmarks/bench_catalog.py
 
-# FILES=5000 for another size; the 10k/20k/50k cases are bench-scale (several minutes).
+# FILES=5000 for another size; the 10k/20k/50k cases: `benchmarks/bench_sync.py --scale`.
 bench-sync: setup
 	$(PY) benchmarks/bench_sync.py --files $(or $(FILES),1000)
 
+# The scale goals of #26, each phase on request: PHASES=cpu,segments,dry,pages (default all; the
+# full sizes, 100,000 files and a million blobs, take hours). Smaller: BENCH_ARGS="--large 5000
+# --dry-blobs 50000 --items 10000".
 bench-scale: setup
-	$(PY) benchmarks/bench_sync.py --scale $(if $(PHASES),--phases $(PHASES))
+	$(PY) benchmarks/bench_scale.py $(if $(PHASES),--phases $(PHASES)) $(BENCH_ARGS)
 
 clean:
 	rm -rf .local .pytest_cache dist

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -20,6 +21,30 @@ from storage_base import (BlobInfo, BlobNotFound, BlobPage, BlobStore, Container
                           component_bytes, decode_metadata, encode_metadata, gdal_path, guess_content_type)
 
 logger = logging.getLogger(__name__)
+
+
+def _sorted_files(directory: Path, path: str, prefix: str, after: str | None) -> Iterator[str]:
+    """The names of the files below ``directory`` (``path``: its name, ``""`` or ending in ``/``)
+    that start with ``prefix`` and sort after ``after``, in the order of the names, walked
+    lazily: a page of a listing costs what it returns, not the whole tree (each page of a
+    million-file container sorted every name of it). A directory sorts as its name and ``/``, so
+    its files come where their names sort among its siblings' ("a-b" < "a/b" < "a0"); a
+    subdirectory wholly before ``after`` or outside ``prefix`` is not entered."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    keyed = sorted(((entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name), entry)
+                   for entry in entries if not entry.name.startswith(".rmh-tmp-"))
+    for key, entry in keyed:
+        name = path + key
+        if not (name.startswith(prefix) or prefix.startswith(name)):
+            continue
+        if key.endswith("/"):
+            if after is None or name > after or after.startswith(name):
+                yield from _sorted_files(Path(entry.path), name, prefix, after)
+        elif entry.is_file() and name.startswith(prefix) and (after is None or name > after):
+            yield name
 
 
 class LocalDirStore(BlobStore):
@@ -60,14 +85,10 @@ class LocalDirStore(BlobStore):
 
     def list_page(self, container, prefix="", *, page_size=DEFAULT_PAGE_SIZE, continuation=None):
         base = self._container_dir(container)
-        names = sorted(
-            p.relative_to(base).as_posix() for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".rmh-tmp-")
-        )
-        names = [n for n in names if n.startswith(prefix) and (continuation is None or n > continuation)]
-        page = names[:page_size]
+        page = list(itertools.islice(_sorted_files(base, "", prefix, continuation), page_size + 1))
+        more = len(page) > page_size
+        page = page[:page_size]
         blobs = [self._info(container, base / n, n) for n in page]
-        more = len(names) > page_size
         return BlobPage(blobs=blobs, continuation=page[-1] if more else None)
 
     def _info(self, container: str, path: Path, name: str) -> BlobInfo:

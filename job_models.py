@@ -20,7 +20,8 @@ class Progress(BaseModel):
     reads the status, from the instance's history (``history_progress``), so an orchestration
     pays nothing per finished task for its progress. ``chunks``: the numbers of the chunks a job
     had running (started, not merged) as of this status, so a reader finds the ones it has not
-    counted without listing every chunk of the job.
+    counted without listing every chunk of the job; ``segments``: the same for a job that gathers
+    its chunks in segments (``SEGMENT_CHUNKS``), each of which reports its own chunks so.
     """
 
     stage: str
@@ -33,11 +34,12 @@ class Progress(BaseModel):
     eta: dt.datetime | None = None
     live: bool = False
     chunks: list[int] | None = None
+    segments: list[int] | None = None
 
     @classmethod
     def at(cls, stage: str, *, total: int, done: int, failed: int = 0,
            started: dt.datetime, now: dt.datetime, live: bool = False,
-           chunks: list[int] | None = None) -> "Progress":
+           chunks: list[int] | None = None, segments: list[int] | None = None) -> "Progress":
         """Progress with percent and an estimated completion extrapolated from the rate so far."""
         finished = done + failed
         percent = round(100.0 * finished / total, 1) if total else (100.0 if stage == "completed" else 0.0)
@@ -45,7 +47,7 @@ class Progress(BaseModel):
         if 0 < finished < total and now > started:
             eta = now + (now - started) * ((total - finished) / finished)
         return cls(stage=stage, total=total, done=done, failed=failed, percent=percent,
-                   started=started, updated=now, eta=eta, live=live, chunks=chunks)
+                   started=started, updated=now, eta=eta, live=live, chunks=chunks, segments=segments)
 
     @classmethod
     def combined(cls, job: dict[str, Any], parts: list[tuple[int, int]], now: dt.datetime) -> dict[str, Any]:
@@ -61,7 +63,7 @@ class Progress(BaseModel):
         done = min(mine.total, mine.done + sum(d for d, _ in parts))
         failed = min(mine.total - done, mine.failed + sum(f for _, f in parts))
         return cls.at(mine.stage, total=mine.total, done=done, failed=failed, started=mine.started,
-                      now=max(now, mine.updated or mine.started)).model_dump(mode="json", exclude={"live", "chunks"})
+                      now=max(now, mine.updated or mine.started)).model_dump(mode="json", exclude={"live", "chunks", "segments"})
 
 
 def chunk_instance_id(job_id: str, kind: str, index: int) -> str:

@@ -67,6 +67,8 @@ async def live_progress(client: df.DurableOrchestrationClient, status: df.Durabl
     """A running job's progress: its own (the chunks it has merged) plus what it has not counted
     yet: the files and tiles finished in its own live fan-out and in its running chunks, counted
     from their histories, and the final counts of the chunks that finished since it last updated.
+    A job that runs its chunks in segments (``Progress.segments``) counts each running segment
+    the same way, one level down.
 
     Only running chunks are listed (a job runs a few at a time); the finished ones it has not
     merged are among those its status names as running (``Progress.chunks``). A status that names
@@ -76,7 +78,8 @@ async def live_progress(client: df.DurableOrchestrationClient, status: df.Durabl
     parts, now = [], status.last_updated_time or dt.datetime.now(dt.timezone.utc)
     if _is_live(mine):  # its own fan-out (a tiled raster's tiles): on top of what it counted
         parts.append(await _history_counts(client, status))
-    named = mine.get("chunks") if isinstance(mine.get("chunks"), list) else None
+    kind = "segment" if isinstance(mine.get("segments"), list) else "chunk"
+    named = mine.get(f"{kind}s") if isinstance(mine.get(f"{kind}s"), list) else None
     if named is None:
         chunks = await client.get_status_by(instance_id_prefix=prefix)
     else:
@@ -84,7 +87,7 @@ async def live_progress(client: df.DurableOrchestrationClient, status: df.Durabl
     chunks = {c.instance_id: c for c in chunks if ":" not in c.instance_id[len(prefix):]}
     if named is not None:  # finished since the job's last update: the ones it named, no longer running
         for index in named:
-            chunk_id = chunk_instance_id(status.instance_id, "chunk", int(index))
+            chunk_id = chunk_instance_id(status.instance_id, kind, int(index))
             if chunk_id not in chunks:
                 found = await client.get_status(chunk_id)
                 if found and found.runtime_status == RS.Completed:
@@ -94,7 +97,10 @@ async def live_progress(client: df.DurableOrchestrationClient, status: df.Durabl
         if not isinstance(chunk.custom_status, dict):
             continue
         if chunk.runtime_status in RUNNING_STATES:
-            if _is_live(chunk.custom_status):  # what it counted, and the files finished since
+            if kind == "segment":  # a segment's own chunks, counted as a job's
+                counted = await live_progress(client, chunk)
+                parts.append((counted.get("done", 0), counted.get("failed", 0)))
+            elif _is_live(chunk.custom_status):  # what it counted, and the files finished since
                 counted = await _history_counts(client, chunk)
                 parts.append((chunk.custom_status.get("done", 0) + counted[0],
                               chunk.custom_status.get("failed", 0) + counted[1]))

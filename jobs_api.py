@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 import callers
 import clients
 import entities
+import job_listing
 import job_reads
 import orchestrators
 import raster_crs
@@ -248,27 +250,51 @@ async def get_job_tasks(req: func.HttpRequest, client: df.DurableOrchestrationCl
 @api
 async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Jobs filtered by ``status`` (e.g. failed, running, completed_with_errors), ``operation``
-    and ``stale_minutes`` (running with no progress for that long: stuck jobs)."""
+    and ``stale_minutes`` (running with no progress for that long: stuck jobs), newest first:
+    summaries (``outputs=true``: whole outputs), ``top`` a page, ``continuationToken`` for the next
+    (``job_listing``)."""
     statuses, accepts = _statuses(req.params.get("status"))
     stale = number_param(req, "stale_minutes", 0.0, 0.0, 1e6, kind=float)
+    top = number_param(req, "top", job_listing.JOBS_PAGE, 1, 1000)
+    outputs = _flag_param(req, "outputs")
     operation = req.params.get("operation")
     if operation and operation not in OPERATIONS:
         raise ApiError(400, f"unknown operation {operation[:80]!r}", known_operations=sorted(OPERATIONS))
-    found = await client.get_status_by(runtime_status=statuses or None,
-                                       instance_id_prefix=f"{operation}-" if operation else None)
-    jobs = [s for s in found if s.name in OPERATIONS and ":" not in s.instance_id and accepts(s)]
-    if stale:
-        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=stale)
-        jobs = [s for s in jobs if s.runtime_status in RUNNING_STATES and s.last_updated_time
-                and s.last_updated_time.astimezone(dt.timezone.utc) < cutoff]
-    jobs.sort(key=lambda s: s.created_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    cutoff = now - dt.timedelta(minutes=stale)
+
+    def is_job(s: df.DurableOrchestrationStatus) -> bool:
+        return s.name in OPERATIONS and ":" not in s.instance_id and accepts(s) and (not stale or (
+            s.runtime_status in RUNNING_STATES and s.last_updated_time is not None
+            and s.last_updated_time.astimezone(dt.timezone.utc) < cutoff))
+
+    query = functools.partial(client.get_status_by, runtime_status=statuses or None,
+                              instance_id_prefix=f"{operation}-" if operation else None)
+    token = req.params.get("continuationToken") or req.headers.get("x-ms-continuation-token") or None
+    try:
+        jobs, following = await job_listing.newest_jobs(query, is_job, top=top, token=token, now=now)
+    except job_listing.BadJobsToken as err:
+        raise ApiError(400, str(err)) from None
     bodies = [job_reads.status_body(s) for s in jobs]
+    if not outputs:
+        for body in bodies:
+            body["output"] = job_listing.summary(body["output"])
     live = [(b, s) for b, s in zip(bodies, jobs)  # fanning out: running chunks or its own live tasks
             if s.runtime_status in RUNNING_STATES and isinstance(s.custom_status, dict)
-            and (s.custom_status.get("chunks") or s.custom_status.get("live"))][:job_reads.LIVE_JOBS_LISTED]
+            and (s.custom_status.get("chunks") or s.custom_status.get("segments") or s.custom_status.get("live"))
+            ][:job_reads.LIVE_JOBS_LISTED]
     for body, job in live:  # the newest running jobs' progress per file, as GET /api/jobs/{id} has it
         body["customStatus"] = await job_reads.live_progress(client, job)
-    return json_response({"count": len(jobs), "jobs": bodies, "operations": sorted(OPERATIONS)})
+    return json_response({"count": len(jobs), "jobs": bodies, "operations": sorted(OPERATIONS),
+                          "continuationToken": following},
+                         headers={"x-ms-continuation-token": following} if following else None)
+
+
+def _flag_param(req: func.HttpRequest, name: str) -> bool:
+    raw = (req.params.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ApiError(400, f"query parameter {name!r} must be true or false, got {raw[:40]!r}")
+    return raw in ("true", "1")
 
 
 # Status filters beyond the runtime statuses: (runtime statuses to list, which of them to keep).

@@ -84,9 +84,14 @@ class JobStatus(BaseModel):
 
 
 class JobList(BaseModel):
+    """A page of jobs, newest first: each ``output`` a summary (counts and times: no failures or
+    detail) unless ``outputs=true``; ``continuationToken`` (also the ``x-ms-continuation-token``
+    header) asks for the next page, null on the last."""
+
     count: int
     jobs: list[JobStatus]
     operations: list[str]
+    continuationToken: str | None = None
 
 
 class TaskPage(BaseModel):
@@ -230,8 +235,14 @@ ROUTES: tuple[Route, ...] = (
               "comma-separated: failed, completed_with_errors, running, or runtime statuses"),
         Param("operation", "query", {"type": "string", "enum": sorted(OPERATIONS)}),
         Param("stale_minutes", "query", {"type": "number", "minimum": 0, "maximum": 1e6},
-              "running jobs with no progress for this long")),
-        answers=((200, Answer("the jobs", JobList)), (400, _error("an unknown status or operation, or a bad number")))),
+              "running jobs with no progress for this long"),
+        Param("top", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "jobs a page"),
+        Param("continuationToken", "query", {"type": "string", "maxLength": 1000},
+              "the previous page's continuationToken: the next page"),
+        Param("outputs", "query", {"type": "boolean", "default": False},
+              "whole outputs (failures, detail) instead of summaries")),
+        answers=((200, Answer("a page of jobs", JobList, headers=("x-ms-continuation-token",))),
+                 (400, _error("an unknown status or operation, a bad number or continuation token")))),
     Route("GET", "jobs/{instance_id}", "get_job", "A job's status, progress and output", "function",
           params=(JOB_ID,), answers=((200, Answer("the job", JobStatus)), BAD_ID, NOT_FOUND_JOB)),
     Route("GET", "jobs/{instance_id}/tasks", "get_job_tasks", "A job's tasks (files or tiles), paged", "function",

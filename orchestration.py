@@ -200,15 +200,17 @@ def chunk(bp: Blueprint, model: type[M]) -> Callable[[Callable[..., Generator]],
 
 
 def report(context: Context, stage: str, result: JobResult, total: int | None = None, *,
-           chunks: list[int] | None = None, live: bool = False) -> None:
-    """Publish progress as the custom status (small JSON, deterministic). ``chunks``: the
-    numbers of the chunks running and not merged yet; ``live``: a fan-out whose finished tasks
-    the job API counts from this instance's history, on top of what ``result`` counted."""
+           chunks: list[int] | None = None, live: bool = False, segments: list[int] | None = None) -> None:
+    """Publish progress as the custom status (small JSON, deterministic). ``chunks`` (or
+    ``segments``): the numbers of the chunks (segments) running and not merged yet; ``live``: a
+    fan-out whose finished tasks the job API counts from this instance's history, on top of what
+    ``result`` counted."""
+    named = (lambda numbers: numbers if numbers is not None and len(numbers) <= CHUNKS_NAMED else None)
     progress = Progress.at(stage, total=result.total if total is None else total,
                            done=result.done + result.skipped, failed=result.failed,
                            started=result.started, now=context.current_utc_datetime, live=live,
-                           chunks=chunks if chunks is not None and len(chunks) <= CHUNKS_NAMED else None)
-    context.set_custom_status(progress.model_dump(mode="json"))
+                           chunks=named(chunks), segments=named(segments))
+    context.set_custom_status(progress.model_dump(mode="json", exclude=None if segments is not None else {"segments"}))
 
 
 def starts(context: Context, chunk_orchestrator: Any, tasks: list[BaseModel]) -> list[Callable[[], Any]]:
@@ -218,12 +220,13 @@ def starts(context: Context, chunk_orchestrator: Any, tasks: list[BaseModel]) ->
 
 
 def gather(context: Context, starts: list[Callable[[], Any]], result: JobResult, *, stage: str, total: int,
-           names: list[list[str] | ChunkRef], in_flight: int | None = None):
+           names: list, in_flight: int | None = None, segments: bool = False):
     """Run the chunk sub-orchestrations that ``starts`` schedule, at most ``in_flight`` at once
     (the next starts as one finishes), merging each JobResult into ``result`` and updating
     progress. A chunk that failed outright (a fault beyond its retries) counts each of its files
     as failed with the chunk's reason, under the file's real blob name (``names[i]``: the names,
-    or the chunk blob they are read from), so a retry of the job redoes exactly them."""
+    or the chunk blob they are read from), so a retry of the job redoes exactly them. With
+    ``segments`` the starts are segments (``chunk_segment``) and ``names[i]`` their chunks' names."""
     window = in_flight or CHUNKS_IN_FLIGHT
     running: list[tuple[Any, int]] = []
     started = 0
@@ -233,7 +236,9 @@ def gather(context: Context, starts: list[Callable[[], Any]], result: JobResult,
         while started < len(starts) and len(running) < window:
             running.append((starts[started](), started))
             started += 1
-        report(context, stage, result, total, chunks=[i for _, i in running])
+        numbers = [i for _, i in running]
+        report(context, stage, result, total, chunks=None if segments else numbers,
+               segments=numbers if segments else None)
 
     start_more()
     while running:
@@ -241,13 +246,13 @@ def gather(context: Context, starts: list[Callable[[], Any]], result: JobResult,
         index = next(i for task, i in running if task is winner)
         running = [(task, i) for task, i in running if task is not winner]
         if isinstance(winner.result, Exception):
-            chunk_names = names[index]
-            if isinstance(chunk_names, ChunkRef):  # a chunk blob: read its file names once, now
-                files = yield from call(context, sync_activities.read_chunk, chunk_names)
-                chunk_names = [FileRef.model_validate(f).name for f in files]
             reason = first_line(winner.result)
-            result.add([TaskOutcome(name=name, status="failed", error="ChunkFailed", reason=reason)
-                        for name in chunk_names])
+            for chunk_names in (names[index] if segments else [names[index]]):
+                if isinstance(chunk_names, ChunkRef):  # a chunk blob: read its file names once, now
+                    files = yield from call(context, sync_activities.read_chunk, chunk_names)
+                    chunk_names = [FileRef.model_validate(f).name for f in files]
+                result.add([TaskOutcome(name=name, status="failed", error="ChunkFailed", reason=reason)
+                            for name in chunk_names])
         else:
             result.merge(JobResult.model_validate(winner.result))
         start_more()

@@ -10,23 +10,25 @@ Every top-level job signals the ``job_metrics`` entity of its operation when it 
 """
 from __future__ import annotations
 
+import functools
+
 import azure.durable_functions as df
 
 import activities as act
 import output_names
 from catalogs import CatalogHealth, UpsertResult
 from drafts import VisibilityResult
-from models import (IMPORT_CHUNK_SIZE, SYNC_CHUNK_SIZE, BlobDescription, BlobRef, BlobValidation, CatalogChunkTask,
+from models import (IMPORT_CHUNK_SIZE, SEGMENT_CHUNKS, SYNC_CHUNK_SIZE, BlobDescription, BlobRef, BlobValidation, CatalogChunkTask,
                     CatalogSummary, CatalogTilesResult, CatalogTilesTask, ChunkRef, CollectionRef, CollectionSpec,
                     ConversionPlan, ConversionPlanRequest, ConvertChunkTask, ConvertTask, DiscardTilesTask, FileRef,
                     GreetingTask, HelloWorldRequest, HelloWorldResult, ImportChunkTask, ImportItemTask, ImportPlan,
                     ImportPlanRequest, ImportPrepared, ImportWriteTask, InspectResult, InventorySummary, JobResult,
                     MosaicRegistration, MosaicSummary, MosaicTask, ProcessTiledRasterRequest, StageRef, SyncJobPlan,
                     SettleCollectionsTask, SyncPlanRequest, TaskOutcome, TilePlanResult, TileTask, UnpublishPlan, UnpublishPlanRequest,
-                    UnpublishRequest, VisibilityTask)
+                    SegmentTask, UnpublishRequest, VisibilityTask)
 from cube_jobs import CubeFinished, CubeFinishTask, CubeGroupTask, CubePlan, CubeTask
-from orchestration import (call, chunk, chunk_id, each, gather, job, outcome_of, outcomes, report, schedule,  # noqa: F401
-                           settle, starts)
+from orchestration import (call, chunk, chunk_id, each, gather, job, name_of, outcome_of, outcomes, report,  # noqa: F401
+                           schedule, settle, starts)
 
 bp = df.Blueprint()
 
@@ -71,9 +73,9 @@ def sync_container(context, request, result: JobResult):
             context, result, UnpublishRequest(container=request.container, blobs=plan.removed_sources))
     chunks = [CatalogChunkTask(chunk=c, container=request.container, collection=plan.collection, draft=request.draft)
               for c in plan.chunks]
-    result = yield from gather(context, starts(context, catalog_chunk, chunks), result, stage="cataloging",
-                               total=result.total + sum(c.count for c in plan.chunks), names=list(plan.chunks),
-                               in_flight=request.chunks_in_flight)
+    result = yield from gather_chunks(context, catalog_chunk, chunks, result, stage="cataloging",
+                                      total=result.total + sum(c.count for c in plan.chunks), names=list(plan.chunks),
+                                      in_flight=request.chunks_in_flight, segment_chunks=request.segment_chunks)
     result.detail["catalog"] = yield from finalize(context, plan.collection)
     return result
 
@@ -217,8 +219,9 @@ def cog_conversion(context, request, result: JobResult):
         total = len(request.blobs)
         names = [request.blobs[i:i + size] for i in range(0, total, size)]
         chunks = [ConvertChunkTask(task=base, blobs=part) for part in names]
-    result = yield from gather(context, starts(context, convert_chunk, chunks), result, stage="converting",
-                               total=total, names=names, in_flight=request.chunks_in_flight)
+    result = yield from gather_chunks(context, convert_chunk, chunks, result, stage="converting", total=total,
+                                      names=names, in_flight=request.chunks_in_flight,
+                                      segment_chunks=request.segment_chunks)
     if request.catalog:
         result.detail["catalog"] = yield from finalize(context, collection)
     return result
@@ -430,9 +433,9 @@ def import_stac(context, request, result: JobResult):
                                                                   "ignored_names"})
     chunks = [ImportChunkTask(chunk=c, output_container=request.output_container, options=request.cog_options())
               for c in plan.chunks]
-    result = yield from gather(context, starts(context, import_chunk, chunks), result, stage="importing",
-                               total=result.total + plan.items, names=list(plan.chunks),
-                               in_flight=request.chunks_in_flight)
+    result = yield from gather_chunks(context, import_chunk, chunks, result, stage="importing",
+                                      total=result.total + plan.items, names=list(plan.chunks),
+                                      in_flight=request.chunks_in_flight, segment_chunks=request.segment_chunks)
     result.detail["catalog"] = []
     for collection in plan.collections:
         result.detail["catalog"].append((yield from finalize(context, collection)))
@@ -556,3 +559,49 @@ def visibility(context, request, result: JobResult, action: str):
     result.detail["transition"] = moved.model_dump(mode="json")
     result.detail["catalog"] = yield from finalize(context, request.collection)
     return result
+
+
+# -- segments: a large job's chunks gathered a segment at a time -------------------------------
+
+def gather_chunks(context, chunk_orchestrator, tasks: list, result: JobResult, *, stage: str, total: int,
+                  names: list, in_flight: int | None = None, segment_chunks: int | None = None):
+    """A job's chunks: one ``chunk_orchestrator`` sub-orchestration per task, run by ``gather``.
+    A job of more than ``segment_chunks`` (SEGMENT_CHUNKS) chunks runs them in segments of that
+    many (``chunk_segment``, one after another, each running ``in_flight`` chunks at once), so its
+    own history grows by one entry per segment and no history by more than one segment's chunks:
+    every episode replays its whole history, and a job gathering 1,000 chunks itself paid
+    O(chunks²). The size comes from the job's request, never from the environment."""
+    size = segment_chunks or SEGMENT_CHUNKS
+    if len(tasks) <= size:
+        return (yield from gather(context, starts(context, chunk_orchestrator, tasks), result, stage=stage,
+                                  total=total, names=names, in_flight=in_flight))
+    payloads = [t.model_dump(mode="json") for t in tasks]
+    segments = [SegmentTask(orchestrator=name_of(chunk_orchestrator), chunks=payloads[i:i + size],
+                            names=names[i:i + size], in_flight=in_flight, stage=stage,
+                            total=_files(names[i:i + size])) for i in range(0, len(tasks), size)]
+    segment_starts = [functools.partial(schedule, context, chunk_segment, segment,
+                                        instance_id=chunk_id(context, "segment", s)) for s, segment in enumerate(segments)]
+    return (yield from gather(context, segment_starts, result, stage=stage, total=total, in_flight=1, segments=True,
+                              names=[segment.names for segment in segments]))
+
+
+def _files(names: list) -> int:
+    return sum(entry.count if isinstance(entry, ChunkRef) else len(entry) for entry in names)
+
+
+@bp.orchestration_trigger(context_name="context", input_type=dict)
+def chunk_segment(context: df.DurableOrchestrationContext):
+    """A segment of a large job's chunks (``gather_chunks``): runs them as the job would, at most
+    ``in_flight`` at once, and returns their results merged."""
+    segment = SegmentTask.model_validate(context.get_input())
+    result = JobResult(operation="chunk_segment", started=context.current_utc_datetime)
+    orchestrator = CHUNK_ORCHESTRATORS[segment.orchestrator]
+    segment_starts = [functools.partial(schedule, context, orchestrator, chunk, instance_id=chunk_id(context, "chunk", i))
+                      for i, chunk in enumerate(segment.chunks)]
+    result = yield from gather(context, segment_starts, result, stage=segment.stage, total=segment.total,
+                               names=segment.names, in_flight=segment.in_flight)
+    return result.model_dump(mode="json")
+
+
+#: The chunk orchestrators a segment may run (``SegmentTask.orchestrator`` names one).
+CHUNK_ORCHESTRATORS = {name_of(f): f for f in (catalog_chunk, convert_chunk, import_chunk)}

@@ -31,6 +31,7 @@ from stac_collections import apply_summary, item_span, summarize_items
 from stac_ops import SOURCE_ETAG, CollectionValidationError, InvalidItemId, check_id
 from stac_validation import STAC_VERSION, StacValidator
 from dir_store import atomic_write_text
+from static_index import FootprintIndex, IndexUnavailable
 from storage import fit_component
 
 
@@ -196,6 +197,17 @@ class StaticCatalog:
         self.on_events = on_events
         self.journal = outbox.Journal(self.store)
         self.drafts = drafts.StaticDrafts(self.store)
+        # On a local directory: the R*Tree sidecar that pages search_page (static_index.py).
+        self.index = FootprintIndex(self.store.root) if isinstance(self.store, LocalDirectoryStore) else None
+
+    @contextlib.contextmanager
+    def _index_writing(self):
+        """The index's write transaction (None without an index): an item's file and row change together."""
+        if self.index is None:
+            yield None
+            return
+        with self.index.writing() as writer:
+            yield writer
 
     def _relative_hrefs(self, collection_id: str, stac: dict[str, Any]) -> dict[str, Any]:
         """The item with hrefs into the storage root made relative to its file."""
@@ -308,11 +320,15 @@ class StaticCatalog:
         """Write (or, with ``text`` None, delete) one item file with its event journalled; how
         many events that was (0 without an event source)."""
         event = item_event(change, stac, source=self.event_source) if self.event_source else None
-        with self.journal.change(collection_id, key, text, event) if event else contextlib.nullcontext():
-            if text is None:
-                self.store.delete(key)
-            else:
-                self.store.write_text(key, text)
+        with self._index_writing() as index:
+            with self.journal.change(collection_id, key, text, event) if event else contextlib.nullcontext():
+                if text is None:
+                    self.store.delete(key)
+                else:
+                    self.store.write_text(key, text)
+            if index is not None:  # the file's row, in the same step to other writers
+                name = key.rsplit("/", 1)[1]
+                index.forget(collection_id, name) if text is None else index.put(collection_id, name, stac)
         return 1 if event else 0
 
     def _announce(self, events: int) -> None:
@@ -473,12 +489,29 @@ class StaticCatalog:
         if match is None:
             raise InvalidPageToken(f"paging token {token[:80]!r} was not handed out by this catalog")
         offset = int(match.group(1))
+        if self.index is not None:
+            with contextlib.suppress(IndexUnavailable):  # unwritable: read the files, as before
+                return self._indexed_page(collection_ids or self._collection_ids(), bbox, offset, limit)
         hits = [s for cid in (collection_ids or self._collection_ids()) for s in self._iter_items(cid)
                 if _item_matches(s, bbox, None, None)]
         hits.sort(key=lambda s: (item_span(s)[0] or _EPOCH, s["id"]), reverse=True)
         page = [{k: v for k, v in s.items() if k != "links"} for s in hits[offset:offset + limit]]
         more = offset + limit < len(hits)
         return ItemPage(items=page, next_token=f"next:{offset + limit}" if more else None)
+
+    def _indexed_page(self, collection_ids: Sequence[str], bbox: Sequence[float] | None, offset: int,
+                      limit: int) -> ItemPage:
+        """``search_page`` through the index: only the page's item files are read."""
+        for cid in collection_ids:
+            items_dir = self.store.root / check_id(cid) / "items"
+            self.index.reconcile(cid, items_dir, lambda name, cid=cid: self._read(f"{cid}/items/{name}"))
+        found = self.index.page(collection_ids, bbox, offset, limit + 1)
+        page = []
+        for cid, name in found[:limit]:
+            stac = self._read(f"{cid}/items/{name}")
+            if stac is not None:  # removed since the query: the page is one shorter
+                page.append({k: v for k, v in stac.items() if k != "links"})
+        return ItemPage(items=page, next_token=f"next:{offset + limit}" if len(found) > limit else None)
 
     def _collection_ids(self) -> list[str]:
         return sorted(key.split("/")[0] for key in self.store.list_keys("", max_depth=2)

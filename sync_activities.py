@@ -15,6 +15,7 @@ import mosaic_searches
 import output_names
 import plan_chunks
 import stac_ops
+import sync_planner
 import unpublish
 from activity_frame import activity, gdal_config, judged, limits, scrub, source_file, validated_source
 from catalog_items import ensure_collection, item_for, item_id
@@ -22,6 +23,7 @@ from clients import blob_store, catalog, catalog_location, settings
 from models import (BlobDescription, BlobRef, BlobValidation, CatalogSummary, ChunkRef, CollectionRef, CollectionSpec,
                     ConvertTask, FileRef, ForgetBlobTask, GreetingTask, InventorySummary, ListContainerRequest,
                     RemoveItemsTask, StageRef, SyncJobPlan, SyncPlanRequest, TaskOutcome)
+from output_names import plan_chunk_name
 from storage import BlobNotFound
 
 bp = df.Blueprint()
@@ -68,22 +70,21 @@ def plan_sync(request: SyncPlanRequest) -> SyncJobPlan:
                                               description=request.collection_description, source=source,
                                               draft=request.draft, job=request.job))
     known = cat.list_item_etags(collection_id) if exists and request.mode == "incremental" else {}
-    # rasters, cube files and Zarr stores (one source per store, not one per blob)
-    sources, ignored = cube_jobs.listed_sources(store.iter_blobs(request.container, request.prefix))
-    forms = {f.name: f.form for f in sources}
-    listed = [stac_ops.SourceBlob(container=request.container, blob_name=f.name, etag=f.etag, size=f.size,
-                                  last_modified=f.last_modified) for f in sources]
-    diff = stac_ops.plan_sync(listed, known)
-    work = ([_file_ref(b, "added", forms) for b in diff.to_add] +
-            [_file_ref(b, "changed", forms) for b in diff.to_update])
-    names = {stac_ops.item_id_for_blob(b.container, b.blob_name): b.blob_name for b in listed}
-    unchanged = [names[item_id] for item_id in diff.unchanged]
-    removed, gone = _gone_sources(cat, collection_id, request, {b.blob_name for b in listed} | set(ignored)) \
-        if exists and request.mode == "incremental" else ([], [])
-    plan = SyncJobPlan.build(request, collection_id, work, unchanged, ignored, removed)
-    plan.removed_sources = gone
+    track = exists and request.mode == "incremental"
+    write = None
     if not request.dry_run:
-        plan.chunks = plan_chunks.write_chunks(store, config.system_container, request.plan_id, request.chunk_size, work)
+        store.create_container(config.system_container)
+
+        def write(index: int, files: list[FileRef]) -> ChunkRef:
+            return plan_chunks.write_chunk(store, config.system_container,
+                                           plan_chunk_name(request.plan_id, index, "chunk", "plans"), files)
+    # rasters, cube files and Zarr stores (one source per store, not one per blob), listed,
+    # compared and written chunk by chunk: memory bounded at any container size (sync_planner)
+    planner = sync_planner.SyncPlanner(request, collection_id, known, write, track_present=track)
+    sync_planner.plan_listing(planner, lambda: store.iter_blobs(request.container, request.prefix))
+    removed, gone = _gone_sources(cat, collection_id, request, planner.present) if track else ([], [])
+    plan = planner.finish(removed)
+    plan.removed_sources = gone
     return plan
 
 
@@ -99,11 +100,6 @@ def _gone_sources(cat, collection_id: str, request: SyncPlanRequest, present: se
             removed.append(item.id)
             gone.add(source)
     return sorted(removed), sorted(gone)
-
-
-def _file_ref(blob: stac_ops.SourceBlob, kind: str, forms: dict[str, str]) -> FileRef:
-    return FileRef(name=blob.blob_name, etag=blob.etag or "", size=blob.size,
-                   last_modified=blob.last_modified, kind=kind, form=forms[blob.blob_name])
 
 
 @activity(bp, ChunkRef)

@@ -279,6 +279,19 @@ class CatalogChunkTask(BaseModel):
     draft: bool = False
 
 
+class SegmentTask(BaseModel):
+    """Input of a ``chunk_segment`` sub-orchestration: the chunk sub-orchestrations it runs (their
+    orchestrator and inputs, at most ``in_flight`` at once), the names each counts as failed if it
+    fails outright (``orchestration.gather``), and what its progress counts."""
+
+    orchestrator: Literal["catalog_chunk", "convert_chunk", "import_chunk"]
+    chunks: list[dict[str, Any]]
+    names: list[list[str] | ChunkRef]
+    in_flight: int | None = None
+    stage: str
+    total: int
+
+
 class ConvertChunkTask(BaseModel):
     """Input of a ``convert_chunk`` sub-orchestration: the per-file task with an empty file, and
     the chunk's files (a chunk blob of a prefix plan, or blob names to describe)."""

@@ -107,7 +107,7 @@ def baseline(store, dsn: str, collection: str, prefix: str = "") -> dict:
 
 def ours(files: int, chunk_size: int | None, state: Path, pool: str, workers: int | None,
          collection: str, *, progress: bool = True, threads: int = 1, prefix: str = "",
-         dry_run: bool = False, memory: dict | None = None) -> dict:
+         dry_run: bool = False, memory: dict | None = None, extra: dict | None = None) -> dict:
     """sync_container through POST /api/jobs on the embedded runtime, followed to the end every
     0.25 s as ``cli.py run`` does: through ``GET /api/jobs/{id}`` (progress per file, counted from
     the running chunks' histories), or with ``progress=False`` through the SDK's status URL
@@ -115,7 +115,7 @@ def ours(files: int, chunk_size: int | None, state: Path, pool: str, workers: in
     from local_runtime import LocalRuntime
 
     body = {"container": CONTAINER, "collection": collection, "prefix": prefix, "dry_run": dry_run,
-            **({"chunk_size": chunk_size} if chunk_size else {})}
+            **({"chunk_size": chunk_size} if chunk_size else {}), **(extra or {})}
     with LocalRuntime("function_app:app", db_path=state / f"hub-{collection}.sqlite", port=0,
                       run_timers=False, activity_pool=pool, max_activity_workers=workers,
                       activity_threads=threads) as runtime:
@@ -138,6 +138,14 @@ def ours(files: int, chunk_size: int | None, state: Path, pool: str, workers: in
             get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=100")
             pages.append((time.perf_counter() - tasks_start) * 1000)
         tasks_page_ms = statistics.median(pages)
+        jobs_page_ms = {}
+        for name, query in (("summaries", ""), ("outputs", "?outputs=true")):
+            timings = []
+            for _ in range(5):
+                jobs_start = time.perf_counter()
+                get(f"{runtime.base_url}/api/jobs{query}")
+                timings.append((time.perf_counter() - jobs_start) * 1000)
+            jobs_page_ms[name] = round(statistics.median(timings), 1)
         tasks = get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=5000")["tasks"][:files]
         workers = runtime.max_activity_workers
         replay = runtime.engine.replay_stats.summary()
@@ -154,7 +162,19 @@ def ours(files: int, chunk_size: int | None, state: Path, pool: str, workers: in
             "task_work_total_s": round(sum(work), 3),
             "orchestration_overhead_s": round(max(0.0, wall - busy), 3),
             "cpu_s": cpu, "cpu_ms_per_file": {k: round(v * 1000 / files, 3) for k, v in cpu.items()},
-            "tasks_page_ms": round(tasks_page_ms, 1), "replay": replay}
+            "tasks_page_ms": round(tasks_page_ms, 1), "jobs_page_ms": jobs_page_ms,
+            "queue_wait_ms": queue_wait(tasks), "replay": replay}
+
+
+def queue_wait(tasks: list[dict]) -> dict:
+    """Per task, the time from scheduled to completed that the activity did not spend working
+    (waiting in the queue for a worker, and its result's way back): median and 95th percentile."""
+    waits = sorted((t["seconds"] - t["work_seconds"]) * 1000 for t in tasks
+                   if t.get("seconds") is not None and t.get("work_seconds") is not None)
+    if not waits:
+        return {}
+    return {"median": round(statistics.median(waits), 1), "p95": round(waits[int(0.95 * (len(waits) - 1))], 1),
+            "tasks": len(waits)}
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ def _binding(functions, name, btype):
 ORCHESTRATORS = ["hello_world", "list_container", "sync_container", "catalog_chunk", "catalog_file",
                  "validate_raster", "database_health", "cog_conversion", "convert_chunk", "process_tiled_raster",
                  "ingest_blob", "import_stac", "import_chunk", "unpublish", "unpublish_chunk", "publish",
-                 "revoke", "convert_cube"]
+                 "revoke", "convert_cube", "chunk_segment"]
 ACTIVITIES = ["say_hello", "write_inventory", "plan_sync", "read_chunk", "catalog_blob", "prepare_collection",
               "flush_items", "remove_items", "finalize_catalog", "validate_blob", "describe_blob", "plan_conversion",
               "inspect_raster", "convert_blob", "plan_raster_tiles", "convert_tile", "build_tile_mosaic",

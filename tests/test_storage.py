@@ -100,6 +100,22 @@ def test_paged_listing_with_prefix(store, container):
     assert all(b.content_type == "image/tiff" for b in first.blobs)
 
 
+def test_paged_listing_is_in_name_order_across_folders_and_pages(store, container):
+    """Names whose folders sort among files by the characters around ``/`` ("a-b" < "a/b" < "a0"),
+    listed a page at a time from every point: the same order and names as one sorted listing
+    (the local store walks its tree lazily instead of sorting it all for each page)."""
+    names = ["a-b.tif", "a/b.tif", "a/b/c.tif", "a/b-c.tif", "a0.tif", "a.tif", "a/.x.tif", "b/z/y/x.tif",
+             "b/z.tif", "b/z/a.tif", "B.tif", "a/a/a/a.tif"]
+    for name in names:
+        store.upload_bytes(container, name, b"x")
+    expected = sorted(names)
+    for size in (1, 2, 5, 100):
+        assert [b.name for b in store.iter_blobs(container, page_size=size)] == expected, size
+    for prefix in ("a", "a/", "a/b", "b/z/", "c"):
+        assert [b.name for b in store.iter_blobs(container, prefix, page_size=2)] == \
+            [n for n in expected if n.startswith(prefix)], prefix
+
+
 def test_exists_and_delete(store, container):
     store.upload_bytes(container, "gone.txt", b"bye")
     assert store.exists(container, "gone.txt")

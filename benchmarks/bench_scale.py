@@ -1,0 +1,301 @@
+"""Benchmark: the scale goals of #26, each a phase run on request; the reference measured in the
+same run; the last line of stdout one JSON object with the figures.
+
+    python benchmarks/bench_scale.py --phases cpu,segments,dry,pages [--small 1000] [--large 100000]
+        [--segment-files 5000] [--dry-blobs 1000000] [--items 10000]
+
+Phases (``make bench-scale PHASES=cpu,pages``):
+
+* ``cpu``: sync_container of ``--small`` and ``--large`` files (Azurite + pgSTAC, bench_sync's
+  harness), CPU per file of the host, the workers and PostgreSQL (Azurite's apart: it grows with
+  the blobs it holds), the plain script's at the same sizes; ``/tasks?top=100`` and ``/api/jobs``
+  on the large job; the time tasks wait between scheduled and done beyond their own work. Keys
+  ``cpu_ms_per_file_<small>``, ``cpu_ms_per_file_<large>``, ``cpu_per_file_ratio_<large>_vs_<small>``
+  (``1k``, ``100k``…).
+* ``segments``: ``--segment-files`` files in chunks of 10 (many chunks at a small size), gathered
+  by the job itself (``segment_chunks`` above the chunk count: the code before segments) and in
+  segments of 100: the job's host CPU per file before → after.
+* ``dry``: a dry-run sync of ``--dry-blobs`` zero-byte blobs on the local backend: seconds, host
+  and worker peak RSS (key ``dry_run_<n>``).
+* ``pages``: ``/api/footprints?limit=1000`` on a static catalog of ``--items`` items through the
+  footprint index, and the reference: the same page read by scanning every item file (the code
+  before the index).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime as dt
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+import bench_sync  # noqa: E402  (the sync benchmark's harness: services, CPU by process, peak RSS)
+
+PHASES = {"cpu", "segments", "dry", "pages"}
+PROCESSES = ("host", "workers", "postgres")
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def ours_cpu(run: dict) -> float:
+    """Our processes' CPU per file: host + workers + PostgreSQL (Azurite reported apart)."""
+    return round(sum(run["cpu_ms_per_file"].get(k, 0.0) for k in PROCESSES), 3)
+
+
+def cpu_phase(args, store, dsn: str, counts, tmp: Path) -> dict:
+    bench_sync.upload_copies(store, args.large)
+    out: dict = {}
+    for files in (args.small, args.large):
+        prefix = "c/" if files == args.large else f"c/{'0' * (5 - len(str(files - 1)))}"
+        if files != args.large and files not in (10, 100, 1000, 10_000):
+            raise SystemExit("--small must be 10, 100, 1000 or 10000 (a prefix of the c/00000 names)")
+        before_services, cpu_before = bench_sync.cpu_by_process(), time.process_time()
+        script = bench_sync.baseline(store, dsn, f"scale-script-{files}", prefix)
+        script_cpu = (time.process_time() - cpu_before) * 1000 / files
+        after_services = bench_sync.cpu_by_process()
+        script_pg = (after_services.get("postgres", 0) - before_services.get("postgres", 0)) * 1000 / files
+        run = bench_sync.ours(files, args.chunk_size, tmp, args.pool, args.workers, f"scale-{files}",
+                              threads=args.threads, prefix=prefix)
+        label = size_label(files)
+        out[f"cpu_ms_per_file_{label}"] = ours_cpu(run)
+        out[f"run_{label}"] = {"items": run["items"], "failed": run["failed"], "wall_s": run["wall_s"],
+                               "cpu_ms_per_file": run["cpu_ms_per_file"], "tasks_top100_ms": run["tasks_page_ms"],
+                               "jobs_page_ms": run["jobs_page_ms"], "queue_wait_ms": run["queue_wait_ms"],
+                               "replay": {k: run["replay"].get(k) for k in ("invoked", "elided", "seconds")},
+                               "script_cpu_ms_per_file": round(script_cpu + script_pg, 3),
+                               "script_items": script["items"]}
+        print(json.dumps({"phase": f"cpu-{label}", **out[f"run_{label}"]}), file=sys.stderr, flush=True)
+    small, large = size_label(args.small), size_label(args.large)
+    out[f"cpu_per_file_ratio_{large}_vs_{small}"] = round(
+        out[f"cpu_ms_per_file_{large}"] / out[f"cpu_ms_per_file_{small}"], 3)
+    out["cpu_per_file_vs_script"] = round(out[f"cpu_ms_per_file_{small}"]
+                                          / out[f"run_{small}"]["script_cpu_ms_per_file"], 3)
+    out["target"] = "ratio within 0.8..1.2; tasks_top100_ms < 100"
+    return out
+
+
+def segments_phase(args, store, tmp: Path) -> dict:
+    files = args.segment_files
+    bench_sync.upload_copies(store, files)
+    out: dict = {"files": files, "chunk_size": 10, "chunks": -(-files // 10)}
+    for name, segment in (("job_gathers_all", 10_000), ("segments_of_100", None)):
+        run = bench_sync.ours(files, 10, tmp, args.pool, args.workers, f"seg-{name}", threads=args.threads,
+                              prefix="c/", extra={"segment_chunks": segment} if segment else None)
+        out[name] = {"items": run["items"], "failed": run["failed"], "wall_s": run["wall_s"],
+                     "host_cpu_ms_per_file": run["cpu_ms_per_file"].get("host"),
+                     "replay_s": run["replay"].get("seconds"), "episodes": run["replay"].get("invoked")}
+        print(json.dumps({"phase": f"segments-{name}", **out[name]}), file=sys.stderr, flush=True)
+    before, after = out["job_gathers_all"]["host_cpu_ms_per_file"], out["segments_of_100"]["host_cpu_ms_per_file"]
+    out["host_cpu_after_vs_before"] = round(after / before, 3) if before else None
+    return out
+
+
+@contextlib.contextmanager
+def local_backend(tmp: Path):
+    """The app's settings pointed at a local directory and a static catalog for the body."""
+    from settings import get_settings
+
+    keys = ("RMH_STORAGE_BACKEND", "RMH_STORAGE_LOCAL_DIR", "RMH_CATALOG_BACKEND", "RMH_STATIC_CATALOG_DIR",
+            "RMH_TEMP_DIR", "RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN")
+    saved = {k: os.environ.get(k) for k in keys}
+    for key in ("RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN"):
+        os.environ.pop(key, None)
+    os.environ.update({"RMH_STORAGE_BACKEND": "local", "RMH_STORAGE_LOCAL_DIR": str(tmp / "storage"),
+                       "RMH_CATALOG_BACKEND": "static", "RMH_STATIC_CATALOG_DIR": str(tmp / "catalog"),
+                       "RMH_TEMP_DIR": str(tmp / "work")})
+    get_settings.cache_clear()
+    try:
+        yield tmp / "storage", tmp / "catalog"
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+
+
+def dry_phase(args, tmp: Path) -> dict:
+    from local_runtime import LocalRuntime
+
+    n = args.dry_blobs
+    with local_backend(tmp / "dry") as (storage_dir, _):
+        started = time.perf_counter()
+        for d in range(0, n, 1000):  # 1,000 zero-byte files a directory
+            folder = storage_dir / "dry" / f"d{d // 1000:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(d, min(n, d + 1000)):
+                os.close(os.open(folder / f"{i:07d}.tif", os.O_CREAT | os.O_WRONLY, 0o644))
+        prepare_s = time.perf_counter() - started
+        memory: dict = {}
+        with LocalRuntime("function_app:app", db_path=tmp / "dry-hub.sqlite", port=0, run_timers=False,
+                          activity_pool=args.pool, max_activity_workers=args.workers,
+                          activity_threads=args.threads) as runtime:
+            start = time.perf_counter()
+            with bench_sync.peak_rss(memory):
+                job = bench_sync.post(f"{runtime.base_url}/api/jobs/sync_container",
+                                      {"container": "dry", "dry_run": True})
+                status = bench_sync.follow(job["statusQueryGetUri"], timeout=7200, interval=1.0)
+            seconds = time.perf_counter() - start
+    plan = (status.get("output") or {}).get("detail", {}).get("plan", {}).get("counts")
+    result = {"status": status["runtimeStatus"], "blobs": n, "seconds": round(seconds, 1),
+              "host_peak_mb": memory.get("host_peak_mb"), "worker_peak_mb": memory.get("worker_peak_mb"),
+              "plan": plan, "prepare_s": round(prepare_s, 1), "target_mb": 500}
+    print(json.dumps({"phase": f"dry-{size_label(n)}", **result}), file=sys.stderr, flush=True)
+    return result
+
+
+def catalog_items(n: int) -> list[dict]:
+    """``n`` small items spread over the globe (1-degree footprints), datetimes over a year."""
+    import stac_ops
+
+    base = {"type": "Feature", "stac_version": "1.0.0", "stac_extensions": [], "links": [],
+            "assets": {"data": {"href": "https://example.invalid/d.tif", "type": "image/tiff; application=geotiff",
+                                "roles": ["data"]}}}
+    items = []
+    for i in range(n):
+        west, south = -180 + (i * 7) % 359, -80 + (i * 13) % 159
+        item = copy.deepcopy(base)
+        item.update(id=stac_ops.item_id_for_blob("c", f"f/{i:07d}.tif"), collection="pages",
+                    bbox=[west, south, west + 1, south + 1],
+                    geometry={"type": "Polygon", "coordinates": [[[west, south], [west + 1, south], [west + 1, south + 1],
+                                                                  [west, south + 1], [west, south]]]},
+                    properties={"datetime": (dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+                                             + dt.timedelta(hours=i % 8760)).isoformat().replace("+00:00", "Z")})
+        items.append(item)
+    return items
+
+
+def timed(fn, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(times), 1)
+
+
+def pages_phase(args, tmp: Path) -> dict:
+    import stac_collections
+    import static_catalog
+    from local_runtime import LocalRuntime
+
+    n = args.items
+    with local_backend(tmp / "pages") as (_, catalog_dir):
+        catalog = static_catalog.StaticCatalog(catalog_dir)
+        catalog.upsert_collection(stac_collections.build_collection("pages"))
+        started = time.perf_counter()
+        items = catalog_items(n)
+        for i in range(0, n, 500):
+            catalog.upsert_items(items[i:i + 500], validate=False)
+        write_s = time.perf_counter() - started
+        scan = static_catalog.StaticCatalog(catalog_dir)
+        scan.index = None  # the reference: every item file read, as before the index
+        world = (-180, -90, 180, 90)
+        result = {"items": n, "write_s": round(write_s, 1),
+                  "scan_page_1000_ms": timed(lambda: scan.search_page(["pages"], bbox=world, limit=1000), 3),
+                  "index_page_1000_ms": timed(lambda: catalog.search_page(["pages"], bbox=world, limit=1000)),
+                  "index_page_1000_europe_ms": timed(lambda: catalog.search_page(["pages"], bbox=(-10, 35, 30, 70),
+                                                                               limit=1000))}
+        with LocalRuntime("function_app:app", db_path=tmp / "pages-hub.sqlite", port=0, run_timers=False) as runtime:
+            url = f"{runtime.base_url}/api/footprints?limit=1000"
+            first = bench_sync.get(url)
+            result["footprints_http_limit1000_ms"] = timed(lambda: bench_sync.get(url))
+            result["footprints_returned"] = first["numberReturned"]
+    result["target_ms"] = 300
+    print(json.dumps({"phase": f"pages-{size_label(n)}", **result}), file=sys.stderr, flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phases", default="cpu,segments,dry,pages")
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--large", type=int, default=100_000)
+    parser.add_argument("--segment-files", type=int, default=5000)
+    parser.add_argument("--dry-blobs", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--pool", choices=("thread", "process"), default="process")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    if not phases or phases - PHASES:
+        parser.error(f"unknown --phases {sorted(phases - PHASES)}: give {', '.join(sorted(PHASES))}")
+    if args.threads is None:
+        import cli
+
+        args.threads = cli.PROCESS_THREADS
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    result: dict = {"benchmark": "scale", "phases": sorted(phases)}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        if phases & {"cpu", "segments"}:
+            with services() as (store, dsn, counts):
+                if "cpu" in phases:
+                    result["cpu"] = cpu_phase(args, store, dsn, counts, tmp)
+                    result.update({k: v for k, v in result["cpu"].items() if k.startswith("cpu_")})
+                if "segments" in phases:
+                    result["segments"] = segments_phase(args, store, tmp)
+        if "dry" in phases:
+            result[f"dry_run_{size_label(args.dry_blobs)}"] = dry_phase(args, tmp)
+        if "pages" in phases:
+            result["pages"] = pages_phase(args, tmp)
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result))
+
+
+@contextlib.contextmanager
+def services():
+    """Azurite and PostgreSQL + pgSTAC as bench_sync starts them (or the ones the env names)."""
+    from services import Azurite, PgStac
+
+    azurite = pg = None
+    saved = {k: os.environ.get(k) for k in ("RMH_STORAGE_BACKEND", "RMH_STORAGE_CONNECTION_STRING",
+                                             "RMH_CATALOG_BACKEND", "RMH_PGSTAC_DSN")}
+    try:
+        conn = os.environ.get("AZURITE_CONNECTION_STRING")
+        if not conn:
+            azurite = Azurite(access_log=True).start()
+            conn = azurite.connection_string
+            bench_sync.SESSIONS["azurite"] = azurite.proc.pid
+        dsn = os.environ.get("PGSTAC_DSN")
+        if not dsn:
+            pg = PgStac().start()
+            dsn = pg.dsn
+            bench_sync.PARENTS["postgres"], bench_sync.SESSIONS["postgres"] = bench_sync.postmaster(pg.port)
+        os.environ.update({"RMH_STORAGE_BACKEND": "azure", "RMH_STORAGE_CONNECTION_STRING": conn,
+                           "RMH_CATALOG_BACKEND": "pgstac", "RMH_PGSTAC_DSN": dsn})
+        from settings import get_settings
+
+        get_settings.cache_clear()
+        import activities
+
+        yield activities.blob_store(), dsn, (azurite.request_counts if azurite else dict)
+    finally:
+        for service in (azurite, pg):
+            if service is not None:
+                service.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+if __name__ == "__main__":
+    main()

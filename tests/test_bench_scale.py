@@ -1,0 +1,30 @@
+"""The scale benchmark's quick phases run at small sizes and report their figures (the cpu and
+segments phases are the sync benchmark's harness, which tests/test_bench_sync.py runs)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
+
+
+def test_the_pages_and_dry_phases_run_and_report_json(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH), "--phases", "pages,dry", "--items", "300",
+                           "--dry-blobs", "500", "--workers", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    pages = figures["pages"]
+    assert pages["items"] == 300 and pages["footprints_returned"] == 300
+    assert pages["index_page_1000_ms"] > 0 and pages["scan_page_1000_ms"] > 0
+    dry = figures["dry_run_500"]
+    assert dry["status"] == "Completed" and dry["plan"]["added"] == 500, dry
+    assert dry["seconds"] > 0 and dry["host_peak_mb"] > 0 and dry["worker_peak_mb"] > 0
+
+
+def test_an_unknown_phase_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH), "--phases", "sync1m"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "unknown --phases" in done.stderr
