@@ -62,10 +62,15 @@ def ensure_collection(cat, spec: CollectionSpec) -> str:
             spec.container, collection_id=collection_id, kind=spec.holds, source=spec.source,
             target_crs=spec.target_crs, title=spec.title, description=spec.description))
         if spec.draft:  # a new collection written as a draft: all of it waits for publish
-            cat.mark_draft(collection_id, drafts.Transition(
-                collection=collection_id, action="draft", items=0, by=f"job {spec.job or '(unknown)'}",
-                reason="created as a draft by the job that writes it", job=spec.job))
+            mark_new_draft(cat, collection_id, spec.job)
     elif (spec.title or existing.title) != existing.title or (spec.description or existing.description) != existing.description:
         existing.title, existing.description = spec.title or existing.title, spec.description or existing.description
         cat.upsert_collection(existing)
     return collection_id
+
+
+def mark_new_draft(cat, collection_id: str, job: str | None) -> None:
+    """A collection a job has just created as a draft: all of it waits for ``publish``."""
+    cat.mark_draft(collection_id, drafts.Transition(
+        collection=collection_id, action="draft", items=0, by=f"job {job or '(unknown)'}",
+        reason="created as a draft by the job that writes it", job=job))

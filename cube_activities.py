@@ -38,9 +38,9 @@ def catalog_cube(task: ConvertTask) -> TaskOutcome:
     chunk's batch write (or upserted)."""
     item = cube_jobs.catalog_in_place(services(), task)
     if task.stage:
-        catalog().stage_items(task.stage, [item])
+        catalog().stage_items(task.stage, [item], draft=task.draft)
     else:
-        catalog().upsert_items([item])
+        catalog().upsert_items([item], draft=task.draft)
     return TaskOutcome(name=task.file.name, status="done", item_id=item["id"])
 
 

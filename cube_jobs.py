@@ -442,7 +442,7 @@ def _catalog_steps(services: Services, request: CubeGroupTask, facts: cubes.Cube
             alternates_for=lambda path: services.hrefs(out, blob_by_read[path])[1],
             thumbnail=thumbnail, fallback_datetime=task.file.last_modified, gdal_config=config,
             properties=_properties(task.container, task.file, when, title)))
-    services.catalog.upsert_items(items)
+    services.catalog.upsert_items(items, draft=task.draft)
 
 
 def _thumbnail(services: Services, container: str, first: cubes.SliceOutput, cog: str,

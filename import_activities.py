@@ -24,7 +24,7 @@ import stac_import
 import stac_ops
 import stac_validation
 from activity_frame import ITEM_ERRORS, Item, activity, gdal_config, judged, limits, scrub
-from catalog_items import asset_hrefs
+from catalog_items import asset_hrefs, mark_new_draft
 from clients import blob_store, catalog, settings
 from models import (PLAN_NAMES_SHOWN, AssetConversion, ChunkRef, FileRef, ImportEntry, ImportItemTask, ImportPlan,
                     ImportPlanRequest, ImportPrepared, ImportWriteTask, TaskOutcome)
@@ -177,6 +177,8 @@ def _import_collections(request: ImportPlanRequest, targets: list[str],
                     source.stac, collection_id=collection_id, base=href_policy.location_from_text(source.location),
                     policy=policy, public=_public_href)
                 cat.upsert_collection(pystac.Collection.from_dict(stac, migrate=False))
+                if request.draft:
+                    mark_new_draft(cat, collection_id, request.job)
                 continue
             except (*IMPORT_ITEM_ERRORS, pystac.STACError, KeyError, TypeError, ValueError) as err:
                 # pystac's own errors (a collection it cannot read) are named as NotStac
@@ -188,6 +190,8 @@ def _import_collections(request: ImportPlanRequest, targets: list[str],
             title=f"STAC imported from {where} ({collection_id})",
             description=f"Items imported from the STAC in {where}; raster assets converted to Cloud "
                         "Optimized GeoTIFFs, the originals kept as each asset's source alternate."))
+        if request.draft:
+            mark_new_draft(cat, collection_id, request.job)
     return failures
 
 
@@ -344,7 +348,7 @@ def write_import_item(write: ImportWriteTask) -> TaskOutcome:
     task, prepared = write.task, write.prepared
     entry = _entry(task)
     item = _imported_item(write, entry)
-    catalog().stage_items(task.stage, [item])
+    catalog().stage_items(task.stage, [item], draft=task.draft)
     store = blob_store()
     for staged in prepared.fetched.values():
         store.delete(settings().system_container, staged)

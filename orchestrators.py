@@ -425,14 +425,14 @@ def import_stac(context, request, result: JobResult):
     # The plan id is new per run: the item activities cache chunk blobs by name.
     plan = yield from call(context, act.plan_import, ImportPlanRequest(
         container=request.container, blob=request.blob, prefix=request.prefix, collection=request.collection,
-        chunk_size=request.chunk_size or IMPORT_CHUNK_SIZE,
+        chunk_size=request.chunk_size or IMPORT_CHUNK_SIZE, draft=request.draft, job=context.instance_id,
         plan_id=f"{context.instance_id.replace(':', '-')}-{context.new_uuid()[:8]}"), ImportPlan)
     result.add(plan.failures)  # documents, links and items that could not be read, by name
     result.add_counted(plan.unlisted_failures)
     result.detail["plan"] = plan.model_dump(mode="json", include={"items", "documents", "collections", "ignored",
                                                                   "ignored_names"})
-    chunks = [ImportChunkTask(chunk=c, output_container=request.output_container, options=request.cog_options())
-              for c in plan.chunks]
+    chunks = [ImportChunkTask(chunk=c, output_container=request.output_container, options=request.cog_options(),
+                              draft=request.draft) for c in plan.chunks]
     result = yield from gather_chunks(context, import_chunk, chunks, result, stage="importing",
                                       total=result.total + plan.items, names=list(plan.chunks),
                                       in_flight=request.chunks_in_flight, segment_chunks=request.segment_chunks)
@@ -449,7 +449,7 @@ def import_chunk(context, chunk: ImportChunkTask, result: JobResult):
     that is ready, flush the chunk's items in one batch."""
     stage = f"{context.instance_id}/{context.new_uuid()}"
     task = ImportItemTask(chunk=chunk.chunk, output_container=chunk.output_container, options=chunk.options,
-                          stage=stage)
+                          stage=stage, draft=chunk.draft)
     base = task.model_dump(mode="json")
     report(context, "preparing", result, chunk.chunk.count)
     prepared = yield from each(context, act.prepare_import_item, [{**base, "index": i} for i in range(chunk.chunk.count)],
@@ -476,7 +476,7 @@ def import_chunk(context, chunk: ImportChunkTask, result: JobResult):
         writes.append(ImportWriteTask(task=task.model_copy(update={"index": index}), prepared=item, outputs={
             c.key: converted[(c.container, c.file.name)].output for c in item.conversions}))
     written = yield from outcomes(context, act.write_import_item, writes, [w.prepared.name for w in writes])
-    yield from flush(context, StageRef(stage=stage), written)
+    yield from flush(context, StageRef(stage=stage, draft=chunk.draft), written)
     result.add(written)
     report(context, "importing", result)
     return result

@@ -69,11 +69,6 @@ def thumbnail_name(cog: str) -> str:
     return f"{parent + '/' if parent else ''}{fit_component(last, '.thumbnail.png')}"
 
 
-def mosaic_name(container: str, blob: str) -> str:
-    """A tiled source's mosaic VRT, beside its tiles."""
-    return f"{output_stem(container, blob)}/mosaic.vrt"
-
-
 def tiled_folder(container: str, blob: str) -> str:
     """The folder a tiled conversion writes (its tiles under ``tiles/``, its ``mosaic.vrt``): the
     stem with its last segment fitted as ``cog_name`` fits it."""

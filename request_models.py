@@ -298,6 +298,7 @@ class ImportStacRequest(ContainerJob):
                                                                     f"(default {IMPORT_CHUNK_SIZE})")
     chunks_in_flight: ChunksInFlight | None = None
     segment_chunks: SegmentChunks | None = None
+    draft: DraftOutput = False
 
     @model_validator(mode="after")
     def _one_source(self) -> "ImportStacRequest":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import sqlite3
 import time
@@ -62,6 +63,24 @@ class FootprintIndex:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.path = self.root / INDEX_DIR / INDEX_FILE
+        self._ready = False
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema, once per instance, one process at a time (a lock file beside
+        the index): switching a fresh file to WAL while another connection opens it answers
+        "database is locked" at once, without waiting out the busy timeout (seen with eight
+        concurrent writers on a loaded machine). WAL persists in the file, so later connections
+        only wait for the write lock, which the busy timeout covers."""
+        if self._ready:
+            return
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        self._ready = True
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection]:
@@ -71,9 +90,8 @@ class FootprintIndex:
         except (OSError, sqlite3.Error) as err:
             raise IndexUnavailable(f"footprint index {self.path} cannot be opened: {err}") from err
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._prepare(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield conn
             conn.execute("COMMIT")

@@ -375,6 +375,8 @@ class ImportPlanRequest(BaseModel):
     collection: str | None = None
     chunk_size: int = IMPORT_CHUNK_SIZE
     plan_id: str
+    draft: bool = False  # a collection this import creates is created as a draft
+    job: str | None = None
 
 
 class ImportPlan(BaseModel):
@@ -411,6 +413,7 @@ class ImportChunkTask(BaseModel):
     chunk: ChunkRef
     output_container: str
     options: CogOptions = CogOptions()
+    draft: bool = False  # the items are written as drafts
 
 
 class ImportItemTask(BaseModel):
@@ -421,6 +424,7 @@ class ImportItemTask(BaseModel):
     output_container: str
     options: CogOptions = CogOptions()
     stage: str
+    draft: bool = False  # the item is written as a draft
 
 
 class AssetConversion(BaseModel):

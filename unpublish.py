@@ -143,9 +143,11 @@ def source_outputs(store: BlobStore, container: str, source_container: str, sour
     thumbnail (``<stem>.*``), its tiles, their thumbnails and its mosaic (``<stem>/``). A mosaic
     written before mosaics carried ``rmh_source`` goes with the tiles beside it."""
     stem = output_names.output_stem(source_container, source)
+    folder = output_names.tiled_folder(source_container, source)  # the stem fitted as written
+    cog = output_names.cog_name(source_container, source)
     wanted = output_names.source_ref(source_container, source)
     found, legacy_mosaic = [], None
-    for prefix in (f"{stem}.", f"{stem}/"):
+    for prefix in dict.fromkeys((f"{stem}.", f"{stem}/", f"{folder}/", cog, output_names.thumbnail_name(cog))):
         try:
             listed = list(store.iter_blobs(container, prefix))
         except ContainerNotFound:
@@ -154,11 +156,11 @@ def source_outputs(store: BlobStore, container: str, source_container: str, sour
             metadata = _metadata(store, container, blob, blob.name) or {}
             if metadata.get(output_names.SOURCE_KEY) == wanted:
                 found.append(OutputBlob(container=container, blob=blob.name))
-            elif blob.name == f"{stem}/mosaic.vrt" and not output_names.written_by_us(metadata):
+            elif blob.name == f"{folder}/mosaic.vrt" and not output_names.written_by_us(metadata):
                 legacy_mosaic = OutputBlob(container=container, blob=blob.name)
-    if legacy_mosaic is not None and any(b.blob.startswith(f"{stem}/tiles/") for b in found):
+    if legacy_mosaic is not None and any(b.blob.startswith(f"{folder}/tiles/") for b in found):
         found.append(legacy_mosaic)
-    return found
+    return sorted({b.blob: b for b in found}.values(), key=lambda b: b.blob)
 
 
 def prefix_outputs(store: BlobStore, container: str, source_container: str, prefix: str) -> dict[str, list[OutputBlob]]:
@@ -221,9 +223,9 @@ def _collection_groups(catalog: Catalog, store: BlobStore, selection: Selection,
         group = groups.setdefault(name, OutputGroup(name=name))
         group.items.append(ItemRef(collection=item.collection, id=item.id))
         group.blobs += referenced_outputs(store, item, containers)
-        if source and any(b.blob.startswith(output_names.output_stem(item.source_container, source) + "/tiles/")
+        if source and any(b.blob.startswith(output_names.tiled_folder(item.source_container, source) + "/tiles/")
                           for b in group.blobs):
-            mosaic = output_names.mosaic_name(item.source_container, source)
+            mosaic = output_names.tiled_mosaic_name(item.source_container, source)
             group.blobs += [OutputBlob(container=b.container, blob=mosaic) for b in group.blobs
                             if b.blob.startswith(mosaic.removesuffix("mosaic.vrt") + "tiles/")
                             and _metadata(store, b.container, None, mosaic) is not None]
@@ -259,10 +261,10 @@ def _source_groups(catalog: Catalog, store: BlobStore, selection: Selection,
         else:
             for source, outputs in prefix_outputs(store, container, selection.container, selection.prefix or "").items():
                 group(source).blobs += outputs
-                stem = output_names.output_stem(selection.container, source)
-                if any(b.blob.startswith(f"{stem}/tiles/") for b in outputs):
+                folder = output_names.tiled_folder(selection.container, source)
+                if any(b.blob.startswith(f"{folder}/tiles/") for b in outputs):
                     group(source).blobs += [b for b in source_outputs(store, container, selection.container, source)
-                                            if b.blob == output_names.mosaic_name(selection.container, source)]
+                                            if b.blob == output_names.tiled_mosaic_name(selection.container, source)]
     for found in groups.values():
         found.blobs = sorted({b.path: b for b in found.blobs}.values(), key=lambda b: b.path)
     return sorted(groups.values(), key=lambda g: g.name)

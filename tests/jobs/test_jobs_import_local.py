@@ -86,3 +86,34 @@ def test_an_export_of_many_bad_lines_is_counted_in_full(host, store):
     assert status["runtimeStatus"] == "Completed" and output["failed"] == output["total"] == 1010, output["total"]
     assert output["failure_reasons"] == {"NotStac": 1010} and len(output["failures"]) == 1000
     assert output["failures"][-1]["name"] == "bad-export/junk.ndjson, line 1000"
+
+
+def test_an_import_as_a_draft_waits_for_publish(host, store, tmp_path):
+    """``draft``: a collection the import creates is a draft as a whole; items imported into a
+    public collection are drafts one by one; neither shows in the footprints until ``publish``."""
+    import activities
+    import stac_collections
+
+    upload_vendor_catalog(store, tmp_path, container="drafty")
+    cat = activities.catalog()
+    drafted = host.run("import_stac", {"container": "drafty", "blob": "stac/catalog.json", "collection": "drafted",
+                                       "draft": True})
+    assert drafted["output"]["done"] == 2, drafted["output"]
+    cat.upsert_collection(stac_collections.collection_for_container("drafty", collection_id="public-one"))
+    into_public = host.run("import_stac", {"container": "drafty", "blob": "stac/catalog.json",
+                                           "collection": "public-one", "draft": True})
+    assert into_public["output"]["done"] == 2, into_public["output"]
+    drafts = {d.collection: (d.items, d.whole) for d in cat.lifecycle().drafts}
+    assert drafts == {"drafted": (2, True), "public-one": (2, False)}, drafts
+
+    def shown(collection: str) -> int:
+        code, page = host.get(f"/api/footprints?collection={collection}")
+        assert code == 200, page
+        return len(page["features"])
+
+    assert (shown("drafted"), shown("public-one")) == (0, 0)
+    for collection in ("drafted", "public-one"):
+        published = host.run("publish", {"collection": collection, "reason": "reviewed"})
+        assert published["output"]["detail"]["transition"]["items"] == 2, published["output"]
+    assert (shown("drafted"), shown("public-one")) == (2, 2)
+    assert cat.lifecycle().drafts == []

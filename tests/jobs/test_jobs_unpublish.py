@@ -43,3 +43,23 @@ def test_sync_removes_a_deleted_tiled_sources_whole_output(host, store, tmp_path
 
 def test_a_deletion_event_removes_a_tiled_sources_whole_output(host, store, tmp_path):
     check_a_deletion_event_removes_a_tiled_sources_whole_output(host, store, tmp_path)
+
+
+def test_a_tiled_source_with_a_name_longer_than_a_path_component_leaves_nothing(host, store, tmp_path):
+    """A source whose last name segment passes 255 bytes: its outputs' names are fitted
+    (``output_names.cog_name``, ``tiled_folder``), and unpublish finds them by those names,
+    the mosaic VRT included (it looked under the unfitted stem and left the mosaic behind)."""
+    from unpublish_checks import OUTPUT, items_of, listing, rasters
+
+    container, name = "unpub-long", "long/" + "ä" * 150 + ".tif"  # 300 bytes in its last segment
+    store.create_container(container)
+    store.upload_from_path(container, name, rasters(tmp_path)["src/big.tif"])
+    tiled = host.run("process_tiled_raster", {"container": container, "blob": name, "tile_size": 512})
+    assert tiled["output"]["done"] == 4, tiled["output"]
+    written = listing(store, OUTPUT, f"{container}/long/")
+    assert any(n.endswith("/mosaic.vrt") for n in written) and len(items_of(container, name)) == 4, written
+    done = host.run("unpublish", {"container": container, "blobs": [name]})
+    assert done["output"]["failed"] == 0, done["output"]
+    assert listing(store, OUTPUT, f"{container}/long/") == {}
+    assert items_of(container, name) == []
+    assert list(listing(store, container)) == [name]  # the source stays

@@ -38,3 +38,4 @@ def test_sync_removes_a_deleted_tiled_sources_whole_output(host, store, tmp_path
 
 def test_a_deletion_event_removes_a_tiled_sources_whole_output(host, store, tmp_path):
     check_a_deletion_event_removes_a_tiled_sources_whole_output(host, store, tmp_path)
+
