@@ -122,19 +122,24 @@ class PgBatch:
         return max(self._attempts.values(), default=0)
 
 
+@contextlib.contextmanager
+def connection_of(source: psycopg.Connection | ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A connection of ``source``: borrowed from a pool for the block, or the connection itself."""
+    if isinstance(source, ConnectionPool):
+        with source.connection() as conn:
+            yield conn
+    else:
+        yield source
+
+
 class PgOutbox:
     """The pgSTAC catalog's outbox table, read by drainers."""
 
     def __init__(self, source: psycopg.Connection | ConnectionPool):
         self._source = source
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
-        if isinstance(self._source, ConnectionPool):
-            with self._source.connection() as conn:
-                yield conn
-        else:
-            yield self._source
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
+        return connection_of(self._source)
 
     @contextlib.contextmanager
     def batch(self, limit: int) -> Iterator[PgBatch]:

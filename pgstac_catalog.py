@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -272,13 +272,8 @@ class PgStacCatalog:
         self._stage_ready = False
         self._lifecycle_ready = False
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
-        if isinstance(self._source, ConnectionPool):
-            with self._source.connection() as conn:
-                yield conn
-        else:
-            yield self._source
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
+        return outbox.connection_of(self._source)
 
     def _run(self, what: str, work: Callable[[psycopg.Connection], Any], *, pipeline: bool = False) -> Any:
         """Run ``work(conn)`` in one transaction, retrying named transient errors (deadlock,

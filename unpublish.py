@@ -147,7 +147,9 @@ def source_outputs(store: BlobStore, container: str, source_container: str, sour
     cog = output_names.cog_name(source_container, source)
     wanted = output_names.source_ref(source_container, source)
     found, legacy_mosaic = [], None
-    for prefix in dict.fromkeys((f"{stem}.", f"{stem}/", f"{folder}/", cog, output_names.thumbnail_name(cog))):
+    # A last segment over 255 bytes was written fitted (folder != stem): look under those names too.
+    fitted = (f"{folder}/", cog, output_names.thumbnail_name(cog)) if folder != stem else ()
+    for prefix in (f"{stem}.", f"{stem}/", *fitted):
         try:
             listed = list(store.iter_blobs(container, prefix))
         except ContainerNotFound:

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 import bench_sync  # noqa: E402  (the sync benchmark's harness: services, CPU by process, peak RSS)
+from services import applied_local_env  # noqa: E402
 
 PHASES = {"cpu", "segments", "dry", "pages"}
 PROCESSES = ("host", "workers", "postgres")
@@ -104,27 +105,13 @@ def segments_phase(args, store, tmp: Path) -> dict:
 
 @contextlib.contextmanager
 def local_backend(tmp: Path):
-    """The app's settings pointed at a local directory and a static catalog for the body."""
-    from settings import get_settings
-
-    keys = ("RMH_STORAGE_BACKEND", "RMH_STORAGE_LOCAL_DIR", "RMH_CATALOG_BACKEND", "RMH_STATIC_CATALOG_DIR",
-            "RMH_TEMP_DIR", "RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN")
-    saved = {k: os.environ.get(k) for k in keys}
-    for key in ("RMH_STORAGE_CONNECTION_STRING", "RMH_PGSTAC_DSN"):
-        os.environ.pop(key, None)
-    os.environ.update({"RMH_STORAGE_BACKEND": "local", "RMH_STORAGE_LOCAL_DIR": str(tmp / "storage"),
-                       "RMH_CATALOG_BACKEND": "static", "RMH_STATIC_CATALOG_DIR": str(tmp / "catalog"),
-                       "RMH_TEMP_DIR": str(tmp / "work")})
-    get_settings.cache_clear()
-    try:
+    """The app's settings pointed at a local directory and a static catalog for the body
+    (``services.applied_local_env``, as the tests' local modules do)."""
+    with contextlib.contextmanager(applied_local_env)({
+            "RMH_STORAGE_BACKEND": "local", "RMH_STORAGE_LOCAL_DIR": str(tmp / "storage"),
+            "RMH_CATALOG_BACKEND": "static", "RMH_STATIC_CATALOG_DIR": str(tmp / "catalog"),
+            "RMH_TEMP_DIR": str(tmp / "work")}):
         yield tmp / "storage", tmp / "catalog"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
 
 
 def dry_phase(args, tmp: Path) -> dict:
