@@ -70,7 +70,8 @@ def sync_container(context, request, result: JobResult):
     result.total = result.skipped = plan.counts.get("unchanged", 0)
     if plan.removed_sources:  # a source gone: its whole output goes, through unpublish
         result.detail["removed"] = yield from unpublish_sources(
-            context, result, UnpublishRequest(container=request.container, blobs=plan.removed_sources))
+            context, result, UnpublishRequest(container=request.container, blobs=plan.removed_sources,
+                                              segment_chunks=request.segment_chunks))
     chunks = [CatalogChunkTask(chunk=c, container=request.container, collection=plan.collection, draft=request.draft)
               for c in plan.chunks]
     result = yield from gather_chunks(context, catalog_chunk, chunks, result, stage="cataloging",
@@ -497,16 +498,17 @@ def convert_assets(context, chunk: ImportChunkTask, items: list[ImportPrepared],
 
 @job(bp)
 def unpublish(context, request, result: JobResult):
-    """Plan the output groups → one sub-orchestration per chunk of groups, one activity per group
-    → settle the collections touched (extent, searches of the emptied, the removed collection)."""
+    """Plan the output groups → one sub-orchestration per chunk of groups (in segments past
+    ``segment_chunks`` chunks, ``gather_chunks``), one activity per group → settle the collections touched (extent, searches of the emptied, the removed collection)."""
     report(context, "planning", result, 0)
     plan = yield from call(context, act.plan_unpublish, UnpublishPlanRequest(
         request=request, plan_id=context.instance_id.replace(":", "-")), UnpublishPlan)
     result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks"})}
     if request.dry_run:
         return result
-    result = yield from gather(context, starts(context, unpublish_chunk, plan.chunks), result, stage="removing",
-                               total=plan.groups, names=list(plan.chunks), in_flight=request.chunks_in_flight)
+    result = yield from gather_chunks(context, unpublish_chunk, plan.chunks, result, stage="removing",
+                                      total=plan.groups, names=list(plan.chunks), in_flight=request.chunks_in_flight,
+                                      segment_chunks=request.segment_chunks)
     if plan.collections:
         result.detail["collections"] = yield from call(context, act.settle_collections, SettleCollectionsTask(
             collections=plan.collections, remove=request.collection if request.entire_collection else None))
@@ -604,4 +606,4 @@ def chunk_segment(context: df.DurableOrchestrationContext):
 
 
 #: The chunk orchestrators a segment may run (``SegmentTask.orchestrator`` names one).
-CHUNK_ORCHESTRATORS = {name_of(f): f for f in (catalog_chunk, convert_chunk, import_chunk)}
+CHUNK_ORCHESTRATORS = {name_of(f): f for f in (catalog_chunk, convert_chunk, import_chunk, unpublish_chunk)}

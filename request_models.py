@@ -330,6 +330,7 @@ class UnpublishRequest(ContainerJob):
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=1000, description="output groups per sub-orchestration")
     chunks_in_flight: ChunksInFlight | None = None
+    segment_chunks: SegmentChunks | None = None
 
     @model_validator(mode="after")
     def _one_selection(self) -> "UnpublishRequest":
