@@ -25,7 +25,7 @@ from models import (IMPORT_CHUNK_SIZE, SEGMENT_CHUNKS, SYNC_CHUNK_SIZE, BlobDesc
                     ImportPlanRequest, ImportPrepared, ImportWriteTask, InspectResult, InventorySummary, JobResult,
                     MosaicRegistration, MosaicSummary, MosaicTask, ProcessTiledRasterRequest, StageRef, SyncJobPlan,
                     SettleCollectionsTask, SyncPlanRequest, TaskOutcome, TilePlanResult, TileTask, UnpublishPlan, UnpublishPlanRequest,
-                    SegmentTask, UnpublishRequest, VisibilityTask)
+                    SegmentTask, UNPUBLISH_NAMES, UnpublishRequest, VisibilityTask)
 from cube_jobs import CubeFinished, CubeFinishTask, CubeGroupTask, CubePlan, CubeTask
 from orchestration import (call, chunk, chunk_id, each, gather, job, name_of, outcome_of, outcomes, report,  # noqa: F401
                            schedule, settle, starts)
@@ -68,10 +68,14 @@ def sync_container(context, request, result: JobResult):
         return result
     # A file already cataloged for its ETag is skipped: counted (total, skipped), not scheduled.
     result.total = result.skipped = plan.counts.get("unchanged", 0)
-    if plan.removed_sources:  # a source gone: its whole output goes, through unpublish
-        result.detail["removed"] = yield from unpublish_sources(
-            context, result, UnpublishRequest(container=request.container, blobs=plan.removed_sources,
-                                              segment_chunks=request.segment_chunks))
+    if plan.removed_sources:  # a source gone: its whole output goes, through unpublish (of at most
+        removed: int | None = 0  # UNPUBLISH_NAMES sources each: one request names no more)
+        for batch, start in enumerate(range(0, len(plan.removed_sources), UNPUBLISH_NAMES)):
+            count = yield from unpublish_sources(context, result, UnpublishRequest(
+                container=request.container, blobs=plan.removed_sources[start:start + UNPUBLISH_NAMES],
+                segment_chunks=request.segment_chunks), batch)
+            removed = None if count is None or removed is None else removed + count
+        result.detail["removed"] = removed
     chunks = [CatalogChunkTask(chunk=c, container=request.container, collection=plan.collection, draft=request.draft)
               for c in plan.chunks]
     result = yield from gather_chunks(context, catalog_chunk, chunks, result, stage="cataloging",
@@ -527,11 +531,11 @@ def unpublish_chunk(context, chunk: ChunkRef, result: JobResult):
     return result
 
 
-def unpublish_sources(context, result: JobResult, request: UnpublishRequest):
-    """A job's gone sources unpublished by a sub-orchestration (their whole output: items, tiles'
-    items, COGs, tiles, thumbnails, mosaics); its failures become the job's. The number of items
-    removed (None when some group failed)."""
-    done = yield from call(context, unpublish, request, JobResult, instance_id=chunk_id(context, "unpublish", 0))
+def unpublish_sources(context, result: JobResult, request: UnpublishRequest, index: int = 0):
+    """A job's gone sources unpublished by a sub-orchestration (``<job id>:unpublish-0000<index>``;
+    their whole output: items, tiles' items, COGs, tiles, thumbnails, mosaics); its failures become
+    the job's. The number of items removed (None when some group failed)."""
+    done = yield from call(context, unpublish, request, JobResult, instance_id=chunk_id(context, "unpublish", index))
     if done.failed:
         result.add(done.failures)
         return None
