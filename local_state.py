@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -290,7 +291,7 @@ class ReplayStats:
                                     "ms": round(self.longest_seconds * 1000, 2)}}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActivityTiming:
     """One activity invocation's moments (seconds since the epoch): ``scheduled`` (its
     TaskScheduled event), ``started`` and ``finished`` in the worker that ran it, ``completed``
@@ -306,12 +307,12 @@ class ActivityTiming:
 
 class ActivityTimings:
     """Where activities' time went on this engine, per invocation (the last ``keep``, so memory
-    stays bounded): waiting between being scheduled and a worker starting it, running in the
-    worker, and coming back as a history event. ``summary`` tells the two kinds of waiting apart:
+    stays bounded: about 90 bytes each, 4.4 MB at most): waiting between being scheduled and a
+    worker starting it, running in the worker, and coming back as a history event. ``summary`` tells the two kinds of waiting apart:
     a task waiting while every worker is busy (contention: more tasks than workers) and a worker
     idle while a task waits (dispatch latency: the runtime's own cost)."""
 
-    def __init__(self, keep: int = 200_000) -> None:
+    def __init__(self, keep: int = 50_000) -> None:
         self._scheduled: dict[tuple[str, str, int], tuple[str, float]] = {}
         self.records: deque[ActivityTiming] = deque(maxlen=keep)
 
@@ -322,7 +323,7 @@ class ActivityTimings:
                   worker: str | None, when: float) -> None:
         name, at = self._scheduled.pop(key, ("", None))
         if at is not None and started is not None and finished is not None:
-            self.records.append(ActivityTiming(name, worker or "", at, started, finished, when))
+            self.records.append(ActivityTiming(name, sys.intern(worker or ""), at, started, finished, when))
 
     def clear(self) -> None:
         """Forget the finished invocations (those in flight keep their scheduled time)."""
