@@ -92,9 +92,16 @@ CREATE TEMP TABLE IF NOT EXISTS rmh_items_in (
 """
 
 
-_CHECK_PARTITIONS = """
-SELECT pgstac.check_partition(%(collection)s, tstzrange(min(datetime), max(datetime), '[]'),
-                              tstzrange(min(end_datetime), max(end_datetime), '[]'))
+# pgSTAC keeps CHECK constraints of each partition's datetime ranges (for pruning), and
+# check_partition drops and re-creates them, re-validating every row of the partition, whenever a
+# write reaches past them. A batch's exact range past them each time (a sync's chunks in listing
+# order, datetimes growing) cost a scan of the partition per chunk: O(items²) over a large job.
+# The ranges asked for are the batch's widened to whole UTC months (inside any partition: they
+# start on UTC years or months), so a job widens them about once per month its items span.
+_MONTHS = "tstzrange(date_trunc('month', min({0}), 'UTC'), " \
+          "date_trunc('month', max({0}), 'UTC') + interval '1 month' - interval '1 microsecond', '[]')"
+_CHECK_PARTITIONS = f"""
+SELECT pgstac.check_partition(%(collection)s, {_MONTHS.format('datetime')}, {_MONTHS.format('end_datetime')})
 FROM rmh_items_in
 GROUP BY CASE WHEN %(trunc)s::text IS NULL THEN NULL
               ELSE date_trunc(coalesce(%(trunc)s::text, 'year'), datetime, 'UTC') END

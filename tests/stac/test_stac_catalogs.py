@@ -94,6 +94,37 @@ def test_a_datetime_moved_across_partitions_leaves_one_copy(catalog, collection,
     assert [i.id for i in catalog.search(collection, datetime="2024-01-01T00:00:00Z/2024-01-31T23:59:59Z")] == []
 
 
+def test_batches_of_later_datetimes_do_not_rebuild_the_partition_each_time(catalog, collection_id, template, backend,
+                                                                          request):
+    """A sync's chunks come in listing order with datetimes growing (a blob's last-modified time):
+    pgSTAC re-creates a partition's datetime constraints, re-checking every row, whenever a write
+    reaches past them. Ten batches an hour apart in one month re-create them once, not ten times,
+    and a datetime search still finds exactly what it should."""
+    if backend != "pgstac":
+        pytest.skip("pgSTAC's partition constraints")
+    dsn = request.getfixturevalue("pgstac_dsn")
+    catalog.upsert_collection(stac_collections.build_collection(collection_id))  # one partition
+    constraints = []
+    for batch in range(10):
+        items = [variant(template, collection_id, batch * 5 + n, when=f"2024-05-03T{batch:02d}:{n:02d}:00Z")
+                 for n in range(5)]
+        catalog.upsert_items(items)
+        constraints.append(_datetime_constraints(dsn, collection_id))
+    assert constraints[0] and len(set(constraints)) == 1, constraints
+    found = catalog.search(collection_id, datetime="2024-05-03T04:00:00Z/2024-05-03T05:59:59Z")
+    assert sorted(i.properties["datetime"] for i in found) == sorted(
+        f"2024-05-03T{h:02d}:{n:02d}:00Z" for h in (4, 5) for n in range(5))
+
+
+def _datetime_constraints(dsn: str, collection_id: str) -> tuple[int, ...]:
+    """The oids of the CHECK constraints on the collection's partitions (new oids: re-created)."""
+    with psycopg.connect(dsn) as conn:
+        return tuple(row[0] for row in conn.execute(
+            "SELECT c.oid FROM pg_constraint c JOIN pgstac.partitions_view p "
+            "ON c.conrelid = ('pgstac.' || quote_ident(p.partition))::regclass "
+            "WHERE p.collection = %s AND c.contype = 'c' ORDER BY c.oid", (collection_id,)))
+
+
 def _partition_of(dsn: str, collection_id: str, item_id: str) -> str:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT tableoid::regclass::text FROM pgstac.items WHERE collection = %s AND id = %s",
