@@ -202,6 +202,7 @@ def pages_phase(args, tmp: Path) -> dict:
             result["footprints_http_limit1000_ms"] = timed(lambda: bench_sync.get(url))
             result["footprints_returned"] = first["numberReturned"]
     result.update(pgstac_pages(items, tmp))
+    result.update(first_paints(items[:args.footprints], args.jobs, tmp))
     result["target_ms"] = 300
     print(json.dumps({"phase": f"pages-{size_label(n)}", **result}), file=sys.stderr, flush=True)
     return result
@@ -257,6 +258,58 @@ def pgstac_pages(items: list[dict], tmp: Path) -> dict:
     return out
 
 
+def first_paints(items: list[dict], jobs: int, tmp: Path, repeat: int = 5) -> dict:
+    """Time to first paint in Debian's Chromium (headless, playwright-core as the tests drive it),
+    median of ``repeat`` fresh pages: the dashboard's job list with ``jobs`` finished jobs in the
+    task hub (hello_world, one greeting each: a hub of many jobs at little cost), and its map
+    with ``items`` footprints (a static catalog of those items alone). The page marks
+    ``rmh:jobs-painted`` / ``rmh:footprints-painted`` once the frame that shows them has been
+    painted; their ``startTime`` is counted from the navigation's start."""
+    import concurrent.futures
+
+    import stac_collections
+    import static_catalog
+    from consumers import Browser
+    from local_runtime import LocalRuntime
+
+    out: dict = {"dashboard_jobs_in_hub": jobs, "dashboard_footprints": len(items)}
+    with local_backend(tmp / "pages-browser") as (_, catalog_dir):
+        catalog = static_catalog.StaticCatalog(catalog_dir)
+        catalog.upsert_collection(stac_collections.build_collection("pages"))
+        for i in range(0, len(items), 500):
+            catalog.upsert_items(items[i:i + 500], validate=False)
+        with LocalRuntime("function_app:app", db_path=tmp / "pages-browser-hub.sqlite", port=0,
+                          run_timers=False) as runtime:
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                submitted = list(pool.map(lambda i: bench_sync.post(f"{runtime.base_url}/api/jobs/hello_world",
+                                                                    {"name": f"p{i}", "count": 1}), range(jobs)))
+            for job in submitted:
+                bench_sync.follow(job["statusQueryGetUri"], timeout=600, interval=0.2)
+            out["dashboard_jobs_create_s"] = round(time.perf_counter() - started, 1)
+            shown = min(jobs, 100)
+            driver = Browser(log_dir=tmp / "browser").start()
+            try:
+                out["chromium"] = driver.version
+                for key, view, mark, drawn in (
+                        ("dashboard_jobs_first_paint_ms", "#/jobs", "rmh:jobs-painted",
+                         f"document.querySelectorAll('#jobs-rows tr').length === {shown}"),
+                        ("dashboard_footprints_first_paint_ms", "#/map", "rmh:footprints-painted",
+                         f"document.querySelectorAll('#map path.footprint').length === {len(items)}")):
+                    times = []
+                    for _ in range(repeat):
+                        with driver.page(f"{runtime.base_url}/api/dashboard{view}", timeout=120,
+                                         wait=[{"js": f"performance.getEntriesByName('{mark}').length > 0"}]) as page:
+                            page.wait({"js": drawn})
+                            times.append(page.evaluate(f"performance.getEntriesByName('{mark}')[0].startTime"))
+                    out[key] = round(statistics.median(times), 1)
+                    out[key.replace("_ms", "_runs_ms")] = [round(t) for t in times]
+            finally:
+                driver.stop()
+    print(json.dumps({"phase": "pages-chromium", **out}), file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phases", default="cpu,segments,dry,pages")
@@ -265,6 +318,8 @@ def main() -> None:
     parser.add_argument("--segment-files", type=int, default=5000)
     parser.add_argument("--dry-blobs", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs in the hub whose list Chromium draws (pages)")
+    parser.add_argument("--footprints", type=int, default=1000, help="footprints the map draws in Chromium (pages)")
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--pool", choices=("thread", "process"), default="process")
     parser.add_argument("--workers", type=int, default=None)
