@@ -2,7 +2,7 @@
 same run; the last line of stdout one JSON object with the figures.
 
     python benchmarks/bench_scale.py --phases cpu,segments,dry,pages [--small 1000] [--large 100000]
-        [--segment-files 5000] [--dry-blobs 1000000] [--items 10000]
+        [--segment-files 5000] [--dry-blobs 1000000] [--items 10000] [--jobs 1000] [--footprints 1000]
 
 Phases (``make bench-scale PHASES=cpu,pages``):
 
@@ -19,7 +19,10 @@ Phases (``make bench-scale PHASES=cpu,pages``):
   and worker peak RSS (key ``dry_run_<n>``).
 * ``pages``: ``/api/footprints?limit=1000`` on a static catalog of ``--items`` items through the
   footprint index, and the reference: the same page read by scanning every item file (the code
-  before the index).
+  before the index); the same on a real pgSTAC of those items (``footprints_pgstac_limit1000_ms``),
+  the reference pgSTAC hydrating the page itself (the code before); the time to first paint in
+  Debian's Chromium of the dashboard's job list with ``--jobs`` jobs in the hub and of its map of
+  ``--footprints`` footprints (``dashboard_jobs_first_paint_ms``, ``dashboard_footprints_first_paint_ms``).
 """
 from __future__ import annotations
 
