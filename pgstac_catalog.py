@@ -24,7 +24,7 @@ import tenacity
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
-from pypgstac.hydration import dehydrate
+from pypgstac.hydration import dehydrate, hydrate
 
 import drafts
 import outbox
@@ -92,9 +92,16 @@ CREATE TEMP TABLE IF NOT EXISTS rmh_items_in (
 """
 
 
-_CHECK_PARTITIONS = """
-SELECT pgstac.check_partition(%(collection)s, tstzrange(min(datetime), max(datetime), '[]'),
-                              tstzrange(min(end_datetime), max(end_datetime), '[]'))
+# pgSTAC keeps CHECK constraints of each partition's datetime ranges (for pruning), and
+# check_partition drops and re-creates them, re-validating every row of the partition, whenever a
+# write reaches past them. A batch's exact range past them each time (a sync's chunks in listing
+# order, datetimes growing) cost a scan of the partition per chunk: O(items²) over a large job.
+# The ranges asked for are the batch's widened to whole UTC months (inside any partition: they
+# start on UTC years or months), so a job widens them about once per month its items span.
+_MONTHS = "tstzrange(date_trunc('month', min({0}), 'UTC'), " \
+          "date_trunc('month', max({0}), 'UTC') + interval '1 month' - interval '1 microsecond', '[]')"
+_CHECK_PARTITIONS = f"""
+SELECT pgstac.check_partition(%(collection)s, {_MONTHS.format('datetime')}, {_MONTHS.format('end_datetime')})
 FROM rmh_items_in
 GROUP BY CASE WHEN %(trunc)s::text IS NULL THEN NULL
               ELSE date_trunc(coalesce(%(trunc)s::text, 'year'), datetime, 'UTC') END
@@ -243,6 +250,14 @@ def _dehydrated_row(stac: dict[str, Any], base_item: dict[str, Any], base_item_i
         content["pgstac:base_item"] = base_item_id
     return (stac["id"], stac["collection"], start, end, orjson.dumps(stac["geometry"]).decode(),
             orjson.dumps(content).decode())
+
+
+def _hydrated(feature: dict[str, Any]) -> dict[str, Any]:
+    """A feature of a ``nohydrate`` search whole again: merged with the base item pgSTAC gave
+    with it (``pgstac:base_item``), as pgSTAC's own hydration merges it, without its links."""
+    base = feature.pop("pgstac:base_item", None)
+    feature.pop("links", None)
+    return hydrate(base, feature) if isinstance(base, dict) else feature
 
 
 class PgStacCatalog:
@@ -571,8 +586,13 @@ class PgStacCatalog:
     def search_page(self, collection_ids: Sequence[str] | None = None, *, bbox: Sequence[float] | None = None,
                     limit: int = 100, token: str | None = None) -> ItemPage:
         """A page of items of some collections (all when None) by bbox, through ``pgstac.search``
-        and its paging tokens (``next:...``)."""
-        body: dict[str, Any] = {"limit": limit, "fields": {"exclude": ["links"]}}
+        and its paging tokens (``next:...``).
+
+        The items come dehydrated (``conf.nohydrate``: each with its base item) and are hydrated
+        here by pypgstac's ``hydrate``: pgSTAC's SQL hydration (``content_hydrate``, a recursive
+        PL/pgSQL merge per item) took 1.2 ms an item, 1.4 s of a page of 1,000, where the page's
+        rows are read in 0.15 s and hydrated in Python in about 0.03 s."""
+        body: dict[str, Any] = {"limit": limit, "conf": {"nohydrate": True}}
         if collection_ids:
             body["collections"] = list(collection_ids)
         if bbox is not None:
@@ -590,7 +610,8 @@ class PgStacCatalog:
             raise
         link = next((l["href"] for l in result.get("links", []) if l.get("rel") == "next"), None)
         following = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query).get("token") if link else None
-        return ItemPage(items=result.get("features", []), next_token=following[0] if following else None)
+        return ItemPage(items=[_hydrated(f) for f in result.get("features") or []],
+                        next_token=following[0] if following else None)
 
     def list_item_etags(self, collection_id: str) -> dict[str, str | None]:
         """Item id -> ``rmh:source_etag`` for every item of the collection, drafts included (a

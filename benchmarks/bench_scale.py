@@ -2,7 +2,7 @@
 same run; the last line of stdout one JSON object with the figures.
 
     python benchmarks/bench_scale.py --phases cpu,segments,dry,pages [--small 1000] [--large 100000]
-        [--segment-files 5000] [--dry-blobs 1000000] [--items 10000]
+        [--segment-files 5000] [--dry-blobs 1000000] [--items 10000] [--jobs 1000] [--footprints 1000]
 
 Phases (``make bench-scale PHASES=cpu,pages``):
 
@@ -19,7 +19,10 @@ Phases (``make bench-scale PHASES=cpu,pages``):
   and worker peak RSS (key ``dry_run_<n>``).
 * ``pages``: ``/api/footprints?limit=1000`` on a static catalog of ``--items`` items through the
   footprint index, and the reference: the same page read by scanning every item file (the code
-  before the index).
+  before the index); the same on a real pgSTAC of those items (``footprints_pgstac_limit1000_ms``),
+  the reference pgSTAC hydrating the page itself (the code before); the time to first paint in
+  Debian's Chromium of the dashboard's job list with ``--jobs`` jobs in the hub and of its map of
+  ``--footprints`` footprints (``dashboard_jobs_first_paint_ms``, ``dashboard_footprints_first_paint_ms``).
 """
 from __future__ import annotations
 
@@ -62,11 +65,14 @@ def cpu_phase(args, store, dsn: str, counts, tmp: Path) -> dict:
         prefix = "c/" if files == args.large else f"c/{'0' * (5 - len(str(files - 1)))}"
         if files != args.large and files not in (10, 100, 1000, 10_000):
             raise SystemExit("--small must be 10, 100, 1000 or 10000 (a prefix of the c/00000 names)")
-        before_services, cpu_before = bench_sync.cpu_by_process(), time.process_time()
-        script = bench_sync.baseline(store, dsn, f"scale-script-{files}", prefix)
-        script_cpu = (time.process_time() - cpu_before) * 1000 / files
-        after_services = bench_sync.cpu_by_process()
-        script_pg = (after_services.get("postgres", 0) - before_services.get("postgres", 0)) * 1000 / files
+        script_cpu = script_pg = None
+        script = {"items": None}
+        if files == args.small or not args.script_small_only:
+            before_services, cpu_before = bench_sync.cpu_by_process(), time.process_time()
+            script = bench_sync.baseline(store, dsn, f"scale-script-{files}", prefix)
+            script_cpu = (time.process_time() - cpu_before) * 1000 / files
+            after_services = bench_sync.cpu_by_process()
+            script_pg = (after_services.get("postgres", 0) - before_services.get("postgres", 0)) * 1000 / files
         run = bench_sync.ours(files, args.chunk_size, tmp, args.pool, args.workers, f"scale-{files}",
                               threads=args.threads, prefix=prefix)
         label = size_label(files)
@@ -75,7 +81,8 @@ def cpu_phase(args, store, dsn: str, counts, tmp: Path) -> dict:
                                "cpu_ms_per_file": run["cpu_ms_per_file"], "tasks_top100_ms": run["tasks_page_ms"],
                                "jobs_page_ms": run["jobs_page_ms"], "queue_wait_ms": run["queue_wait_ms"],
                                "replay": {k: run["replay"].get(k) for k in ("invoked", "elided", "seconds")},
-                               "script_cpu_ms_per_file": round(script_cpu + script_pg, 3),
+                               "script_cpu_ms_per_file": (round(script_cpu + script_pg, 3)
+                                                          if script_cpu is not None else None),
                                "script_items": script["items"]}
         print(json.dumps({"phase": f"cpu-{label}", **out[f"run_{label}"]}), file=sys.stderr, flush=True)
     small, large = size_label(args.small), size_label(args.large)
@@ -201,9 +208,113 @@ def pages_phase(args, tmp: Path) -> dict:
             first = bench_sync.get(url)
             result["footprints_http_limit1000_ms"] = timed(lambda: bench_sync.get(url))
             result["footprints_returned"] = first["numberReturned"]
+    result.update(pgstac_pages(items, tmp))
+    result.update(first_paints(items[:args.footprints], args.jobs, tmp))
     result["target_ms"] = 300
     print(json.dumps({"phase": f"pages-{size_label(n)}", **result}), file=sys.stderr, flush=True)
     return result
+
+
+def pgstac_pages(items: list[dict], tmp: Path) -> dict:
+    """The same items in a real pgSTAC (PostgreSQL + pgSTAC as the tests start it, or the one
+    ``PGSTAC_DSN`` names): the catalog's page of 1,000 and ``/api/footprints?limit=1000`` over
+    HTTP, each the median of five."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    import pgstac_catalog
+    import stac_collections
+    from local_runtime import LocalRuntime
+    from services import PgStac
+
+    pg = None
+    dsn = os.environ.get("PGSTAC_DSN")
+    if not dsn:
+        pg = PgStac().start()
+        dsn = pg.dsn
+    try:
+        with psycopg.connect(dsn) as conn:
+            catalog = pgstac_catalog.PgStacCatalog(conn)
+            catalog.upsert_collection(stac_collections.build_collection("pages"))
+            for i in range(0, len(items), 1000):
+                catalog.upsert_items(items[i:i + 1000], validate=False)
+            world = (-180, -90, 180, 90)
+            # the reference: the page as pgSTAC hydrates it (the code before, 1.2 ms an item)
+            hydrated = {"collections": ["pages"], "bbox": list(world), "limit": 1000, "fields": {"exclude": ["links"]}}
+            out = {"pgstac_hydrated_page_1000_ms": timed(lambda: catalog.run_in_transaction(
+                       "hydrated page", lambda c: c.execute("SELECT pgstac.search(%s)", (Jsonb(hydrated),)).fetchone()), 3),
+                   "pgstac_page_1000_ms": timed(lambda: catalog.search_page(["pages"], bbox=world, limit=1000))}
+        with local_backend(tmp / "pages-pgstac"):
+            os.environ.update({"RMH_CATALOG_BACKEND": "pgstac", "RMH_PGSTAC_DSN": dsn})
+            try:
+                from settings import get_settings
+
+                get_settings.cache_clear()
+                with LocalRuntime("function_app:app", db_path=tmp / "pages-pgstac-hub.sqlite", port=0,
+                                  run_timers=False) as runtime:
+                    url = f"{runtime.base_url}/api/footprints?limit=1000&collection=pages"
+                    first = bench_sync.get(url)
+                    out["footprints_pgstac_limit1000_ms"] = timed(lambda: bench_sync.get(url))
+                    out["footprints_pgstac_returned"] = first["numberReturned"]
+            finally:
+                os.environ.pop("RMH_PGSTAC_DSN", None)
+                get_settings.cache_clear()
+    finally:
+        if pg is not None:
+            pg.stop()
+    return out
+
+
+def first_paints(items: list[dict], jobs: int, tmp: Path, repeat: int = 5) -> dict:
+    """Time to first paint in Debian's Chromium (headless, playwright-core as the tests drive it),
+    median of ``repeat`` fresh pages: the dashboard's job list with ``jobs`` finished jobs in the
+    task hub (hello_world, one greeting each: a hub of many jobs at little cost), and its map
+    with ``items`` footprints (a static catalog of those items alone). The page marks
+    ``rmh:jobs-painted`` / ``rmh:footprints-painted`` once the frame that shows them has been
+    painted; their ``startTime`` is counted from the navigation's start."""
+    import concurrent.futures
+
+    import stac_collections
+    import static_catalog
+    from consumers import Browser
+    from local_runtime import LocalRuntime
+
+    out: dict = {"dashboard_jobs_in_hub": jobs, "dashboard_footprints": len(items)}
+    with local_backend(tmp / "pages-browser") as (_, catalog_dir):
+        catalog = static_catalog.StaticCatalog(catalog_dir)
+        catalog.upsert_collection(stac_collections.build_collection("pages"))
+        for i in range(0, len(items), 500):
+            catalog.upsert_items(items[i:i + 500], validate=False)
+        with LocalRuntime("function_app:app", db_path=tmp / "pages-browser-hub.sqlite", port=0,
+                          run_timers=False) as runtime:
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                submitted = list(pool.map(lambda i: bench_sync.post(f"{runtime.base_url}/api/jobs/hello_world",
+                                                                    {"name": f"p{i}", "count": 1}), range(jobs)))
+            for job in submitted:
+                bench_sync.follow(job["statusQueryGetUri"], timeout=600, interval=0.2)
+            out["dashboard_jobs_create_s"] = round(time.perf_counter() - started, 1)
+            shown = min(jobs, 100)
+            driver = Browser(log_dir=tmp / "browser").start()
+            try:
+                out["chromium"] = driver.version
+                for key, view, mark, drawn in (
+                        ("dashboard_jobs_first_paint_ms", "#/jobs", "rmh:jobs-painted",
+                         f"document.querySelectorAll('#jobs-rows tr').length === {shown}"),
+                        ("dashboard_footprints_first_paint_ms", "#/map", "rmh:footprints-painted",
+                         f"document.querySelectorAll('#map path.footprint').length === {len(items)}")):
+                    times = []
+                    for _ in range(repeat):
+                        with driver.page(f"{runtime.base_url}/api/dashboard{view}", timeout=120,
+                                         wait=[{"js": f"performance.getEntriesByName('{mark}').length > 0"}]) as page:
+                            page.wait({"js": drawn})
+                            times.append(page.evaluate(f"performance.getEntriesByName('{mark}')[0].startTime"))
+                    out[key] = round(statistics.median(times), 1)
+                    out[key.replace("_ms", "_runs_ms")] = [round(t) for t in times]
+            finally:
+                driver.stop()
+    print(json.dumps({"phase": "pages-chromium", **out}), file=sys.stderr, flush=True)
+    return out
 
 
 def main() -> None:
@@ -214,7 +325,12 @@ def main() -> None:
     parser.add_argument("--segment-files", type=int, default=5000)
     parser.add_argument("--dry-blobs", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs in the hub whose list Chromium draws (pages)")
+    parser.add_argument("--footprints", type=int, default=1000, help="footprints the map draws in Chromium (pages)")
     parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--script-small-only", action="store_true",
+                        help="cpu: run the plain script at --small only (its CPU per file is flat; "
+                             "at 100,000 files it adds about 20 minutes)")
     parser.add_argument("--pool", choices=("thread", "process"), default="process")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)

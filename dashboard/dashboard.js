@@ -10,6 +10,7 @@
   const SLOW_REFRESH_MS = 30000;
   const MAX_TASKS = 5000;
   const MAX_FOOTPRINTS = 2000;
+  const FOOTPRINTS_PAGE = 1000; // the footprints route's largest page: a map of 1,000 in one request
   // Zoomed in this far, with this many footprints or fewer in view, the map draws each item's
   // raster (the app's preview tiles); a click draws the clicked one at any zoom.
   const PREVIEW_ZOOM = 6;
@@ -156,36 +157,75 @@
   }
 
   // -- Jobs ------------------------------------------------------------------------------------
+  // The list shows the newest state.jobsWanted jobs: the first page (JOBS_PAGE), and a page more
+  // each time "More jobs" is pressed. Each refresh reads all of them again, in pages of up to
+  // JOBS_READ (the route's largest top) following the continuation tokens, so the jobs loaded
+  // further down keep their status too, and a job that new ones push off the first page moves
+  // down the list instead of falling between the pages.
+  const JOBS_PAGE = 100;
+  const JOBS_READ = 1000;
+
   async function showJobs() {
     const params = new URLSearchParams();
     if ($("filter-operation").value) params.set("operation", $("filter-operation").value);
     if ($("filter-status").value) params.set("status", $("filter-status").value);
     const request = (state.jobsRequest = (state.jobsRequest || 0) + 1);
-    let body;
+    const wanted = state.jobsWanted || JOBS_PAGE;
+    const jobs = [];
+    let body, token = null;
     try {
-      body = await api(`jobs?${params}`);
+      do {
+        params.set("top", String(Math.min(JOBS_READ, wanted - jobs.length)));
+        if (token) params.set("continuationToken", token);
+        body = await api(`jobs?${params}`);
+        jobs.push(...body.jobs);
+        token = body.continuationToken;
+      } while (token && jobs.length < wanted && request === state.jobsRequest);
     } catch (err) {
       notice(String(err.message));
+      $("jobs-more").disabled = false;
       return;
     }
     // Only the latest listing is drawn (a filter change and a refresh may cross).
     if (state.view !== "jobs" || request !== state.jobsRequest) return;
     const rows = $("jobs-rows");
-    rows.replaceChildren();
     let running = false;
     for (const name of body.operations || []) state.operations.add(name);
-    for (const job of body.jobs) {
+    const drawn = [];
+    for (const job of jobs) {
       state.operations.add(job.operation);
       running = running || RUNNING.has(job.runtimeStatus);
       const link = el("a", { href: `#/jobs/${encodeURIComponent(job.instanceId)}`, text: job.instanceId });
-      rows.append(el("tr", { "data-id": job.instanceId },
+      drawn.push(el("tr", { "data-id": job.instanceId },
         el("td", { text: job.operation || "" }), el("td", { class: "id" }, link), el("td", {}, statusBadge(job)),
         el("td", {}, progressBar(job)), el("td", { text: fromNow(job.createdTime), title: job.createdTime || "" })));
     }
-    $("jobs-empty").hidden = body.jobs.length > 0;
+    rows.replaceChildren(...drawn);
+    $("jobs-empty").hidden = jobs.length > 0;
+    $("jobs-more").hidden = !token;
+    $("jobs-more").disabled = false;
+    $("jobs-count").textContent = jobs.length ? `${jobs.length} newest job${jobs.length === 1 ? "" : "s"} shown` +
+      (token ? "; older ones with More jobs" : "") : "";
     fillOperations();
     $("jobs-refresh").textContent = running ? "refreshing every 2 s while jobs run" : "";
+    painted("jobs");
     schedule(showJobs, running);
+  }
+
+  $("jobs-more").addEventListener("click", () => {
+    $("jobs-more").disabled = true;
+    state.jobsWanted = (state.jobsWanted || JOBS_PAGE) + JOBS_PAGE;
+    clearTimeout(state.timer);
+    showJobs();
+  });
+
+  // performance.mark "rmh:<what>-painted" once, after the first frame that shows it has been
+  // painted (read by `make bench-scale PHASES=pages` as the time to first paint).
+  function painted(what) {
+    const name = `rmh:${what}-painted`;
+    if (performance.getEntriesByName(name).length || state[name]) return;
+    state[name] = true;
+    requestAnimationFrame(() => setTimeout(() => performance.mark(name), 0));
   }
 
   function fillOperations() {
@@ -196,8 +236,10 @@
     }
   }
 
-  $("filter-operation").addEventListener("change", () => showJobs());
-  $("filter-status").addEventListener("change", () => showJobs());
+  // Another filter, another list: from its first page again.
+  for (const id of ["filter-operation", "filter-status"]) {
+    $(id).addEventListener("change", () => { state.jobsWanted = JOBS_PAGE; showJobs(); });
+  }
 
   // -- A job -----------------------------------------------------------------------------------
   async function showJob(id) {
@@ -452,11 +494,12 @@
   }
 
   // -- Map -------------------------------------------------------------------------------------
+  // The world outline, the collections and the footprints are fetched at once (one after the
+  // other, the footprints of a map of 1,000 were painted 1.3 s after the page was opened).
   async function showMap() {
-    if (!state.map) await createMap();
+    if (!state.map) createMap(); // not awaited: the outline draws itself under whatever is there
     state.map.invalidateSize();
-    await loadCollections();
-    await loadFootprints({ fit: !state.fitted });
+    await Promise.all([loadCollections(), loadFootprints({ fit: !state.fitted })]);
   }
 
   async function createMap() {
@@ -481,6 +524,12 @@
         fillOpacity: state.previews.has(featureKey(feature)) ? 0 : 0.55 }),
       onEachFeature: (feature, layer) => layer.on("click", () => selectItem(feature, layer)),
     }).addTo(map);
+    let pending = null;
+    map.on("moveend", () => {
+      clearTimeout(pending);
+      pending = setTimeout(() => loadFootprints({ fit: false }), 300);
+    });
+    $("map-collection").addEventListener("change", () => loadFootprints({ fit: true }));
     try {
       const response = await fetch(new URL("dashboard/static/vendor/world-atlas/countries-110m.json", API));
       const world = await response.json();
@@ -496,12 +545,6 @@
     } catch (err) {
       notice(`world outline not loaded: ${err.message}`);
     }
-    let pending = null;
-    map.on("moveend", () => {
-      clearTimeout(pending);
-      pending = setTimeout(() => loadFootprints({ fit: false }), 300);
-    });
-    $("map-collection").addEventListener("change", () => loadFootprints({ fit: true }));
   }
 
   // Longitudes made continuous along each line or ring (a step of more than 180° is a crossing).
@@ -552,7 +595,7 @@
 
   async function loadFootprints({ fit }) {
     if (state.view !== "map") return;
-    const params = new URLSearchParams({ limit: "500" });
+    const params = new URLSearchParams({ limit: String(FOOTPRINTS_PAGE) });
     if ($("map-collection").value) params.set("collection", $("map-collection").value);
     if (!fit) params.set("bbox", viewBbox());
     const features = [];
@@ -575,6 +618,7 @@
     const earth = features.filter((f) => !f.body);
     showPreviews(earth);
     state.footprints.addData(earth);
+    if (earth.length) painted("footprints");
     const bodies = [...new Set(elsewhere.map((f) => f.body))].sort().join(", ");
     $("map-count").textContent = `${earth.length} footprints${more ? ` (the first ${features.length}: zoom in for the rest)` : ""}` +
       (elsewhere.length ? `; ${elsewhere.length} on ${bodies} not drawn on the Earth` : "");

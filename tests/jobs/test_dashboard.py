@@ -141,7 +141,8 @@ def test_the_page_lists_the_job_and_shows_its_timeline_and_failure_reason(keyed,
             page.evaluate(f"(() => {{ const s = document.getElementById('filter-status'); s.value = '{status}';"
                           " s.dispatchEvent(new Event('change')); return true; })()")
             page.wait({"js": f"location.hash === '#/jobs' && performance.getEntriesByType('resource')"
-                             f".some(r => r.name.endsWith('/api/jobs?{'status=' + status if status else ''}'))"})
+                             ".some(r => { const u = new URL(r.name); return u.pathname.endsWith('/api/jobs')"
+                             f" && (u.searchParams.get('status') || '') === '{status}'; }})"})
             page.wait({"js": f"!!document.querySelector('tr[data-id=\"{job['id']}\"]') === {str(listed).lower()}"})
             assert page.evaluate("document.getElementById('jobs-empty').hidden") == listed, status
         page.click(f'tr[data-id="{job["id"]}"] a')
