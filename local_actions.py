@@ -11,10 +11,11 @@ the events with ``Decisions(dry=True)``). A mixin of ``Engine``.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from local_state import (ATOMIC_KINDS, HE, HTTP_ACTIVITY, Decisions, EngineError, Live,
+from local_state import (ATOMIC_KINDS, HE, HTTP_ACTIVITY, ActivityTimings, Decisions, EngineError, Live,
                          UnsupportedOperation, event, is_complete, iso, parse_iso, utcnow)
 
 if TYPE_CHECKING:
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
 
 class ActionPlanner:
     """Nodes from actions, the gate, and scheduling; ``Engine`` provides ``store``, ``ready``,
-    ``post``, ``create_instance`` and ``send_to_entity``."""
+    ``post``, ``create_instance``, ``send_to_entity`` and ``activity_timings``."""
 
     store: "Store"
     ready: set[str]
+    activity_timings: ActivityTimings
 
     # -- actions → nodes ------------------------------------------------------------------------
     def _build_node(self, live: Live, action: dict[str, Any]) -> dict[str, Any]:
@@ -136,11 +138,12 @@ class ActionPlanner:
         extra.append(event(HE.TASK_SCHEDULED, now, task_id, Name=name, Version="",
                            Input=input_text))
         if not decisions.dry:
-            self.add_activity_work(live, task_id, name, input_text, decisions)
+            self.add_activity_work(live, task_id, name, input_text, decisions, scheduled=now)
 
     def add_activity_work(self, live: Live, task_id: int, name: str, input_text: str | None,
-                          decisions: Decisions) -> None:
+                          decisions: Decisions, scheduled: datetime | None = None) -> None:
         key = (live.instance_id, live.execution_id, task_id)
+        self.activity_timings.scheduled(key, name, scheduled.timestamp() if scheduled else time.time())
         self.store.add_work([(*key, "activity", None,
                               json.dumps({"name": name, "input": input_text}))])
         decisions.activities.append((*key, name, input_text))

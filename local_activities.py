@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,16 @@ class ActivityOutcome:
     reason: str | None = None
     details: str | None = None
     outputs: dict[str, bytes] = field(default_factory=dict)
+    #: When the worker started and finished it (seconds since the epoch), and which worker
+    #: (process/thread): the engine's ``ActivityTimings``. None for outcomes the host made.
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+
+    def timed(self, started: float) -> "ActivityOutcome":
+        self.started, self.finished = started, time.time()
+        self.worker = f"{os.getpid()}/{threading.get_native_id()}"
+        return self
 
 
 def exception_details(err: BaseException) -> str:
@@ -108,26 +119,28 @@ def run_activity(activity: ActivityFunction, input_text: str | None,
                  client_json: str | None = None,
                  blobs: dict[str, bytes | None] | None = None) -> ActivityOutcome:
     """Invoke an activity as the worker does (in a pool thread or a worker process)."""
+    started = time.time()
     try:
         kwargs, outs = _kwargs(activity, input_text, client_json, blobs)
         result = activity.fn(**kwargs)
         if asyncio.iscoroutine(result):
             result = _worker_loop().run_until_complete(_adopted(result))
-        return _outcome(result, outs)
+        return _outcome(result, outs).timed(started)
     except Exception as err:  # noqa: BLE001 - user code failure becomes TaskFailed
-        return activity_failure(activity.name, err)
+        return activity_failure(activity.name, err).timed(started)
 
 
 async def run_activity_async(activity: ActivityFunction, input_text: str | None,
                              client_json: str | None = None,
                              blobs: dict[str, bytes | None] | None = None) -> ActivityOutcome:
     """An ``async def`` activity on the runtime's own event loop."""
+    started = time.time()
     try:
         kwargs, outs = _kwargs(activity, input_text, client_json, blobs)
         result = await _adopted(activity.fn(**kwargs))
-        return _outcome(result, outs)
+        return _outcome(result, outs).timed(started)
     except Exception as err:  # noqa: BLE001 - user code failure becomes TaskFailed
-        return activity_failure(activity.name, err)
+        return activity_failure(activity.name, err).timed(started)
 
 
 async def _adopted(coroutine: Any) -> Any:

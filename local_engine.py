@@ -47,7 +47,7 @@ from local_callhttp import DEFAULT_POLL_MS, HttpCall
 from local_actions import ActionPlanner
 from local_entities import EntityScheduling
 from local_functions import FunctionIndex
-from local_state import (COMPLETION_EVENTS, FAILURE_EVENTS, HE, LIVE, OUT_OF_PROC_MARKER,
+from local_state import (ActivityTimings, COMPLETION_EVENTS, FAILURE_EVENTS, HE, LIVE, OUT_OF_PROC_MARKER,
                          TERMINAL, Decisions, Inboxed, InstanceAlreadyRunning, InstanceNotFound,
                          Live, ReplayStats, UnknownFunction, check_instance_id, event,
                          input_for_context, is_complete, iso, played, utcnow)
@@ -109,6 +109,7 @@ class Engine(ActionPlanner, EntityScheduling):
         self.waiters: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
         self._stopping = False
         self.replay_stats = ReplayStats()
+        self.activity_timings = ActivityTimings()
         memoize_sdk_timestamps()
         self.init_entities()
         self._recover()
@@ -319,6 +320,8 @@ class Engine(ActionPlanner, EntityScheduling):
         self.store.delete_work(key for key, _ in results)
         now = utcnow()
         for (instance_id, execution_id, task_id), outcome in results:
+            self.activity_timings.completed((instance_id, execution_id, task_id), outcome.started,
+                                            outcome.finished, outcome.worker, now.timestamp())
             if outcome.ok:
                 ev = event(HE.TASK_COMPLETED, now, TaskScheduledId=task_id, Result=outcome.result)
             else:

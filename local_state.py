@@ -9,7 +9,9 @@ the extension's form (see ``history_for_status``).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import statistics
+import sys
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -287,6 +289,93 @@ class ReplayStats:
                 "us_per_event": round(self.seconds / self.events * 1e6, 2) if self.events else None,
                 "longest_episode": {"events": self.longest_events,
                                     "ms": round(self.longest_seconds * 1000, 2)}}
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityTiming:
+    """One activity invocation's moments (seconds since the epoch): ``scheduled`` (its
+    TaskScheduled event), ``started`` and ``finished`` in the worker that ran it, ``completed``
+    (its TaskCompleted or TaskFailed event). ``worker``: that worker's process and thread."""
+
+    name: str
+    worker: str
+    scheduled: float
+    started: float
+    finished: float
+    completed: float
+
+
+class ActivityTimings:
+    """Where activities' time went on this engine, per invocation (the last ``keep``, so memory
+    stays bounded: about 90 bytes each, 4.4 MB at most): waiting between being scheduled and a
+    worker starting it, running in the worker, and coming back as a history event. ``summary`` tells the two kinds of waiting apart:
+    a task waiting while every worker is busy (contention: more tasks than workers) and a worker
+    idle while a task waits (dispatch latency: the runtime's own cost)."""
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self._scheduled: dict[tuple[str, str, int], tuple[str, float]] = {}
+        self.records: deque[ActivityTiming] = deque(maxlen=keep)
+
+    def scheduled(self, key: tuple[str, str, int], name: str, when: float) -> None:
+        self._scheduled[key] = (name, when)
+
+    def completed(self, key: tuple[str, str, int], started: float | None, finished: float | None,
+                  worker: str | None, when: float) -> None:
+        name, at = self._scheduled.pop(key, ("", None))
+        if at is not None and started is not None and finished is not None:
+            self.records.append(ActivityTiming(name, sys.intern(worker or ""), at, started, finished, when))
+
+    def clear(self) -> None:
+        """Forget the finished invocations (those in flight keep their scheduled time)."""
+        self.records.clear()
+
+    def summary(self) -> dict[str, Any]:
+        return timing_summary(list(self.records))
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    """p50, p95 and sum of seconds, in ms."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": 0.0, "p95": 0.0, "sum": 0.0}
+    return {"p50": round(statistics.median(ordered) * 1000, 1),
+            "p95": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 1),
+            "sum": round(sum(ordered) * 1000, 1)}
+
+
+def timing_summary(records: list[ActivityTiming]) -> dict[str, Any]:
+    """Activity invocations summed up: ``queue_wait_ms`` (scheduled → a worker starts it),
+    ``run_ms`` (in the worker), ``result_ms`` (the worker done → its event in the history), each
+    p50 / p95 / sum; ``dispatch_gap_ms``: per worker, the time it sat idle between two tasks while
+    the second was already scheduled (the runtime's dispatch latency, as against waiting for a
+    busy worker); ``span``: the first schedule, first start, last finish and last completion
+    (epoch seconds), so a caller can place lead and tail against its own clock; by activity,
+    how many ran and their run time."""
+    if not records:
+        return {"activities": 0}
+    by_worker: dict[str, list[ActivityTiming]] = defaultdict(list)
+    by_name: dict[str, list[ActivityTiming]] = defaultdict(list)
+    for record in records:
+        by_worker[record.worker].append(record)
+        by_name[record.name].append(record)
+    gaps = []
+    for runs in by_worker.values():
+        runs.sort(key=lambda r: r.started)
+        gaps += [max(0.0, b.started - max(a.finished, b.scheduled)) for a, b in zip(runs, runs[1:])]
+    return {
+        "activities": len(records), "workers": len(by_worker),
+        "queue_wait_ms": _spread([r.started - r.scheduled for r in records]),
+        "run_ms": _spread([r.finished - r.started for r in records]),
+        "result_ms": _spread([r.completed - r.finished for r in records]),
+        "dispatch_gap_ms": _spread(gaps),
+        "span": {"first_scheduled": min(r.scheduled for r in records),
+                 "first_started": min(r.started for r in records),
+                 "last_finished": max(r.finished for r in records),
+                 "last_completed": max(r.completed for r in records)},
+        "by_activity": {name: {"count": len(runs), "run_s": round(sum(r.finished - r.started for r in runs), 3),
+                               "queue_wait_p50_ms": _spread([r.started - r.scheduled for r in runs])["p50"]}
+                        for name, runs in sorted(by_name.items())},
+    }
 
 
 @dataclass

@@ -25,7 +25,7 @@ from models import (IMPORT_CHUNK_SIZE, SEGMENT_CHUNKS, SYNC_CHUNK_SIZE, BlobDesc
                     ImportPlanRequest, ImportPrepared, ImportWriteTask, InspectResult, InventorySummary, JobResult,
                     MosaicRegistration, MosaicSummary, MosaicTask, ProcessTiledRasterRequest, StageRef, SyncJobPlan,
                     SettleCollectionsTask, SyncPlanRequest, TaskOutcome, TilePlanResult, TileTask, UnpublishPlan, UnpublishPlanRequest,
-                    SegmentTask, UnpublishRequest, VisibilityTask)
+                    SegmentTask, UNPUBLISH_NAMES, UnpublishRequest, VisibilityTask)
 from cube_jobs import CubeFinished, CubeFinishTask, CubeGroupTask, CubePlan, CubeTask
 from orchestration import (call, chunk, chunk_id, each, gather, job, name_of, outcome_of, outcomes, report,  # noqa: F401
                            schedule, settle, starts)
@@ -68,9 +68,14 @@ def sync_container(context, request, result: JobResult):
         return result
     # A file already cataloged for its ETag is skipped: counted (total, skipped), not scheduled.
     result.total = result.skipped = plan.counts.get("unchanged", 0)
-    if plan.removed_sources:  # a source gone: its whole output goes, through unpublish
-        result.detail["removed"] = yield from unpublish_sources(
-            context, result, UnpublishRequest(container=request.container, blobs=plan.removed_sources))
+    if plan.removed_sources:  # a source gone: its whole output goes, through unpublish (of at most
+        removed: int | None = 0  # UNPUBLISH_NAMES sources each: one request names no more)
+        for batch, start in enumerate(range(0, len(plan.removed_sources), UNPUBLISH_NAMES)):
+            count = yield from unpublish_sources(context, result, UnpublishRequest(
+                container=request.container, blobs=plan.removed_sources[start:start + UNPUBLISH_NAMES],
+                segment_chunks=request.segment_chunks), batch)
+            removed = None if count is None or removed is None else removed + count
+        result.detail["removed"] = removed
     chunks = [CatalogChunkTask(chunk=c, container=request.container, collection=plan.collection, draft=request.draft)
               for c in plan.chunks]
     result = yield from gather_chunks(context, catalog_chunk, chunks, result, stage="cataloging",
@@ -497,16 +502,17 @@ def convert_assets(context, chunk: ImportChunkTask, items: list[ImportPrepared],
 
 @job(bp)
 def unpublish(context, request, result: JobResult):
-    """Plan the output groups → one sub-orchestration per chunk of groups, one activity per group
-    → settle the collections touched (extent, searches of the emptied, the removed collection)."""
+    """Plan the output groups → one sub-orchestration per chunk of groups (in segments past
+    ``segment_chunks`` chunks, ``gather_chunks``), one activity per group → settle the collections touched (extent, searches of the emptied, the removed collection)."""
     report(context, "planning", result, 0)
     plan = yield from call(context, act.plan_unpublish, UnpublishPlanRequest(
         request=request, plan_id=context.instance_id.replace(":", "-")), UnpublishPlan)
     result.detail = {"plan": plan.model_dump(mode="json", exclude={"chunks"})}
     if request.dry_run:
         return result
-    result = yield from gather(context, starts(context, unpublish_chunk, plan.chunks), result, stage="removing",
-                               total=plan.groups, names=list(plan.chunks), in_flight=request.chunks_in_flight)
+    result = yield from gather_chunks(context, unpublish_chunk, plan.chunks, result, stage="removing",
+                                      total=plan.groups, names=list(plan.chunks), in_flight=request.chunks_in_flight,
+                                      segment_chunks=request.segment_chunks)
     if plan.collections:
         result.detail["collections"] = yield from call(context, act.settle_collections, SettleCollectionsTask(
             collections=plan.collections, remove=request.collection if request.entire_collection else None))
@@ -525,11 +531,11 @@ def unpublish_chunk(context, chunk: ChunkRef, result: JobResult):
     return result
 
 
-def unpublish_sources(context, result: JobResult, request: UnpublishRequest):
-    """A job's gone sources unpublished by a sub-orchestration (their whole output: items, tiles'
-    items, COGs, tiles, thumbnails, mosaics); its failures become the job's. The number of items
-    removed (None when some group failed)."""
-    done = yield from call(context, unpublish, request, JobResult, instance_id=chunk_id(context, "unpublish", 0))
+def unpublish_sources(context, result: JobResult, request: UnpublishRequest, index: int = 0):
+    """A job's gone sources unpublished by a sub-orchestration (``<job id>:unpublish-0000<index>``;
+    their whole output: items, tiles' items, COGs, tiles, thumbnails, mosaics); its failures become
+    the job's. The number of items removed (None when some group failed)."""
+    done = yield from call(context, unpublish, request, JobResult, instance_id=chunk_id(context, "unpublish", index))
     if done.failed:
         result.add(done.failures)
         return None
@@ -604,4 +610,4 @@ def chunk_segment(context: df.DurableOrchestrationContext):
 
 
 #: The chunk orchestrators a segment may run (``SegmentTask.orchestrator`` names one).
-CHUNK_ORCHESTRATORS = {name_of(f): f for f in (catalog_chunk, convert_chunk, import_chunk)}
+CHUNK_ORCHESTRATORS = {name_of(f): f for f in (catalog_chunk, convert_chunk, import_chunk, unpublish_chunk)}

@@ -314,6 +314,11 @@ class ImportStacRequest(ContainerJob):
         return CogOptions(profile=self.profile, max_z_error=self.max_z_error, resampling=self.resampling)
 
 
+#: The most source blobs (or items) one unpublish request names; a sync whose gone sources are
+#: more runs one unpublish per this many (``orchestrators.sync_container``).
+UNPUBLISH_NAMES = 10_000
+
+
 class UnpublishRequest(ContainerJob):
     """Remove what the service published for source ``blobs`` or a source ``prefix`` in
     ``container``, for ``items`` of ``collection``, or for the ``entire_collection``: items (tile
@@ -321,15 +326,16 @@ class UnpublishRequest(ContainerJob):
     it empties; only outputs whose metadata says the service wrote them, never a source blob.
     ``collection`` narrows a source selection to one collection. ``dry_run`` returns the plan."""
 
-    blobs: list[BlobName] | None = Field(None, min_length=1, max_length=10000)
+    blobs: list[BlobName] | None = Field(None, min_length=1, max_length=UNPUBLISH_NAMES)
     prefix: Prefix | None = None
-    items: list[ItemId] | None = Field(None, min_length=1, max_length=10000)
+    items: list[ItemId] | None = Field(None, min_length=1, max_length=UNPUBLISH_NAMES)
     entire_collection: bool = False
     collection: CollectionId | None = None
     output_container: ContainerName | None = None
     dry_run: bool = False
     chunk_size: int | None = Field(None, ge=1, le=1000, description="output groups per sub-orchestration")
     chunks_in_flight: ChunksInFlight | None = None
+    segment_chunks: SegmentChunks | None = None
 
     @model_validator(mode="after")
     def _one_selection(self) -> "UnpublishRequest":

@@ -284,7 +284,7 @@ class SegmentTask(BaseModel):
     orchestrator and inputs, at most ``in_flight`` at once), the names each counts as failed if it
     fails outright (``orchestration.gather``), and what its progress counts."""
 
-    orchestrator: Literal["catalog_chunk", "convert_chunk", "import_chunk"]
+    orchestrator: Literal["catalog_chunk", "convert_chunk", "import_chunk", "unpublish_chunk"]
     chunks: list[dict[str, Any]]
     names: list[list[str] | ChunkRef]
     in_flight: int | None = None

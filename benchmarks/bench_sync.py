@@ -149,6 +149,7 @@ def ours(files: int, chunk_size: int | None, state: Path, pool: str, workers: in
         tasks = get(f"{runtime.base_url}/api/jobs/{started['id']}/tasks?top=5000")["tasks"][:files]
         workers = runtime.max_activity_workers
         replay = runtime.engine.replay_stats.summary()
+        timings = runtime._call(runtime.engine.activity_timings.summary)
         replay["full_chunk_replay"] = runtime._call(full_replays, runtime.engine, started["id"])
     output = status["output"]
     work = [t["work_seconds"] for t in tasks if t.get("work_seconds") is not None]
@@ -163,18 +164,10 @@ def ours(files: int, chunk_size: int | None, state: Path, pool: str, workers: in
             "orchestration_overhead_s": round(max(0.0, wall - busy), 3),
             "cpu_s": cpu, "cpu_ms_per_file": {k: round(v * 1000 / files, 3) for k, v in cpu.items()},
             "tasks_page_ms": round(tasks_page_ms, 1), "jobs_page_ms": jobs_page_ms,
-            "queue_wait_ms": queue_wait(tasks), "replay": replay}
-
-
-def queue_wait(tasks: list[dict]) -> dict:
-    """Per task, the time from scheduled to completed that the activity did not spend working
-    (waiting in the queue for a worker, and its result's way back): median and 95th percentile."""
-    waits = sorted((t["seconds"] - t["work_seconds"]) * 1000 for t in tasks
-                   if t.get("seconds") is not None and t.get("work_seconds") is not None)
-    if not waits:
-        return {}
-    return {"median": round(statistics.median(waits), 1), "p95": round(waits[int(0.95 * (len(waits) - 1))], 1),
-            "tasks": len(waits)}
+            # the runtime's record of each activity (local_state.ActivityTimings): scheduled → a
+            # worker starts it (p50 / p95 / sum), and a worker idle while a task waited
+            "queue_wait_ms": timings.get("queue_wait_ms", {}), "dispatch_gap_ms": timings.get("dispatch_gap_ms", {}),
+            "activities": timings.get("activities", 0), "replay": replay}
 
 
 @contextlib.contextmanager

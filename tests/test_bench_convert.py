@@ -1,4 +1,5 @@
-"""The conversion benchmark still runs (2 files, one run) and both sides write the same bytes."""
+"""The conversion benchmark still runs (2 files, one run), both sides write the same bytes, and the
+runtime's record of each activity (scheduled, started, finished, completed) explains our wall time."""
 from __future__ import annotations
 
 import json
@@ -19,3 +20,16 @@ def test_benchmark_runs_and_reports_json(tmp_path):
     assert figures["ours"]["bytes"] == figures["shell"]["bytes"] > 0
     assert figures["ours"]["cpu_s"] > 0 and figures["shell"]["cpu_s"] > 0
     assert isinstance(figures["target_met"], bool)
+    assert figures["ratio_median"] == figures["ratios"][0] > 0 and figures["runs"] == 1
+    # every activity of the job was recorded once, in the worker processes
+    activities = figures["ours"]["activities"]
+    assert activities["by_activity"]["convert_blob"]["count"] == 2
+    assert activities["by_activity"]["inspect_raster"]["count"] == 2
+    assert activities["workers"] >= 1 and activities["run_ms"]["sum"] > 0
+    wait = figures["queue_wait_ms"]
+    assert 0 <= wait["p50"] <= wait["p95"] <= wait["sum"], wait
+    # the wall time beyond the activities' run time, and its parts (each within the wall)
+    wall, parts = figures["ours"]["wall_s"], figures["overhead_breakdown_s"]
+    assert 0 < figures["dispatch_overhead_s"] < wall
+    assert all(0 <= parts[k] <= wall for k in ("lead", "dispatch_gaps", "idle_nothing_scheduled", "tail")), parts
+    assert parts["lead"] + parts["tail"] <= figures["dispatch_overhead_s"] + 0.005, (parts, figures["dispatch_overhead_s"])

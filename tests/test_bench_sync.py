@@ -17,6 +17,8 @@ def test_benchmark_runs_and_reports_json(tmp_path):
     assert figures["files"] == 30
     run = figures["ours"]["runs"][0]
     assert run["status"] == "Completed" and run["items"] == 30 and run["failed"] == 0
+    # the runtime's record of each activity: every catalog task at least, scheduled → started
+    assert run["activities"] >= 30 and 0 <= run["queue_wait_ms"]["p50"] <= run["queue_wait_ms"]["p95"], run
     assert figures["ours"]["storage_requests_per_file"] > 0 and figures["script"]["items_per_s"] > 0
     cost = figures["progress_cost"]
     assert cost["items_per_s_with"] > 0 and cost["items_per_s_without"] > 0

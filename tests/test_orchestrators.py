@@ -169,3 +169,46 @@ def test_gather_counts_a_failed_chunk_as_its_files_failed_and_goes_on():
     assert state["isDone"], state
     assert (state["output"]["done"], state["output"]["failed"]) == (9, 1)
     assert state["output"]["failures"][0]["name"] == "f2.tif" and state["output"]["failures"][0]["error"] == "ChunkFailed"
+
+
+# -- sync_container: the gone sources' outputs unpublished, at most UNPUBLISH_NAMES per request ---
+
+def _flat(actions):
+    """Every action of a state, compound ones' inside (``call`` awaits its task in a task_all)."""
+    for action in (a for group in actions for a in group) if actions and isinstance(actions[0], list) else actions:
+        yield action
+        yield from _flat(action.get("compoundActions") or [])
+
+def test_a_sync_with_more_gone_sources_than_one_unpublish_names_runs_one_unpublish_per_batch():
+    """10,001 sources gone: an unpublish of 10,000 then one of 1 (one request names at most
+    UNPUBLISH_NAMES), their removed items summed. On the old code the job failed: its one
+    UnpublishRequest of 10,001 blobs was refused inside the orchestrator (a ValidationError)."""
+    from models import UNPUBLISH_NAMES
+
+    gone = [f"b{i:05d}.tif" for i in range(UNPUBLISH_NAMES + 1)]
+    plan = {"collection": "box", "mode": "incremental", "dry_run": False, "counts": {}, "added": [], "changed": [],
+            "removed": [], "unchanged": [], "ignored": [], "removed_sources": gone}
+    handle = handle_of(orchestrators.sync_container)
+    history = History("sync_container", {"container": "box"})  # task 0: the metrics signal
+    history.scheduled(1, "plan_sync").next_episode().completed(1, plan)
+    unpublished = []
+    for seq, items in ((2, 7), (3, 1)):
+        state = history.run(handle)
+        assert not state.get("error"), state.get("error")
+        call = [a for a in _flat(state["actions"]) if a["actionType"] in (2, 3)][-1]
+        unpublished.append(call)
+        history.events.append(history._event(7, seq, Name="unpublish", InstanceId=call["instanceId"]))
+        history.next_episode()
+        history.events.append(history._event(8, TaskScheduledId=seq, Result=json.dumps(
+            {"operation": "unpublish", "total": items, "done": items, "detail": {"removed": {"items": items}}})))
+    assert [c["instanceId"] for c in unpublished] == ["test-instance:unpublish-00000", "test-instance:unpublish-00001"]
+    assert [json.loads(c["input"])["blobs"] for c in unpublished] == [gone[:UNPUBLISH_NAMES], gone[UNPUBLISH_NAMES:]]
+    for seq, name, answer in ((4, "finalize_catalog", {"collection": "box", "catalog": "static"}),
+                              (5, "register_mosaic", {"collection": "box"})):
+        state = history.run(handle)
+        assert not state.get("error"), state.get("error")
+        assert [a["functionName"] for a in _flat(state["actions"]) if a["actionType"] in (0, 1)][-1] == name
+        history.scheduled(seq, name).next_episode().completed(seq, answer)
+    state = history.run(handle)
+    assert state["isDone"], state.get("error")
+    assert state["output"]["detail"]["removed"] == 8

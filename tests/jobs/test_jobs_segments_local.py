@@ -164,3 +164,47 @@ def test_segment_chunks_is_checked(host, segbox):
     code, body = host.submit("sync_container", {"container": segbox, "segment_chunks": 1})
     assert code == 400 and "segment_chunks" in json.dumps(body), body
     assert "greater than or equal to 2" in json.dumps(body), body
+
+
+def test_an_unpublish_of_many_chunks_runs_them_in_segments_and_removes_everything(host, store, segbox):
+    """A conversion's 12 COGs and items, unpublished in chunks of 2 groups, segments of 3 chunks:
+    6 chunks in 2 segments, every group counted once, nothing left. On code where unpublish gathers
+    its chunks itself the request's ``segment_chunks`` is refused (400)."""
+    blobs = [f"r/r{i:03d}.tif" for i in range(20, 32)]
+    converted = host.run("cog_conversion", {"container": segbox, "blobs": blobs, "output_container": "unsegcogs",
+                                            "collection": "unsegs"}, timeout=300)
+    assert (converted["output"]["done"], converted["output"]["failed"]) == (12, 0), converted["output"]
+    assert len(catalog_items("unsegs")) == 12 and len(list(store.iter_blobs("unsegcogs"))) >= 12
+
+    code, started = host.submit("unpublish", {"container": segbox, "entire_collection": True, "collection": "unsegs",
+                                              "output_container": "unsegcogs", "chunk_size": 2, "segment_chunks": 3,
+                                              "chunks_in_flight": 2})
+    assert code == 202, started
+    seen, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline:
+        code, status = host.get(f"/api/jobs/{started['id']}")
+        assert code == 200, status
+        if status["runtimeStatus"] not in ("Running", "Pending"):
+            break
+        if isinstance(status.get("customStatus"), dict):
+            seen.append(status["customStatus"])
+        time.sleep(0.02)
+    output = status["output"]
+    assert status["runtimeStatus"] == "Completed", status
+    groups = output["detail"]["plan"]["groups"]
+    assert groups == 12, output["detail"]["plan"]
+    assert (output["total"], output["done"], output["failed"]) == (groups, groups, 0), output
+    assert output["detail"]["removed"]["items"] == 12, output["detail"]
+    job = status["instanceId"]
+    assert sub_orchestrations(history(host, job)) == ["chunk_segment"] * 2
+    for s in range(2):
+        assert sub_orchestrations(history(host, f"{job}:segment-{s:05d}")) == ["unpublish_chunk"] * 3, s
+    removing = [p for p in seen if p.get("stage") == "removing"]
+    assert all(p["total"] == groups for p in removing), removing[:3]
+    finished = [p["done"] + p["failed"] for p in removing]
+    assert finished == sorted(finished), finished
+    code, tasks = host.get(f"/api/jobs/{job}/tasks?top=1000")
+    assert code == 200 and tasks["total"] == groups, tasks
+    assert not catalog_items("unsegs")
+    assert not [b.name for b in store.iter_blobs("unsegcogs")]
+    assert len([b for b in store.iter_blobs(segbox) if b.name in blobs]) == 12  # the sources stay

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from local_runtime import LocalRuntime
+from local_state import ActivityTiming, timing_summary
 
 
 @pytest.fixture
@@ -27,6 +28,33 @@ def test_function_chaining(rt: LocalRuntime) -> None:
 def test_fan_out_fan_in(rt: LocalRuntime) -> None:
     status = rt.wait_for(rt.start_new("e2_backup_site_content", "D:/home"), 10)
     assert status["output"] == sum(100 * (i + 1) for i in range(12))
+
+
+def test_each_activity_is_timed_from_scheduled_to_completed(rt: LocalRuntime) -> None:
+    """The engine records every activity of a fan-out once: scheduled (its TaskScheduled time), started
+    and finished in the worker, completed (its TaskCompleted time), in that order."""
+    rt._call(rt.engine.activity_timings.clear)
+    rt.wait_for(rt.start_new("e2_backup_site_content", "D:/home"), 10)
+    records = rt._call(lambda: list(rt.engine.activity_timings.records))
+    assert sorted(r.name for r in records) == ["e2_copy_file_to_blob"] * 12 + ["e2_get_file_list"]
+    for r in records:  # one clock (time.time()) in the host and its pool threads; the history's is ms-rounded
+        assert r.scheduled - 0.002 <= r.started <= r.finished <= r.completed + 0.002, r
+    summary = rt._call(rt.engine.activity_timings.summary)
+    assert summary["activities"] == 13 and summary["by_activity"]["e2_copy_file_to_blob"]["count"] == 12
+    assert not rt.engine.activity_timings._scheduled  # nothing left in flight
+
+
+def test_dispatch_gaps_count_a_worker_idle_only_while_a_task_waited() -> None:
+    """Worker w runs a (0 → 1); b, scheduled at 0, starts at 1.5: 0.5 s of dispatch gap; c, scheduled at
+    3 (nothing waited from 2 to 3), starts at 3.25: 0.25 s. Queue waits 0, 1.5, 0.25."""
+    records = [ActivityTiming("x", "w", 0.0, 0.0, 1.0, 1.1), ActivityTiming("x", "w", 0.0, 1.5, 2.0, 2.1),
+               ActivityTiming("x", "w", 3.0, 3.25, 4.0, 4.5)]
+    summary = timing_summary(records)
+    assert summary["dispatch_gap_ms"]["sum"] == 750.0
+    assert summary["queue_wait_ms"] == {"p50": 250.0, "p95": 250.0, "sum": 1750.0}
+    assert summary["result_ms"]["sum"] == 700.0 and summary["run_ms"]["sum"] == 2250.0
+    assert summary["span"] == {"first_scheduled": 0.0, "first_started": 0.0, "last_finished": 4.0,
+                               "last_completed": 4.5}
 
 
 def test_human_interaction_approved(rt: LocalRuntime) -> None:
