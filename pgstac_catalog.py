@@ -290,7 +290,8 @@ class PgStacCatalog:
     def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
         return outbox.connection_of(self._source)
 
-    def _run(self, what: str, work: Callable[[psycopg.Connection], Any], *, pipeline: bool = False) -> Any:
+    def _run(self, what: str, work: Callable[[psycopg.Connection], Any], *, pipeline: bool = False,
+             configure: bool = True) -> Any:
         """Run ``work(conn)`` in one transaction, retrying named transient errors (deadlock,
         serialization failure, a pooled connection lost) a bounded number of times with
         exponential backoff and jitter. Anything else that reaches the database fails at once:
@@ -303,7 +304,7 @@ class PgStacCatalog:
                 "%s: transient %s, retry %d", what, type(state.outcome.exception()).__name__,
                 state.attempt_number))
         try:
-            return retrying(self._transaction, work, pipeline)
+            return retrying(self._transaction, work, pipeline, configure)
         except (*TRANSIENT_ERRORS, _LostConnection) as err:
             cause = err.__cause__ if isinstance(err, _LostConnection) else err
             raise CatalogUnavailable(f"{what}: still failing after {self.retries} retries: {cause}") from err
@@ -322,16 +323,21 @@ class PgStacCatalog:
         """Take the collection's writers' advisory lock for the rest of the transaction."""
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _lock_key(collection_id)))
 
-    def _transaction(self, work: Callable[[psycopg.Connection], Any], pipeline: bool = False) -> Any:
+    def _transaction(self, work: Callable[[psycopg.Connection], Any], pipeline: bool = False,
+                     configure: bool = True) -> Any:
         """``work`` in one transaction; with ``pipeline`` its statements go out without waiting
-        for each answer (one round trip for a write that reads nothing back; no COPY in it)."""
+        for each answer (one round trip for a write that reads nothing back; no COPY in it).
+        ``configure``: pgSTAC's search path and no JIT for the transaction (not needed by a
+        statement on our own tables with qualified names: the per-file stage write)."""
         conn = None
         try:
             with self._connection() as conn, (conn.pipeline() if pipeline else contextlib.nullcontext()), \
                     conn.transaction():
                 # No JIT: pgSTAC's cost estimates of a collection-wide aggregate (the summary)
                 # pass jit_above_cost, and compiling took 0.6 s of a 9 ms query on 1,000 items.
-                conn.execute("SELECT set_config('search_path', 'pgstac,public', true), set_config('jit', 'off', true)")
+                if configure:
+                    conn.execute("SELECT set_config('search_path', 'pgstac,public', true), "
+                                 "set_config('jit', 'off', true)")
                 return work(conn)
         except TRANSIENT_ERRORS:
             raise
@@ -425,7 +431,7 @@ class PgStacCatalog:
                 cur.executemany(_STAGE_PUT, rows)
             return len(rows)
 
-        staged = self._run(f"stage {len(rows)} items", work, pipeline=True)
+        staged = self._run(f"stage {len(rows)} items", work, pipeline=True, configure=False)
         self._stage_ready = True  # only once a transaction that created the table committed
         return staged
 

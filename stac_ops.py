@@ -476,10 +476,15 @@ def get_extensions(assets: Mapping[str, pystac.Asset], renders: Mapping[str, Any
     return extensions
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain_json(value: Any) -> Any:
     """``value`` with only JSON's own types: numpy scalars become Python numbers (a numpy float
     is a ``float`` subclass the standard library writes but orjson, the catalogs' writer, refuses),
     tuples and arrays lists; dict keys stay as they are."""
+    if type(value) in _JSON_SCALARS:  # most of an item: exact types, numpy's subclasses excluded
+        return value
     if isinstance(value, Mapping):
         return {key: plain_json(inner) for key, inner in value.items()}
     if isinstance(value, (list, tuple)):

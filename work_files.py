@@ -25,7 +25,8 @@ def work_dir() -> Path:
     process (a worker starting) removes staging directories older than the function timeout:
     what a killed worker left behind; no live activity can be that old."""
     root = get_settings().work_dir
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():  # a stat, not a refused mkdir, on every call after the first
+        root.mkdir(parents=True, exist_ok=True)
     if str(root) not in _stale_removed:
         _stale_removed.add(str(root))
         removed = remove_stale_staging(root, function_timeout())
