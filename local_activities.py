@@ -259,7 +259,11 @@ class WorkerProcesses:
                  initargs: tuple) -> None:
         self._context, self._threads = context, threads
         self._init = (initializer, initargs)
-        self._tasks, self._results = context.Queue(), context.Queue()
+        # Results travel through a SimpleQueue: a worker's put is written to the pipe before it
+        # returns (a Queue's feeder thread sends later), so the "taken" a worker sends before it
+        # starts a call reaches the host even when the call kills the process at once; with a
+        # Queue the host could miss it and the call would wait forever for a dead worker.
+        self._tasks, self._results = context.Queue(), context.SimpleQueue()
         self._futures: dict[int, concurrent.futures.Future[Any]] = {}
         self._taken: dict[int, int] = {}  # call → pid of the worker running it
         self._lock = threading.Lock()
@@ -288,15 +292,16 @@ class WorkerProcesses:
         return future
 
     def _collect(self) -> None:
+        reader = self._results._reader  # SimpleQueue's get has no timeout: poll its pipe
         while True:
             try:
-                key, status, value = self._results.get(timeout=1.0)
-            except queue.Empty:
-                self._check_workers()
-                continue
+                if not reader.poll(1.0):
+                    if self._closed:
+                        return
+                    self._check_workers()
+                    continue
+                key, status, value = self._results.get()
             except (EOFError, OSError):
-                return
-            if key is None:
                 return
             with self._lock:
                 if status == "ready":
@@ -341,8 +346,7 @@ class WorkerProcesses:
         for future in futures:
             future.cancel()
         for proc in self._procs:
-            proc.terminate()
-        self._results.put((None, None, None))
+            proc.terminate()  # the collector sees ``_closed`` within a second and ends
 
 
 class _ToHostLoggers(logging.Handler):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -126,6 +128,28 @@ def test_process_pool_forwards_activity_logs_to_the_host(
               "job-7 went wrong" in r.getMessage()]
     assert len(failed) == 1 and failed[0].process != os.getpid()
     assert failed[0].levelname == "WARNING" and "conformance_app.py" in failed[0].getMessage()
+
+
+def test_a_worker_killed_as_it_starts_a_call_fails_that_call_on_a_busy_machine(tmp_path: Path) -> None:
+    """A call that kills its worker at once (a segfault on open): the worker's "taken" must reach
+    the host first, or the host never learns whose call died and the job waits forever. With
+    results on a Queue, its feeder thread sent "taken" later, and on a busy machine the kill
+    often came first (5 of 15 runs hung with two busy loops beside); results on a SimpleQueue
+    are written before the call starts. Five runs beside two busy loops: every one completes."""
+    ref = f"{Path(__file__).resolve().parent / 'apps' / 'crash_app.py'}:app"
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        outcomes = []
+        for run in range(5):
+            with LocalRuntime(ref, db_path=tmp_path / f"k{run}.sqlite", port=0, activity_pool="process",
+                              max_activity_workers=2) as rt:
+                instance_id = rt.start_new("die_then_retry", str(tmp_path / f"died-{run}"))
+                outcomes.append(rt.wait_for(instance_id, 30)["runtimeStatus"])
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    assert outcomes == ["Completed"] * 5
 
 
 def test_a_worker_process_killed_mid_activity_is_replaced_and_the_retry_runs(tmp_path: Path) -> None:
