@@ -4,19 +4,37 @@ footprints and colours off a screenshot."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 
-from consumers import colour_fraction, crop, dominant_colours
+from consumers import Browser, artifacts_root, colour_fraction, crop, dominant_colours
 
 KEY = "dashboard-test-key-5c1d0e"
 THUMBNAIL_RGB = (0, 90, 255)
 # The page's colours (dashboard.css): task outcomes and the map.
 DONE, FAILED = (46, 133, 64), (214, 40, 40)
 LAND, OCEAN = (236, 233, 225), (207, 227, 243)
+
+
+def browser_session(name: str):
+    """A Chromium driver logging to ``artifacts/<name>`` for a module's tests (a fixture's body)."""
+    driver = Browser(log_dir=artifacts_root() / name).start()
+    try:
+        yield driver
+    finally:
+        driver.stop()
+
+
+def shots_dir(name: str, test_name: str):
+    """A fresh ``artifacts/<name>/<test>`` directory for a test's screenshots."""
+    path = artifacts_root() / name / test_name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def call(url: str, *, key: str | None = None, method: str = "GET", body: dict | None = None) -> tuple[int, bytes, dict]:

@@ -14,15 +14,14 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import urllib.parse
 import urllib.request
 
 import pytest
 from PIL import Image
 
-from consumers import Browser, artifacts_root, crop, dominant_colours
-from dashboard_checks import (DONE, FAILED, KEY, LAND, OCEAN, THUMBNAIL_RGB, call, check_names_on_the_job_page,
+from consumers import crop, dominant_colours
+from dashboard_checks import (browser_session, shots_dir, DONE, FAILED, KEY, LAND, OCEAN, THUMBNAIL_RGB, call, check_names_on_the_job_page,
                               footprint_boxes, footprint_tint, has_colour, is_footprint_orange, named_conversion,
                               wait_for_job)
 from local_runtime import LocalRuntime
@@ -45,19 +44,12 @@ def keyed(service_env, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    driver = Browser(log_dir=artifacts_root() / "dashboard").start()
-    try:
-        yield driver
-    finally:
-        driver.stop()
+    yield from browser_session("dashboard")
 
 
 @pytest.fixture
 def shots(request):
-    path = artifacts_root() / "dashboard" / request.node.name
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
+    return shots_dir("dashboard", request.node.name)
 
 
 @pytest.fixture(scope="module")

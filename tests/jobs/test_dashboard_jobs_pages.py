@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import shutil
 
 import pytest
 
-from consumers import Browser, artifacts_root, crop, dominant_colours, non_background_fraction
-from dashboard_checks import DONE, KEY, call, has_colour, wait_for_job
+from consumers import crop, dominant_colours, non_background_fraction
+from dashboard_checks import browser_session, shots_dir, DONE, KEY, call, has_colour, wait_for_job
 from local_runtime import LocalRuntime
 from services import applied_local_env
 
@@ -66,19 +65,12 @@ def jobs(served, store):
 
 @pytest.fixture(scope="module")
 def browser():
-    driver = Browser(log_dir=artifacts_root() / "dashboard-jobs-pages").start()
-    try:
-        yield driver
-    finally:
-        driver.stop()
+    yield from browser_session("dashboard-jobs-pages")
 
 
 @pytest.fixture
 def shots(request):
-    path = artifacts_root() / "dashboard-jobs-pages" / request.node.name
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
+    return shots_dir("dashboard-jobs-pages", request.node.name)
 
 
 def _row_ids(page) -> list[str]:
@@ -124,7 +116,7 @@ def test_more_jobs_loads_the_next_page_and_the_list_keeps_it(served, jobs, brows
         # A job started meanwhile; to a job's page and back: the list holds the new job on top
         # and still every job loaded before (reread, not the first page alone).
         late = _run(served, "hello_world", {"name": "late", "count": 1})["instanceId"]
-        page.click(f"#jobs-rows tr:nth-child(103) a")
+        page.click("#jobs-rows tr:nth-child(103) a")
         page.wait({"js": f"document.getElementById('job-title').textContent.includes({json.dumps(ids[102])})"})
         page.click("#view-job a[href='#/jobs']")
         page.wait({"js": f"document.querySelectorAll('#jobs-rows tr').length === {everything + 1}"})
