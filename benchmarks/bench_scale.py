@@ -11,7 +11,10 @@ Phases (``make bench-scale PHASES=cpu,pages``):
   the blobs it holds), the plain script's at the same sizes; ``/tasks?top=100`` and ``/api/jobs``
   on the large job; the time tasks wait between scheduled and done beyond their own work. Keys
   ``cpu_ms_per_file_<small>``, ``cpu_ms_per_file_<large>``, ``cpu_per_file_ratio_<large>_vs_<small>``
-  (``1k``, ``100k``…).
+  (``1k``, ``100k``…). With ``--backend local`` the files are a local directory store's (hard
+  links to ``distinct`` COGs: the bytes of 100,000 files without 22 GB of copies) and the catalog
+  the same real pgSTAC: the issue's "run the 100k phase on the local backend too if Azurite's
+  growth hides ours" (Azurite's CPU per request grows with the blobs its container holds).
 * ``segments``: ``--segment-files`` files in chunks of 10 (many chunks at a small size), gathered
   by the job itself (``segment_chunks`` above the chunk count: the code before segments) and in
   segments of 100: the job's host CPU per file before → after.
@@ -59,8 +62,13 @@ def ours_cpu(run: dict) -> float:
 
 
 def cpu_phase(args, store, dsn: str, counts, tmp: Path) -> dict:
-    bench_sync.upload_copies(store, args.large)
-    out: dict = {}
+    prepare_start = time.perf_counter()
+    if args.backend == "local":
+        linked_copies(store, args.large)
+    else:
+        bench_sync.upload_copies(store, args.large)
+    prepare_s = time.perf_counter() - prepare_start
+    out: dict = {"backend": args.backend, "prepare_s": round(prepare_s, 1)}
     for files in (args.small, args.large):
         prefix = "c/" if files == args.large else f"c/{'0' * (5 - len(str(files - 1)))}"
         if files != args.large and files not in (10, 100, 1000, 10_000):
@@ -77,7 +85,8 @@ def cpu_phase(args, store, dsn: str, counts, tmp: Path) -> dict:
                               threads=args.threads, prefix=prefix)
         label = size_label(files)
         out[f"cpu_ms_per_file_{label}"] = ours_cpu(run)
-        out[f"run_{label}"] = {"items": run["items"], "failed": run["failed"], "wall_s": run["wall_s"],
+        out[f"run_{label}"] = {"items": run["items"], "failed": run["failed"],
+                               "pgstac_items": pgstac_count(dsn, f"scale-{files}"), "wall_s": run["wall_s"],
                                "cpu_ms_per_file": run["cpu_ms_per_file"], "tasks_top100_ms": run["tasks_page_ms"],
                                "jobs_page_ms": run["jobs_page_ms"], "queue_wait_ms": run["queue_wait_ms"],
                                "replay": {k: run["replay"].get(k) for k in ("invoked", "elided", "seconds")},
@@ -92,6 +101,28 @@ def cpu_phase(args, store, dsn: str, counts, tmp: Path) -> dict:
                                           / out[f"run_{small}"]["script_cpu_ms_per_file"], 3)
     out["target"] = "ratio within 0.8..1.2; tasks_top100_ms < 100"
     return out
+
+
+def pgstac_count(dsn: str, collection: str) -> int:
+    """The items pgSTAC holds in ``collection`` (the exact count after the sync)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM pgstac.items WHERE collection = %s", (collection,)).fetchone()[0]
+
+
+def linked_copies(store, count: int, distinct: int = 1000) -> None:
+    """``count`` blobs ``c/00000.tif`` … in a local directory store: the first ``distinct`` written
+    through the store (``bench_sync.upload_copies``), the rest hard links to them and to their
+    metadata sidecars (the same bytes; one inode per ``distinct`` file, so the same ETag)."""
+    bench_sync.upload_copies(store, min(count, distinct), distinct)
+    base = store.root / bench_sync.CONTAINER / "c"
+    meta = store.root / ".meta" / bench_sync.CONTAINER / "c"
+    for i in range(distinct, count):
+        for folder, suffix in ((base, ".tif"), (meta, ".tif.json")):
+            target = folder / f"{i:05d}{suffix}"
+            if not target.exists():
+                os.link(folder / f"{i % distinct:05d}{suffix}", target)
 
 
 def segments_phase(args, store, tmp: Path) -> dict:
@@ -331,6 +362,8 @@ def main() -> None:
     parser.add_argument("--script-small-only", action="store_true",
                         help="cpu: run the plain script at --small only (its CPU per file is flat; "
                              "at 100,000 files it adds about 20 minutes)")
+    parser.add_argument("--backend", choices=("azurite", "local"), default="azurite",
+                        help="cpu: the files in Azurite (default) or in a local directory store; pgSTAC both")
     parser.add_argument("--pool", choices=("thread", "process"), default="process")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
@@ -348,7 +381,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_dir:
         tmp = Path(tmp_dir)
         if phases & {"cpu", "segments"}:
-            with services() as (store, dsn, counts):
+            with services(args.backend, tmp) as (store, dsn, counts):
                 if "cpu" in phases:
                     result["cpu"] = cpu_phase(args, store, dsn, counts, tmp)
                     result.update({k: v for k, v in result["cpu"].items() if k.startswith("cpu_")})
@@ -363,16 +396,19 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def services():
-    """Azurite and PostgreSQL + pgSTAC as bench_sync starts them (or the ones the env names)."""
+def services(backend: str = "azurite", tmp: Path | None = None):
+    """Azurite (or, ``backend="local"``, a local directory store under ``tmp``) and PostgreSQL +
+    pgSTAC as bench_sync starts them (or the ones the env names)."""
     from services import Azurite, PgStac
 
     azurite = pg = None
     saved = {k: os.environ.get(k) for k in ("RMH_STORAGE_BACKEND", "RMH_STORAGE_CONNECTION_STRING",
-                                             "RMH_CATALOG_BACKEND", "RMH_PGSTAC_DSN")}
+                                             "RMH_STORAGE_LOCAL_DIR", "RMH_CATALOG_BACKEND", "RMH_PGSTAC_DSN")}
     try:
         conn = os.environ.get("AZURITE_CONNECTION_STRING")
-        if not conn:
+        if backend == "local":
+            conn = None
+        elif not conn:
             azurite = Azurite(access_log=True).start()
             conn = azurite.connection_string
             bench_sync.SESSIONS["azurite"] = azurite.proc.pid
@@ -381,8 +417,10 @@ def services():
             pg = PgStac().start()
             dsn = pg.dsn
             bench_sync.PARENTS["postgres"], bench_sync.SESSIONS["postgres"] = bench_sync.postmaster(pg.port)
-        os.environ.update({"RMH_STORAGE_BACKEND": "azure", "RMH_STORAGE_CONNECTION_STRING": conn,
-                           "RMH_CATALOG_BACKEND": "pgstac", "RMH_PGSTAC_DSN": dsn})
+        storage = ({"RMH_STORAGE_BACKEND": "local", "RMH_STORAGE_LOCAL_DIR": str(tmp / "storage")}
+                   if backend == "local" else
+                   {"RMH_STORAGE_BACKEND": "azure", "RMH_STORAGE_CONNECTION_STRING": conn})
+        os.environ.update({**storage, "RMH_CATALOG_BACKEND": "pgstac", "RMH_PGSTAC_DSN": dsn})
         from settings import get_settings
 
         get_settings.cache_clear()
