@@ -6,7 +6,9 @@ polled it. Now it answers summaries (the counts the list shows; the whole output
 ``outputs=true``), at most ``top`` jobs a page, and reads only the newest instances it needs:
 it asks the Durable client for the instances created in a window before the page's start
 (``created_time_from`` / ``created_time_to``, which the client passes to the task hub), widening the
-window until it holds a page more than ``top`` jobs or reaches the first instance. The
+window until it holds a page more than ``top`` jobs or reaches the first instance; each wider
+window reads only the time the narrower ones did not cover, so an instance is read once a page
+(a 10,000-file sync's 1,000 chunks were read once per window: 1.3 s a listing). The
 continuation token names the last job answered (its creation time and id); the next page starts
 just before it, so pages never repeat or skip a job as new jobs arrive.
 """
@@ -75,12 +77,19 @@ async def newest_jobs(query: Callable[..., Awaitable[list]], is_job: Callable[[A
     # statuses give whole seconds: the next page reads up to the end of the token's second, and
     # what it answered already is dropped by its (time, id)
     upper = (before[0].replace(microsecond=0) + dt.timedelta(seconds=1)).astimezone(dt.timezone.utc) if before else None
+    jobs: dict[str, Any] = {}
+    newer = upper
     for window in WINDOWS:
+        # each window reads only what the narrower ones did not (both ends are inclusive: an
+        # instance on a boundary is read twice and kept once): a job's chunks, which a listing
+        # reads and drops, are parsed once a page, not once a window
         start = ((upper or now) - window).astimezone(dt.timezone.utc) if window is not None else None
-        found = await query(created_time_from=start, created_time_to=upper)
-        jobs = sorted((s for s in found if is_job(s) and (before is None or _key(s) < before)),
-                      key=_key, reverse=True)
+        for status in await query(created_time_from=start, created_time_to=newer):
+            if is_job(status) and (before is None or _key(status) < before):
+                jobs[status.instance_id] = status
         if len(jobs) > top or start is None:
             break
-    page = jobs[:top]
-    return page, encode_token(*_key(page[-1])) if len(jobs) > top else None
+        newer = start
+    ordered = sorted(jobs.values(), key=_key, reverse=True)
+    page = ordered[:top]
+    return page, encode_token(*_key(page[-1])) if len(ordered) > top else None

@@ -110,3 +110,28 @@ def test_a_bad_continuation_token_is_a_400_that_says_what_to_send(host, jobs):
         assert code == 400 and "continuation token" in body["error"], (token, body)
     code, body = host.get("/api/jobs?top=0")
     assert code == 400 and "top" in body["error"]
+
+
+def test_a_listing_reads_each_instance_of_the_hub_once(host, jobs, monkeypatch):
+    """Nine jobs (fewer than a page) make the listing widen its window to the first instance; the
+    sync's chunks are in every window. Each wider window reads only the time the narrower ones did
+    not, so one listing is served each instance once (plus any on a window's boundary); the old
+    code read every instance of the hub again for each of its four windows."""
+    import local_management
+
+    everything = host.runtime.list_instances(page_size=None).instances
+    children = [s for s in everything if ":" in s["instanceId"]]
+    assert children, "the sync ran no chunk: this test needs instances the listing drops"
+    served: list[str] = []
+    real = local_management.Management.list_page
+
+    def counting(self, **kwargs):  # the real page, counted
+        page, token = real(self, **kwargs)
+        served.extend(status["instanceId"] for status in page)
+        return page, token
+
+    monkeypatch.setattr(local_management.Management, "list_page", counting)
+    code, body = host.get("/api/jobs?top=100")
+    assert code == 200 and len(body["jobs"]) >= len(jobs), body
+    assert sorted(set(served)) == sorted(s["instanceId"] for s in everything)
+    assert len(served) <= len(everything) + 3, (len(served), len(everything))
