@@ -68,8 +68,10 @@ def sync_container(context, request, result: JobResult):
         return result
     # A file already cataloged for its ETag is skipped: counted (total, skipped), not scheduled.
     result.total = result.skipped = plan.counts.get("unchanged", 0)
-    if plan.removed_sources:  # a source gone: its whole output goes, through unpublish (of at most
-        removed: int | None = 0  # UNPUBLISH_NAMES sources each: one request names no more)
+    if plan.removed_sources:
+        # a source gone: its whole output goes, through unpublish, UNPUBLISH_NAMES sources at a
+        # time (one request names no more); the items removed, None when some group failed
+        removed: int | None = 0
         for batch, start in enumerate(range(0, len(plan.removed_sources), UNPUBLISH_NAMES)):
             count = yield from unpublish_sources(context, result, UnpublishRequest(
                 container=request.container, blobs=plan.removed_sources[start:start + UNPUBLISH_NAMES],

@@ -81,12 +81,13 @@ def cpu_phase(args, store, dsn: str, counts, tmp: Path) -> dict:
             script_cpu = (time.process_time() - cpu_before) * 1000 / files
             after_services = bench_sync.cpu_by_process()
             script_pg = (after_services.get("postgres", 0) - before_services.get("postgres", 0)) * 1000 / files
-        run = bench_sync.ours(files, args.chunk_size, tmp, args.pool, args.workers, f"scale-{files}",
+        collection = f"scale-{files}"
+        run = bench_sync.ours(files, args.chunk_size, tmp, args.pool, args.workers, collection,
                               threads=args.threads, prefix=prefix)
         label = size_label(files)
         out[f"cpu_ms_per_file_{label}"] = ours_cpu(run)
         out[f"run_{label}"] = {"items": run["items"], "failed": run["failed"],
-                               "pgstac_items": pgstac_count(dsn, f"scale-{files}"), "wall_s": run["wall_s"],
+                               "pgstac_items": pgstac_count(dsn, collection), "wall_s": run["wall_s"],
                                "cpu_ms_per_file": run["cpu_ms_per_file"], "tasks_top100_ms": run["tasks_page_ms"],
                                "jobs_page_ms": run["jobs_page_ms"], "queue_wait_ms": run["queue_wait_ms"],
                                "replay": {k: run["replay"].get(k) for k in ("invoked", "elided", "seconds")},
@@ -116,13 +117,14 @@ def linked_copies(store, count: int, distinct: int = 1000) -> None:
     through the store (``bench_sync.upload_copies``), the rest hard links to them and to their
     metadata sidecars (the same bytes; one inode per ``distinct`` file, so the same ETag)."""
     bench_sync.upload_copies(store, min(count, distinct), distinct)
-    base = store.root / bench_sync.CONTAINER / "c"
-    meta = store.root / ".meta" / bench_sync.CONTAINER / "c"
+    def paths(i: int) -> tuple[Path, Path]:  # the blob's file and its sidecar, as the store names them
+        name = f"c/{i:05d}.tif"
+        return store._blob_path(bench_sync.CONTAINER, name), store._meta_path(bench_sync.CONTAINER, name)
+
     for i in range(distinct, count):
-        for folder, suffix in ((base, ".tif"), (meta, ".tif.json")):
-            target = folder / f"{i:05d}{suffix}"
+        for source, target in zip(paths(i % distinct), paths(i)):
             if not target.exists():
-                os.link(folder / f"{i % distinct:05d}{suffix}", target)
+                os.link(source, target)
 
 
 def segments_phase(args, store, tmp: Path) -> dict:

@@ -179,6 +179,7 @@ def _flat(actions):
         yield action
         yield from _flat(action.get("compoundActions") or [])
 
+
 def test_a_sync_with_more_gone_sources_than_one_unpublish_names_runs_one_unpublish_per_batch():
     """10,001 sources gone: an unpublish of 10,000 then one of 1 (one request names at most
     UNPUBLISH_NAMES), their removed items summed. On the old code the job failed: its one
