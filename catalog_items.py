@@ -15,13 +15,14 @@ from storage import BlobStore
 
 def item_for(task: ConvertTask, *, raster: Any, access: dict[str, str], data: tuple[str, str],
              data_size: int | None, item_blob_name: str | None = None, title: str | None = None,
-             thumbnail: tuple[str, str] | None = None):
+             thumbnail: tuple[str, str] | None = None, pixels: Any = None):
     """The STAC item of ``raster``, whose file is the blob ``data`` (container, name); its id comes
     from the source container and ``item_blob_name`` (default: the source blob), qualified by the
     output container when a conversion writes elsewhere than RMH_OUTPUT_CONTAINER; its ``source``
     asset is the source blob, its ``thumbnail`` the PNG blob ``thumbnail``. Every asset href is
     the blob's public href (``RMH_ASSET_BASE_URL``, else the store's URL), with the store's
-    alternate hrefs (``vsiaz`` on Azure)."""
+    alternate hrefs (``vsiaz`` on Azure). ``pixels``: what validation read of ``raster`` whole
+    (``ValidationReport.pixels``), so its statistics are not read twice."""
     store = blob_store()
     blob_name = item_blob_name or task.file.name
     source_href, source_alternates = asset_hrefs(store, task.container, task.file.name)
@@ -34,7 +35,7 @@ def item_for(task: ConvertTask, *, raster: Any, access: dict[str, str], data: tu
         source_last_modified=task.file.last_modified, source_size=task.file.size,
         data_href=data_href, data_alternates=data_alternates, data_size=data_size,
         thumbnail_href=thumbnail_href, thumbnail_alternates=thumbnail_alternates,
-        datetime_override=task.datetime, gdal_config=gdal_config(access),
+        datetime_override=task.datetime, gdal_config=gdal_config(access), pixels=pixels,
     )
 
 

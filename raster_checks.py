@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -21,7 +22,7 @@ from raster_env import GDAL_ERRORS, PathLike, component_dtype, nodata_json, nump
 from raster_errors import (DegenerateTransform, GeoOpsError, InvalidNodata, MissingCRS, RasterTooLarge,
                            SourceUnavailable, UnreadableRaster, UnsupportedDtype)
 from raster_models import Issue, RasterLimits
-from raster_stats import sample_windows
+from raster_stats import STATISTICS_SIZE, sample_windows
 
 
 Findings = tuple[list[Issue], list[Issue]]
@@ -141,7 +142,9 @@ def check_nodata(ds: DatasetReader) -> Findings:
 
 
 class BlockSample(BaseModel):
-    """What decoding a sample of blocks found; ``whole``: the sample was every block."""
+    """What decoding a sample of blocks found; ``whole``: the sample was every block, and then
+    ``data`` holds those pixels (masked as ``ds.read(masked=True)``) when the raster is no larger
+    than ``STATISTICS_SIZE`` on its long side: its statistics come from them, not a second read."""
 
     blocks: int = 0
     pixels: int = 0
@@ -149,6 +152,7 @@ class BlockSample(BaseModel):
     whole: bool = False
     errors: list[Issue] = Field(default_factory=list)
     warnings: list[Issue] = Field(default_factory=list)
+    data: Any = Field(default=None, exclude=True, repr=False)
 
 
 def all_valid(ds: DatasetReader) -> bool:
@@ -165,25 +169,27 @@ def check_blocks(ds: DatasetReader, limit: int) -> BlockSample:
 
     A raster of at most ``limit`` blocks (and ``WHOLE_READ_BYTES``) is decoded in one read; if
     that read fails, block by block, so the error names the block. The mask is read only when
-    the header says some pixel can be invalid (nodata, a mask or alpha)."""
+    the header says some pixel can be invalid (nodata, a mask or alpha). A whole read of a raster
+    within ``STATISTICS_SIZE`` keeps its pixels (``BlockSample.data``) for its statistics."""
     windows = sample_windows(ds, limit)
     block_h, block_w = ds.block_shapes[0]
     size = ds.count * ds.width * ds.height * max(numpy_dtype(t).itemsize for t in ds.dtypes)
     if (len(windows) == math.ceil(ds.height / block_h) * math.ceil(ds.width / block_w)
             and size <= WHOLE_READ_BYTES):
-        sample = _decode(ds, [Window(0, 0, ds.width, ds.height)], whole=True)
+        sample = _decode(ds, [Window(0, 0, ds.width, ds.height)], whole=True,
+                         keep=max(ds.width, ds.height) <= STATISTICS_SIZE)
         if not sample.errors:
             sample.blocks = len(windows)
             return sample
     return _decode(ds, windows, whole=False)
 
 
-def _decode(ds: DatasetReader, windows: list[Window], whole: bool) -> BlockSample:
+def _decode(ds: DatasetReader, windows: list[Window], whole: bool, keep: bool = False) -> BlockSample:
     sample = BlockSample(whole=whole)
     every_pixel = all_valid(ds)
     for window in windows:
         try:
-            data = ds.read(window=window)
+            data = ds.read(window=window, masked=keep)
             valid = (data[0].size if every_pixel
                      else int(np.count_nonzero(ds.dataset_mask(window=window))))
         except GDAL_ERRORS as err:
@@ -197,11 +203,13 @@ def _decode(ds: DatasetReader, windows: list[Window], whole: bool) -> BlockSampl
         sample.blocks += 1
         sample.pixels += data[0].size
         sample.valid_pixels += valid
-        if data.dtype.kind in "fc" and not sample.warnings and np.isnan(data).any():
+        if data.dtype.kind in "fc" and not sample.warnings and np.isnan(np.ma.getdata(data)).any():
             if not all(v is not None and math.isnan(v) for v in ds.nodatavals):
                 sample.warnings.append(issue("UndeclaredNaN", "float pixels contain NaN but "
                                               "the nodata value is not NaN; NaN pixels are not "
                                               "masked"))
+        if keep:
+            sample.data = data
     return sample
 
 

@@ -149,19 +149,22 @@ def read_header(
     statistics: bool = False,
     max_stats_size: int = STATISTICS_SIZE,
     gdal_config: Mapping[str, str] | None = None,
+    pixels: np.ma.MaskedArray | None = None,
 ) -> RasterHeader:
     """What a catalog item needs, from the header alone unless ``statistics`` (then one decimated
-    read, served by the overviews, gives each band's statistics). ``src`` is a path or an open
-    dataset (left open). CRS facts are cached per distinct CRS."""
+    read, served by the overviews, gives each band's statistics; none when ``pixels``, the whole
+    raster as validation read it, already are that read). ``src`` is a path or an open dataset
+    (left open). CRS facts are cached per distinct CRS."""
     with gdal_env(gdal_config), (contextlib.nullcontext(src) if isinstance(src, DatasetReader)
                                  else open_raster(src)) as ds:
         try:
-            return _header_of(ds, densify, statistics, max_stats_size)
+            return _header_of(ds, densify, statistics, max_stats_size, pixels)
         except GDAL_ERRORS as err:  # a header GDAL cannot finish reading: the file's, named
             raise read_error(ds.name, "reading its header failed", err) from err
 
 
-def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int) -> RasterHeader:
+def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size: int,
+               pixels: np.ma.MaskedArray | None = None) -> RasterHeader:
     placed = georeferencing(ds) in ("gcps", "rpcs")
     mapping = PixelMapping(ds) if placed else None
     crs = mapping.crs if mapping else ds.crs
@@ -171,7 +174,7 @@ def _header_of(ds: DatasetReader, densify: int, statistics: bool, max_stats_size
     georeferenced = crs is not None and (placed or not ds.transform.is_identity) and maps_to_lonlat(wkt)
     body = celestial_body(wkt) if wkt else None
     geometry, bbox = footprint(crs, *grid, densify=densify) if georeferenced else (None, None)
-    data = read_decimated(ds, max_size=max_stats_size) if statistics else None
+    data = read_decimated(ds, max_size=max_stats_size, pixels=pixels) if statistics else None
     is_tiff = ds.driver in ("GTiff", "COG")
     return RasterHeader(
         path=ds.name, driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,

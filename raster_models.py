@@ -63,6 +63,16 @@ class ValidationReport(BaseModel):
     is_cog: bool = False
     cog_errors: list[str] = Field(default_factory=list)
     cog_warnings: list[str] = Field(default_factory=list)
+    pixels: Any = Field(default=None, exclude=True, repr=False)
+    """The raster's pixels when validation decoded all of them and it is small enough to describe
+    from them (``raster_checks.BlockSample.data``): ``read_header(..., pixels=)`` takes its
+    statistics from them instead of reading them again. Never serialized."""
+
+    def __eq__(self, other: object) -> bool:
+        """Reports are equal when they say the same (the pixels they carry are not said)."""
+        if not isinstance(other, ValidationReport):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
 
     def raise_for_errors(self) -> None:
         """Raise the first blocking error as its ``GeoOpsError`` subclass."""

@@ -57,16 +57,22 @@ def _mask_non_finite(data: np.ma.MaskedArray) -> np.ma.MaskedArray:
 
 
 def read_decimated(ds: DatasetReader, *, max_size: int = 1024, sample_blocks: int = 64,
-                   indexes: Sequence[int] | None = None) -> np.ma.MaskedArray:
+                   indexes: Sequence[int] | None = None,
+                   pixels: np.ma.MaskedArray | None = None) -> np.ma.MaskedArray:
     """A masked read of the bands for statistics or a preview, never a full read of a large raster.
 
     With overviews (every COG) or when the raster is small: one read at most ``max_size`` pixels
     on the long side, which GDAL serves from the overviews. A large raster without overviews is
     sampled instead: up to ``sample_blocks`` whole blocks spread over it (shape ``(bands, 1, n)``).
-    Nodata, NaN, alpha and internal masks are masked out.
+    Nodata, NaN, alpha and internal masks are masked out. ``pixels``: every band at full
+    resolution, already read masked (validation's whole read): the answer when the raster fits
+    ``max_size``, with no read at all.
     """
-    indexes = list(indexes or ds.indexes)
     scale = max(1.0, max(ds.width, ds.height) / max_size)
+    if (pixels is not None and scale == 1.0 and indexes is None
+            and pixels.shape == (ds.count, ds.height, ds.width)):
+        return _mask_non_finite(pixels)
+    indexes = list(indexes or ds.indexes)
     try:
         if scale > 4 and not ds.overviews(1):
             parts = [ds.read(indexes, window=w, masked=True).reshape(len(indexes), 1, -1)

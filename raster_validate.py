@@ -96,6 +96,7 @@ def _validate_dataset(ds: DatasetReader, report: ValidationReport, limits: Raste
         return  # never decode pixels of a file that fails the size guard
     sample = check_blocks(ds, sample_blocks)
     report.blocks_sampled = sample.blocks
+    report.pixels = sample.data
     report.errors.extend(sample.errors)
     report.warnings.extend(sample.warnings)
     if sample.errors:

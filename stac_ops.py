@@ -215,14 +215,15 @@ def _open_raster(raster: str | os.PathLike | DatasetReaderBase) -> Iterator[Any]
 
 
 def read_facts(raster: str | os.PathLike | DatasetReaderBase, *, max_stats_size: int = geo_ops.STATISTICS_SIZE,
-               gdal_config: Mapping[str, Any] | None = None) -> geo_ops.RasterHeader:
+               gdal_config: Mapping[str, Any] | None = None, pixels: Any = None) -> geo_ops.RasterHeader:
     """geo_ops' facts of a raster with band statistics (a decimated read, at most
-    ``max_stats_size`` pixels on the long side); read failures become ``RasterReadError``
-    (a network fault stays ``geo_ops.SourceUnavailable``: transient, retried)."""
+    ``max_stats_size`` pixels on the long side, or ``pixels`` already read: see
+    ``geo_ops.read_header``); read failures become ``RasterReadError`` (a network fault stays
+    ``geo_ops.SourceUnavailable``: transient, retried)."""
     with geo_ops.gdal_env(gdal_config), _open_raster(raster) as dataset:
         try:
             return geo_ops.read_header(dataset, statistics=True, max_stats_size=max_stats_size,
-                                       gdal_config=gdal_config)
+                                       gdal_config=gdal_config, pixels=pixels)
         except geo_ops.GeoOpsError as err:
             raise RasterReadError(f"cannot read pixels of {dataset.name!r}: {err.reason}") from err
 
@@ -519,6 +520,7 @@ def item_from_raster(
     max_stats_size: int = geo_ops.STATISTICS_SIZE,
     gdal_config: Mapping[str, Any] | None = None,
     validator: StacValidator | None = None,
+    pixels: Any = None,
 ) -> pystac.Item:
     """A STAC item for one raster (a source blob cataloged in place, or a COG made from one).
 
@@ -532,11 +534,12 @@ def item_from_raster(
     the path read), ``source`` (``source_href``, when it differs from the data's) and
     ``thumbnail`` (``thumbnail_href``, a PNG). Hrefs are written as given (the caller decides
     their public form). With a ``validator`` the item is validated before it is returned
-    (``ItemValidationError``).
+    (``ItemValidationError``). ``pixels``: the raster's pixels already read whole by
+    validation (``ValidationReport.pixels``), its statistics' source instead of a second read.
     """
     source = SourceBlob(container=container, blob_name=blob_name, href=source_href, etag=source_etag,
                         last_modified=source_last_modified, size=source_size)
-    facts = read_facts(raster, max_stats_size=max_stats_size, gdal_config=gdal_config)
+    facts = read_facts(raster, max_stats_size=max_stats_size, gdal_config=gdal_config, pixels=pixels)
     geometry, bbox = get_geometry(facts)
     when, when_source = get_datetime(facts, last_modified=source_last_modified, override=datetime_override)
     props = {**get_properties(facts, source), DATETIME_SOURCE: when_source, "title": title or blob_name}

@@ -115,9 +115,9 @@ def catalog_blob(task: ConvertTask) -> TaskOutcome:
     store = blob_store()
 
     def build():
-        with validated_source(store, task) as (gdal, _report, dataset):
+        with validated_source(store, task) as (gdal, report, dataset):
             return item_for(task, raster=dataset, access=gdal.config, data=(task.container, task.file.name),
-                            data_size=task.file.size)
+                            data_size=task.file.size, pixels=report.pixels)
 
     item = judged(store, task.container, task.file.name, build)
     if task.stage:

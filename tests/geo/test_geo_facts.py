@@ -94,6 +94,39 @@ def test_large_raster_without_overviews_is_sampled_by_blocks(tmp_path):
     assert (stats.minimum, stats.maximum, stats.valid_percent) == (1, 200, 100.0)
 
 
+def test_statistics_from_the_pixels_validation_read_equal_a_second_read(make_raster, variant):
+    """Validation decodes a small raster whole; its statistics come from those pixels, and they
+    are the statistics a second (decimated, here full-resolution) read gives, masks and NaN
+    included, for every dtype, nodata and alpha variant."""
+    path = make_raster(width=300, height=200, **variant)
+    with geo_ops.validated(path) as (report, dataset):
+        assert report.valid and report.pixels is not None
+        assert report.pixels.shape == (dataset.count, 200, 300)
+        shared = geo_ops.read_header(dataset, statistics=True, pixels=report.pixels)
+    again = geo_ops.read_header(path, statistics=True)
+    assert [b.statistics for b in shared.bands] == [b.statistics for b in again.bands]
+    assert "pixels" not in report.model_dump()  # the pixels never travel with the report
+
+
+def test_statistics_use_the_pixels_given_and_no_second_read(make_raster):
+    path = make_raster(width=64, height=64, dtype="uint16", count=1)
+    with geo_ops.validated(path) as (report, dataset):
+        pixels = report.pixels.copy()
+        pixels[:] = 7  # what the statistics say can only come from these pixels
+        header = geo_ops.read_header(dataset, statistics=True, pixels=pixels)
+    assert (header.bands[0].statistics.minimum, header.bands[0].statistics.maximum) == (7, 7)
+
+
+def test_only_a_small_raster_read_whole_keeps_its_pixels(make_raster):
+    big = make_raster(width=1200, height=300, blocksize=256)  # whole read, but past STATISTICS_SIZE
+    sampled = make_raster(width=2048, height=2048, blocksize=256)  # 64 blocks: sampled, not whole
+    for path in (big, sampled):
+        with geo_ops.validated(path) as (report, dataset):
+            assert report.valid and report.pixels is None
+            header = geo_ops.read_header(dataset, statistics=True, pixels=report.pixels)
+        assert header.bands[0].statistics == geo_ops.read_header(path, statistics=True).bands[0].statistics
+
+
 def test_the_block_sampler_spreads_over_small_grids_too(make_raster):
     path = make_raster(width=1024, height=1024, blocksize=512)
     with rasterio.open(path) as dataset:

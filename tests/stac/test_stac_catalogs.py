@@ -563,6 +563,8 @@ def test_staged_items_are_written_by_one_flush(catalog, collection, template, it
     catalog.stage_items("chunk-a/run-1", [variant(template, collection, 0, etag="restaged")])
     if backend == "pgstac":  # a static catalog writes at once; pgSTAC waits for the flush
         assert catalog.list_item_etags(collection) == {}
+        with catalog._source.connection() as conn:  # a one-statement stage write in autocommit gave it back as it was
+            assert conn.autocommit is False
     result = catalog.flush_staged("chunk-a/run-1")
     etags = catalog.list_item_etags(collection)
     assert len(etags) == 12 and etags[items[0]["id"]] == "restaged"
