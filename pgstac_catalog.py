@@ -338,8 +338,8 @@ class PgStacCatalog:
                     conn.autocommit = True
                     try:
                         return work(conn)
-                    finally:
-                        if not conn.closed:
+                    finally:  # a lost connection is not idle: the pool discards it as it is
+                        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                             conn.autocommit = False
             with self._connection() as conn, (conn.pipeline() if pipeline else contextlib.nullcontext()), \
                     conn.transaction():

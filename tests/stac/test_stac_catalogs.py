@@ -486,6 +486,28 @@ def test_pgstac_survives_a_lost_pooled_connection(pgstac_dsn, validator, collect
         pool.close()
 
 
+def test_a_one_statement_stage_write_survives_a_lost_pooled_connection(pgstac_dsn, validator, collection_id, template):
+    """The per-file stage write runs in autocommit on a pooled connection: a connection lost
+    under it is retried on a new one (not a query error), and no connection goes back to the
+    pool in autocommit."""
+    pool = pgstac_catalog.connection_pool(pgstac_dsn, min_size=1, max_size=1)
+    try:
+        catalog = pgstac_catalog.PgStacCatalog(pool, validator=validator, retry_delay=0.01)
+        catalog.upsert_collection(stac_collections.build_collection(collection_id))
+        assert catalog.stage_items("lost/run-1", [variant(template, collection_id, 1)]) == 1  # creates the stage
+        for n in (2, 3):
+            with pool.connection() as conn:
+                pid = conn.info.backend_pid
+            with psycopg.connect(pgstac_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            assert catalog.stage_items("lost/run-1", [variant(template, collection_id, n)]) == 1
+            with pool.connection() as conn:
+                assert conn.autocommit is False and conn.info.backend_pid != pid
+        assert catalog.flush_staged("lost/run-1").written == 3
+    finally:
+        pool.close()
+
+
 def test_pgstac_health_when_unreachable():
     pool = pgstac_catalog.connection_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0, max_size=1, timeout=0.5)
     try:
