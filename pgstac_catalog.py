@@ -690,6 +690,7 @@ class PgStacCatalog:
             drafts.unmark(conn, collection_id)
             conn.execute("DELETE FROM public.rmh_draft_items WHERE collection = %s", (collection_id,))
             conn.execute("SELECT pgstac.delete_collection(%s)", (collection_id,))
+            pgstac_summaries.unregister_queryables(conn, collection_id)
             return True
 
         self.remove_searches(collection_id)

@@ -107,26 +107,40 @@ def render_summaries(rows: Iterable[tuple]) -> list[stac_collections.RenderSumma
 
 
 def register_queryables(conn: psycopg.Connection, collection_id: str) -> None:
-    """Register ``stac_ops.QUERYABLES`` for a collection (which must exist) in pgSTAC.
+    """Register ``stac_ops.QUERYABLES`` for a collection (which must exist) in pgSTAC, as rows
+    of its own (``collection_ids`` = the collection) in one INSERT; pgSTAC merges a property's
+    rows by name when it lists queryables. A property already registered for it (its own row,
+    or a row of several collections an earlier version shared) or by an operator for every
+    collection (``collection_ids`` NULL) is left as it is; nothing is indexed (pgSTAC indexes
+    only on request). pgSTAC's wrapper follows each definition's type, so numbers compare as
+    numbers in CQL2 filters that name the collection.
 
-    One row per property serves every collection that has it (``collection_ids`` grows); a
-    property an operator registered for every collection (``collection_ids`` NULL) is left to
-    that definition, and nothing is indexed (pgSTAC indexes only on request). pgSTAC's wrapper
-    follows each definition's type, so numbers compare as numbers in CQL2 filters that name the
-    collection.
+    Rows of its own keep a new collection's cost flat: pgSTAC's statement trigger on
+    ``queryables`` maintains the partitions of every collection the written rows name, so
+    appending the collection to rows shared by all (the code before, a statement per property)
+    made each new collection cost sixteen passes over the catalog's collections
+    (``make bench-scale PHASES=collections``).
     """
-    for name, definition in stac_ops.QUERYABLES.items():
-        rows = conn.execute("SELECT id, collection_ids, definition FROM pgstac.queryables WHERE name = %s",
-                            (name,)).fetchall()
-        if any(ids is None or collection_id in ids for _, ids, _ in rows):
-            continue
-        same = next((row_id for row_id, _, existing in rows if existing == definition), None)
-        if same is not None:
-            conn.execute("UPDATE pgstac.queryables SET collection_ids = array_append(collection_ids, %s) "
-                         "WHERE id = %s", (collection_id, same))
-        else:
-            conn.execute("INSERT INTO pgstac.queryables (name, definition, collection_ids) VALUES (%s, %s, %s)",
-                         (name, Jsonb(definition), [collection_id]))
+    registered = {name for (name,) in conn.execute(
+        "SELECT DISTINCT name FROM pgstac.queryables WHERE name = ANY(%s) "
+        "AND (collection_ids IS NULL OR collection_ids @> ARRAY[%s]::text[])",
+        (list(stac_ops.QUERYABLES), collection_id)).fetchall()}
+    missing = [(name, definition) for name, definition in stac_ops.QUERYABLES.items() if name not in registered]
+    if missing:
+        conn.execute("INSERT INTO pgstac.queryables (name, definition, collection_ids) "
+                     "SELECT name, definition, ARRAY[%s]::text[] FROM unnest(%s::text[], %s::jsonb[]) AS q(name, definition)",
+                     (collection_id, [n for n, _ in missing], [Jsonb(d) for _, d in missing]))
+
+
+def unregister_queryables(conn: psycopg.Connection, collection_id: str) -> None:
+    """Forget a deleted collection in our queryables: the rows that name only it go, and rows
+    shared with other collections (registered by an earlier version) stop naming it. A row for
+    every collection (NULL) is never touched."""
+    names, only = list(stac_ops.QUERYABLES), [collection_id]
+    conn.execute("DELETE FROM pgstac.queryables WHERE name = ANY(%s) AND cardinality(collection_ids) > 0 "
+                 "AND collection_ids <@ %s::text[]", (names, only))
+    conn.execute("UPDATE pgstac.queryables SET collection_ids = array_remove(collection_ids, %s) "
+                 "WHERE name = ANY(%s) AND collection_ids @> %s::text[]", (collection_id, names, only))
 
 
 def collection_summary(conn: psycopg.Connection, collection_id: str) -> ItemSummary:

@@ -30,6 +30,19 @@ def test_the_pages_and_dry_phases_run_and_report_json(tmp_path):
     assert dry["seconds"] > 0 and dry["host_peak_mb"] > 0 and dry["worker_peak_mb"] > 0
 
 
+def test_the_collections_phase_runs_and_reports_json(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH), "--phases", "collections", "--collections", "12"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    made = figures["collections"]
+    assert made["collections"] == 12
+    for variant in ("before", "after"):
+        assert set(made[variant]["new_collection_ms"]) == {"1", "10", "12"}
+        assert all(ms > 0 for ms in made[variant]["new_collection_ms"].values())
+    assert set(figures["new_collection_ms_at_12"]) == {"before", "after"}
+
+
 def test_an_unknown_phase_is_refused(tmp_path):
     done = subprocess.run([sys.executable, str(BENCH), "--phases", "sync1m"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
