@@ -74,6 +74,24 @@ def test_an_export_with_vsiaz_hrefs_and_a_bad_item(host, store, service_env, val
     assert item.properties["rmh:imported_from"] == "exports/items.json, feature 0"
 
 
+def test_a_foreign_item_shaped_like_a_serialized_python_object_stays_data(host, store, service_env, tmp_path):
+    """The Durable SDK's loose JSON codec rebuilds a dict carrying ``__class__``, ``__module__``
+    and ``__data__`` as an object of a loaded module's class. A foreign item's property shaped
+    that way (a loaded module's class, a module that is not there) stays data: it neither fails
+    the item or its chunk nor turns into an object on its way through the job."""
+    names = upload_scene_files(store, tmp_path, "shaped", "files/", 0)
+    items = item_dicts({"pathlike": names, "nomodule": names})
+    envelopes = {"pathlike": {"__class__": "PurePosixPath", "__module__": "pathlib", "__data__": "/etc/passwd"},
+                 "nomodule": {"__class__": "X", "__module__": "no_such_module", "__data__": {}}}
+    for item in items:
+        item["properties"]["vendor:state"] = envelopes[item["id"]]
+    upload_export(store, "shaped", "items.ndjson", items)
+    status = host.run("import_stac", {"container": "shaped", "blob": "items.ndjson", "collection": "shaped"})
+    assert (status["output"]["done"], status["output"]["failed"]) == (2, 0), status["output"]
+    for item_id, envelope in envelopes.items():
+        assert _catalog_item(service_env, "shaped", item_id).properties["vendor:state"] == envelope
+
+
 def test_hostile_hrefs_and_links_reach_nothing_on_the_local_store(host, store, tmp_path):
     assert_hostile_refused(check_hostile_import(host, store, tmp_path))
 
