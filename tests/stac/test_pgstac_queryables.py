@@ -14,7 +14,6 @@ import pgstac_catalog
 import stac_collections
 import stac_ops
 
-pytestmark = pytest.mark.usefixtures("pgstac_dsn")
 
 _COUNTER = """
 CREATE TABLE IF NOT EXISTS public.queryable_writes (op text NOT NULL);
